@@ -1,0 +1,272 @@
+"""The process that becomes dockerd, inside docker-up's new namespaces.
+
+Stdlib only and started with `python -S`: it sits on the start-up path, so it must cost a few
+milliseconds, not the ~0.3 s that the CLI's libraries take to import. It talks to the parent
+over two pipes, one JSON object per line, and finally execs dockerd, so that dockerd is the
+parent's direct child and holds the namespaces (nothing else stays resident).
+
+Steps: unshare user+mount+net -> parent maps ids -> private mounts, /etc and /run copy-up,
+sysctls, loopback, storage and iptables probes -> report -> parent says go (slirp4netns is
+ready, daemon.json written) -> fork a verifier, exec dockerd.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+from typing import Any
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWNET = 0x40000000
+MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 4096, 16384, 1 << 18
+PR_SET_PDEATHSIG = 1
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+
+# Host /run entries that must not show through the copy-up: things dockerd (or iptables, for
+# its lock) creates for itself, which would otherwise point at root-owned host files.
+RUN_PRIVATE = {"xtables.lock", "docker", "docker.sock", "docker.pid", "containerd"}
+ETC_PRIVATE = {"resolv.conf"}
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class ChildError(Exception):
+    pass
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        e = ctypes.get_errno()
+        raise ChildError(f"{what}: {os.strerror(e)} (errno {errno.errorcode.get(e, e)})")
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(flags), "unshare")
+
+
+def mount(src: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    _check(
+        _libc.mount(
+            src.encode(),
+            target.encode(),
+            fstype.encode() if fstype else None,
+            ctypes.c_ulong(flags),
+            data.encode() if data else None,
+        ),
+        f"mount {fstype or 'bind'} {src} on {target}",
+    )
+
+
+def umount(target: str) -> None:
+    _check(_libc.umount2(target.encode(), 0), f"umount {target}")
+
+
+class Channel:
+    def __init__(self, rfd: int, wfd: int) -> None:
+        self.r = os.fdopen(rfd, "r", buffering=1)
+        self.wfd = wfd
+
+    def send(self, **msg: Any) -> None:
+        os.write(self.wfd, (json.dumps(msg) + "\n").encode())
+
+    def recv(self) -> dict[str, Any]:
+        line = self.r.readline()
+        if not line:
+            raise ChildError("parent went away")
+        msg: dict[str, Any] = json.loads(line)
+        return msg
+
+
+def copy_up(base: str, dirs: list[str], resolv_conf: str) -> None:
+    """Make /etc and /run writable in this mount namespace without touching the real ones:
+    keep the originals reachable by a bind mount, cover the directory with a tmpfs, and put
+    back every original entry as a symlink into the bind mount."""
+    originals = {}
+    for d in dirs:
+        ro = os.path.join(base, d.strip("/"))
+        os.makedirs(ro, exist_ok=True)
+        mount(d, ro, None, MS_BIND | MS_REC)
+        originals[d] = ro
+    for d, ro in originals.items():
+        mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755")
+        private = RUN_PRIVATE if d == "/run" else ETC_PRIVATE if d == "/etc" else set()
+        for entry in os.listdir(ro):
+            if entry not in private:
+                os.symlink(os.path.join(ro, entry), os.path.join(d, entry))
+    if "/etc" in originals:
+        with open("/etc/resolv.conf", "w") as f:
+            f.write(resolv_conf)
+
+
+def set_sysctls(sysctls: dict[str, str]) -> None:
+    # /proc/sys/net answers for the network namespace of the process that writes it: ours.
+    for key, value in sysctls.items():
+        try:
+            with open(f"/proc/sys/{key}", "w") as f:
+                f.write(value)
+        except OSError as e:
+            raise ChildError(f"sysctl {key}={value}: {e.strerror}") from e
+
+
+def loopback_up() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s, SIOCGIFFLAGS, req))[1]
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+
+
+def probe_overlay(probe_dir: str) -> str | None:
+    """Mount a real overlay here: the only reliable answer to whether overlay2 works in this
+    user namespace (kernel 5.11+ allows it, some distributions patch it out). Returns the
+    reason it failed, or None."""
+    shutil.rmtree(probe_dir, ignore_errors=True)
+    parts = {n: os.path.join(probe_dir, n) for n in ("lower", "upper", "work", "merged")}
+    for p in parts.values():
+        os.makedirs(p)
+    opts = "lowerdir={lower},upperdir={upper},workdir={work}".format(**parts)
+    try:
+        for extra in ("", ",userxattr"):
+            try:
+                mount("overlay", parts["merged"], "overlay", 0, opts + extra)
+            except ChildError as e:
+                error = str(e)
+                continue
+            umount(parts["merged"])
+            return None
+        return error
+    finally:
+        shutil.rmtree(probe_dir, ignore_errors=True)
+
+
+def choose_storage(candidates: list[str], probe_dir: str, fuse_overlayfs: str | None) -> tuple[str, str]:
+    reasons = []
+    for driver in candidates:
+        if driver == "overlay2":
+            failed = probe_overlay(probe_dir)
+            if failed is None:
+                return driver, "overlay mounts in the user namespace"
+            reasons.append(f"overlay2: {failed}")
+        elif driver == "fuse-overlayfs":
+            if not fuse_overlayfs:
+                reasons.append("fuse-overlayfs: not installed")
+            elif not os.access("/dev/fuse", os.R_OK | os.W_OK):
+                reasons.append("fuse-overlayfs: /dev/fuse not accessible")
+            else:
+                return driver, "; ".join([*reasons, "fuse-overlayfs usable"])
+        else:
+            return driver, "; ".join([*reasons, f"{driver} chosen"])
+    raise ChildError("no storage driver works: " + "; ".join(reasons))
+
+
+def choose_iptables(candidates: dict[str, str], bin_dir: str) -> tuple[str, str]:
+    """Try each backend for real in this namespace; link the first that works into the
+    directory that comes first on dockerd's PATH."""
+    errors = []
+    for name, path in candidates.items():
+        if not os.path.exists(path):
+            errors.append(f"{name}: {path} missing")
+            continue
+        r = subprocess.run([path, "-w", "-t", "nat", "-S"], capture_output=True, text=True)
+        if r.returncode != 0:
+            errors.append(f"{name}: {r.stderr.strip().splitlines()[-1:] or r.returncode}")
+            continue
+        os.makedirs(bin_dir, exist_ok=True)
+        for tool in ("iptables", "ip6tables"):
+            link = os.path.join(bin_dir, tool)
+            target = os.path.join(os.path.dirname(path), f"{tool}-{name}")
+            if os.path.lexists(link):
+                os.unlink(link)
+            os.symlink(target, link)
+        return name, "; ".join([*errors, f"{name} works"])
+    raise ChildError("no iptables backend works in the namespace: " + "; ".join(errors))
+
+
+def verify(spec: dict[str, Any]) -> dict[str, Any]:
+    """Check with pyroute2 what slirp4netns configured. Runs in a side process, off the
+    start-up path (pyroute2 alone costs ~0.1 s to import)."""
+    sys.path[:0] = spec["sys_path"]
+    from pyroute2 import IPRoute  # type: ignore[import-untyped]
+
+    problems = []
+    with IPRoute() as ipr:
+        (lo,) = ipr.link_lookup(ifname="lo") or [None]
+        if lo is None or not ipr.get_links(lo)[0]["flags"] & IFF_UP:
+            problems.append("lo is not up")
+        idx = ipr.link_lookup(ifname=spec["tap"])
+        if not idx:
+            return {"ok": False, "problems": [f"{spec['tap']} does not exist"]}
+        link = ipr.get_links(idx[0])[0]
+        if link.get_attr("IFLA_MTU") != spec["mtu"]:
+            problems.append(f"{spec['tap']} MTU is {link.get_attr('IFLA_MTU')}, not {spec['mtu']}")
+        addrs = [(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=idx[0])]
+        if (spec["address"], spec["prefixlen"]) not in addrs:
+            problems.append(f"{spec['tap']} has {addrs}, not {spec['address']}/{spec['prefixlen']}")
+        gws = [r.get_attr("RTA_GATEWAY") for r in ipr.get_default_routes(family=socket.AF_INET)]
+        if spec["gateway"] not in gws:
+            problems.append(f"default route via {gws}, not {spec['gateway']}")
+    return {"ok": not problems, "problems": problems}
+
+
+def spawn_verifier(spec: dict[str, Any], ch: Channel) -> None:
+    # Double fork: the verifier must not become a zombie child of dockerd.
+    pid = os.fork()
+    if pid == 0:
+        if os.fork() == 0:
+            try:
+                result = verify(spec)
+            except Exception as e:  # report anything: the parent decides
+                result = {"ok": False, "problems": [f"verifier failed: {e!r}"]}
+            ch.send(step="verified", **result)
+            os._exit(0)
+        os._exit(0)
+    os.waitpid(pid, 0)
+
+
+def main() -> None:
+    spec: dict[str, Any] = json.loads(sys.argv[1])
+    ch = Channel(int(sys.argv[2]), int(sys.argv[3]))
+    parent = os.getppid()
+    try:
+        unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET)
+        ch.send(step="unshared")
+        if ch.recv().get("step") != "mapped":
+            raise ChildError("id mapping failed")
+        os.chdir("/")
+        mount("none", "/", None, MS_REC | MS_PRIVATE)
+        copy_up(spec["copyup_base"], spec["copyup"], spec["resolv_conf"])
+        set_sysctls(spec["sysctls"])
+        loopback_up()
+        storage, storage_reason = choose_storage(
+            spec["storage_candidates"], spec["storage_probe_dir"], spec["fuse_overlayfs"]
+        )
+        iptables, iptables_reason = choose_iptables(spec["iptables"], spec["bin_dir"])
+    except (ChildError, OSError) as e:
+        ch.send(step="error", error=str(e))
+        sys.exit(1)
+    ch.send(step="ready", storage=storage, storage_reason=storage_reason,
+            iptables=iptables, iptables_reason=iptables_reason)
+    if ch.recv().get("step") != "go":
+        sys.exit(1)
+    spawn_verifier(spec["verify"], ch)
+    # dockerd gets SIGTERM if docker-up dies without stopping it (kill -9): no orphan daemon.
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:
+        sys.exit(1)
+    os.set_inheritable(ch.wfd, False)
+    ch.r.close()
+    dockerd = spec["dockerd"]
+    os.execve(dockerd["argv"][0], dockerd["argv"], dockerd["env"])
+
+
+if __name__ == "__main__":
+    main()

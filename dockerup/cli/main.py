@@ -1,0 +1,110 @@
+"""The command line. Typer only: parse, call the core, render. Heavy modules are imported
+inside the commands, so `docker-up` starts its helpers before paying for them."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Annotated
+
+import typer
+
+from dockerup.errors import DockerUpError
+
+app = typer.Typer(add_completion=False, no_args_is_help=False,
+                  help="A rootless Docker daemon in its own user and network namespace.")
+state = {"debug": False}
+
+
+def _console(stderr: bool = True):  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def fail(e: DockerUpError) -> None:
+    c = _console()
+    c.print(f"[bold red]docker-up:[/] {e.message}")
+    if e.detail:
+        c.print(e.detail, markup=False, style="dim")
+    if e.hint:
+        c.print(f"[yellow]fix:[/] {e.hint}")
+    raise typer.Exit(1)
+
+
+@app.callback(invoke_without_command=True)
+def main_callback(
+    ctx: typer.Context,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    state["debug"] = debug
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(up)
+
+
+@app.command()
+def up(
+    mtu: Annotated[int, typer.Option(help="MTU of the tap device and of dockerd's bridges.",
+                                     min=1280, max=65520)] = 65520,
+    allow_host_loopback: Annotated[bool, typer.Option(
+        "--allow-host-loopback",
+        help="Let the namespace reach the workspace's 127.0.0.1 as 10.0.2.2.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for dockerd.")] = 60.0,
+    storage: Annotated[str, typer.Option(
+        help="auto, overlay2, fuse-overlayfs or vfs.")] = "auto",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only.")] = False,
+) -> None:
+    """Start dockerd in its own namespaces and keep it running (the default command)."""
+    from dockerup import app as core
+    from dockerup.config import Config, Storage
+
+    try:
+        try:
+            st = Storage(storage)
+        except ValueError as e:
+            raise DockerUpError(f"unknown storage driver {storage!r}",
+                                hint="choose auto, overlay2, fuse-overlayfs or vfs") from e
+        config = Config(mtu=mtu, allow_host_loopback=allow_host_loopback,
+                        start_timeout=timeout, storage=st)
+        if dry_run:
+            import json
+
+            print(json.dumps(core.plan_summary(core.make_plan(config)), indent=2))
+            return
+        code = core.up(config, _progress(), _announce)
+    except DockerUpError as e:
+        fail(e)
+    raise typer.Exit(code)
+
+
+def _progress():  # type: ignore[no-untyped-def]
+    c = _console()
+
+    def progress(msg: str) -> None:
+        c.print(f"[dim]docker-up: {msg}[/]")
+
+    return progress
+
+
+def _announce(running) -> None:  # type: ignore[no-untyped-def]
+    c = _console()
+    t = running.timings.get("total", 0.0)
+    c.print(f"[green]docker-up: dockerd is ready[/] in {t:.2f} s "
+            f"(storage {running.storage}, {running.net} MTU {running.mtu})")
+    # stdout carries only the line a shell can eval.
+    print(f"export DOCKER_HOST={running.docker_host}", flush=True)
+
+
+def main() -> None:
+    try:
+        app()
+    except DockerUpError as e:  # raised outside a command's own handling
+        if state["debug"]:
+            traceback.print_exc()
+        _console().print(f"[bold red]docker-up:[/] {e.message}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""dockerd's configuration, argv and environment (pure rendering)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from dockerup.config import Config
+from dockerup.paths import Paths
+
+
+def daemon_config(config: Config, paths: Paths, storage: str) -> dict[str, Any]:
+    """daemon.json. Everything lives under the user's own directories; the MTU matches the
+    network helper's so that docker0's packets fit the tap device."""
+    return {
+        "data-root": str(paths.data_root),
+        "exec-root": str(paths.exec_root),
+        "pidfile": str(paths.pidfile),
+        "hosts": [paths.docker_host],
+        "mtu": config.mtu,
+        "storage-driver": storage,
+        # dockerd 20.10 only moves its identity key out of /etc/docker when RootlessKit's
+        # environment is present; without it, it would write into the host's /etc/docker.
+        "deprecated-key-path": str(paths.data / "key.json"),
+    }
+
+
+def render_daemon_json(config: Config, paths: Paths, storage: str) -> str:
+    return json.dumps(daemon_config(config, paths, storage), indent=2, sort_keys=True) + "\n"
+
+
+def dockerd_argv(dockerd: str, paths: Paths) -> list[str]:
+    return [dockerd, f"--config-file={paths.daemon_json}", "--rootless"]
+
+
+def dockerd_env(base: dict[str, str], paths: Paths, search_path: str, home: str) -> dict[str, str]:
+    """A small, explicit environment: our bin dir first (the working iptables backend),
+    then the user's PATH with the sbin directories where Debian keeps runc."""
+    env = {
+        "PATH": f"{paths.bin_dir}:{search_path}",
+        "HOME": home,
+        # Rootless dockerd derives some defaults from it and refuses to start without it.
+        "XDG_RUNTIME_DIR": str(paths.runtime),
+    }
+    for key in ("LANG", "LC_ALL", "TZ", "DOCKERD_DEBUG"):
+        if key in base:
+            env[key] = base[key]
+    return env

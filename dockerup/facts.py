@@ -1,0 +1,121 @@
+"""Probe the host once into HostFacts. Everything after this is a pure function of them."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dockerup import proc
+
+# Debian's PATH for a normal user lacks the sbin directories, where dockerd and runc live.
+EXTRA_PATH = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+
+# Program -> the Debian package that provides it (for the error a user sees).
+PACKAGES: dict[str, str] = {
+    "dockerd": "docker.io",
+    "containerd": "containerd",
+    "runc": "runc",
+    "slirp4netns": "slirp4netns",
+    "newuidmap": "uidmap",
+    "newgidmap": "uidmap",
+    "iptables": "iptables",
+}
+REQUIRED = tuple(PACKAGES)
+
+
+@dataclass(frozen=True)
+class IdRange:
+    start: int
+    count: int
+
+
+@dataclass(frozen=True)
+class TunAccess:
+    exists: bool
+    openable: bool
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    uid: int
+    gid: int
+    user: str
+    home: str
+    search_path: str  # PATH used to find programs, sbin dirs included
+    binaries: dict[str, str | None]
+    subuid: tuple[IdRange, ...]
+    subgid: tuple[IdRange, ...]
+    tun: TunAccess
+    slirp_help: str = ""
+    python: str = sys.executable
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def search_path(env_path: str) -> str:
+    parts = [p for p in env_path.split(":") if p]
+    parts += [p for p in EXTRA_PATH if p not in parts]
+    return ":".join(parts)
+
+
+def parse_subid(text: str, user: str, uid: int) -> tuple[IdRange, ...]:
+    """Ranges in /etc/subuid or /etc/subgid format ("name:start:count") for this user,
+    matched by name or by numeric uid, as newuidmap does."""
+    ranges = []
+    for line in text.splitlines():
+        fields = line.strip().split(":")
+        if len(fields) != 3 or fields[0] not in (user, str(uid)):
+            continue
+        try:
+            ranges.append(IdRange(int(fields[1]), int(fields[2])))
+        except ValueError:
+            continue
+    return tuple(ranges)
+
+
+def probe_tun(path: str = "/dev/net/tun") -> TunAccess:
+    if not os.path.exists(path):
+        return TunAccess(exists=False, openable=False, error="missing")
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError as e:
+        return TunAccess(exists=True, openable=False, error=e.strerror or str(e))
+    os.close(fd)
+    return TunAccess(exists=True, openable=True)
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def probe(env: dict[str, str] | None = None) -> HostFacts:
+    env = dict(os.environ if env is None else env)
+    uid, gid = os.getuid(), os.getgid()
+    try:
+        pw = pwd.getpwuid(uid)
+        user, home = pw.pw_name, env.get("HOME") or pw.pw_dir
+    except KeyError:
+        user, home = str(uid), env.get("HOME", "/")
+    path = search_path(env.get("PATH", "/usr/bin:/bin"))
+    binaries = {name: shutil.which(name, path=path) for name in REQUIRED}
+    slirp = binaries.get("slirp4netns")
+    return HostFacts(
+        uid=uid,
+        gid=gid,
+        user=user,
+        home=home,
+        search_path=path,
+        binaries=binaries,
+        subuid=parse_subid(_read("/etc/subuid"), user, uid),
+        subgid=parse_subid(_read("/etc/subgid"), user, uid),
+        tun=probe_tun(),
+        slirp_help=proc.output([slirp, "--help"]) if slirp else "",
+        env=env,
+    )

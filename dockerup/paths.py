@@ -1,0 +1,94 @@
+"""Every path docker-up uses, derived once from the environment (pure)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+# sun_path is 108 bytes on Linux, including the terminating NUL.
+UNIX_SOCKET_MAX = 107
+
+
+@dataclass(frozen=True)
+class Paths:
+    runtime: Path  # sockets, pid files, generated config: gone at reboot
+    data: Path  # data-root and anything that must persist
+    config: Path  # the user's own settings
+    runtime_from_xdg: bool
+
+    @property
+    def socket(self) -> Path:
+        return self.runtime / "docker.sock"
+
+    @property
+    def docker_host(self) -> str:
+        return f"unix://{self.socket}"
+
+    @property
+    def exec_root(self) -> Path:
+        return self.runtime / "exec"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.runtime / "dockerd.pid"
+
+    @property
+    def daemon_json(self) -> Path:
+        return self.runtime / "daemon.json"
+
+    @property
+    def slirp_api(self) -> Path:
+        return self.runtime / "slirp4netns.sock"
+
+    @property
+    def lock(self) -> Path:
+        return self.runtime / "lock"
+
+    @property
+    def state_file(self) -> Path:
+        return self.runtime / "state.json"
+
+    @property
+    def bin_dir(self) -> Path:
+        # Put first on dockerd's PATH: it selects the iptables backend that works.
+        return self.runtime / "bin"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.runtime / "logs"
+
+    @property
+    def data_root(self) -> Path:
+        return self.data / "docker"
+
+    @property
+    def copyup(self) -> Path:
+        # Where the real /etc and /run stay reachable inside the mount namespace. Not under
+        # /run, because /run itself gets covered by a tmpfs there.
+        return self.data / "copyup"
+
+    @property
+    def config_file(self) -> Path:
+        return self.config / "config.toml"
+
+
+def resolve_paths(env: Mapping[str, str], uid: int, home: str) -> Paths:
+    """XDG locations, with a per-user /tmp fallback where no XDG_RUNTIME_DIR exists
+    (no systemd, so no /run/user/UID)."""
+    xdg_runtime = env.get("XDG_RUNTIME_DIR", "")
+    if xdg_runtime and os.path.isabs(xdg_runtime):
+        runtime = Path(xdg_runtime) / "docker-up"
+        from_xdg = True
+    else:
+        runtime = Path(f"/tmp/docker-up-{uid}")
+        from_xdg = False
+    data_home = env.get("XDG_DATA_HOME") or f"{home}/.local/share"
+    config_home = env.get("XDG_CONFIG_HOME") or f"{home}/.config"
+    return Paths(
+        runtime=runtime,
+        data=Path(data_home) / "docker-up",
+        config=Path(config_home) / "docker-up",
+        runtime_from_xdg=from_xdg,
+    )

@@ -1,0 +1,172 @@
+"""From host facts and config to a Plan: data a test can compare, and `up --dry-run` prints."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dockerup import daemon
+from dockerup.config import Config, Storage
+from dockerup.errors import DockerUpError
+from dockerup.facts import PACKAGES, REQUIRED, HostFacts, IdRange
+from dockerup.net import slirp4netns
+from dockerup.paths import UNIX_SOCKET_MAX, Paths
+
+CHILD_SCRIPT = Path(__file__).with_name("child.py")
+
+# Namespace sysctls docker-up owns: they change nothing outside its network namespace.
+def sysctls(gids: int) -> dict[str, str]:
+    return {
+        "net/ipv4/ip_forward": "1",
+        # Let every mapped group ping (the workspace default is "1 0": nobody). The kernel
+        # refuses gids outside the namespace's map, so the range ends where the map does.
+        "net/ipv4/ping_group_range": f"0 {gids}",
+        # Containers may bind low ports inside the namespace.
+        "net/ipv4/ip_unprivileged_port_start": "0",
+    }
+
+
+@dataclass(frozen=True)
+class IdMap:
+    """newuidmap/newgidmap arguments: our own id becomes 0, the subordinate range follows."""
+
+    binary: str
+    outer_id: int
+    sub: IdRange
+
+    def argv(self, pid: int) -> list[str]:
+        return [self.binary, str(pid), "0", str(self.outer_id), "1", "1",
+                str(self.sub.start), str(self.sub.count)]
+
+
+@dataclass(frozen=True)
+class Plan:
+    paths: Paths
+    config: Config
+    net: slirp4netns.Slirp4netns
+    uidmap: IdMap
+    gidmap: IdMap
+    child_argv: tuple[str, ...]
+    child_spec: dict[str, Any]
+    dockerd_argv: tuple[str, ...]
+    dockerd_env: dict[str, str] = field(default_factory=dict)
+    dirs: tuple[Path, ...] = ()
+
+    def daemon_json(self, storage: str) -> str:
+        return daemon.render_daemon_json(self.config, self.paths, storage)
+
+
+def missing_programs(facts: HostFacts) -> list[str]:
+    return [name for name in REQUIRED if not facts.binaries.get(name)]
+
+
+def require_programs(facts: HostFacts) -> dict[str, str]:
+    missing = missing_programs(facts)
+    if missing:
+        pkgs = sorted({PACKAGES[m] for m in missing})
+        names = ", ".join(missing)
+        raise DockerUpError(
+            f"{names} not found (looked in {facts.search_path})",
+            hint=f"install it: sudo apt-get install {' '.join(pkgs)}",
+        )
+    return {k: v for k, v in facts.binaries.items() if v}
+
+
+def require_range(ranges: tuple[IdRange, ...], file: str, facts: HostFacts) -> IdRange:
+    if not ranges:
+        raise DockerUpError(
+            f"no subordinate id range for user {facts.user} in {file}",
+            hint=f"add a line such as '{facts.user}:100000:65536' to {file} "
+            f"(as root: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 "
+            f"{facts.user})",
+        )
+    return max(ranges, key=lambda r: r.count)
+
+
+def require_tun(facts: HostFacts) -> None:
+    if not facts.tun.exists:
+        raise DockerUpError(
+            "/dev/net/tun is missing: slirp4netns needs it for the tap device",
+            hint="as root: mkdir -p /dev/net && mknod /dev/net/tun c 10 200 && "
+            "chmod 0666 /dev/net/tun (in a container: run it with --device /dev/net/tun)",
+        )
+    if not facts.tun.openable:
+        raise DockerUpError(
+            f"/dev/net/tun cannot be opened by {facts.user}: {facts.tun.error}",
+            hint="as root: chmod 0666 /dev/net/tun (opening it grants nothing by itself: "
+            "a tap device needs CAP_NET_ADMIN in its own namespace)",
+        )
+
+
+def require_socket_path(paths: Paths) -> None:
+    if len(str(paths.socket)) > UNIX_SOCKET_MAX:
+        raise DockerUpError(
+            f"socket path {paths.socket} is longer than {UNIX_SOCKET_MAX} bytes",
+            hint="set XDG_RUNTIME_DIR to a shorter directory",
+        )
+
+
+def storage_candidates(config: Config) -> list[str]:
+    if config.storage is Storage.auto:
+        return [Storage.overlay2, Storage.fuse_overlayfs, Storage.vfs]
+    return [config.storage.value]
+
+
+def build_plan(config: Config, facts: HostFacts, paths: Paths) -> Plan:
+    """Pure: raises DockerUpError for anything that cannot work on this host."""
+    bins = require_programs(facts)
+    subuid = require_range(facts.subuid, "/etc/subuid", facts)
+    subgid = require_range(facts.subgid, "/etc/subgid", facts)
+    require_tun(facts)
+    require_socket_path(paths)
+    features = slirp4netns.parse_features(facts.slirp_help, facts.slirp_help)
+    net = slirp4netns.configure(
+        bins["slirp4netns"], features, config.mtu, config.allow_host_loopback, paths.slirp_api
+    )
+    argv = daemon.dockerd_argv(bins["dockerd"], paths)
+    env = daemon.dockerd_env(facts.env, paths, facts.search_path, facts.home)
+    iptables_dir = str(Path(bins["iptables"]).parent)
+    child_spec: dict[str, Any] = {
+        "copyup_base": str(paths.copyup),
+        "copyup": ["/etc", "/run"],
+        "resolv_conf": f"nameserver {slirp4netns.DNS}\n",
+        "sysctls": sysctls(subgid.count),
+        "storage_candidates": storage_candidates(config),
+        "storage_probe_dir": str(paths.data / "probe"),
+        "fuse_overlayfs": _which(facts, "fuse-overlayfs"),
+        "iptables": {
+            "nft": f"{iptables_dir}/iptables-nft",
+            "legacy": f"{iptables_dir}/iptables-legacy",
+        },
+        "bin_dir": str(paths.bin_dir),
+        "verify": {
+            "tap": slirp4netns.TAP,
+            "address": slirp4netns.GUEST_ADDR,
+            "prefixlen": slirp4netns.PREFIXLEN,
+            "gateway": slirp4netns.GATEWAY,
+            "mtu": config.mtu,
+            "sys_path": [p for p in sys.path if p],
+        },
+        "dockerd": {"argv": argv, "env": env},
+    }
+    return Plan(
+        paths=paths,
+        config=config,
+        net=net,
+        uidmap=IdMap(bins["newuidmap"], facts.uid, subuid),
+        gidmap=IdMap(bins["newgidmap"], facts.gid, subgid),
+        # -S: no site-packages. The child is stdlib-only and starts in a few milliseconds.
+        child_argv=(facts.python, "-S", str(CHILD_SCRIPT)),
+        child_spec=child_spec,
+        dockerd_argv=tuple(argv),
+        dockerd_env=env,
+        dirs=(paths.runtime, paths.log_dir, paths.bin_dir, paths.data, paths.copyup),
+    )
+
+
+def _which(facts: HostFacts, name: str) -> str | None:
+    import shutil
+
+    return shutil.which(name, path=facts.search_path)

@@ -1,0 +1,116 @@
+"""The one place that starts processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from dockerup.errors import DockerUpError
+
+
+def output(argv: Sequence[str], timeout: float = 10.0) -> str:
+    """stdout+stderr of a short probe command; empty when it cannot run at all."""
+    try:
+        r = subprocess.run(
+            list(argv), capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return r.stdout + r.stderr
+
+
+def run(argv: Sequence[str], what: str, timeout: float = 30.0) -> str:
+    """Run a command that must succeed; its failure becomes a DockerUpError."""
+    try:
+        r = subprocess.run(
+            list(argv), capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except OSError as e:
+        raise DockerUpError(f"{what}: cannot run {argv[0]}: {e.strerror}") from e
+    except subprocess.TimeoutExpired as e:
+        raise DockerUpError(f"{what}: {argv[0]} did not finish in {timeout:.0f} s") from e
+    if r.returncode != 0:
+        raise DockerUpError(
+            f"{what} failed: {' '.join(argv)} exited with {r.returncode}",
+            detail=(r.stderr or r.stdout).strip(),
+        )
+    return r.stdout
+
+
+def spawn(
+    argv: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    log: Path | None = None,
+    pass_fds: Sequence[int] = (),
+    new_session: bool = True,
+) -> subprocess.Popen[bytes]:
+    """Start a long-running helper. Its own session keeps the terminal's Ctrl-C away from it:
+    docker-up alone decides the order in which things stop."""
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
+    try:
+        return subprocess.Popen(
+            list(argv),
+            env=dict(env) if env is not None else None,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            pass_fds=tuple(pass_fds),
+            start_new_session=new_session,
+        )
+    except OSError as e:
+        raise DockerUpError(f"cannot start {argv[0]}: {e.strerror}") from e
+    finally:
+        if log and not isinstance(out, int):
+            out.close()
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def stop(p: subprocess.Popen[bytes], timeout: float, sig: int = signal.SIGTERM) -> int:
+    """Ask a helper to stop, then kill it after `timeout`. Returns its exit status."""
+    if p.poll() is None:
+        try:
+            p.send_signal(sig)
+            return p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    return p.wait()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    """For processes we did not fork (no wait() possible): poll until gone."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.05)
+    return not pid_alive(pid)
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
