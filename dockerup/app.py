@@ -30,8 +30,9 @@ def plan_summary(plan: Plan) -> dict[str, Any]:
     }
 
 
-def up(config: Config, progress: supervise.Progress,
-       on_ready: Callable[[supervise.Running], None]) -> int:
+def up(
+    config: Config, progress: supervise.Progress, on_ready: Callable[[supervise.Running], None]
+) -> int:
     plan = make_plan(config)
     try:
         return supervise.run_foreground(plan, progress, on_ready)

@@ -148,7 +148,9 @@ def probe_overlay(probe_dir: str) -> str | None:
         shutil.rmtree(probe_dir, ignore_errors=True)
 
 
-def choose_storage(candidates: list[str], probe_dir: str, fuse_overlayfs: str | None) -> tuple[str, str]:
+def choose_storage(
+    candidates: list[str], probe_dir: str, fuse_overlayfs: str | None
+) -> tuple[str, str]:
     reasons = []
     for driver in candidates:
         if driver == "overlay2":
@@ -195,7 +197,7 @@ def verify(spec: dict[str, Any]) -> dict[str, Any]:
     """Check with pyroute2 what slirp4netns configured. Runs in a side process, off the
     start-up path (pyroute2 alone costs ~0.1 s to import)."""
     sys.path[:0] = spec["sys_path"]
-    from pyroute2 import IPRoute  # type: ignore[import-untyped]
+    from pyroute2 import IPRoute
 
     problems = []
     with IPRoute() as ipr:
@@ -253,8 +255,13 @@ def main() -> None:
     except (ChildError, OSError) as e:
         ch.send(step="error", error=str(e))
         sys.exit(1)
-    ch.send(step="ready", storage=storage, storage_reason=storage_reason,
-            iptables=iptables, iptables_reason=iptables_reason)
+    ch.send(
+        step="ready",
+        storage=storage,
+        storage_reason=storage_reason,
+        iptables=iptables,
+        iptables_reason=iptables_reason,
+    )
     if ch.recv().get("step") != "go":
         sys.exit(1)
     spawn_verifier(spec["verify"], ch)

@@ -21,4 +21,4 @@ class Config:
     allow_host_loopback: bool = False
     start_timeout: float = 60.0
     storage: Storage = Storage.auto
-    stop_timeout: float = 15.0
+    stop_timeout: float = 30.0

@@ -19,6 +19,9 @@ def daemon_config(config: Config, paths: Paths, storage: str) -> dict[str, Any]:
         "hosts": [paths.docker_host],
         "mtu": config.mtu,
         "storage-driver": storage,
+        # Shorter than docker-up's own stop timeout, so dockerd always gets to stop its
+        # containers (and their shims) before it could be killed.
+        "shutdown-timeout": 10,
         # dockerd 20.10 only moves its identity key out of /etc/docker when RootlessKit's
         # environment is present; without it, it would write into the host's /etc/docker.
         "deprecated-key-path": str(paths.data / "key.json"),

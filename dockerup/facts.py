@@ -25,6 +25,7 @@ PACKAGES: dict[str, str] = {
     "iptables": "iptables",
 }
 REQUIRED = tuple(PACKAGES)
+OPTIONAL = ("fuse-overlayfs", "docker")
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def probe(env: dict[str, str] | None = None) -> HostFacts:
     except KeyError:
         user, home = str(uid), env.get("HOME", "/")
     path = search_path(env.get("PATH", "/usr/bin:/bin"))
-    binaries = {name: shutil.which(name, path=path) for name in REQUIRED}
+    binaries = {name: shutil.which(name, path=path) for name in REQUIRED + OPTIONAL}
     slirp = binaries.get("slirp4netns")
     return HostFacts(
         uid=uid,

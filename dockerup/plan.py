@@ -16,6 +16,7 @@ from dockerup.paths import UNIX_SOCKET_MAX, Paths
 
 CHILD_SCRIPT = Path(__file__).with_name("child.py")
 
+
 # Namespace sysctls docker-up owns: they change nothing outside its network namespace.
 def sysctls(gids: int) -> dict[str, str]:
     return {
@@ -37,8 +38,16 @@ class IdMap:
     sub: IdRange
 
     def argv(self, pid: int) -> list[str]:
-        return [self.binary, str(pid), "0", str(self.outer_id), "1", "1",
-                str(self.sub.start), str(self.sub.count)]
+        return [
+            self.binary,
+            str(pid),
+            "0",
+            str(self.outer_id),
+            "1",
+            "1",
+            str(self.sub.start),
+            str(self.sub.count),
+        ]
 
 
 @dataclass(frozen=True)
@@ -135,7 +144,7 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths) -> Plan:
         "sysctls": sysctls(subgid.count),
         "storage_candidates": storage_candidates(config),
         "storage_probe_dir": str(paths.data / "probe"),
-        "fuse_overlayfs": _which(facts, "fuse-overlayfs"),
+        "fuse_overlayfs": facts.binaries.get("fuse-overlayfs"),
         "iptables": {
             "nft": f"{iptables_dir}/iptables-nft",
             "legacy": f"{iptables_dir}/iptables-legacy",
@@ -164,9 +173,3 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths) -> Plan:
         dockerd_env=env,
         dirs=(paths.runtime, paths.log_dir, paths.bin_dir, paths.data, paths.copyup),
     )
-
-
-def _which(facts: HostFacts, name: str) -> str | None:
-    import shutil
-
-    return shutil.which(name, path=facts.search_path)

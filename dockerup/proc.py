@@ -15,9 +15,7 @@ from dockerup.errors import DockerUpError
 def output(argv: Sequence[str], timeout: float = 10.0) -> str:
     """stdout+stderr of a short probe command; empty when it cannot run at all."""
     try:
-        r = subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=timeout, check=False
-        )
+        r = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return r.stdout + r.stderr
@@ -26,9 +24,7 @@ def output(argv: Sequence[str], timeout: float = 10.0) -> str:
 def run(argv: Sequence[str], what: str, timeout: float = 30.0) -> str:
     """Run a command that must succeed; its failure becomes a DockerUpError."""
     try:
-        r = subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=timeout, check=False
-        )
+        r = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
     except OSError as e:
         raise DockerUpError(f"{what}: cannot run {argv[0]}: {e.strerror}") from e
     except subprocess.TimeoutExpired as e:

@@ -57,8 +57,9 @@ def _pidfd(p: subprocess.Popen[bytes]) -> int:
     return os.pidfd_open(p.pid)
 
 
-def _wait_readable(fd: int, helper: subprocess.Popen[bytes], what: str, log: Path,
-                   deadline: float) -> None:
+def _wait_readable(
+    fd: int, helper: subprocess.Popen[bytes], name: str, what: str, log: Path, deadline: float
+) -> None:
     """Block until fd is readable; fail at once if the helper exits first (its pidfd becomes
     readable), or at the deadline."""
     pidfd = _pidfd(helper)
@@ -71,16 +72,15 @@ def _wait_readable(fd: int, helper: subprocess.Popen[bytes], what: str, log: Pat
             if fd in ready:
                 return
             if pidfd in ready:
-                raise helper_died(helper, what, log)
+                raise helper_died(helper, name, what, log)
     finally:
         os.close(pidfd)
 
 
-def helper_died(p: subprocess.Popen[bytes], what: str, log: Path) -> DockerUpError:
+def helper_died(p: subprocess.Popen[bytes], name: str, what: str, log: Path) -> DockerUpError:
     code = p.wait()
-    argv = p.args if isinstance(p.args, list) else [str(p.args)]
     return DockerUpError(
-        f"{Path(str(argv[0])).name} {proc.describe_exit(code)} while waiting for {what}",
+        f"{name} {proc.describe_exit(code)} while waiting for {what}",
         hint=f"full log: {log}",
         detail=proc.tail(log, 20),
     )
@@ -92,22 +92,25 @@ class ChildLink:
     def __init__(self, p: subprocess.Popen[bytes], rfd: int, wfd: int, log: Path) -> None:
         self.p, self.rfd, self.wfd, self.log = p, rfd, wfd, log
         self.buf = b""
+        # The child process execs dockerd once told to go: errors name what it is by then.
+        self.name = "docker-up's namespace child"
 
     def send(self, **msg: Any) -> None:
         os.write(self.wfd, (json.dumps(msg) + "\n").encode())
 
     def recv(self, what: str, deadline: float) -> dict[str, Any]:
         while b"\n" not in self.buf:
-            _wait_readable(self.rfd, self.p, what, self.log, deadline)
+            _wait_readable(self.rfd, self.p, self.name, what, self.log, deadline)
             chunk = os.read(self.rfd, 65536)
             if not chunk:
-                raise helper_died(self.p, what, self.log)
+                raise helper_died(self.p, self.name, what, self.log)
             self.buf += chunk
         line, self.buf = self.buf.split(b"\n", 1)
         msg: dict[str, Any] = json.loads(line)
         if msg.get("step") == "error":
-            raise DockerUpError(f"setting up the namespace failed: {msg['error']}",
-                                hint=f"log: {self.log}")
+            raise DockerUpError(
+                f"setting up the namespace failed: {msg['error']}", hint=f"log: {self.log}"
+            )
         return msg
 
 
@@ -133,7 +136,7 @@ def prepare_dirs(plan: Plan) -> None:
     # A fallback under /tmp could have been made by someone else: refuse to use it then.
     if st.st_uid != os.getuid() or not rt.is_dir() or rt.is_symlink():
         raise DockerUpError(
-            f"{rt} is not a directory owned by you", hint=f"remove it, or set XDG_RUNTIME_DIR"
+            f"{rt} is not a directory owned by you", hint="remove it, or set XDG_RUNTIME_DIR"
         )
     os.chmod(rt, 0o700)
 
@@ -196,12 +199,19 @@ def start(plan: Plan, stack: contextlib.ExitStack, progress: Progress) -> Runnin
     ns = child.recv("the namespace set-up", deadline)
     timings["namespace_setup"] = time.monotonic() - t0
     paths.daemon_json.write_text(plan.daemon_json(ns["storage"]))
-    _wait_readable(ready_r, net, f"{plan.net.name} to be ready",
-                   paths.log_dir / f"{plan.net.name}.log", deadline)
+    _wait_readable(
+        ready_r,
+        net,
+        plan.net.name,
+        "the network to be ready",
+        paths.log_dir / f"{plan.net.name}.log",
+        deadline,
+    )
     timings["network_ready"] = time.monotonic() - t0
 
     progress(f"starting dockerd (storage {ns['storage']}, iptables {ns['iptables']})")
     child.send(step="go")
+    child.name = "dockerd"
     t_exec = time.monotonic()
     _wait_socket(paths.socket, child, deadline)
     timings["dockerd_socket"] = time.monotonic() - t_exec
@@ -211,21 +221,32 @@ def start(plan: Plan, stack: contextlib.ExitStack, progress: Progress) -> Runnin
     timings["api_ready"] = time.monotonic() - t_sock
     verified = child.recv("the network check", deadline)
     if not verified.get("ok"):
-        raise DockerUpError("the namespace's network is not as slirp4netns should have set it: "
-                            + "; ".join(verified.get("problems", [])))
+        raise DockerUpError(
+            "the namespace's network is not as slirp4netns should have set it: "
+            + "; ".join(verified.get("problems", []))
+        )
     timings["total"] = time.monotonic() - t0
     return Running(
-        pid=os.getpid(), dockerd_pid=child.p.pid, slirp_pid=net.pid,
-        socket=str(paths.socket), docker_host=paths.docker_host,
-        storage=ns["storage"], storage_reason=ns["storage_reason"],
-        iptables=ns["iptables"], iptables_reason=ns["iptables_reason"],
-        net=plan.net.name, net_options=list(plan.net.options_used), mtu=plan.net.mtu,
-        started_at=time.time(), timings=timings,
+        pid=os.getpid(),
+        dockerd_pid=child.p.pid,
+        slirp_pid=net.pid,
+        socket=str(paths.socket),
+        docker_host=paths.docker_host,
+        storage=ns["storage"],
+        storage_reason=ns["storage_reason"],
+        iptables=ns["iptables"],
+        iptables_reason=ns["iptables_reason"],
+        net=plan.net.name,
+        net_options=list(plan.net.options_used),
+        mtu=plan.net.mtu,
+        started_at=time.time(),
+        timings=timings,
     )
 
 
-def _start_network(plan: Plan, stack: contextlib.ExitStack, pid: int
-                   ) -> tuple[int, subprocess.Popen[bytes]]:
+def _start_network(
+    plan: Plan, stack: contextlib.ExitStack, pid: int
+) -> tuple[int, subprocess.Popen[bytes]]:
     ready_r, ready_w = os.pipe()
     exit_r, exit_w = os.pipe()
     log = plan.paths.log_dir / f"{plan.net.name}.log"
@@ -258,7 +279,7 @@ class _NotYet(Exception):
 def _wait_socket(sock: Path, child: ChildLink, deadline: float) -> None:
     def attempt() -> None:
         if child.p.poll() is not None:
-            raise helper_died(child.p, "dockerd's socket", child.log)
+            raise helper_died(child.p, child.name, "its socket", child.log)
         with socket.socket(socket.AF_UNIX) as s:
             try:
                 s.connect(str(sock))
@@ -276,7 +297,7 @@ def _wait_api(docker_host: str, child: ChildLink, deadline: float) -> None:
 
     def attempt() -> None:
         if child.p.poll() is not None:
-            raise helper_died(child.p, "the Engine API", child.log)
+            raise helper_died(child.p, child.name, "the Engine API", child.log)
         try:
             client.ping()
         except docker.errors.APIError as e:
@@ -291,8 +312,13 @@ def _wait_api(docker_host: str, child: ChildLink, deadline: float) -> None:
 
 
 def _retry(attempt: Callable[[], None], deadline: float, what: str, log: Path) -> None:
-    from tenacity import RetryError, Retrying, retry_if_exception_type, stop_before_delay
-    from tenacity import wait_exponential
+    from tenacity import (
+        RetryError,
+        Retrying,
+        retry_if_exception_type,
+        stop_before_delay,
+        wait_exponential,
+    )
 
     try:
         for a in Retrying(
@@ -303,8 +329,9 @@ def _retry(attempt: Callable[[], None], deadline: float, what: str, log: Path) -
             with a:
                 attempt()
     except RetryError as e:
-        raise DockerUpError(f"timed out waiting for {what}", hint=f"log: {log}",
-                            detail=proc.tail(log)) from e
+        raise DockerUpError(
+            f"timed out waiting for {what}", hint=f"log: {log}", detail=proc.tail(log)
+        ) from e
 
 
 def write_state(paths: Paths, running: Running) -> None:
@@ -362,5 +389,8 @@ def _supervise(running: Running, paths: Paths) -> int:
                 break
     finally:
         os.close(pidfd)
-    raise DockerUpError("dockerd exited on its own", hint=f"log: {paths.log_dir / 'dockerd.log'}",
-                        detail=proc.tail(paths.log_dir / "dockerd.log"))
+    raise DockerUpError(
+        "dockerd exited on its own",
+        hint=f"log: {paths.log_dir / 'dockerd.log'}",
+        detail=proc.tail(paths.log_dir / "dockerd.log"),
+    )

@@ -3,21 +3,30 @@ inside the commands, so `docker-up` starts its helpers before paying for them.""
 
 from __future__ import annotations
 
-import os
 import sys
 import traceback
-from typing import Annotated
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from dockerup.errors import DockerUpError
 
-app = typer.Typer(add_completion=False, no_args_is_help=False,
-                  help="A rootless Docker daemon in its own user and network namespace.")
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from dockerup.supervise import Running
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=False,
+    pretty_exceptions_enable=False,
+    help="A rootless Docker daemon in its own user and network namespace.",
+)
 state = {"debug": False}
 
 
-def _console(stderr: bool = True):  # type: ignore[no-untyped-def]
+def _console(stderr: bool = True) -> Console:
     from rich.console import Console
 
     return Console(stderr=stderr, highlight=False)
@@ -39,20 +48,23 @@ def main_callback(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     state["debug"] = debug
-    if ctx.invoked_subcommand is None:
-        ctx.invoke(up)
 
 
 @app.command()
 def up(
-    mtu: Annotated[int, typer.Option(help="MTU of the tap device and of dockerd's bridges.",
-                                     min=1280, max=65520)] = 65520,
-    allow_host_loopback: Annotated[bool, typer.Option(
-        "--allow-host-loopback",
-        help="Let the namespace reach the workspace's 127.0.0.1 as 10.0.2.2.")] = False,
+    mtu: Annotated[
+        int,
+        typer.Option(help="MTU of the tap device and of dockerd's bridges.", min=1280, max=65520),
+    ] = 65520,
+    allow_host_loopback: Annotated[
+        bool,
+        typer.Option(
+            "--allow-host-loopback",
+            help="Let the namespace reach the workspace's 127.0.0.1 as 10.0.2.2.",
+        ),
+    ] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for dockerd.")] = 60.0,
-    storage: Annotated[str, typer.Option(
-        help="auto, overlay2, fuse-overlayfs or vfs.")] = "auto",
+    storage: Annotated[str, typer.Option(help="auto, overlay2, fuse-overlayfs or vfs.")] = "auto",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only.")] = False,
 ) -> None:
     """Start dockerd in its own namespaces and keep it running (the default command)."""
@@ -63,10 +75,13 @@ def up(
         try:
             st = Storage(storage)
         except ValueError as e:
-            raise DockerUpError(f"unknown storage driver {storage!r}",
-                                hint="choose auto, overlay2, fuse-overlayfs or vfs") from e
-        config = Config(mtu=mtu, allow_host_loopback=allow_host_loopback,
-                        start_timeout=timeout, storage=st)
+            raise DockerUpError(
+                f"unknown storage driver {storage!r}",
+                hint="choose auto, overlay2, fuse-overlayfs or vfs",
+            ) from e
+        config = Config(
+            mtu=mtu, allow_host_loopback=allow_host_loopback, start_timeout=timeout, storage=st
+        )
         if dry_run:
             import json
 
@@ -78,7 +93,7 @@ def up(
     raise typer.Exit(code)
 
 
-def _progress():  # type: ignore[no-untyped-def]
+def _progress() -> Callable[[str], None]:
     c = _console()
 
     def progress(msg: str) -> None:
@@ -87,18 +102,34 @@ def _progress():  # type: ignore[no-untyped-def]
     return progress
 
 
-def _announce(running) -> None:  # type: ignore[no-untyped-def]
+def _announce(running: Running) -> None:
     c = _console()
     t = running.timings.get("total", 0.0)
-    c.print(f"[green]docker-up: dockerd is ready[/] in {t:.2f} s "
-            f"(storage {running.storage}, {running.net} MTU {running.mtu})")
+    c.print(
+        f"[green]docker-up: dockerd is ready[/] in {t:.2f} s "
+        f"(storage {running.storage}, {running.net} MTU {running.mtu})"
+    )
     # stdout carries only the line a shell can eval.
     print(f"export DOCKER_HOST={running.docker_host}", flush=True)
 
 
+GLOBAL_FLAGS = ("--debug",)
+
+
+def default_to_up(args: list[str]) -> list[str]:
+    """`docker-up [OPTIONS]` means `docker-up up [OPTIONS]`, as Gitpod's docker-up is used."""
+    i = 0
+    while i < len(args) and args[i] in GLOBAL_FLAGS:
+        i += 1
+    rest = args[i:]
+    if not rest or (rest[0].startswith("-") and rest[0] not in ("--help", "-h")):
+        return [*args[:i], "up", *rest]
+    return args
+
+
 def main() -> None:
     try:
-        app()
+        app(args=default_to_up(sys.argv[1:]), prog_name="docker-up")
     except DockerUpError as e:  # raised outside a command's own handling
         if state["debug"]:
             traceback.print_exc()

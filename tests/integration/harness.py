@@ -1,0 +1,244 @@
+"""Run the real docker-up as an unprivileged user and look at what it leaves behind.
+
+The tests run as root (CI is root) inside a network namespace that has only loopback (see
+scripts/test); every docker-up is started as the test user, like a workspace user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+VENV = Path(os.environ.get("DOCKER_UP_VENV", "/opt/docker-up-venv"))
+USER = os.environ.get("DOCKER_UP_TEST_USER", "dockerup-test")
+DOCKER_CLI = shutil.which("docker") or "/usr/bin/docker"
+
+
+def wait_for(cond: Callable[[], object], timeout: float, what: str, step: float = 0.05) -> object:
+    """Poll a condition until it holds or the deadline passes (never a bare sleep)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(step)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for our purposes: it runs nothing.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def processes_in_netns(inode: str) -> list[int]:
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if os.readlink(d / "ns" / "net") == inode and pid_alive(int(d.name)):
+                    pids.append(int(d.name))
+            except OSError:
+                continue
+    return pids
+
+
+@dataclass
+class User:
+    name: str
+    uid: int
+    gid: int
+    home: Path
+
+    @classmethod
+    def get(cls, name: str = USER) -> User:
+        pw = pwd.getpwnam(name)
+        return cls(name, pw.pw_uid, pw.pw_gid, Path(pw.pw_dir))
+
+    def mkdtemp(self, prefix: str) -> Path:
+        d = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+        os.chown(d, self.uid, self.gid)
+        return d
+
+
+@dataclass
+class Workspace:
+    """One isolated docker-up home for one test: its own XDG dirs, so tests share nothing."""
+
+    user: User
+    root: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def runtime_dir(self) -> Path:
+        return self.root / "run"
+
+    def env(self) -> dict[str, str]:
+        env = {
+            "PATH": f"{VENV}/bin:/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(self.user.home),
+            "USER": self.user.name,
+            "LANG": "C.UTF-8",
+            "XDG_RUNTIME_DIR": str(self.runtime_dir),
+            "XDG_DATA_HOME": str(self.root / "data"),
+            "XDG_CONFIG_HOME": str(self.root / "config"),
+            "NO_COLOR": "1",
+            "COLUMNS": "200",
+        }
+        env.update(self.extra_env)
+        return env
+
+    def _as_user(self) -> dict[str, object]:
+        return {
+            "user": self.user.uid,
+            "group": self.user.gid,
+            "extra_groups": [],
+            "env": self.env(),
+            "cwd": str(self.root),
+        }
+
+    def run(
+        self,
+        argv: Sequence[str],
+        timeout: float = 120,
+        check: bool = False,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        r = subprocess.run(
+            list(argv),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+            **self._as_user(),
+        )  # type: ignore[call-overload]
+        if check and r.returncode != 0:
+            raise AssertionError(f"{argv} exited {r.returncode}:\n{r.stdout}\n{r.stderr}")
+        return r
+
+    def docker_up(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return self.run([f"{VENV}/bin/docker-up", *args], timeout=timeout)
+
+    def docker_up_on_broken_host(
+        self, breakage: str, *args: str, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """Run docker-up as the user in a private mount namespace where `breakage` (a root
+        shell snippet: bind mounts over real files) has broken this machine for it alone."""
+        env = [f"{k}={v}" for k, v in self.env().items()]
+        script = (
+            f"set -e; {breakage}; exec setpriv --reuid={self.user.uid} "
+            f'--regid={self.user.gid} --clear-groups env -i "$@"'
+        )
+        argv = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            *env,
+            f"{VENV}/bin/docker-up",
+            *args,
+        ]
+        return subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, cwd=str(self.root)
+        )
+
+    def start(self, *args: str, prefix: Sequence[str] = ()) -> DockerUp:
+        log = open(self.root / "docker-up.err", "w")  # noqa: SIM115 - closed by DockerUp.stop
+        p = subprocess.Popen(
+            [*prefix, f"{VENV}/bin/docker-up", *args],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            **self._as_user(),
+        )  # type: ignore[call-overload]
+        return DockerUp(self, p, log)
+
+    def docker(
+        self, *args: str, timeout: float = 120, check: bool = True, docker_host: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        host = docker_host or f"unix://{self.runtime_dir}/docker-up/docker.sock"
+        saved = dict(self.extra_env)
+        self.extra_env.update({"DOCKER_HOST": host, "DOCKER_BUILDKIT": "0"})
+        try:
+            return self.run([DOCKER_CLI, *args], timeout=timeout, check=check)
+        finally:
+            self.extra_env = saved
+
+
+@dataclass
+class DockerUp:
+    ws: Workspace
+    p: subprocess.Popen[str]
+    log: object
+    docker_host: str = ""
+    state: dict[str, object] = field(default_factory=dict)
+    netns: str = ""
+
+    def stderr(self) -> str:
+        return (self.ws.root / "docker-up.err").read_text()
+
+    def wait_ready(self, timeout: float = 90) -> DockerUp:
+        """Read stdout until the export line: docker-up prints it only once the API answers."""
+        assert self.p.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.p.stdout.readline()
+            if not line:
+                raise AssertionError(f"docker-up exited {self.p.wait()}:\n{self.stderr()}")
+            if line.startswith("export DOCKER_HOST="):
+                self.docker_host = line.strip().split("=", 1)[1]
+                break
+        else:
+            raise AssertionError("docker-up did not print DOCKER_HOST in time")
+        state_file = self.ws.runtime_dir / "docker-up" / "state.json"
+        self.state = json.loads(state_file.read_text())
+        self.netns = os.readlink(f"/proc/{self.state['dockerd_pid']}/ns/net")
+        return self
+
+    def pids(self) -> list[int]:
+        return [int(self.state[k]) for k in ("dockerd_pid", "slirp_pid")]  # type: ignore[call-overload]
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 60) -> int:
+        if self.p.poll() is None:
+            self.p.send_signal(sig)
+        try:
+            code = self.p.wait(timeout)
+        finally:
+            self.log.close()  # type: ignore[attr-defined]
+        return code
+
+    def leftovers(self) -> list[int]:
+        """Everything of this stack still running: its helpers and anything in its netns."""
+        left = [pid for pid in self.pids() if pid_alive(pid)]
+        if self.netns:
+            left += processes_in_netns(self.netns)
+        return sorted(set(left))
+
+    def kill_all(self) -> None:
+        """Last-resort cleanup so one failed test cannot break the next: by PID only."""
+        for pid in [self.p.pid, *self.leftovers()] if self.state else [self.p.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.p.wait(10)

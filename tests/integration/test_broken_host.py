@@ -1,0 +1,72 @@
+"""A broken machine gets one clear line naming the problem and the fix, never a traceback.
+
+Each test breaks the machine only inside a private mount namespace (bind mounts over real
+files), so nothing outside the test changes.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from .harness import Workspace
+
+
+def assert_clean_failure(r: object, *needles: str) -> None:
+    out = r.stdout + r.stderr  # type: ignore[attr-defined]
+    assert r.returncode == 1, out  # type: ignore[attr-defined]
+    assert "Traceback" not in out
+    for n in needles:
+        assert n in out, f"{n!r} not in:\n{out}"
+
+
+@pytest.mark.parametrize(
+    ("program", "package"),
+    [
+        ("/usr/sbin/dockerd", "docker.io"),
+        ("/usr/bin/slirp4netns", "slirp4netns"),
+        ("/usr/bin/newuidmap", "uidmap"),
+        ("/usr/sbin/iptables", "iptables"),
+    ],
+)
+def test_missing_program_names_the_package(
+    workspace: Workspace, program: str, package: str
+) -> None:
+    # /dev/null is not executable, so the program is as good as missing.
+    r = workspace.docker_up_on_broken_host(f"mount --bind /dev/null {program}")
+    name = program.rsplit("/", 1)[1]
+    assert_clean_failure(r, f"{name} not found", f"apt-get install {package}")
+
+
+def test_tun_not_accessible(workspace: Workspace) -> None:
+    # What a new machine here has: /dev/net/tun mode 0600, owned by root.
+    r = workspace.docker_up_on_broken_host(
+        "f=$(mktemp); chmod 0600 $f; mount --bind $f /dev/net/tun"
+    )
+    assert_clean_failure(r, "/dev/net/tun cannot be opened", "chmod 0666 /dev/net/tun")
+
+
+def test_tun_missing(workspace: Workspace) -> None:
+    r = workspace.docker_up_on_broken_host("mount -t tmpfs tmpfs /dev/net")
+    assert_clean_failure(r, "/dev/net/tun is missing", "mknod /dev/net/tun c 10 200")
+
+
+@pytest.mark.parametrize("file", ["/etc/subuid", "/etc/subgid"])
+def test_no_subordinate_range(workspace: Workspace, file: str) -> None:
+    r = workspace.docker_up_on_broken_host(f"mount --bind /dev/null {file}")
+    assert_clean_failure(
+        r,
+        f"no subordinate id range for user {workspace.user.name} in {file}",
+        f"{workspace.user.name}:100000:65536",
+    )
+
+
+def test_nothing_left_after_a_failed_start(workspace: Workspace) -> None:
+    # A dockerd that fails at once, after the namespaces and slirp4netns are up.
+    r = workspace.docker_up_on_broken_host(
+        "printf '#!/bin/sh\\necho boom >&2\\nexit 3\\n' > /tmp/fake-dockerd && "
+        "chmod 755 /tmp/fake-dockerd && mount --bind /tmp/fake-dockerd /usr/sbin/dockerd"
+    )
+    assert_clean_failure(r, "dockerd exited with code 3", "boom")
+    run_dir = workspace.runtime_dir / "docker-up"
+    assert not (run_dir / "docker.sock").exists()
+    assert not (run_dir / "state.json").exists()

@@ -1,0 +1,168 @@
+"""The core path, for real: namespaces, slirp4netns, dockerd, containers, as the test user."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .harness import DockerUp, Workspace, pid_alive, wait_for
+
+
+def up(ws: Workspace, started: list[DockerUp], *args: str) -> DockerUp:
+    s = ws.start(*args)
+    started.append(s)
+    return s.wait_ready()
+
+
+def assert_all_gone(s: DockerUp) -> None:
+    wait_for(lambda: not s.leftovers(), 30, f"the stack's processes to exit: {s.leftovers()}")
+    sock = s.ws.runtime_dir / "docker-up" / "docker.sock"
+    assert not sock.exists(), "socket left behind"
+    assert not (s.ws.runtime_dir / "docker-up" / "dockerd.pid").exists()
+
+
+def test_run_build_stop_restart_keeps_image(
+    workspace: Workspace, started: list[DockerUp], busybox_tar: Path
+) -> None:
+    s = up(workspace, started)
+    assert s.docker_host == f"unix://{workspace.runtime_dir}/docker-up/docker.sock"
+    workspace.docker("import", str(busybox_tar), "bb:test")
+    r = workspace.docker("run", "--rm", "bb:test", "echo", "hi from a container")
+    assert r.stdout.strip() == "hi from a container"
+
+    # Files owned by many uids unpack and stay theirs: the subordinate range is mapped.
+    r = workspace.docker(
+        "run",
+        "--rm",
+        "bb:test",
+        "sh",
+        "-c",
+        "touch /tmp/f && chown 1234:4321 /tmp/f && stat -c %u:%g /tmp/f",
+    )
+    assert r.stdout.strip() == "1234:4321"
+
+    ctx = workspace.root / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        'FROM bb:test\nRUN echo built-here > /built\nCMD ["cat", "/built"]\n'
+    )
+    os.chmod(ctx, 0o755)
+    workspace.docker("build", "-q", "-t", "bb:built", str(ctx))
+    assert workspace.docker("run", "--rm", "bb:built").stdout.strip() == "built-here"
+
+    assert s.stop() == 0
+    assert_all_gone(s)
+
+    s2 = up(workspace, started)
+    images = workspace.docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+    assert "bb:test" in images and "bb:built" in images
+    assert s2.stop(signal.SIGTERM) == 0
+    assert_all_gone(s2)
+
+
+def test_stop_during_a_running_container_leaves_nothing(
+    workspace: Workspace, started: list[DockerUp], busybox_tar: Path
+) -> None:
+    s = up(workspace, started)
+    workspace.docker("import", str(busybox_tar), "bb:test")
+    cid = workspace.docker(
+        "run", "-d", "bb:test", "sh", "-c", "trap 'exit 0' TERM; sleep 600 & wait"
+    ).stdout.strip()
+    assert cid
+    # The container's processes live in the daemon's namespaces too; all of it must go.
+    assert len(s.leftovers()) >= 4  # dockerd, containerd, shim, sleep (+ slirp4netns)
+    assert s.stop() == 0
+    assert_all_gone(s)
+
+
+@pytest.fixture
+def loopback_server() -> Iterator[int]:
+    """A TCP server on the workspace's 127.0.0.1 that answers 'hello'."""
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    srv.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                c, _ = srv.accept()
+            except TimeoutError:
+                continue
+            with c:
+                c.sendall(b"hello\n")
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    yield srv.getsockname()[1]
+    stop.set()
+    t.join()
+    srv.close()
+
+
+def reach_host_loopback(ws: Workspace, port: int) -> str:
+    r = ws.docker(
+        "run", "--rm", "bb:test", "sh", "-c", f"nc -w 3 10.0.2.2 {port} </dev/null", check=False
+    )
+    return r.stdout.strip()
+
+
+def test_host_loopback_blocked_by_default(
+    workspace: Workspace, started: list[DockerUp], busybox_tar: Path, loopback_server: int
+) -> None:
+    up(workspace, started)
+    workspace.docker("import", str(busybox_tar), "bb:test")
+    assert reach_host_loopback(workspace, loopback_server) == ""
+
+
+def test_host_loopback_allowed_by_option(
+    workspace: Workspace, started: list[DockerUp], busybox_tar: Path, loopback_server: int
+) -> None:
+    up(workspace, started, "--allow-host-loopback")
+    workspace.docker("import", str(busybox_tar), "bb:test")
+    assert reach_host_loopback(workspace, loopback_server) == "hello"
+
+
+def test_second_instance_does_not_disturb_the_first(
+    workspace: Workspace, started: list[DockerUp]
+) -> None:
+    s = up(workspace, started)
+    r = workspace.docker_up(timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert f"export DOCKER_HOST={s.docker_host}" in r.stdout
+    assert "already running" in r.stderr
+    assert all(pid_alive(p) for p in s.pids())
+    assert workspace.docker("version", "--format", "{{.Server.Version}}").stdout.strip()
+    assert s.stop() == 0
+    assert_all_gone(s)
+
+
+def test_namespace_is_wired_as_planned(
+    workspace: Workspace, started: list[DockerUp], busybox_tar: Path
+) -> None:
+    s = up(workspace, started, "--mtu", "9000")
+    assert s.state["mtu"] == 9000
+    assert s.state["storage"] == "overlay2"  # kernel 6.18 mounts overlay in a user namespace
+    assert "sandbox" in s.state["net_options"]  # type: ignore[operator]
+    workspace.docker("import", str(busybox_tar), "bb:test")
+    # The bridge MTU follows the tap device's, and DNS points at slirp4netns.
+    r = workspace.docker(
+        "run", "--rm", "bb:test", "sh", "-c", "cat /sys/class/net/eth0/mtu; cat /etc/resolv.conf"
+    )
+    assert r.stdout.split()[0] == "9000"
+    assert "nameserver 10.0.2.3" in r.stdout
+    # The host's /etc was not touched by the copy-up.
+    assert (
+        "10.0.2.3" not in Path("/etc/resolv.conf").read_text()
+        if Path("/etc/resolv.conf").exists()
+        else True
+    )
+    assert s.stop() == 0

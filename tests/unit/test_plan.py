@@ -1,0 +1,206 @@
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from dockerup import daemon
+from dockerup.config import Config, Storage
+from dockerup.errors import DockerUpError
+from dockerup.facts import HostFacts, IdRange, TunAccess, parse_subid, search_path
+from dockerup.paths import resolve_paths
+from dockerup.plan import build_plan
+
+DATA = Path(__file__).parent / "data"
+HELP_12 = (DATA / "slirp4netns-1.2.0.help").read_text()
+BINS = {
+    "dockerd": "/usr/sbin/dockerd",
+    "containerd": "/usr/bin/containerd",
+    "runc": "/usr/sbin/runc",
+    "slirp4netns": "/usr/bin/slirp4netns",
+    "newuidmap": "/usr/bin/newuidmap",
+    "newgidmap": "/usr/bin/newgidmap",
+    "iptables": "/usr/sbin/iptables",
+    "fuse-overlayfs": None,
+}
+
+
+def facts(**kw: object) -> HostFacts:
+    base = HostFacts(
+        uid=1001,
+        gid=1001,
+        user="alice",
+        home="/home/alice",
+        search_path="/usr/bin:/bin:/usr/sbin",
+        binaries=dict(BINS),
+        subuid=(IdRange(100000, 65536),),
+        subgid=(IdRange(200000, 65536),),
+        tun=TunAccess(True, True),
+        slirp_help=HELP_12,
+        python="/usr/bin/python3",
+        env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "SECRET": "x"},
+    )
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def paths(env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    return resolve_paths(env or {}, 1001, "/home/alice")
+
+
+def test_paths_fall_back_to_tmp_without_xdg_runtime_dir() -> None:
+    p = paths()
+    assert p.runtime == Path("/tmp/docker-up-1001")
+    assert p.socket == Path("/tmp/docker-up-1001/docker.sock")
+    assert p.data_root == Path("/home/alice/.local/share/docker-up/docker")
+    p2 = paths({"XDG_RUNTIME_DIR": "/run/user/1001", "XDG_DATA_HOME": "/d"})
+    assert p2.socket == Path("/run/user/1001/docker-up/docker.sock")
+    assert p2.data_root == Path("/d/docker-up/docker")
+    # A relative XDG_RUNTIME_DIR is invalid per the spec: ignored.
+    assert paths({"XDG_RUNTIME_DIR": "rel"}).runtime == Path("/tmp/docker-up-1001")
+
+
+def test_plan_maps_own_id_to_root_and_the_subordinate_range_after_it() -> None:
+    plan = build_plan(Config(), facts(), paths())
+    assert plan.uidmap.argv(42) == [
+        "/usr/bin/newuidmap",
+        "42",
+        "0",
+        "1001",
+        "1",
+        "1",
+        "100000",
+        "65536",
+    ]
+    assert plan.gidmap.argv(42) == [
+        "/usr/bin/newgidmap",
+        "42",
+        "0",
+        "1001",
+        "1",
+        "1",
+        "200000",
+        "65536",
+    ]
+
+
+def test_plan_picks_the_largest_subordinate_range() -> None:
+    f = facts(subuid=(IdRange(100000, 1000), IdRange(500000, 65536)))
+    assert build_plan(Config(), f, paths()).uidmap.sub == IdRange(500000, 65536)
+
+
+def test_slirp_argv_defaults() -> None:
+    plan = build_plan(Config(), facts(), paths())
+    assert plan.net.argv(42, ready_fd=5, exit_fd=6) == [
+        "/usr/bin/slirp4netns",
+        "--configure",
+        "--mtu=65520",
+        "--ready-fd=5",
+        "--exit-fd=6",
+        "--disable-host-loopback",
+        "--api-socket=/tmp/docker-up-1001/slirp4netns.sock",
+        "--enable-sandbox",
+        "--enable-seccomp",
+        "42",
+        "tap0",
+    ]
+
+
+def test_slirp_argv_host_loopback_and_mtu() -> None:
+    plan = build_plan(Config(mtu=1500, allow_host_loopback=True), facts(), paths())
+    argv = plan.net.argv(42, 5, 6)
+    assert "--mtu=1500" in argv and "--disable-host-loopback" not in argv
+    assert plan.child_spec["verify"]["mtu"] == 1500
+
+
+def test_dockerd_argv_env_and_daemon_json() -> None:
+    plan = build_plan(Config(mtu=9000), facts(), paths())
+    assert plan.dockerd_argv == (
+        "/usr/sbin/dockerd",
+        "--config-file=/tmp/docker-up-1001/daemon.json",
+        "--rootless",
+    )
+    # Our bin dir (the working iptables) first; sbin present; nothing else leaks through.
+    assert plan.dockerd_env == {
+        "PATH": "/tmp/docker-up-1001/bin:/usr/bin:/bin:/usr/sbin",
+        "HOME": "/home/alice",
+        "XDG_RUNTIME_DIR": "/tmp/docker-up-1001",
+        "LANG": "C.UTF-8",
+    }
+    cfg = json.loads(plan.daemon_json("overlay2"))
+    assert cfg == {
+        "data-root": "/home/alice/.local/share/docker-up/docker",
+        "exec-root": "/tmp/docker-up-1001/exec",
+        "pidfile": "/tmp/docker-up-1001/dockerd.pid",
+        "hosts": ["unix:///tmp/docker-up-1001/docker.sock"],
+        "mtu": 9000,
+        "storage-driver": "overlay2",
+        "shutdown-timeout": 10,
+        "deprecated-key-path": "/home/alice/.local/share/docker-up/key.json",
+    }
+    assert daemon.daemon_config(Config(), paths(), "vfs")["storage-driver"] == "vfs"
+
+
+def test_child_spec() -> None:
+    spec = build_plan(Config(storage=Storage.vfs), facts(), paths()).child_spec
+    assert spec["storage_candidates"] == ["vfs"]
+    assert spec["copyup"] == ["/etc", "/run"]
+    assert spec["resolv_conf"] == "nameserver 10.0.2.3\n"
+    assert spec["sysctls"]["net/ipv4/ip_forward"] == "1"
+    # The kernel refuses ping_group_range gids the namespace does not map.
+    assert spec["sysctls"]["net/ipv4/ping_group_range"] == "0 65536"
+    assert spec["iptables"] == {
+        "nft": "/usr/sbin/iptables-nft",
+        "legacy": "/usr/sbin/iptables-legacy",
+    }
+    auto = build_plan(Config(), facts(), paths()).child_spec
+    assert auto["storage_candidates"] == ["overlay2", "fuse-overlayfs", "vfs"]
+
+
+@pytest.mark.parametrize(
+    ("missing", "package"),
+    [
+        ("dockerd", "docker.io"),
+        ("slirp4netns", "slirp4netns"),
+        ("newuidmap", "uidmap"),
+        ("iptables", "iptables"),
+        ("runc", "runc"),
+    ],
+)
+def test_missing_program_names_package(missing: str, package: str) -> None:
+    f = facts(binaries={**BINS, missing: None})
+    with pytest.raises(DockerUpError) as e:
+        build_plan(Config(), f, paths())
+    assert f"{missing} not found" in e.value.message
+    assert f"apt-get install {package}" in (e.value.hint or "")
+
+
+def test_missing_subuid_range_says_which_file_and_line() -> None:
+    with pytest.raises(DockerUpError) as e:
+        build_plan(Config(), facts(subuid=()), paths())
+    assert "/etc/subuid" in e.value.message
+    assert "alice:100000:65536" in (e.value.hint or "")
+
+
+def test_tun_errors() -> None:
+    with pytest.raises(DockerUpError, match="cannot be opened") as e:
+        build_plan(Config(), facts(tun=TunAccess(True, False, "Permission denied")), paths())
+    assert "chmod 0666 /dev/net/tun" in (e.value.hint or "")
+    with pytest.raises(DockerUpError, match="missing"):
+        build_plan(Config(), facts(tun=TunAccess(False, False, "missing")), paths())
+
+
+def test_long_socket_path_refused() -> None:
+    with pytest.raises(DockerUpError, match="longer than"):
+        build_plan(Config(), facts(), paths({"XDG_RUNTIME_DIR": "/" + "x" * 120}))
+
+
+def test_parse_subid() -> None:
+    text = "bob:1:2\nalice:100000:65536\n1001:300000:10\nbad line\nalice:x:1\n"
+    assert parse_subid(text, "alice", 1001) == (IdRange(100000, 65536), IdRange(300000, 10))
+    assert parse_subid(text, "carol", 7) == ()
+
+
+def test_search_path_adds_sbin_once() -> None:
+    assert search_path("/usr/bin:/usr/sbin") == "/usr/bin:/usr/sbin:/usr/local/sbin:/sbin"
