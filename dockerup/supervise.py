@@ -12,6 +12,7 @@ import select
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +34,15 @@ class AlreadyRunning(Exception):
 
 class Interrupted(Exception):
     """SIGINT or SIGTERM: stop everything in order."""
+
+
+@dataclass
+class Handles:
+    """What the keeper inherits: the children and the fd that keeps slirp4netns alive."""
+
+    child: ChildLink
+    net: subprocess.Popen[bytes]
+    net_exit_fd: int
 
 
 @dataclass
@@ -115,15 +125,16 @@ class ChildLink:
 
 
 @contextlib.contextmanager
-def instance_lock(paths: Paths) -> Iterator[None]:
-    """One docker-up per user: a second one must not disturb the first."""
+def instance_lock(paths: Paths) -> Iterator[int]:
+    """One docker-up per user: a second one must not disturb the first. The lock lives as
+    long as its open file, which the keeper inherits."""
     fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as e:
             raise AlreadyRunning(paths.docker_host) from e
-        yield
+        yield fd
     finally:
         os.close(fd)
 
@@ -175,7 +186,9 @@ def stop_daemon(p: subprocess.Popen[bytes], timeout: float) -> None:
     proc.stop(p, timeout)
 
 
-def start(plan: Plan, stack: contextlib.ExitStack, progress: Progress) -> Running:
+def start(
+    plan: Plan, stack: contextlib.ExitStack[bool | None], progress: Progress
+) -> tuple[Running, Handles]:
     t0 = time.monotonic()
     deadline = t0 + plan.config.start_timeout
     timings: dict[str, float] = {}
@@ -195,7 +208,7 @@ def start(plan: Plan, stack: contextlib.ExitStack, progress: Progress) -> Runnin
     timings["namespaces"] = time.monotonic() - t0
 
     progress(f"starting {plan.net.name} ({', '.join(plan.net.options_used) or 'no options'})")
-    ready_r, net = _start_network(plan, stack, child.p.pid)
+    ready_r, exit_w, net = _start_network(plan, stack, child.p.pid)
     ns = child.recv("the namespace set-up", deadline)
     timings["namespace_setup"] = time.monotonic() - t0
     paths.daemon_json.write_text(plan.daemon_json(ns["storage"]))
@@ -226,7 +239,7 @@ def start(plan: Plan, stack: contextlib.ExitStack, progress: Progress) -> Runnin
             + "; ".join(verified.get("problems", []))
         )
     timings["total"] = time.monotonic() - t0
-    return Running(
+    running = Running(
         pid=os.getpid(),
         dockerd_pid=child.p.pid,
         slirp_pid=net.pid,
@@ -242,11 +255,12 @@ def start(plan: Plan, stack: contextlib.ExitStack, progress: Progress) -> Runnin
         started_at=time.time(),
         timings=timings,
     )
+    return running, Handles(child, net, exit_w)
 
 
 def _start_network(
-    plan: Plan, stack: contextlib.ExitStack, pid: int
-) -> tuple[int, subprocess.Popen[bytes]]:
+    plan: Plan, stack: contextlib.ExitStack[bool | None], pid: int
+) -> tuple[int, int, subprocess.Popen[bytes]]:
     ready_r, ready_w = os.pipe()
     exit_r, exit_w = os.pipe()
     log = plan.paths.log_dir / f"{plan.net.name}.log"
@@ -265,7 +279,7 @@ def _start_network(
         proc.stop(p, 5.0)
 
     stack.callback(cleanup)
-    return ready_r, p
+    return ready_r, exit_w, p
 
 
 def _import_docker_sdk() -> None:
@@ -353,7 +367,7 @@ def _signals_raise() -> Iterator[None]:
     def handler(signum: int, frame: object) -> None:
         raise Interrupted(signal.Signals(signum).name)
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    old = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
     try:
         yield
     finally:
@@ -362,35 +376,51 @@ def _signals_raise() -> Iterator[None]:
             signal.signal(s, signal.SIG_IGN)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+KEEPER_SCRIPT = Path(__file__).with_name("keeper.py")
+
+
 def run_foreground(plan: Plan, progress: Progress, on_ready: Callable[[Running], None]) -> int:
-    """Start, announce, supervise until a signal or dockerd's exit; stop everything."""
+    """Start and announce; then become the lean keeper (never returns on success)."""
     paths = plan.paths
     paths.runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with instance_lock(paths), contextlib.ExitStack() as stack:
+    with instance_lock(paths) as lock_fd, contextlib.ExitStack() as stack:
         stack.callback(remove_stale, paths)
         with _signals_raise():
             try:
-                running = start(plan, stack, progress)
+                running, handles = start(plan, stack, progress)
                 write_state(paths, running)
                 on_ready(running)
-                return _supervise(running, paths)
+                # From here on a signal waits for the keeper (pending signals survive exec).
+                signal.pthread_sigmask(signal.SIG_BLOCK, set(STOP_SIGNALS))
             except Interrupted:
                 progress("stopping")
                 return 0
+        exec_keeper(plan, running, handles, lock_fd)
     return 0
 
 
-def _supervise(running: Running, paths: Paths) -> int:
-    pidfd = os.pidfd_open(running.dockerd_pid)
-    try:
-        while True:
-            ready, _, _ = select.select([pidfd], [], [])
-            if ready:
-                break
-    finally:
-        os.close(pidfd)
-    raise DockerUpError(
-        "dockerd exited on its own",
-        hint=f"log: {paths.log_dir / 'dockerd.log'}",
-        detail=proc.tail(paths.log_dir / "dockerd.log"),
-    )
+def keeper_spec(plan: Plan, running: Running, handles: Handles, lock_fd: int) -> dict[str, Any]:
+    paths = plan.paths
+    return {
+        "dockerd_pid": running.dockerd_pid,
+        "net_pid": running.slirp_pid,
+        "net_name": plan.net.name,
+        "exit_fd": handles.net_exit_fd,
+        "lock_fd": lock_fd,
+        "stop_timeout": plan.config.stop_timeout,
+        "dockerd_log": str(paths.log_dir / "dockerd.log"),
+        "remove": [
+            str(p) for p in (paths.socket, paths.pidfile, paths.slirp_api, paths.state_file)
+        ],
+    }
+
+
+def exec_keeper(plan: Plan, running: Running, handles: Handles, lock_fd: int) -> None:
+    spec = keeper_spec(plan, running, handles, lock_fd)
+    for fd in (handles.net_exit_fd, lock_fd):
+        os.set_inheritable(fd, True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    python = plan.child_argv[0]
+    os.execv(python, [python, "-S", str(KEEPER_SCRIPT), json.dumps(spec)])

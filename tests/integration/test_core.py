@@ -166,3 +166,35 @@ def test_namespace_is_wired_as_planned(
         else True
     )
     assert s.stop() == 0
+
+
+def test_killed_docker_up_takes_its_stack_with_it(
+    workspace: Workspace, started: list[DockerUp]
+) -> None:
+    """kill -9 of docker-up itself: slirp4netns sees its exit fd close, dockerd gets its
+    parent-death signal and shuts down; the next start finds only stale files."""
+    s = up(workspace, started)
+    os.kill(s.p.pid, signal.SIGKILL)
+    s.p.wait(10)
+    wait_for(lambda: not s.leftovers(), 40, "slirp4netns and dockerd to follow docker-up")
+    s2 = up(workspace, started)
+    assert workspace.docker("info", "--format", "{{.ServerVersion}}").stdout.strip()
+    assert s2.stop() == 0
+    assert_all_gone(s2)
+
+
+def test_resident_docker_up_is_the_lean_keeper(
+    workspace: Workspace, started: list[DockerUp]
+) -> None:
+    """Once ready, docker-up has exec'd its stdlib-only keeper: same PID, no heavy modules."""
+    s = up(workspace, started)
+    # The export line is printed just before the exec: wait for it to happen.
+    cmdline = Path(f"/proc/{s.p.pid}/cmdline")
+    wait_for(lambda: b"keeper.py" in cmdline.read_bytes(), 10, "the exec of the keeper")
+    argv = cmdline.read_bytes().split(b"\0")
+    assert argv[1] == b"-S" and argv[2].endswith(b"keeper.py")
+    # The docker SDK pulls in requests and ssl: none of that may stay mapped.
+    maps = Path(f"/proc/{s.p.pid}/maps").read_text()
+    assert "libssl" not in maps and "site-packages/yaml" not in maps
+    assert s.stop() == 0
+    assert_all_gone(s)
