@@ -331,14 +331,15 @@ def _retry(attempt: Callable[[], None], deadline: float, what: str, log: Path) -
         Retrying,
         retry_if_exception_type,
         stop_before_delay,
-        wait_exponential,
+        wait_fixed,
     )
 
     try:
         for a in Retrying(
             retry=retry_if_exception_type(_NotYet),
             stop=stop_before_delay(max(0.0, deadline - time.monotonic())),
-            wait=wait_exponential(multiplier=0.005, max=0.1),
+            # A fixed short period: the wait ends within 10 ms of readiness, at little cost.
+            wait=wait_fixed(0.01),
         ):
             with a:
                 attempt()

@@ -32,14 +32,13 @@ def _console(stderr: bool = True) -> Console:
     return Console(stderr=stderr, highlight=False)
 
 
-def fail(e: DockerUpError) -> None:
+def render_error(e: DockerUpError) -> None:
     c = _console()
-    c.print(f"[bold red]docker-up:[/] {e.message}")
+    c.print(f"[bold red]docker-up:[/] {e.message}", markup=True)
     if e.detail:
         c.print(e.detail, markup=False, style="dim")
     if e.hint:
         c.print(f"[yellow]fix:[/] {e.hint}")
-    raise typer.Exit(1)
 
 
 @app.callback(invoke_without_command=True)
@@ -72,25 +71,21 @@ def up(
     from dockerup.config import Config, Storage
 
     try:
-        try:
-            st = Storage(storage)
-        except ValueError as e:
-            raise DockerUpError(
-                f"unknown storage driver {storage!r}",
-                hint="choose auto, overlay2, fuse-overlayfs or vfs",
-            ) from e
-        config = Config(
-            mtu=mtu, allow_host_loopback=allow_host_loopback, start_timeout=timeout, storage=st
-        )
-        if dry_run:
-            import json
+        st = Storage(storage)
+    except ValueError as e:
+        raise DockerUpError(
+            f"unknown storage driver {storage!r}",
+            hint="choose auto, overlay2, fuse-overlayfs or vfs",
+        ) from e
+    config = Config(
+        mtu=mtu, allow_host_loopback=allow_host_loopback, start_timeout=timeout, storage=st
+    )
+    if dry_run:
+        import json
 
-            print(json.dumps(core.plan_summary(core.make_plan(config)), indent=2))
-            return
-        code = core.up(config, _progress(), _announce)
-    except DockerUpError as e:
-        fail(e)
-    raise typer.Exit(code)
+        print(json.dumps(core.plan_summary(core.make_plan(config)), indent=2))
+        return
+    raise typer.Exit(core.up(config, _progress(), _announce))
 
 
 def _progress() -> Callable[[str], None]:
@@ -128,13 +123,26 @@ def default_to_up(args: list[str]) -> list[str]:
 
 
 def main() -> None:
+    """Errors end here: a DockerUpError is the user's to fix and gets no traceback; anything
+    else is our bug, shown in one line unless --debug asks for the traceback."""
     try:
         app(args=default_to_up(sys.argv[1:]), prog_name="docker-up")
-    except DockerUpError as e:  # raised outside a command's own handling
+    except DockerUpError as e:
         if state["debug"]:
             traceback.print_exc()
-        _console().print(f"[bold red]docker-up:[/] {e.message}")
+        render_error(e)
         sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as e:
+        if state["debug"]:
+            traceback.print_exc()
+        _console().print(
+            f"[bold red]docker-up: internal error:[/] {type(e).__name__}: {e}",
+            markup=True,
+        )
+        _console().print("run it again with --debug for the traceback, and report it")
+        sys.exit(70)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,276 @@
+"""Start-up time and resident memory: docker-up beside Docker's own rootless launcher.
+
+Both run as the same unprivileged user, in the same run, alternating, with the same MTU.
+Launch-to-ready is measured from the moment the launcher is exec'd to the first successful
+Engine API ping (docker-up prints its export line only after its own ping succeeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOTLESS_SH = "/usr/share/docker.io/contrib/dockerd-rootless.sh"
+VENV = Path(os.environ.get("DOCKER_UP_VENV", "/opt/docker-up-venv"))
+USER = os.environ.get("DOCKER_UP_TEST_USER", "dockerup-test")
+
+
+def ping(sock: Path) -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(1)
+            s.connect(str(sock))
+            s.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
+            return s.recv(64).startswith(b"HTTP/1.0 200") or b" 200 " in s.recv(64)
+    except OSError:
+        return False
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (d / "stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(d.name))
+    return out
+
+
+class Home:
+    """A fresh set of XDG directories owned by the test user."""
+
+    def __init__(self) -> None:
+        pw = pwd.getpwnam(USER)
+        self.uid, self.gid, self.home = pw.pw_uid, pw.pw_gid, pw.pw_dir
+        self.root = Path(tempfile.mkdtemp(prefix="dockerup-bench-"))
+        os.chmod(self.root, 0o755)
+        for sub in ("run", "data", "config"):
+            (self.root / sub).mkdir()
+            os.chown(self.root / sub, self.uid, self.gid)
+            os.chmod(self.root / sub, 0o700)
+
+    def env(self) -> dict[str, str]:
+        return {
+            "HOME": self.home,
+            "USER": USER,
+            "LANG": "C.UTF-8",
+            "PATH": f"{VENV}/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+            "XDG_RUNTIME_DIR": str(self.root / "run"),
+            "XDG_DATA_HOME": str(self.root / "data"),
+            "XDG_CONFIG_HOME": str(self.root / "config"),
+        }
+
+    def wipe_data(self) -> None:
+        for sub in ("data", "run"):
+            d = self.root / sub
+            shutil.rmtree(d)
+            d.mkdir(mode=0o700)
+            os.chown(d, self.uid, self.gid)
+
+    def popen(self, argv: list[str], **kw: Any) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            argv,
+            user=self.uid,
+            group=self.gid,
+            extra_groups=[],
+            env=self.env(),
+            cwd=str(self.root),
+            text=True,
+            **kw,
+        )
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def run_docker_up(home: Home) -> dict[str, Any]:
+    t0 = time.monotonic()
+    p = home.popen(
+        [str(VENV / "bin" / "docker-up")], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    assert p.stdout
+    try:
+        for line in p.stdout:
+            if line.startswith("export DOCKER_HOST="):
+                break
+        else:
+            raise RuntimeError(f"docker-up failed: exit {p.wait()}")
+        ready = time.monotonic() - t0
+        state = json.loads((home.root / "run" / "docker-up" / "state.json").read_text())
+        time.sleep(1.0)  # let it settle: resident memory "once idle"
+        mem = rss_kb(p.pid)
+        phases = state["timings"]
+        return {
+            "ready": ready,
+            "rss_kb": mem,
+            "phases": {
+                "cli start (python, imports, probe, plan)": ready - phases["total"],
+                "namespaces (unshare + id maps)": phases["namespaces"],
+                "slirp4netns ready": phases["network_ready"] - phases["namespaces"],
+                "dockerd exec to socket": phases["dockerd_socket"],
+                "socket to API ready": phases["api_ready"],
+            },
+        }
+    finally:
+        p.send_signal(signal.SIGINT)
+        p.wait(60)
+
+
+def run_rootless_sh(home: Home) -> dict[str, Any]:
+    sock = home.root / "run" / "docker.sock"
+    data = home.root / "data" / "docker"
+    t0 = time.monotonic()
+    p = home.popen(
+        [ROOTLESS_SH, f"--data-root={data}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        while not ping(sock):
+            if p.poll() is not None:
+                raise RuntimeError(f"dockerd-rootless.sh exited {p.returncode}")
+            if time.monotonic() - t0 > 60:
+                raise RuntimeError("dockerd-rootless.sh: no answer in 60 s")
+            time.sleep(0.002)
+        ready = time.monotonic() - t0
+        time.sleep(1.0)
+        # dockerd-rootless.sh execs rootlesskit, whose child ("exe") runs dockerd.
+        kids = [c for c in children(p.pid) if Path(f"/proc/{c}/comm").read_text().strip() == "exe"]
+        mem = rss_kb(p.pid) + sum(rss_kb(c) for c in kids)
+        return {"ready": ready, "rss_kb": mem}
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(60)
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+@contextlib.contextmanager
+def homes() -> Iterator[tuple[Home, Home]]:
+    a, b = Home(), Home()
+    try:
+        yield a, b
+    finally:
+        a.cleanup()
+        b.cleanup()
+
+
+def measure(runs: int) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    if not os.access(ROOTLESS_SH, os.X_OK) or not shutil.which("rootlesskit"):
+        sys.exit(
+            f"{ROOTLESS_SH} and rootlesskit are needed (apt-get install docker.io rootlesskit)"
+        )
+    with homes() as (du_home, rl_home):
+        for temp in ("cold", "warm"):
+            du, rl = [], []
+            if temp == "warm":  # one untimed start fills the data-root for both
+                run_docker_up(du_home)
+                run_rootless_sh(rl_home)
+            for _ in range(runs):
+                if temp == "cold":
+                    du_home.wipe_data()
+                    rl_home.wipe_data()
+                du.append(run_docker_up(du_home))
+                rl.append(run_rootless_sh(rl_home))
+            results[temp] = {"docker-up": du, "dockerd-rootless.sh": rl}
+    return results
+
+
+def summarize(results: dict[str, Any]) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    for temp, by in results.items():
+        du = median([r["ready"] for r in by["docker-up"]])
+        rl = median([r["ready"] for r in by["dockerd-rootless.sh"]])
+        phases = by["docker-up"][0]["phases"].keys()
+        summary[temp] = {
+            "docker-up_ready_s": du,
+            "dockerd-rootless.sh_ready_s": rl,
+            "ratio": du / rl,
+            "docker-up_phases_s": {
+                k: median([r["phases"][k] for r in by["docker-up"]]) for k in phases
+            },
+            "docker-up_resident_kb": median([r["rss_kb"] for r in by["docker-up"]]),
+            "rootlesskit_parent+child_kb": median([r["rss_kb"] for r in by["dockerd-rootless.sh"]]),
+        }
+    return summary
+
+
+def render(summary: dict[str, Any], runs: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    c = Console()
+    t = Table(title=f"launch to Engine API ready (median of {runs})")
+    for col in ("", "docker-up", "dockerd-rootless.sh", "ratio"):
+        t.add_column(col, justify="right")
+    for temp, s in summary.items():
+        t.add_row(
+            f"{temp} data-root",
+            f"{s['docker-up_ready_s']:.3f} s",
+            f"{s['dockerd-rootless.sh_ready_s']:.3f} s",
+            f"{s['ratio']:.2f}x",
+        )
+    c.print(t)
+    b = Table(title="docker-up, by phase (warm, median)")
+    b.add_column("phase")
+    b.add_column("seconds", justify="right")
+    for k, v in summary["warm"]["docker-up_phases_s"].items():
+        b.add_row(k, f"{v:.3f}")
+    c.print(b)
+    m = Table(title="resident memory of the launcher's own processes, idle (median)")
+    m.add_column("docker-up (keeper)", justify="right")
+    m.add_column("rootlesskit parent+child", justify="right")
+    w = summary["warm"]
+    m.add_row(
+        f"{w['docker-up_resident_kb'] / 1024:.1f} MiB",
+        f"{w['rootlesskit_parent+child_kb'] / 1024:.1f} MiB",
+    )
+    c.print(m)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--out", default="bench-results")
+    args = ap.parse_args()
+    results = measure(args.runs)
+    summary = summarize(results)
+    out = Path(args.out)
+    out.mkdir(exist_ok=True)
+    doc = {
+        "version": 1,
+        "runs": args.runs,
+        "summary": summary,
+        "raw": results,
+        "machine": {"kernel": os.uname().release, "cpus": os.cpu_count()},
+    }
+    (out / "startup.json").write_text(json.dumps(doc, indent=2))
+    render(summary, args.runs)
+    print(f"written: {out / 'startup.json'}")
+
+
+if __name__ == "__main__":
+    main()
