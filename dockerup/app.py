@@ -1,45 +1,215 @@
-"""The core's entry points, called by the CLI: probe, plan, execute."""
+"""The core's entry points, called by the CLI: probe, plan, execute; status, stop, logs.
+They return data; the CLI renders it."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
-from collections.abc import Callable
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from dockerup import facts as host
-from dockerup import supervise
+from dockerup import proc, supervise
 from dockerup.config import Config
-from dockerup.paths import resolve_paths
-from dockerup.plan import Plan, build_plan
+from dockerup.errors import DockerUpError
+from dockerup.modes import resolve_mode
+from dockerup.paths import Paths
+from dockerup.plan import Plan, build_plan, paths_for
+
+LOGS = ("docker-up", "dockerd", "slirp4netns")
 
 
 def make_plan(config: Config) -> Plan:
+    return build_plan(config, host.probe())
+
+
+def current_paths(config: Config | None = None) -> Paths:
+    """Where a running docker-up of this user (in this mode) keeps its state."""
     f = host.probe()
-    return build_plan(config, f, resolve_paths(f.env, f.uid, f.home))
+    mode, _ = resolve_mode(f.uid, f.initial_userns, f.net_admin, (config or Config()).mode)
+    return paths_for(mode, f)
 
 
 def plan_summary(plan: Plan) -> dict[str, Any]:
     return {
+        "mode": str(plan.mode),
+        "mode_reason": plan.mode_reason,
         "socket": str(plan.paths.socket),
-        "network": plan.net.argv(0, 3, 4),
-        "uidmap": plan.uidmap.argv(0),
-        "gidmap": plan.gidmap.argv(0),
+        "network": plan.net.argv("PID", "READY_FD", "EXIT_FD") if plan.net else None,
+        "uidmap": plan.uidmap.argv(0) if plan.uidmap else None,
+        "gidmap": plan.gidmap.argv(0) if plan.gidmap else None,
         "dockerd": list(plan.dockerd_argv),
         "dockerd_env": plan.dockerd_env,
+        "daemon_json": json.loads(plan.daemon_json("<probed>")),
         "child": plan.child_spec,
     }
 
 
+@dataclass(frozen=True)
+class UpResult:
+    docker_host: str
+    already_running: bool
+    running: supervise.Running | None = None
+
+
 def up(
-    config: Config, progress: supervise.Progress, on_ready: Callable[[supervise.Running], None]
-) -> int:
+    config: Config,
+    progress: supervise.Progress,
+    on_ready: Callable[[supervise.Running], None],
+) -> UpResult:
+    """Foreground: returns only when stopped (the process becomes the keeper)."""
     plan = make_plan(config)
     try:
-        return supervise.run_foreground(plan, progress, on_ready)
+        code = supervise.run(plan, progress, on_ready, foreground=True)
     except supervise.AlreadyRunning:
-        progress("already running")
-        print(f"export DOCKER_HOST={plan.paths.docker_host}", flush=True)
-        return 0
+        return already_running(plan)
+    raise SystemExit(code)
 
 
-__all__ = ["make_plan", "os", "plan_summary", "up"]
+def already_running(plan: Plan) -> UpResult:
+    if not supervise.wait_until_answering(plan.paths, plan.config.start_timeout):
+        raise DockerUpError(
+            "another docker-up holds the lock but its daemon does not answer",
+            hint="see `docker-up status` and `docker-up logs`",
+        )
+    return UpResult(plan.paths.docker_host, already_running=True)
+
+
+def up_detached(config: Config) -> UpResult:
+    """Start in the background; return once the daemon answers, or raise with the log tail.
+    A forked process does the start and becomes the keeper; it reports over a pipe."""
+    plan = make_plan(config)
+    supervise.prepare_runtime(plan.paths)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the background docker-up
+        os.close(r)
+        _daemonize(plan.paths)
+        _report_and_run(plan, w)
+    os.close(w)
+    with os.fdopen(r) as f:
+        line = f.readline()
+    # The intermediate child exits once it has forked the real background process.
+    os.waitpid(pid, 0)
+    if not line:
+        raise DockerUpError(
+            "the background docker-up died while starting",
+            hint=f"see {plan.paths.log_dir / 'docker-up.log'}",
+            detail=proc.tail(plan.paths.log_dir / "dockerd.log"),
+        )
+    msg = json.loads(line)
+    if "error" in msg:
+        raise DockerUpError(msg["error"], hint=msg.get("hint"), detail=msg.get("detail"))
+    if msg.get("already"):
+        return already_running(plan)
+    return UpResult(msg["docker_host"], already_running=False)
+
+
+def _daemonize(paths: Paths) -> None:
+    # Double fork: the background process is nobody's child and has no terminal.
+    os.setsid()
+    if os.fork() != 0:
+        os._exit(0)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    paths.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    log = os.open(paths.log_dir / "docker-up.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(devnull, 1)
+    os.dup2(log, 2)
+    os.close(devnull)
+    os.close(log)
+
+
+def _report_and_run(plan: Plan, w: int) -> None:
+    def send(**msg: Any) -> None:
+        with contextlib.suppress(OSError):
+            os.write(w, (json.dumps(msg) + "\n").encode())
+
+    code = 1
+    try:
+        # on_ready reports before the exec into the keeper; w is close-on-exec.
+        code = supervise.run(
+            plan, lambda _msg: None, lambda r: send(docker_host=r.docker_host), foreground=False
+        )
+    except supervise.AlreadyRunning:
+        send(already=True)
+        code = 0
+    except DockerUpError as e:
+        send(error=e.message, hint=e.hint, detail=e.detail)
+    except BaseException as e:
+        send(error=f"internal error: {type(e).__name__}: {e}")
+    finally:
+        os._exit(code)
+
+
+# -- status, stop, logs ------------------------------------------------------------------------
+
+
+def status(paths: Paths) -> dict[str, Any]:
+    state = supervise.read_state(paths)
+    running = supervise.is_locked(paths) and state is not None
+    doc: dict[str, Any] = {
+        "running": running,
+        "socket": str(paths.socket),
+        "docker_host": paths.docker_host,
+    }
+    if running and state:
+        doc.update(state)
+        doc["uptime_s"] = round(time.time() - state["started_at"], 1)
+        doc["answering"] = supervise.ping(paths.socket)
+    return doc
+
+
+def stop(paths: Paths, timeout: float = 60.0) -> bool:
+    """Ask the keeper to stop and wait until the lock is free. False: nothing was running."""
+    state = supervise.read_state(paths)
+    if not supervise.is_locked(paths):
+        return False
+    pid = state.get("pid") if state else None
+    if not isinstance(pid, int) or not supervise.is_program(pid, ("keeper.py", "docker-up")):
+        raise DockerUpError(
+            "docker-up is starting or its state is unreadable; cannot tell which process to stop",
+            hint="try again in a moment",
+        )
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while supervise.is_locked(paths):
+        if time.monotonic() > deadline:
+            raise DockerUpError(f"docker-up (pid {pid}) did not stop in {timeout:.0f} s")
+        time.sleep(0.05)
+    return True
+
+
+def log_files(paths: Paths) -> dict[str, Path]:
+    return {name: paths.log_dir / f"{name}.log" for name in LOGS}
+
+
+def read_logs(paths: Paths, lines: int) -> list[tuple[str, str]]:
+    """The last lines of each log, each marked with where it came from."""
+    out: list[tuple[str, str]] = []
+    for name, path in log_files(paths).items():
+        out += [(name, line) for line in proc.tail(path, lines).splitlines()]
+    return out
+
+
+def follow_logs(paths: Paths) -> Iterator[tuple[str, str]]:
+    """New lines of every log as they come (`logs -f`), until interrupted."""
+    files: dict[str, Any] = {}
+    for name, path in log_files(paths).items():
+        with contextlib.suppress(OSError):
+            f = open(path, errors="replace")  # noqa: SIM115 - kept open while following
+            f.seek(0, os.SEEK_END)
+            files[name] = f
+    while True:
+        quiet = True
+        for name, f in files.items():
+            for line in f.readlines():
+                quiet = False
+                yield name, line.rstrip("\n")
+        if quiet:
+            time.sleep(0.2)

@@ -28,6 +28,7 @@ from typing import Any
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
+NAMESPACES = {"user": CLONE_NEWUSER, "mount": CLONE_NEWNS, "net": CLONE_NEWNET}
 MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 4096, 16384, 1 << 18
 PR_SET_PDEATHSIG = 1
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
@@ -87,7 +88,7 @@ class Channel:
         return msg
 
 
-def copy_up(base: str, dirs: list[str], resolv_conf: str) -> None:
+def copy_up(base: str, dirs: list[str], resolv_conf: str | None) -> None:
     """Make /etc and /run writable in this mount namespace without touching the real ones:
     keep the originals reachable by a bind mount, cover the directory with a tmpfs, and put
     back every original entry as a symlink into the bind mount."""
@@ -103,7 +104,7 @@ def copy_up(base: str, dirs: list[str], resolv_conf: str) -> None:
         for entry in os.listdir(ro):
             if entry not in private:
                 os.symlink(os.path.join(ro, entry), os.path.join(d, entry))
-    if "/etc" in originals:
+    if "/etc" in originals and resolv_conf is not None:
         with open("/etc/resolv.conf", "w") as f:
             f.write(resolv_conf)
 
@@ -241,15 +242,20 @@ def main() -> None:
     ch = Channel(int(sys.argv[2]), int(sys.argv[3]))
     parent = os.getppid()
     try:
-        unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET)
+        flags = 0
+        for ns in spec["unshare"]:
+            flags |= NAMESPACES[ns]
+        unshare(flags)
         ch.send(step="unshared")
         if ch.recv().get("step") != "mapped":
             raise ChildError("id mapping failed")
         os.chdir("/")
         mount("none", "/", None, MS_REC | MS_PRIVATE)
-        copy_up(spec["copyup_base"], spec["copyup"], spec["resolv_conf"])
+        if spec["copyup"]:
+            copy_up(spec["copyup_base"], spec["copyup"], spec["resolv_conf"])
         set_sysctls(spec["sysctls"])
-        loopback_up()
+        if spec["loopback"]:
+            loopback_up()
         storage, storage_reason = choose_storage(
             spec["storage_candidates"], spec["storage_probe_dir"], spec["fuse_overlayfs"]
         )
@@ -266,7 +272,10 @@ def main() -> None:
     )
     if ch.recv().get("step") != "go":
         sys.exit(1)
-    spawn_verifier(spec["verify"], ch)
+    if spec["verify"]:
+        spawn_verifier(spec["verify"], ch)
+    else:
+        ch.send(step="verified", ok=True, problems=[])
     # dockerd gets SIGTERM if docker-up dies without stopping it (kill -9): no orphan daemon.
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent:

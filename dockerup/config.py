@@ -22,3 +22,6 @@ class Config:
     start_timeout: float = 60.0
     storage: Storage = Storage.auto
     stop_timeout: float = 30.0
+    mode: str = "auto"
+    # privileged mode only: dockerd in the current network namespace, no slirp4netns.
+    host_network: bool = False

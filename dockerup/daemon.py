@@ -32,8 +32,9 @@ def render_daemon_json(config: Config, paths: Paths, storage: str) -> str:
     return json.dumps(daemon_config(config, paths, storage), indent=2, sort_keys=True) + "\n"
 
 
-def dockerd_argv(dockerd: str, paths: Paths) -> list[str]:
-    return [dockerd, f"--config-file={paths.daemon_json}", "--rootless"]
+def dockerd_argv(dockerd: str, paths: Paths, rootless: bool = True) -> list[str]:
+    argv = [dockerd, f"--config-file={paths.daemon_json}"]
+    return [*argv, "--rootless"] if rootless else argv
 
 
 def dockerd_env(base: dict[str, str], paths: Paths, search_path: str, home: str) -> dict[str, str]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pwd
 import shutil
+import socket
+import struct
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +58,8 @@ class HostFacts:
     slirp_help: str = ""
     python: str = sys.executable
     env: dict[str, str] = field(default_factory=dict)
+    initial_userns: bool = False  # /proc/self/uid_map is the identity map of the host
+    net_admin: bool = False  # CAP_NET_ADMIN over the network namespace we are in
 
 
 def search_path(env_path: str) -> str:
@@ -89,6 +94,24 @@ def probe_tun(path: str = "/dev/net/tun") -> TunAccess:
     return TunAccess(exists=True, openable=True)
 
 
+def is_initial_userns(uid_map: str) -> bool:
+    return uid_map.split() == ["0", "0", "4294967295"]
+
+
+def probe_net_admin() -> bool:
+    """Do we hold CAP_NET_ADMIN over our network namespace? Set lo's flags to what they
+    already are: the kernel checks the capability first, and nothing changes either way."""
+    siocgifflags, siocsifflags = 0x8913, 0x8914
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            req = struct.pack("16sH14x", b"lo", 0)
+            flags = fcntl.ioctl(s, siocgifflags, req)
+            fcntl.ioctl(s, siocsifflags, flags)
+    except OSError:
+        return False
+    return True
+
+
 def _read(path: str) -> str:
     try:
         return Path(path).read_text()
@@ -119,4 +142,6 @@ def probe(env: dict[str, str] | None = None) -> HostFacts:
         tun=probe_tun(),
         slirp_help=proc.output([slirp, "--help"]) if slirp else "",
         env=env,
+        initial_userns=is_initial_userns(_read("/proc/self/uid_map")),
+        net_admin=probe_net_admin(),
     )

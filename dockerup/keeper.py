@@ -3,62 +3,270 @@
 docker-up needs typer, rich, the docker SDK and pyroute2 to start (about 30 MB of Python);
 none of them to keep watch. So once the daemon is ready, the CLI process execs this
 stdlib-only script (`python -S`), which keeps the same PID, the same children (dockerd and
-the network helper, still reapable) and the fds it needs: the instance lock and the pipe
-whose closing tells slirp4netns to exit. It stops everything in order on SIGINT/SIGTERM/SIGHUP,
-and when dockerd or the network helper dies on its own.
+the network helper, still reapable) and the fds it needs: the instance lock, the pipe whose
+closing tells slirp4netns to exit, and the namespaces (an open namespace fd keeps it alive).
+
+It stops everything in order on SIGINT/SIGTERM/SIGHUP. When dockerd dies, it starts a new one
+in the same namespaces, with exponential backoff, and gives up after a burst of failures.
+When slirp4netns dies, it attaches a new one to the same network namespace.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import select
 import signal
+import socket
+import subprocess
 import sys
 import time
 from typing import Any
 
-
-def log(msg: str) -> None:
-    print(f"docker-up: {msg}", file=sys.stderr, flush=True)
-
-
-def describe(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
-    return f"exited with code {os.waitstatus_to_exitcode(status)}"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+PR_SET_PDEATHSIG = 1
+# A burst: this many dockerd failures within WINDOW seconds and the keeper gives up.
+BURST, WINDOW = 8, 60.0
 
 
-class Child:
-    def __init__(self, name: str, pid: int) -> None:
-        self.name, self.pid = name, pid
-        self.fd = os.pidfd_open(pid)
-        self.status: int | None = None
+class Stop(Exception):
+    """A stop signal arrived."""
 
-    def reap(self) -> bool:
-        if self.status is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self.status = status
-        return self.status is not None
 
-    def stop(self, sig: int, timeout: float) -> None:
-        """Signal, wait up to timeout, then SIGKILL."""
-        if self.reap():
+class GiveUp(Exception):
+    pass
+
+
+class Keeper:
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        for s in STOP_SIGNALS:
+            signal.signal(s, lambda *_: None)
+        # The CLI blocked these before exec so that none could be lost in between.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, set(STOP_SIGNALS))
+        self.dockerd = spec["dockerd_pid"]
+        self.dockerd_fd = os.pidfd_open(self.dockerd)
+        self.net: int | None = spec["net_pid"]
+        self.net_fd = os.pidfd_open(self.net) if self.net else None
+        self.exit_fd: int | None = spec["exit_fd"]
+        self.failures: list[float] = []
+        self.restarts = 0
+
+    def log(self, msg: str) -> None:
+        line = f"docker-up: {msg}\n"
+        if self.spec["echo"]:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+        with contextlib.suppress(OSError), open(self.spec["log_file"], "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {msg}\n")
+
+    # -- waiting ---------------------------------------------------------------------------
+
+    def stop_requested(self) -> bool:
+        try:
+            return bool(os.read(self.wake_r, 64))
+        except BlockingIOError:
+            return False
+
+    def sleep(self, seconds: float) -> None:
+        """A sleep that a stop signal cuts short (tenacity's sleep hook)."""
+        ready, _, _ = select.select([self.wake_r], [], [], seconds)
+        if ready and self.stop_requested():
+            raise Stop
+
+    def watch(self) -> str:
+        fds = [self.wake_r, self.dockerd_fd] + ([self.net_fd] if self.net_fd else [])
+        while True:
+            ready, _, _ = select.select(fds, [], [])
+            if self.wake_r in ready and self.stop_requested():
+                return "stop"
+            if self.dockerd_fd in ready:
+                return "dockerd"
+            if self.net_fd in ready:
+                return "net"
+
+    # -- dockerd ----------------------------------------------------------------------------
+
+    def reap(self, pid: int) -> str:
+        with contextlib.suppress(ChildProcessError):
+            _, status = os.waitpid(pid, 0)
+            if os.WIFSIGNALED(status):
+                return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+            return f"exited with code {os.waitstatus_to_exitcode(status)}"
+        return "gone"
+
+    def spawn_dockerd(self) -> int:
+        """A new dockerd in the same user/mount/network namespaces (entered by fd)."""
+        spec = self.spec
+        # The dead dockerd's pid file would stop the new one if that pid was reused.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(spec["pidfile"])
+        log = os.open(spec["dockerd_log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        pid = os.fork()
+        if pid == 0:  # the child: only async-signal-safe-ish work, then exec
+            try:
+                os.setsid()
+                self.libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+                for kind in ("user", "mnt", "net"):
+                    fd = spec["ns_fds"].get(kind)
+                    if fd is not None and self.libc.setns(fd, 0) != 0:
+                        os._exit(126)
+                os.chdir("/")
+                os.dup2(log, 1)
+                os.dup2(log, 2)
+                devnull = os.open(os.devnull, os.O_RDONLY)
+                os.dup2(devnull, 0)
+                signal.pthread_sigmask(signal.SIG_SETMASK, set())
+                for s in STOP_SIGNALS:
+                    signal.signal(s, signal.SIG_DFL)
+                argv = spec["dockerd_argv"]
+                os.execve(argv[0], argv, spec["dockerd_env"])
+            finally:
+                os._exit(127)
+        os.close(log)
+        return pid
+
+    def wait_ready(self, pid: int, pidfd: int) -> None:
+        deadline = time.monotonic() + self.spec["start_timeout"]
+        while time.monotonic() < deadline:
+            if ping(self.spec["socket"]):
+                return
+            ready, _, _ = select.select([self.wake_r, pidfd], [], [], 0.05)
+            if pidfd in ready:
+                raise RuntimeError(f"dockerd {self.reap(pid)}")
+            if self.wake_r in ready and self.stop_requested():
+                raise Stop
+        raise RuntimeError("dockerd did not answer in time")
+
+    def restart_dockerd(self, why: str) -> None:
+        sys.path[:0] = self.spec["sys_path"]
+        from tenacity import Retrying, retry_if_exception_type, stop_never, wait_exponential
+
+        self.log(f"dockerd {why}; restarting it (restart {self.restarts + 1})")
+        self.note_failure()
+        for attempt in Retrying(
+            retry=retry_if_exception_type(RuntimeError),
+            wait=wait_exponential(multiplier=0.25, max=8),
+            stop=stop_never,  # note_failure() ends it: a burst of failures
+            sleep=self.sleep,
+            reraise=True,
+        ):
+            with attempt:
+                os.close(self.dockerd_fd)
+                self.dockerd = self.spawn_dockerd()
+                self.dockerd_fd = os.pidfd_open(self.dockerd)
+                try:
+                    self.wait_ready(self.dockerd, self.dockerd_fd)
+                except RuntimeError as e:
+                    self.log(f"restart failed: {e}")
+                    self.note_failure()
+                    raise
+        self.restarts += 1
+        self.log(f"dockerd is back (pid {self.dockerd})")
+        self.update_state()
+
+    def note_failure(self) -> None:
+        now = time.monotonic()
+        self.failures = [t for t in self.failures if now - t < WINDOW] + [now]
+        if len(self.failures) >= BURST:
+            raise GiveUp(f"dockerd failed {BURST} times within {WINDOW:.0f} s; giving up")
+
+    # -- network helper ----------------------------------------------------------------------
+
+    def restart_net(self, why: str) -> None:
+        spec = self.spec
+        self.log(f"{spec['net_name']} {why}; attaching a new one to the namespace")
+        if self.exit_fd is not None:
+            os.close(self.exit_fd)
+        if self.net_fd is not None:
+            os.close(self.net_fd)
+        ready_r, ready_w = os.pipe()
+        exit_r, self.exit_fd = os.pipe()
+        argv = [
+            a.replace("{ready_fd}", str(ready_w)).replace("{exit_fd}", str(exit_r))
+            for a in spec["net_argv"]
+        ]
+        with open(spec["net_log"], "ab") as log:
+            p = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                pass_fds=(ready_w, exit_r, *spec["ns_fds"].values()), start_new_session=True,
+            )  # fmt: skip
+        os.close(ready_w)
+        os.close(exit_r)
+        self.net, self.net_fd = p.pid, os.pidfd_open(p.pid)
+        ready, _, _ = select.select([ready_r, self.net_fd], [], [], 30)
+        os.close(ready_r)
+        if ready_r not in ready or self.net_fd in ready:
+            raise GiveUp(f"a new {spec['net_name']} did not come up; see {spec['net_log']}")
+        # Popen's own bookkeeping is not needed: we reap by pid.
+        p.returncode = 0
+        self.restarts += 1
+        self.log(f"{spec['net_name']} is back (pid {self.net})")
+        self.update_state()
+
+    # -- state and shutdown --------------------------------------------------------------------
+
+    def update_state(self) -> None:
+        path = self.spec["state_file"]
+        try:
+            with open(path) as f:
+                state = json.load(f)
+        except (OSError, ValueError):
+            return
+        state.update(dockerd_pid=self.dockerd, net_pid=self.net, restarts=self.restarts)
+        with open(path + ".tmp", "w") as f:
+            json.dump(state, f, indent=2)
+        os.replace(path + ".tmp", path)
+
+    def stop_child(self, pid: int | None, pidfd: int | None, timeout: float) -> None:
+        if pid is None or pidfd is None:
             return
         with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, sig)
-        deadline = time.monotonic() + timeout
-        while not self.reap():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.pid, signal.SIGKILL)
-                os.waitpid(self.pid, 0)
-                self.status = -signal.SIGKILL
-                return
-            select.select([self.fd], [], [], left)
+            os.kill(pid, signal.SIGTERM)
+        ready, _, _ = select.select([pidfd], [], [], timeout)
+        if not ready:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.reap(pid)
+
+    def shutdown(self) -> None:
+        # Further signals must not cut the cleanup short.
+        for s in STOP_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+        self.stop_child(self.dockerd, self.dockerd_fd, self.spec["stop_timeout"])
+        if self.exit_fd is not None:
+            os.close(self.exit_fd)  # slirp4netns' signal to exit
+        self.stop_child(self.net, self.net_fd, 5.0)
+        for path in self.spec["remove"]:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        os.close(self.spec["lock_fd"])
+
+    def run(self) -> int:
+        code = 0
+        try:
+            while True:
+                event = self.watch()
+                if event == "stop":
+                    self.log("stopping")
+                    break
+                if event == "dockerd":
+                    self.restart_dockerd(self.reap(self.dockerd))
+                elif event == "net":
+                    self.restart_net(self.reap(self.net or 0))
+        except Stop:
+            self.log("stopping")
+        except GiveUp as e:
+            self.log(f"{e}; last lines of dockerd's log:")
+            self.log(tail(self.spec["dockerd_log"]))
+            code = 1
+        self.shutdown()
+        return code
 
 
 def tail(path: str, n: int = 20) -> str:
@@ -69,44 +277,19 @@ def tail(path: str, n: int = 20) -> str:
         return ""
 
 
+def ping(sock: str) -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(2)
+            s.connect(sock)
+            s.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            return s.recv(32).split(b" ")[1:2] == [b"200"]
+    except (OSError, IndexError):
+        return False
+
+
 def main() -> int:
-    spec: dict[str, Any] = json.loads(sys.argv[1])
-    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.set_wakeup_fd(wake_w)
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(s, lambda *_: None)
-    # The CLI blocked these signals before exec so none could be lost in between.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
-
-    dockerd = Child("dockerd", spec["dockerd_pid"])
-    net = Child(spec["net_name"], spec["net_pid"])
-    code = 0
-    while True:
-        ready, _, _ = select.select([wake_r, dockerd.fd, net.fd], [], [])
-        if wake_r in ready:
-            log("stopping")
-            break
-        if dockerd.fd in ready and dockerd.reap():
-            log(f"dockerd {describe(dockerd.status or 0)} on its own; last lines of its log:")
-            sys.stderr.write(tail(spec["dockerd_log"]))
-            code = 1
-            break
-        if net.fd in ready and net.reap():
-            log(f"{net.name} {describe(net.status or 0)}; the daemon has no network, stopping")
-            code = 1
-            break
-
-    # Ignore further Ctrl-C: cleanup must finish, or processes and files are left behind.
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(s, signal.SIG_IGN)
-    dockerd.stop(signal.SIGTERM, spec["stop_timeout"])
-    os.close(spec["exit_fd"])  # slirp4netns' signal to exit
-    net.stop(signal.SIGTERM, 5.0)
-    for path in spec["remove"]:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-    os.close(spec["lock_fd"])
-    return code
+    return Keeper(json.loads(sys.argv[1])).run()
 
 
 if __name__ == "__main__":

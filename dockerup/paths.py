@@ -74,6 +74,16 @@ class Paths:
         return self.config / "config.toml"
 
 
+def system_paths() -> Paths:
+    """Real root (privileged mode) keeps its state where system daemons do."""
+    return Paths(
+        runtime=Path("/run/docker-up"),
+        data=Path("/var/lib/docker-up"),
+        config=Path("/etc/docker-up"),
+        runtime_from_xdg=False,
+    )
+
+
 def resolve_paths(env: Mapping[str, str], uid: int, home: str) -> Paths:
     """XDG locations, with a per-user /tmp fallback where no XDG_RUNTIME_DIR exists
     (no systemd, so no /run/user/UID)."""

@@ -11,13 +11,13 @@ from dockerup import daemon
 from dockerup.config import Config, Storage
 from dockerup.errors import DockerUpError
 from dockerup.facts import PACKAGES, REQUIRED, HostFacts, IdRange
+from dockerup.modes import Mode, resolve_mode
 from dockerup.net import slirp4netns
-from dockerup.paths import UNIX_SOCKET_MAX, Paths
+from dockerup.paths import UNIX_SOCKET_MAX, Paths, resolve_paths, system_paths
 
 CHILD_SCRIPT = Path(__file__).with_name("child.py")
 
 
-# Namespace sysctls docker-up owns: they change nothing outside its network namespace.
 def sysctls(gids: int) -> dict[str, str]:
     return {
         "net/ipv4/ip_forward": "1",
@@ -39,24 +39,20 @@ class IdMap:
 
     def argv(self, pid: int) -> list[str]:
         return [
-            self.binary,
-            str(pid),
-            "0",
-            str(self.outer_id),
-            "1",
-            "1",
-            str(self.sub.start),
-            str(self.sub.count),
-        ]
+            self.binary, str(pid), "0", str(self.outer_id), "1",
+            "1", str(self.sub.start), str(self.sub.count),
+        ]  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Plan:
     paths: Paths
     config: Config
-    net: slirp4netns.Slirp4netns
-    uidmap: IdMap
-    gidmap: IdMap
+    mode: Mode
+    mode_reason: str
+    net: slirp4netns.Slirp4netns | None  # None: dockerd shares the current network namespace
+    uidmap: IdMap | None  # None: no new user namespace (we are root in one already)
+    gidmap: IdMap | None
     child_argv: tuple[str, ...]
     child_spec: dict[str, Any]
     dockerd_argv: tuple[str, ...]
@@ -66,13 +62,20 @@ class Plan:
     def daemon_json(self, storage: str) -> str:
         return daemon.render_daemon_json(self.config, self.paths, storage)
 
+    @property
+    def net_name(self) -> str:
+        return self.net.name if self.net else "host"
 
-def missing_programs(facts: HostFacts) -> list[str]:
-    return [name for name in REQUIRED if not facts.binaries.get(name)]
+
+def missing_programs(facts: HostFacts, mode: Mode, host_network: bool) -> list[str]:
+    needed = [n for n in REQUIRED if mode.needs_userns() or n not in ("newuidmap", "newgidmap")]
+    if host_network:
+        needed.remove("slirp4netns")
+    return [name for name in needed if not facts.binaries.get(name)]
 
 
-def require_programs(facts: HostFacts) -> dict[str, str]:
-    missing = missing_programs(facts)
+def require_programs(facts: HostFacts, mode: Mode, host_network: bool) -> dict[str, str]:
+    missing = missing_programs(facts, mode, host_network)
     if missing:
         pkgs = sorted({PACKAGES[m] for m in missing})
         names = ", ".join(missing)
@@ -123,28 +126,83 @@ def storage_candidates(config: Config) -> list[str]:
     return [config.storage.value]
 
 
-def build_plan(config: Config, facts: HostFacts, paths: Paths) -> Plan:
+def paths_for(mode: Mode, facts: HostFacts) -> Paths:
+    if mode is Mode.privileged:
+        return system_paths()
+    return resolve_paths(facts.env, facts.uid, facts.home)
+
+
+def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> Plan:
     """Pure: raises DockerUpError for anything that cannot work on this host."""
-    bins = require_programs(facts)
-    subuid = require_range(facts.subuid, "/etc/subuid", facts)
-    subgid = require_range(facts.subgid, "/etc/subgid", facts)
-    require_tun(facts)
+    mode, reason = resolve_mode(facts.uid, facts.initial_userns, facts.net_admin, config.mode)
+    if config.host_network and mode is not Mode.privileged:
+        raise DockerUpError(
+            f"--host-network needs privileged mode (here: {mode})",
+            hint="without real root, dockerd needs its own network namespace: drop the option",
+        )
+    paths = paths or paths_for(mode, facts)
+    bins = require_programs(facts, mode, config.host_network)
+    uidmap = gidmap = None
+    gids = 65536
+    if mode.needs_userns():
+        subuid = require_range(facts.subuid, "/etc/subuid", facts)
+        subgid = require_range(facts.subgid, "/etc/subgid", facts)
+        uidmap = IdMap(bins["newuidmap"], facts.uid, subuid)
+        gidmap = IdMap(bins["newgidmap"], facts.gid, subgid)
+        gids = subgid.count
+    net = None
+    if not config.host_network:
+        require_tun(facts)
+        features = slirp4netns.parse_features(facts.slirp_help, facts.slirp_help)
+        net = slirp4netns.configure(
+            bins["slirp4netns"], features, config.mtu, config.allow_host_loopback,
+            paths.slirp_api,
+        )  # fmt: skip
     require_socket_path(paths)
-    features = slirp4netns.parse_features(facts.slirp_help, facts.slirp_help)
-    net = slirp4netns.configure(
-        bins["slirp4netns"], features, config.mtu, config.allow_host_loopback, paths.slirp_api
-    )
-    argv = daemon.dockerd_argv(bins["dockerd"], paths)
+    argv = daemon.dockerd_argv(bins["dockerd"], paths, rootless=mode.dockerd_rootless())
     env = daemon.dockerd_env(facts.env, paths, facts.search_path, facts.home)
+    return Plan(
+        paths=paths,
+        config=config,
+        mode=mode,
+        mode_reason=reason,
+        net=net,
+        uidmap=uidmap,
+        gidmap=gidmap,
+        # -S: no site-packages. The child is stdlib-only and starts in a few milliseconds.
+        child_argv=(facts.python, "-S", str(CHILD_SCRIPT)),
+        child_spec=child_spec(config, mode, paths, bins, gids, argv, env),
+        dockerd_argv=tuple(argv),
+        dockerd_env=env,
+        dirs=(paths.runtime, paths.log_dir, paths.bin_dir, paths.data, paths.copyup),
+    )
+
+
+def child_spec(
+    config: Config,
+    mode: Mode,
+    paths: Paths,
+    bins: dict[str, str],
+    gids: int,
+    argv: list[str],
+    env: dict[str, str],
+) -> dict[str, Any]:
+    """What child.py does inside the namespaces, as data."""
+    own_netns = not config.host_network
     iptables_dir = str(Path(bins["iptables"]).parent)
-    child_spec: dict[str, Any] = {
+    return {
+        "unshare": (["user"] if mode.needs_userns() else [])
+        + ["mount"]
+        + (["net"] if own_netns else []),
+        # Real root may write the real /etc and /run; everyone else gets a writable copy.
+        "copyup": ["/etc", "/run"] if mode is not Mode.privileged or own_netns else [],
         "copyup_base": str(paths.copyup),
-        "copyup": ["/etc", "/run"],
-        "resolv_conf": f"nameserver {slirp4netns.DNS}\n",
-        "sysctls": sysctls(subgid.count),
+        "resolv_conf": f"nameserver {slirp4netns.DNS}\n" if own_netns else None,
+        "sysctls": sysctls(gids) if own_netns else {},
+        "loopback": own_netns,
         "storage_candidates": storage_candidates(config),
         "storage_probe_dir": str(paths.data / "probe"),
-        "fuse_overlayfs": facts.binaries.get("fuse-overlayfs"),
+        "fuse_overlayfs": bins.get("fuse-overlayfs"),
         "iptables": {
             "nft": f"{iptables_dir}/iptables-nft",
             "legacy": f"{iptables_dir}/iptables-legacy",
@@ -157,19 +215,8 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths) -> Plan:
             "gateway": slirp4netns.GATEWAY,
             "mtu": config.mtu,
             "sys_path": [p for p in sys.path if p],
-        },
+        }
+        if own_netns
+        else None,
         "dockerd": {"argv": argv, "env": env},
     }
-    return Plan(
-        paths=paths,
-        config=config,
-        net=net,
-        uidmap=IdMap(bins["newuidmap"], facts.uid, subuid),
-        gidmap=IdMap(bins["newgidmap"], facts.gid, subgid),
-        # -S: no site-packages. The child is stdlib-only and starts in a few milliseconds.
-        child_argv=(facts.python, "-S", str(CHILD_SCRIPT)),
-        child_spec=child_spec,
-        dockerd_argv=tuple(argv),
-        dockerd_env=env,
-        dirs=(paths.runtime, paths.log_dir, paths.bin_dir, paths.data, paths.copyup),
-    )

@@ -1,5 +1,6 @@
 """Carry out a Plan: the only module that changes the system. Every helper is a context
-manager on one ExitStack, so a failure or Ctrl-C half-way unwinds what was started, in reverse.
+manager or callback on one ExitStack, so a failure or Ctrl-C half-way unwinds what was
+started, in reverse. Once dockerd answers, the process execs the lean keeper (keeper.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from dockerup.paths import Paths
 from dockerup.plan import Plan
 
 Progress = Callable[[str], None]
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+KEEPER_SCRIPT = Path(__file__).with_name("keeper.py")
+NS_KINDS = ("user", "mnt", "net")
 
 
 class AlreadyRunning(Exception):
@@ -33,25 +37,21 @@ class AlreadyRunning(Exception):
 
 
 class Interrupted(Exception):
-    """SIGINT or SIGTERM: stop everything in order."""
-
-
-@dataclass
-class Handles:
-    """What the keeper inherits: the children and the fd that keeps slirp4netns alive."""
-
-    child: ChildLink
-    net: subprocess.Popen[bytes]
-    net_exit_fd: int
+    """SIGINT, SIGTERM or SIGHUP while starting: stop everything in order."""
 
 
 @dataclass
 class Running:
+    """What `status` shows; written to state.json (the keeper updates it)."""
+
     pid: int
     dockerd_pid: int
-    slirp_pid: int
+    net_pid: int | None
     socket: str
     docker_host: str
+    mode: str
+    mode_reason: str
+    data_root: str
     storage: str
     storage_reason: str
     iptables: str
@@ -60,19 +60,56 @@ class Running:
     net_options: list[str]
     mtu: int
     started_at: float
+    restarts: int = 0
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _pidfd(p: subprocess.Popen[bytes]) -> int:
-    return os.pidfd_open(p.pid)
+class ChildLink:
+    """The parent's end of the JSON-lines conversation with child.py."""
+
+    def __init__(self, p: subprocess.Popen[bytes], rfd: int, wfd: int, log: Path) -> None:
+        self.p, self.rfd, self.wfd, self.log = p, rfd, wfd, log
+        self.buf = b""
+        # The child process execs dockerd once told to go: errors name what it is by then.
+        self.name = "docker-up's namespace child"
+
+    def send(self, **msg: Any) -> None:
+        os.write(self.wfd, (json.dumps(msg) + "\n").encode())
+
+    def recv(self, what: str, deadline: float) -> dict[str, Any]:
+        while b"\n" not in self.buf:
+            wait_readable(self.rfd, self.p, self.name, what, self.log, deadline)
+            chunk = os.read(self.rfd, 65536)
+            if not chunk:
+                raise helper_died(self.p, self.name, what, self.log)
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        msg: dict[str, Any] = json.loads(line)
+        if msg.get("step") == "error":
+            raise DockerUpError(
+                f"setting up the namespace failed: {msg['error']}", hint=f"log: {self.log}"
+            )
+        return msg
 
 
-def _wait_readable(
+@dataclass
+class Handles:
+    """What the keeper inherits: the children, the fd that keeps slirp4netns alive, and fds
+    of the namespaces (holding them keeps the namespaces alive, so dockerd can be restarted
+    in them after it died)."""
+
+    child: ChildLink
+    net: subprocess.Popen[bytes] | None
+    net_exit_fd: int | None
+    ns_fds: dict[str, int]
+
+
+def wait_readable(
     fd: int, helper: subprocess.Popen[bytes], name: str, what: str, log: Path, deadline: float
 ) -> None:
     """Block until fd is readable; fail at once if the helper exits first (its pidfd becomes
     readable), or at the deadline."""
-    pidfd = _pidfd(helper)
+    pidfd = os.pidfd_open(helper.pid)
     try:
         while True:
             left = deadline - time.monotonic()
@@ -96,34 +133,6 @@ def helper_died(p: subprocess.Popen[bytes], name: str, what: str, log: Path) -> 
     )
 
 
-class ChildLink:
-    """The parent's end of the JSON-lines conversation with child.py."""
-
-    def __init__(self, p: subprocess.Popen[bytes], rfd: int, wfd: int, log: Path) -> None:
-        self.p, self.rfd, self.wfd, self.log = p, rfd, wfd, log
-        self.buf = b""
-        # The child process execs dockerd once told to go: errors name what it is by then.
-        self.name = "docker-up's namespace child"
-
-    def send(self, **msg: Any) -> None:
-        os.write(self.wfd, (json.dumps(msg) + "\n").encode())
-
-    def recv(self, what: str, deadline: float) -> dict[str, Any]:
-        while b"\n" not in self.buf:
-            _wait_readable(self.rfd, self.p, self.name, what, self.log, deadline)
-            chunk = os.read(self.rfd, 65536)
-            if not chunk:
-                raise helper_died(self.p, self.name, what, self.log)
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
-        msg: dict[str, Any] = json.loads(line)
-        if msg.get("step") == "error":
-            raise DockerUpError(
-                f"setting up the namespace failed: {msg['error']}", hint=f"log: {self.log}"
-            )
-        return msg
-
-
 @contextlib.contextmanager
 def instance_lock(paths: Paths) -> Iterator[int]:
     """One docker-up per user: a second one must not disturb the first. The lock lives as
@@ -139,22 +148,94 @@ def instance_lock(paths: Paths) -> Iterator[int]:
         os.close(fd)
 
 
+def is_locked(paths: Paths) -> bool:
+    try:
+        fd = os.open(paths.lock, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def prepare_runtime(paths: Paths) -> None:
+    """The runtime directory holds the Docker socket: it must be ours and closed to others."""
+    paths.runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = paths.runtime.lstat()
+    # A fallback under /tmp could have been made by someone else: refuse to use it then.
+    if st.st_uid != os.getuid() or paths.runtime.is_symlink() or not paths.runtime.is_dir():
+        raise DockerUpError(
+            f"{paths.runtime} is not a directory owned by you",
+            hint="remove it, or set XDG_RUNTIME_DIR to a directory of your own",
+        )
+    os.chmod(paths.runtime, 0o700)
+
+
 def prepare_dirs(plan: Plan) -> None:
     for d in plan.dirs:
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
-    rt = plan.paths.runtime
-    st = rt.lstat()
-    # A fallback under /tmp could have been made by someone else: refuse to use it then.
-    if st.st_uid != os.getuid() or not rt.is_dir() or rt.is_symlink():
-        raise DockerUpError(
-            f"{rt} is not a directory owned by you", hint="remove it, or set XDG_RUNTIME_DIR"
-        )
-    os.chmod(rt, 0o700)
+    os.chmod(plan.paths.data, 0o700)
+
+
+def read_state(paths: Paths) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads(paths.state_file.read_text())
+    except (OSError, ValueError):
+        return None
+    return data
+
+
+def write_state(paths: Paths, running: Running) -> None:
+    tmp = paths.state_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(running), indent=2))
+    tmp.replace(paths.state_file)
+
+
+def is_program(pid: int, names: tuple[str, ...]) -> bool:
+    """Is pid still one of ours and running one of these programs? (PIDs get reused.)"""
+    try:
+        if os.stat(f"/proc/{pid}").st_uid != os.getuid():
+            return False
+        exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return exe in names or any(n.encode() in cmdline for n in names)
+
+
+def end_orphans(paths: Paths, progress: Progress) -> None:
+    """Under the lock nothing of ours runs: whatever state.json names and still runs is an
+    orphan of a docker-up that was killed. End it, but only after checking it is really
+    dockerd or slirp4netns (or our keeper), and ours."""
+    state = read_state(paths)
+    if state:
+        for key, names in (
+            ("dockerd_pid", ("dockerd",)),
+            ("net_pid", ("slirp4netns",)),
+            ("pid", ("keeper.py",)),
+        ):
+            pid = state.get(key)
+            if isinstance(pid, int) and is_program(pid, names):
+                progress(f"ending orphaned {names[0]} (pid {pid}) of an earlier docker-up")
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+                if not proc.wait_gone(pid, 15):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                    proc.wait_gone(pid, 5)
+    remove_stale(paths)
+
+
+def stale_files(paths: Paths) -> tuple[Path, ...]:
+    return (paths.socket, paths.pidfile, paths.slirp_api, paths.state_file)
 
 
 def remove_stale(paths: Paths) -> None:
-    """Under the lock nothing of ours runs, so leftovers are stale."""
-    for p in (paths.socket, paths.pidfile, paths.slirp_api, paths.state_file):
+    for p in stale_files(paths):
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
 
@@ -177,90 +258,27 @@ def spawn_child(plan: Plan) -> Iterator[ChildLink]:
     finally:
         os.close(p2c_w)
         os.close(c2p_r)
-        stop_daemon(p, plan.config.stop_timeout)
+        # dockerd stops its containers and its containerd on SIGTERM; SIGKILL would leave
+        # containerd and shims behind in the namespace, so it is the last resort.
+        proc.stop(p, plan.config.stop_timeout)
 
 
-def stop_daemon(p: subprocess.Popen[bytes], timeout: float) -> None:
-    """dockerd stops its containers and its containerd on SIGTERM; kill only when it hangs.
-    SIGKILL would leave containerd and shims behind in the namespace, so it is the last resort."""
-    proc.stop(p, timeout)
+def open_namespaces(
+    plan: Plan, pid: int, stack: contextlib.ExitStack[bool | None]
+) -> dict[str, int]:
+    kinds = [k for k in NS_KINDS if k != "user" or plan.mode.needs_userns()]
+    if plan.net is None:
+        kinds.remove("net")
+    fds = {k: os.open(f"/proc/{pid}/ns/{k}", os.O_RDONLY) for k in kinds}
+    for fd in fds.values():
+        stack.callback(os.close, fd)
+    return fds
 
 
-def start(
-    plan: Plan, stack: contextlib.ExitStack[bool | None], progress: Progress
-) -> tuple[Running, Handles]:
-    t0 = time.monotonic()
-    deadline = t0 + plan.config.start_timeout
-    timings: dict[str, float] = {}
-    paths = plan.paths
-    prepare_dirs(plan)
-    remove_stale(paths)
-    # The Engine API client is only needed once dockerd listens: import it meanwhile.
-    importer = threading.Thread(target=_import_docker_sdk, daemon=True)
-    importer.start()
-
-    progress("creating user and network namespaces")
-    child = stack.enter_context(spawn_child(plan))
-    child.recv("the child to unshare its namespaces", deadline)
-    proc.run(plan.uidmap.argv(child.p.pid), "mapping user ids (newuidmap)")
-    proc.run(plan.gidmap.argv(child.p.pid), "mapping group ids (newgidmap)")
-    child.send(step="mapped")
-    timings["namespaces"] = time.monotonic() - t0
-
-    progress(f"starting {plan.net.name} ({', '.join(plan.net.options_used) or 'no options'})")
-    ready_r, exit_w, net = _start_network(plan, stack, child.p.pid)
-    ns = child.recv("the namespace set-up", deadline)
-    timings["namespace_setup"] = time.monotonic() - t0
-    paths.daemon_json.write_text(plan.daemon_json(ns["storage"]))
-    _wait_readable(
-        ready_r,
-        net,
-        plan.net.name,
-        "the network to be ready",
-        paths.log_dir / f"{plan.net.name}.log",
-        deadline,
-    )
-    timings["network_ready"] = time.monotonic() - t0
-
-    progress(f"starting dockerd (storage {ns['storage']}, iptables {ns['iptables']})")
-    child.send(step="go")
-    child.name = "dockerd"
-    t_exec = time.monotonic()
-    _wait_socket(paths.socket, child, deadline)
-    timings["dockerd_socket"] = time.monotonic() - t_exec
-    t_sock = time.monotonic()
-    importer.join()
-    _wait_api(paths.docker_host, child, deadline)
-    timings["api_ready"] = time.monotonic() - t_sock
-    verified = child.recv("the network check", deadline)
-    if not verified.get("ok"):
-        raise DockerUpError(
-            "the namespace's network is not as slirp4netns should have set it: "
-            + "; ".join(verified.get("problems", []))
-        )
-    timings["total"] = time.monotonic() - t0
-    running = Running(
-        pid=os.getpid(),
-        dockerd_pid=child.p.pid,
-        slirp_pid=net.pid,
-        socket=str(paths.socket),
-        docker_host=paths.docker_host,
-        storage=ns["storage"],
-        storage_reason=ns["storage_reason"],
-        iptables=ns["iptables"],
-        iptables_reason=ns["iptables_reason"],
-        net=plan.net.name,
-        net_options=list(plan.net.options_used),
-        mtu=plan.net.mtu,
-        started_at=time.time(),
-        timings=timings,
-    )
-    return running, Handles(child, net, exit_w)
-
-
-def _start_network(
+def start_network(
     plan: Plan, stack: contextlib.ExitStack[bool | None], pid: int
 ) -> tuple[int, int, subprocess.Popen[bytes]]:
+    assert plan.net is not None
     ready_r, ready_w = os.pipe()
     exit_r, exit_w = os.pipe()
     log = plan.paths.log_dir / f"{plan.net.name}.log"
@@ -286,11 +304,88 @@ def _import_docker_sdk() -> None:
     import docker  # noqa: F401
 
 
+def start(
+    plan: Plan, stack: contextlib.ExitStack[bool | None], progress: Progress
+) -> tuple[Running, Handles]:
+    t0 = time.monotonic()
+    deadline = t0 + plan.config.start_timeout
+    timings: dict[str, float] = {}
+    paths = plan.paths
+    prepare_dirs(plan)
+    # The Engine API client is only needed once dockerd listens: import it meanwhile.
+    importer = threading.Thread(target=_import_docker_sdk, daemon=True)
+    importer.start()
+    progress(f"mode {plan.mode} ({plan.mode_reason})")
+
+    progress("creating namespaces: " + ", ".join(plan.child_spec["unshare"]))
+    child = stack.enter_context(spawn_child(plan))
+    child.recv("the child to unshare its namespaces", deadline)
+    if plan.uidmap and plan.gidmap:
+        proc.run(plan.uidmap.argv(child.p.pid), "mapping user ids (newuidmap)")
+        proc.run(plan.gidmap.argv(child.p.pid), "mapping group ids (newgidmap)")
+    ns_fds = open_namespaces(plan, child.p.pid, stack)
+    child.send(step="mapped")
+    timings["namespaces"] = time.monotonic() - t0
+
+    net = exit_w = ready_r = None
+    if plan.net:
+        progress(f"starting {plan.net.name} ({', '.join(plan.net.options_used) or 'no options'})")
+        ready_r, exit_w, net = start_network(plan, stack, child.p.pid)
+    ns = child.recv("the namespace set-up", deadline)
+    progress(f"storage {ns['storage']}: {ns['storage_reason']}")
+    progress(f"iptables {ns['iptables']}: {ns['iptables_reason']}")
+    paths.daemon_json.write_text(plan.daemon_json(ns["storage"]))
+    if plan.net and net and ready_r is not None:
+        log = paths.log_dir / f"{plan.net.name}.log"
+        wait_readable(ready_r, net, plan.net.name, "the network to be ready", log, deadline)
+    timings["network_ready"] = time.monotonic() - t0
+
+    progress("starting dockerd")
+    child.send(step="go")
+    child.name = "dockerd"
+    t_exec = time.monotonic()
+    wait_socket(paths.socket, child, deadline)
+    timings["dockerd_socket"] = time.monotonic() - t_exec
+    t_sock = time.monotonic()
+    importer.join()
+    wait_api(paths.docker_host, child, deadline)
+    timings["api_ready"] = time.monotonic() - t_sock
+    verified = child.recv("the network check", deadline)
+    if not verified.get("ok"):
+        raise DockerUpError(
+            "the namespace's network is not as slirp4netns should have set it: "
+            + "; ".join(verified.get("problems", []))
+        )
+    # Nobody else may use the socket: the runtime dir is 0700 already; this is belt and braces.
+    os.chmod(paths.socket, 0o600)
+    timings["total"] = time.monotonic() - t0
+    running = Running(
+        pid=os.getpid(),
+        dockerd_pid=child.p.pid,
+        net_pid=net.pid if net else None,
+        socket=str(paths.socket),
+        docker_host=paths.docker_host,
+        mode=str(plan.mode),
+        mode_reason=plan.mode_reason,
+        data_root=str(paths.data_root),
+        storage=ns["storage"],
+        storage_reason=ns["storage_reason"],
+        iptables=ns["iptables"],
+        iptables_reason=ns["iptables_reason"],
+        net=plan.net_name,
+        net_options=list(plan.net.options_used) if plan.net else [],
+        mtu=plan.config.mtu,
+        started_at=time.time(),
+        timings=timings,
+    )
+    return running, Handles(child, net, exit_w, ns_fds)
+
+
 class _NotYet(Exception):
     pass
 
 
-def _wait_socket(sock: Path, child: ChildLink, deadline: float) -> None:
+def wait_socket(sock: Path, child: ChildLink, deadline: float) -> None:
     def attempt() -> None:
         if child.p.poll() is not None:
             raise helper_died(child.p, child.name, "its socket", child.log)
@@ -300,10 +395,10 @@ def _wait_socket(sock: Path, child: ChildLink, deadline: float) -> None:
             except OSError as e:
                 raise _NotYet from e
 
-    _retry(attempt, deadline, "dockerd's socket", child.log)
+    retry(attempt, deadline, "dockerd's socket", child.log)
 
 
-def _wait_api(docker_host: str, child: ChildLink, deadline: float) -> None:
+def wait_api(docker_host: str, child: ChildLink, deadline: float) -> None:
     import docker
 
     # A fixed, old API version: "auto" would ask the daemon before it is ready.
@@ -314,18 +409,16 @@ def _wait_api(docker_host: str, child: ChildLink, deadline: float) -> None:
             raise helper_died(child.p, child.name, "the Engine API", child.log)
         try:
             client.ping()
-        except docker.errors.APIError as e:
-            raise _NotYet from e
-        except Exception as e:  # connection-level errors from requests/urllib3
+        except Exception as e:  # APIError, or connection errors from requests/urllib3
             raise _NotYet from e
 
     try:
-        _retry(attempt, deadline, "the Engine API to answer", child.log)
+        retry(attempt, deadline, "the Engine API to answer", child.log)
     finally:
         client.close()
 
 
-def _retry(attempt: Callable[[], None], deadline: float, what: str, log: Path) -> None:
+def retry(attempt: Callable[[], None], deadline: float, what: str, log: Path) -> None:
     from tenacity import (
         RetryError,
         Retrying,
@@ -349,22 +442,8 @@ def _retry(attempt: Callable[[], None], deadline: float, what: str, log: Path) -
         ) from e
 
 
-def write_state(paths: Paths, running: Running) -> None:
-    tmp = paths.state_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(running), indent=2))
-    tmp.replace(paths.state_file)
-
-
-def read_state(paths: Paths) -> dict[str, Any] | None:
-    try:
-        data: dict[str, Any] = json.loads(paths.state_file.read_text())
-    except (OSError, ValueError):
-        return None
-    return data
-
-
 @contextlib.contextmanager
-def _signals_raise() -> Iterator[None]:
+def signals_raise() -> Iterator[None]:
     def handler(signum: int, frame: object) -> None:
         raise Interrupted(signal.Signals(signum).name)
 
@@ -377,17 +456,29 @@ def _signals_raise() -> Iterator[None]:
             signal.signal(s, signal.SIG_IGN)
 
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-KEEPER_SCRIPT = Path(__file__).with_name("keeper.py")
+def logged(paths: Paths, progress: Progress) -> Progress:
+    """docker-up's own lines go to its log file too (`docker-up logs` shows them)."""
+
+    def both(msg: str) -> None:
+        with contextlib.suppress(OSError), open(paths.log_dir / "docker-up.log", "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {msg}\n")
+        progress(msg)
+
+    return both
 
 
-def run_foreground(plan: Plan, progress: Progress, on_ready: Callable[[Running], None]) -> int:
-    """Start and announce; then become the lean keeper (never returns on success)."""
+def run(
+    plan: Plan, progress: Progress, on_ready: Callable[[Running], None], foreground: bool = True
+) -> int:
+    """Start and announce; then become the lean keeper (does not return on success)."""
     paths = plan.paths
-    paths.runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+    prepare_runtime(paths)
     with instance_lock(paths) as lock_fd, contextlib.ExitStack() as stack:
+        paths.log_dir.mkdir(exist_ok=True, mode=0o700)
+        progress = logged(paths, progress)
+        end_orphans(paths, progress)
         stack.callback(remove_stale, paths)
-        with _signals_raise():
+        with signals_raise():
             try:
                 running, handles = start(plan, stack, progress)
                 write_state(paths, running)
@@ -396,32 +487,79 @@ def run_foreground(plan: Plan, progress: Progress, on_ready: Callable[[Running],
                 signal.pthread_sigmask(signal.SIG_BLOCK, set(STOP_SIGNALS))
             except Interrupted:
                 progress("stopping")
-                return 0
-        exec_keeper(plan, running, handles, lock_fd)
+                return 130
+        exec_keeper(plan, running, handles, lock_fd, foreground)
     return 0
 
 
-def keeper_spec(plan: Plan, running: Running, handles: Handles, lock_fd: int) -> dict[str, Any]:
+def keeper_spec(
+    plan: Plan, running: Running, handles: Handles, lock_fd: int, foreground: bool
+) -> dict[str, Any]:
     paths = plan.paths
+    ns = handles.ns_fds
+    net_argv = None
+    if plan.net:
+        net_argv = plan.net.argv(
+            0, "{ready_fd}", "{exit_fd}",
+            netns_path=f"/proc/self/fd/{ns['net']}",
+            userns_path=f"/proc/self/fd/{ns['user']}" if "user" in ns else None,
+        )  # fmt: skip
     return {
         "dockerd_pid": running.dockerd_pid,
-        "net_pid": running.slirp_pid,
-        "net_name": plan.net.name,
-        "exit_fd": handles.net_exit_fd,
-        "lock_fd": lock_fd,
-        "stop_timeout": plan.config.stop_timeout,
+        "dockerd_argv": list(plan.dockerd_argv),
+        "dockerd_env": plan.dockerd_env,
         "dockerd_log": str(paths.log_dir / "dockerd.log"),
-        "remove": [
-            str(p) for p in (paths.socket, paths.pidfile, paths.slirp_api, paths.state_file)
-        ],
+        "net_pid": running.net_pid,
+        "net_name": plan.net_name,
+        "net_argv": net_argv,
+        "net_log": str(paths.log_dir / f"{plan.net_name}.log"),
+        "exit_fd": handles.net_exit_fd,
+        "ns_fds": ns,
+        "lock_fd": lock_fd,
+        "socket": str(paths.socket),
+        "pidfile": str(paths.pidfile),
+        "state_file": str(paths.state_file),
+        "log_file": str(paths.log_dir / "docker-up.log"),
+        "echo": foreground,
+        "stop_timeout": plan.config.stop_timeout,
+        "start_timeout": plan.config.start_timeout,
+        "sys_path": [p for p in sys.path if p],
+        "remove": [str(p) for p in stale_files(paths)],
     }
 
 
-def exec_keeper(plan: Plan, running: Running, handles: Handles, lock_fd: int) -> None:
-    spec = keeper_spec(plan, running, handles, lock_fd)
-    for fd in (handles.net_exit_fd, lock_fd):
-        os.set_inheritable(fd, True)
+def exec_keeper(
+    plan: Plan, running: Running, handles: Handles, lock_fd: int, foreground: bool
+) -> None:
+    spec = keeper_spec(plan, running, handles, lock_fd, foreground)
+    for fd in (handles.net_exit_fd, lock_fd, *handles.ns_fds.values()):
+        if fd is not None:
+            os.set_inheritable(fd, True)
     sys.stdout.flush()
     sys.stderr.flush()
     python = plan.child_argv[0]
     os.execv(python, [python, "-S", str(KEEPER_SCRIPT), json.dumps(spec)])
+
+
+def wait_until_answering(paths: Paths, timeout: float) -> bool:
+    """For a second docker-up: the first may still be starting. Wait for its API (a raw
+    /_ping over the socket), as long as it still holds the lock."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ping(paths.socket):
+            return True
+        if not is_locked(paths):
+            return False
+        time.sleep(0.02)
+    return False
+
+
+def ping(sock: Path) -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(2)
+            s.connect(str(sock))
+            s.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            return s.recv(32).split(b" ")[1:2] == [b"200"]
+    except (OSError, IndexError):
+        return False

@@ -3,10 +3,11 @@ inside the commands, so `docker-up` starts its helpers before paying for them.""
 
 from __future__ import annotations
 
+import json
 import sys
 import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -41,9 +42,8 @@ def render_error(e: DockerUpError) -> None:
         c.print(f"[yellow]fix:[/] {e.hint}")
 
 
-@app.callback(invoke_without_command=True)
+@app.callback()
 def main_callback(
-    ctx: typer.Context,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     state["debug"] = debug
@@ -51,6 +51,9 @@ def main_callback(
 
 @app.command()
 def up(
+    detach: Annotated[
+        bool, typer.Option("--detach", "-d", help="Run in the background; return when ready.")
+    ] = False,
     mtu: Annotated[
         int,
         typer.Option(help="MTU of the tap device and of dockerd's bridges.", min=1280, max=65520),
@@ -60,6 +63,14 @@ def up(
         typer.Option(
             "--allow-host-loopback",
             help="Let the namespace reach the workspace's 127.0.0.1 as 10.0.2.2.",
+        ),
+    ] = False,
+    mode: Annotated[str, typer.Option(help="auto, rootless, userns-root or privileged.")] = "auto",
+    host_network: Annotated[
+        bool,
+        typer.Option(
+            "--host-network",
+            help="privileged mode only: dockerd in the current network namespace.",
         ),
     ] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for dockerd.")] = 60.0,
@@ -78,34 +89,116 @@ def up(
             hint="choose auto, overlay2, fuse-overlayfs or vfs",
         ) from e
     config = Config(
-        mtu=mtu, allow_host_loopback=allow_host_loopback, start_timeout=timeout, storage=st
+        mtu=mtu,
+        allow_host_loopback=allow_host_loopback,
+        start_timeout=timeout,
+        storage=st,
+        mode=mode,
+        host_network=host_network,
     )
     if dry_run:
-        import json
-
         print(json.dumps(core.plan_summary(core.make_plan(config)), indent=2))
         return
-    raise typer.Exit(core.up(config, _progress(), _announce))
+    result = core.up_detached(config) if detach else core.up(config, _progress(), _announce)
+    if result.already_running:
+        _console().print("docker-up: already running")
+    else:
+        _console().print("[green]docker-up: dockerd is ready[/] (running in the background)")
+    print(f"export DOCKER_HOST={result.docker_host}", flush=True)
 
 
 def _progress() -> Callable[[str], None]:
-    c = _console()
+    consoles: list[Console] = []
 
     def progress(msg: str) -> None:
-        c.print(f"[dim]docker-up: {msg}[/]")
+        if not consoles:
+            consoles.append(_console())
+        consoles[0].print(f"[dim]docker-up: {msg}[/]", markup=True)
 
     return progress
 
 
 def _announce(running: Running) -> None:
-    c = _console()
     t = running.timings.get("total", 0.0)
-    c.print(
+    _console().print(
         f"[green]docker-up: dockerd is ready[/] in {t:.2f} s "
-        f"(storage {running.storage}, {running.net} MTU {running.mtu})"
+        f"(mode {running.mode}, storage {running.storage}, {running.net} MTU {running.mtu})"
     )
     # stdout carries only the line a shell can eval.
     print(f"export DOCKER_HOST={running.docker_host}", flush=True)
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Is docker-up running, and how: PIDs, mode, socket, network, uptime, restarts."""
+    from dockerup import app as core
+
+    doc = core.status(core.current_paths())
+    if as_json:
+        print(json.dumps({"version": 1, **doc}, indent=2))
+    else:
+        _render_status(doc)
+    raise typer.Exit(0 if doc["running"] else 3)
+
+
+def _render_status(doc: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    c = _console(stderr=False)
+    if not doc["running"]:
+        c.print(f"docker-up is not running (socket would be {doc['socket']})")
+        return
+    t = Table(show_header=False, box=None)
+    rows = [
+        ("state", "running" + ("" if doc.get("answering") else " (API not answering)")),
+        ("mode", f"{doc['mode']} ({doc['mode_reason']})"),
+        ("DOCKER_HOST", doc["docker_host"]),
+        ("pids", f"docker-up {doc['pid']}, dockerd {doc['dockerd_pid']}, "
+                 f"{doc['net']} {doc.get('net_pid')}"),
+        ("network", f"{doc['net']} MTU {doc['mtu']} ({', '.join(doc['net_options'])})"),
+        ("data-root", doc["data_root"]),
+        ("storage", f"{doc['storage']} ({doc['storage_reason']})"),
+        ("iptables", doc["iptables"]),
+        ("uptime", f"{doc['uptime_s']:.0f} s"),
+        ("restarts", str(doc["restarts"])),
+    ]  # fmt: skip
+    for k, v in rows:
+        t.add_row(f"[bold]{k}[/]", v)
+    c.print(t)
+
+
+@app.command()
+def stop() -> None:
+    """Stop docker-up gracefully and wait until everything is gone."""
+    from dockerup import app as core
+
+    if core.stop(core.current_paths()):
+        _console().print("docker-up: stopped")
+    else:
+        _console().print("docker-up: not running")
+
+
+@app.command()
+def logs(
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
+    ] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", help="Lines of each log.")] = 50,
+) -> None:
+    """docker-up's, dockerd's and slirp4netns' logs, each line marked with its source."""
+    from dockerup import app as core
+
+    paths = core.current_paths()
+    for name, line in core.read_logs(paths, lines):
+        print(f"[{name}] {line}")
+    if follow:
+        try:
+            for name, line in core.follow_logs(paths):
+                print(f"[{name}] {line}", flush=True)
+        except KeyboardInterrupt:
+            pass
 
 
 GLOBAL_FLAGS = ("--debug",)
@@ -138,8 +231,7 @@ def main() -> None:
         if state["debug"]:
             traceback.print_exc()
         _console().print(
-            f"[bold red]docker-up: internal error:[/] {type(e).__name__}: {e}",
-            markup=True,
+            f"[bold red]docker-up: internal error:[/] {type(e).__name__}: {e}", markup=True
         )
         _console().print("run it again with --debug for the traceback, and report it")
         sys.exit(70)

@@ -12,7 +12,14 @@ class NetworkDriver(Protocol):
     mtu: int
     options_used: tuple[str, ...]  # optional features switched on, for the log and status
 
-    def argv(self, target_pid: int, ready_fd: int, exit_fd: int) -> list[str]:
+    def argv(
+        self,
+        target_pid: int | str,
+        ready_fd: int | str,
+        exit_fd: int | str,
+        netns_path: str | None = None,
+        userns_path: str | None = None,
+    ) -> list[str]:
         """The helper's command line; it writes to ready_fd once the namespace is wired,
         and exits when exit_fd is closed (so it never outlives docker-up)."""
         ...

@@ -218,7 +218,7 @@ class DockerUp:
         return self
 
     def pids(self) -> list[int]:
-        return [int(self.state[k]) for k in ("dockerd_pid", "slirp_pid")]  # type: ignore[call-overload]
+        return [v for k in ("dockerd_pid", "net_pid") if isinstance(v := self.state.get(k), int)]
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 60) -> int:
         if self.p.poll() is None:
