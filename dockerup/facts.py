@@ -59,6 +59,7 @@ class HostFacts:
     python: str = sys.executable
     env: dict[str, str] = field(default_factory=dict)
     initial_userns: bool = False  # /proc/self/uid_map is the identity map of the host
+    max_gid: int = 65535  # the highest gid our user namespace maps
     net_admin: bool = False  # CAP_NET_ADMIN over the network namespace we are in
 
 
@@ -92,6 +93,16 @@ def probe_tun(path: str = "/dev/net/tun") -> TunAccess:
         return TunAccess(exists=True, openable=False, error=e.strerror or str(e))
     os.close(fd)
     return TunAccess(exists=True, openable=True)
+
+
+def max_mapped_id(id_map: str) -> int:
+    """The highest id that a /proc/PID/[ug]id_map maps ("inside outside count" lines)."""
+    tops = []
+    for line in id_map.splitlines():
+        fields = line.split()
+        if len(fields) == 3 and all(f.isdigit() for f in fields):
+            tops.append(int(fields[0]) + int(fields[2]) - 1)
+    return max(tops, default=0)
 
 
 def is_initial_userns(uid_map: str) -> bool:
@@ -144,4 +155,5 @@ def probe(env: dict[str, str] | None = None) -> HostFacts:
         env=env,
         initial_userns=is_initial_userns(_read("/proc/self/uid_map")),
         net_admin=probe_net_admin(),
+        max_gid=max_mapped_id(_read("/proc/self/gid_map")),
     )

@@ -8,7 +8,7 @@ closing tells slirp4netns to exit, and the namespaces (an open namespace fd keep
 
 It stops everything in order on SIGINT/SIGTERM/SIGHUP. When dockerd dies, it starts a new one
 in the same namespaces, with exponential backoff, and gives up after a burst of failures.
-When slirp4netns dies, it attaches a new one to the same network namespace.
+When slirp4netns dies, it attaches a new one to the same network namespace (through dockerd).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Any
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
 # A burst: this many dockerd failures within WINDOW seconds and the keeper gives up.
 BURST, WINDOW = 8, 60.0
 
@@ -43,9 +44,14 @@ class Keeper:
     def __init__(self, spec: dict[str, Any]) -> None:
         self.spec = spec
         self.libc = ctypes.CDLL(None, use_errno=True)
+        # Orphans of a dead dockerd (its containerd, say) become our children instead of
+        # init's, and we reap them at once: a zombie containerd would make a new dockerd
+        # believe the old one still runs, and wait for it forever.
+        self.libc.prctl(PR_SET_CHILD_SUBREAPER, 1)
+        self.exited: dict[int, int] = {}
         self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
-        for s in STOP_SIGNALS:
+        for s in (*STOP_SIGNALS, signal.SIGCHLD):
             signal.signal(s, lambda *_: None)
         # The CLI blocked these before exec so that none could be lost in between.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, set(STOP_SIGNALS))
@@ -68,10 +74,26 @@ class Keeper:
     # -- waiting ---------------------------------------------------------------------------
 
     def stop_requested(self) -> bool:
-        try:
-            return bool(os.read(self.wake_r, 64))
-        except BlockingIOError:
-            return False
+        """Drain the signal pipe: reap on SIGCHLD, report a stop signal."""
+        stop = False
+        while True:
+            try:
+                data = os.read(self.wake_r, 64)
+            except BlockingIOError:
+                break
+            stop = stop or any(b in data for b in STOP_SIGNALS)
+        self.reap_orphans()
+        return stop
+
+    def reap_orphans(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.exited[pid] = status
 
     def sleep(self, seconds: float) -> None:
         """A sleep that a stop signal cuts short (tenacity's sleep hook)."""
@@ -93,12 +115,15 @@ class Keeper:
     # -- dockerd ----------------------------------------------------------------------------
 
     def reap(self, pid: int) -> str:
-        with contextlib.suppress(ChildProcessError):
-            _, status = os.waitpid(pid, 0)
-            if os.WIFSIGNALED(status):
-                return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
-            return f"exited with code {os.waitstatus_to_exitcode(status)}"
-        return "gone"
+        status = self.exited.pop(pid, None)
+        if status is None:
+            try:
+                _, status = os.waitpid(pid, 0)
+            except ChildProcessError:
+                return "gone"
+        if os.WIFSIGNALED(status):
+            return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+        return f"exited with code {os.waitstatus_to_exitcode(status)}"
 
     def spawn_dockerd(self) -> int:
         """A new dockerd in the same user/mount/network namespaces (entered by fd)."""
@@ -122,7 +147,7 @@ class Keeper:
                 devnull = os.open(os.devnull, os.O_RDONLY)
                 os.dup2(devnull, 0)
                 signal.pthread_sigmask(signal.SIG_SETMASK, set())
-                for s in STOP_SIGNALS:
+                for s in (*STOP_SIGNALS, signal.SIGCHLD):
                     signal.signal(s, signal.SIG_DFL)
                 argv = spec["dockerd_argv"]
                 os.execve(argv[0], argv, spec["dockerd_env"])
@@ -185,16 +210,21 @@ class Keeper:
             os.close(self.exit_fd)
         if self.net_fd is not None:
             os.close(self.net_fd)
+        # The dead helper's API socket would make the new one fail to bind it.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(spec["net_api"])
         ready_r, ready_w = os.pipe()
         exit_r, self.exit_fd = os.pipe()
         argv = [
-            a.replace("{ready_fd}", str(ready_w)).replace("{exit_fd}", str(exit_r))
+            a.replace("{ready_fd}", str(ready_w))
+            .replace("{exit_fd}", str(exit_r))
+            .replace("{target}", str(self.dockerd))
             for a in spec["net_argv"]
         ]
         with open(spec["net_log"], "ab") as log:
             p = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                pass_fds=(ready_w, exit_r, *spec["ns_fds"].values()), start_new_session=True,
+                pass_fds=(ready_w, exit_r), start_new_session=True,
             )  # fmt: skip
         os.close(ready_w)
         os.close(exit_r)

@@ -143,7 +143,8 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
     paths = paths or paths_for(mode, facts)
     bins = require_programs(facts, mode, config.host_network)
     uidmap = gidmap = None
-    gids = 65536
+    # ping_group_range may only name gids the namespace maps: ours, or the new one's.
+    gids = min(facts.max_gid, 2147483647)
     if mode.needs_userns():
         subuid = require_range(facts.subuid, "/etc/subuid", facts)
         subgid = require_range(facts.subgid, "/etc/subgid", facts)

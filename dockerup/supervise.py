@@ -442,18 +442,19 @@ def retry(attempt: Callable[[], None], deadline: float, what: str, log: Path) ->
         ) from e
 
 
-@contextlib.contextmanager
-def signals_raise() -> Iterator[None]:
+def raise_on_stop_signals() -> None:
     def handler(signum: int, frame: object) -> None:
         raise Interrupted(signal.Signals(signum).name)
 
-    old = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        # Cleanup must not be cut short by a second Ctrl-C: ignore them while unwinding.
-        for s in old:
-            signal.signal(s, signal.SIG_IGN)
+    for s in STOP_SIGNALS:
+        signal.signal(s, handler)
+
+
+def ignore_stop_signals() -> None:
+    """While unwinding: a second Ctrl-C must not cut the cleanup short. (Never on the way to
+    the keeper: setting SIG_IGN discards a pending signal, and the keeper must see it.)"""
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
 
 
 def logged(paths: Paths, progress: Progress) -> Progress:
@@ -473,22 +474,27 @@ def run(
     """Start and announce; then become the lean keeper (does not return on success)."""
     paths = plan.paths
     prepare_runtime(paths)
-    with instance_lock(paths) as lock_fd, contextlib.ExitStack() as stack:
-        paths.log_dir.mkdir(exist_ok=True, mode=0o700)
-        progress = logged(paths, progress)
-        end_orphans(paths, progress)
-        stack.callback(remove_stale, paths)
-        with signals_raise():
+    try:
+        with instance_lock(paths) as lock_fd, contextlib.ExitStack() as stack:
+            paths.log_dir.mkdir(exist_ok=True, mode=0o700)
+            progress = logged(paths, progress)
+            end_orphans(paths, progress)
+            stack.callback(remove_stale, paths)
+            raise_on_stop_signals()
             try:
                 running, handles = start(plan, stack, progress)
                 write_state(paths, running)
-                on_ready(running)
-                # From here on a signal waits for the keeper (pending signals survive exec).
+                # From here on a signal waits for the keeper (pending signals survive exec):
+                # whoever reads the ready line below may signal at once.
                 signal.pthread_sigmask(signal.SIG_BLOCK, set(STOP_SIGNALS))
-            except Interrupted:
-                progress("stopping")
-                return 130
-        exec_keeper(plan, running, handles, lock_fd, foreground)
+            except BaseException:
+                ignore_stop_signals()
+                raise
+            on_ready(running)
+            exec_keeper(plan, running, handles, lock_fd, foreground)
+    except Interrupted:
+        progress("stopped before dockerd was ready")
+        return 130
     return 0
 
 
@@ -496,14 +502,9 @@ def keeper_spec(
     plan: Plan, running: Running, handles: Handles, lock_fd: int, foreground: bool
 ) -> dict[str, Any]:
     paths = plan.paths
-    ns = handles.ns_fds
-    net_argv = None
-    if plan.net:
-        net_argv = plan.net.argv(
-            0, "{ready_fd}", "{exit_fd}",
-            netns_path=f"/proc/self/fd/{ns['net']}",
-            userns_path=f"/proc/self/fd/{ns['user']}" if "user" in ns else None,
-        )  # fmt: skip
+    # A new slirp4netns attaches by dockerd's PID, as the first did: by namespace path it
+    # would have to join the user namespace itself, which its --enable-sandbox cannot do.
+    net_argv = plan.net.argv("{target}", "{ready_fd}", "{exit_fd}") if plan.net else None
     return {
         "dockerd_pid": running.dockerd_pid,
         "dockerd_argv": list(plan.dockerd_argv),
@@ -513,8 +514,9 @@ def keeper_spec(
         "net_name": plan.net_name,
         "net_argv": net_argv,
         "net_log": str(paths.log_dir / f"{plan.net_name}.log"),
+        "net_api": str(paths.slirp_api),
         "exit_fd": handles.net_exit_fd,
-        "ns_fds": ns,
+        "ns_fds": handles.ns_fds,
         "lock_fd": lock_fd,
         "socket": str(paths.socket),
         "pidfile": str(paths.pidfile),

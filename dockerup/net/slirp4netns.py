@@ -74,17 +74,7 @@ class Slirp4netns:
             used.append("disable-host-loopback")
         return tuple(used)
 
-    def argv(
-        self,
-        target_pid: int | str,
-        ready_fd: int | str,
-        exit_fd: int | str,
-        netns_path: str | None = None,
-        userns_path: str | None = None,
-    ) -> list[str]:
-        """With netns_path (and userns_path when the namespace has its own user namespace),
-        the namespaces are named by path instead of by a process: how the keeper reattaches
-        a new slirp4netns after the old one died, while dockerd may be gone too."""
+    def argv(self, target_pid: int | str, ready_fd: int | str, exit_fd: int | str) -> list[str]:
         argv = [self.binary, "--configure", f"--mtu={self.mtu}"]
         argv += [f"--ready-fd={ready_fd}", f"--exit-fd={exit_fd}"]
         if not self.allow_host_loopback:
@@ -95,11 +85,6 @@ class Slirp4netns:
             argv.append("--enable-sandbox")
         if self.seccomp:
             argv.append("--enable-seccomp")
-        if netns_path:
-            argv.append("--netns-type=path")
-            if userns_path:
-                argv.append(f"--userns-path={userns_path}")
-            return [*argv, netns_path, TAP]
         return [*argv, str(target_pid), TAP]
 
 

@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,3 +66,30 @@ def started(workspace: Workspace) -> Iterator[list[DockerUp]]:
         if s.p.poll() is None:
             s.stop()
         s.kill_all()
+
+
+@pytest.fixture
+def loopback_server() -> Iterator[int]:
+    """A TCP server on the workspace's 127.0.0.1 that answers 'hello'."""
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    srv.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                c, _ = srv.accept()
+            except TimeoutError:
+                continue
+            with c:
+                c.sendall(b"hello\n")
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    yield srv.getsockname()[1]
+    stop.set()
+    t.join()
+    srv.close()

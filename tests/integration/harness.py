@@ -227,6 +227,8 @@ class DockerUp:
             code = self.p.wait(timeout)
         finally:
             self.log.close()  # type: ignore[attr-defined]
+            if self.p.stdout:
+                self.p.stdout.close()
         return code
 
     def leftovers(self) -> list[int]:

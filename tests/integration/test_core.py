@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import threading
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from .harness import DockerUp, Workspace, pid_alive, wait_for
 
@@ -79,33 +74,6 @@ def test_stop_during_a_running_container_leaves_nothing(
     assert len(s.leftovers()) >= 4  # dockerd, containerd, shim, sleep (+ slirp4netns)
     assert s.stop() == 0
     assert_all_gone(s)
-
-
-@pytest.fixture
-def loopback_server() -> Iterator[int]:
-    """A TCP server on the workspace's 127.0.0.1 that answers 'hello'."""
-    srv = socket.socket()
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("127.0.0.1", 0))
-    srv.listen()
-    srv.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                c, _ = srv.accept()
-            except TimeoutError:
-                continue
-            with c:
-                c.sendall(b"hello\n")
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    yield srv.getsockname()[1]
-    stop.set()
-    t.join()
-    srv.close()
 
 
 def reach_host_loopback(ws: Workspace, port: int) -> str:

@@ -204,3 +204,14 @@ def test_parse_subid() -> None:
 
 def test_search_path_adds_sbin_once() -> None:
     assert search_path("/usr/bin:/usr/sbin") == "/usr/bin:/usr/sbin:/usr/local/sbin:/sbin"
+
+
+def test_max_mapped_id() -> None:
+    from dockerup.facts import max_mapped_id
+
+    assert (
+        max_mapped_id("         0       1001          1\n         1     100000      65536\n")
+        == 65536
+    )
+    assert max_mapped_id("0 0 4294967295\n") == 4294967294
+    assert max_mapped_id("") == 0

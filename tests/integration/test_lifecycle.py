@@ -1,0 +1,310 @@
+"""Run modes, background runs and supervision, on the real stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from .harness import VENV, DockerUp, Workspace, pid_alive, processes_in_netns, wait_for
+
+RECOVERY: dict[str, list[float]] = {}
+
+
+def processes_of(uid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if d.stat().st_uid == uid and pid_alive(int(d.name)):
+                    out.append(int(d.name))
+            except OSError:
+                continue
+    return out
+
+
+def status(ws: Workspace) -> dict[str, object]:
+    r = ws.docker_up("status", "--json")
+    doc: dict[str, object] = json.loads(r.stdout)
+    return doc
+
+
+def detach(ws: Workspace, *args: str) -> subprocess.CompletedProcess[str]:
+    return ws.docker_up("--detach", *args, timeout=120)
+
+
+@pytest.fixture
+def detached(workspace: Workspace) -> Workspace:
+    """A workspace whose background docker-up is stopped (and checked gone) at the end."""
+    yield workspace  # type: ignore[misc]
+    workspace.docker_up("stop", timeout=90)
+    wait_for(lambda: not processes_of(workspace.user.uid), 30, "all of the user's processes")
+
+
+def test_detach_status_logs_stop(detached: Workspace, busybox_tar: Path) -> None:
+    ws = detached
+    r = detach(ws)
+    assert r.returncode == 0, r.stderr
+    host = f"unix://{ws.runtime_dir}/docker-up/docker.sock"
+    assert r.stdout.strip() == f"export DOCKER_HOST={host}"
+    # It returned only once the daemon answers:
+    assert ws.docker("version", "--format", "{{.Server.Version}}").stdout.strip()
+
+    doc = status(ws)
+    assert doc["running"] is True and doc["answering"] is True
+    assert doc["mode"] == "rootless" and "uid" in str(doc["mode_reason"])
+    assert doc["net"] == "slirp4netns" and doc["mtu"] == 65520
+    assert doc["restarts"] == 0
+    assert all(pid_alive(int(doc[k])) for k in ("pid", "dockerd_pid", "net_pid"))  # type: ignore[call-overload]
+
+    # The socket and the state directory are the user's alone.
+    run_dir = ws.runtime_dir / "docker-up"
+    assert (run_dir.stat().st_mode & 0o777) == 0o700
+    assert (run_dir / "docker.sock").stat().st_mode & 0o077 == 0
+
+    logs = ws.docker_up("logs", "-n", "200").stdout
+    assert "[docker-up] " in logs and "[dockerd] " in logs
+    assert "API listen on" in logs
+
+    r = ws.docker_up("status")
+    assert r.returncode == 0 and "rootless" in r.stdout
+
+    assert ws.docker_up("stop", timeout=90).returncode == 0
+    assert not processes_of(ws.user.uid)
+    assert not (run_dir / "docker.sock").exists()
+    doc = status(ws)
+    assert doc["running"] is False
+    assert ws.docker_up("status").returncode == 3
+
+
+def test_detach_failure_returns_nonzero_with_the_log_tail(workspace: Workspace) -> None:
+    r = workspace.docker_up_on_broken_host(
+        "printf '#!/bin/sh\\necho dockerd-went-boom >&2\\nexit 7\\n' > /tmp/fake-dockerd && "
+        "chmod 755 /tmp/fake-dockerd && mount --bind /tmp/fake-dockerd /usr/sbin/dockerd",
+        "--detach",
+    )
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "dockerd exited with code 7" in r.stderr
+    assert "dockerd-went-boom" in r.stderr
+    assert "Traceback" not in r.stderr
+    wait_for(lambda: not processes_of(workspace.user.uid), 30, "nothing left")
+
+
+def test_twenty_detached_starts_at_once_make_one_daemon(detached: Workspace) -> None:
+    ws = detached
+    with ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(lambda _: detach(ws), range(20)))
+    assert [r.returncode for r in results] == [0] * 20, [r.stderr for r in results]
+    host = f"export DOCKER_HOST=unix://{ws.runtime_dir}/docker-up/docker.sock"
+    assert all(r.stdout.strip() == host for r in results)
+    assert sum("already running" in r.stderr for r in results) == 19
+    dockerds = [
+        p
+        for p in processes_of(ws.user.uid)
+        if Path(f"/proc/{p}/comm").read_text().strip() == "dockerd"
+    ]
+    assert len(dockerds) == 1
+
+
+def _time_until_answering(ws: Workspace, timeout: float = 60) -> float:
+    t0 = time.monotonic()
+    wait_for(
+        lambda: (
+            ws.docker(
+                "version", "--format", "{{.Server.Version}}", check=False, timeout=10
+            ).returncode
+            == 0
+        ),
+        timeout,
+        "the API to answer again",
+        step=0.05,
+    )
+    return time.monotonic() - t0
+
+
+def test_killed_dockerd_is_restarted_with_its_data(detached: Workspace, busybox_tar: Path) -> None:
+    ws = detached
+    assert detach(ws).returncode == 0
+    ws.docker("import", str(busybox_tar), "bb:test")
+    netns = os.readlink(f"/proc/{status(ws)['dockerd_pid']}/ns/net")
+    for i in range(2):
+        old = int(status(ws)["dockerd_pid"])  # type: ignore[call-overload]
+        os.kill(old, signal.SIGKILL)
+        wait_for(lambda old=old: not pid_alive(old), 10, "dockerd to die")
+        RECOVERY.setdefault("dockerd", []).append(_time_until_answering(ws))
+        doc = status(ws)
+        assert doc["restarts"] == i + 1 and doc["dockerd_pid"] != old
+        # Restarted in the same namespaces: slirp4netns never noticed.
+        assert os.readlink(f"/proc/{doc['dockerd_pid']}/ns/net") == netns
+        assert "bb:test" in ws.docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout
+    assert ws.docker("run", "--rm", "bb:test", "echo", "alive").stdout.strip() == "alive"
+    assert "restarting it" in ws.docker_up("logs").stdout
+
+
+def test_killed_slirp4netns_is_replaced(
+    detached: Workspace, busybox_tar: Path, loopback_server: int
+) -> None:
+    ws = detached
+    assert detach(ws, "--allow-host-loopback").returncode == 0
+    ws.docker("import", str(busybox_tar), "bb:test")
+    old = int(status(ws)["net_pid"])  # type: ignore[call-overload]
+    t0 = time.monotonic()
+    os.kill(old, signal.SIGKILL)
+    wait_for(lambda: status(ws).get("net_pid") not in (None, old), 30, "a new slirp4netns")
+    RECOVERY.setdefault("slirp4netns", []).append(time.monotonic() - t0)
+    doc = status(ws)
+    assert doc["restarts"] == 1 and pid_alive(int(doc["net_pid"]))  # type: ignore[call-overload]
+    # The network works again, in a new container.
+    r = ws.docker(
+        "run",
+        "--rm",
+        "bb:test",
+        "sh",
+        "-c",
+        f"nc -w 3 10.0.2.2 {loopback_server} </dev/null",
+        check=False,
+    )
+    assert r.stdout.strip() == "hello"
+
+
+def test_killed_docker_up_next_start_is_clean(detached: Workspace) -> None:
+    ws = detached
+    assert detach(ws).returncode == 0
+    first = status(ws)
+    t0 = time.monotonic()
+    os.kill(int(first["pid"]), signal.SIGKILL)  # type: ignore[call-overload]
+    r = detach(ws)
+    assert r.returncode == 0, r.stderr
+    RECOVERY.setdefault("docker-up", []).append(time.monotonic() - t0)
+    second = status(ws)
+    assert second["dockerd_pid"] != first["dockerd_pid"]
+    for k in ("dockerd_pid", "net_pid"):
+        assert not pid_alive(int(first[k]))  # type: ignore[call-overload]
+    dockerds = [
+        p
+        for p in processes_of(ws.user.uid)
+        if Path(f"/proc/{p}/comm").read_text().strip() == "dockerd"
+    ]
+    assert dockerds == [second["dockerd_pid"]]
+
+
+def test_sigterm_while_starting_leaves_nothing(
+    workspace: Workspace, started: list[DockerUp]
+) -> None:
+    err = workspace.root / "docker-up.err"
+    for marker in ("creating namespaces", "starting slirp4netns", "starting dockerd"):
+        s = workspace.start()
+        started.append(s)
+        wait_for(lambda m=marker: m in err.read_text(), 30, marker, step=0.001)
+        s.p.send_signal(signal.SIGTERM)
+        assert s.p.wait(60) == 130
+        s.log.close()  # type: ignore[attr-defined]
+        wait_for(lambda: not processes_of(workspace.user.uid), 30, "nothing left")
+        assert not (workspace.runtime_dir / "docker-up" / "docker.sock").exists()
+
+
+def _mounts() -> int:
+    return len(Path("/proc/self/mountinfo").read_text().splitlines())
+
+
+def test_start_stop_cycles_leak_nothing(workspace: Workspace, started: list[DockerUp]) -> None:
+    mounts, fds = _mounts(), len(os.listdir("/proc/self/fd"))
+    for _ in range(30):
+        s = workspace.start()
+        started.append(s)
+        s.wait_ready()
+        assert s.stop() == 0
+        started.remove(s)
+    wait_for(lambda: not processes_of(workspace.user.uid), 30, "nothing left")
+    assert _mounts() == mounts
+    assert len(os.listdir("/proc/self/fd")) == fds
+
+
+def test_userns_root_mode(workspace: Workspace, started: list[DockerUp], busybox_tar: Path) -> None:
+    """What `sudo` is in a Gitpod workspace: root in a user namespace, no CAP_NET_ADMIN over
+    the network namespace it sits in."""
+    s = workspace.start(prefix=["unshare", "--user", "--map-root-user", "--map-auto"])
+    started.append(s)
+    s.wait_ready()
+    assert s.state["mode"] == "userns-root"
+    assert "without CAP_NET_ADMIN" in str(s.state["mode_reason"])
+    workspace.docker("import", str(busybox_tar), "bb:test")
+    r = workspace.docker("run", "--rm", "bb:test", "sh", "-c", "echo ok; id -u")
+    assert r.stdout.split() == ["ok", "0"]
+    assert s.stop() == 0
+    wait_for(lambda: not processes_of(workspace.user.uid), 30, "nothing left")
+
+
+def test_modes_that_cannot_work_are_refused(workspace: Workspace) -> None:
+    r = workspace.docker_up("--mode", "privileged")
+    assert r.returncode == 1 and "needs uid 0" in r.stderr
+    r = workspace.docker_up("--host-network")
+    assert r.returncode == 1 and "needs privileged mode" in r.stderr
+    r = workspace.docker_up("--mode", "bogus")
+    assert r.returncode == 1 and "unknown mode" in r.stderr
+
+
+@pytest.mark.parametrize("host_network", [False, True])
+def test_privileged_mode(tmp_path: Path, busybox_tar: Path, host_network: bool) -> None:
+    """Real root (this test process; CI is root). Its own network namespace by default; with
+    --host-network, the current one: here that is the test's loopback-only namespace."""
+    env = {
+        "PATH": f"{VENV}/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+        "HOME": "/root",
+        "NO_COLOR": "1",
+    }
+    args = ["--host-network"] if host_network else []
+    p = subprocess.Popen(
+        [f"{VENV}/bin/docker-up", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert p.stdout is not None
+        line = p.stdout.readline()
+        assert line.strip() == "export DOCKER_HOST=unix:///run/docker-up/docker.sock", (
+            p.stderr.read() if p.poll() is not None else line
+        )  # type: ignore[union-attr]
+        state = json.loads(Path("/run/docker-up/state.json").read_text())
+        assert state["mode"] == "privileged"
+        netns = os.readlink(f"/proc/{state['dockerd_pid']}/ns/net")
+        assert (netns == os.readlink("/proc/self/ns/net")) == host_network
+        denv = {**env, "DOCKER_HOST": "unix:///run/docker-up/docker.sock"}
+        subprocess.run(
+            ["docker", "import", str(busybox_tar), "bb:test"],
+            env=denv,
+            check=True,
+            capture_output=True,
+        )
+        r = subprocess.run(
+            ["docker", "run", "--rm", "bb:test", "echo", "priv"],
+            env=denv,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert r.stdout.strip() == "priv"
+    finally:
+        p.send_signal(signal.SIGINT)
+        assert p.wait(60) == 0
+    wait_for(lambda: not processes_in_netns(netns) or host_network, 30, "nothing left")
+    if host_network:
+        wait_for(lambda: not pid_alive(state["dockerd_pid"]), 30, "dockerd gone")
+
+
+def test_report_recovery_times() -> None:
+    """Not a check: prints the median recovery time of each fault case for the record."""
+    for case, times in RECOVERY.items():
+        print(
+            f"recovery after kill -9 of {case}: median {statistics.median(times):.2f} s "
+            f"over {len(times)}"
+        )
