@@ -25,3 +25,6 @@ class Config:
     mode: str = "auto"
     # privileged mode only: dockerd in the current network namespace, no slirp4netns.
     host_network: bool = False
+    # An extra TCP listener for dockerd ("ADDR:PORT"); only ever with TLS client verification.
+    tcp: str | None = None
+    tls_dir: str | None = None  # holds ca.pem, cert.pem, key.pem

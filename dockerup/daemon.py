@@ -6,17 +6,37 @@ import json
 from typing import Any
 
 from dockerup.config import Config
+from dockerup.errors import DockerUpError
 from dockerup.paths import Paths
+
+TLS_FILES = {"tlscacert": "ca.pem", "tlscert": "cert.pem", "tlskey": "key.pem"}
+
+
+def tcp_listener(config: Config) -> dict[str, Any]:
+    """A TCP listener is root-equivalent access for anyone who reaches it: only with TLS and
+    client-certificate verification, never plain."""
+    if not config.tcp:
+        return {}
+    if not config.tls_dir:
+        raise DockerUpError(
+            f"refusing a plain TCP listener on {config.tcp}: anyone who can reach it controls "
+            "the daemon, and through it everything your user can do",
+            hint="add --tls-dir DIR (with ca.pem, cert.pem, key.pem) for a TLS listener with "
+            "client verification, or use the unix socket docker-up prints",
+        )
+    tls = {k: f"{config.tls_dir}/{v}" for k, v in TLS_FILES.items()}
+    return {"hosts": [f"tcp://{config.tcp}"], "tls": True, "tlsverify": True, **tls}
 
 
 def daemon_config(config: Config, paths: Paths, storage: str) -> dict[str, Any]:
     """daemon.json. Everything lives under the user's own directories; the MTU matches the
     network helper's so that docker0's packets fit the tap device."""
-    return {
+    tcp = tcp_listener(config)
+    return tcp | {
         "data-root": str(paths.data_root),
         "exec-root": str(paths.exec_root),
         "pidfile": str(paths.pidfile),
-        "hosts": [paths.docker_host],
+        "hosts": [paths.docker_host, *tcp.get("hosts", [])],
         "mtu": config.mtu,
         "storage-driver": storage,
         # Shorter than docker-up's own stop timeout, so dockerd always gets to stop its

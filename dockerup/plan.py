@@ -160,6 +160,7 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
             paths.slirp_api,
         )  # fmt: skip
     require_socket_path(paths)
+    daemon.tcp_listener(config)  # refuses a plain TCP listener before anything starts
     argv = daemon.dockerd_argv(bins["dockerd"], paths, rootless=mode.dockerd_rootless())
     env = daemon.dockerd_env(facts.env, paths, facts.search_path, facts.home)
     return Plan(

@@ -74,6 +74,12 @@ def up(
         ),
     ] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for dockerd.")] = 60.0,
+    tcp: Annotated[
+        str | None, typer.Option(help="Also listen on TCP ADDR:PORT (needs --tls-dir).")
+    ] = None,
+    tls_dir: Annotated[
+        str | None, typer.Option(help="ca.pem, cert.pem, key.pem for the TCP listener.")
+    ] = None,
     storage: Annotated[str, typer.Option(help="auto, overlay2, fuse-overlayfs or vfs.")] = "auto",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only.")] = False,
 ) -> None:
@@ -95,6 +101,8 @@ def up(
         storage=st,
         mode=mode,
         host_network=host_network,
+        tcp=tcp,
+        tls_dir=tls_dir,
     )
     if dry_run:
         print(json.dumps(core.plan_summary(core.make_plan(config)), indent=2))

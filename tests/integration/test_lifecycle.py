@@ -133,6 +133,18 @@ def test_killed_dockerd_is_restarted_with_its_data(detached: Workspace, busybox_
     ws = detached
     assert detach(ws).returncode == 0
     ws.docker("import", str(busybox_tar), "bb:test")
+    ws.docker(
+        "run",
+        "-d",
+        "--name",
+        "keeps",
+        "--restart",
+        "always",
+        "bb:test",
+        "sh",
+        "-c",
+        "trap 'exit 0' TERM; sleep 600 & wait",
+    )
     netns = os.readlink(f"/proc/{status(ws)['dockerd_pid']}/ns/net")
     for i in range(2):
         old = int(status(ws)["dockerd_pid"])  # type: ignore[call-overload]
@@ -144,6 +156,12 @@ def test_killed_dockerd_is_restarted_with_its_data(detached: Workspace, busybox_
         # Restarted in the same namespaces: slirp4netns never noticed.
         assert os.readlink(f"/proc/{doc['dockerd_pid']}/ns/net") == netns
         assert "bb:test" in ws.docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout
+        # A container with a restart policy is running again.
+        wait_for(
+            lambda: ws.docker("inspect", "-f", "{{.State.Running}}", "keeps").stdout.strip()
+            == "true",
+            30, "the restart-policy container",
+        )  # fmt: skip
     assert ws.docker("run", "--rm", "bb:test", "echo", "alive").stdout.strip() == "alive"
     assert "restarting it" in ws.docker_up("logs").stdout
 
@@ -249,6 +267,9 @@ def test_modes_that_cannot_work_are_refused(workspace: Workspace) -> None:
     assert r.returncode == 1 and "needs privileged mode" in r.stderr
     r = workspace.docker_up("--mode", "bogus")
     assert r.returncode == 1 and "unknown mode" in r.stderr
+    r = workspace.docker_up("--tcp", "0.0.0.0:2375")
+    assert r.returncode == 1 and "refusing a plain TCP listener" in r.stderr
+    assert not (workspace.runtime_dir / "docker-up" / "docker.sock").exists()
 
 
 @pytest.mark.parametrize("host_network", [False, True])

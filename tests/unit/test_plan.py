@@ -215,3 +215,18 @@ def test_max_mapped_id() -> None:
     )
     assert max_mapped_id("0 0 4294967295\n") == 4294967294
     assert max_mapped_id("") == 0
+
+
+def test_plain_tcp_listener_is_refused() -> None:
+    with pytest.raises(DockerUpError) as e:
+        build_plan(Config(tcp="0.0.0.0:2375"), facts(), paths())
+    assert "refusing a plain TCP listener" in e.value.message
+    assert "--tls-dir" in (e.value.hint or "")
+
+
+def test_tcp_listener_with_tls_verifies_clients() -> None:
+    plan = build_plan(Config(tcp="0.0.0.0:2376", tls_dir="/tls"), facts(), paths())
+    cfg = json.loads(plan.daemon_json("vfs"))
+    assert cfg["hosts"] == ["unix:///tmp/docker-up-1001/docker.sock", "tcp://0.0.0.0:2376"]
+    assert cfg["tlsverify"] is True
+    assert cfg["tlscacert"] == "/tls/ca.pem" and cfg["tlskey"] == "/tls/key.pem"
