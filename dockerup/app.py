@@ -25,7 +25,21 @@ LOGS = ("docker-up", "dockerd", "slirp4netns")
 
 
 def make_plan(config: Config) -> Plan:
-    return build_plan(config, host.probe())
+    """Probe, run doctor's cheap fatal checks on what was probed, and plan."""
+    from dockerup import doctor
+
+    f = host.probe()
+    if not config.host_network:
+        mode, _ = resolve_mode(f.uid, f.initial_userns, f.net_admin, config.mode)
+        failures = doctor.fatal_failures(f, paths_for(mode, f))
+        if failures:
+            check, result = failures[0]
+            raise DockerUpError(
+                result.detail,
+                hint=f"{result.hint}\n(check {check.id} failed; `docker-up doctor` checks "
+                "everything)",
+            )
+    return build_plan(config, f)
 
 
 def current_paths(config: Config | None = None) -> Paths:
@@ -213,3 +227,45 @@ def follow_logs(paths: Paths) -> Iterator[tuple[str, str]]:
                 yield name, line.rstrip("\n")
         if quiet:
             time.sleep(0.2)
+
+
+# -- doctor -----------------------------------------------------------------------------------
+
+
+def doctor_report() -> Any:
+    from dockerup import doctor
+
+    return doctor.run_checks(doctor.probe_doctor())
+
+
+def doctor_fixes(user: str | None) -> list[Any]:
+    """The fixes for this machine (and, as root, for `user`), planned from what is found."""
+    import pwd
+
+    from dockerup import doctor
+    from dockerup.facts import PACKAGES
+
+    f = host.probe()
+    try:
+        tun_mode: int | None = os.stat("/dev/net/tun").st_mode & 0o777
+    except FileNotFoundError:
+        tun_mode = None
+    target = None
+    if user:
+        try:
+            target = (user, pwd.getpwnam(user).pw_uid)
+        except KeyError as e:
+            raise DockerUpError(f"no such user: {user}") from e
+    missing = sorted({PACKAGES[n] for n in PACKAGES if not f.binaries.get(n)})
+    return doctor.plan_fixes(
+        tun_mode,
+        target,
+        Path("/etc/subuid").read_text() if Path("/etc/subuid").exists() else "",
+        Path("/etc/subgid").read_text() if Path("/etc/subgid").exists() else "",
+        missing,
+    )
+
+
+def apply_fixes(fixes: list[Any]) -> None:
+    for fix in fixes:
+        proc.run(fix.argv, fix.what or " ".join(fix.argv), timeout=600)

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from dockerup.errors import DockerUpError
@@ -19,6 +20,26 @@ def output(argv: Sequence[str], timeout: float = 10.0) -> str:
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return r.stdout + r.stderr
+
+
+@dataclass(frozen=True)
+class Probe:
+    ok: bool
+    output: str
+
+
+def probe(argv: Sequence[str], timeout: float = 20.0) -> Probe:
+    """Try a command for real (doctor's probes): did it succeed, and what did it say."""
+    try:
+        r = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return Probe(False, str(e))
+    return Probe(r.returncode == 0, r.stdout + r.stderr)
+
+
+def first_line(argv: Sequence[str]) -> str:
+    lines = output(argv).splitlines()
+    return lines[0] if lines else ""
 
 
 def run(argv: Sequence[str], what: str, timeout: float = 30.0) -> str:

@@ -209,6 +209,61 @@ def logs(
             pass
 
 
+@app.command()
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    fix: Annotated[
+        bool, typer.Option("--fix", help="As root: fix what is safe to fix, then check again.")
+    ] = False,
+    user: Annotated[
+        str | None, typer.Option(help="With --fix as root: the user to give a subuid range.")
+    ] = None,
+) -> None:
+    """Check every prerequisite; for anything not ok, say exactly how to fix it."""
+    import os
+
+    from dockerup import app as core
+
+    if fix:
+        target = user or os.environ.get("SUDO_USER") or None
+        fixes = core.doctor_fixes(target)
+        c = _console()
+        if not fixes:
+            c.print("docker-up doctor: nothing to fix")
+        elif os.geteuid() != 0:
+            c.print("docker-up doctor: run these as root (or: sudo docker-up doctor --fix):")
+            for f in fixes:
+                print("  sudo " + " ".join(f.argv))
+        else:
+            for f in fixes:
+                c.print(f"docker-up doctor: {f.what or ' '.join(f.argv)}")
+            core.apply_fixes(fixes)
+            if target:
+                c.print(f"docker-up doctor: run `docker-up doctor` as {target} to confirm")
+    report = core.doctor_report()
+    if as_json:
+        print(json.dumps(report.as_json(), indent=2))
+    else:
+        _render_doctor(report)
+    raise typer.Exit(1 if report.failed else 0)
+
+
+def _render_doctor(report: Any) -> None:
+    from rich.table import Table
+
+    styles = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
+    t = Table(title="docker-up doctor", show_lines=False)
+    for col in ("check", "status", "found", "fix"):
+        t.add_column(col, overflow="fold")
+    for check, result in report.results:
+        st = str(result.status)
+        t.add_row(check.title, f"[{styles[st]}]{st}[/]", result.detail, result.hint)
+    c = _console(stderr=False)
+    c.print(t)
+    c.print("[bold red]something fails: fix it as shown[/]" if report.failed
+            else "[green]nothing fails[/]")  # fmt: skip
+
+
 GLOBAL_FLAGS = ("--debug",)
 
 

@@ -42,7 +42,9 @@ def test_tun_not_accessible(workspace: Workspace) -> None:
     r = workspace.docker_up_on_broken_host(
         "f=$(mktemp); chmod 0600 $f; mount --bind $f /dev/net/tun"
     )
-    assert_clean_failure(r, "/dev/net/tun cannot be opened", "chmod 0666 /dev/net/tun")
+    assert_clean_failure(
+        r, "/dev/net/tun cannot be opened", "chmod 0666 /dev/net/tun", "docker-up doctor"
+    )
 
 
 def test_tun_missing(workspace: Workspace) -> None:

@@ -1,0 +1,168 @@
+"""Every doctor check on given facts: ok, warn and fail where each exists."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from dockerup import doctor
+from dockerup.doctor import DoctorFacts, Status
+from dockerup.facts import IdRange, TunAccess
+
+from .test_plan import BINS, facts, paths
+
+VERSIONS = {
+    "dockerd": "Docker version 20.10.24+dfsg1, build 5d6db84",
+    "containerd": "containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1",
+    "runc": "runc version 1.1.5+ds1",
+    "docker": "Docker version 28.2.2, build e6534b4",
+    "slirp4netns": "slirp4netns version 1.2.0\ncommit: 656041d",
+    "pasta": "pasta unknown version",
+}
+
+
+def good(**kw: Any) -> DoctorFacts:
+    base = DoctorFacts(
+        host=facts(binaries={**BINS, "docker": "/usr/bin/docker"}),
+        paths=paths(),
+        sysctls={"user.max_user_namespaces": "96365"},
+        seccomp_actions="kill_process kill_thread trap errno user_notif trace log allow",
+        netns_ok=True,
+        netns_error="",
+        versions=dict(VERSIONS),
+        setuid={"newuidmap": True, "newgidmap": True},
+        all_subuid="alice:100000:65536\nbob:165536:65536\n",
+        all_subgid="alice:200000:65536\n",
+        iptables={"nft": "", "legacy": "can't lock"},
+        overlay_error=None,
+        fuse_ok=False,
+        cgroup2=True,
+        cgroup_delegated=True,
+        free_bytes=50 * 2**30,
+        docker_host_env="",
+        other_daemon="",
+        stale_socket=False,
+        running={"running": False},
+    )
+    return replace(base, **kw)
+
+
+def check(check_id: str, f: DoctorFacts) -> doctor.Result:
+    (c,) = [c for c in doctor.CHECKS if c.id == check_id]
+    return c.run(f)
+
+
+def test_a_good_machine_is_all_ok() -> None:
+    report = doctor.run_checks(good())
+    bad = [(c.id, r) for c, r in report.results if r.status not in (Status.ok, Status.skip)]
+    assert bad == []
+    assert not report.failed
+
+
+CASES = [
+    # id, facts change, status, words in detail or hint
+    ("kernel.userns", {"sysctls": {"user.max_user_namespaces": "0"}}, Status.fail,
+     "max_user_namespaces=28633"),
+    ("kernel.userns", {"sysctls": {"kernel.unprivileged_userns_clone": "0"}}, Status.fail,
+     "unprivileged_userns_clone=1"),
+    ("kernel.userns", {"sysctls": {"kernel.apparmor_restrict_unprivileged_userns": "1"}},
+     Status.fail, "apparmor_restrict_unprivileged_userns=0"),
+    ("kernel.netns", {"netns_ok": False, "netns_error": "Operation not permitted"},
+     Status.fail, "seccomp=unconfined"),
+    ("kernel.seccomp", {"seccomp_actions": ""}, Status.warn, "without seccomp"),
+    ("tun.access", {"host": facts(tun=TunAccess(True, False, "Permission denied"))},
+     Status.fail, "chmod 0666 /dev/net/tun"),
+    ("tun.access", {"host": facts(tun=TunAccess(False, False, "missing"))}, Status.fail,
+     "mknod /dev/net/tun c 10 200"),
+    ("ids.subuid", {"host": facts(subuid=())}, Status.fail, "alice:100000:65536"),
+    ("ids.subgid", {"host": facts(subgid=())}, Status.fail, "/etc/subgid"),
+    ("ids.subuid", {"all_subuid": "alice:100000:65536\nbob:120000:65536\n"}, Status.fail,
+     "overlaps bob"),
+    ("ids.subuid", {"host": facts(subuid=(IdRange(100000, 1000),))}, Status.warn,
+     "only 1000 ids"),
+    ("ids.tools", {"setuid": {"newuidmap": False, "newgidmap": True}}, Status.fail,
+     "chmod u+s"),
+    ("ids.tools", {"host": facts(binaries={**BINS, "newuidmap": None})}, Status.fail,
+     "apt-get install uidmap"),
+    ("programs", {"host": facts(binaries={**BINS, "dockerd": None})}, Status.fail,
+     "apt-get install docker.io"),
+    ("net.slirp4netns", {"host": facts(binaries={**BINS, "slirp4netns": None})}, Status.fail,
+     "apt-get install slirp4netns"),
+    ("net.slirp4netns", {"host": facts(slirp_help="-c, --configure\n--exit-fd\n--ready-fd\n")},
+     Status.warn, "lacks api-socket, sandbox, seccomp"),
+    ("net.pasta", {"versions": {k: v for k, v in VERSIONS.items() if k != "pasta"}},
+     Status.skip, "apt-get install passt"),
+    ("docker.dockerd", {"versions": {**VERSIONS, "dockerd": "Docker version 19.03.1, b"}},
+     Status.fail, "needs 20.10"),
+    ("docker.dockerd", {"versions": {**VERSIONS, "dockerd": "weird"}}, Status.warn,
+     "cannot read"),
+    ("docker.runtime", {"host": facts(binaries={**BINS, "runc": None})}, Status.fail,
+     "apt-get install runc"),
+    ("docker.cli", {}, Status.warn, "no docker client"),
+    ("iptables", {"iptables": {"nft": "no nf_tables", "legacy": "lock"}}, Status.fail,
+     "nft: no nf_tables"),
+    ("storage", {"overlay_error": "EPERM"}, Status.warn, "vfs"),
+    ("cgroups", {"cgroup2": False, "cgroup_delegated": False}, Status.warn, "cgroup v1"),
+    ("runtime.dir", {"runtime_foreign": True}, Status.fail, "not yours"),
+    ("runtime.dir", {"runtime_writable": False}, Status.fail, "set XDG_RUNTIME_DIR"),
+    ("runtime.socket", {"paths": paths({"XDG_RUNTIME_DIR": "/" + "x" * 120})}, Status.fail,
+     "unix socket limit"),
+    ("runtime.disk", {"free_bytes": 2**29}, Status.fail, "0.5 GiB"),
+    ("runtime.disk", {"free_bytes": 3 * 2**30}, Status.warn, "3.0 GiB"),
+    ("runtime.daemon", {"other_daemon": "unix:///run/docker.sock",
+                        "docker_host_env": "unix:///run/docker.sock"}, Status.warn,
+     "unset DOCKER_HOST"),
+    ("runtime.daemon", {"stale_socket": True}, Status.warn, "stale socket"),
+    ("runtime.docker-up", {"running": {"running": True, "answering": False, "pid": 7}},
+     Status.warn, "does not answer"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("check_id", "change", "status", "words"), CASES)
+def test_check(check_id: str, change: dict[str, Any], status: Status, words: str) -> None:
+    f = good(**change)
+    if check_id == "docker.cli":
+        f = replace(f, host=facts())  # no docker client among the binaries
+    r = check(check_id, f)
+    assert r.status is status, r
+    assert words in r.detail + " " + r.hint
+
+
+def test_every_check_has_a_case_or_is_informational() -> None:
+    covered = {c[0] for c in CASES} | {"mode"}
+    assert {c.id for c in doctor.CHECKS} <= covered
+
+
+def test_checks_that_do_not_apply_to_root_are_skipped() -> None:
+    root = good(host=facts(uid=0, initial_userns=True, net_admin=True, subuid=()))
+    assert check("ids.subuid", root).status is Status.skip
+    assert check("kernel.userns", root).status is Status.skip
+    assert "privileged" in check("mode", root).detail
+
+
+def test_report_json_is_versioned() -> None:
+    doc = doctor.run_checks(good(netns_ok=False)).as_json()
+    assert doc["version"] == 1 and doc["ok"] is False
+    json.dumps(doc)
+    (netns,) = [c for c in doc["checks"] if c["id"] == "kernel.netns"]  # type: ignore[attr-defined]
+    assert netns["status"] == "fail" and netns["fatal"] is True
+
+
+def test_fixes_as_root() -> None:
+    fixes = doctor.plan_fixes(0o600, ("carol", 1002), "alice:100000:65536\n", "", ["slirp4netns"])
+    argvs = [f.argv for f in fixes]
+    assert ("apt-get", "install", "-y", "-q", "slirp4netns") in argvs
+    assert ("chmod", "0666", "/dev/net/tun") in argvs
+    assert ("usermod", "--add-subuids", "165536-231071", "carol") in argvs
+    assert ("usermod", "--add-subgids", "100000-165535", "carol") in argvs
+    assert doctor.plan_fixes(0o666, ("alice", 1001), "alice:1:65536", "1001:1:65536", []) == []
+    missing = [f.argv for f in doctor.plan_fixes(None, None, "", "", [])]
+    assert missing[1] == ("mknod", "/dev/net/tun", "c", "10", "200")
+
+
+def test_free_subid_start_never_overlaps() -> None:
+    assert doctor.free_subid_start("") == 100000
+    assert doctor.free_subid_start("a:100000:65536\nb:300000:10\n") == 300010
