@@ -28,3 +28,4 @@ class Config:
     # An extra TCP listener for dockerd ("ADDR:PORT"); only ever with TLS client verification.
     tcp: str | None = None
     tls_dir: str | None = None  # holds ca.pem, cert.pem, key.pem
+    port_forwarder: str = "splice"  # or "slirp": see dockerup/ports.py

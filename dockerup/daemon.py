@@ -28,28 +28,43 @@ def tcp_listener(config: Config) -> dict[str, Any]:
     return {"hosts": [f"tcp://{config.tcp}"], "tls": True, "tlsverify": True, **tls}
 
 
-def daemon_config(config: Config, paths: Paths, storage: str) -> dict[str, Any]:
+def daemon_config(
+    config: Config, paths: Paths, storage: str, own_netns: bool = True
+) -> dict[str, Any]:
     """daemon.json. Everything lives under the user's own directories; the MTU matches the
     network helper's so that docker0's packets fit the tap device."""
     tcp = tcp_listener(config)
-    return tcp | {
-        "data-root": str(paths.data_root),
-        "exec-root": str(paths.exec_root),
-        "pidfile": str(paths.pidfile),
-        "hosts": [paths.docker_host, *tcp.get("hosts", [])],
-        "mtu": config.mtu,
-        "storage-driver": storage,
-        # Shorter than docker-up's own stop timeout, so dockerd always gets to stop its
-        # containers (and their shims) before it could be killed.
-        "shutdown-timeout": 10,
-        # dockerd 20.10 only moves its identity key out of /etc/docker when RootlessKit's
-        # environment is present; without it, it would write into the host's /etc/docker.
-        "deprecated-key-path": str(paths.data / "key.json"),
-    }
+    return (
+        tcp
+        | {
+            "data-root": str(paths.data_root),
+            "exec-root": str(paths.exec_root),
+            "pidfile": str(paths.pidfile),
+            "hosts": [paths.docker_host, *tcp.get("hosts", [])],
+            "mtu": config.mtu,
+            "storage-driver": storage,
+            # Shorter than docker-up's own stop timeout, so dockerd always gets to stop its
+            # containers (and their shims) before it could be killed.
+            "shutdown-timeout": 10,
+            # dockerd 20.10 only moves its identity key out of /etc/docker when RootlessKit's
+            # environment is present; without it, it would write into the host's /etc/docker.
+            "deprecated-key-path": str(paths.data / "key.json"),
+        }
+        | (
+            # Published ports must answer in the workspace too: docker-up's proxy arranges it.
+            {"userland-proxy-path": str(paths.proxy_script)} if own_netns else {}
+        )
+    )
 
 
-def render_daemon_json(config: Config, paths: Paths, storage: str) -> str:
-    return json.dumps(daemon_config(config, paths, storage), indent=2, sort_keys=True) + "\n"
+def render_daemon_json(config: Config, paths: Paths, storage: str, own_netns: bool = True) -> str:
+    doc = daemon_config(config, paths, storage, own_netns)
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+def proxy_script(python: str, portproxy: str, paths: Paths, docker_proxy: str) -> str:
+    """What dockerd runs as its userland proxy (it takes a path, not an argv)."""
+    return f'#!/bin/sh\nexec {python} -S {portproxy} {paths.ports_sock} {docker_proxy} "$@"\n'
 
 
 def dockerd_argv(dockerd: str, paths: Paths, rootless: bool = True) -> list[str]:

@@ -26,6 +26,7 @@ PACKAGES: dict[str, str] = {
     "newuidmap": "uidmap",
     "newgidmap": "uidmap",
     "iptables": "iptables",
+    "docker-proxy": "docker.io",
 }
 REQUIRED = tuple(PACKAGES)
 OPTIONAL = ("fuse-overlayfs", "docker")

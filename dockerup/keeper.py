@@ -62,6 +62,16 @@ class Keeper:
         self.exit_fd: int | None = spec["exit_fd"]
         self.failures: list[float] = []
         self.restarts = 0
+        self.ports = None
+        if spec.get("ports_fd") is not None:
+            # The rest of docker-up's package sits beside this script; only ports is needed.
+            sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+            from dockerup.ports import PortManager, forwarder
+
+            server = socket.socket(fileno=spec["ports_fd"])
+            self.ports = PortManager(
+                server, forwarder(spec["port_forwarder"], spec["net_api"]), self.log
+            )
 
     def log(self, msg: str) -> None:
         line = f"docker-up: {msg}\n"
@@ -102,9 +112,13 @@ class Keeper:
             raise Stop
 
     def watch(self) -> str:
-        fds = [self.wake_r, self.dockerd_fd] + ([self.net_fd] if self.net_fd else [])
         while True:
-            ready, _, _ = select.select(fds, [], [])
+            fds = [self.wake_r, self.dockerd_fd] + ([self.net_fd] if self.net_fd else [])
+            port_fds = self.ports.fds() if self.ports else []
+            ready, _, _ = select.select(fds + port_fds, [], [])
+            for fd in ready:
+                if fd in port_fds and self.ports:
+                    self.ports.handle(fd)
             if self.wake_r in ready and self.stop_requested():
                 return "stop"
             if self.dockerd_fd in ready:
@@ -161,7 +175,13 @@ class Keeper:
         while time.monotonic() < deadline:
             if ping(self.spec["socket"]):
                 return
-            ready, _, _ = select.select([self.wake_r, pidfd], [], [], 0.05)
+            # A booting dockerd starts restart-policy containers and waits for their port
+            # proxies, which wait for us: keep serving them meanwhile.
+            port_fds = self.ports.fds() if self.ports else []
+            ready, _, _ = select.select([self.wake_r, pidfd, *port_fds], [], [], 0.05)
+            for fd in ready:
+                if fd in port_fds and self.ports:
+                    self.ports.handle(fd)
             if pidfd in ready:
                 raise RuntimeError(f"dockerd {self.reap(pid)}")
             if self.wake_r in ready and self.stop_requested():
@@ -269,6 +289,8 @@ class Keeper:
         for s in STOP_SIGNALS:
             signal.signal(s, signal.SIG_IGN)
         self.stop_child(self.dockerd, self.dockerd_fd, self.spec["stop_timeout"])
+        if self.ports:
+            self.ports.close()
         if self.exit_fd is not None:
             os.close(self.exit_fd)  # slirp4netns' signal to exit
         self.stop_child(self.net, self.net_fd, 5.0)

@@ -43,6 +43,14 @@ class Paths:
         return self.runtime / "slirp4netns.sock"
 
     @property
+    def ports_sock(self) -> Path:
+        return self.runtime / "ports.sock"
+
+    @property
+    def proxy_script(self) -> Path:
+        return self.bin_dir / "docker-up-proxy"
+
+    @property
     def lock(self) -> Path:
         return self.runtime / "lock"
 

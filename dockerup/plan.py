@@ -16,6 +16,8 @@ from dockerup.net import slirp4netns
 from dockerup.paths import UNIX_SOCKET_MAX, Paths, resolve_paths, system_paths
 
 CHILD_SCRIPT = Path(__file__).with_name("child.py")
+PORTPROXY_SCRIPT = Path(__file__).with_name("portproxy.py")
+FORWARDERS = ("splice", "slirp")
 
 
 def sysctls(gids: int) -> dict[str, str]:
@@ -59,8 +61,10 @@ class Plan:
     dockerd_env: dict[str, str] = field(default_factory=dict)
     dirs: tuple[Path, ...] = ()
 
+    proxy_script: str | None = None  # None: no own network namespace, plain docker-proxy
+
     def daemon_json(self, storage: str) -> str:
-        return daemon.render_daemon_json(self.config, self.paths, storage)
+        return daemon.render_daemon_json(self.config, self.paths, storage, self.net is not None)
 
     @property
     def net_name(self) -> str:
@@ -160,6 +164,9 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
             paths.slirp_api,
         )  # fmt: skip
     require_socket_path(paths)
+    if config.port_forwarder not in FORWARDERS:
+        raise DockerUpError(f"unknown port forwarder {config.port_forwarder!r}",
+                            hint=f"choose one of: {', '.join(FORWARDERS)}")  # fmt: skip
     daemon.tcp_listener(config)  # refuses a plain TCP listener before anything starts
     argv = daemon.dockerd_argv(bins["dockerd"], paths, rootless=mode.dockerd_rootless())
     env = daemon.dockerd_env(facts.env, paths, facts.search_path, facts.home)
@@ -177,6 +184,11 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
         dockerd_argv=tuple(argv),
         dockerd_env=env,
         dirs=(paths.runtime, paths.log_dir, paths.bin_dir, paths.data, paths.copyup),
+        proxy_script=daemon.proxy_script(
+            facts.python, str(PORTPROXY_SCRIPT), paths, bins["docker-proxy"]
+        )
+        if net
+        else None,
     )
 
 

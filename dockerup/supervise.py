@@ -102,6 +102,7 @@ class Handles:
     net: subprocess.Popen[bytes] | None
     net_exit_fd: int | None
     ns_fds: dict[str, int]
+    ports: socket.socket | None = None
 
 
 def wait_readable(
@@ -231,7 +232,7 @@ def end_orphans(paths: Paths, progress: Progress) -> None:
 
 
 def stale_files(paths: Paths) -> tuple[Path, ...]:
-    return (paths.socket, paths.pidfile, paths.slirp_api, paths.state_file)
+    return (paths.socket, paths.pidfile, paths.slirp_api, paths.state_file, paths.ports_sock)
 
 
 def remove_stale(paths: Paths) -> None:
@@ -335,6 +336,7 @@ def start(
     progress(f"storage {ns['storage']}: {ns['storage_reason']}")
     progress(f"iptables {ns['iptables']}: {ns['iptables_reason']}")
     paths.daemon_json.write_text(plan.daemon_json(ns["storage"]))
+    ports = open_port_manager(plan, stack)
     if plan.net and net and ready_r is not None:
         log = paths.log_dir / f"{plan.net.name}.log"
         wait_readable(ready_r, net, plan.net.name, "the network to be ready", log, deadline)
@@ -378,7 +380,25 @@ def start(
         started_at=time.time(),
         timings=timings,
     )
-    return running, Handles(child, net, exit_w, ns_fds)
+    return running, Handles(child, net, exit_w, ns_fds, ports)
+
+
+def open_port_manager(plan: Plan, stack: contextlib.ExitStack[bool | None]) -> socket.socket | None:
+    """Listen for dockerd's port proxies before dockerd starts (containers with a restart
+    policy publish at once); the keeper inherits the socket and answers them."""
+    if plan.proxy_script is None:
+        return None
+    script = plan.paths.proxy_script
+    script.write_text(plan.proxy_script)
+    script.chmod(0o755)
+    with contextlib.suppress(FileNotFoundError):
+        plan.paths.ports_sock.unlink()
+    server = socket.socket(socket.AF_UNIX)
+    stack.callback(server.close)
+    server.bind(str(plan.paths.ports_sock))
+    os.chmod(plan.paths.ports_sock, 0o600)
+    server.listen(64)
+    return server
 
 
 class _NotYet(Exception):
@@ -518,6 +538,8 @@ def keeper_spec(
         "exit_fd": handles.net_exit_fd,
         "ns_fds": handles.ns_fds,
         "lock_fd": lock_fd,
+        "ports_fd": handles.ports.fileno() if handles.ports else None,
+        "port_forwarder": plan.config.port_forwarder,
         "socket": str(paths.socket),
         "pidfile": str(paths.pidfile),
         "state_file": str(paths.state_file),
@@ -534,7 +556,8 @@ def exec_keeper(
     plan: Plan, running: Running, handles: Handles, lock_fd: int, foreground: bool
 ) -> None:
     spec = keeper_spec(plan, running, handles, lock_fd, foreground)
-    for fd in (handles.net_exit_fd, lock_fd, *handles.ns_fds.values()):
+    port_fd = handles.ports.fileno() if handles.ports else None
+    for fd in (handles.net_exit_fd, lock_fd, port_fd, *handles.ns_fds.values()):
         if fd is not None:
             os.set_inheritable(fd, True)
     sys.stdout.flush()

@@ -77,6 +77,9 @@ def up(
     tcp: Annotated[
         str | None, typer.Option(help="Also listen on TCP ADDR:PORT (needs --tls-dir).")
     ] = None,
+    port_forwarder: Annotated[
+        str, typer.Option(help="How published ports reach the workspace: splice or slirp.")
+    ] = "splice",
     tls_dir: Annotated[
         str | None, typer.Option(help="ca.pem, cert.pem, key.pem for the TCP listener.")
     ] = None,
@@ -103,6 +106,7 @@ def up(
         host_network=host_network,
         tcp=tcp,
         tls_dir=tls_dir,
+        port_forwarder=port_forwarder,
     )
     if dry_run:
         print(json.dumps(core.plan_summary(core.make_plan(config)), indent=2))

@@ -24,6 +24,7 @@ BINS = {
     "newgidmap": "/usr/bin/newgidmap",
     "iptables": "/usr/sbin/iptables",
     "fuse-overlayfs": None,
+    "docker-proxy": "/usr/sbin/docker-proxy",
 }
 
 
@@ -138,7 +139,13 @@ def test_dockerd_argv_env_and_daemon_json() -> None:
         "storage-driver": "overlay2",
         "shutdown-timeout": 10,
         "deprecated-key-path": "/home/alice/.local/share/docker-up/key.json",
+        "userland-proxy-path": "/tmp/docker-up-1001/bin/docker-up-proxy",
     }
+    assert plan.proxy_script == (
+        "#!/bin/sh\nexec /usr/bin/python3 -S "
+        f"{Path(daemon.__file__).with_name('portproxy.py')} /tmp/docker-up-1001/ports.sock "
+        '/usr/sbin/docker-proxy "$@"\n'
+    )
     assert daemon.daemon_config(Config(), paths(), "vfs")["storage-driver"] == "vfs"
 
 

@@ -1,0 +1,298 @@
+"""Published ports: make a port that dockerd publishes inside its namespace answer in the
+workspace too. Stdlib only: it runs in the keeper and in the proxy that dockerd starts.
+
+How it fits together: daemon.json points dockerd's `userland-proxy-path` at docker-up's port
+proxy (portproxy.py), which dockerd runs inside the namespace for every published port,
+with docker-proxy's arguments. The proxy asks the keeper's PortManager, over a unix socket,
+to expose the port in the workspace; a refusal (port in use, port below 1024) becomes
+docker run's error, as with docker-proxy. The connection stays open while the proxy runs:
+when dockerd stops the proxy (container stopped), the keeper sees EOF and frees the port.
+
+Two forwarders behind the PortForwarder protocol:
+- slirp: slirp4netns' own API (add_hostfwd/remove_hostfwd): slirp4netns listens in the
+  workspace and sends the traffic through its user-space stack (every byte copied twice).
+- splice (default): the keeper listens in the workspace and hands each accepted connection
+  (the fd itself, SCM_RIGHTS) to the proxy inside the namespace, which connects to the
+  container and moves bytes with splice(2), in the kernel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import socket
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+GUEST_ADDR = "10.0.2.100"
+
+
+@dataclass(frozen=True)
+class PortRequest:
+    proto: str  # "tcp" or "udp"
+    host_ip: str
+    host_port: int
+    container_ip: str
+    container_port: int
+
+    @classmethod
+    def from_args(cls, args: list[str]) -> PortRequest:
+        """docker-proxy's command line: -proto tcp -host-ip 0.0.0.0 -host-port 8080 ..."""
+        opts = dict(zip(args[::2], args[1::2], strict=False))
+        return cls(
+            proto=opts.get("-proto", "tcp"),
+            host_ip=opts.get("-host-ip", "0.0.0.0"),
+            host_port=int(opts["-host-port"]),
+            container_ip=opts["-container-ip"],
+            container_port=int(opts["-container-port"]),
+        )
+
+    def label(self) -> str:
+        return f"{self.host_ip}:{self.host_port}/{self.proto}"
+
+
+class PortError(Exception):
+    pass
+
+
+def bind_error(req: PortRequest, e: OSError) -> PortError:
+    if e.errno == errno.EADDRINUSE:
+        return PortError(f"port {req.label()} is already in use in the workspace")
+    if e.errno == errno.EACCES and req.host_port < 1024:
+        return PortError(
+            f"port {req.host_port} is below 1024, which only root may bind in the workspace; "
+            "publish a port of 1024 or above (-p 8080:80), or as root: "
+            "sysctl net.ipv4.ip_unprivileged_port_start=0"
+        )
+    return PortError(f"cannot bind {req.label()} in the workspace: {e.strerror}")
+
+
+class Exposed(Protocol):
+    def close(self) -> None: ...
+
+
+class PortForwarder(Protocol):
+    name: str
+
+    def expose(self, req: PortRequest, proxy: socket.socket) -> Exposed:
+        """Make req's port answer in the workspace, or raise PortError. `proxy` is the
+        connection to the port proxy inside the namespace."""
+        ...
+
+
+# -- slirp4netns API ------------------------------------------------------------------------------
+
+
+def slirp_api(path: str, request: dict[str, Any]) -> dict[str, Any]:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(path)
+        s.sendall(json.dumps(request).encode())
+        s.shutdown(socket.SHUT_WR)  # slirp4netns reads the request up to EOF
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+    reply: dict[str, Any] = json.loads(data or b"{}")
+    return reply
+
+
+@dataclass
+class SlirpExposed:
+    api: str
+    id: int
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            slirp_api(self.api, {"execute": "remove_hostfwd", "arguments": {"id": self.id}})
+
+
+@dataclass
+class SlirpForwarder:
+    api: str
+    name: str = "slirp"
+
+    def expose(self, req: PortRequest, proxy: socket.socket) -> Exposed:
+        if is_ipv6(req):
+            # slirp4netns forwards IPv4 only (without --enable-ipv6); the "0.0.0.0" twin
+            # of this request serves the workspace.
+            return NothingExposed()
+        # slirp4netns delivers to the namespace's tap address; the proxy listens there.
+        reply = slirp_api(self.api, {"execute": "add_hostfwd", "arguments": {
+            "proto": req.proto, "host_addr": req.host_ip, "host_port": req.host_port,
+            "guest_addr": GUEST_ADDR, "guest_port": req.host_port}})  # fmt: skip
+        if "error" in reply:
+            desc = str(reply["error"].get("desc", reply["error"]))
+            probe = try_bind(req)  # say why in the user's terms where we can
+            raise probe or PortError(f"slirp4netns refused {req.label()}: {desc}")
+        return SlirpExposed(self.api, int(reply["return"]["id"]))
+
+
+def try_bind(req: PortRequest) -> PortError | None:
+    kind = socket.SOCK_STREAM if req.proto == "tcp" else socket.SOCK_DGRAM
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((req.host_ip, req.host_port))
+        except OSError as e:
+            return bind_error(req, e)
+    return None
+
+
+# -- splice: listen here, hand connections to the proxy inside --------------------------------
+
+
+class NothingExposed:
+    def close(self) -> None:
+        pass
+
+
+def is_ipv6(req: PortRequest) -> bool:
+    return ":" in req.host_ip
+
+
+@dataclass
+class SpliceExposed:
+    listener: socket.socket
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+class SpliceForwarder:
+    """TCP only; UDP goes through slirp4netns (there is no connection to hand over)."""
+
+    name = "splice"
+
+    def __init__(self, fallback: SlirpForwarder) -> None:
+        self.fallback = fallback
+
+    def expose(self, req: PortRequest, proxy: socket.socket) -> Exposed:
+        if req.proto != "tcp":
+            return self.fallback.expose(req, proxy)
+        family = socket.AF_INET6 if is_ipv6(req) else socket.AF_INET
+        try:
+            listener = socket.socket(family, socket.SOCK_STREAM)
+        except OSError:
+            return NothingExposed()  # no IPv6 in the workspace: the IPv4 twin serves
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            # dockerd asks for "::" beside "0.0.0.0": each family gets its own socket.
+            listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            listener.bind((req.host_ip, req.host_port))
+            listener.listen(128)
+        except OSError as e:
+            listener.close()
+            if is_ipv6(req) and e.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                return NothingExposed()
+            raise bind_error(req, e) from e
+        listener.setblocking(False)
+        return SpliceExposed(listener)
+
+
+def send_fd(conn: socket.socket, fd: int) -> None:
+    socket.send_fds(conn, [b"c"], [fd])
+
+
+def forwarder(name: str, slirp_api_path: str) -> PortForwarder:
+    slirp = SlirpForwarder(slirp_api_path)
+    if name == "slirp":
+        return slirp
+    if name == "splice":
+        return SpliceForwarder(slirp)
+    raise ValueError(f"unknown port forwarder {name!r}")
+
+
+FORWARDERS = ("splice", "slirp")
+
+
+# -- the keeper's side ----------------------------------------------------------------------------
+
+
+@dataclass
+class Publication:
+    req: PortRequest
+    proxy: socket.socket
+    exposed: Exposed
+
+
+class PortManager:
+    """Runs in the keeper's select loop: fds() to watch, handle(fd) when one is readable."""
+
+    def __init__(self, server: socket.socket, fwd: PortForwarder, log: Any) -> None:
+        self.server = server
+        self.fwd = fwd
+        self.log = log
+        self.pubs: dict[int, Publication] = {}  # proxy connection fd -> publication
+        self.listeners: dict[int, Publication] = {}  # splice listener fd -> publication
+
+    def fds(self) -> list[int]:
+        return [self.server.fileno(), *self.pubs, *self.listeners]
+
+    def handle(self, fd: int) -> None:
+        if fd == self.server.fileno():
+            self.accept_proxy()
+        elif fd in self.pubs:
+            self.unpublish(fd)  # the proxy closed its end (or sent nothing more): EOF
+        elif fd in self.listeners:
+            self.hand_over(self.listeners[fd])
+
+    def accept_proxy(self) -> None:
+        conn, _ = self.server.accept()
+        conn.settimeout(10)
+        try:
+            line = conn.makefile().readline()
+            req = PortRequest(**json.loads(line))
+            exposed = self.fwd.expose(req, conn)
+        except PortError as e:
+            self.reply(conn, {"error": str(e)})
+            conn.close()
+            self.log(f"port {line.strip()}: {e}")
+            return
+        except (OSError, ValueError, TypeError) as e:
+            self.reply(conn, {"error": f"docker-up: bad port request: {e}"})
+            conn.close()
+            return
+        pub = Publication(req, conn, exposed)
+        self.pubs[conn.fileno()] = pub
+        reply: dict[str, Any] = {"ok": True}
+        if isinstance(exposed, SpliceExposed):
+            self.listeners[exposed.listener.fileno()] = pub
+            reply["hand_over"] = True
+        elif req.host_ip.startswith("127."):
+            reply["rewrite_host_ip"] = "0.0.0.0"
+        self.reply(conn, reply)
+        self.log(f"published {req.label()} -> {req.container_ip}:{req.container_port} "
+                 f"({self.fwd.name if reply.get('hand_over') else 'slirp'})")  # fmt: skip
+
+    @staticmethod
+    def reply(conn: socket.socket, msg: dict[str, Any]) -> None:
+        with contextlib.suppress(OSError):
+            conn.sendall((json.dumps(msg) + "\n").encode())
+
+    def unpublish(self, fd: int) -> None:
+        pub = self.pubs.pop(fd)
+        if isinstance(pub.exposed, SpliceExposed):
+            self.listeners.pop(pub.exposed.listener.fileno(), None)
+        pub.exposed.close()
+        pub.proxy.close()
+        self.log(f"unpublished {pub.req.label()}")
+
+    def hand_over(self, pub: Publication) -> None:
+        assert isinstance(pub.exposed, SpliceExposed)
+        while True:
+            try:
+                client, _ = pub.exposed.listener.accept()
+            except BlockingIOError:
+                return
+            with client:
+                try:
+                    send_fd(pub.proxy, client.fileno())
+                except OSError:
+                    return
+
+    def close(self) -> None:
+        for fd in list(self.pubs):
+            self.unpublish(fd)
+        self.server.close()
