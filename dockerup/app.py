@@ -269,3 +269,28 @@ def doctor_fixes(user: str | None) -> list[Any]:
 def apply_fixes(fixes: list[Any]) -> None:
     for fix in fixes:
         proc.run(fix.argv, fix.what or " ".join(fix.argv), timeout=600)
+
+
+# -- entering the namespaces ----------------------------------------------------------------------
+
+
+def enter_argv(state: dict[str, Any], command: list[str]) -> list[str]:
+    """nsenter into the daemon's namespaces (pure). In rootless mode the user namespace too:
+    there the caller is root, with CAP_NET_ADMIN over the network namespace."""
+    ns = ["--user", "--mount", "--net"] if state["mode"] == "rootless" else ["--mount", "--net"]
+    if state.get("net") == "host":
+        ns.remove("--net")
+    return ["nsenter", f"--target={state['dockerd_pid']}", *ns, "--", *command]
+
+
+def enter(paths: Paths, command: list[str]) -> None:
+    """Replace this process with `command` inside the namespaces: exit codes, signals and
+    the terminal pass straight through."""
+    state = supervise.read_state(paths)
+    if not state or not supervise.is_locked(paths):
+        raise DockerUpError("docker-up is not running", hint="start it: docker-up -d")
+    argv = enter_argv(state, command)
+    try:
+        os.execvp(argv[0], argv)
+    except FileNotFoundError as e:
+        raise DockerUpError(f"cannot run {argv[0]}", hint="apt-get install util-linux") from e

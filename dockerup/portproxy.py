@@ -69,6 +69,29 @@ def serve(client: socket.socket, target: tuple[str, int]) -> None:
             back.join()
 
 
+def relay_udp(outside: socket.socket, target: tuple[str, int]) -> None:
+    """Datagrams from workspace clients go to the container from one inside socket per
+    client; the container's replies go back to that client."""
+    inside: dict[tuple[str, int], socket.socket] = {}
+
+    def back(sock: socket.socket, client: tuple[str, int]) -> None:
+        while True:
+            try:
+                outside.sendto(sock.recv(65536), client)
+            except OSError:
+                return
+
+    while True:
+        data, client = outside.recvfrom(65536)
+        sock = inside.get(client)
+        if sock is None:
+            sock = inside[client] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.connect(target)
+            threading.Thread(target=back, args=(sock, client), daemon=True).start()
+        with contextlib.suppress(OSError):
+            sock.send(data)
+
+
 def main() -> None:
     manager_path, real_proxy, *args = sys.argv[1:]
     opts = dict(zip(args[::2], args[1::2], strict=False))
@@ -101,11 +124,16 @@ def main() -> None:
 
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, stop)
+    target = (str(request["container_ip"]), int(request["container_port"]))
+    if reply.get("udp_relay"):
+        _, fds, _, _ = socket.recv_fds(conn, 1, 1)
+        outside = socket.socket(fileno=fds[0])
+        threading.Thread(target=lambda: os._exit(child.wait()), daemon=True).start()
+        relay_udp(outside, target)
     if not reply.get("hand_over"):
         sys.exit(child.wait())
     watcher = threading.Thread(target=lambda: os._exit(child.wait()), daemon=True)
     watcher.start()
-    target = (request["container_ip"], request["container_port"])
     while True:
         try:
             _, fds, _, _ = socket.recv_fds(conn, 1, 1)

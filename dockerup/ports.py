@@ -14,6 +14,8 @@ Two forwarders behind the PortForwarder protocol:
 - splice (default): the keeper listens in the workspace and hands each accepted connection
   (the fd itself, SCM_RIGHTS) to the proxy inside the namespace, which connects to the
   container and moves bytes with splice(2), in the kernel.
+UDP, for both: the keeper binds the port in the workspace and hands the socket to the proxy,
+which relays datagrams to the container.
 """
 
 from __future__ import annotations
@@ -113,6 +115,8 @@ class SlirpForwarder:
     name: str = "slirp"
 
     def expose(self, req: PortRequest, proxy: socket.socket) -> Exposed:
+        if req.proto == "udp":
+            return expose_udp(req)
         if is_ipv6(req):
             # slirp4netns forwards IPv4 only (without --enable-ipv6); the "0.0.0.0" twin
             # of this request serves the workspace.
@@ -152,6 +156,36 @@ def is_ipv6(req: PortRequest) -> bool:
 
 
 @dataclass
+class UdpExposed:
+    """A UDP socket bound in the workspace, handed to the proxy, which relays datagrams."""
+
+    sock: socket.socket
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def expose_udp(req: PortRequest) -> Exposed:
+    """UDP is relayed by the proxy for every forwarder: slirp4netns' own UDP forwarding
+    drops the replies to a loopback client when host loopback is disabled (its default)."""
+    family = socket.AF_INET6 if is_ipv6(req) else socket.AF_INET
+    try:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+    except OSError:
+        return NothingExposed()
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    try:
+        sock.bind((req.host_ip, req.host_port))
+    except OSError as e:
+        sock.close()
+        if is_ipv6(req) and e.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+            return NothingExposed()
+        raise bind_error(req, e) from e
+    return UdpExposed(sock)
+
+
+@dataclass
 class SpliceExposed:
     listener: socket.socket
 
@@ -160,16 +194,11 @@ class SpliceExposed:
 
 
 class SpliceForwarder:
-    """TCP only; UDP goes through slirp4netns (there is no connection to hand over)."""
-
     name = "splice"
 
-    def __init__(self, fallback: SlirpForwarder) -> None:
-        self.fallback = fallback
-
     def expose(self, req: PortRequest, proxy: socket.socket) -> Exposed:
-        if req.proto != "tcp":
-            return self.fallback.expose(req, proxy)
+        if req.proto == "udp":
+            return expose_udp(req)
         family = socket.AF_INET6 if is_ipv6(req) else socket.AF_INET
         try:
             listener = socket.socket(family, socket.SOCK_STREAM)
@@ -196,11 +225,10 @@ def send_fd(conn: socket.socket, fd: int) -> None:
 
 
 def forwarder(name: str, slirp_api_path: str) -> PortForwarder:
-    slirp = SlirpForwarder(slirp_api_path)
     if name == "slirp":
-        return slirp
+        return SlirpForwarder(slirp_api_path)
     if name == "splice":
-        return SpliceForwarder(slirp)
+        return SpliceForwarder()
     raise ValueError(f"unknown port forwarder {name!r}")
 
 
@@ -260,11 +288,15 @@ class PortManager:
         if isinstance(exposed, SpliceExposed):
             self.listeners[exposed.listener.fileno()] = pub
             reply["hand_over"] = True
+        elif isinstance(exposed, UdpExposed):
+            reply["udp_relay"] = True
         elif req.host_ip.startswith("127."):
             reply["rewrite_host_ip"] = "0.0.0.0"
         self.reply(conn, reply)
+        if isinstance(exposed, UdpExposed):
+            send_fd(conn, exposed.sock.fileno())
         self.log(f"published {req.label()} -> {req.container_ip}:{req.container_port} "
-                 f"({self.fwd.name if reply.get('hand_over') else 'slirp'})")  # fmt: skip
+                 f"({type(exposed).__name__})")  # fmt: skip
 
     @staticmethod
     def reply(conn: socket.socket, msg: dict[str, Any]) -> None:

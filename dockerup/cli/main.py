@@ -268,6 +268,26 @@ def _render_doctor(report: Any) -> None:
             else "[green]nothing fails[/]")  # fmt: skip
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def exec(ctx: typer.Context) -> None:
+    """Run a command in the daemon's user, mount and network namespaces: docker-up exec -- CMD"""
+    from dockerup import app as core
+
+    if not ctx.args:
+        raise DockerUpError("nothing to run", hint="docker-up exec -- ip addr")
+    core.enter(core.current_paths(), list(ctx.args))
+
+
+@app.command()
+def shell() -> None:
+    """An interactive shell in the daemon's namespaces (root there, with CAP_NET_ADMIN)."""
+    import os
+
+    from dockerup import app as core
+
+    core.enter(core.current_paths(), [os.environ.get("SHELL") or "/bin/sh"])
+
+
 GLOBAL_FLAGS = ("--debug",)
 
 

@@ -1,0 +1,218 @@
+"""Published ports reach the workspace (each forwarder), exec/shell enter the namespaces."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .harness import Workspace, wait_for
+
+OTHER_ADDR = "10.99.0.1"  # a second workspace address, on the test namespace's own lo
+
+
+@pytest.fixture(scope="module", autouse=True)
+def second_address() -> None:
+    subprocess.run(["ip", "addr", "replace", f"{OTHER_ADDR}/32", "dev", "lo"], check=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_get(addr: str, port: int) -> str:
+    try:
+        with socket.create_connection((addr, port), timeout=5) as s:
+            s.sendall(b"GET /index.html HTTP/1.0\r\n\r\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+    except OSError as e:
+        return f"error: {e}"
+    return data.decode(errors="replace")
+
+
+def udp_echo(port: int, payload: bytes = b"ping") -> bytes:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(2)
+        for _ in range(5):  # UDP: the first datagram may race the forwarder's set-up
+            s.sendto(payload, ("127.0.0.1", port))
+            try:
+                return s.recv(65536)
+            except TimeoutError:
+                continue
+    return b""
+
+
+def can_bind(port: int) -> bool:
+    """Nobody listens on the port any more (connections in TIME_WAIT do not count)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+WEB = "mkdir -p /www && echo {body} > /www/index.html && exec httpd -f -p 80 -h /www"
+
+
+@pytest.fixture(params=["splice", "slirp"])
+def daemon(
+    request: pytest.FixtureRequest, workspace: Workspace, busybox_tar: Path
+) -> Iterator[Workspace]:
+    r = workspace.docker_up("-d", "--port-forwarder", request.param)
+    assert r.returncode == 0, r.stderr
+    workspace.docker("import", str(busybox_tar), "bb:test")
+    yield workspace
+    workspace.docker_up("stop", timeout=90)
+
+
+def test_published_tcp_ports(daemon: Workspace) -> None:
+    ws = daemon
+    p_all, p_lo = free_port(), free_port()
+    ws.docker(
+        "run",
+        "-d",
+        "--name",
+        "all",
+        "-p",
+        f"{p_all}:80",
+        "bb:test",
+        "sh",
+        "-c",
+        WEB.format(body="from-all"),
+    )
+    ws.docker(
+        "run",
+        "-d",
+        "--name",
+        "lo",
+        "-p",
+        f"127.0.0.1:{p_lo}:80",
+        "bb:test",
+        "sh",
+        "-c",
+        WEB.format(body="from-lo"),
+    )
+    ws.docker(
+        "run",
+        "-d",
+        "--name",
+        "rand",
+        "-P",
+        "--expose",
+        "80",
+        "bb:test",
+        "sh",
+        "-c",
+        WEB.format(body="from-rand"),
+    )
+    wait_for(lambda: "from-all" in http_get("127.0.0.1", p_all), 20, "the 0.0.0.0 port")
+    assert "from-all" in http_get(OTHER_ADDR, p_all)
+    assert "from-lo" in http_get("127.0.0.1", p_lo)
+    # Bound to loopback only: another workspace address does not answer.
+    assert "from-lo" not in http_get(OTHER_ADDR, p_lo)
+    # -P: the port Docker reports is the one that works in the workspace.
+    reported = ws.docker("port", "rand", "80/tcp").stdout.split()[0]
+    port = int(reported.rsplit(":", 1)[1])
+    assert "from-rand" in http_get("127.0.0.1", port)
+
+    ws.docker("rm", "-f", "all", "lo", "rand")
+    for p in (p_all, p_lo, port):
+        wait_for(lambda p=p: can_bind(p), 20, f"port {p} to be freed")
+
+
+def test_published_udp_port(daemon: Workspace) -> None:
+    port = free_port()
+    daemon.docker(
+        "run", "-d", "--name", "echo", "-p", f"{port}:5353/udp", "bb:test", "udpecho", "5353"
+    )
+    assert udp_echo(port) == b"ping"
+    daemon.docker("rm", "-f", "echo")
+
+
+def test_port_in_use_in_the_workspace_fails_docker_run(daemon: Workspace) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = daemon.docker("run", "--rm", "-p", f"{port}:80", "bb:test", "true", check=False)
+    assert r.returncode != 0
+    assert f"port 0.0.0.0:{port}/tcp is already in use in the workspace" in r.stderr
+
+
+def test_low_port_is_refused_with_a_way_out(daemon: Workspace) -> None:
+    r = daemon.docker("run", "--rm", "-p", "80:80", "bb:test", "true", check=False)
+    assert r.returncode != 0
+    assert "below 1024" in r.stderr and "ip_unprivileged_port_start" in r.stderr
+
+
+def test_mtu_of_bridge_networks(workspace: Workspace, busybox_tar: Path) -> None:
+    assert workspace.docker_up("-d", "--mtu", "9000").returncode == 0
+    try:
+        workspace.docker("import", str(busybox_tar), "bb:test")
+        mtu = "cat /sys/class/net/eth0/mtu"
+        assert workspace.docker("run", "--rm", "bb:test", "sh", "-c", mtu).stdout.strip() == "9000"
+        # dockerd 20.10 applies its mtu to docker0 only; a user-defined network takes it as
+        # a driver option (compose: driver_opts: com.docker.network.driver.mtu).
+        workspace.docker("network", "create", "-o", "com.docker.network.driver.mtu=9000", "n1")
+        r = workspace.docker("run", "--rm", "--network", "n1", "bb:test", "sh", "-c", mtu)
+        assert r.stdout.strip() == "9000"
+    finally:
+        workspace.docker_up("stop", timeout=90)
+
+
+TUN_SCRIPT = r"""
+import fcntl, os, socket, struct, subprocess
+fd = os.open("/dev/net/tun", os.O_RDWR)
+# TUNSETIFF with IFF_TUN | IFF_NO_PI
+fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH", b"tun0", 0x0001 | 0x1000))
+for cmd in ("ip addr add 10.200.0.1/24 dev tun0", "ip link set tun0 up",
+            "ip route add 10.201.0.0/24 dev tun0"):
+    subprocess.run(cmd.split(), check=True)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.sendto(b"through-the-tunnel", ("10.201.0.7", 4242))
+while True:
+    pkt = os.read(fd, 65536)
+    if pkt[0] >> 4 == 4 and pkt[9] == 17:  # IPv4, UDP
+        print(socket.inet_ntoa(pkt[16:20]), pkt[28:].decode())
+        break
+"""
+
+
+def test_exec_and_a_tun_device_inside(daemon: Workspace) -> None:
+    ws = daemon
+    r = ws.docker_up("exec", "--", "id", "-u")
+    assert r.returncode == 0 and r.stdout.strip() == "0"
+    assert ws.docker_up("exec", "--", "sh", "-c", "exit 7").returncode == 7
+    # A signal passes through too: the exec'd command was killed, so is docker-up's exit.
+    assert ws.docker_up("exec", "--", "sh", "-c", "kill -TERM $$").returncode in (-15, 143)
+    # The Tailscale case: a TUN device with an address and a route, really used.
+    r = ws.docker_up("exec", "--", "/usr/bin/python3", "-c", TUN_SCRIPT)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "10.201.0.7 through-the-tunnel"
+    # Containers' bridge addresses are reachable from inside.
+    ws.docker("run", "-d", "--name", "web", "bb:test", "sh", "-c", WEB.format(body="bridge"))
+    ip = ws.docker("inspect", "-f", "{{.NetworkSettings.IPAddress}}", "web").stdout.strip()
+    get = f"printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | busybox nc {ip} 80"
+    wait_for(
+        lambda: "bridge" in ws.docker_up("exec", "--", "sh", "-c", get).stdout,
+        20,
+        "the container from inside the namespace",
+    )
+    ws.docker("rm", "-f", "web")
+
+
+def test_shell_has_a_tty(daemon: Workspace) -> None:
+    # script(1) gives docker-up shell a terminal; the shell inside sees it.
+    cmd = f"SHELL=/bin/sh {daemon.env()['PATH'].split(':')[0]}/docker-up shell"
+    r = daemon.run(["script", "-qec", cmd, "/dev/null"], input="tty; id -u; exit 3\n", timeout=30)
+    assert "/dev/pts/" in r.stdout and "\n0" in r.stdout.replace("\r", "")
+    assert r.returncode == 3
