@@ -95,7 +95,8 @@ def relay_udp(outside: socket.socket, target: tuple[str, int]) -> None:
 def main() -> None:
     manager_path, real_proxy, *args = sys.argv[1:]
     opts = dict(zip(args[::2], args[1::2], strict=False))
-    request = {
+    target = (opts.get("-container-ip", ""), int(opts.get("-container-port", "0")))
+    request: dict[str, str | int] = {
         "proto": opts.get("-proto", "tcp"),
         "host_ip": opts.get("-host-ip", "0.0.0.0"),
         "host_port": int(opts.get("-host-port", "0")),
@@ -124,7 +125,6 @@ def main() -> None:
 
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, stop)
-    target = (str(request["container_ip"]), int(request["container_port"]))
     if reply.get("udp_relay"):
         _, fds, _, _ = socket.recv_fds(conn, 1, 1)
         outside = socket.socket(fileno=fds[0])
