@@ -89,13 +89,14 @@ class Home:
             d.mkdir(mode=0o700)
             os.chown(d, self.uid, self.gid)
 
-    def popen(self, argv: list[str], **kw: Any) -> subprocess.Popen[str]:
+    def popen(self, argv: list[str], extra_env: dict[str, str] | None = None,
+              **kw: Any) -> subprocess.Popen[str]:  # fmt: skip
         return subprocess.Popen(
             argv,
             user=self.uid,
             group=self.gid,
             extra_groups=[],
-            env=self.env(),
+            env={**self.env(), **(extra_env or {})},
             cwd=str(self.root),
             text=True,
             **kw,
@@ -161,6 +162,120 @@ def run_rootless_sh(home: Home) -> dict[str, Any]:
     finally:
         p.send_signal(signal.SIGTERM)
         p.wait(60)
+
+
+def docker_cli(home: Home, host: str, *args: str, check: bool = True) -> str:
+    env = {**home.env(), "DOCKER_HOST": host}
+    r = subprocess.run(
+        ["docker", *args],
+        env=env,
+        user=home.uid,
+        group=home.gid,
+        extra_groups=[],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if check and r.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args)}: {r.stderr}")
+    return r.stdout
+
+
+def iperf_gbps(port: int, streams: int, seconds: int) -> float:
+    """iperf3 client in the workspace (this namespace) to a published port."""
+    for _ in range(50):  # the server in the container may still be starting
+        r = subprocess.run(
+            [
+                "iperf3",
+                "-c",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-t",
+                str(seconds),
+                "-P",
+                str(streams),
+                "-J",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if r.returncode == 0:
+            doc = json.loads(r.stdout)
+            return float(doc["end"]["sum_received"]["bits_per_second"]) / 1e9
+        time.sleep(0.1)
+    raise RuntimeError(f"iperf3 failed: {r.stdout[-500:]} {r.stderr[-500:]}")
+
+
+def measure_ports(runs: int, seconds: int) -> dict[str, dict[str, float]]:
+    """Workspace -> published port throughput, for each of docker-up's port forwarders and
+    for rootlesskit's builtin and slirp4netns port drivers, in one run."""
+    tar = Path(tempfile.mkdtemp(prefix="dockerup-iperf-")) / "iperf3.tar"
+    os.chmod(tar.parent, 0o755)
+    subprocess.run([str(Path(__file__).with_name("iperf3-rootfs")), str(tar)], check=True)
+    os.chmod(tar, 0o644)
+    results: dict[str, dict[str, float]] = {}
+    cases: list[tuple[str, list[str], dict[str, str]]] = [
+        ("docker-up splice", ["--port-forwarder", "splice"], {}),
+        ("docker-up slirp", ["--port-forwarder", "slirp"], {}),
+        ("rootlesskit builtin", [], {"DOCKERD_ROOTLESS_ROOTLESSKIT_PORT_DRIVER": "builtin"}),
+        ("rootlesskit slirp4netns", [],
+         {"DOCKERD_ROOTLESS_ROOTLESSKIT_PORT_DRIVER": "slirp4netns"}),
+    ]  # fmt: skip
+    try:
+        for name, args, env in cases:
+            home = Home()
+            try:
+                results[name] = ports_case(home, name, args, env, tar, runs, seconds)
+            finally:
+                home.cleanup()
+    finally:
+        shutil.rmtree(tar.parent, ignore_errors=True)
+    return results
+
+
+def ports_case(
+    home: Home, name: str, args: list[str], env: dict[str, str], tar: Path, runs: int, seconds: int
+) -> dict[str, float]:
+    if name.startswith("docker-up"):
+        p = home.popen(
+            [str(VENV / "bin" / "docker-up"), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        assert p.stdout
+        host = next(line for line in p.stdout if line.startswith("export DOCKER_HOST="))
+        host = host.strip().split("=", 1)[1]
+        stop = signal.SIGINT
+    else:
+        p = home.popen(
+            [ROOTLESS_SH],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            extra_env=env,
+        )
+        sock = home.root / "run" / "docker.sock"
+        deadline = time.monotonic() + 60
+        while not ping(sock) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        host = f"unix://{sock}"
+        stop = signal.SIGTERM
+    try:
+        docker_cli(home, host, "import", str(tar), "iperf:bench")
+        port = 25201
+        docker_cli(home, host, "run", "-d", "-p", f"{port}:5201", "iperf:bench", "iperf3", "-s")
+        out = {}
+        for streams in (1, 4):
+            out[f"{streams} stream{'s' if streams > 1 else ''} Gbit/s"] = median(
+                [iperf_gbps(port, streams, seconds) for _ in range(runs)]
+            )
+        return out
+    finally:
+        docker_cli(
+            home, host, "rm", "-f", *docker_cli(home, host, "ps", "-aq").split(), check=False
+        )
+        p.send_signal(stop)
+        p.wait(90)
 
 
 def median(xs: list[float]) -> float:
@@ -255,21 +370,47 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--out", default="bench-results")
+    ap.add_argument("--only", choices=("startup", "ports"), help="one part of the report")
+    ap.add_argument("--seconds", type=int, default=3, help="length of each iperf3 run")
     args = ap.parse_args()
-    results = measure(args.runs)
-    summary = summarize(results)
     out = Path(args.out)
     out.mkdir(exist_ok=True)
-    doc = {
-        "version": 1,
-        "runs": args.runs,
-        "summary": summary,
-        "raw": results,
-        "machine": {"kernel": os.uname().release, "cpus": os.cpu_count()},
-    }
-    (out / "startup.json").write_text(json.dumps(doc, indent=2))
-    render(summary, args.runs)
-    print(f"written: {out / 'startup.json'}")
+    machine = {"kernel": os.uname().release, "cpus": os.cpu_count()}
+    if args.only in (None, "startup"):
+        results = measure(args.runs)
+        summary = summarize(results)
+        doc = {"version": 1, "runs": args.runs, "summary": summary, "raw": results,
+               "machine": machine}  # fmt: skip
+        (out / "startup.json").write_text(json.dumps(doc, indent=2))
+        render(summary, args.runs)
+        print(f"written: {out / 'startup.json'}")
+    if args.only in (None, "ports"):
+        runs = max(1, min(args.runs, 3))
+        ports = measure_ports(runs, args.seconds)
+        doc = {"version": 1, "runs": runs, "seconds": args.seconds, "results": ports,
+               "machine": machine}  # fmt: skip
+        (out / "ports.json").write_text(json.dumps(doc, indent=2))
+        render_ports(ports, runs)
+        print(f"written: {out / 'ports.json'}")
+
+
+def render_ports(ports: dict[str, dict[str, float]], runs: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"workspace -> published port, iperf3 (median of {runs})")
+    t.add_column("forwarder")
+    cols = list(next(iter(ports.values())))
+    for c in cols:
+        t.add_column(c, justify="right")
+    base = ports.get("rootlesskit builtin", {})
+    for name, row in ports.items():
+        cells = []
+        for c in cols:
+            ratio = f" ({row[c] / base[c]:.2f}x)" if base.get(c) else ""
+            cells.append(f"{row[c]:.2f}{ratio}")
+        t.add_row(name, *cells)
+    Console().print(t)
 
 
 if __name__ == "__main__":
