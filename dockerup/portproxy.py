@@ -22,12 +22,13 @@ import socket
 import subprocess
 import sys
 import threading
+from typing import NoReturn
 
 CHUNK = 1 << 20
 F_SETPIPE_SZ = 1031
 
 
-def report_failure(message: str) -> None:
+def report_failure(message: str) -> NoReturn:
     # docker-proxy's protocol with dockerd: "0\n" for ready, "1\n<error>" for failure, on fd 3.
     try:
         os.write(3, b"1\n" + message.encode())
@@ -69,6 +70,37 @@ def serve(client: socket.socket, target: tuple[str, int]) -> None:
             back.join()
 
 
+class FdStream:
+    """The keeper's messages: a reply line, then one marker byte per handed-over fd.
+    recvmsg may return the reply together with a marker byte and its fd, so data and fds are
+    read together, always with room for fds (a plain recv would silently drop them)."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self.conn = conn
+        self.data = b""
+        self.fds: list[int] = []
+
+    def _more(self) -> bool:
+        data, fds, _, _ = socket.recv_fds(self.conn, 65536, 16)
+        self.data += data
+        self.fds += fds
+        return bool(data)
+
+    def readline(self) -> bytes:
+        while b"\n" not in self.data:
+            if not self._more():
+                return b""
+        line, self.data = self.data.split(b"\n", 1)
+        return line
+
+    def next_fd(self) -> int | None:
+        while not self.fds:
+            if not self._more():
+                return None
+        self.data = self.data[1:]  # its marker byte
+        return self.fds.pop(0)
+
+
 def relay_udp(outside: socket.socket, target: tuple[str, int]) -> None:
     """Datagrams from workspace clients go to the container from one inside socket per
     client; the container's replies go back to that client."""
@@ -78,6 +110,10 @@ def relay_udp(outside: socket.socket, target: tuple[str, int]) -> None:
         while True:
             try:
                 outside.sendto(sock.recv(65536), client)
+            except ConnectionRefusedError:
+                # An ICMP "port unreachable" for an earlier datagram (the server was not
+                # listening yet): not the end of this client's flow.
+                continue
             except OSError:
                 return
 
@@ -107,7 +143,8 @@ def main() -> None:
     try:
         conn.connect(manager_path)
         conn.sendall((json.dumps(request) + "\n").encode())
-        reply = json.loads(conn.makefile().readline() or "{}")
+        stream = FdStream(conn)
+        reply = json.loads(stream.readline() or "{}")
     except (OSError, ValueError) as e:
         report_failure(f"docker-up could not publish the port in the workspace: {e}")
     if "error" in reply:
@@ -126,8 +163,10 @@ def main() -> None:
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, stop)
     if reply.get("udp_relay"):
-        _, fds, _, _ = socket.recv_fds(conn, 1, 1)
-        outside = socket.socket(fileno=fds[0])
+        fd = stream.next_fd()
+        if fd is None:
+            sys.exit(child.wait())
+        outside = socket.socket(fileno=fd)
         threading.Thread(target=lambda: os._exit(child.wait()), daemon=True).start()
         relay_udp(outside, target)
     if not reply.get("hand_over"):
@@ -136,12 +175,12 @@ def main() -> None:
     watcher.start()
     while True:
         try:
-            _, fds, _, _ = socket.recv_fds(conn, 1, 1)
+            fd = stream.next_fd()
         except OSError:
             break
-        if not fds:
+        if fd is None:
             break  # the keeper went away
-        client = socket.socket(fileno=fds[0])
+        client = socket.socket(fileno=fd)
         threading.Thread(target=serve, args=(client, target), daemon=True).start()
     child.terminate()
     child.wait()

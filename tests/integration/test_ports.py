@@ -131,10 +131,23 @@ def test_published_tcp_ports(daemon: Workspace) -> None:
 
 def test_published_udp_port(daemon: Workspace) -> None:
     port = free_port()
-    daemon.docker(
-        "run", "-d", "--name", "echo", "-p", f"{port}:5353/udp", "bb:test", "udpecho", "5353"
+    r = daemon.docker(
+        "run",
+        "-d",
+        "--name",
+        "echo",
+        "-p",
+        f"{port}:5353/udp",
+        "bb:test",
+        "udpecho",
+        "5353",
+        check=False,
     )
-    assert udp_echo(port) == b"ping"
+    assert r.returncode == 0, (
+        r.stderr + (daemon.runtime_dir / "docker-up/logs/docker-up.log").read_text()
+    )
+    reply = udp_echo(port)
+    assert reply == b"ping", daemon.docker_up("logs", "-n", "30").stdout[-3000:]
     daemon.docker("rm", "-f", "echo")
 
 
