@@ -24,11 +24,36 @@ from dockerup.plan import Plan, build_plan, paths_for
 LOGS = ("docker-up", "dockerd", "slirp4netns")
 
 
-def make_plan(config: Config) -> Plan:
+@dataclass(frozen=True)
+class Loaded:
+    config: Config
+    sources: dict[str, str]
+    file: Path
+    facts: host.HostFacts
+
+
+def load_config(cli: dict[str, Any]) -> Loaded:
+    """Settings from the config file, DOCKER_UP_* variables and the command line."""
+    from dockerup.config import resolve
+
+    f = host.probe()
+    mode, _ = resolve_mode(f.uid, f.initial_userns, f.net_admin, cli.get("mode"))
+    path = paths_for(mode, f).config_file
+    try:
+        text: str | None = path.read_text()
+    except FileNotFoundError:
+        text = None
+    except OSError as e:
+        raise DockerUpError(f"cannot read {path}: {e.strerror}") from e
+    config, sources = resolve(cli, f.env, text, str(path))
+    return Loaded(config, sources, path, f)
+
+
+def make_plan(config: Config, f: host.HostFacts | None = None) -> Plan:
     """Probe, run doctor's cheap fatal checks on what was probed, and plan."""
     from dockerup import doctor
 
-    f = host.probe()
+    f = f or host.probe()
     if not config.host_network:
         mode, _ = resolve_mode(f.uid, f.initial_userns, f.net_admin, config.mode)
         failures = doctor.fatal_failures(f, paths_for(mode, f))
@@ -40,6 +65,24 @@ def make_plan(config: Config) -> Plan:
                 "everything)",
             )
     return build_plan(config, f)
+
+
+def config_show(loaded: Loaded) -> dict[str, Any]:
+    from dockerup.config import SETTINGS
+
+    c = loaded.config
+    return {
+        "version": 1,
+        "file": str(loaded.file),
+        "settings": {
+            s.key: {"value": _plain(getattr(c, s.field)), "source": loaded.sources[s.key]}
+            for s in SETTINGS
+        },
+    }
+
+
+def _plain(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else str(v) if hasattr(v, "value") else v
 
 
 def current_paths(config: Config | None = None) -> Paths:
@@ -72,12 +115,12 @@ class UpResult:
 
 
 def up(
-    config: Config,
+    loaded: Loaded,
     progress: supervise.Progress,
     on_ready: Callable[[supervise.Running], None],
 ) -> UpResult:
     """Foreground: returns only when stopped (the process becomes the keeper)."""
-    plan = make_plan(config)
+    plan = make_plan(loaded.config, loaded.facts)
     try:
         code = supervise.run(plan, progress, on_ready, foreground=True)
     except supervise.AlreadyRunning:
@@ -94,10 +137,10 @@ def already_running(plan: Plan) -> UpResult:
     return UpResult(plan.paths.docker_host, already_running=True)
 
 
-def up_detached(config: Config) -> UpResult:
+def up_detached(loaded: Loaded) -> UpResult:
     """Start in the background; return once the daemon answers, or raise with the log tail.
     A forked process does the start and becomes the keeper; it reports over a pipe."""
-    plan = make_plan(config)
+    plan = make_plan(loaded.config, loaded.facts)
     supervise.prepare_runtime(plan.paths)
     r, w = os.pipe()
     pid = os.fork()

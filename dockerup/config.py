@@ -1,9 +1,18 @@
-"""User settings, as frozen data."""
+"""User settings: declared once as data, resolved from the config file, the environment and
+the command line (in that order of precedence, the command line winning), each value
+remembering where it came from."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import shlex
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from enum import StrEnum
+from typing import Any
+
+from dockerup.errors import DockerUpError
 
 MTU_MIN, MTU_MAX = 1280, 65520
 
@@ -29,3 +38,177 @@ class Config:
     tcp: str | None = None
     tls_dir: str | None = None  # holds ca.pem, cert.pem, key.pem
     port_forwarder: str = "splice"  # or "slirp": see dockerup/ports.py
+    net: str = "slirp4netns"
+    data_root: str | None = None  # default: $XDG_DATA_HOME/docker-up/docker
+    dockerd_args: tuple[str, ...] = ()
+    autostart: bool = False
+
+
+# dockerd flags a user may add. Everything else is refused: docker-up owns the socket, the
+# paths, the network and the storage, and a flag that also sits in daemon.json makes
+# dockerd refuse to start.
+DOCKERD_FLAGS_ALLOWED = frozenset({
+    "--debug", "-D", "--log-level", "-l", "--experimental", "--insecure-registry",
+    "--registry-mirror", "--dns", "--dns-search", "--dns-opt", "--default-ulimit",
+    "--max-concurrent-downloads", "--max-concurrent-uploads", "--max-download-attempts",
+    "--live-restore", "--bip", "--default-address-pool", "--fixed-cidr", "--label",
+    "--log-driver", "--log-opt", "--icc", "--ip-masq", "--default-shm-size",
+    "--add-runtime", "--default-runtime", "--seccomp-profile", "--no-new-privileges",
+})  # fmt: skip
+DOCKERD_FLAGS_WHY = {
+    "-H": "docker-up owns the socket; for TCP use --tcp with --tls-dir",
+    "--host": "docker-up owns the socket; for TCP use --tcp with --tls-dir",
+    "--data-root": "use the data-root setting",
+    "--mtu": "use the mtu setting",
+    "--storage-driver": "use the storage setting",
+    "-s": "use the storage setting",
+}
+
+
+def check_dockerd_args(args: tuple[str, ...]) -> str | None:
+    for arg in args:
+        if not arg.startswith("-"):
+            continue  # the value of the flag before it
+        flag = arg.split("=", 1)[0]
+        if flag not in DOCKERD_FLAGS_ALLOWED:
+            why = DOCKERD_FLAGS_WHY.get(flag, "it would conflict with what docker-up manages")
+            return f"dockerd flag {flag} is not allowed: {why}"
+    return None
+
+
+def _choices(*allowed: str) -> Callable[[Any], str | None]:
+    return lambda v: None if v in allowed else f"must be one of: {', '.join(allowed)}"
+
+
+def _range(lo: float, hi: float) -> Callable[[Any], str | None]:
+    return lambda v: None if lo <= v <= hi else f"must be between {lo:g} and {hi:g}"
+
+
+def _absolute(v: Any) -> str | None:
+    return None if os.path.isabs(v) else "must be an absolute path"
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str  # in the file, and DOCKER_UP_<KEY> in the environment
+    kind: type
+    help: str
+    check: Callable[[Any], str | None] = lambda v: None
+
+    @property
+    def field(self) -> str:
+        return self.key.replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        return "DOCKER_UP_" + self.field.upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("mtu", int, "MTU of the tap device and docker0", _range(MTU_MIN, MTU_MAX)),
+    Setting("net", str, "network driver", _choices("slirp4netns")),
+    Setting("allow-host-loopback", bool, "reach the workspace's 127.0.0.1 as 10.0.2.2"),
+    Setting("data-root", str, "where images and containers live", _absolute),
+    Setting("storage", str, "storage driver", _choices(*[s.value for s in Storage])),
+    Setting(
+        "dockerd-args",
+        list,
+        "extra dockerd flags (an allow-list)",
+        lambda v: check_dockerd_args(tuple(v)),
+    ),
+    Setting("autostart", bool, "start docker-up from the shell snippet"),
+    Setting("start-timeout", float, "seconds to wait for dockerd", _range(1, 3600)),
+    Setting("port-forwarder", str, "splice or slirp", _choices("splice", "slirp")),
+    Setting("mode", str, "run mode", _choices("auto", "rootless", "userns-root", "privileged")),
+)
+BY_KEY = {s.key: s for s in SETTINGS}
+TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+def _coerce_file(s: Setting, value: Any) -> Any:
+    """A TOML value must already have the right type (an int is a fine float)."""
+    if s.kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if s.kind is list:
+        if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+            raise ValueError("must be a list of strings")
+        return tuple(value)
+    if isinstance(value, bool) != (s.kind is bool) or not isinstance(value, s.kind):
+        raise ValueError(f"must be {_kind_name(s.kind)}, not {type(value).__name__}")
+    return value
+
+
+def _coerce_env(s: Setting, text: str) -> Any:
+    if s.kind is bool:
+        if text.lower() in TRUE:
+            return True
+        if text.lower() in FALSE:
+            return False
+        raise ValueError("must be true or false (1/0, yes/no, on/off)")
+    if s.kind is list:
+        return tuple(shlex.split(text))
+    try:
+        return s.kind(text)
+    except ValueError:
+        raise ValueError(f"must be {_kind_name(s.kind)}") from None
+
+
+def _kind_name(kind: type) -> str:
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+            list: "a list of strings"}[kind]  # fmt: skip
+
+
+def _fail(where: str, s: Setting | None, key: str, problem: str) -> DockerUpError:
+    allowed = ", ".join(BY_KEY) if s is None else s.help
+    return DockerUpError(f"{where}: {key}: {problem}", hint=f"allowed: {allowed}")
+
+
+def resolve(
+    cli: Mapping[str, Any],
+    env: Mapping[str, str],
+    file_text: str | None,
+    file_path: str = "config.toml",
+) -> tuple[Config, dict[str, str]]:
+    """(config, where each setting came from: default, file, env or cli). Pure."""
+    values: dict[str, Any] = {}
+    sources = {s.key: "default" for s in SETTINGS}
+    if file_text is not None:
+        try:
+            doc = tomllib.loads(file_text)
+        except tomllib.TOMLDecodeError as e:
+            raise DockerUpError(
+                f"{file_path}: not valid TOML: {e}",
+                hint="see https://toml.io; keys: " + ", ".join(BY_KEY),
+            ) from e
+        for key, value in doc.items():
+            s = BY_KEY.get(key)
+            if s is None:
+                raise _fail(file_path, None, key, "unknown setting")
+            try:
+                values[s.field] = _coerce_file(s, value)
+            except ValueError as e:
+                raise _fail(file_path, s, key, str(e)) from None
+            sources[key] = "file"
+    for s in SETTINGS:
+        if s.env in env:
+            try:
+                values[s.field] = _coerce_env(s, env[s.env])
+            except ValueError as e:
+                raise _fail("environment", s, s.env, str(e)) from None
+            sources[s.key] = "env"
+    for s in SETTINGS:
+        if cli.get(s.field) is not None:
+            values[s.field] = tuple(cli[s.field]) if s.kind is list else cli[s.field]
+            sources[s.key] = "cli"
+    for s in SETTINGS:
+        if s.field in values:
+            problem = s.check(values[s.field])
+            if problem:
+                where = {"file": file_path, "env": "environment", "cli": "command line"}
+                raise _fail(where[sources[s.key]], s, s.key, problem)
+    if "storage" in values:
+        values["storage"] = Storage(values["storage"])
+    extra = {k: v for k, v in cli.items() if k not in {s.field for s in SETTINGS}}
+    known = {f.name for f in fields(Config)}
+    values.update({k: v for k, v in extra.items() if v is not None and k in known})
+    return Config(**values), sources

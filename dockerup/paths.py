@@ -17,6 +17,7 @@ class Paths:
     data: Path  # data-root and anything that must persist
     config: Path  # the user's own settings
     runtime_from_xdg: bool
+    data_root_override: Path | None = None  # the data-root setting
 
     @property
     def socket(self) -> Path:
@@ -69,7 +70,7 @@ class Paths:
 
     @property
     def data_root(self) -> Path:
-        return self.data / "docker"
+        return self.data_root_override or self.data / "docker"
 
     @property
     def copyup(self) -> Path:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +145,8 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
             hint="without real root, dockerd needs its own network namespace: drop the option",
         )
     paths = paths or paths_for(mode, facts)
+    if config.data_root:
+        paths = replace(paths, data_root_override=Path(config.data_root))
     bins = require_programs(facts, mode, config.host_network)
     uidmap = gidmap = None
     # ping_group_range may only name gids the namespace maps: ours, or the new one's.
@@ -169,6 +171,7 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
                             hint=f"choose one of: {', '.join(FORWARDERS)}")  # fmt: skip
     daemon.tcp_listener(config)  # refuses a plain TCP listener before anything starts
     argv = daemon.dockerd_argv(bins["dockerd"], paths, rootless=mode.dockerd_rootless())
+    argv += config.dockerd_args
     env = daemon.dockerd_env(facts.env, paths, facts.search_path, facts.home)
     return Plan(
         paths=paths,

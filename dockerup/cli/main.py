@@ -55,17 +55,19 @@ def up(
         bool, typer.Option("--detach", "-d", help="Run in the background; return when ready.")
     ] = False,
     mtu: Annotated[
-        int,
-        typer.Option(help="MTU of the tap device and of dockerd's bridges.", min=1280, max=65520),
-    ] = 65520,
+        int | None, typer.Option(help="MTU of the tap device and docker0 (1280..65520).")
+    ] = None,
     allow_host_loopback: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            "--allow-host-loopback",
+            "--allow-host-loopback/--no-allow-host-loopback",
             help="Let the namespace reach the workspace's 127.0.0.1 as 10.0.2.2.",
+            show_default=False,
         ),
-    ] = False,
-    mode: Annotated[str, typer.Option(help="auto, rootless, userns-root or privileged.")] = "auto",
+    ] = None,
+    mode: Annotated[
+        str | None, typer.Option(help="auto, rootless, userns-root, privileged.")
+    ] = None,
     host_network: Annotated[
         bool,
         typer.Option(
@@ -73,50 +75,69 @@ def up(
             help="privileged mode only: dockerd in the current network namespace.",
         ),
     ] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for dockerd.")] = 60.0,
+    timeout: Annotated[float | None, typer.Option(help="Seconds to wait for dockerd.")] = None,
+    storage: Annotated[
+        str | None, typer.Option(help="auto, overlay2, fuse-overlayfs, vfs.")
+    ] = None,
+    port_forwarder: Annotated[
+        str | None, typer.Option(help="How published ports reach the workspace: splice, slirp.")
+    ] = None,
+    data_root: Annotated[str | None, typer.Option(help="Where images and containers live.")] = None,
+    dockerd_arg: Annotated[
+        list[str] | None, typer.Option(help="An extra dockerd flag (repeatable; allow-listed).")
+    ] = None,
     tcp: Annotated[
         str | None, typer.Option(help="Also listen on TCP ADDR:PORT (needs --tls-dir).")
     ] = None,
-    port_forwarder: Annotated[
-        str, typer.Option(help="How published ports reach the workspace: splice or slirp.")
-    ] = "splice",
     tls_dir: Annotated[
         str | None, typer.Option(help="ca.pem, cert.pem, key.pem for the TCP listener.")
     ] = None,
-    storage: Annotated[str, typer.Option(help="auto, overlay2, fuse-overlayfs or vfs.")] = "auto",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only.")] = False,
 ) -> None:
-    """Start dockerd in its own namespaces and keep it running (the default command)."""
+    """Start dockerd in its own namespaces and keep it running (the default command).
+    Settings not given here come from DOCKER_UP_* variables, then the config file."""
     from dockerup import app as core
-    from dockerup.config import Config, Storage
 
-    try:
-        st = Storage(storage)
-    except ValueError as e:
-        raise DockerUpError(
-            f"unknown storage driver {storage!r}",
-            hint="choose auto, overlay2, fuse-overlayfs or vfs",
-        ) from e
-    config = Config(
-        mtu=mtu,
-        allow_host_loopback=allow_host_loopback,
-        start_timeout=timeout,
-        storage=st,
-        mode=mode,
-        host_network=host_network,
-        tcp=tcp,
-        tls_dir=tls_dir,
-        port_forwarder=port_forwarder,
-    )
+    loaded = core.load_config({
+        "mtu": mtu, "allow_host_loopback": allow_host_loopback, "mode": mode,
+        "start_timeout": timeout, "storage": storage, "port_forwarder": port_forwarder,
+        "data_root": data_root, "dockerd_args": dockerd_arg, "host_network": host_network,
+        "tcp": tcp, "tls_dir": tls_dir,
+    })  # fmt: skip
     if dry_run:
-        print(json.dumps(core.plan_summary(core.make_plan(config)), indent=2))
+        print(json.dumps(core.plan_summary(core.make_plan(loaded.config, loaded.facts)), indent=2))
         return
-    result = core.up_detached(config) if detach else core.up(config, _progress(), _announce)
+    result = core.up_detached(loaded) if detach else core.up(loaded, _progress(), _announce)
     if result.already_running:
         _console().print("docker-up: already running")
     else:
         _console().print("[green]docker-up: dockerd is ready[/] (running in the background)")
     print(f"export DOCKER_HOST={result.docker_host}", flush=True)
+
+
+config_app = typer.Typer(help="docker-up's settings.")
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """The resolved settings and where each came from (default, file, env, cli)."""
+    from rich.table import Table
+
+    from dockerup import app as core
+
+    doc = core.config_show(core.load_config({}))
+    if as_json:
+        print(json.dumps(doc, indent=2))
+        return
+    t = Table(title=f"docker-up settings (file: {doc['file']})")
+    for col in ("setting", "value", "from"):
+        t.add_column(col)
+    for key, v in doc["settings"].items():
+        t.add_row(key, json.dumps(v["value"]), v["source"])
+    _console(stderr=False).print(t)
 
 
 def _progress() -> Callable[[str], None]:
