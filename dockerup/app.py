@@ -337,3 +337,77 @@ def enter(paths: Paths, command: list[str]) -> None:
         os.execvp(argv[0], argv)
     except FileNotFoundError as e:
         raise DockerUpError(f"cannot run {argv[0]}", hint="apt-get install util-linux") from e
+
+
+# -- shell start-up, autostart, docker context, dependencies --------------------------------
+
+
+def docker_up_path() -> str:
+    """The docker-up that the shell snippet runs: this one, by absolute path."""
+    import shutil
+    import sys
+
+    beside = Path(sys.executable).parent / "docker-up"
+    return str(beside) if beside.exists() else shutil.which("docker-up") or "docker-up"
+
+
+def shell_init(shell: str, start: bool = True) -> str:
+    from dockerup import shellinit
+
+    if shell not in shellinit.SHELLS:
+        raise DockerUpError(f"unknown shell {shell!r}", hint="one of: bash, zsh, fish, sh")
+    return shellinit.snippet(shell, docker_up_path(), start)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.docker-up.tmp")
+    tmp.write_text(text)
+    os.chmod(tmp, mode)
+    tmp.replace(path)
+
+
+def autostart(shells: list[str], enable: bool) -> list[tuple[str, Path, bool]]:
+    """Add (or remove) docker-up's marked block in each shell's rc file; returns what changed.
+    Disabling also removes the docker context."""
+    from dockerup import context, shellinit
+
+    f = host.probe()
+    home = Path(f.home)
+    changed = []
+    for shell in shells:
+        path = shellinit.rc_file(shell, home, f.env.get("XDG_CONFIG_HOME", ""))
+        old = path.read_text() if path.exists() else ""
+        if enable:
+            new = shellinit.with_block(old, shell_init(shell))
+        else:
+            new = shellinit.without_block(old)
+        if new != old:
+            _write_atomic(path, new)
+        changed.append((shell, path, new != old))
+    if not enable:
+        meta = context.meta_path(context.docker_config_dir(f.env, f.home))
+        with contextlib.suppress(FileNotFoundError):
+            meta.unlink()
+            meta.parent.rmdir()
+    return changed
+
+
+def autostart_status() -> list[dict[str, Any]]:
+    from dockerup import shellinit
+
+    f = host.probe()
+    out = []
+    for shell in shellinit.SHELLS:
+        path = shellinit.rc_file(shell, Path(f.home), f.env.get("XDG_CONFIG_HOME", ""))
+        text = path.read_text() if path.exists() else ""
+        out.append({"shell": shell, "file": str(path), "installed": shellinit.has_block(text)})
+    return out
+
+
+def missing_packages() -> list[str]:
+    from dockerup.facts import PACKAGES
+
+    f = host.probe()
+    return sorted({PACKAGES[n] for n in PACKAGES if not f.binaries.get(n)})

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from dockerup import daemon
+from dockerup import context, daemon
 from dockerup.config import Config, Storage
 from dockerup.errors import DockerUpError
 from dockerup.facts import PACKAGES, REQUIRED, HostFacts, IdRange
@@ -62,6 +62,7 @@ class Plan:
     dirs: tuple[Path, ...] = ()
 
     proxy_script: str | None = None  # None: no own network namespace, plain docker-proxy
+    docker_config: Path = Path("~/.docker")  # the docker CLI's config dir (contexts)
 
     def daemon_json(self, storage: str) -> str:
         return daemon.render_daemon_json(self.config, self.paths, storage, self.net is not None)
@@ -187,6 +188,7 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
         dockerd_argv=tuple(argv),
         dockerd_env=env,
         dirs=(paths.runtime, paths.log_dir, paths.bin_dir, paths.data, paths.copyup),
+        docker_config=context.docker_config_dir(facts.env, facts.home),
         proxy_script=daemon.proxy_script(
             facts.python, str(PORTPROXY_SCRIPT), paths, bins["docker-proxy"]
         )

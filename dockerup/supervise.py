@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dockerup import proc
+from dockerup import context, proc
 from dockerup.errors import DockerUpError
 from dockerup.paths import Paths
 from dockerup.plan import Plan
@@ -507,6 +507,7 @@ def run(
                 # From here on a signal waits for the keeper (pending signals survive exec):
                 # whoever reads the ready line below may signal at once.
                 signal.pthread_sigmask(signal.SIG_BLOCK, set(STOP_SIGNALS))
+                write_docker_context(plan)
             except BaseException:
                 ignore_stop_signals()
                 raise
@@ -516,6 +517,16 @@ def run(
         progress("stopped before dockerd was ready")
         return 130
     return 0
+
+
+def write_docker_context(plan: Plan) -> None:
+    """Create (or point again) the `docker-up` docker CLI context at our socket."""
+    path = context.meta_path(plan.docker_config)
+    content = context.meta_json(plan.paths.docker_host)
+    with contextlib.suppress(OSError):
+        if not path.exists() or path.read_text() != content:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            path.write_text(content)
 
 
 def keeper_spec(

@@ -93,11 +93,16 @@ def up(
         str | None, typer.Option(help="ca.pem, cert.pem, key.pem for the TCP listener.")
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only.")] = False,
+    auto_install: Annotated[
+        bool, typer.Option("--auto-install", help="As real root: apt-get what is missing.")
+    ] = False,
 ) -> None:
     """Start dockerd in its own namespaces and keep it running (the default command).
     Settings not given here come from DOCKER_UP_* variables, then the config file."""
     from dockerup import app as core
 
+    if auto_install and core.missing_packages():
+        install_deps()
     loaded = core.load_config({
         "mtu": mtu, "allow_host_loopback": allow_host_loopback, "mode": mode,
         "start_timeout": timeout, "storage": storage, "port_forwarder": port_forwarder,
@@ -307,6 +312,97 @@ def shell() -> None:
     from dockerup import app as core
 
     core.enter(core.current_paths(), [os.environ.get("SHELL") or "/bin/sh"])
+
+
+@app.command("shell-init")
+def shell_init(
+    shell: Annotated[str, typer.Argument(help="bash, zsh, fish or sh")],
+    no_start: Annotated[
+        bool, typer.Option("--no-start", help="Only export DOCKER_HOST; start nothing.")
+    ] = False,
+) -> None:
+    """Print the snippet for a shell's rc file: DOCKER_HOST, and docker-up started in the
+    background when it is not running. Silent, and costs the shell almost nothing."""
+    from dockerup import app as core
+
+    print(core.shell_init(shell, start=not no_start), end="")
+
+
+autostart_app = typer.Typer(help="Start docker-up from your shell's rc file.")
+app.add_typer(autostart_app, name="autostart")
+
+
+def _shells(shell: list[str] | None) -> list[str]:
+    import os
+
+    if shell:
+        return shell
+    login = os.path.basename(os.environ.get("SHELL", "bash"))
+    return [login] if login in ("bash", "zsh", "fish") else ["bash"]
+
+
+ShellOpt = Annotated[
+    list[str] | None, typer.Option("--shell", help="bash, zsh, fish, sh (default: $SHELL).")
+]
+
+
+@autostart_app.command("enable")
+def autostart_enable(shell: ShellOpt = None) -> None:
+    """Add docker-up's block to the rc file(s); running it twice leaves one block."""
+    from dockerup import app as core
+
+    for name, path, changed in core.autostart(_shells(shell), enable=True):
+        _console().print(f"docker-up: {name}: {path} {'updated' if changed else 'already set'}")
+
+
+@autostart_app.command("disable")
+def autostart_disable(shell: ShellOpt = None) -> None:
+    """Remove exactly docker-up's block (and the docker context)."""
+    from dockerup import app as core
+
+    shells = shell or ["bash", "zsh", "fish", "sh"]
+    for name, path, changed in core.autostart(shells, enable=False):
+        if changed:
+            _console().print(f"docker-up: {name}: removed from {path}")
+
+
+@autostart_app.command("status")
+def autostart_status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Which rc files have docker-up's block."""
+    from dockerup import app as core
+
+    rows = core.autostart_status()
+    if as_json:
+        print(json.dumps({"version": 1, "shells": rows}, indent=2))
+        return
+    for r in rows:
+        print(f"{r['shell']:5} {'installed' if r['installed'] else '-':10} {r['file']}")
+
+
+@app.command("install-deps")
+def install_deps() -> None:
+    """Install missing dockerd, slirp4netns, uidmap, iptables with apt (as real root);
+    otherwise print the command."""
+    import os
+
+    from dockerup import app as core
+    from dockerup.doctor import Fix
+
+    pkgs = core.missing_packages()
+    if not pkgs:
+        _console().print("docker-up: everything docker-up needs is installed")
+        return
+    fixes = [
+        Fix("update the package lists", ("apt-get", "update", "-q")),
+        Fix(f"install {' '.join(pkgs)}", ("apt-get", "install", "-y", "-q", *pkgs)),
+    ]
+    if os.geteuid() != 0:
+        print("sudo apt-get update && sudo apt-get install -y " + " ".join(pkgs))
+        raise typer.Exit(1)
+    core.apply_fixes(fixes)
+    _console().print(f"docker-up: installed {' '.join(pkgs)}")
 
 
 GLOBAL_FLAGS = ("--debug",)

@@ -1,0 +1,120 @@
+"""Dotfile-driven auto start: the shell snippets and the marked rc-file block (pure).
+
+The snippet runs in every new interactive shell, so it must cost almost nothing: no Python
+on the shell's path, only shell built-ins (and, for fish and sh, one `id -u`). It exports
+DOCKER_HOST, and, unless dockerd's pid file names a live process, starts `docker-up
+--detach` in the background, silently. Many shells opening at once are fine: docker-up's
+lock lets one start the daemon and the others wait for it and exit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+SHELLS = ("bash", "zsh", "fish", "sh")
+BEGIN = "# >>> docker-up >>>"
+BEGIN_NL = "# >>> docker-up (a newline was added before this block) >>>"
+END = "# <<< docker-up <<<"
+
+
+def snippet(shell: str, docker_up: str, start: bool = True) -> str:
+    if shell == "fish":
+        return _fish(docker_up, start)
+    if shell not in SHELLS:
+        raise ValueError(shell)
+    uid = '"${UID:-$(id -u)}"' if shell in ("bash", "zsh") else '"$(id -u)"'
+    lines = [
+        f"_du_rt=${{XDG_RUNTIME_DIR:+$XDG_RUNTIME_DIR/docker-up}}; "
+        f': "${{_du_rt:=/tmp/docker-up-{uid}}}"',
+        'export DOCKER_HOST="unix://$_du_rt/docker.sock"',
+    ]
+    if start:
+        lines += [
+            # Built-ins only: read the pid file, ask the kernel whether that pid lives.
+            'if ! { read -r _du_pid < "$_du_rt/dockerd.pid" && kill -0 "$_du_pid"; } '
+            "2>/dev/null; then",
+            f"  ( {docker_up} --detach >/dev/null 2>&1 & )",
+            "fi",
+            "unset _du_pid",
+            # Lazy start on first use: the first `docker` of a new shell waits for the
+            # daemon (state.json appears only once the API answers) instead of failing.
+            "docker() {",
+            "  _du_s=${DOCKER_HOST#unix://}",
+            f'  [ -e "${{_du_s%/*}}/state.json" ] || {docker_up} --detach >/dev/null 2>&1',
+            "  unset _du_s",
+            '  command docker "$@"',
+            "}",
+        ]
+    return "\n".join([*lines, "unset _du_rt"]) + "\n"
+
+
+def _fish(docker_up: str, start: bool) -> str:
+    lines = [
+        "set -l _du_rt /tmp/docker-up-(id -u)",
+        "set -q XDG_RUNTIME_DIR; and set _du_rt $XDG_RUNTIME_DIR/docker-up",
+        "set -gx DOCKER_HOST unix://$_du_rt/docker.sock",
+    ]
+    if start:
+        lines += [
+            "if not begin; read -l _du_pid < $_du_rt/dockerd.pid; and kill -0 $_du_pid; end"
+            " 2>/dev/null",
+            f"    {docker_up} --detach >/dev/null 2>&1 &",
+            "    disown 2>/dev/null",
+            "end",
+            "function docker --wraps docker",
+            "    set -l s (string replace unix:// '' $DOCKER_HOST)",
+            "    test -e (string replace -r '/[^/]*$' '' $s)/state.json",
+            f"    or {docker_up} --detach >/dev/null 2>&1",
+            "    command docker $argv",
+            "end",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def rc_file(shell: str, home: Path, xdg_config_home: str = "") -> Path:
+    # fish reads $XDG_CONFIG_HOME/fish/config.fish when that variable is set.
+    config = Path(xdg_config_home) if xdg_config_home else home / ".config"
+    return {
+        "bash": home / ".bashrc",
+        "zsh": home / ".zshrc",
+        "fish": config / "fish" / "config.fish",
+        "sh": home / ".profile",
+    }[shell]
+
+
+def block(body: str, needs_newline: bool) -> str:
+    return f"{BEGIN_NL if needs_newline else BEGIN}\n{body}{END}\n"
+
+
+def with_block(text: str, body: str) -> str:
+    """The rc file's text with docker-up's block (replaced if there, else appended)."""
+    text = without_block(text)
+    needs_newline = bool(text) and not text.endswith("\n")
+    return text + ("\n" if needs_newline else "") + block(body, needs_newline)
+
+
+def without_block(text: str) -> str:
+    """Exactly the text before `with_block` added to it: enable then disable leaves the
+    file byte-identical."""
+    for begin in (BEGIN, BEGIN_NL):
+        start = text.find(begin + "\n")
+        if start < 0:
+            continue
+        end = text.find(END + "\n", start)
+        if end < 0:
+            continue
+        cut_from = start - 1 if begin == BEGIN_NL and start > 0 else start
+        return text[:cut_from] + text[end + len(END) + 1 :]
+    return text
+
+
+@dataclass(frozen=True)
+class RcStatus:
+    shell: str
+    path: Path
+    installed: bool
+
+
+def has_block(text: str) -> bool:
+    return (BEGIN + "\n" in text or BEGIN_NL + "\n" in text) and END + "\n" in text

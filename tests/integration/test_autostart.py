@@ -1,0 +1,144 @@
+"""Dotfile-driven auto start in real bash, zsh and fish, with a throwaway HOME."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from .harness import Workspace, pid_alive, wait_for
+
+
+def user_processes(uid: int, comm: str) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if (
+                    d.stat().st_uid == uid
+                    and (d / "comm").read_text().strip() == comm
+                    and pid_alive(int(d.name))
+                ):
+                    out.append(int(d.name))
+            except OSError:
+                continue
+    return out
+
+
+@pytest.fixture
+def home(workspace: Workspace) -> Iterator[Workspace]:
+    h = workspace.root / "home"
+    h.mkdir()
+    os.chown(h, workspace.user.uid, workspace.user.gid)
+    workspace.extra_env["HOME"] = str(h)
+    yield workspace
+    workspace.docker_up("stop", timeout=90)
+    wait_for(lambda: not user_processes(workspace.user.uid, "dockerd"), 30, "no dockerd")
+
+
+def in_shell(ws: Workspace, shell: str, command: str) -> tuple[int, str]:
+    argv = {"bash": ["bash", "-i", "-c", command], "zsh": ["zsh", "-i", "-c", command],
+            "fish": ["fish", "-c", command]}[shell]  # fmt: skip
+    r = ws.run(argv, timeout=120)
+    return r.returncode, r.stdout
+
+
+def sock(ws: Workspace) -> str:
+    return f"unix://{ws.runtime_dir}/docker-up/docker.sock"
+
+
+def test_enable_twice_then_disable_leaves_the_file_byte_identical(home: Workspace) -> None:
+    rc = Path(home.extra_env["HOME"]) / ".bashrc"
+    original = b"alias ll='ls -l'\nexport EDITOR=vi"  # no final newline: the hard case
+    rc.write_bytes(original)
+    os.chown(rc, home.user.uid, home.user.gid)
+    for _ in range(2):
+        assert home.docker_up("autostart", "enable", "--shell", "bash").returncode == 0
+    text = rc.read_text()
+    assert text.count(">>> docker-up") == 1 and text.startswith(original.decode())
+    status = json.loads(home.docker_up("autostart", "status", "--json").stdout)
+    assert {s["shell"]: s["installed"] for s in status["shells"]}["bash"] is True
+    assert home.docker_up("autostart", "disable").returncode == 0
+    assert rc.read_bytes() == original
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_new_shell_gets_docker_host_and_a_daemon(home: Workspace, shell: str) -> None:
+    assert home.docker_up("autostart", "enable", "--shell", shell).returncode == 0
+    t0 = time.monotonic()
+    code, out = in_shell(home, shell, "echo DH=$DOCKER_HOST")
+    took = time.monotonic() - t0
+    assert code == 0 and f"DH={sock(home)}" in out
+    assert took < 5, "the shell waited for the daemon"
+    wait_for(
+        lambda: json.loads(home.docker_up("status", "--json").stdout)["running"],
+        60,
+        "the daemon the shell started in the background",
+    )
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_first_docker_command_in_a_new_shell_succeeds(home: Workspace, shell: str) -> None:
+    assert home.docker_up("autostart", "enable", "--shell", shell).returncode == 0
+    code, out = in_shell(home, shell, "docker info --format 'v={{.ServerVersion}}'")
+    assert code == 0 and "v=20.10" in out
+
+
+def test_twenty_shells_at_once_start_one_daemon(home: Workspace) -> None:
+    assert home.docker_up("autostart", "enable", "--shell", "bash").returncode == 0
+    with ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(lambda _: in_shell(home, "bash", "true"), range(20)))
+    assert [c for c, _ in results] == [0] * 20
+    wait_for(
+        lambda: json.loads(home.docker_up("status", "--json").stdout)["running"], 60, "the daemon"
+    )
+    # Latecomers may still be waiting on the lock: let them finish, then count.
+    wait_for(
+        lambda: (
+            not user_processes(home.user.uid, "docker-up")
+            or len(user_processes(home.user.uid, "dockerd")) == 1
+        ),
+        60,
+        "starters to finish",
+    )
+    assert len(user_processes(home.user.uid, "dockerd")) == 1
+
+
+def test_docker_context(home: Workspace) -> None:
+    assert home.docker_up("-d").returncode == 0
+    env_host = home.extra_env.pop("DOCKER_HOST", None)
+    r = home.run(["docker", "--context", "docker-up", "version", "--format",
+                  "{{.Server.Version}}"])  # fmt: skip
+    assert r.returncode == 0 and r.stdout.startswith("20.10"), r.stderr
+    assert home.docker_up("autostart", "disable").returncode == 0
+    r = home.run(["docker", "--context", "docker-up", "version"])
+    assert r.returncode != 0
+    if env_host:
+        home.extra_env["DOCKER_HOST"] = env_host
+
+
+def test_config_file_env_and_cli(workspace: Workspace, started: list) -> None:  # type: ignore[type-arg]
+    cfg = workspace.root / "config" / "docker-up"
+    cfg.mkdir(parents=True)
+    (cfg / "config.toml").write_text('mtu = 9000\nport-forwarder = "slirp"\n')
+    os.chown(cfg, workspace.user.uid, workspace.user.gid)
+    workspace.extra_env["DOCKER_UP_PORT_FORWARDER"] = "splice"
+    doc = json.loads(workspace.docker_up("config", "show", "--json").stdout)
+    assert doc["settings"]["mtu"] == {"value": 9000, "source": "file"}
+    assert doc["settings"]["port-forwarder"] == {"value": "splice", "source": "env"}
+    # The command line wins, and the daemon really gets it.
+    s = workspace.start("--mtu", "4000")
+    started.append(s)
+    s.wait_ready()
+    assert s.state["mtu"] == 4000
+    assert s.stop() == 0
+    # A broken file: one clean line naming the file, the key and what is allowed.
+    (cfg / "config.toml").write_text("mtu = 99999\n")
+    r = workspace.docker_up()
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert f"{cfg / 'config.toml'}: mtu: must be between 1280 and 65520" in r.stderr

@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dockerup.config import SETTINGS, Config, Storage, resolve
+from dockerup.errors import DockerUpError
+
+
+def test_defaults() -> None:
+    config, sources = resolve({}, {}, None)
+    assert config == Config()
+    assert set(sources.values()) == {"default"}
+
+
+def test_precedence_cli_over_env_over_file() -> None:
+    text = 'mtu = 1500\nstorage = "vfs"\nallow-host-loopback = true\nstart-timeout = 5\n'
+    env = {"DOCKER_UP_MTU": "9000", "DOCKER_UP_PORT_FORWARDER": "slirp"}
+    config, sources = resolve({"mtu": 4000, "storage": None}, env, text, "/c.toml")
+    assert config.mtu == 4000 and sources["mtu"] == "cli"
+    assert config.port_forwarder == "slirp" and sources["port-forwarder"] == "env"
+    assert config.storage is Storage.vfs and sources["storage"] == "file"
+    assert config.allow_host_loopback is True and config.start_timeout == 5.0
+    assert sources["autostart"] == "default"
+
+
+def test_env_parsing() -> None:
+    env = {
+        "DOCKER_UP_ALLOW_HOST_LOOPBACK": "yes",
+        "DOCKER_UP_DOCKERD_ARGS": "--debug --dns 1.1.1.1",
+    }
+    config, _ = resolve({}, env, None)
+    assert config.allow_host_loopback is True
+    assert config.dockerd_args == ("--debug", "--dns", "1.1.1.1")
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("mtu = 70000", ["/c.toml: mtu: must be between 1280 and 65520"]),
+    ("mtu = 1000", ["mtu: must be between 1280"]),
+    ('mtu = "big"', ["mtu: must be an integer, not str"]),
+    ("mtu = true", ["mtu: must be an integer, not bool"]),
+    ("colour = 1", ["colour: unknown setting", "allowed: mtu, net"]),
+    ('storage = "zfs"', ["storage: must be one of: auto, overlay2"]),
+    ('data-root = "rel/dir"', ["data-root: must be an absolute path"]),
+    ('dockerd-args = ["-H", "tcp://0.0.0.0:2375"]', ["dockerd flag -H is not allowed",
+                                                      "use --tcp with --tls-dir"]),
+    ('dockerd-args = ["--data-root=/x"]', ["use the data-root setting"]),
+    ('dockerd-args = "--debug"', ["must be a list of strings"]),
+    ("mtu = ", ["not valid TOML"]),
+])  # fmt: skip
+def test_bad_file_input(text: str, words: list[str]) -> None:
+    with pytest.raises(DockerUpError) as e:
+        resolve({}, {}, text, "/c.toml")
+    full = e.value.message + " " + (e.value.hint or "")
+    for w in words:
+        assert w in full
+
+
+@pytest.mark.parametrize(("env", "words"), [
+    ({"DOCKER_UP_MTU": "x"}, "environment: DOCKER_UP_MTU: must be an integer"),
+    ({"DOCKER_UP_AUTOSTART": "maybe"}, "DOCKER_UP_AUTOSTART: must be true or false"),
+    ({"DOCKER_UP_MTU": "100"}, "environment: mtu: must be between"),
+])  # fmt: skip
+def test_bad_env_input(env: dict[str, str], words: str) -> None:
+    with pytest.raises(DockerUpError, match=words):
+        resolve({}, env, None)
+
+
+def test_bad_cli_value_names_the_command_line() -> None:
+    with pytest.raises(DockerUpError, match="command line: port-forwarder"):
+        resolve({"port_forwarder": "carrier-pigeon"}, {}, None)
+
+
+def test_allowed_dockerd_args() -> None:
+    config, _ = resolve({"dockerd_args": ["--debug", "--dns=1.1.1.1", "--log-level", "warn"]},
+                        {}, None)  # fmt: skip
+    assert config.dockerd_args == ("--debug", "--dns=1.1.1.1", "--log-level", "warn")
+
+
+toml_values = st.one_of(
+    st.integers(), st.floats(allow_nan=False), st.booleans(), st.text(max_size=20),
+    st.lists(st.text(max_size=10), max_size=3),
+)  # fmt: skip
+keys = st.one_of(st.sampled_from([s.key for s in SETTINGS]), st.text(min_size=1, max_size=12))
+
+
+def _toml(value: object) -> str:
+    import json
+
+    return json.dumps(value) if not isinstance(value, bool) else str(value).lower()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(keys, toml_values, max_size=5))
+def test_any_file_gives_a_config_or_a_clean_error(doc: dict[str, object]) -> None:
+    lines = [f"{json_key(k)} = {_toml(v)}" for k, v in doc.items()]
+    try:
+        config, _ = resolve({}, {}, "\n".join(lines), "/c.toml")
+    except DockerUpError as e:
+        assert e.message.startswith("/c.toml: ")
+        return
+    assert isinstance(config, Config) and 1280 <= config.mtu <= 65520
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_any_text_gives_a_config_or_a_clean_error(text: str) -> None:
+    with contextlib.suppress(DockerUpError):
+        resolve({}, {}, text, "/c.toml")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from([s.env for s in SETTINGS]), st.text(max_size=20)))
+def test_any_environment_gives_a_config_or_a_clean_error(env: dict[str, str]) -> None:
+    try:
+        resolve({}, env, None)
+    except DockerUpError as e:
+        assert e.message.startswith("environment: ")
+
+
+def json_key(k: str) -> str:
+    import json
+
+    return json.dumps(k)
