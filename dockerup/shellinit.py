@@ -32,8 +32,10 @@ def snippet(shell: str, docker_up: str, start: bool = True) -> str:
     if start:
         lines += [
             # Built-ins only: read the pid file, ask the kernel whether that pid lives.
-            'if ! { read -r _du_pid < "$_du_rt/dockerd.pid" && kill -0 "$_du_pid"; } '
-            "2>/dev/null; then",
+            # (dockerd writes no final newline, so read's status says nothing: kill's does.)
+            "_du_pid=",
+            '{ read -r _du_pid < "$_du_rt/dockerd.pid"; } 2>/dev/null',
+            'if ! kill -0 "${_du_pid:-none}" 2>/dev/null; then',
             f"  ( {docker_up} --detach >/dev/null 2>&1 & )",
             "fi",
             "unset _du_pid",
@@ -57,8 +59,9 @@ def _fish(docker_up: str, start: bool) -> str:
     ]
     if start:
         lines += [
-            "if not begin; read -l _du_pid < $_du_rt/dockerd.pid; and kill -0 $_du_pid; end"
-            " 2>/dev/null",
+            "set -l _du_pid none",
+            "test -r $_du_rt/dockerd.pid; and read _du_pid < $_du_rt/dockerd.pid",
+            "if not kill -0 $_du_pid 2>/dev/null",
             f"    {docker_up} --detach >/dev/null 2>&1 &",
             "    disown 2>/dev/null",
             "end",

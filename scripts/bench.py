@@ -278,6 +278,45 @@ def ports_case(
         p.wait(90)
 
 
+def measure_shell(runs: int) -> dict[str, float]:
+    """What docker-up's rc snippet adds to `bash -i -c exit`, in milliseconds (median)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from dockerup import shellinit
+
+    home = Home()
+    rc = home.root / "home" / ".bashrc"
+    rc.parent.mkdir()
+    os.chown(rc.parent, home.uid, home.gid)
+
+    def timed(text: str) -> float:
+        rc.write_text(text)
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            subprocess.run(["bash", "-i", "-c", "exit"], user=home.uid, group=home.gid,
+                           extra_groups=[], env={**home.env(), "HOME": str(rc.parent)},
+                           capture_output=True, check=True)  # fmt: skip
+            times.append(time.perf_counter() - t0)
+        return median(times) * 1000
+
+    du = str(VENV / "bin" / "docker-up")
+    try:
+        bare = timed("")
+        # Not running: the snippet forks its background start; /bin/true stands in for
+        # docker-up so that no daemon appears while we measure.
+        not_running = timed(shellinit.snippet("bash", "/bin/true"))
+        p = home.popen([du, "--detach"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        p.wait(120)
+        time.sleep(3)  # a daemon that just started is still busy: measure it idle
+        running = timed(shellinit.snippet("bash", du))
+        subprocess.run([du, "stop"], user=home.uid, group=home.gid, extra_groups=[],
+                       env=home.env(), capture_output=True, timeout=90)  # fmt: skip
+    finally:
+        home.cleanup()
+    return {"bash -i -c exit (ms)": bare, "added, daemon running (ms)": running - bare,
+            "added, daemon not running (ms)": not_running - bare}  # fmt: skip
+
+
 def median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
@@ -370,7 +409,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--out", default="bench-results")
-    ap.add_argument("--only", choices=("startup", "ports"), help="one part of the report")
+    ap.add_argument("--only", choices=("startup", "ports", "shell"), help="one part")
     ap.add_argument("--seconds", type=int, default=3, help="length of each iperf3 run")
     args = ap.parse_args()
     out = Path(args.out)
@@ -384,6 +423,12 @@ def main() -> None:
         (out / "startup.json").write_text(json.dumps(doc, indent=2))
         render(summary, args.runs)
         print(f"written: {out / 'startup.json'}")
+    if args.only in (None, "shell"):
+        shell = measure_shell(max(args.runs * 4, 20))
+        (out / "shell.json").write_text(json.dumps({"version": 1, "results": shell}, indent=2))
+        for k, v in shell.items():
+            print(f"{k}: {v:.1f}")
+        print(f"written: {out / 'shell.json'}")
     if args.only in (None, "ports"):
         runs = max(1, min(args.runs, 3))
         ports = measure_ports(runs, args.seconds)

@@ -142,3 +142,28 @@ def test_config_file_env_and_cli(workspace: Workspace, started: list) -> None:  
     r = workspace.docker_up()
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert f"{cfg / 'config.toml'}: mtu: must be between 1280 and 65520" in r.stderr
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish", "sh"])
+def test_snippet_starts_docker_up_only_when_not_running(home: Workspace, shell: str) -> None:
+    """A stand-in docker-up records each call: none while dockerd runs, one when it does not
+    (every new shell would otherwise pay for a Python start)."""
+    from dockerup import shellinit
+
+    rec = home.root / "calls"
+    fake = home.root / "fake-docker-up"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {rec}\n')
+    fake.chmod(0o755)
+    h = Path(home.extra_env["HOME"])
+    rc = shellinit.rc_file(shell, h, home.env()["XDG_CONFIG_HOME"])
+    rc.parent.mkdir(parents=True, exist_ok=True)
+    rc.write_text(shellinit.snippet(shell, str(fake)))
+    run = {"bash": ["bash", "-i", "-c", "true"], "zsh": ["zsh", "-i", "-c", "true"],
+           "fish": ["fish", "-c", "true"], "sh": ["sh", "-c", f". {rc}"]}[shell]  # fmt: skip
+    os.chmod(home.root, 0o777)  # the fake writes its record here
+    assert home.docker_up("-d").returncode == 0
+    assert home.run(run).returncode == 0
+    assert not rec.exists(), rec.read_text()
+    assert home.docker_up("stop").returncode == 0
+    assert home.run(run).returncode == 0
+    wait_for(lambda: rec.exists() and "--detach" in rec.read_text(), 10, "the background start")
