@@ -219,16 +219,28 @@ def status(paths: Paths) -> dict[str, Any]:
         doc.update(state)
         doc["uptime_s"] = round(time.time() - state["started_at"], 1)
         doc["answering"] = supervise.ping(paths.socket)
+    elif supervise.is_locked(paths) and (lazy := _read_json(lazy_file(paths))):
+        # Socket activation: nothing runs yet but the holder; the first client starts it.
+        doc.update(running=True, lazy=True, pid=lazy.get("pid"))
     return doc
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data
 
 
 def stop(paths: Paths, timeout: float = 60.0) -> bool:
     """Ask the keeper to stop and wait until the lock is free. False: nothing was running."""
-    state = supervise.read_state(paths)
+    state = supervise.read_state(paths) or _read_json(lazy_file(paths))
     if not supervise.is_locked(paths):
         return False
     pid = state.get("pid") if state else None
-    if not isinstance(pid, int) or not supervise.is_program(pid, ("keeper.py", "docker-up")):
+    ours = ("keeper.py", "lazy.py", "docker-up")
+    if not isinstance(pid, int) or not supervise.is_program(pid, ours):
         raise DockerUpError(
             "docker-up is starting or its state is unreadable; cannot tell which process to stop",
             hint="try again in a moment",
@@ -351,12 +363,17 @@ def docker_up_path() -> str:
     return str(beside) if beside.exists() else shutil.which("docker-up") or "docker-up"
 
 
-def shell_init(shell: str, start: bool = True) -> str:
+def shell_init(shell: str, start: bool | None = None, lazy: bool | None = None) -> str:
+    """The snippet; whether it starts docker-up, and how, comes from the settings unless
+    given."""
     from dockerup import shellinit
 
     if shell not in shellinit.SHELLS:
         raise DockerUpError(f"unknown shell {shell!r}", hint="one of: bash, zsh, fish, sh")
-    return shellinit.snippet(shell, docker_up_path(), start)
+    config = load_config({}).config
+    start = config.autostart if start is None else start
+    lazy = config.lazy_start if lazy is None else lazy
+    return shellinit.snippet(shell, docker_up_path(), start, lazy)
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -368,7 +385,9 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def autostart(shells: list[str], enable: bool) -> list[tuple[str, Path, bool]]:
+def autostart(
+    shells: list[str], enable: bool, lazy: bool | None = None
+) -> list[tuple[str, Path, bool]]:
     """Add (or remove) docker-up's marked block in each shell's rc file; returns what changed.
     Disabling also removes the docker context."""
     from dockerup import context, shellinit
@@ -380,7 +399,7 @@ def autostart(shells: list[str], enable: bool) -> list[tuple[str, Path, bool]]:
         path = shellinit.rc_file(shell, home, f.env.get("XDG_CONFIG_HOME", ""))
         old = path.read_text() if path.exists() else ""
         if enable:
-            new = shellinit.with_block(old, shell_init(shell))
+            new = shellinit.with_block(old, shell_init(shell, start=True, lazy=lazy))
         else:
             new = shellinit.without_block(old)
         if new != old:
@@ -411,3 +430,68 @@ def missing_packages() -> list[str]:
 
     f = host.probe()
     return sorted({PACKAGES[n] for n in PACKAGES if not f.binaries.get(n)})
+
+
+# -- socket activation ----------------------------------------------------------------------
+
+
+def lazy_file(paths: Paths) -> Path:
+    return paths.runtime / "lazy.json"
+
+
+def up_lazy(loaded: Loaded) -> UpResult:
+    """Hold the socket and the lock in the background; start on the first connection."""
+    import socket
+    import sys
+
+    plan = make_plan(loaded.config, loaded.facts)  # refuse a broken machine now, not later
+    paths = plan.paths
+    supervise.prepare_runtime(paths)
+    lock = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        import fcntl
+
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock)
+        return UpResult(paths.docker_host, already_running=True)
+    with contextlib.suppress(FileNotFoundError):
+        paths.socket.unlink()
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(paths.socket))
+    os.chmod(paths.socket, 0o600)
+    server.listen(128)
+    pid = os.fork()
+    if pid == 0:
+        _daemonize(paths)
+        lazy_file(paths).write_text(json.dumps({"pid": os.getpid(), "lazy": True}))
+        paths.main_pid.write_text(str(os.getpid()))
+        for fd in (lock, server.fileno()):
+            os.set_inheritable(fd, True)
+        spec = {
+            "listen_fd": server.fileno(), "lock_fd": lock, "socket": str(paths.socket),
+            "lazy_file": str(lazy_file(paths)), "argv": [docker_up_path(), "up"],
+            "main_pid": str(paths.main_pid),
+        }  # fmt: skip
+        script = str(Path(__file__).with_name("lazy.py"))
+        os.execv(sys.executable, [sys.executable, "-S", script, json.dumps(spec)])
+    os.waitpid(pid, 0)
+    return UpResult(paths.docker_host, already_running=False)
+
+
+def activated_fds() -> tuple[int, int] | None:
+    """(listen fd, lock fd) when the lazy holder exec'd us on a first connection."""
+    listen, lock = (
+        os.environ.pop("DOCKER_UP_LISTEN_FD", ""),
+        os.environ.pop("DOCKER_UP_LOCK_FD", ""),
+    )
+    if listen.isdigit() and lock.isdigit():
+        return int(listen), int(lock)
+    return None
+
+
+def up_activated(loaded: Loaded, lock_fd: int) -> None:
+    """Started by the lazy holder: start for real on its socket, then become the keeper."""
+    plan = make_plan(loaded.config, loaded.facts)
+    raise SystemExit(supervise.run(plan, lambda _m: None, lambda _r: None, foreground=False,
+                                   lock_fd=lock_fd))  # fmt: skip

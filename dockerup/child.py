@@ -283,7 +283,13 @@ def main() -> None:
     os.set_inheritable(ch.wfd, False)
     ch.r.close()
     dockerd = spec["dockerd"]
-    os.execve(dockerd["argv"][0], dockerd["argv"], dockerd["env"])
+    env = dict(dockerd["env"])
+    if spec["listen_fd"] is not None:
+        # Socket activation as systemd does it: the socket at fd 3, named for this PID,
+        # which is dockerd's (exec keeps it).
+        os.dup2(spec["listen_fd"], 3, inheritable=True)
+        env.update(LISTEN_FDS="1", LISTEN_PID=str(os.getpid()))
+    os.execve(dockerd["argv"][0], dockerd["argv"], env)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,11 @@ class Config:
     net: str = "slirp4netns"
     data_root: str | None = None  # default: $XDG_DATA_HOME/docker-up/docker
     dockerd_args: tuple[str, ...] = ()
-    autostart: bool = False
+    autostart: bool = True  # the shell-init snippet starts docker-up
+    lazy_start: bool = True  # ... by holding the socket until the first client (activation)
+    # Socket activation (internal): the listening socket dockerd inherits, as systemd would
+    # hand it over (-H fd://, LISTEN_FDS, LISTEN_PID), and the instance lock held so far.
+    listen_fd: int | None = None
 
 
 # dockerd flags a user may add. Everything else is refused: docker-up owns the socket, the
@@ -117,6 +121,7 @@ SETTINGS: tuple[Setting, ...] = (
         lambda v: check_dockerd_args(tuple(v)),
     ),
     Setting("autostart", bool, "start docker-up from the shell snippet"),
+    Setting("lazy-start", bool, "the snippet holds the socket; dockerd starts on first use"),
     Setting("start-timeout", float, "seconds to wait for dockerd", _range(1, 3600)),
     Setting("port-forwarder", str, "splice or slirp", _choices("splice", "slirp")),
     Setting("mode", str, "run mode", _choices("auto", "rootless", "userns-root", "privileged")),

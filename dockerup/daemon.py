@@ -40,7 +40,10 @@ def daemon_config(
             "data-root": str(paths.data_root),
             "exec-root": str(paths.exec_root),
             "pidfile": str(paths.pidfile),
-            "hosts": [paths.docker_host, *tcp.get("hosts", [])],
+            "hosts": [
+                "fd://" if config.listen_fd is not None else paths.docker_host,
+                *tcp.get("hosts", []),
+            ],
             "mtu": config.mtu,
             "storage-driver": storage,
             # Shorter than docker-up's own stop timeout, so dockerd always gets to stop its

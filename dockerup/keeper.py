@@ -164,7 +164,16 @@ class Keeper:
                 for s in (*STOP_SIGNALS, signal.SIGCHLD):
                     signal.signal(s, signal.SIG_DFL)
                 argv = spec["dockerd_argv"]
-                os.execve(argv[0], argv, spec["dockerd_env"])
+                env = dict(spec["dockerd_env"])
+                keep = 3
+                if spec.get("listen_fd") is not None:
+                    os.dup2(spec["listen_fd"], 3, inheritable=True)
+                    env.update(LISTEN_FDS="1", LISTEN_PID=str(os.getpid()))
+                    keep = 4
+                # Nothing of ours (the lock, slirp4netns' exit fd, the namespaces) may
+                # outlive this keeper inside dockerd.
+                os.closerange(keep, 65536)
+                os.execve(argv[0], argv, env)
             finally:
                 os._exit(127)
         os.close(log)

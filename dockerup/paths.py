@@ -44,6 +44,11 @@ class Paths:
         return self.runtime / "slirp4netns.sock"
 
     @property
+    def main_pid(self) -> Path:
+        """docker-up's own PID (holder, starter or keeper: one process, exec'd through)."""
+        return self.runtime / "docker-up.pid"
+
+    @property
     def ports_sock(self) -> Path:
         return self.runtime / "ports.sock"
 

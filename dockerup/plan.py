@@ -238,4 +238,5 @@ def child_spec(
         if own_netns
         else None,
         "dockerd": {"argv": argv, "env": env},
+        "listen_fd": config.listen_fd,
     }

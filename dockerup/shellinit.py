@@ -2,7 +2,7 @@
 
 The snippet runs in every new interactive shell, so it must cost almost nothing: no Python
 on the shell's path, only shell built-ins (and, for fish and sh, one `id -u`). It exports
-DOCKER_HOST, and, unless dockerd's pid file names a live process, starts `docker-up
+DOCKER_HOST, and, unless docker-up's pid file names a live process, starts `docker-up
 --detach` in the background, silently. Many shells opening at once are fine: docker-up's
 lock lets one start the daemon and the others wait for it and exit.
 """
@@ -18,9 +18,12 @@ BEGIN_NL = "# >>> docker-up (a newline was added before this block) >>>"
 END = "# <<< docker-up <<<"
 
 
-def snippet(shell: str, docker_up: str, start: bool = True) -> str:
+def snippet(shell: str, docker_up: str, start: bool = True, lazy: bool = False) -> str:
+    """lazy: start `docker-up up --lazy` (it holds the socket; the first client starts the
+    daemon and waits for it) instead of `docker-up --detach`."""
+    command = f"{docker_up} up --lazy" if lazy else f"{docker_up} --detach"
     if shell == "fish":
-        return _fish(docker_up, start)
+        return _fish(command, lazy, start)
     if shell not in SHELLS:
         raise ValueError(shell)
     uid = '"${UID:-$(id -u)}"' if shell in ("bash", "zsh") else '"$(id -u)"'
@@ -31,19 +34,24 @@ def snippet(shell: str, docker_up: str, start: bool = True) -> str:
     ]
     if start:
         lines += [
-            # Built-ins only: read the pid file, ask the kernel whether that pid lives.
-            # (dockerd writes no final newline, so read's status says nothing: kill's does.)
+            # Built-ins only: read docker-up's pid file, ask the kernel whether that pid
+            # lives. (No final newline in it, so read's status says nothing: kill's does.)
             "_du_pid=",
-            '{ read -r _du_pid < "$_du_rt/dockerd.pid"; } 2>/dev/null',
+            '{ read -r _du_pid < "$_du_rt/docker-up.pid"; } 2>/dev/null',
             'if ! kill -0 "${_du_pid:-none}" 2>/dev/null; then',
-            f"  ( {docker_up} --detach >/dev/null 2>&1 & )",
+            f"  ( {command} >/dev/null 2>&1 & )",
             "fi",
             "unset _du_pid",
-            # Lazy start on first use: the first `docker` of a new shell waits for the
-            # daemon (state.json appears only once the API answers) instead of failing.
+        ]
+    if start:
+        # The first `docker` of a new shell may come before the background start got far:
+        # it waits (eager: until the API answers, which is when state.json appears; lazy:
+        # until the socket is held, then activation makes the request itself wait).
+        ready = '-S "$_du_s"' if lazy else '-e "${_du_s%/*}/state.json"'
+        lines += [
             "docker() {",
             "  _du_s=${DOCKER_HOST#unix://}",
-            f'  [ -e "${{_du_s%/*}}/state.json" ] || {docker_up} --detach >/dev/null 2>&1',
+            f"  [ {ready} ] || {command} >/dev/null 2>&1",
             "  unset _du_s",
             '  command docker "$@"',
             "}",
@@ -51,7 +59,7 @@ def snippet(shell: str, docker_up: str, start: bool = True) -> str:
     return "\n".join([*lines, "unset _du_rt"]) + "\n"
 
 
-def _fish(docker_up: str, start: bool) -> str:
+def _fish(command: str, lazy: bool, start: bool) -> str:
     lines = [
         "set -l _du_rt /tmp/docker-up-(id -u)",
         "set -q XDG_RUNTIME_DIR; and set _du_rt $XDG_RUNTIME_DIR/docker-up",
@@ -60,15 +68,19 @@ def _fish(docker_up: str, start: bool) -> str:
     if start:
         lines += [
             "set -l _du_pid none",
-            "test -r $_du_rt/dockerd.pid; and read _du_pid < $_du_rt/dockerd.pid",
+            "test -r $_du_rt/docker-up.pid; and read _du_pid < $_du_rt/docker-up.pid",
             "if not kill -0 $_du_pid 2>/dev/null",
-            f"    {docker_up} --detach >/dev/null 2>&1 &",
+            f"    {command} >/dev/null 2>&1 &",
             "    disown 2>/dev/null",
             "end",
+        ]
+    if start:
+        ready = "-S $s" if lazy else "-e (string replace -r '/[^/]*$' '' $s)/state.json"
+        lines += [
             "function docker --wraps docker",
             "    set -l s (string replace unix:// '' $DOCKER_HOST)",
-            "    test -e (string replace -r '/[^/]*$' '' $s)/state.json",
-            f"    or {docker_up} --detach >/dev/null 2>&1",
+            f"    test {ready}",
+            f"    or {command} >/dev/null 2>&1",
             "    command docker $argv",
             "end",
         ]

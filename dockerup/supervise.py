@@ -208,7 +208,7 @@ def is_program(pid: int, names: tuple[str, ...]) -> bool:
     return exe in names or any(n.encode() in cmdline for n in names)
 
 
-def end_orphans(paths: Paths, progress: Progress) -> None:
+def end_orphans(paths: Paths, progress: Progress, keep_socket: bool = False) -> None:
     """Under the lock nothing of ours runs: whatever state.json names and still runs is an
     orphan of a docker-up that was killed. End it, but only after checking it is really
     dockerd or slirp4netns (or our keeper), and ours."""
@@ -228,15 +228,18 @@ def end_orphans(paths: Paths, progress: Progress) -> None:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
                     proc.wait_gone(pid, 5)
-    remove_stale(paths)
+    remove_stale(paths, keep_socket)
 
 
-def stale_files(paths: Paths) -> tuple[Path, ...]:
-    return (paths.socket, paths.pidfile, paths.slirp_api, paths.state_file, paths.ports_sock)
+def stale_files(paths: Paths, keep_socket: bool = False) -> tuple[Path, ...]:
+    """What a stopped docker-up leaves behind. With socket activation the socket is ours,
+    bound by the lazy holder, not a leftover."""
+    files = (paths.pidfile, paths.slirp_api, paths.state_file, paths.ports_sock, paths.main_pid)
+    return files if keep_socket else (paths.socket, *files)
 
 
-def remove_stale(paths: Paths) -> None:
-    for p in stale_files(paths):
+def remove_stale(paths: Paths, keep_socket: bool = False) -> None:
+    for p in stale_files(paths, keep_socket):
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
 
@@ -248,8 +251,9 @@ def spawn_child(plan: Plan) -> Iterator[ChildLink]:
     log = plan.paths.log_dir / "dockerd.log"
     log.write_bytes(b"")
     argv = [*plan.child_argv, json.dumps(plan.child_spec), str(p2c_r), str(c2p_w)]
+    listen = () if plan.config.listen_fd is None else (plan.config.listen_fd,)
     try:
-        p = proc.spawn(argv, env=plan.dockerd_env, log=log, pass_fds=(p2c_r, c2p_w))
+        p = proc.spawn(argv, env=plan.dockerd_env, log=log, pass_fds=(p2c_r, c2p_w, *listen))
     finally:
         os.close(p2c_r)
         os.close(c2p_w)
@@ -346,7 +350,8 @@ def start(
     child.send(step="go")
     child.name = "dockerd"
     t_exec = time.monotonic()
-    wait_socket(paths.socket, child, deadline)
+    if plan.config.listen_fd is None:  # an activated socket is ours and connects at once
+        wait_socket(paths.socket, child, deadline)
     timings["dockerd_socket"] = time.monotonic() - t_exec
     t_sock = time.monotonic()
     importer.join()
@@ -489,17 +494,28 @@ def logged(paths: Paths, progress: Progress) -> Progress:
 
 
 def run(
-    plan: Plan, progress: Progress, on_ready: Callable[[Running], None], foreground: bool = True
+    plan: Plan,
+    progress: Progress,
+    on_ready: Callable[[Running], None],
+    foreground: bool = True,
+    lock_fd: int | None = None,
 ) -> int:
-    """Start and announce; then become the lean keeper (does not return on success)."""
+    """Start and announce; then become the lean keeper (does not return on success).
+    lock_fd: the instance lock, already held (socket activation hands it over)."""
     paths = plan.paths
     prepare_runtime(paths)
+    held = contextlib.nullcontext(lock_fd) if lock_fd is not None else instance_lock(paths)
+    activated = plan.config.listen_fd is not None
     try:
-        with instance_lock(paths) as lock_fd, contextlib.ExitStack() as stack:
+        with held as lock, contextlib.ExitStack() as stack:
+            assert lock is not None
+            lock_fd = lock
             paths.log_dir.mkdir(exist_ok=True, mode=0o700)
             progress = logged(paths, progress)
-            end_orphans(paths, progress)
+            end_orphans(paths, progress, keep_socket=activated)
             stack.callback(remove_stale, paths)
+            # The shell snippet's cheap is-it-running test (kill -0 on this PID).
+            paths.main_pid.write_text(str(os.getpid()))
             raise_on_stop_signals()
             try:
                 running, handles = start(plan, stack, progress)
@@ -549,6 +565,7 @@ def keeper_spec(
         "exit_fd": handles.net_exit_fd,
         "ns_fds": handles.ns_fds,
         "lock_fd": lock_fd,
+        "listen_fd": plan.config.listen_fd,
         "ports_fd": handles.ports.fileno() if handles.ports else None,
         "port_forwarder": plan.config.port_forwarder,
         "socket": str(paths.socket),
@@ -568,7 +585,8 @@ def exec_keeper(
 ) -> None:
     spec = keeper_spec(plan, running, handles, lock_fd, foreground)
     port_fd = handles.ports.fileno() if handles.ports else None
-    for fd in (handles.net_exit_fd, lock_fd, port_fd, *handles.ns_fds.values()):
+    listen = plan.config.listen_fd
+    for fd in (handles.net_exit_fd, lock_fd, port_fd, listen, *handles.ns_fds.values()):
         if fd is not None:
             os.set_inheritable(fd, True)
     sys.stdout.flush()

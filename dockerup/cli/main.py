@@ -93,6 +93,10 @@ def up(
         str | None, typer.Option(help="ca.pem, cert.pem, key.pem for the TCP listener.")
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only.")] = False,
+    lazy: Annotated[
+        bool,
+        typer.Option("--lazy", help="Hold the socket; start dockerd on the first connection."),
+    ] = False,
     auto_install: Annotated[
         bool, typer.Option("--auto-install", help="As real root: apt-get what is missing.")
     ] = False,
@@ -103,16 +107,25 @@ def up(
 
     if auto_install and core.missing_packages():
         install_deps()
+    activated = core.activated_fds()
     loaded = core.load_config({
+        "listen_fd": activated[0] if activated else None,
         "mtu": mtu, "allow_host_loopback": allow_host_loopback, "mode": mode,
         "start_timeout": timeout, "storage": storage, "port_forwarder": port_forwarder,
         "data_root": data_root, "dockerd_args": dockerd_arg, "host_network": host_network,
         "tcp": tcp, "tls_dir": tls_dir,
     })  # fmt: skip
+    if activated:
+        core.up_activated(loaded, activated[1])
     if dry_run:
         print(json.dumps(core.plan_summary(core.make_plan(loaded.config, loaded.facts)), indent=2))
         return
-    result = core.up_detached(loaded) if detach else core.up(loaded, _progress(), _announce)
+    if lazy:
+        result = core.up_lazy(loaded)
+    elif detach:
+        result = core.up_detached(loaded)
+    else:
+        result = core.up(loaded, _progress(), _announce)
     if result.already_running:
         _console().print("docker-up: already running")
     else:
@@ -187,6 +200,10 @@ def _render_status(doc: dict[str, Any]) -> None:
     c = _console(stderr=False)
     if not doc["running"]:
         c.print(f"docker-up is not running (socket would be {doc['socket']})")
+        return
+    if doc.get("lazy"):
+        c.print(f"docker-up holds {doc['socket']} (pid {doc['pid']}): dockerd starts on the "
+                "first connection")  # fmt: skip
         return
     t = Table(show_header=False, box=None)
     rows = [
@@ -325,7 +342,7 @@ def shell_init(
     background when it is not running. Silent, and costs the shell almost nothing."""
     from dockerup import app as core
 
-    print(core.shell_init(shell, start=not no_start), end="")
+    print(core.shell_init(shell, start=False if no_start else None), end="")
 
 
 autostart_app = typer.Typer(help="Start docker-up from your shell's rc file.")
@@ -347,11 +364,17 @@ ShellOpt = Annotated[
 
 
 @autostart_app.command("enable")
-def autostart_enable(shell: ShellOpt = None) -> None:
+def autostart_enable(
+    shell: ShellOpt = None,
+    lazy: Annotated[
+        bool | None,
+        typer.Option("--lazy/--no-lazy", help="Socket activation (default: lazy-start)."),
+    ] = None,
+) -> None:
     """Add docker-up's block to the rc file(s); running it twice leaves one block."""
     from dockerup import app as core
 
-    for name, path, changed in core.autostart(_shells(shell), enable=True):
+    for name, path, changed in core.autostart(_shells(shell), enable=True, lazy=lazy):
         _console().print(f"docker-up: {name}: {path} {'updated' if changed else 'already set'}")
 
 

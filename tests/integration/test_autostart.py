@@ -82,21 +82,27 @@ def test_new_shell_gets_docker_host_and_a_daemon(home: Workspace, shell: str) ->
     )
 
 
+@pytest.mark.parametrize("lazy", ["--lazy", "--no-lazy"])
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
-def test_first_docker_command_in_a_new_shell_succeeds(home: Workspace, shell: str) -> None:
-    assert home.docker_up("autostart", "enable", "--shell", shell).returncode == 0
+def test_first_docker_command_in_a_new_shell_succeeds(
+    home: Workspace, shell: str, lazy: str
+) -> None:
+    assert home.docker_up("autostart", "enable", "--shell", shell, lazy).returncode == 0
     code, out = in_shell(home, shell, "docker info --format 'v={{.ServerVersion}}'")
     assert code == 0 and "v=20.10" in out
 
 
-def test_twenty_shells_at_once_start_one_daemon(home: Workspace) -> None:
-    assert home.docker_up("autostart", "enable", "--shell", "bash").returncode == 0
+@pytest.mark.parametrize("lazy", ["--lazy", "--no-lazy"])
+def test_twenty_shells_at_once_start_one_daemon(home: Workspace, lazy: str) -> None:
+    assert home.docker_up("autostart", "enable", "--shell", "bash", lazy).returncode == 0
     with ThreadPoolExecutor(20) as pool:
         results = list(pool.map(lambda _: in_shell(home, "bash", "true"), range(20)))
     assert [c for c, _ in results] == [0] * 20
     wait_for(
         lambda: json.loads(home.docker_up("status", "--json").stdout)["running"], 60, "the daemon"
     )
+    # With socket activation the first client starts dockerd.
+    assert home.docker("info", "--format", "{{.ServerVersion}}").stdout.startswith("20.10")
     # Latecomers may still be waiting on the lock: let them finish, then count.
     wait_for(
         lambda: (
@@ -167,3 +173,33 @@ def test_snippet_starts_docker_up_only_when_not_running(home: Workspace, shell: 
     assert home.docker_up("stop").returncode == 0
     assert home.run(run).returncode == 0
     wait_for(lambda: rec.exists() and "--detach" in rec.read_text(), 10, "the background start")
+
+
+def test_lazy_start_holds_the_socket_until_the_first_client(home: Workspace) -> None:
+    r = home.docker_up("up", "--lazy")
+    assert r.returncode == 0 and r.stdout.strip() == f"export DOCKER_HOST={sock(home)}"
+    doc = json.loads(home.docker_up("status", "--json").stdout)
+    assert doc["running"] is True and doc["lazy"] is True
+    assert not user_processes(home.user.uid, "dockerd")
+    # The first client simply waits for the daemon, and is served.
+    assert home.docker("info", "--format", "v={{.ServerVersion}}").stdout.startswith("v=20.10")
+    doc = json.loads(home.docker_up("status", "--json").stdout)
+    assert doc["answering"] is True and doc["pid"] == doc["pid"]
+    assert len(user_processes(home.user.uid, "dockerd")) == 1
+    # Killed dockerd comes back on the same (activated) socket.
+    os.kill(int(doc["dockerd_pid"]), 9)
+    wait_for(
+        lambda: home.docker("info", check=False, timeout=20).returncode == 0,
+        60,
+        "dockerd restarted on the activated socket",
+    )
+    assert home.docker_up("stop").returncode == 0
+    assert not Path(sock(home).removeprefix("unix://")).exists()
+
+
+def test_lazy_holder_stopped_before_any_client_leaves_nothing(home: Workspace) -> None:
+    assert home.docker_up("up", "--lazy").returncode == 0
+    assert home.docker_up("stop").returncode == 0
+    run_dir = home.runtime_dir / "docker-up"
+    assert not (run_dir / "docker.sock").exists() and not (run_dir / "docker-up.pid").exists()
+    assert not user_processes(home.user.uid, "python3")
