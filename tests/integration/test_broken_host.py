@@ -72,3 +72,10 @@ def test_nothing_left_after_a_failed_start(workspace: Workspace) -> None:
     run_dir = workspace.runtime_dir / "docker-up"
     assert not (run_dir / "docker.sock").exists()
     assert not (run_dir / "state.json").exists()
+
+
+def test_install_deps_without_root_prints_the_command(workspace: Workspace) -> None:
+    r = workspace.docker_up_on_broken_host("mount --bind /dev/null /usr/bin/slirp4netns",
+                                           "install-deps")  # fmt: skip
+    assert r.returncode == 1
+    assert "sudo apt-get update && sudo apt-get install -y slirp4netns" in r.stdout
