@@ -1,0 +1,133 @@
+"""The product's reason to exist: an unprivileged workspace container (no --privileged, no
+CAP_NET_ADMIN on its node) runs docker-up, and real containers inside it.
+
+The outer daemon is docker-up itself, as root (privileged mode, in its own network
+namespace), so nothing touches this machine's network. The image is built once per run by
+scripts/build-image (a debootstrap base, cached on the machine)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .harness import VENV, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+IMAGE = "docker-up-workspace"
+# The minimum a Kubernetes pod could be given; README says why each is needed. Where
+# AppArmor is active, docker's default profile forbids mount: apparmor=unconfined as well.
+APPARMOR = Path("/sys/module/apparmor/parameters/enabled")
+NEEDED = [["--security-opt", "seccomp=unconfined"], ["--security-opt", "systempaths=unconfined"],
+          ["--device", "/dev/net/tun"], ["--cap-add", "SYS_ADMIN"]]  # fmt: skip
+if APPARMOR.exists() and APPARMOR.read_text().strip() == "Y":
+    NEEDED.append(["--security-opt", "apparmor=unconfined"])
+RUN_OPTS = [arg for pair in NEEDED for arg in pair]
+INNER_HOST = "unix:///tmp/docker-up-33333/docker.sock"
+ENV = {"PATH": f"{VENV}/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME": "/root",
+       "NO_COLOR": "1"}  # fmt: skip
+
+
+def outer(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    env = {**ENV, "DOCKER_HOST": "unix:///run/docker-up/docker.sock", "DOCKER_BUILDKIT": "0"}
+    r = subprocess.run(["docker", *args], env=env, capture_output=True, text=True,
+                       timeout=timeout)  # fmt: skip
+    if check and r.returncode != 0:
+        raise AssertionError(f"docker {args}: {r.stderr}")
+    return r
+
+
+def inner(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """A command in the workspace container, as its user, with the inner DOCKER_HOST."""
+    return outer("exec", "-u", "gitpod", "-e", f"DOCKER_HOST={INNER_HOST}",
+                 "-e", "DOCKER_BUILDKIT=0", "ws", *cmd, check=check)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def outer_daemon() -> Iterator[None]:
+    p = subprocess.Popen([f"{VENV}/bin/docker-up"], env=ENV, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert p.stdout is not None
+    line = p.stdout.readline()
+    assert line.startswith("export DOCKER_HOST="), p.stderr.read() if p.stderr else ""
+    try:
+        yield
+    finally:
+        p.send_signal(signal.SIGINT)
+        p.wait(120)
+
+
+@pytest.fixture(scope="module")
+def workspace_image(outer_daemon: None) -> str:
+    t0 = time.monotonic()
+    r = subprocess.run([str(ROOT / "scripts" / "build-image"), IMAGE],
+                       env={**ENV, "DOCKER_HOST": "unix:///run/docker-up/docker.sock"},
+                       capture_output=True, text=True, timeout=1800)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    print(f"workspace image built in {time.monotonic() - t0:.1f} s")
+    return IMAGE
+
+
+@pytest.fixture
+def workspace(workspace_image: str, busybox_tar: Path) -> Iterator[None]:
+    outer("rm", "-f", "ws", check=False)
+    outer("run", "-d", "--name", "ws", *RUN_OPTS, "-v", "ws-data:/home/gitpod/.local/share",
+          workspace_image, "sleep", "infinity")  # fmt: skip
+    outer("cp", str(busybox_tar), "ws:/tmp/bb.tar")
+    try:
+        yield
+    finally:
+        inner("docker-up", "stop", check=False)
+        outer("rm", "-f", "ws", check=False)
+        outer("volume", "rm", "-f", "ws-data", check=False)
+
+
+def test_unprivileged_workspace_runs_docker(workspace: None) -> None:
+    inspect = json.loads(outer("inspect", "ws").stdout)[0]["HostConfig"]
+    # No --privileged, and no CAP_NET_ADMIN (nor anything but SYS_ADMIN) added.
+    assert inspect["Privileged"] is False and inspect["CapAdd"] == ["CAP_SYS_ADMIN"]
+    r = inner("docker-up", "--detach")
+    assert r.returncode == 0 and INNER_HOST in r.stdout
+    assert inner("docker-up", "status", "--json", check=False).returncode == 0
+    inner("docker", "import", "/tmp/bb.tar", "bb:test")
+    assert (
+        inner("docker", "run", "--rm", "bb:test", "echo", "nested hi").stdout.strip() == "nested hi"
+    )
+    inner("sh", "-c", "mkdir -p /tmp/ctx && printf 'FROM bb:test\\nRUN echo built > /b\\n' "
+          "> /tmp/ctx/Dockerfile")  # fmt: skip
+    inner("docker", "build", "-q", "-t", "bb:built", "/tmp/ctx")
+    assert inner("docker", "run", "--rm", "bb:built", "cat", "/b").stdout.strip() == "built"
+    inner("docker", "run", "-d", "-p", "18080:80", "bb:test", "sh", "-c",
+          "mkdir /w && echo nested-web > /w/index.html && httpd -f -p 80 -h /w")  # fmt: skip
+    get = "printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | busybox nc 127.0.0.1 18080"
+    wait_for(
+        lambda: "nested-web" in inner("sh", "-c", get, check=False).stdout,
+        30,
+        "the published port inside the workspace container",
+    )
+
+
+@pytest.mark.parametrize("drop", range(len(NEEDED)))
+def test_each_run_option_is_needed(workspace_image: str, busybox_tar: Path, drop: int) -> None:
+    """Without any one of the options, docker-up cannot run containers in there."""
+    opts = [arg for i, pair in enumerate(NEEDED) if i != drop for arg in pair]
+    outer("rm", "-f", "ws", check=False)
+    outer("run", "-d", "--name", "ws", *opts, "-v", "ws-data:/home/gitpod/.local/share",
+          workspace_image, "sleep", "infinity")  # fmt: skip
+    try:
+        outer("cp", str(busybox_tar), "ws:/tmp/bb.tar")
+        ok = inner("docker-up", "--detach", "--timeout", "30", check=False).returncode == 0
+        if ok:
+            ok = inner("docker", "import", "/tmp/bb.tar", "bb:test", check=False).returncode == 0
+            ok = ok and inner("docker", "run", "--rm", "bb:test", "true",
+                              check=False).returncode == 0  # fmt: skip
+        assert not ok, f"works without {NEEDED[drop]}: drop it from the minimum"
+    finally:
+        inner("docker-up", "stop", check=False)
+        outer("rm", "-f", "ws", check=False)
+        outer("volume", "rm", "-f", "ws-data", check=False)
