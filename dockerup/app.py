@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dockerup import facts as host
-from dockerup import proc, supervise
+from dockerup import proc, supervise, wire
 from dockerup.config import Config
 from dockerup.errors import DockerUpError
 from dockerup.modes import resolve_mode
@@ -218,7 +218,7 @@ def status(paths: Paths) -> dict[str, Any]:
     if running and state:
         doc.update(state)
         doc["uptime_s"] = round(time.time() - state["started_at"], 1)
-        doc["answering"] = supervise.ping(paths.socket)
+        doc["answering"] = wire.ping(paths.socket)
     elif supervise.is_locked(paths) and (lazy := _read_json(lazy_file(paths))):
         # Socket activation: nothing runs yet but the holder; the first client starts it.
         doc.update(running=True, lazy=True, pid=lazy.get("pid"))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from dockerup import facts as host
 from dockerup import plan as planning
-from dockerup import proc
+from dockerup import proc, wire
 from dockerup.config import Config
 from dockerup.errors import DockerUpError
 from dockerup.facts import HostFacts, IdRange, parse_subid
@@ -512,7 +512,7 @@ def _setuid_or_caps(path: str | None) -> bool:
 
 
 def probe_doctor(config: Config | None = None, h: HostFacts | None = None) -> DoctorFacts:
-    from dockerup import app, supervise
+    from dockerup import app
 
     h = h or host.probe()
     config = config or Config()
@@ -551,12 +551,10 @@ def probe_doctor(config: Config | None = None, h: HostFacts | None = None) -> Do
     docker_host = h.env.get("DOCKER_HOST", "")
     other = ""
     unix = docker_host.startswith("unix://") and docker_host != paths.docker_host
-    if unix and supervise.ping(Path(docker_host.removeprefix("unix://"))):
+    if unix and wire.ping(Path(docker_host.removeprefix("unix://"))):
         other = docker_host
     running = app.status(paths)
-    stale = (
-        paths.socket.exists() and not running.get("running") and not supervise.ping(paths.socket)
-    )
+    stale = paths.socket.exists() and not running.get("running") and not wire.ping(paths.socket)
     return DoctorFacts(
         host=h,
         paths=paths,

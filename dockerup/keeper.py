@@ -25,6 +25,11 @@ import sys
 import time
 from typing import Any
 
+# The rest of docker-up's package sits beside this script; only stdlib-only modules of it
+# (wire, ports) are imported here.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from dockerup.wire import ping
+
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -64,8 +69,6 @@ class Keeper:
         self.restarts = 0
         self.ports = None
         if spec.get("ports_fd") is not None:
-            # The rest of docker-up's package sits beside this script; only ports is needed.
-            sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
             from dockerup.ports import PortManager, forwarder
 
             server = socket.socket(fileno=spec["ports_fd"])
@@ -336,17 +339,6 @@ def tail(path: str, n: int = 20) -> str:
             return "".join(f.readlines()[-n:])
     except OSError:
         return ""
-
-
-def ping(sock: str) -> bool:
-    try:
-        with socket.socket(socket.AF_UNIX) as s:
-            s.settimeout(2)
-            s.connect(sock)
-            s.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
-            return s.recv(32).split(b" ")[1:2] == [b"200"]
-    except (OSError, IndexError):
-        return False
 
 
 def main() -> int:

@@ -25,6 +25,7 @@ from dockerup import context, proc
 from dockerup.errors import DockerUpError
 from dockerup.paths import Paths
 from dockerup.plan import Plan
+from dockerup.wire import ping
 
 Progress = Callable[[str], None]
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -606,14 +607,3 @@ def wait_until_answering(paths: Paths, timeout: float) -> bool:
             return False
         time.sleep(0.02)
     return False
-
-
-def ping(sock: Path) -> bool:
-    try:
-        with socket.socket(socket.AF_UNIX) as s:
-            s.settimeout(2)
-            s.connect(str(sock))
-            s.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
-            return s.recv(32).split(b" ")[1:2] == [b"200"]
-    except (OSError, IndexError):
-        return False

@@ -14,7 +14,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,20 +23,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dockerup.wire import ping
+
 ROOTLESS_SH = "/usr/share/docker.io/contrib/dockerd-rootless.sh"
 VENV = Path(os.environ.get("DOCKER_UP_VENV", "/opt/docker-up-venv"))
 USER = os.environ.get("DOCKER_UP_TEST_USER", "dockerup-test")
-
-
-def ping(sock: Path) -> bool:
-    try:
-        with socket.socket(socket.AF_UNIX) as s:
-            s.settimeout(1)
-            s.connect(str(sock))
-            s.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
-            return s.recv(64).startswith(b"HTTP/1.0 200") or b" 200 " in s.recv(64)
-    except OSError:
-        return False
 
 
 def rss_kb(pid: int) -> int:
