@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -90,7 +91,10 @@ def test_compose_stack(docker_services: Services) -> None:
     # Service-to-service name resolution on the user-defined network (busybox's nslookup
     # has its own resolver; the static binary's getaddrinfo has no NSS).
     out = compose("exec", "-T", "client", "nslookup", "web")
-    ip = out.strip().splitlines()[-1].split()[-1]
+    # The A answer; an empty AAAA section may come before or after it.
+    found = re.search(r"Name:\s*web\S*\s*\nAddress:\s*(\d+\.\d+\.\d+\.\d+)", out)
+    assert found, out
+    ip = found.group(1)
     page = compose("exec", "-T", "client", "sh", "-c",
                    f"printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc {ip} 80")  # fmt: skip
     assert "hello-from-web" in page
