@@ -13,7 +13,7 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
@@ -627,7 +627,7 @@ def minimal_facts(h: HostFacts, paths: Paths) -> DoctorFacts:
     )  # fmt: skip
 
 
-__all__ = ["CHECKS", "Check", "DoctorFacts", "Report", "Result", "Status", "replace"]
+__all__ = ["CHECKS", "Check", "DoctorFacts", "Report", "Result", "Status"]
 
 
 # -- fixes (planned purely, carried out by the CLI's executor) -----------------------------------

@@ -12,7 +12,7 @@ from dockerup.config import Config, Storage
 from dockerup.errors import DockerUpError
 from dockerup.facts import PACKAGES, REQUIRED, HostFacts, IdRange
 from dockerup.modes import Mode, resolve_mode
-from dockerup.net import slirp4netns
+from dockerup.net import NetworkDriver, slirp4netns
 from dockerup.paths import UNIX_SOCKET_MAX, Paths, resolve_paths, system_paths
 
 CHILD_SCRIPT = Path(__file__).with_name("child.py")
@@ -52,7 +52,7 @@ class Plan:
     config: Config
     mode: Mode
     mode_reason: str
-    net: slirp4netns.Slirp4netns | None  # None: dockerd shares the current network namespace
+    net: NetworkDriver | None  # None: dockerd shares the current network namespace
     uidmap: IdMap | None  # None: no new user namespace (we are root in one already)
     gidmap: IdMap | None
     child_argv: tuple[str, ...]

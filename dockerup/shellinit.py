@@ -9,7 +9,6 @@ lock lets one start the daemon and the others wait for it and exit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 SHELLS = ("bash", "zsh", "fish", "sh")
@@ -122,13 +121,6 @@ def without_block(text: str) -> str:
         cut_from = start - 1 if begin == BEGIN_NL and start > 0 else start
         return text[:cut_from] + text[end + len(END) + 1 :]
     return text
-
-
-@dataclass(frozen=True)
-class RcStatus:
-    shell: str
-    path: Path
-    installed: bool
 
 
 def has_block(text: str) -> bool:
