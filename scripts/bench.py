@@ -308,6 +308,84 @@ def measure_shell(runs: int) -> dict[str, float]:
             "added, daemon not running (ms)": not_running - bare}  # fmt: skip
 
 
+def measure_net(runs: int, seconds: int) -> dict[str, dict[str, float]]:
+    """Container -> workspace loopback TCP throughput (iperf3 server on the workspace's
+    127.0.0.1, reached as 10.0.2.2 with host loopback allowed), per network set-up, beside
+    the machine's own loopback: the limit."""
+    tar = Path(tempfile.mkdtemp(prefix="dockerup-iperf-")) / "iperf3.tar"
+    os.chmod(tar.parent, 0o755)
+    subprocess.run([str(Path(__file__).with_name("iperf3-rootfs")), str(tar)], check=True)
+    os.chmod(tar, 0o644)
+    port = 25301
+    server = subprocess.Popen(["iperf3", "-s", "-B", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    results: dict[str, dict[str, float]] = {}
+    try:
+        results["host loopback (the limit)"] = {
+            f"{n} stream{'s' if n > 1 else ''} Gbit/s": median(
+                [iperf_gbps(port, n, seconds) for _ in range(runs)]
+            )
+            for n in (1, 4)
+        }
+        cases: list[tuple[str, list[str], dict[str, str]]] = [
+            ("docker-up slirp4netns MTU 65520", ["--allow-host-loopback"], {}),
+            ("docker-up slirp4netns MTU 1500", ["--allow-host-loopback", "--mtu", "1500"], {}),
+            ("rootlesskit+slirp4netns MTU 65520", [], {}),
+        ]  # fmt: skip
+        for name, args, env in cases:
+            home = Home()
+            try:
+                results[name] = net_case(home, name, args, env, tar, port, runs, seconds)
+            finally:
+                home.cleanup()
+    finally:
+        server.terminate()
+        server.wait()
+        shutil.rmtree(tar.parent, ignore_errors=True)
+    return results
+
+
+def net_case(home: Home, name: str, args: list[str], env: dict[str, str], tar: Path,
+             port: int, runs: int, seconds: int) -> dict[str, float]:  # fmt: skip
+    if name.startswith("docker-up"):
+        p = home.popen([str(VENV / "bin" / "docker-up"), *args], stdout=subprocess.PIPE,
+                       stderr=subprocess.DEVNULL)  # fmt: skip
+        assert p.stdout
+        host = next(line for line in p.stdout if line.startswith("export DOCKER_HOST="))
+        host = host.strip().split("=", 1)[1]
+        stop = signal.SIGINT
+    else:
+        # Debian's dockerd-rootless.sh hard-codes --disable-host-loopback: a copy without it.
+        script = home.root / "dockerd-rootless-loopback.sh"
+        script.write_text(Path(ROOTLESS_SH).read_text().replace("--disable-host-loopback ", ""))
+        script.chmod(0o755)
+        p = home.popen([str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       extra_env=env)  # fmt: skip
+        sock = home.root / "run" / "docker.sock"
+        deadline = time.monotonic() + 60
+        while not ping(sock) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        host = f"unix://{sock}"
+        stop = signal.SIGTERM
+    try:
+        docker_cli(home, host, "import", str(tar), "iperf:bench")
+        out = {}
+        for streams in (1, 4):
+            gbps = []
+            for _ in range(runs):
+                doc = json.loads(docker_cli(home, host, "run", "--rm", "iperf:bench", "iperf3",
+                                            "-c", "10.0.2.2", "-p", str(port), "-t",
+                                            str(seconds), "-P", str(streams), "-J"))  # fmt: skip
+                if "error" in doc:
+                    raise RuntimeError(f"{name}: iperf3: {doc['error']}")
+                gbps.append(float(doc["end"]["sum_received"]["bits_per_second"]) / 1e9)
+            out[f"{streams} stream{'s' if streams > 1 else ''} Gbit/s"] = median(gbps)
+        return out
+    finally:
+        p.send_signal(stop)
+        p.wait(90)
+
+
 def median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
@@ -400,7 +478,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--out", default="bench-results")
-    ap.add_argument("--only", choices=("startup", "ports", "shell"), help="one part")
+    ap.add_argument("--only", choices=("startup", "ports", "shell", "net"), help="one part")
     ap.add_argument("--seconds", type=int, default=3, help="length of each iperf3 run")
     args = ap.parse_args()
     out = Path(args.out)
@@ -420,27 +498,36 @@ def main() -> None:
         for k, v in shell.items():
             print(f"{k}: {v:.1f}")
         print(f"written: {out / 'shell.json'}")
+    if args.only in (None, "net"):
+        runs = max(1, min(args.runs, 3))
+        net = measure_net(runs, args.seconds)
+        doc = {"version": 1, "runs": runs, "seconds": args.seconds, "results": net}
+        (out / "net.json").write_text(json.dumps(doc, indent=2))
+        render_table("container -> workspace loopback, iperf3", net, runs,
+                     "host loopback (the limit)")  # fmt: skip
+        print(f"written: {out / 'net.json'}")
     if args.only in (None, "ports"):
         runs = max(1, min(args.runs, 3))
         ports = measure_ports(runs, args.seconds)
         doc = {"version": 1, "runs": runs, "seconds": args.seconds, "results": ports,
                "machine": machine}  # fmt: skip
         (out / "ports.json").write_text(json.dumps(doc, indent=2))
-        render_ports(ports, runs)
+        render_table("workspace -> published port, iperf3", ports, runs, "rootlesskit builtin")
         print(f"written: {out / 'ports.json'}")
 
 
-def render_ports(ports: dict[str, dict[str, float]], runs: int) -> None:
+def render_table(title: str, rows: dict[str, dict[str, float]], runs: int, base_name: str
+                 ) -> None:  # fmt: skip
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"workspace -> published port, iperf3 (median of {runs})")
-    t.add_column("forwarder")
-    cols = list(next(iter(ports.values())))
+    t = Table(title=f"{title} (median of {runs}; ratio to {base_name})")
+    t.add_column("set-up")
+    cols = list(next(iter(rows.values())))
     for c in cols:
         t.add_column(c, justify="right")
-    base = ports.get("rootlesskit builtin", {})
-    for name, row in ports.items():
+    base = rows.get(base_name, {})
+    for name, row in rows.items():
         cells = []
         for c in cols:
             ratio = f" ({row[c] / base[c]:.2f}x)" if base.get(c) else ""
