@@ -514,6 +514,42 @@ def main() -> None:
         (out / "ports.json").write_text(json.dumps(doc, indent=2))
         render_table("workspace -> published port, iperf3", ports, runs, "rootlesskit builtin")
         print(f"written: {out / 'ports.json'}")
+    png = chart(out)
+    if png:
+        print(f"written: {png}")
+
+
+def chart(out: Path) -> Path | None:
+    """One PNG with a panel per throughput table found in out/ (docs/performance.md embeds
+    it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(f, t) for f, t in (("net.json", "container -> workspace loopback"),
+                                  ("ports.json", "workspace -> published port"))
+              if (out / f).exists()]  # fmt: skip
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False)
+    for ax, (file, title) in zip(axes[0], panels, strict=True):
+        rows = json.loads((out / file).read_text())["results"]
+        names = list(rows)
+        cols = list(next(iter(rows.values())))
+        width = 0.8 / len(cols)
+        for i, col in enumerate(cols):
+            xs = [j + i * width for j in range(len(names))]
+            ax.bar(xs, [rows[n][col] for n in names], width, label=col)
+        ax.set_xticks([j + width * (len(cols) - 1) / 2 for j in range(len(names))])
+        ax.set_xticklabels(names, rotation=20, ha="right", fontsize=8)
+        ax.set_ylabel("Gbit/s (iperf3, median)")
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "performance.png"
+    fig.savefig(path, dpi=110)
+    return path
 
 
 def render_table(title: str, rows: dict[str, dict[str, float]], runs: int, base_name: str
