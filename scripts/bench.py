@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -198,53 +198,43 @@ def iperf_gbps(port: int, streams: int, seconds: int) -> float:
     raise RuntimeError(f"iperf3 failed: {r.stdout[-500:]} {r.stderr[-500:]}")
 
 
-def measure_ports(runs: int, seconds: int) -> dict[str, dict[str, float]]:
-    """Workspace -> published port throughput, for each of docker-up's port forwarders and
-    for rootlesskit's builtin and slirp4netns port drivers, in one run."""
+@contextlib.contextmanager
+def iperf_image() -> Iterator[Path]:
+    """A tarball of an image with iperf3 in it (no registry), readable by the test user."""
     tar = Path(tempfile.mkdtemp(prefix="dockerup-iperf-")) / "iperf3.tar"
-    os.chmod(tar.parent, 0o755)
-    subprocess.run([str(Path(__file__).with_name("iperf3-rootfs")), str(tar)], check=True)
-    os.chmod(tar, 0o644)
-    results: dict[str, dict[str, float]] = {}
-    cases: list[tuple[str, list[str], dict[str, str]]] = [
-        ("docker-up splice", ["--port-forwarder", "splice"], {}),
-        ("docker-up slirp", ["--port-forwarder", "slirp"], {}),
-        ("rootlesskit builtin", [], {"DOCKERD_ROOTLESS_ROOTLESSKIT_PORT_DRIVER": "builtin"}),
-        ("rootlesskit slirp4netns", [],
-         {"DOCKERD_ROOTLESS_ROOTLESSKIT_PORT_DRIVER": "slirp4netns"}),
-    ]  # fmt: skip
     try:
-        for name, args, env in cases:
-            home = Home()
-            try:
-                results[name] = ports_case(home, name, args, env, tar, runs, seconds)
-            finally:
-                home.cleanup()
+        os.chmod(tar.parent, 0o755)
+        subprocess.run([str(Path(__file__).with_name("iperf3-rootfs")), str(tar)], check=True)
+        os.chmod(tar, 0o644)
+        yield tar
     finally:
         shutil.rmtree(tar.parent, ignore_errors=True)
-    return results
 
 
-def ports_case(
-    home: Home, name: str, args: list[str], env: dict[str, str], tar: Path, runs: int, seconds: int
-) -> dict[str, float]:
+@contextlib.contextmanager
+def fresh_home() -> Iterator[Home]:
+    home = Home()
+    try:
+        yield home
+    finally:
+        home.cleanup()
+
+
+@contextlib.contextmanager
+def daemon(home: Home, name: str, args: list[str], env: dict[str, str],
+           launcher: str = ROOTLESS_SH) -> Iterator[str]:  # fmt: skip
+    """docker-up (names starting with "docker-up") or Docker's rootless launcher, as the test
+    user; yields its DOCKER_HOST; removes its containers and stops it."""
     if name.startswith("docker-up"):
-        p = home.popen(
-            [str(VENV / "bin" / "docker-up"), *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
+        p = home.popen([str(VENV / "bin" / "docker-up"), *args], stdout=subprocess.PIPE,
+                       stderr=subprocess.DEVNULL)  # fmt: skip
         assert p.stdout
         host = next(line for line in p.stdout if line.startswith("export DOCKER_HOST="))
         host = host.strip().split("=", 1)[1]
         stop = signal.SIGINT
     else:
-        p = home.popen(
-            [ROOTLESS_SH],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            extra_env=env,
-        )
+        p = home.popen([launcher], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       extra_env=env)  # fmt: skip
         sock = home.root / "run" / "docker.sock"
         deadline = time.monotonic() + 60
         while not ping(sock) and time.monotonic() < deadline:
@@ -252,21 +242,43 @@ def ports_case(
         host = f"unix://{sock}"
         stop = signal.SIGTERM
     try:
-        docker_cli(home, host, "import", str(tar), "iperf:bench")
-        port = 25201
-        docker_cli(home, host, "run", "-d", "-p", f"{port}:5201", "iperf:bench", "iperf3", "-s")
-        out = {}
-        for streams in (1, 4):
-            out[f"{streams} stream{'s' if streams > 1 else ''} Gbit/s"] = median(
-                [iperf_gbps(port, streams, seconds) for _ in range(runs)]
-            )
-        return out
+        yield host
     finally:
-        docker_cli(
-            home, host, "rm", "-f", *docker_cli(home, host, "ps", "-aq").split(), check=False
-        )
+        containers = docker_cli(home, host, "ps", "-aq", check=False).split()
+        if containers:
+            docker_cli(home, host, "rm", "-f", *containers, check=False)
         p.send_signal(stop)
         p.wait(90)
+
+
+def by_streams(measure: Callable[[int], float], runs: int) -> dict[str, float]:
+    """{"1 stream Gbit/s": median, "4 streams Gbit/s": median} of `runs` measurements."""
+    return {
+        f"{n} stream{'s' if n > 1 else ''} Gbit/s": median([measure(n) for _ in range(runs)])
+        for n in (1, 4)
+    }
+
+
+def measure_ports(runs: int, seconds: int) -> dict[str, dict[str, float]]:
+    """Workspace -> published port throughput, for each of docker-up's port forwarders and
+    for rootlesskit's builtin and slirp4netns port drivers, in one run."""
+    cases: list[tuple[str, list[str], dict[str, str]]] = [
+        ("docker-up splice", ["--port-forwarder", "splice"], {}),
+        ("docker-up slirp", ["--port-forwarder", "slirp"], {}),
+        ("rootlesskit builtin", [], {"DOCKERD_ROOTLESS_ROOTLESSKIT_PORT_DRIVER": "builtin"}),
+        ("rootlesskit slirp4netns", [],
+         {"DOCKERD_ROOTLESS_ROOTLESSKIT_PORT_DRIVER": "slirp4netns"}),
+    ]  # fmt: skip
+    results: dict[str, dict[str, float]] = {}
+    port = 25201
+    with iperf_image() as tar:
+        for name, args, env in cases:
+            with fresh_home() as home, daemon(home, name, args, env) as host:
+                docker_cli(home, host, "import", str(tar), "iperf:bench")
+                docker_cli(home, host, "run", "-d", "-p", f"{port}:5201", "iperf:bench",
+                           "iperf3", "-s")  # fmt: skip
+                results[name] = by_streams(lambda n: iperf_gbps(port, n, seconds), runs)
+    return results
 
 
 def measure_shell(runs: int) -> dict[str, float]:
@@ -312,78 +324,51 @@ def measure_net(runs: int, seconds: int) -> dict[str, dict[str, float]]:
     """Container -> workspace loopback TCP throughput (iperf3 server on the workspace's
     127.0.0.1, reached as 10.0.2.2 with host loopback allowed), per network set-up, beside
     the machine's own loopback: the limit."""
-    tar = Path(tempfile.mkdtemp(prefix="dockerup-iperf-")) / "iperf3.tar"
-    os.chmod(tar.parent, 0o755)
-    subprocess.run([str(Path(__file__).with_name("iperf3-rootfs")), str(tar)], check=True)
-    os.chmod(tar, 0o644)
     port = 25301
+    cases: list[tuple[str, list[str]]] = [
+        ("docker-up slirp4netns MTU 65520", ["--allow-host-loopback"]),
+        ("docker-up slirp4netns MTU 1500", ["--allow-host-loopback", "--mtu", "1500"]),
+        ("rootlesskit+slirp4netns MTU 65520", []),
+    ]
     server = subprocess.Popen(["iperf3", "-s", "-B", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     results: dict[str, dict[str, float]] = {}
     try:
-        results["host loopback (the limit)"] = {
-            f"{n} stream{'s' if n > 1 else ''} Gbit/s": median(
-                [iperf_gbps(port, n, seconds) for _ in range(runs)]
-            )
-            for n in (1, 4)
-        }
-        cases: list[tuple[str, list[str], dict[str, str]]] = [
-            ("docker-up slirp4netns MTU 65520", ["--allow-host-loopback"], {}),
-            ("docker-up slirp4netns MTU 1500", ["--allow-host-loopback", "--mtu", "1500"], {}),
-            ("rootlesskit+slirp4netns MTU 65520", [], {}),
-        ]  # fmt: skip
-        for name, args, env in cases:
-            home = Home()
-            try:
-                results[name] = net_case(home, name, args, env, tar, port, runs, seconds)
-            finally:
-                home.cleanup()
+        results["host loopback (the limit)"] = by_streams(
+            lambda n: iperf_gbps(port, n, seconds), runs
+        )
+        with iperf_image() as tar:
+            for name, args in cases:
+                with fresh_home() as home:
+                    # Debian's dockerd-rootless.sh hard-codes --disable-host-loopback: a copy
+                    # without it.
+                    script = home.root / "dockerd-rootless-loopback.sh"
+                    text = Path(ROOTLESS_SH).read_text()
+                    script.write_text(text.replace("--disable-host-loopback ", ""))
+                    script.chmod(0o755)
+                    with daemon(home, name, args, {}, launcher=str(script)) as host:
+                        docker_cli(home, host, "import", str(tar), "iperf:bench")
+
+                        def measure(n: int, home: Home = home, host: str = host,
+                                    name: str = name) -> float:  # fmt: skip
+                            return container_gbps(name, home, host, port, n, seconds)
+
+                        results[name] = by_streams(measure, runs)
     finally:
         server.terminate()
         server.wait()
-        shutil.rmtree(tar.parent, ignore_errors=True)
     return results
 
 
-def net_case(home: Home, name: str, args: list[str], env: dict[str, str], tar: Path,
-             port: int, runs: int, seconds: int) -> dict[str, float]:  # fmt: skip
-    if name.startswith("docker-up"):
-        p = home.popen([str(VENV / "bin" / "docker-up"), *args], stdout=subprocess.PIPE,
-                       stderr=subprocess.DEVNULL)  # fmt: skip
-        assert p.stdout
-        host = next(line for line in p.stdout if line.startswith("export DOCKER_HOST="))
-        host = host.strip().split("=", 1)[1]
-        stop = signal.SIGINT
-    else:
-        # Debian's dockerd-rootless.sh hard-codes --disable-host-loopback: a copy without it.
-        script = home.root / "dockerd-rootless-loopback.sh"
-        script.write_text(Path(ROOTLESS_SH).read_text().replace("--disable-host-loopback ", ""))
-        script.chmod(0o755)
-        p = home.popen([str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       extra_env=env)  # fmt: skip
-        sock = home.root / "run" / "docker.sock"
-        deadline = time.monotonic() + 60
-        while not ping(sock) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        host = f"unix://{sock}"
-        stop = signal.SIGTERM
-    try:
-        docker_cli(home, host, "import", str(tar), "iperf:bench")
-        out = {}
-        for streams in (1, 4):
-            gbps = []
-            for _ in range(runs):
-                doc = json.loads(docker_cli(home, host, "run", "--rm", "iperf:bench", "iperf3",
-                                            "-c", "10.0.2.2", "-p", str(port), "-t",
-                                            str(seconds), "-P", str(streams), "-J"))  # fmt: skip
-                if "error" in doc:
-                    raise RuntimeError(f"{name}: iperf3: {doc['error']}")
-                gbps.append(float(doc["end"]["sum_received"]["bits_per_second"]) / 1e9)
-            out[f"{streams} stream{'s' if streams > 1 else ''} Gbit/s"] = median(gbps)
-        return out
-    finally:
-        p.send_signal(stop)
-        p.wait(90)
+def container_gbps(name: str, home: Home, host: str, port: int, streams: int,
+                   seconds: int) -> float:  # fmt: skip
+    """iperf3 client in a container to the workspace's loopback (10.0.2.2)."""
+    doc = json.loads(docker_cli(home, host, "run", "--rm", "iperf:bench", "iperf3", "-c",
+                                "10.0.2.2", "-p", str(port), "-t", str(seconds), "-P",
+                                str(streams), "-J"))  # fmt: skip
+    if "error" in doc:
+        raise RuntimeError(f"{name}: iperf3: {doc['error']}")
+    return float(doc["end"]["sum_received"]["bits_per_second"]) / 1e9
 
 
 def median(xs: list[float]) -> float:
