@@ -298,9 +298,7 @@ def doctor_fixes(user: str | None) -> list[Any]:
     import pwd
 
     from dockerup import doctor
-    from dockerup.facts import PACKAGES
 
-    f = host.probe()
     try:
         tun_mode: int | None = os.stat("/dev/net/tun").st_mode & 0o777
     except FileNotFoundError:
@@ -311,13 +309,12 @@ def doctor_fixes(user: str | None) -> list[Any]:
             target = (user, pwd.getpwnam(user).pw_uid)
         except KeyError as e:
             raise DockerUpError(f"no such user: {user}") from e
-    missing = sorted({PACKAGES[n] for n in PACKAGES if not f.binaries.get(n)})
     return doctor.plan_fixes(
         tun_mode,
         target,
-        Path("/etc/subuid").read_text() if Path("/etc/subuid").exists() else "",
-        Path("/etc/subgid").read_text() if Path("/etc/subgid").exists() else "",
-        missing,
+        host.read_text("/etc/subuid"),
+        host.read_text("/etc/subgid"),
+        missing_packages(),
     )
 
 
@@ -447,13 +444,8 @@ def up_lazy(loaded: Loaded) -> UpResult:
     plan = make_plan(loaded.config, loaded.facts)  # refuse a broken machine now, not later
     paths = plan.paths
     supervise.prepare_runtime(paths)
-    lock = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        import fcntl
-
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(lock)
+    lock = supervise.take_lock(paths)
+    if lock is None:
         return UpResult(paths.docker_host, already_running=True)
     with contextlib.suppress(FileNotFoundError):
         paths.socket.unlink()

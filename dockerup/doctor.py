@@ -22,7 +22,7 @@ from dockerup import plan as planning
 from dockerup import proc, wire
 from dockerup.config import Config
 from dockerup.errors import DockerUpError
-from dockerup.facts import HostFacts, IdRange, parse_subid
+from dockerup.facts import HostFacts, IdRange, parse_subid, read_text
 from dockerup.modes import Mode, resolve_mode
 from dockerup.net import slirp4netns
 from dockerup.paths import UNIX_SOCKET_MAX, Paths
@@ -486,13 +486,6 @@ SYSCTLS = (
 )
 
 
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text()
-    except OSError:
-        return ""
-
-
 def _in_fresh_ns(h: HostFacts, flags: str, command: list[str]) -> list[str]:
     """unshare argv for a throwaway namespace: a user namespace too unless we are root."""
     userns = ["--user", "--map-root-user"] if h.uid != 0 else []
@@ -520,7 +513,7 @@ def probe_doctor(config: Config | None = None, h: HostFacts | None = None) -> Do
     paths = planning.paths_for(mode, h)
     sysctls = {}
     for name in SYSCTLS:
-        value = _read("/proc/sys/" + name.replace(".", "/")).strip()
+        value = read_text("/proc/sys/" + name.replace(".", "/")).strip()
         if value:
             sysctls[name] = value
     netns = proc.probe(_in_fresh_ns(h, "--net", ["true"]))
@@ -559,13 +552,13 @@ def probe_doctor(config: Config | None = None, h: HostFacts | None = None) -> Do
         host=h,
         paths=paths,
         sysctls=sysctls,
-        seccomp_actions=_read("/proc/sys/kernel/seccomp/actions_avail").strip(),
+        seccomp_actions=read_text("/proc/sys/kernel/seccomp/actions_avail").strip(),
         netns_ok=netns.ok,
         netns_error=netns.output.strip(),
         versions=versions,
         setuid={n: _setuid_or_caps(h.binaries.get(n)) for n in ("newuidmap", "newgidmap")},
-        all_subuid=_read("/etc/subuid"),
-        all_subgid=_read("/etc/subgid"),
+        all_subuid=read_text("/etc/subuid"),
+        all_subgid=read_text("/etc/subgid"),
         iptables=iptables,
         overlay_error=probe_overlay(h, paths),
         fuse_ok=os.access("/dev/fuse", os.R_OK | os.W_OK),
@@ -649,6 +642,15 @@ def free_subid_start(all_text: str, count: int = MIN_SUBIDS) -> int:
     return max(ends)
 
 
+def package_fixes(packages: list[str]) -> list[Fix]:
+    if not packages:
+        return []
+    return [
+        Fix("update the package lists", ("apt-get", "update", "-q")),
+        Fix(f"install {' '.join(packages)}", ("apt-get", "install", "-y", "-q", *packages)),
+    ]
+
+
 def plan_fixes(
     tun_mode: int | None,
     user: tuple[str, int] | None,
@@ -658,11 +660,7 @@ def plan_fixes(
 ) -> list[Fix]:
     """What `doctor --fix` does as root: only changes that are safe on any machine.
     tun_mode: /dev/net/tun's permission bits, None when it is missing."""
-    fixes = []
-    if missing_packages:
-        fixes.append(Fix("update the package lists", ("apt-get", "update", "-q")))
-        fixes.append(Fix(f"install {' '.join(missing_packages)}",
-                         ("apt-get", "install", "-y", "-q", *missing_packages)))  # fmt: skip
+    fixes = package_fixes(missing_packages)
     if tun_mode is None:
         fixes.append(Fix("create /dev/net/tun", ("mkdir", "-p", "/dev/net")))
         fixes.append(Fix("", ("mknod", "/dev/net/tun", "c", "10", "200")))

@@ -124,7 +124,8 @@ def probe_net_admin() -> bool:
     return True
 
 
-def _read(path: str) -> str:
+def read_text(path: str) -> str:
+    """A small system file, or "" when it cannot be read."""
     try:
         return Path(path).read_text()
     except OSError:
@@ -149,12 +150,12 @@ def probe(env: dict[str, str] | None = None) -> HostFacts:
         home=home,
         search_path=path,
         binaries=binaries,
-        subuid=parse_subid(_read("/etc/subuid"), user, uid),
-        subgid=parse_subid(_read("/etc/subgid"), user, uid),
+        subuid=parse_subid(read_text("/etc/subuid"), user, uid),
+        subgid=parse_subid(read_text("/etc/subgid"), user, uid),
         tun=probe_tun(),
         slirp_help=proc.output([slirp, "--help"]) if slirp else "",
         env=env,
-        initial_userns=is_initial_userns(_read("/proc/self/uid_map")),
+        initial_userns=is_initial_userns(read_text("/proc/self/uid_map")),
         net_admin=probe_net_admin(),
-        max_gid=max_mapped_id(_read("/proc/self/gid_map")),
+        max_gid=max_mapped_id(read_text("/proc/self/gid_map")),
     )

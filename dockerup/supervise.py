@@ -135,16 +135,25 @@ def helper_died(p: subprocess.Popen[bytes], name: str, what: str, log: Path) -> 
     )
 
 
-@contextlib.contextmanager
-def instance_lock(paths: Paths) -> Iterator[int]:
-    """One docker-up per user: a second one must not disturb the first. The lock lives as
-    long as its open file, which the keeper inherits."""
+def take_lock(paths: Paths) -> int | None:
+    """One docker-up per user: the fd holding the lock, or None when another holds it. The
+    lock lives as long as its open file, which the keeper (or the lazy holder) inherits."""
     fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as e:
-            raise AlreadyRunning(paths.docker_host) from e
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+@contextlib.contextmanager
+def instance_lock(paths: Paths) -> Iterator[int]:
+    """The lock for one start; a second docker-up must not disturb the first."""
+    fd = take_lock(paths)
+    if fd is None:
+        raise AlreadyRunning(paths.docker_host)
+    try:
         yield fd
     finally:
         os.close(fd)

@@ -411,16 +411,13 @@ def install_deps() -> None:
     import os
 
     from dockerup import app as core
-    from dockerup.doctor import Fix
+    from dockerup.doctor import package_fixes
 
     pkgs = core.missing_packages()
     if not pkgs:
         _console().print("docker-up: everything docker-up needs is installed")
         return
-    fixes = [
-        Fix("update the package lists", ("apt-get", "update", "-q")),
-        Fix(f"install {' '.join(pkgs)}", ("apt-get", "install", "-y", "-q", *pkgs)),
-    ]
+    fixes = package_fixes(pkgs)
     if os.geteuid() != 0:
         print("sudo apt-get update && sudo apt-get install -y " + " ".join(pkgs))
         raise typer.Exit(1)
