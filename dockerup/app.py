@@ -18,10 +18,11 @@ from dockerup import proc, supervise, wire
 from dockerup.config import Config
 from dockerup.errors import DockerUpError
 from dockerup.modes import resolve_mode
+from dockerup.net import NET_DRIVERS
 from dockerup.paths import Paths
 from dockerup.plan import Plan, build_plan, paths_for
 
-LOGS = ("docker-up", "dockerd", "slirp4netns")
+LOGS = ("docker-up", "dockerd", *NET_DRIVERS)
 
 
 @dataclass(frozen=True)
@@ -54,9 +55,11 @@ def make_plan(config: Config, f: host.HostFacts | None = None) -> Plan:
     from dockerup import doctor
 
     f = f or host.probe()
+    if config.net == "pasta":
+        f = host.with_pasta(f)
     if not config.host_network:
         mode, _ = resolve_mode(f.uid, f.initial_userns, f.net_admin, config.mode)
-        failures = doctor.fatal_failures(f, paths_for(mode, f))
+        failures = doctor.fatal_failures(f, paths_for(mode, f), config.net)
         if failures:
             check, result = failures[0]
             raise DockerUpError(
@@ -290,7 +293,13 @@ def follow_logs(paths: Paths) -> Iterator[tuple[str, str]]:
 def doctor_report() -> Any:
     from dockerup import doctor
 
-    return doctor.run_checks(doctor.probe_doctor())
+    try:
+        loaded = load_config({})
+    except DockerUpError:
+        # A broken config file is reported by `up` and `config show`; doctor still checks
+        # the machine, for the default settings.
+        return doctor.run_checks(doctor.probe_doctor())
+    return doctor.run_checks(doctor.probe_doctor(loaded.config, loaded.facts))
 
 
 def doctor_fixes(user: str | None) -> list[Any]:

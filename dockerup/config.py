@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from dockerup.errors import DockerUpError
+from dockerup.net import NET_DRIVERS
 
 MTU_MIN, MTU_MAX = 1280, 65520
 
@@ -110,7 +111,7 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("mtu", int, "MTU of the tap device and docker0", _range(MTU_MIN, MTU_MAX)),
-    Setting("net", str, "network driver", _choices("slirp4netns")),
+    Setting("net", str, "network driver: slirp4netns or pasta", _choices(*NET_DRIVERS)),
     Setting("allow-host-loopback", bool, "reach the workspace's 127.0.0.1 as 10.0.2.2"),
     Setting("data-root", str, "where images and containers live", _absolute),
     Setting("storage", str, "storage driver", _choices(*[s.value for s in Storage])),

@@ -13,7 +13,7 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from dockerup.config import Config
 from dockerup.errors import DockerUpError
 from dockerup.facts import HostFacts, IdRange, parse_subid, read_text
 from dockerup.modes import Mode, resolve_mode
-from dockerup.net import slirp4netns
+from dockerup.net import pasta, slirp4netns
 from dockerup.paths import UNIX_SOCKET_MAX, Paths
 
 SCHEMA_VERSION = 1
@@ -69,6 +69,7 @@ class DoctorFacts:
     runtime_writable: bool = True  # can we create the runtime dir (its parent is writable)
     runtime_foreign: bool = False  # it exists but is someone else's, or a symlink
     running: dict[str, object] = field(default_factory=dict)  # docker-up's own status
+    net: str = "slirp4netns"  # the network driver the configuration chooses
 
 
 @dataclass(frozen=True)
@@ -224,8 +225,8 @@ def check_idmap_tools(f: DoctorFacts) -> Result:
 def check_programs(f: DoctorFacts) -> Result:
     mode = mode_of(f)
     return from_require(
-        lambda: planning.require_programs(f.host, mode, False),
-        "dockerd, containerd, runc, slirp4netns, iptables found",
+        lambda: planning.require_programs(f.host, mode, f.net),
+        f"dockerd, containerd, runc, {f.net}, iptables found",
     )
 
 
@@ -235,7 +236,8 @@ def _version(f: DoctorFacts, name: str) -> str:
 
 def check_slirp4netns(f: DoctorFacts) -> Result:
     if not f.host.binaries.get("slirp4netns"):
-        return Result(Status.fail, "slirp4netns not found", "sudo apt-get install slirp4netns")
+        status = Status.fail if f.net == "slirp4netns" else Status.skip
+        return Result(status, "slirp4netns not found", "sudo apt-get install slirp4netns")
     feats = slirp4netns.parse_features(f.host.slirp_help, f.versions.get("slirp4netns", ""))
     have = [n for n, on in (("sandbox", feats.sandbox), ("seccomp", feats.seccomp),
                             ("api-socket", feats.api_socket), ("netns-by-path", feats.netns_type))
@@ -252,12 +254,29 @@ def check_slirp4netns(f: DoctorFacts) -> Result:
 
 
 def check_pasta(f: DoctorFacts) -> Result:
-    v = f.versions.get("pasta")
-    return (
-        ok(f"present ({v.strip() or 'version unknown'})")
-        if v is not None
-        else Result(Status.skip, "not installed (optional: apt-get install passt)")
-    )
+    h = f.host
+    chosen = f.net == "pasta"
+    if not h.binaries.get("pasta"):
+        if chosen:
+            return Result(Status.fail, "pasta not found", "sudo apt-get install passt")
+        return Result(Status.skip, "not installed (optional: apt-get install passt)")
+    feats = pasta.parse_features(h.pasta_help, h.pasta_version)
+    lacks = feats.lacks()
+    if lacks:
+        return Result(Status.fail if chosen else Status.warn,
+                      f"pasta ({feats.version}) lacks {', '.join(lacks)}",
+                      "use --net slirp4netns, or a newer passt")  # fmt: skip
+    if not h.default_route:
+        return Result(Status.fail if chosen else Status.warn,
+                      f"pasta ({feats.version}): no default route in this network namespace, "
+                      "which this pasta needs", "use --net slirp4netns")  # fmt: skip
+    return ok(f"usable ({feats.version})")
+
+
+def check_net_driver(f: DoctorFacts) -> Result:
+    running = f.running.get("net") if f.running.get("running") else None
+    now = f" (the running docker-up uses {running})" if running and running != f.net else ""
+    return ok(f"{f.net}{now}")
 
 
 DOCKERD_MIN = (20, 10)
@@ -430,6 +449,7 @@ CHECKS: tuple[Check, ...] = (
     Check("ids.subgid", "subordinate gids", check_subgid, fatal=True),
     Check("ids.tools", "newuidmap/newgidmap", check_idmap_tools, fatal=True),
     Check("programs", "required programs", check_programs, fatal=True),
+    Check("net.driver", "network driver", check_net_driver),
     Check("net.slirp4netns", "slirp4netns", check_slirp4netns),
     Check("net.pasta", "pasta", check_pasta),
     Check("docker.dockerd", "dockerd", check_dockerd, fatal=True),
@@ -524,8 +544,7 @@ def probe_doctor(config: Config | None = None, h: HostFacts | None = None) -> Do
     }
     if slirp := h.binaries.get("slirp4netns"):
         versions["slirp4netns"] = proc.output([slirp, "--version"])
-    if pasta := shutil.which("pasta", path=h.search_path):
-        versions["pasta"] = proc.first_line([pasta, "--version"])
+    h = host.with_pasta(h)
     ipt_dir = Path(h.binaries.get("iptables") or "/usr/sbin/iptables").parent
     iptables = {}
     for backend in ("nft", "legacy"):
@@ -571,6 +590,7 @@ def probe_doctor(config: Config | None = None, h: HostFacts | None = None) -> Do
         runtime_writable=paths.runtime.exists() or os.access(paths.runtime.parent, os.W_OK),
         runtime_foreign=_foreign(paths.runtime, h.uid),
         running=running,
+        net=config.net,
     )
 
 
@@ -603,9 +623,9 @@ def probe_overlay(h: HostFacts, paths: Paths) -> str | None:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def fatal_failures(h: HostFacts, paths: Paths) -> list[tuple[Check, Result]]:
+def fatal_failures(h: HostFacts, paths: Paths, net: str) -> list[tuple[Check, Result]]:
     """The cheap fatal checks, on the facts `up` probes anyway (no extra probing)."""
-    f = minimal_facts(h, paths)
+    f = replace(minimal_facts(h, paths), net=net)
     cheap = ("tun.access", "ids.subuid", "ids.subgid", "programs", "runtime.socket")
     report = run_checks(f, tuple(c for c in CHECKS if c.id in cheap))
     return [(c, r) for c, r in report.results if r.status is Status.fail]

@@ -9,7 +9,7 @@ import shutil
 import socket
 import struct
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dockerup import proc
@@ -27,9 +27,12 @@ PACKAGES: dict[str, str] = {
     "newgidmap": "uidmap",
     "iptables": "iptables",
     "docker-proxy": "docker.io",
+    "pasta": "passt",
+    "setpriv": "util-linux",
 }
-REQUIRED = tuple(PACKAGES)
-OPTIONAL = ("fuse-overlayfs", "docker")
+# Always needed; slirp4netns only with its driver (see plan.missing_programs).
+REQUIRED = tuple(p for p in PACKAGES if p not in ("pasta", "setpriv"))
+OPTIONAL = ("fuse-overlayfs", "docker", "pasta", "setpriv")
 
 
 @dataclass(frozen=True)
@@ -57,11 +60,14 @@ class HostFacts:
     subgid: tuple[IdRange, ...]
     tun: TunAccess
     slirp_help: str = ""
+    pasta_help: str = ""  # probed only when pasta is chosen (see with_pasta)
+    pasta_version: str = ""
     python: str = sys.executable
     env: dict[str, str] = field(default_factory=dict)
     initial_userns: bool = False  # /proc/self/uid_map is the identity map of the host
     max_gid: int = 65535  # the highest gid our user namespace maps
     net_admin: bool = False  # CAP_NET_ADMIN over the network namespace we are in
+    default_route: bool = True  # an IPv4 default route in our network namespace (pasta)
 
 
 def search_path(env_path: str) -> str:
@@ -158,4 +164,28 @@ def probe(env: dict[str, str] | None = None) -> HostFacts:
         initial_userns=is_initial_userns(read_text("/proc/self/uid_map")),
         net_admin=probe_net_admin(),
         max_gid=max_mapped_id(read_text("/proc/self/gid_map")),
+        default_route=has_default_route(read_text("/proc/net/route")),
     )
+
+
+def has_default_route(route_table: str) -> bool:
+    """/proc/net/route: a line whose destination and mask are 00000000."""
+    for line in route_table.splitlines()[1:]:
+        f = line.split()
+        if len(f) > 7 and f[1] == "00000000" and f[7] == "00000000":
+            return True
+    return False
+
+
+def with_pasta(f: HostFacts) -> HostFacts:
+    """pasta's --help and version, probed only when it is chosen (it costs ~10 ms).
+    Debian's pasta prints "unknown version", so the package's version is added."""
+    pasta = f.binaries.get("pasta")
+    if not pasta or f.pasta_help:
+        return f
+    version = proc.output([pasta, "--version"])
+    if "unknown version" in version:
+        pkg = proc.output(["dpkg-query", "-W", "-f", "${Version}", "passt"]).strip()
+        if pkg and " " not in pkg:
+            version += f"\npasst {pkg}\n"
+    return replace(f, pasta_help=proc.output([pasta, "--help"]), pasta_version=version)

@@ -262,8 +262,10 @@ class Keeper:
         os.close(exit_r)
         self.net, self.net_fd = p.pid, os.pidfd_open(p.pid)
         ready, _, _ = select.select([ready_r, self.net_fd], [], [], 30)
+        # End of file on the ready pipe means the helper is gone: it wrote nothing.
+        wrote = ready_r in ready and os.read(ready_r, 64) != b""
         os.close(ready_r)
-        if ready_r not in ready or self.net_fd in ready:
+        if not wrote or self.net_fd in ready:
             raise GiveUp(f"a new {spec['net_name']} did not come up; see {spec['net_log']}")
         # Popen's own bookkeeping is not needed: we reap by pid.
         p.returncode = 0

@@ -12,7 +12,7 @@ from dockerup.config import Config, Storage
 from dockerup.errors import DockerUpError
 from dockerup.facts import PACKAGES, REQUIRED, HostFacts, IdRange
 from dockerup.modes import Mode, resolve_mode
-from dockerup.net import NetworkDriver, slirp4netns
+from dockerup.net import NetworkDriver, pasta, slirp4netns
 from dockerup.paths import UNIX_SOCKET_MAX, Paths, resolve_paths, system_paths
 
 CHILD_SCRIPT = Path(__file__).with_name("child.py")
@@ -72,15 +72,18 @@ class Plan:
         return self.net.name if self.net else "host"
 
 
-def missing_programs(facts: HostFacts, mode: Mode, host_network: bool) -> list[str]:
+def missing_programs(facts: HostFacts, mode: Mode, net: str | None) -> list[str]:
+    """net: the network driver, None for the host's network."""
     needed = [n for n in REQUIRED if mode.needs_userns() or n not in ("newuidmap", "newgidmap")]
-    if host_network:
+    if net != "slirp4netns":
         needed.remove("slirp4netns")
+    if net == "pasta":
+        needed += ["pasta", "setpriv"]
     return [name for name in needed if not facts.binaries.get(name)]
 
 
-def require_programs(facts: HostFacts, mode: Mode, host_network: bool) -> dict[str, str]:
-    missing = missing_programs(facts, mode, host_network)
+def require_programs(facts: HostFacts, mode: Mode, net: str | None) -> dict[str, str]:
+    missing = missing_programs(facts, mode, net)
     if missing:
         pkgs = sorted({PACKAGES[m] for m in missing})
         names = ", ".join(missing)
@@ -105,7 +108,7 @@ def require_range(ranges: tuple[IdRange, ...], file: str, facts: HostFacts) -> I
 def require_tun(facts: HostFacts) -> None:
     if not facts.tun.exists:
         raise DockerUpError(
-            "/dev/net/tun is missing: slirp4netns needs it for the tap device",
+            "/dev/net/tun is missing: the network helper needs it for the tap device",
             hint="as root: mkdir -p /dev/net && mknod /dev/net/tun c 10 200 && "
             "chmod 0666 /dev/net/tun (in a container: run it with --device /dev/net/tun)",
         )
@@ -122,6 +125,40 @@ def require_socket_path(paths: Paths) -> None:
         raise DockerUpError(
             f"socket path {paths.socket} is longer than {UNIX_SOCKET_MAX} bytes",
             hint="set XDG_RUNTIME_DIR to a shorter directory",
+        )
+
+
+def network_driver(
+    config: Config, facts: HostFacts, bins: dict[str, str], paths: Paths, mode: Mode
+) -> NetworkDriver:
+    require_tun(facts)
+    if config.net == "pasta":
+        if not facts.default_route:
+            raise DockerUpError(
+                "pasta needs a network interface with a default route in the workspace, "
+                "and this network namespace has none",
+                hint="use --net slirp4netns, which needs none",
+            )
+        return pasta.configure(
+            bins["pasta"], bins["setpriv"],
+            pasta.parse_features(facts.pasta_help, facts.pasta_version),
+            config.mtu, config.allow_host_loopback, mode.needs_userns(),
+        )  # fmt: skip
+    return slirp4netns.configure(
+        bins["slirp4netns"], slirp4netns.parse_features(facts.slirp_help, facts.slirp_help),
+        config.mtu, config.allow_host_loopback, paths.slirp_api,
+    )  # fmt: skip
+
+
+def require_forwarder(config: Config) -> None:
+    if config.port_forwarder not in FORWARDERS:
+        raise DockerUpError(f"unknown port forwarder {config.port_forwarder!r}",
+                            hint=f"choose one of: {', '.join(FORWARDERS)}")  # fmt: skip
+    if config.port_forwarder == "slirp" and (config.net != "slirp4netns" or config.host_network):
+        raise DockerUpError(
+            "the slirp port forwarder needs the slirp4netns network driver "
+            f"(here: {'the host network' if config.host_network else config.net})",
+            hint="use --port-forwarder splice, which works with every driver",
         )
 
 
@@ -148,7 +185,7 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
     paths = paths or paths_for(mode, facts)
     if config.data_root:
         paths = replace(paths, data_root_override=Path(config.data_root))
-    bins = require_programs(facts, mode, config.host_network)
+    bins = require_programs(facts, mode, None if config.host_network else config.net)
     uidmap = gidmap = None
     # ping_group_range may only name gids the namespace maps: ours, or the new one's.
     gids = min(facts.max_gid, 2147483647)
@@ -158,18 +195,9 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
         uidmap = IdMap(bins["newuidmap"], facts.uid, subuid)
         gidmap = IdMap(bins["newgidmap"], facts.gid, subgid)
         gids = subgid.count
-    net = None
-    if not config.host_network:
-        require_tun(facts)
-        features = slirp4netns.parse_features(facts.slirp_help, facts.slirp_help)
-        net = slirp4netns.configure(
-            bins["slirp4netns"], features, config.mtu, config.allow_host_loopback,
-            paths.slirp_api,
-        )  # fmt: skip
+    net = None if config.host_network else network_driver(config, facts, bins, paths, mode)
     require_socket_path(paths)
-    if config.port_forwarder not in FORWARDERS:
-        raise DockerUpError(f"unknown port forwarder {config.port_forwarder!r}",
-                            hint=f"choose one of: {', '.join(FORWARDERS)}")  # fmt: skip
+    require_forwarder(config)
     daemon.tcp_listener(config)  # refuses a plain TCP listener before anything starts
     argv = daemon.dockerd_argv(bins["dockerd"], paths, rootless=mode.dockerd_rootless())
     argv += config.dockerd_args

@@ -23,6 +23,7 @@ from typing import Any
 
 from dockerup import context, proc
 from dockerup.errors import DockerUpError
+from dockerup.net import NET_DRIVERS
 from dockerup.paths import Paths
 from dockerup.plan import Plan
 from dockerup.wire import ping
@@ -221,12 +222,12 @@ def is_program(pid: int, names: tuple[str, ...]) -> bool:
 def end_orphans(paths: Paths, progress: Progress, keep_socket: bool = False) -> None:
     """Under the lock nothing of ours runs: whatever state.json names and still runs is an
     orphan of a docker-up that was killed. End it, but only after checking it is really
-    dockerd or slirp4netns (or our keeper), and ours."""
+    dockerd or the network helper (or our keeper), and ours."""
     state = read_state(paths)
     if state:
         for key, names in (
             ("dockerd_pid", ("dockerd",)),
-            ("net_pid", ("slirp4netns",)),
+            ("net_pid", ("slirp4netns", "pasta", "passt")),
             ("pid", ("keeper.py",)),
         ):
             pid = state.get(key)
@@ -296,6 +297,9 @@ def start_network(
     assert plan.net is not None
     ready_r, ready_w = os.pipe()
     exit_r, exit_w = os.pipe()
+    for other in NET_DRIVERS:  # `logs` shows the helper of this run only
+        with contextlib.suppress(FileNotFoundError):
+            (plan.paths.log_dir / f"{other}.log").unlink()
     log = plan.paths.log_dir / f"{plan.net.name}.log"
     log.write_bytes(b"")
     argv = plan.net.argv(pid, ready_fd=ready_w, exit_fd=exit_r)
@@ -354,6 +358,8 @@ def start(
     if plan.net and net and ready_r is not None:
         log = paths.log_dir / f"{plan.net.name}.log"
         wait_readable(ready_r, net, plan.net.name, "the network to be ready", log, deadline)
+        if not os.read(ready_r, 64):  # end of file: it closed the pipe by exiting
+            raise helper_died(net, plan.net.name, "the network to be ready", log)
     timings["network_ready"] = time.monotonic() - t0
 
     progress("starting dockerd")
@@ -370,7 +376,7 @@ def start(
     verified = child.recv("the network check", deadline)
     if not verified.get("ok"):
         raise DockerUpError(
-            "the namespace's network is not as slirp4netns should have set it: "
+            f"the namespace's network is not as {plan.net_name} should have set it: "
             + "; ".join(verified.get("problems", []))
         )
     # Nobody else may use the socket: the runtime dir is 0700 already; this is belt and braces.

@@ -68,6 +68,9 @@ def up(
     mode: Annotated[
         str | None, typer.Option(help="auto, rootless, userns-root, privileged.")
     ] = None,
+    net: Annotated[
+        str | None, typer.Option(help="Network driver: slirp4netns (default) or pasta.")
+    ] = None,
     host_network: Annotated[
         bool,
         typer.Option(
@@ -111,7 +114,7 @@ def up(
     loaded = core.load_config({
         "listen_fd": activated[0] if activated else None,
         "mtu": mtu, "allow_host_loopback": allow_host_loopback, "mode": mode,
-        "start_timeout": timeout, "storage": storage, "port_forwarder": port_forwarder,
+        "net": net, "start_timeout": timeout, "storage": storage, "port_forwarder": port_forwarder,
         "data_root": data_root, "dockerd_args": dockerd_arg, "host_network": host_network,
         "tcp": tcp, "tls_dir": tls_dir,
     })  # fmt: skip
@@ -242,7 +245,7 @@ def logs(
     ] = False,
     lines: Annotated[int, typer.Option("--lines", "-n", help="Lines of each log.")] = 50,
 ) -> None:
-    """docker-up's, dockerd's and slirp4netns' logs, each line marked with its source."""
+    """docker-up's, dockerd's and the network helper's logs, each line marked with its source."""
     from dockerup import app as core
 
     paths = core.current_paths()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
+# The drivers docker-up knows; the first is the default.
+NET_DRIVERS = ("slirp4netns", "pasta")
+
 
 class NetworkDriver(Protocol):
     """A user-space network helper started by the parent against the child's namespaces."""

@@ -57,6 +57,25 @@ def workspace(user: User) -> Iterator[Workspace]:
     shutil.rmtree(root, ignore_errors=True)
 
 
+# The driver suite: tests that take `net` run once per network driver.
+NET_DRIVERS = ("slirp4netns", "pasta")
+
+
+@pytest.fixture(params=NET_DRIVERS)
+def net(request: pytest.FixtureRequest, workspace: Workspace) -> str:
+    """The network driver for this test's docker-up (through DOCKER_UP_NET)."""
+    driver: str = request.param
+    if driver == "pasta" and not has_default_route():
+        pytest.fail("pasta needs a default route: run the tests through scripts/isolated")
+    workspace.extra_env["DOCKER_UP_NET"] = driver
+    return driver
+
+
+def has_default_route() -> bool:
+    lines = Path("/proc/net/route").read_text().splitlines()[1:]
+    return any(ln.split()[1] == "00000000" for ln in lines if len(ln.split()) > 1)
+
+
 @pytest.fixture
 def started(workspace: Workspace) -> Iterator[list[DockerUp]]:
     """Every docker-up a test starts goes here, and is gone, by PID, when the test ends."""

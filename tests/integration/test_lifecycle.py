@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from .harness import VENV, DockerUp, Workspace, pid_alive, processes_in_netns, wait_for
+from .test_core import reach_host_loopback
 
 RECOVERY: dict[str, list[float]] = {}
 
@@ -166,8 +167,8 @@ def test_killed_dockerd_is_restarted_with_its_data(detached: Workspace, busybox_
     assert "restarting it" in ws.docker_up("logs").stdout
 
 
-def test_killed_slirp4netns_is_replaced(
-    detached: Workspace, busybox_tar: Path, loopback_server: int
+def test_killed_network_helper_is_replaced(
+    detached: Workspace, busybox_tar: Path, loopback_server: int, net: str
 ) -> None:
     ws = detached
     assert detach(ws, "--allow-host-loopback").returncode == 0
@@ -175,21 +176,12 @@ def test_killed_slirp4netns_is_replaced(
     old = int(status(ws)["net_pid"])  # type: ignore[call-overload]
     t0 = time.monotonic()
     os.kill(old, signal.SIGKILL)
-    wait_for(lambda: status(ws).get("net_pid") not in (None, old), 30, "a new slirp4netns")
-    RECOVERY.setdefault("slirp4netns", []).append(time.monotonic() - t0)
+    wait_for(lambda: status(ws).get("net_pid") not in (None, old), 30, f"a new {net}")
+    RECOVERY.setdefault(net, []).append(time.monotonic() - t0)
     doc = status(ws)
     assert doc["restarts"] == 1 and pid_alive(int(doc["net_pid"]))  # type: ignore[call-overload]
     # The network works again, in a new container.
-    r = ws.docker(
-        "run",
-        "--rm",
-        "bb:test",
-        "sh",
-        "-c",
-        f"nc -w 3 10.0.2.2 {loopback_server} </dev/null",
-        check=False,
-    )
-    assert r.stdout.strip() == "hello"
+    assert reach_host_loopback(ws, loopback_server) == "hello"
 
 
 def test_killed_docker_up_next_start_is_clean(detached: Workspace) -> None:
@@ -275,7 +267,7 @@ def test_modes_that_cannot_work_are_refused(workspace: Workspace) -> None:
 @pytest.mark.parametrize("host_network", [False, True])
 def test_privileged_mode(tmp_path: Path, busybox_tar: Path, host_network: bool) -> None:
     """Real root (this test process; CI is root). Its own network namespace by default; with
-    --host-network, the current one: here that is the test's loopback-only namespace."""
+    --host-network, the current one: here that is the test's isolated namespace."""
     env = {
         "PATH": f"{VENV}/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
         "HOME": "/root",
@@ -318,6 +310,9 @@ def test_privileged_mode(tmp_path: Path, busybox_tar: Path, host_network: bool) 
         p.send_signal(signal.SIGINT)
         assert p.wait(60) == 0
     wait_for(lambda: not processes_in_netns(netns) or host_network, 30, "nothing left")
+    helper = state.get("net_pid")
+    assert (helper is None) == host_network
+    wait_for(lambda: helper is None or not pid_alive(helper), 30, "slirp4netns gone")
     if host_network:
         wait_for(lambda: not pid_alive(state["dockerd_pid"]), 30, "dockerd gone")
 

@@ -63,11 +63,16 @@ def can_bind(port: int) -> bool:
 WEB = "mkdir -p /www && echo {body} > /www/index.html && exec httpd -f -p 80 -h /www"
 
 
-@pytest.fixture(params=["splice", "slirp"])
+# Each forwarder with each driver it works with (slirp's forwarder is slirp4netns' API).
+@pytest.fixture(
+    params=[("splice", "slirp4netns"), ("slirp", "slirp4netns"), ("splice", "pasta")],
+    ids=["splice-slirp4netns", "slirp-slirp4netns", "splice-pasta"],
+)
 def daemon(
     request: pytest.FixtureRequest, workspace: Workspace, busybox_tar: Path
 ) -> Iterator[Workspace]:
-    r = workspace.docker_up("-d", "--port-forwarder", request.param)
+    forwarder, driver = request.param
+    r = workspace.docker_up("-d", "--port-forwarder", forwarder, "--net", driver)
     assert r.returncode == 0, r.stderr
     workspace.docker("import", str(busybox_tar), "bb:test")
     yield workspace

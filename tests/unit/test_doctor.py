@@ -12,7 +12,9 @@ from dockerup import doctor
 from dockerup.doctor import DoctorFacts, Status
 from dockerup.facts import IdRange, TunAccess
 
-from .test_plan import BINS, facts, paths
+from .test_plan import BINS, facts, pasta_facts, paths
+
+PASTA_HOST = pasta_facts()
 
 VERSIONS = {
     "dockerd": "Docker version 20.10.24+dfsg1, build 5d6db84",
@@ -93,8 +95,15 @@ CASES = [
      "apt-get install slirp4netns"),
     ("net.slirp4netns", {"host": facts(slirp_help="-c, --configure\n--exit-fd\n--ready-fd\n")},
      Status.warn, "lacks api-socket, sandbox, seccomp"),
-    ("net.pasta", {"versions": {k: v for k, v in VERSIONS.items() if k != "pasta"}},
-     Status.skip, "apt-get install passt"),
+    ("net.pasta", {}, Status.skip, "apt-get install passt"),
+    ("net.pasta", {"net": "pasta"}, Status.fail, "apt-get install passt"),
+    ("net.pasta", {"net": "pasta", "host": PASTA_HOST}, Status.ok, "passt 0.0~git20230309"),
+    ("net.pasta", {"net": "pasta", "host": replace(PASTA_HOST, default_route=False)},
+     Status.fail, "no default route"),
+    ("net.pasta", {"host": replace(PASTA_HOST, pasta_help="--pid\n")}, Status.warn,
+     "lacks --config-net"),
+    ("net.driver", {"net": "pasta", "running": {"running": True, "net": "slirp4netns"}},
+     Status.ok, "pasta (the running docker-up uses slirp4netns)"),
     ("docker.dockerd", {"versions": {**VERSIONS, "dockerd": "Docker version 19.03.1, b"}},
      Status.fail, "needs 20.10"),
     ("docker.dockerd", {"versions": {**VERSIONS, "dockerd": "weird"}}, Status.warn,

@@ -237,3 +237,52 @@ def test_tcp_listener_with_tls_verifies_clients() -> None:
     assert cfg["hosts"] == ["unix:///tmp/docker-up-1001/docker.sock", "tcp://0.0.0.0:2376"]
     assert cfg["tlsverify"] is True
     assert cfg["tlscacert"] == "/tls/ca.pem" and cfg["tlskey"] == "/tls/key.pem"
+
+
+PASTA_HELP = (DATA / "pasta-2023-03-09.help").read_text()
+PASTA_VERSION = (DATA / "pasta-2023-03-09.version").read_text()
+WITH_PASTA = {**BINS, "pasta": "/usr/bin/pasta", "setpriv": "/usr/bin/setpriv"}
+
+
+def pasta_facts(**kw: object) -> HostFacts:
+    base: dict[str, object] = {
+        "binaries": WITH_PASTA, "pasta_help": PASTA_HELP, "pasta_version": PASTA_VERSION,
+    }  # fmt: skip
+    return facts(**{**base, **kw})
+
+
+def test_net_pasta_plans_pasta_and_needs_no_slirp4netns() -> None:
+    f = pasta_facts(binaries={**WITH_PASTA, "slirp4netns": None})
+    plan = build_plan(Config(net="pasta"), f, paths())
+    assert plan.net_name == "pasta"
+    assert plan.net is not None and plan.net.argv(1, 3, 4)[4] == "/usr/bin/pasta"
+    # The namespace looks the same to the child as with slirp4netns.
+    assert plan.child_spec["verify"]["address"] == "10.0.2.100"
+    assert plan.child_spec["resolv_conf"] == "nameserver 10.0.2.3\n"
+
+
+def test_net_pasta_without_pasta_installed_names_the_package() -> None:
+    with pytest.raises(DockerUpError) as e:
+        build_plan(Config(net="pasta"), facts(), paths())
+    assert "pasta, setpriv not found" in e.value.message
+    assert "apt-get install passt util-linux" in (e.value.hint or "")
+
+
+def test_net_pasta_without_a_default_route_is_refused() -> None:
+    with pytest.raises(DockerUpError) as e:
+        build_plan(Config(net="pasta"), pasta_facts(default_route=False), paths())
+    assert "default route" in e.value.message
+    assert "--net slirp4netns" in (e.value.hint or "")
+
+
+def test_slirp_port_forwarder_needs_the_slirp4netns_driver() -> None:
+    with pytest.raises(DockerUpError) as e:
+        build_plan(Config(net="pasta", port_forwarder="slirp"), pasta_facts(), paths())
+    assert "needs the slirp4netns network driver (here: pasta)" in e.value.message
+    assert "--port-forwarder splice" in (e.value.hint or "")
+
+
+def test_net_pasta_as_real_root_is_refused() -> None:
+    root = pasta_facts(uid=0, gid=0, initial_userns=True, net_admin=True)
+    with pytest.raises(DockerUpError, match="as root"):
+        build_plan(Config(net="pasta"), root, paths())
