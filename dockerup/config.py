@@ -40,6 +40,10 @@ class Config:
     tls_dir: str | None = None  # holds ca.pem, cert.pem, key.pem
     port_forwarder: str = "splice"  # or "slirp": see dockerup/ports.py
     net: str = "slirp4netns"
+    # Cap on each container's TCP send buffer (net.ipv4.tcp_wmem's max), 0: the kernel's.
+    # A container's TCP ends at the network helper, a hop away, so a small buffer costs
+    # nothing there, while the kernel's 4 MiB floods the helper (docs/performance.md).
+    tcp_wmem_max: int = 131072
     data_root: str | None = None  # default: $XDG_DATA_HOME/docker-up/docker
     dockerd_args: tuple[str, ...] = ()
     autostart: bool = True  # the shell-init snippet starts docker-up
@@ -112,6 +116,12 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("mtu", int, "MTU of the tap device and docker0", _range(MTU_MIN, MTU_MAX)),
     Setting("net", str, "network driver: slirp4netns or pasta", _choices(*NET_DRIVERS)),
+    Setting(
+        "tcp-wmem-max",
+        int,
+        "containers' TCP send buffer cap in bytes (0: kernel's)",
+        lambda v: None if v == 0 or 16384 <= v <= 2**30 else "0, or 16384 to 1073741824",
+    ),
     Setting("allow-host-loopback", bool, "reach the workspace's 127.0.0.1 as 10.0.2.2"),
     Setting("data-root", str, "where images and containers live", _absolute),
     Setting("storage", str, "storage driver", _choices(*[s.value for s in Storage])),

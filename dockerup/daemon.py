@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from typing import Any
 
 from dockerup.config import Config
@@ -26,6 +27,16 @@ def tcp_listener(config: Config) -> dict[str, Any]:
         )
     tls = {k: f"{config.tls_dir}/{v}" for k, v in TLS_FILES.items()}
     return {"hosts": [f"tcp://{config.tcp}"], "tls": True, "tlsverify": True, **tls}
+
+
+RUNTIME = "docker-up"  # the name dockerd knows docker-up's runtime wrapper by
+
+
+def container_sysctls(config: Config) -> dict[str, str]:
+    """Defaults for every container with a network namespace of its own."""
+    if not config.tcp_wmem_max:
+        return {}
+    return {"net.ipv4.tcp_wmem": f"4096 16384 {config.tcp_wmem_max}"}
 
 
 def daemon_config(
@@ -57,6 +68,14 @@ def daemon_config(
             # Published ports must answer in the workspace too: docker-up's proxy arranges it.
             {"userland-proxy-path": str(paths.proxy_script)} if own_netns else {}
         )
+        | (
+            {
+                "runtimes": {RUNTIME: {"path": str(paths.runtime_script)}},
+                "default-runtime": RUNTIME,
+            }
+            if own_netns and container_sysctls(config)
+            else {}
+        )
     )
 
 
@@ -68,6 +87,22 @@ def render_daemon_json(config: Config, paths: Paths, storage: str, own_netns: bo
 def proxy_script(python: str, portproxy: str, paths: Paths, docker_proxy: str) -> str:
     """What dockerd runs as its userland proxy (it takes a path, not an argv)."""
     return f'#!/bin/sh\nexec {python} -S {portproxy} {paths.ports_sock} {docker_proxy} "$@"\n'
+
+
+def runtime_script(python: str, runtime_py: str, runc: str, sysctls: dict[str, str]) -> str:
+    """dockerd's default runtime: runc itself for every command but `create`, which passes
+    through dockerup/runtime.py to add the container defaults (one Python start per
+    container, none for state, start, kill, delete)."""
+    q = shlex.quote
+    create = f'exec {q(python)} -S {q(runtime_py)} {q(json.dumps(sysctls))} {q(runc)} "$@"'
+    lines = [
+        "#!/bin/sh",
+        'case " $* " in',
+        f'  *" create "*) {create} ;;',
+        "esac",
+        f'exec {q(runc)} "$@"',
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def dockerd_argv(dockerd: str, paths: Paths, rootless: bool = True) -> list[str]:

@@ -17,11 +17,15 @@ from dockerup.paths import UNIX_SOCKET_MAX, Paths, resolve_paths, system_paths
 
 CHILD_SCRIPT = Path(__file__).with_name("child.py")
 PORTPROXY_SCRIPT = Path(__file__).with_name("portproxy.py")
+RUNTIME_SCRIPT = Path(__file__).with_name("runtime.py")
 FORWARDERS = ("splice", "slirp")
 
 
-def sysctls(gids: int) -> dict[str, str]:
-    return {
+def sysctls(gids: int, config: Config) -> dict[str, str]:
+    # dockerd's own namespace (--network host containers, dockerd's own traffic) gets the
+    # containers' defaults too.
+    defaults = {k.replace(".", "/"): v for k, v in daemon.container_sysctls(config).items()}
+    return defaults | {
         "net/ipv4/ip_forward": "1",
         # Let every mapped group ping (the workspace default is "1 0": nobody). The kernel
         # refuses gids outside the namespace's map, so the range ends where the map does.
@@ -62,6 +66,7 @@ class Plan:
     dirs: tuple[Path, ...] = ()
 
     proxy_script: str | None = None  # None: no own network namespace, plain docker-proxy
+    runtime_script: str | None = None  # None: plain runc, no container defaults
     docker_config: Path = Path("~/.docker")  # the docker CLI's config dir (contexts)
 
     def daemon_json(self, storage: str) -> str:
@@ -222,6 +227,11 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
         )
         if net
         else None,
+        runtime_script=daemon.runtime_script(
+            facts.python, str(RUNTIME_SCRIPT), bins["runc"], daemon.container_sysctls(config)
+        )
+        if net and daemon.container_sysctls(config)
+        else None,
     )
 
 
@@ -245,7 +255,7 @@ def child_spec(
         "copyup": ["/etc", "/run"] if mode is not Mode.privileged or own_netns else [],
         "copyup_base": str(paths.copyup),
         "resolv_conf": f"nameserver {slirp4netns.DNS}\n" if own_netns else None,
-        "sysctls": sysctls(gids) if own_netns else {},
+        "sysctls": sysctls(gids, config) if own_netns else {},
         "loopback": own_netns,
         "storage_candidates": storage_candidates(config),
         "storage_probe_dir": str(paths.data / "probe"),

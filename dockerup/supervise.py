@@ -407,6 +407,9 @@ def start(
 def open_port_manager(plan: Plan, stack: contextlib.ExitStack[bool | None]) -> socket.socket | None:
     """Listen for dockerd's port proxies before dockerd starts (containers with a restart
     policy publish at once); the keeper inherits the socket and answers them."""
+    if plan.runtime_script is not None:  # dockerd checks its runtimes' paths as it starts
+        plan.paths.runtime_script.write_text(plan.runtime_script)
+        plan.paths.runtime_script.chmod(0o755)
     if plan.proxy_script is None:
         return None
     script = plan.paths.proxy_script

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -320,55 +321,228 @@ def measure_shell(runs: int) -> dict[str, float]:
             "added, daemon not running (ms)": not_running - bare}  # fmt: skip
 
 
-def measure_net(runs: int, seconds: int) -> dict[str, dict[str, float]]:
-    """Container -> workspace loopback TCP throughput (iperf3 server on the workspace's
-    127.0.0.1, reached as 10.0.2.2 with host loopback allowed), per network set-up, beside
-    the machine's own loopback: the limit."""
-    port = 25301
-    cases: list[tuple[str, list[str]]] = [
-        ("docker-up slirp4netns MTU 65520", ["--allow-host-loopback"]),
-        ("docker-up slirp4netns MTU 1500", ["--allow-host-loopback", "--mtu", "1500"]),
-        ("rootlesskit+slirp4netns MTU 65520", []),
-    ]
-    server = subprocess.Popen(["iperf3", "-s", "-B", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    results: dict[str, dict[str, float]] = {}
+@dataclass
+class Running:
+    """A daemon under test: its DOCKER_HOST, how long it took to answer, the PID of its
+    network helper, and the PIDs of the launcher's own processes (for resident memory)."""
+
+    host: str
+    ready_s: float
+    helper: int
+    own: list[int]
+
+
+# Container <-> workspace set-ups, all at the same MTU: docker-up with each driver, and
+# Debian's rootlesskit with slirp4netns (the peer), with host loopback allowed everywhere.
+NET_SETUPS: list[tuple[str, list[str]]] = [
+    ("docker-up slirp4netns", ["--net", "slirp4netns"]),
+    ("docker-up pasta", ["--net", "pasta"]),
+    ("rootlesskit+slirp4netns", []),
+]
+LOOPBACK = "host loopback (the limit)"
+THROUGHPUT = ("c->w 1 stream", "c->w 4 streams", "w->c 1 stream", "w->c 4 streams")
+
+
+def loopback_launcher(home: Home) -> str:
+    """Debian's dockerd-rootless.sh hard-codes --disable-host-loopback: a copy without it."""
+    script = home.root / "dockerd-rootless-loopback.sh"
+    script.write_text(Path(ROOTLESS_SH).read_text().replace("--disable-host-loopback ", ""))
+    script.chmod(0o755)
+    return str(script)
+
+
+@contextlib.contextmanager
+def net_daemon(home: Home, name: str, args: list[str], mtu: int,
+               env: dict[str, str] | None = None) -> Iterator[Running]:  # fmt: skip
+    t0 = time.monotonic()
+    if name.startswith("docker-up"):
+        argv = [str(VENV / "bin" / "docker-up"), "--allow-host-loopback", "--mtu", str(mtu)]
+        p = home.popen([*argv, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                       extra_env=env)  # fmt: skip
+        assert p.stdout
+        line = next((ln for ln in p.stdout if ln.startswith("export DOCKER_HOST=")), "")
+        if not line:
+            raise RuntimeError(f"{name} did not start: exit {p.wait()}")
+        ready = time.monotonic() - t0
+        state = json.loads((home.root / "run" / "docker-up" / "state.json").read_text())
+        run = Running(line.strip().split("=", 1)[1], ready, state["net_pid"],
+                      [p.pid, state["net_pid"]])  # fmt: skip
+        stop = signal.SIGINT
+    else:
+        # The same MTU for rootlesskit's tap and for dockerd's bridge (the launcher passes
+        # its arguments on to dockerd).
+        p = home.popen([loopback_launcher(home), f"--mtu={mtu}"], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL,
+                       extra_env={"DOCKERD_ROOTLESS_ROOTLESSKIT_MTU": str(mtu)})  # fmt: skip
+        sock = home.root / "run" / "docker.sock"
+        while not ping(sock):
+            if p.poll() is not None or time.monotonic() - t0 > 60:
+                raise RuntimeError(f"{name} did not start")
+            time.sleep(0.002)
+        ready = time.monotonic() - t0
+        kids = {c: Path(f"/proc/{c}/comm").read_text().strip() for c in children(p.pid)}
+        slirp = next(c for c, comm in kids.items() if comm == "slirp4netns")
+        own = [p.pid, slirp, *[c for c, comm in kids.items() if comm == "exe"]]
+        run = Running(f"unix://{sock}", ready, slirp, own)
+        stop = signal.SIGTERM
     try:
-        results["host loopback (the limit)"] = by_streams(
-            lambda n: iperf_gbps(port, n, seconds), runs
-        )
-        with iperf_image() as tar:
-            for name, args in cases:
-                with fresh_home() as home:
-                    # Debian's dockerd-rootless.sh hard-codes --disable-host-loopback: a copy
-                    # without it.
-                    script = home.root / "dockerd-rootless-loopback.sh"
-                    text = Path(ROOTLESS_SH).read_text()
-                    script.write_text(text.replace("--disable-host-loopback ", ""))
-                    script.chmod(0o755)
-                    with daemon(home, name, args, {}, launcher=str(script)) as host:
-                        docker_cli(home, host, "import", str(tar), "iperf:bench")
-
-                        def measure(n: int, home: Home = home, host: str = host,
-                                    name: str = name) -> float:  # fmt: skip
-                            return container_gbps(name, home, host, port, n, seconds)
-
-                        results[name] = by_streams(measure, runs)
+        yield run
     finally:
-        server.terminate()
-        server.wait()
-    return results
+        containers = docker_cli(home, run.host, "ps", "-aq", check=False).split()
+        if containers:
+            docker_cli(home, run.host, "rm", "-f", *containers, check=False)
+        p.send_signal(stop)
+        p.wait(90)
 
 
-def container_gbps(name: str, home: Home, host: str, port: int, streams: int,
-                   seconds: int) -> float:  # fmt: skip
-    """iperf3 client in a container to the workspace's loopback (10.0.2.2)."""
-    doc = json.loads(docker_cli(home, host, "run", "--rm", "iperf:bench", "iperf3", "-c",
-                                "10.0.2.2", "-p", str(port), "-t", str(seconds), "-P",
-                                str(streams), "-J"))  # fmt: skip
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def iperf_json(doc: dict[str, Any], what: str) -> tuple[float, float]:
+    """(Gbit/s, bytes) received, from iperf3 -J output."""
     if "error" in doc:
-        raise RuntimeError(f"{name}: iperf3: {doc['error']}")
-    return float(doc["end"]["sum_received"]["bits_per_second"]) / 1e9
+        raise RuntimeError(f"{what}: iperf3: {doc['error']}")
+    end = doc["end"]["sum_received"]
+    return float(end["bits_per_second"]) / 1e9, float(end["bytes"])
+
+
+def one_setup_run(home: Home, run: Running, ports: tuple[int, int], seconds: int,
+                  tar: Path) -> dict[str, float]:  # fmt: skip
+    """One run of every measure against one running daemon."""
+    iperf_port, rr_port = ports
+    docker_cli(home, run.host, "import", str(tar), "iperf:bench")
+    row: dict[str, float] = {}
+    for col in THROUGHPUT:
+        streams = "1" if "1 stream" in col else "4"
+        reverse = ["-R"] if col.startswith("w->c") else []
+        cpu0 = cpu_s(run.helper)
+        out = docker_cli(home, run.host, "run", "--rm", "iperf:bench", "iperf3", "-c",
+                         "10.0.2.2", "-p", str(iperf_port), "-t", str(seconds), "-P", streams,
+                         "-J", *reverse)  # fmt: skip
+        gbps, moved = iperf_json(json.loads(out), col)
+        row[col] = gbps
+        if col == "c->w 1 stream":
+            row["helper CPU s/GB"] = (cpu_s(run.helper) - cpu0) / (moved / 1e9)
+    out = docker_cli(home, run.host, "run", "--rm", "iperf:bench", "tcprr", "10.0.2.2",
+                     str(rr_port), "2000", "300")  # fmt: skip
+    row.update(json.loads(out))
+    row["ready s"] = run.ready_s
+    row["resident MiB"] = sum(rss_kb(p) for p in run.own) / 1024
+    return row
+
+
+def medians(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {k: median([r[k] for r in rows]) for k in rows[0]}
+
+
+def loopback_row(ports: tuple[int, int], runs: int, seconds: int, tcprr: str) -> dict[str, float]:
+    rows = []
+    for _ in range(runs):
+        row = {}
+        for col in THROUGHPUT:
+            streams = 1 if "1 stream" in col else 4
+            row[col] = iperf_gbps(ports[0], streams, seconds)
+        r = subprocess.run([tcprr, "127.0.0.1", str(ports[1]), "2000", "300"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+        rows.append({**row, **json.loads(r.stdout)})
+    return medians(rows)
+
+
+def measure_net(runs: int, seconds: int, mtu: int) -> dict[str, dict[str, float]]:
+    """Container <-> workspace loopback (servers on the workspace's 127.0.0.1, reached as
+    10.0.2.2), per set-up, beside the machine's own loopback: the limit. Every set-up runs
+    `runs` times, a fresh start each time, alternating, so drift hits them alike."""
+    ports = (25301, 25302)
+    results: dict[str, list[dict[str, float]]] = {name: [] for name, _ in NET_SETUPS}
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dockerup-rr-")))
+        tcprr = str(tmp / "tcprr")
+        subprocess.run(["cc", "-O2", "-o", tcprr, str(Path(__file__).with_name("tcprr.c"))],
+                       check=True)  # fmt: skip
+        for argv in (["iperf3", "-s", "-B", "127.0.0.1", "-p", str(ports[0])],
+                     [tcprr, "-s", str(ports[1])]):  # fmt: skip
+            server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stack.callback(server.wait)
+            stack.callback(server.terminate)
+        time.sleep(0.3)  # the servers bind; iperf_gbps retries anyway
+        out = {LOOPBACK: loopback_row(ports, runs, seconds, tcprr)}
+        tar = stack.enter_context(iperf_image())
+        homes_ = {name: stack.enter_context(fresh_home()) for name, _ in NET_SETUPS}
+        for _ in range(runs):
+            for name, args in NET_SETUPS:
+                with net_daemon(homes_[name], name, args, mtu) as run:
+                    results[name].append(one_setup_run(homes_[name], run, ports, seconds, tar))
+    out.update({name: medians(rows) for name, rows in results.items()})
+    return out
+
+
+# What was tried to tune the default (docs/performance.md): the container's TCP send buffer
+# cap, per driver, at MTU 65520; then the MTU with the chosen cap. "kernel" leaves the
+# container's net.ipv4.tcp_wmem at the kernel's default (max 4 MiB).
+WMEM_CAPS = ("kernel", "524288", "262144", "131072", "65536", "32768")
+TUNE_MTUS = (1500, 9000, 65520)
+
+
+def container_iperf(home: Home, run: Running, port: int, seconds: int, streams: int,
+                    wmem: str, reverse: bool = False) -> dict[str, float]:  # fmt: skip
+    sysctl = [] if wmem == "kernel" else ["--sysctl", f"net.ipv4.tcp_wmem=4096 16384 {wmem}"]
+    out = docker_cli(home, run.host, "run", "--rm", *sysctl, "iperf:bench", "iperf3", "-c",
+                     "10.0.2.2", "-p", str(port), "-t", str(seconds), "-P", str(streams), "-J",
+                     *(["-R"] if reverse else []))  # fmt: skip
+    doc = json.loads(out)
+    gbps, _ = iperf_json(doc, "tune")
+    return {"Gbit/s": gbps, "retransmits": float(doc["end"]["sum_sent"].get("retransmits", 0))}
+
+
+def measure_tune(runs: int, seconds: int) -> dict[str, dict[str, float]]:
+    port = 25311
+    rows: dict[str, dict[str, float]] = {}
+    with contextlib.ExitStack() as stack:
+        server = subprocess.Popen(["iperf3", "-s", "-B", "127.0.0.1", "-p", str(port)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        stack.callback(server.wait)
+        stack.callback(server.terminate)
+        tar = stack.enter_context(iperf_image())
+        cases = [(d, 65520, w) for d in ("slirp4netns", "pasta") for w in WMEM_CAPS]
+        cases += [(d, m, w) for d in ("slirp4netns", "pasta") for m in TUNE_MTUS[:-1]
+                  for w in ("kernel", "65536")]  # fmt: skip
+        by_daemon: dict[tuple[str, int], list[str]] = {}
+        for d, m, w in cases:
+            by_daemon.setdefault((d, m), []).append(w)
+        for (driver, mtu), caps in by_daemon.items():
+            # No default cap: each row sets its own with --sysctl, "kernel" none at all.
+            no_cap = {"DOCKER_UP_TCP_WMEM_MAX": "0"}
+            name = f"docker-up {driver}"
+            with fresh_home() as home, net_daemon(home, name, ["--net", driver], mtu,
+                                                  no_cap) as run:  # fmt: skip
+                docker_cli(home, run.host, "import", str(tar), "iperf:bench")
+                for wmem in caps:
+                    one = [container_iperf(home, run, port, seconds, 1, wmem)
+                           for _ in range(runs)]  # fmt: skip
+                    four = [container_iperf(home, run, port, seconds, 4, wmem)
+                            for _ in range(runs)]  # fmt: skip
+                    rows[f"{driver} MTU {mtu} wmem {wmem}"] = {
+                        "c->w 1 stream": median([r["Gbit/s"] for r in one]),
+                        "c->w 4 streams": median([r["Gbit/s"] for r in four]),
+                        "retransmits (1 stream)": median([r["retransmits"] for r in one]),
+                    }
+    return rows
+
+
+def net_targets(net: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The issue's ratios, from this run: the default against the peer at the same MTU, and
+    the best driver against slirp4netns."""
+    col = "c->w 1 stream"
+    default = net["docker-up slirp4netns"][col]
+    best = max(v[col] for k, v in net.items() if k.startswith("docker-up"))
+    return {
+        "default / rootlesskit+slirp4netns (target >= 1.0)":
+            default / net["rootlesskit+slirp4netns"][col],
+        "best docker-up driver / slirp4netns (target >= 2.0)": best / default,
+        "best docker-up driver / host loopback": best / net[LOOPBACK][col],
+    }  # fmt: skip
 
 
 def median(xs: list[float]) -> float:
@@ -463,8 +637,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--out", default="bench-results")
-    ap.add_argument("--only", choices=("startup", "ports", "shell", "net"), help="one part")
+    ap.add_argument(
+        "--only",
+        choices=("startup", "ports", "shell", "net", "tune"),
+        help="one part (tune: the tuning sweep, not part of the default report)",
+    )
     ap.add_argument("--seconds", type=int, default=3, help="length of each iperf3 run")
+    ap.add_argument("--mtu", type=int, default=65520, help="MTU of every set-up in --only net")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(exist_ok=True)
@@ -485,12 +664,27 @@ def main() -> None:
         print(f"written: {out / 'shell.json'}")
     if args.only in (None, "net"):
         runs = max(1, min(args.runs, 3))
-        net = measure_net(runs, args.seconds)
-        doc = {"version": 1, "runs": runs, "seconds": args.seconds, "results": net}
+        net = measure_net(runs, args.seconds, args.mtu)
+        targets = net_targets(net)
+        doc = {"version": 2, "runs": runs, "seconds": args.seconds, "mtu": args.mtu,
+               "results": {k: {c: v[c] for c in THROUGHPUT} for k, v in net.items()},
+               "all": net, "targets": targets, "machine": machine}  # fmt: skip
         (out / "net.json").write_text(json.dumps(doc, indent=2))
-        render_table("container -> workspace loopback, iperf3", net, runs,
-                     "host loopback (the limit)")  # fmt: skip
+        render_table(f"container <-> workspace loopback, MTU {args.mtu}, Gbit/s unless named",
+                     net, runs, LOOPBACK)  # fmt: skip
+        for k, v in targets.items():
+            print(f"{k}: {v:.2f}x")
         print(f"written: {out / 'net.json'}")
+    if args.only == "tune":
+        runs = max(1, min(args.runs, 3))
+        tune = measure_tune(runs, args.seconds)
+        doc = {"version": 1, "runs": runs, "seconds": args.seconds, "results": tune,
+               "machine": machine}  # fmt: skip
+        (out / "tune.json").write_text(json.dumps(doc, indent=2))
+        render_table("tuning: container -> workspace loopback, Gbit/s", tune, runs,
+                     "slirp4netns MTU 65520 wmem kernel")  # fmt: skip
+        print(f"written: {out / 'tune.json'}")
+        return
     if args.only in (None, "ports"):
         runs = max(1, min(args.runs, 3))
         ports = measure_ports(runs, args.seconds)
@@ -542,19 +736,22 @@ def render_table(title: str, rows: dict[str, dict[str, float]], runs: int, base_
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"{title} (median of {runs}; ratio to {base_name})")
+    t = Table(title=f"{title} (median of {runs}; throughput ratio to {base_name})")
     t.add_column("set-up")
-    cols = list(next(iter(rows.values())))
+    cols = list(dict.fromkeys(c for row in rows.values() for c in row))
     for c in cols:
         t.add_column(c, justify="right")
     base = rows.get(base_name, {})
     for name, row in rows.items():
         cells = []
         for c in cols:
-            ratio = f" ({row[c] / base[c]:.2f}x)" if base.get(c) else ""
+            if c not in row:
+                cells.append("-")
+                continue
+            ratio = f" ({row[c] / base[c]:.2f}x)" if base.get(c) and "stream" in c else ""
             cells.append(f"{row[c]:.2f}{ratio}")
         t.add_row(name, *cells)
-    Console().print(t)
+    Console(width=max(120, 16 * (len(cols) + 1))).print(t)
 
 
 if __name__ == "__main__":

@@ -144,6 +144,19 @@ def test_namespace_is_wired_as_planned(
     )
     assert r.stdout.split()[0] == "9000"
     assert "nameserver 10.0.2.3" in r.stdout
+    # Container defaults come through docker-up's runtime: a capped TCP send buffer, unless
+    # the container sets its own; a container in dockerd's namespace gets no net sysctl.
+    wmem = "cat /proc/sys/net/ipv4/tcp_wmem"
+    assert workspace.docker("run", "--rm", "bb:test", "sh", "-c", wmem).stdout.split() == [
+        "4096", "16384", "131072",
+    ]  # fmt: skip
+    own = workspace.docker("run", "--rm", "--sysctl", "net.ipv4.tcp_wmem=4096 16384 65536",
+                           "bb:test", "sh", "-c", wmem)  # fmt: skip
+    assert own.stdout.split()[-1] == "65536"
+    host = workspace.docker("run", "--rm", "--network", "host", "bb:test", "sh", "-c", wmem)
+    assert host.stdout.split()[-1] == "131072"  # dockerd's namespace has the same cap
+    info = workspace.docker("info", "--format", "{{.DefaultRuntime}}")
+    assert info.stdout.strip() == "docker-up"
     # The host's /etc was not touched by the copy-up.
     assert (
         "10.0.2.3" not in Path("/etc/resolv.conf").read_text()

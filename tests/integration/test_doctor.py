@@ -36,6 +36,13 @@ def test_doctor_on_this_machine_passes(workspace: Workspace) -> None:
     assert r.returncode == 0 and "docker-up doctor" in r.stdout and "\x1b[" not in r.stdout
 
 
+def test_doctor_shows_the_chosen_driver(workspace: Workspace, net: str) -> None:
+    v = verdicts(workspace.docker_up("doctor", "--json"))
+    assert v["net.driver"]["detail"] == net
+    assert v["net.pasta"]["status"] == "ok", v["net.pasta"]  # installed and usable here
+    assert "passt 0.0~git" in v["net.pasta"]["detail"]  # Debian's pasta, named by package
+
+
 @pytest.mark.parametrize(
     ("breakage", "check_id", "words"),
     [

@@ -140,6 +140,8 @@ def test_dockerd_argv_env_and_daemon_json() -> None:
         "shutdown-timeout": 10,
         "deprecated-key-path": "/home/alice/.local/share/docker-up/key.json",
         "userland-proxy-path": "/tmp/docker-up-1001/bin/docker-up-proxy",
+        "runtimes": {"docker-up": {"path": "/tmp/docker-up-1001/bin/docker-up-runtime"}},
+        "default-runtime": "docker-up",
     }
     assert plan.proxy_script == (
         "#!/bin/sh\nexec /usr/bin/python3 -S "
@@ -286,3 +288,27 @@ def test_net_pasta_as_real_root_is_refused() -> None:
     root = pasta_facts(uid=0, gid=0, initial_userns=True, net_admin=True)
     with pytest.raises(DockerUpError, match="as root"):
         build_plan(Config(net="pasta"), root, paths())
+
+
+def test_container_defaults_go_through_the_runtime_wrapper() -> None:
+    plan = build_plan(Config(), facts(), paths())
+    assert plan.runtime_script is not None
+    lines = plan.runtime_script.splitlines()
+    wrapper = Path(daemon.__file__).with_name("runtime.py")
+    # Only `create` pays for a Python start; everything else is runc at once.
+    assert lines[1:4] == [
+        'case " $* " in',
+        f'  *" create "*) exec /usr/bin/python3 -S {wrapper}'
+        ' \'{"net.ipv4.tcp_wmem": "4096 16384 131072"}\' /usr/sbin/runc "$@" ;;',
+        "esac",
+    ]
+    assert lines[4] == 'exec /usr/sbin/runc "$@"'
+    # dockerd's own namespace gets the same cap.
+    assert plan.child_spec["sysctls"]["net/ipv4/tcp_wmem"] == "4096 16384 131072"
+
+
+def test_no_container_defaults_means_plain_runc() -> None:
+    plan = build_plan(Config(tcp_wmem_max=0), facts(), paths())
+    assert plan.runtime_script is None
+    assert "default-runtime" not in json.loads(plan.daemon_json("overlay2"))
+    assert "net/ipv4/tcp_wmem" not in plan.child_spec["sysctls"]

@@ -1,0 +1,53 @@
+"""The runtime wrapper's spec edit and argument parsing (pure)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from dockerup.runtime import adjust_spec, bundle_dir, rewrite
+
+WMEM = {"net.ipv4.tcp_wmem": "4096 16384 131072"}
+
+
+def spec(namespaces: list[dict[str, str]], sysctl: dict[str, str] | None = None) -> dict[str, Any]:
+    linux: dict[str, Any] = {"namespaces": namespaces}
+    if sysctl is not None:
+        linux["sysctl"] = sysctl
+    return {"ociVersion": "1.0.2", "linux": linux}
+
+
+def test_a_container_with_its_own_netns_gets_the_defaults() -> None:
+    s = spec([{"type": "pid"}, {"type": "network"}])
+    assert adjust_spec(s, WMEM)
+    assert s["linux"]["sysctl"] == WMEM
+
+
+def test_the_containers_own_setting_wins() -> None:
+    s = spec([{"type": "network"}], {"net.ipv4.tcp_wmem": "4096 16384 4194304", "a": "1"})
+    assert not adjust_spec(s, WMEM)
+    assert s["linux"]["sysctl"]["net.ipv4.tcp_wmem"] == "4096 16384 4194304"
+
+
+def test_a_shared_network_namespace_is_left_alone() -> None:
+    # --network container:X joins by path; --network host has no network entry at all.
+    assert not adjust_spec(spec([{"type": "network", "path": "/proc/7/ns/net"}]), WMEM)
+    assert not adjust_spec(spec([{"type": "pid"}]), WMEM)
+    assert not adjust_spec({"ociVersion": "1.0.2"}, WMEM)
+
+
+def test_bundle_of_runc_create() -> None:
+    base = ["--root", "/r", "--log", "/l", "--log-format", "json"]
+    assert bundle_dir([*base, "create", "--bundle", "/b", "--pid-file", "/p", "id"]) == "/b"
+    assert bundle_dir([*base, "create", "--bundle=/b2", "id"]) == "/b2"
+    assert bundle_dir([*base, "create", "id"]) == "."
+    assert bundle_dir([*base, "start", "id"]) is None
+
+
+def test_rewrite_changes_the_file_in_place(tmp_path: Path) -> None:
+    f = tmp_path / "config.json"
+    f.write_text(json.dumps(spec([{"type": "network"}])))
+    rewrite(str(f), WMEM)
+    assert json.loads(f.read_text())["linux"]["sysctl"] == WMEM
+    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
