@@ -44,6 +44,9 @@ class Config:
     # A container's TCP ends at the network helper, a hop away, so a small buffer costs
     # nothing there, while the kernel's 4 MiB floods the helper (docs/performance.md).
     tcp_wmem_max: int = 131072
+    # Containers' TCP connections to the workspace's loopback become real workspace sockets
+    # (seccomp user notification; dockerup/accel.py) instead of crossing the helper.
+    net_accel: bool = False
     data_root: str | None = None  # default: $XDG_DATA_HOME/docker-up/docker
     dockerd_args: tuple[str, ...] = ()
     autostart: bool = True  # the shell-init snippet starts docker-up
@@ -122,6 +125,7 @@ SETTINGS: tuple[Setting, ...] = (
         "containers' TCP send buffer cap in bytes (0: kernel's)",
         lambda v: None if v == 0 or 16384 <= v <= 2**30 else "0, or 16384 to 1073741824",
     ),
+    Setting("net-accel", bool, "bypass the network helper for container connections"),
     Setting("allow-host-loopback", bool, "reach the workspace's 127.0.0.1 as 10.0.2.2"),
     Setting("data-root", str, "where images and containers live", _absolute),
     Setting("storage", str, "storage driver", _choices(*[s.value for s in Storage])),

@@ -39,6 +39,16 @@ def container_sysctls(config: Config) -> dict[str, str]:
     return {"net.ipv4.tcp_wmem": f"4096 16384 {config.tcp_wmem_max}"}
 
 
+def container_defaults(config: Config, paths: Paths) -> dict[str, Any]:
+    """What docker-up's runtime adds to each new container; empty: plain runc."""
+    defaults: dict[str, Any] = {}
+    if sysctls := container_sysctls(config):
+        defaults["sysctls"] = sysctls
+    if config.net_accel:
+        defaults["listener"] = str(paths.accel_sock)
+    return defaults
+
+
 def daemon_config(
     config: Config, paths: Paths, storage: str, own_netns: bool = True
 ) -> dict[str, Any]:
@@ -73,7 +83,7 @@ def daemon_config(
                 "runtimes": {RUNTIME: {"path": str(paths.runtime_script)}},
                 "default-runtime": RUNTIME,
             }
-            if own_netns and container_sysctls(config)
+            if own_netns and container_defaults(config, paths)
             else {}
         )
     )
@@ -89,12 +99,12 @@ def proxy_script(python: str, portproxy: str, paths: Paths, docker_proxy: str) -
     return f'#!/bin/sh\nexec {python} -S {portproxy} {paths.ports_sock} {docker_proxy} "$@"\n'
 
 
-def runtime_script(python: str, runtime_py: str, runc: str, sysctls: dict[str, str]) -> str:
+def runtime_script(python: str, runtime_py: str, runc: str, defaults: dict[str, Any]) -> str:
     """dockerd's default runtime: runc itself for every command but `create`, which passes
     through dockerup/runtime.py to add the container defaults (one Python start per
     container, none for state, start, kill, delete)."""
     q = shlex.quote
-    create = f'exec {q(python)} -S {q(runtime_py)} {q(json.dumps(sysctls))} {q(runc)} "$@"'
+    create = f'exec {q(python)} -S {q(runtime_py)} {q(json.dumps(defaults))} {q(runc)} "$@"'
     lines = [
         "#!/bin/sh",
         'case " $* " in',

@@ -70,6 +70,7 @@ class DoctorFacts:
     runtime_foreign: bool = False  # it exists but is someone else's, or a symlink
     running: dict[str, object] = field(default_factory=dict)  # docker-up's own status
     net: str = "slirp4netns"  # the network driver the configuration chooses
+    net_accel: bool = False
 
 
 @dataclass(frozen=True)
@@ -273,6 +274,35 @@ def check_pasta(f: DoctorFacts) -> Result:
     return ok(f"usable ({feats.version})")
 
 
+RUNC_NOTIFY_MIN = (1, 1)  # runc's seccomp listenerPath / SCMP_ACT_NOTIFY
+LIBSECCOMP_NOTIFY_MIN = (2, 5)
+
+
+def _version_tuple(text: str, pattern: str) -> tuple[int, int] | None:
+    m = re.search(pattern + r"\D*(\d+)\.(\d+)", text)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def check_accel(f: DoctorFacts) -> Result:
+    """--net-accel: seccomp user notification, usable by rootless runc."""
+    runc = f.versions.get("runc_full", f.versions.get("runc", ""))
+    problems = []
+    if "user_notif" not in f.seccomp_actions.split():
+        problems.append("the kernel has no seccomp user notification (Linux 5.0+; 5.14+ here)")
+    rv = _version_tuple(runc, "runc version")
+    if rv is None or rv < RUNC_NOTIFY_MIN:
+        problems.append(f"runc {rv or '?'} cannot hand over a seccomp listener (1.1+)")
+    lv = _version_tuple(runc, "libseccomp:")
+    if lv is None or lv < LIBSECCOMP_NOTIFY_MIN:
+        problems.append(f"runc's libseccomp {lv or '?'} lacks user notification (2.5+)")
+    state = "on" if f.net_accel else "off"
+    if problems:
+        status = Status.fail if f.net_accel else Status.skip
+        return Result(status, f"{state}; unsupported here: {'; '.join(problems)}",
+                      "drop --net-accel")  # fmt: skip
+    return ok(f"{state}; supported (seccomp user notification, runc {rv}, libseccomp {lv})")
+
+
 def check_net_driver(f: DoctorFacts) -> Result:
     running = f.running.get("net") if f.running.get("running") else None
     now = f" (the running docker-up uses {running})" if running and running != f.net else ""
@@ -450,6 +480,7 @@ CHECKS: tuple[Check, ...] = (
     Check("ids.tools", "newuidmap/newgidmap", check_idmap_tools, fatal=True),
     Check("programs", "required programs", check_programs, fatal=True),
     Check("net.driver", "network driver", check_net_driver),
+    Check("net.accel", "network acceleration", check_accel),
     Check("net.slirp4netns", "slirp4netns", check_slirp4netns),
     Check("net.pasta", "pasta", check_pasta),
     Check("docker.dockerd", "dockerd", check_dockerd, fatal=True),
@@ -545,6 +576,8 @@ def probe_doctor(config: Config | None = None, h: HostFacts | None = None) -> Do
     if slirp := h.binaries.get("slirp4netns"):
         versions["slirp4netns"] = proc.output([slirp, "--version"])
     h = host.with_pasta(h)
+    if runc := h.binaries.get("runc"):
+        versions["runc_full"] = proc.output([runc, "--version"])
     ipt_dir = Path(h.binaries.get("iptables") or "/usr/sbin/iptables").parent
     iptables = {}
     for backend in ("nft", "legacy"):
@@ -591,6 +624,7 @@ def probe_doctor(config: Config | None = None, h: HostFacts | None = None) -> Do
         runtime_foreign=_foreign(paths.runtime, h.uid),
         running=running,
         net=config.net,
+        net_accel=config.net_accel,
     )
 
 

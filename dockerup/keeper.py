@@ -26,7 +26,7 @@ import time
 from typing import Any
 
 # The rest of docker-up's package sits beside this script; only stdlib-only modules of it
-# (wire, ports) are imported here.
+# (wire, ports, accel) are imported here.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dockerup.wire import ping
 
@@ -75,6 +75,10 @@ class Keeper:
             self.ports = PortManager(
                 server, forwarder(spec["port_forwarder"], spec["net_api"]), self.log
             )
+        if spec.get("accel_fd") is not None:
+            from dockerup import accel
+
+            accel.start(spec["accel_fd"], spec["allow_host_loopback"], self.log)
 
     def log(self, msg: str) -> None:
         line = f"docker-up: {msg}\n"

@@ -57,6 +57,10 @@ class Paths:
         return self.bin_dir / "docker-up-proxy"
 
     @property
+    def accel_sock(self) -> Path:
+        return self.runtime / "accel.sock"
+
+    @property
     def runtime_script(self) -> Path:
         return self.bin_dir / "docker-up-runtime"
 

@@ -155,6 +155,20 @@ def network_driver(
     )  # fmt: skip
 
 
+def require_accel(config: Config) -> None:
+    if not config.net_accel:
+        return
+    if config.host_network:
+        raise DockerUpError("--net-accel needs docker-up's own network namespace",
+                            hint="drop --host-network or --net-accel")  # fmt: skip
+    if not config.allow_host_loopback:
+        raise DockerUpError(
+            "--net-accel bypasses the network helper for connections to the workspace's "
+            "loopback only, and host loopback is not allowed",
+            hint="add --allow-host-loopback, or drop --net-accel",
+        )
+
+
 def require_forwarder(config: Config) -> None:
     if config.port_forwarder not in FORWARDERS:
         raise DockerUpError(f"unknown port forwarder {config.port_forwarder!r}",
@@ -203,6 +217,7 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
     net = None if config.host_network else network_driver(config, facts, bins, paths, mode)
     require_socket_path(paths)
     require_forwarder(config)
+    require_accel(config)
     daemon.tcp_listener(config)  # refuses a plain TCP listener before anything starts
     argv = daemon.dockerd_argv(bins["dockerd"], paths, rootless=mode.dockerd_rootless())
     argv += config.dockerd_args
@@ -227,12 +242,17 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
         )
         if net
         else None,
-        runtime_script=daemon.runtime_script(
-            facts.python, str(RUNTIME_SCRIPT), bins["runc"], daemon.container_sysctls(config)
-        )
-        if net and daemon.container_sysctls(config)
-        else None,
+        runtime_script=runtime_script(facts, bins, config, paths) if net else None,
     )
+
+
+def runtime_script(
+    facts: HostFacts, bins: dict[str, str], config: Config, paths: Paths
+) -> str | None:
+    defaults = daemon.container_defaults(config, paths)
+    if not defaults:
+        return None
+    return daemon.runtime_script(facts.python, str(RUNTIME_SCRIPT), bins["runc"], defaults)
 
 
 def child_spec(

@@ -3,7 +3,8 @@
 dockerd 20.10 has no default sysctls for containers, but every container passes through
 its runtime. daemon.runtime_script() is the runtime dockerd calls: a shell script that
 execs runc directly for every command except `create`, which comes here first. Here the
-bundle's config.json gets the sysctls a container did not set itself, then runc runs.
+bundle's config.json gets the sysctls a container did not set itself and, with --net-accel,
+a seccomp listener for connect(); then runc runs.
 
 Stdlib only, run as `python -S` (a few milliseconds, once per container). A default must
 never keep a container from starting: any problem here leaves the spec as it was.
@@ -24,8 +25,7 @@ def adjust_spec(spec: dict[str, Any], sysctls: dict[str, str]) -> bool:
     linux = spec.get("linux")
     if not isinstance(linux, dict):
         return False
-    namespaces = linux.get("namespaces") or []
-    if not any(n.get("type") == "network" and not n.get("path") for n in namespaces):
+    if not _own_netns(linux):
         return False
     current = linux.get("sysctl") or {}
     missing = {k: v for k, v in sysctls.items() if k not in current}
@@ -33,6 +33,46 @@ def adjust_spec(spec: dict[str, Any], sysctls: dict[str, str]) -> bool:
         return False
     linux["sysctl"] = {**current, **missing}
     return True
+
+
+# The calls the acceleration agent (dockerup/accel.py) is asked about.
+NOTIFIED = ("connect",)
+
+
+def add_listener(spec: dict[str, Any], listener: str) -> bool:
+    """Route the container's connect() through docker-up's agent (seccomp user
+    notification): the agent may replace the socket with one in the workspace, or let the
+    call continue unchanged. Only for a container with a seccomp profile and a network
+    namespace of its own; a container without the profile (seccomp=unconfined) runs as
+    before. True if the spec changed."""
+    linux = spec.get("linux")
+    if not isinstance(linux, dict) or not _own_netns(linux):
+        return False
+    seccomp = linux.get("seccomp")
+    if not isinstance(seccomp, dict) or seccomp.get("listenerPath"):
+        return False
+    rules = []
+    for rule in seccomp.get("syscalls") or []:
+        names = [n for n in rule.get("names", []) if n not in NOTIFIED]
+        # A rule about these calls with arguments or another action is kept as it was: one
+        # syscall may not carry two different unconditional actions.
+        if rule.get("action") != "SCMP_ACT_ALLOW" or rule.get("args"):
+            names = rule.get("names", [])
+        if names:
+            rules.append({**rule, "names": names})
+    kept = {n for r in rules for n in r["names"]}
+    notify = [n for n in NOTIFIED if n not in kept]
+    if not notify:
+        return False
+    rules.append({"names": notify, "action": "SCMP_ACT_NOTIFY"})
+    seccomp["syscalls"] = rules
+    seccomp["listenerPath"] = listener
+    return True
+
+
+def _own_netns(linux: dict[str, Any]) -> bool:
+    namespaces = linux.get("namespaces") or []
+    return any(n.get("type") == "network" and not n.get("path") for n in namespaces)
 
 
 def bundle_dir(args: list[str]) -> str | None:
@@ -49,10 +89,13 @@ def bundle_dir(args: list[str]) -> str | None:
     return "."
 
 
-def rewrite(path: str, sysctls: dict[str, str]) -> None:
+def rewrite(path: str, defaults: dict[str, Any]) -> None:
     with open(path) as f:
         spec = json.load(f)
-    if adjust_spec(spec, sysctls):
+    changed = adjust_spec(spec, defaults.get("sysctls") or {})
+    if defaults.get("listener"):
+        changed = add_listener(spec, defaults["listener"]) or changed
+    if changed:
         tmp = path + ".docker-up"
         with open(tmp, "w") as f:
             json.dump(spec, f)
@@ -60,11 +103,11 @@ def rewrite(path: str, sysctls: dict[str, str]) -> None:
 
 
 def main(argv: list[str]) -> None:
-    sysctls, runc, args = json.loads(argv[1]), argv[2], argv[3:]
+    defaults, runc, args = json.loads(argv[1]), argv[2], argv[3:]
     bundle = bundle_dir(args)
     if bundle is not None:
         try:
-            rewrite(os.path.join(bundle, "config.json"), sysctls)
+            rewrite(os.path.join(bundle, "config.json"), defaults)
         except (OSError, ValueError) as e:
             print(f"docker-up runtime: spec left as it was: {e}", file=sys.stderr)
     os.execv(runc, [runc, *args])

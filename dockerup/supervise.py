@@ -105,6 +105,7 @@ class Handles:
     net_exit_fd: int | None
     ns_fds: dict[str, int]
     ports: socket.socket | None = None
+    accel: socket.socket | None = None  # the acceleration agent's listener (--net-accel)
 
 
 def wait_readable(
@@ -245,7 +246,8 @@ def end_orphans(paths: Paths, progress: Progress, keep_socket: bool = False) -> 
 def stale_files(paths: Paths, keep_socket: bool = False) -> tuple[Path, ...]:
     """What a stopped docker-up leaves behind. With socket activation the socket is ours,
     bound by the lazy holder, not a leftover."""
-    files = (paths.pidfile, paths.slirp_api, paths.state_file, paths.ports_sock, paths.main_pid)
+    files = (paths.pidfile, paths.slirp_api, paths.state_file, paths.ports_sock, paths.main_pid,
+             paths.accel_sock)  # fmt: skip
     return files if keep_socket else (paths.socket, *files)
 
 
@@ -355,6 +357,7 @@ def start(
     progress(f"iptables {ns['iptables']}: {ns['iptables_reason']}")
     paths.daemon_json.write_text(plan.daemon_json(ns["storage"]))
     ports = open_port_manager(plan, stack)
+    accel = open_listener(plan.paths.accel_sock, stack) if plan.config.net_accel else None
     if plan.net and net and ready_r is not None:
         log = paths.log_dir / f"{plan.net.name}.log"
         wait_readable(ready_r, net, plan.net.name, "the network to be ready", log, deadline)
@@ -396,12 +399,13 @@ def start(
         iptables=ns["iptables"],
         iptables_reason=ns["iptables_reason"],
         net=plan.net_name,
-        net_options=list(plan.net.options_used) if plan.net else [],
+        net_options=(list(plan.net.options_used) if plan.net else [])
+        + (["net-accel"] if plan.config.net_accel else []),
         mtu=plan.config.mtu,
         started_at=time.time(),
         timings=timings,
     )
-    return running, Handles(child, net, exit_w, ns_fds, ports)
+    return running, Handles(child, net, exit_w, ns_fds, ports, accel)
 
 
 def open_port_manager(plan: Plan, stack: contextlib.ExitStack[bool | None]) -> socket.socket | None:
@@ -415,12 +419,18 @@ def open_port_manager(plan: Plan, stack: contextlib.ExitStack[bool | None]) -> s
     script = plan.paths.proxy_script
     script.write_text(plan.proxy_script)
     script.chmod(0o755)
+    return open_listener(plan.paths.ports_sock, stack)
+
+
+def open_listener(path: Path, stack: contextlib.ExitStack[bool | None]) -> socket.socket:
+    """A unix socket only we may connect to, bound before dockerd starts (runc connects to
+    the acceleration agent's as it creates a container; a missing one fails the container)."""
     with contextlib.suppress(FileNotFoundError):
-        plan.paths.ports_sock.unlink()
+        path.unlink()
     server = socket.socket(socket.AF_UNIX)
     stack.callback(server.close)
-    server.bind(str(plan.paths.ports_sock))
-    os.chmod(plan.paths.ports_sock, 0o600)
+    server.bind(str(path))
+    os.chmod(path, 0o600)
     server.listen(64)
     return server
 
@@ -586,6 +596,8 @@ def keeper_spec(
         "lock_fd": lock_fd,
         "listen_fd": plan.config.listen_fd,
         "ports_fd": handles.ports.fileno() if handles.ports else None,
+        "accel_fd": handles.accel.fileno() if handles.accel else None,
+        "allow_host_loopback": plan.config.allow_host_loopback,
         "port_forwarder": plan.config.port_forwarder,
         "socket": str(paths.socket),
         "pidfile": str(paths.pidfile),
@@ -604,8 +616,10 @@ def exec_keeper(
 ) -> None:
     spec = keeper_spec(plan, running, handles, lock_fd, foreground)
     port_fd = handles.ports.fileno() if handles.ports else None
+    accel_fd = handles.accel.fileno() if handles.accel else None
     listen = plan.config.listen_fd
-    for fd in (handles.net_exit_fd, lock_fd, port_fd, listen, *handles.ns_fds.values()):
+    for fd in (handles.net_exit_fd, lock_fd, port_fd, accel_fd, listen,
+               *handles.ns_fds.values()):  # fmt: skip
         if fd is not None:
             os.set_inheritable(fd, True)
     sys.stdout.flush()

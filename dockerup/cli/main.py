@@ -71,6 +71,14 @@ def up(
     net: Annotated[
         str | None, typer.Option(help="Network driver: slirp4netns (default) or pasta.")
     ] = None,
+    net_accel: Annotated[
+        bool | None,
+        typer.Option(
+            "--net-accel/--no-net-accel",
+            help="Containers' TCP to the workspace's loopback bypasses the network helper.",
+            show_default=False,
+        ),
+    ] = None,
     host_network: Annotated[
         bool,
         typer.Option(
@@ -114,7 +122,8 @@ def up(
     loaded = core.load_config({
         "listen_fd": activated[0] if activated else None,
         "mtu": mtu, "allow_host_loopback": allow_host_loopback, "mode": mode,
-        "net": net, "start_timeout": timeout, "storage": storage, "port_forwarder": port_forwarder,
+        "net": net, "net_accel": net_accel, "start_timeout": timeout, "storage": storage,
+        "port_forwarder": port_forwarder,
         "data_root": data_root, "dockerd_args": dockerd_arg, "host_network": host_network,
         "tcp": tcp, "tls_dir": tls_dir,
     })  # fmt: skip

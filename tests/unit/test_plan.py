@@ -299,7 +299,7 @@ def test_container_defaults_go_through_the_runtime_wrapper() -> None:
     assert lines[1:4] == [
         'case " $* " in',
         f'  *" create "*) exec /usr/bin/python3 -S {wrapper}'
-        ' \'{"net.ipv4.tcp_wmem": "4096 16384 131072"}\' /usr/sbin/runc "$@" ;;',
+        ' \'{"sysctls": {"net.ipv4.tcp_wmem": "4096 16384 131072"}}\' /usr/sbin/runc "$@" ;;',
         "esac",
     ]
     assert lines[4] == 'exec /usr/sbin/runc "$@"'
@@ -312,3 +312,14 @@ def test_no_container_defaults_means_plain_runc() -> None:
     assert plan.runtime_script is None
     assert "default-runtime" not in json.loads(plan.daemon_json("overlay2"))
     assert "net/ipv4/tcp_wmem" not in plan.child_spec["sysctls"]
+
+
+def test_net_accel_needs_host_loopback_allowed() -> None:
+    with pytest.raises(DockerUpError, match="host loopback is not allowed"):
+        build_plan(Config(net_accel=True), facts(), paths())
+
+
+def test_net_accel_hands_runc_the_agents_listener() -> None:
+    plan = build_plan(Config(net_accel=True, allow_host_loopback=True), facts(), paths())
+    assert plan.runtime_script is not None
+    assert '"listener": "/tmp/docker-up-1001/accel.sock"' in plan.runtime_script

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dockerup.runtime import adjust_spec, bundle_dir, rewrite
+from dockerup.runtime import add_listener, adjust_spec, bundle_dir, rewrite
 
 WMEM = {"net.ipv4.tcp_wmem": "4096 16384 131072"}
 
@@ -48,6 +48,46 @@ def test_bundle_of_runc_create() -> None:
 def test_rewrite_changes_the_file_in_place(tmp_path: Path) -> None:
     f = tmp_path / "config.json"
     f.write_text(json.dumps(spec([{"type": "network"}])))
-    rewrite(str(f), WMEM)
+    rewrite(str(f), {"sysctls": WMEM})
     assert json.loads(f.read_text())["linux"]["sysctl"] == WMEM
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
+
+
+def default_profile() -> dict[str, Any]:
+    """The shape of Docker's default seccomp profile in an OCI spec."""
+    return {
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "syscalls": [
+            {"names": ["accept", "connect", "read"], "action": "SCMP_ACT_ALLOW"},
+            {"names": ["clone"], "action": "SCMP_ACT_ALLOW", "args": [{"index": 0}]},
+        ],
+    }
+
+
+def test_accel_notifies_on_connect_through_the_listener() -> None:
+    s = spec([{"type": "network"}])
+    s["linux"]["seccomp"] = default_profile()
+    assert add_listener(s, "/run/accel.sock")
+    sc = s["linux"]["seccomp"]
+    assert sc["listenerPath"] == "/run/accel.sock"
+    assert sc["syscalls"][0]["names"] == ["accept", "read"]  # connect moved, nothing else
+    assert sc["syscalls"][1]["args"] == [{"index": 0}]
+    assert sc["syscalls"][-1] == {"names": ["connect"], "action": "SCMP_ACT_NOTIFY"}
+
+
+def test_accel_leaves_unconfined_and_shared_netns_containers_as_they_are() -> None:
+    unconfined = spec([{"type": "network"}])
+    assert not add_listener(unconfined, "/l")
+    assert "seccomp" not in unconfined["linux"]
+    host = spec([{"type": "pid"}])
+    host["linux"]["seccomp"] = default_profile()
+    assert not add_listener(host, "/l")
+    assert "listenerPath" not in host["linux"]["seccomp"]
+
+
+def test_accel_keeps_a_conditional_rule_about_connect() -> None:
+    s = spec([{"type": "network"}])
+    s["linux"]["seccomp"] = {"syscalls": [
+        {"names": ["connect"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 1}]},
+    ]}  # fmt: skip
+    assert not add_listener(s, "/l")  # one syscall cannot carry two actions
