@@ -69,6 +69,32 @@ class Gone(Exception):
     """The notification is no longer valid: the call was abandoned or the process died."""
 
 
+RUNC_MIN = (1, 1)  # seccomp listenerPath and SCMP_ACT_NOTIFY
+LIBSECCOMP_MIN = (2, 5)
+
+
+def _version(text: str, label: str) -> tuple[int, int] | None:
+    import re
+
+    m = re.search(re.escape(label) + r"\D*(\d+)\.(\d+)", text)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def support_problems(seccomp_actions: str, runc_version: str) -> list[str]:
+    """Why --net-accel cannot work on this machine (pure; empty: it can). runc_version is
+    the whole output of `runc --version`."""
+    problems = []
+    if "user_notif" not in seccomp_actions.split():
+        problems.append("the kernel has no seccomp user notification (Linux 5.0+)")
+    rv = _version(runc_version, "runc version")
+    if rv is None or rv < RUNC_MIN:
+        problems.append(f"runc {rv or '?'} cannot hand over a seccomp listener (1.1+)")
+    lv = _version(runc_version, "libseccomp:")
+    if lv is None or lv < LIBSECCOMP_MIN:
+        problems.append(f"runc's libseccomp {lv or '?'} lacks user notification (2.5+)")
+    return problems
+
+
 def pidfd_getfd(pidfd: int, fd: int) -> int:
     r: int = _libc.syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
     if r < 0:

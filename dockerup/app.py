@@ -57,6 +57,8 @@ def make_plan(config: Config, f: host.HostFacts | None = None) -> Plan:
     f = f or host.probe()
     if config.net == "pasta":
         f = host.with_pasta(f)
+    if config.net_accel or (config.net_accel is None and config.allow_host_loopback):
+        f = host.with_accel(f)
     if not config.host_network:
         mode, _ = resolve_mode(f.uid, f.initial_userns, f.net_admin, config.mode)
         failures = doctor.fatal_failures(f, paths_for(mode, f), config.net)

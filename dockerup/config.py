@@ -46,7 +46,8 @@ class Config:
     tcp_wmem_max: int = 131072
     # Containers' TCP connections to the workspace's loopback become real workspace sockets
     # (seccomp user notification; dockerup/accel.py) instead of crossing the helper.
-    net_accel: bool = False
+    # None (auto): on when host loopback is allowed and the machine supports it.
+    net_accel: bool | None = None
     data_root: str | None = None  # default: $XDG_DATA_HOME/docker-up/docker
     dockerd_args: tuple[str, ...] = ()
     autostart: bool = True  # the shell-init snippet starts docker-up

@@ -39,18 +39,18 @@ def container_sysctls(config: Config) -> dict[str, str]:
     return {"net.ipv4.tcp_wmem": f"4096 16384 {config.tcp_wmem_max}"}
 
 
-def container_defaults(config: Config, paths: Paths) -> dict[str, Any]:
+def container_defaults(config: Config, paths: Paths, accel: bool) -> dict[str, Any]:
     """What docker-up's runtime adds to each new container; empty: plain runc."""
     defaults: dict[str, Any] = {}
     if sysctls := container_sysctls(config):
         defaults["sysctls"] = sysctls
-    if config.net_accel:
+    if accel:
         defaults["listener"] = str(paths.accel_sock)
     return defaults
 
 
 def daemon_config(
-    config: Config, paths: Paths, storage: str, own_netns: bool = True
+    config: Config, paths: Paths, storage: str, own_netns: bool = True, accel: bool = False
 ) -> dict[str, Any]:
     """daemon.json. Everything lives under the user's own directories; the MTU matches the
     network helper's so that docker0's packets fit the tap device."""
@@ -83,14 +83,16 @@ def daemon_config(
                 "runtimes": {RUNTIME: {"path": str(paths.runtime_script)}},
                 "default-runtime": RUNTIME,
             }
-            if own_netns and container_defaults(config, paths)
+            if own_netns and container_defaults(config, paths, accel)
             else {}
         )
     )
 
 
-def render_daemon_json(config: Config, paths: Paths, storage: str, own_netns: bool = True) -> str:
-    doc = daemon_config(config, paths, storage, own_netns)
+def render_daemon_json(
+    config: Config, paths: Paths, storage: str, own_netns: bool = True, accel: bool = False
+) -> str:
+    doc = daemon_config(config, paths, storage, own_netns, accel)
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
+from dockerup import accel, proc, wire
 from dockerup import facts as host
 from dockerup import plan as planning
-from dockerup import proc, wire
 from dockerup.config import Config
 from dockerup.errors import DockerUpError
 from dockerup.facts import HostFacts, IdRange, parse_subid, read_text
@@ -70,7 +70,7 @@ class DoctorFacts:
     runtime_foreign: bool = False  # it exists but is someone else's, or a symlink
     running: dict[str, object] = field(default_factory=dict)  # docker-up's own status
     net: str = "slirp4netns"  # the network driver the configuration chooses
-    net_accel: bool = False
+    net_accel: bool | None = None  # None: auto
 
 
 @dataclass(frozen=True)
@@ -274,33 +274,16 @@ def check_pasta(f: DoctorFacts) -> Result:
     return ok(f"usable ({feats.version})")
 
 
-RUNC_NOTIFY_MIN = (1, 1)  # runc's seccomp listenerPath / SCMP_ACT_NOTIFY
-LIBSECCOMP_NOTIFY_MIN = (2, 5)
-
-
-def _version_tuple(text: str, pattern: str) -> tuple[int, int] | None:
-    m = re.search(pattern + r"\D*(\d+)\.(\d+)", text)
-    return (int(m.group(1)), int(m.group(2))) if m else None
-
-
 def check_accel(f: DoctorFacts) -> Result:
     """--net-accel: seccomp user notification, usable by rootless runc."""
     runc = f.versions.get("runc_full", f.versions.get("runc", ""))
-    problems = []
-    if "user_notif" not in f.seccomp_actions.split():
-        problems.append("the kernel has no seccomp user notification (Linux 5.0+; 5.14+ here)")
-    rv = _version_tuple(runc, "runc version")
-    if rv is None or rv < RUNC_NOTIFY_MIN:
-        problems.append(f"runc {rv or '?'} cannot hand over a seccomp listener (1.1+)")
-    lv = _version_tuple(runc, "libseccomp:")
-    if lv is None or lv < LIBSECCOMP_NOTIFY_MIN:
-        problems.append(f"runc's libseccomp {lv or '?'} lacks user notification (2.5+)")
-    state = "on" if f.net_accel else "off"
+    problems = accel.support_problems(f.seccomp_actions, runc)
+    state = {True: "on", False: "off", None: "auto (on when host loopback is allowed)"}
     if problems:
         status = Status.fail if f.net_accel else Status.skip
-        return Result(status, f"{state}; unsupported here: {'; '.join(problems)}",
+        return Result(status, f"{state[f.net_accel]}; unsupported here: {'; '.join(problems)}",
                       "drop --net-accel")  # fmt: skip
-    return ok(f"{state}; supported (seccomp user notification, runc {rv}, libseccomp {lv})")
+    return ok(f"{state[f.net_accel]}; supported (seccomp user notification, runc 1.1+)")
 
 
 def check_net_driver(f: DoctorFacts) -> Result:

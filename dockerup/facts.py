@@ -68,6 +68,7 @@ class HostFacts:
     max_gid: int = 65535  # the highest gid our user namespace maps
     net_admin: bool = False  # CAP_NET_ADMIN over the network namespace we are in
     default_route: bool = True  # an IPv4 default route in our network namespace (pasta)
+    accel_problems: tuple[str, ...] = ()  # why --net-accel cannot work (see with_accel)
 
 
 def search_path(env_path: str) -> str:
@@ -175,6 +176,17 @@ def has_default_route(route_table: str) -> bool:
         if len(f) > 7 and f[1] == "00000000" and f[7] == "00000000":
             return True
     return False
+
+
+def with_accel(f: HostFacts) -> HostFacts:
+    """What --net-accel needs (seccomp user notification, runc 1.1+), probed only when it
+    may be used."""
+    from dockerup.accel import support_problems
+
+    runc = f.binaries.get("runc")
+    version = proc.output([runc, "--version"]) if runc else ""
+    actions = read_text("/proc/sys/kernel/seccomp/actions_avail")
+    return replace(f, accel_problems=tuple(support_problems(actions, version)))
 
 
 def with_pasta(f: HostFacts) -> HostFacts:

@@ -67,10 +67,13 @@ class Plan:
 
     proxy_script: str | None = None  # None: no own network namespace, plain docker-proxy
     runtime_script: str | None = None  # None: plain runc, no container defaults
+    accel: bool = False  # --net-accel, resolved
     docker_config: Path = Path("~/.docker")  # the docker CLI's config dir (contexts)
 
     def daemon_json(self, storage: str) -> str:
-        return daemon.render_daemon_json(self.config, self.paths, storage, self.net is not None)
+        return daemon.render_daemon_json(
+            self.config, self.paths, storage, self.net is not None, self.accel
+        )
 
     @property
     def net_name(self) -> str:
@@ -155,9 +158,12 @@ def network_driver(
     )  # fmt: skip
 
 
-def require_accel(config: Config) -> None:
+def resolve_accel(config: Config, facts: HostFacts) -> bool:
+    """--net-accel: on, off, or (None) on where it has something to do and can work."""
+    if config.net_accel is None:
+        return config.allow_host_loopback and not config.host_network and not facts.accel_problems
     if not config.net_accel:
-        return
+        return False
     if config.host_network:
         raise DockerUpError("--net-accel needs docker-up's own network namespace",
                             hint="drop --host-network or --net-accel")  # fmt: skip
@@ -167,6 +173,12 @@ def require_accel(config: Config) -> None:
             "loopback only, and host loopback is not allowed",
             hint="add --allow-host-loopback, or drop --net-accel",
         )
+    if facts.accel_problems:
+        raise DockerUpError(
+            f"--net-accel cannot work here: {'; '.join(facts.accel_problems)}",
+            hint="drop --net-accel (`docker-up doctor` checks it)",
+        )
+    return True
 
 
 def require_forwarder(config: Config) -> None:
@@ -217,7 +229,7 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
     net = None if config.host_network else network_driver(config, facts, bins, paths, mode)
     require_socket_path(paths)
     require_forwarder(config)
-    require_accel(config)
+    accel = resolve_accel(config, facts)
     daemon.tcp_listener(config)  # refuses a plain TCP listener before anything starts
     argv = daemon.dockerd_argv(bins["dockerd"], paths, rootless=mode.dockerd_rootless())
     argv += config.dockerd_args
@@ -242,14 +254,15 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
         )
         if net
         else None,
-        runtime_script=runtime_script(facts, bins, config, paths) if net else None,
+        runtime_script=runtime_script(facts, bins, config, paths, accel) if net else None,
+        accel=accel,
     )
 
 
 def runtime_script(
-    facts: HostFacts, bins: dict[str, str], config: Config, paths: Paths
+    facts: HostFacts, bins: dict[str, str], config: Config, paths: Paths, accel: bool
 ) -> str | None:
-    defaults = daemon.container_defaults(config, paths)
+    defaults = daemon.container_defaults(config, paths, accel)
     if not defaults:
         return None
     return daemon.runtime_script(facts.python, str(RUNTIME_SCRIPT), bins["runc"], defaults)

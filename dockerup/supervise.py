@@ -357,7 +357,7 @@ def start(
     progress(f"iptables {ns['iptables']}: {ns['iptables_reason']}")
     paths.daemon_json.write_text(plan.daemon_json(ns["storage"]))
     ports = open_port_manager(plan, stack)
-    accel = open_listener(plan.paths.accel_sock, stack) if plan.config.net_accel else None
+    accel = open_listener(plan.paths.accel_sock, stack) if plan.accel else None
     if plan.net and net and ready_r is not None:
         log = paths.log_dir / f"{plan.net.name}.log"
         wait_readable(ready_r, net, plan.net.name, "the network to be ready", log, deadline)
@@ -400,7 +400,7 @@ def start(
         iptables_reason=ns["iptables_reason"],
         net=plan.net_name,
         net_options=(list(plan.net.options_used) if plan.net else [])
-        + (["net-accel"] if plan.config.net_accel else []),
+        + (["net-accel"] if plan.accel else []),
         mtu=plan.config.mtu,
         started_at=time.time(),
         timings=timings,

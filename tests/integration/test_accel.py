@@ -108,6 +108,27 @@ def test_other_traffic_keeps_its_path(accel: Workspace) -> None:
     assert r.stdout.strip() == "UDP", r.stdout + r.stderr
 
 
+def test_accel_is_on_by_default_with_host_loopback(
+    workspace: Workspace, loopback_server: int
+) -> None:
+    import json
+
+    r = workspace.docker_up("-d", "--allow-host-loopback")
+    assert r.returncode == 0, r.stderr
+    try:
+        doc = json.loads(workspace.docker_up("status", "--json").stdout)
+        assert "net-accel" in doc["net_options"]
+    finally:
+        workspace.docker_up("stop", timeout=90)
+    r = workspace.docker_up("-d")
+    assert r.returncode == 0, r.stderr
+    try:
+        doc = json.loads(workspace.docker_up("status", "--json").stdout)
+        assert "net-accel" not in doc["net_options"]  # nothing to accelerate
+    finally:
+        workspace.docker_up("stop", timeout=90)
+
+
 def test_accel_without_host_loopback_is_refused(workspace: Workspace) -> None:
     r = workspace.docker_up("--net-accel")
     assert r.returncode == 1

@@ -171,7 +171,7 @@ def test_killed_network_helper_is_replaced(
     detached: Workspace, busybox_tar: Path, loopback_server: int, net: str
 ) -> None:
     ws = detached
-    assert detach(ws, "--allow-host-loopback").returncode == 0
+    assert detach(ws, "--allow-host-loopback", "--no-net-accel").returncode == 0
     ws.docker("import", str(busybox_tar), "bb:test")
     old = int(status(ws)["net_pid"])  # type: ignore[call-overload]
     t0 = time.monotonic()

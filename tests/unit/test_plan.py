@@ -323,3 +323,14 @@ def test_net_accel_hands_runc_the_agents_listener() -> None:
     plan = build_plan(Config(net_accel=True, allow_host_loopback=True), facts(), paths())
     assert plan.runtime_script is not None
     assert '"listener": "/tmp/docker-up-1001/accel.sock"' in plan.runtime_script
+
+
+def test_net_accel_is_on_by_default_where_it_has_work_and_can_work() -> None:
+    loopback = Config(allow_host_loopback=True)
+    assert build_plan(loopback, facts(), paths()).accel
+    assert not build_plan(Config(), facts(), paths()).accel  # nothing to accelerate
+    assert not build_plan(Config(allow_host_loopback=True, net_accel=False), facts(), paths()).accel
+    old = facts(accel_problems=("runc (1, 0) cannot hand over a seccomp listener (1.1+)",))
+    assert not build_plan(loopback, old, paths()).accel
+    with pytest.raises(DockerUpError, match="cannot work here: runc"):
+        build_plan(Config(allow_host_loopback=True, net_accel=True), old, paths())
