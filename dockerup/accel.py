@@ -3,12 +3,17 @@ sockets of the workspace, so their bytes never cross the network helper.
 
 How: docker-up's runtime (dockerup/runtime.py) gives each container a seccomp filter that
 notifies on connect(), with this agent's socket as the listener; runc hands the agent the
-notification fd. For each connect() the agent reads the address the container asks for.
-If it is the workspace's loopback as the container sees it (10.0.2.2, only when host
-loopback is allowed), the agent connects a socket of its own, in the workspace's network
-namespace, to 127.0.0.1 on that port, puts it in place of the container's socket (the
-same fd number, SECCOMP_IOCTL_NOTIF_ADDFD) and answers the call with connect()'s result.
-Every other call continues unchanged on the container's own socket: the normal path.
+notification fd. For each connect() the agent reads the address the container asks for:
+- the workspace's loopback as the container sees it (10.0.2.2, only when host loopback is
+  allowed): the agent connects a socket of its own, in the workspace's network namespace,
+  to 127.0.0.1 on that port, puts it in place of the container's socket (the same fd
+  number, SECCOMP_IOCTL_NOTIF_ADDFD) and answers the call with connect()'s result;
+- an address outside every network of docker-up's namespace (one only its default route
+  leads to, i.e. through the helper): the agent puts a fresh workspace socket in place of
+  the container's and lets the call continue on it, so the kernel connects from the
+  workspace, with connect()'s usual semantics (EINPROGRESS for a non-blocking socket);
+- anything else (the container's own loopback, docker networks, the helper's 10.0.2.0/24,
+  UDP, IPv6, bound sockets) continues unchanged on the container's socket: the normal path.
 
 Rules it keeps (the kernel's user-notification caveats):
 - The address is read from the container's memory once, into a copy that is validated and
@@ -61,6 +66,7 @@ SYS_PIDFD_GETFD = 438
 
 GATEWAY = socket.inet_aton("10.0.2.2")  # the workspace's loopback, as containers see it
 LOOPBACK = "127.0.0.1"
+NEVER = ((0x7F000000, 0xFF000000), (0, 0xFF000000))  # 127/8, 0/8: the container's own
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -113,6 +119,30 @@ def parse_inet(raw: bytes) -> tuple[bytes, int] | None:
     return raw[4:8], port
 
 
+def connected_networks(route_table: str) -> list[tuple[int, int]]:
+    """(network, mask) of every route but the default one, from /proc/PID/net/route of
+    docker-up's namespace: docker's bridges and the helper's 10.0.2.0/24. Host order."""
+    nets = []
+    for line in route_table.splitlines()[1:]:
+        f = line.split()
+        if len(f) < 8 or f[7] == "00000000":
+            continue
+        # The kernel prints the network-order word as a native (little-endian) integer.
+        dest, mask = (socket.ntohl(int(x, 16)) for x in (f[1], f[7]))
+        nets.append((dest, mask))
+    return nets
+
+
+def outside(addr: bytes, nets: list[tuple[int, int]]) -> bool:
+    """Does an IPv4 address lie outside the namespace's own networks (reached only through
+    the default route, the helper), and outside the container's own loopback? Without a
+    route table (it always has the helper's 10.0.2.0/24) nothing counts as outside."""
+    if not nets:
+        return False
+    ip = struct.unpack("!I", addr)[0]
+    return not any(ip & mask == net & mask for net, mask in (*NEVER, *nets))
+
+
 def fd_flags(pid: int, fd: int) -> int:
     """The open-file flags of a process's fd (O_NONBLOCK, O_CLOEXEC), from fdinfo."""
     with open(f"/proc/{pid}/fdinfo/{fd}") as f:
@@ -124,9 +154,10 @@ def fd_flags(pid: int, fd: int) -> int:
 
 class Agent:
     def __init__(self, listener: socket.socket, allow_host_loopback: bool,
-                 log: Callable[[str], None]) -> None:  # fmt: skip
+                 log: Callable[[str], None], routes: Callable[[], str]) -> None:  # fmt: skip
         self.listener = listener
         self.allow = allow_host_loopback
+        self.routes = routes  # docker-up's namespace's route table, read afresh each time
         self.log = log
         self.poll = select.poll()
         self.notify_fds: set[int] = set()
@@ -199,7 +230,7 @@ class Agent:
             raise Gone from e
 
     def decide(self, nfd: int, nid: int, pid: int, nr: int, args: list[int]) -> int | None:
-        if nr != SYS_CONNECT or not self.allow:
+        if nr != SYS_CONNECT:
             return None
         fd, addr_ptr, addr_len = args[0], args[1], args[2]
         if not 8 <= addr_len <= 128:
@@ -208,11 +239,19 @@ class Agent:
             raw = os.pread(mem.fileno(), addr_len, addr_ptr)  # read once, act on the copy
         self.valid(nfd, nid)  # the memory we read was that caller's
         target = parse_inet(raw)
-        if target is None or target[0] != GATEWAY:
+        if target is None:
             return None
-        return self.bypass(nfd, nid, pid, fd, target[1])
+        addr, port = target
+        if addr == GATEWAY:
+            return self.bypass(nfd, nid, pid, fd, port) if self.allow else None
+        if outside(addr, connected_networks(self.routes())):
+            self.bypass(nfd, nid, pid, fd, None)
+        return None  # the call continues: on the workspace socket if one was put in place
 
-    def bypass(self, nfd: int, nid: int, pid: int, fd: int, port: int) -> int | None:
+    def bypass(self, nfd: int, nid: int, pid: int, fd: int, port: int | None) -> int | None:
+        """Put a workspace socket in place of the container's fd. port: connect it to the
+        workspace's loopback and return connect()'s result; None: leave it unconnected for
+        the call to continue on."""
         pidfd = os.pidfd_open(pid)
         try:
             theirs = pidfd_getfd(pidfd, fd)
@@ -229,7 +268,7 @@ class Agent:
                     return None
                 if s.getsockname()[1] != 0:
                     return None
-                mine = self.connect_local(s, port)
+                mine = self.connect_local(s, port) if port else fresh_like(s)
             finally:
                 s.detach()
         finally:
@@ -251,12 +290,7 @@ class Agent:
     def connect_local(self, theirs: socket.socket, port: int) -> socket.socket | int:
         """A workspace socket with the container socket's options, connected to the
         workspace's loopback; or the errno of the failed connect()."""
-        mine = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        for level, opt in ((socket.IPPROTO_TCP, socket.TCP_NODELAY),
-                           (socket.SOL_SOCKET, socket.SO_KEEPALIVE),
-                           (socket.SOL_SOCKET, socket.SO_REUSEADDR)):  # fmt: skip
-            with contextlib.suppress(OSError):
-                mine.setsockopt(level, opt, theirs.getsockopt(level, opt))
+        mine = fresh_like(theirs)
         mine.settimeout(10)
         try:
             mine.connect((LOOPBACK, port))
@@ -267,11 +301,23 @@ class Agent:
         return mine
 
 
-def start(listen_fd: int, allow_host_loopback: bool, log: Callable[[str], None]) -> None:
+def fresh_like(theirs: socket.socket) -> socket.socket:
+    """A TCP/IPv4 socket of the workspace with the options that matter copied over."""
+    mine = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    for level, opt in ((socket.IPPROTO_TCP, socket.TCP_NODELAY),
+                       (socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                       (socket.SOL_SOCKET, socket.SO_REUSEADDR)):  # fmt: skip
+        with contextlib.suppress(OSError):
+            mine.setsockopt(level, opt, theirs.getsockopt(level, opt))
+    return mine
+
+
+def start(listen_fd: int, allow_host_loopback: bool, log: Callable[[str], None],
+          routes: Callable[[], str]) -> None:  # fmt: skip
     """Run the agent in a daemon thread of the keeper; if its loop ever fails, it starts
     again on the same sockets (pending calls wait in the kernel meanwhile)."""
     listener = socket.socket(fileno=listen_fd)
-    agent = Agent(listener, allow_host_loopback, log)
+    agent = Agent(listener, allow_host_loopback, log, routes)
 
     def loop() -> None:
         while True:

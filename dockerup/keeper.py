@@ -78,7 +78,15 @@ class Keeper:
         if spec.get("accel_fd") is not None:
             from dockerup import accel
 
-            accel.start(spec["accel_fd"], spec["allow_host_loopback"], self.log)
+            accel.start(spec["accel_fd"], spec["allow_host_loopback"], self.log, self.routes)
+
+    def routes(self) -> str:
+        """The route table of docker-up's network namespace (for the acceleration agent)."""
+        try:
+            with open(f"/proc/{self.dockerd}/net/route") as f:
+                return f.read()
+        except OSError:
+            return ""  # dockerd between restarts: the agent then bypasses nothing
 
     def log(self, msg: str) -> None:
         line = f"docker-up: {msg}\n"

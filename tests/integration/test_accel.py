@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .harness import Workspace
+from .harness import Workspace, wait_for
 from .test_core import reach_host_loopback
 
 
@@ -23,6 +24,53 @@ def accel(workspace: Workspace, busybox_tar: Path, net: str) -> Iterator[Workspa
     workspace.docker("import", str(busybox_tar), "bb:test")
     yield workspace
     workspace.docker_up("stop", timeout=90)
+
+
+PEER = "192.168.88.2"
+PEER_SERVER = """
+import socket
+s = socket.socket(); s.bind(("0.0.0.0", 7070)); s.listen()
+while True:
+    c, _ = s.accept(); c.sendall(b"peer-ns\\n"); c.close()
+"""
+
+
+@pytest.fixture
+def peer_namespace() -> Iterator[str]:
+    """A server in a network namespace of its own, reached from the workspace through a veth
+    pair (root does this: the tests run as root in their isolated namespace)."""
+    holder = subprocess.Popen(["unshare", "--net", "sleep", "infinity"])
+    server = None
+    try:
+        ns = ["nsenter", "-t", str(holder.pid), "-n"]
+        wait_for(lambda: os.readlink(f"/proc/{holder.pid}/ns/net")
+                 != os.readlink("/proc/self/ns/net"), 10, "the peer namespace")  # fmt: skip
+        for argv in (
+            ["ip", "link", "add", "du-peer0", "type", "veth", "peer", "name", "du-peer1"],
+            ["ip", "link", "set", "du-peer1", "netns", str(holder.pid)],
+            ["ip", "addr", "add", "192.168.88.1/24", "dev", "du-peer0"],
+            ["ip", "link", "set", "du-peer0", "up"],
+            [*ns, "ip", "addr", "add", f"{PEER}/24", "dev", "du-peer1"],
+            [*ns, "ip", "link", "set", "du-peer1", "up"],
+            [*ns, "ip", "link", "set", "lo", "up"],
+        ):
+            subprocess.run(argv, check=True)
+        server = subprocess.Popen([*ns, "/usr/bin/python3", "-c", PEER_SERVER])
+        wait_for(lambda: answers(PEER, 7070), 10, "the peer server")
+        yield PEER
+    finally:
+        for p in (server, holder):
+            if p:
+                p.kill()
+                p.wait()
+
+
+def answers(addr: str, port: int) -> bool:
+    try:
+        with socket.create_connection((addr, port), timeout=1) as c:
+            return c.recv(100) == b"peer-ns\n"
+    except OSError:
+        return False
 
 
 def helper_pid(ws: Workspace) -> int:
@@ -52,6 +100,22 @@ def test_connections_to_workspace_loopback_skip_the_helper(
     r = accel.docker("run", "--rm", "--security-opt", "seccomp=unconfined", "bb:test", "sh",
                      "-c", f"sleep 0.5 | timeout 10 nc 10.0.2.2 {loopback_server}")  # fmt: skip
     assert r.stdout.strip() == "hello"
+
+
+def test_connections_leaving_the_namespace_skip_the_helper(
+    accel: Workspace, peer_namespace: str
+) -> None:
+    """An address only the default route leads to (a server in another namespace of this
+    machine): the container's socket is swapped for a workspace socket and the kernel
+    connects it from the workspace, so it works with the helper frozen."""
+    helper = helper_pid(accel)
+    os.kill(helper, signal.SIGSTOP)
+    try:
+        nc = f"sleep 0.5 | timeout 10 nc {peer_namespace} 7070"
+        r = accel.docker("run", "--rm", "bb:test", "sh", "-c", nc, check=False)
+        assert r.stdout.strip() == "peer-ns", r.stdout + r.stderr
+    finally:
+        os.kill(helper, signal.SIGCONT)
 
 
 def test_refused_connection_is_refused_in_the_container(accel: Workspace) -> None:
@@ -129,7 +193,15 @@ def test_accel_is_on_by_default_with_host_loopback(
         workspace.docker_up("stop", timeout=90)
 
 
-def test_accel_without_host_loopback_is_refused(workspace: Workspace) -> None:
-    r = workspace.docker_up("--net-accel")
-    assert r.returncode == 1
-    assert "host loopback is not allowed" in r.stderr and "Traceback" not in r.stderr
+def test_loopback_rule_holds_with_the_bypass_on(
+    workspace: Workspace, busybox_tar: Path, loopback_server: int, net: str
+) -> None:
+    """--net-accel without host loopback: the agent sees the connect() to 10.0.2.2 and
+    leaves it to the helper, which refuses it, as without the agent."""
+    r = workspace.docker_up("-d", "--net-accel")
+    assert r.returncode == 0, r.stderr
+    try:
+        workspace.docker("import", str(busybox_tar), "bb:test")
+        assert reach_host_loopback(workspace, loopback_server) == ""
+    finally:
+        workspace.docker_up("stop", timeout=90)

@@ -27,3 +27,25 @@ def test_parse_inet_reads_only_ipv4() -> None:
     six = struct.pack("=H", socket.AF_INET6) + b"\0" * 26
     assert accel.parse_inet(six) is None
     assert accel.parse_inet(b"\x02\x00") is None  # too short to hold an address
+
+
+ROUTES = """Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
+tap0\t00000000\t0202000A\t0003\t0\t0\t0\t00000000\t0\t0\t0
+tap0\t0002000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
+docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
+br-1\t000012AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
+"""
+
+
+def test_only_addresses_behind_the_default_route_are_outside() -> None:
+    nets = accel.connected_networks(ROUTES)
+    assert len(nets) == 3  # the default route is not a network of ours
+
+    def out(a: str) -> bool:
+        return accel.outside(socket.inet_aton(a), nets)
+
+    assert out("192.168.88.2") and out("8.8.8.8")
+    assert not out("172.17.0.5") and not out("172.18.3.4")  # docker networks
+    assert not out("10.0.2.3") and not out("10.0.2.2")  # the helper's own network
+    assert not out("127.0.0.1") and not out("0.0.0.0")  # the container's own
+    assert not accel.outside(socket.inet_aton("8.8.8.8"), [])  # no table: nothing

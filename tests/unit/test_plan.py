@@ -314,9 +314,9 @@ def test_no_container_defaults_means_plain_runc() -> None:
     assert "net/ipv4/tcp_wmem" not in plan.child_spec["sysctls"]
 
 
-def test_net_accel_needs_host_loopback_allowed() -> None:
-    with pytest.raises(DockerUpError, match="host loopback is not allowed"):
-        build_plan(Config(net_accel=True), facts(), paths())
+def test_net_accel_without_host_loopback_only_when_asked_for() -> None:
+    assert build_plan(Config(net_accel=True), facts(), paths()).accel
+    assert not build_plan(Config(), facts(), paths()).accel
 
 
 def test_net_accel_hands_runc_the_agents_listener() -> None:
