@@ -180,6 +180,7 @@ class Agent:
         """runc sends the notification fd, with the container's state as the message."""
         conn, _ = self.listener.accept()
         with conn:
+            conn.settimeout(5)  # runc sends at once; a stuck peer must not stall every call
             try:
                 _, fds, _, _ = socket.recv_fds(conn, 1 << 16, 8)
             except OSError:
