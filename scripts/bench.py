@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -221,37 +222,6 @@ def fresh_home() -> Iterator[Home]:
         home.cleanup()
 
 
-@contextlib.contextmanager
-def daemon(home: Home, name: str, args: list[str], env: dict[str, str],
-           launcher: str = ROOTLESS_SH) -> Iterator[str]:  # fmt: skip
-    """docker-up (names starting with "docker-up") or Docker's rootless launcher, as the test
-    user; yields its DOCKER_HOST; removes its containers and stops it."""
-    if name.startswith("docker-up"):
-        p = home.popen([str(VENV / "bin" / "docker-up"), *args], stdout=subprocess.PIPE,
-                       stderr=subprocess.DEVNULL)  # fmt: skip
-        assert p.stdout
-        host = next(line for line in p.stdout if line.startswith("export DOCKER_HOST="))
-        host = host.strip().split("=", 1)[1]
-        stop = signal.SIGINT
-    else:
-        p = home.popen([launcher], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       extra_env=env)  # fmt: skip
-        sock = home.root / "run" / "docker.sock"
-        deadline = time.monotonic() + 60
-        while not ping(sock) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        host = f"unix://{sock}"
-        stop = signal.SIGTERM
-    try:
-        yield host
-    finally:
-        containers = docker_cli(home, host, "ps", "-aq", check=False).split()
-        if containers:
-            docker_cli(home, host, "rm", "-f", *containers, check=False)
-        p.send_signal(stop)
-        p.wait(90)
-
-
 def by_streams(measure: Callable[[int], float], runs: int) -> dict[str, float]:
     """{"1 stream Gbit/s": median, "4 streams Gbit/s": median} of `runs` measurements."""
     return {
@@ -274,9 +244,9 @@ def measure_ports(runs: int, seconds: int) -> dict[str, dict[str, float]]:
     port = 25201
     with iperf_image() as tar:
         for name, args, env in cases:
-            with fresh_home() as home, daemon(home, name, args, env) as host:
-                docker_cli(home, host, "import", str(tar), "iperf:bench")
-                docker_cli(home, host, "run", "-d", "-p", f"{port}:5201", "iperf:bench",
+            with fresh_home() as home, daemon(home, name, args, env) as run:
+                docker_cli(home, run.host, "import", str(tar), "iperf:bench")
+                docker_cli(home, run.host, "run", "-d", "-p", f"{port}:5201", "iperf:bench",
                            "iperf3", "-s")  # fmt: skip
                 results[name] = by_streams(lambda n: iperf_gbps(port, n, seconds), runs)
     return results
@@ -356,16 +326,30 @@ def loopback_launcher(home: Home) -> str:
     return str(script)
 
 
-@contextlib.contextmanager
 def net_daemon(home: Home, name: str, args: list[str], mtu: int,
-               env: dict[str, str] | None = None) -> Iterator[Running]:  # fmt: skip
+               env: dict[str, str] | None = None) -> AbstractContextManager[Running]:  # fmt: skip
+    """A daemon for the container <-> workspace set-ups: host loopback allowed, this MTU."""
+    if name.startswith("docker-up"):
+        pre = ["--allow-host-loopback", "--mtu", str(mtu)]
+        if "--net-accel" not in args:  # on by default with host loopback: the helper's path
+            pre.append("--no-net-accel")
+        return daemon(home, name, [*pre, *args], env)
+    # The same MTU for rootlesskit's tap and for dockerd's bridge (the launcher passes its
+    # arguments on to dockerd).
+    return daemon(home, name, [f"--mtu={mtu}"], {"DOCKERD_ROOTLESS_ROOTLESSKIT_MTU": str(mtu)},
+                  launcher=loopback_launcher(home))  # fmt: skip
+
+
+@contextlib.contextmanager
+def daemon(home: Home, name: str, args: list[str], env: dict[str, str] | None = None,
+           launcher: str = ROOTLESS_SH) -> Iterator[Running]:  # fmt: skip
+    """docker-up (names starting with "docker-up") or Docker's rootless launcher (its args go
+    on to dockerd), as the test user; yields it running; removes its containers and stops
+    it."""
     t0 = time.monotonic()
     if name.startswith("docker-up"):
-        argv = [str(VENV / "bin" / "docker-up"), "--allow-host-loopback", "--mtu", str(mtu)]
-        if "--net-accel" not in args:  # on by default with host loopback: the helper's path
-            argv.append("--no-net-accel")
-        p = home.popen([*argv, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                       extra_env=env)  # fmt: skip
+        p = home.popen([str(VENV / "bin" / "docker-up"), *args], stdout=subprocess.PIPE,
+                       stderr=subprocess.DEVNULL, extra_env=env)  # fmt: skip
         assert p.stdout
         line = next((ln for ln in p.stdout if ln.startswith("export DOCKER_HOST=")), "")
         if not line:
@@ -376,11 +360,8 @@ def net_daemon(home: Home, name: str, args: list[str], mtu: int,
                       [p.pid, state["net_pid"]])  # fmt: skip
         stop = signal.SIGINT
     else:
-        # The same MTU for rootlesskit's tap and for dockerd's bridge (the launcher passes
-        # its arguments on to dockerd).
-        p = home.popen([loopback_launcher(home), f"--mtu={mtu}"], stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL,
-                       extra_env={"DOCKERD_ROOTLESS_ROOTLESSKIT_MTU": str(mtu)})  # fmt: skip
+        p = home.popen([launcher, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       extra_env=env)  # fmt: skip
         sock = home.root / "run" / "docker.sock"
         while not ping(sock):
             if p.poll() is not None or time.monotonic() - t0 > 60:
