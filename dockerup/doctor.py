@@ -17,9 +17,9 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
-from dockerup import accel, proc, wire
 from dockerup import facts as host
 from dockerup import plan as planning
+from dockerup import proc, wire
 from dockerup.config import Config
 from dockerup.errors import DockerUpError
 from dockerup.facts import HostFacts, IdRange, parse_subid, read_text
@@ -275,9 +275,9 @@ def check_pasta(f: DoctorFacts) -> Result:
 
 
 def check_accel(f: DoctorFacts) -> Result:
-    """--net-accel: seccomp user notification, usable by rootless runc."""
-    runc = f.versions.get("runc_full", f.versions.get("runc", ""))
-    problems = accel.support_problems(f.seccomp_actions, runc)
+    """--net-accel: seccomp user notification, usable by rootless runc. The same probe the
+    planner uses (facts.with_accel), so doctor and `up` cannot disagree."""
+    problems = f.host.accel_problems
     state = {True: "on", False: "off", None: "auto (on when host loopback is allowed)"}
     if problems:
         status = Status.fail if f.net_accel else Status.skip
@@ -558,9 +558,7 @@ def probe_doctor(config: Config | None = None, h: HostFacts | None = None) -> Do
     }
     if slirp := h.binaries.get("slirp4netns"):
         versions["slirp4netns"] = proc.output([slirp, "--version"])
-    h = host.with_pasta(h)
-    if runc := h.binaries.get("runc"):
-        versions["runc_full"] = proc.output([runc, "--version"])
+    h = host.with_accel(host.with_pasta(h))
     ipt_dir = Path(h.binaries.get("iptables") or "/usr/sbin/iptables").parent
     iptables = {}
     for backend in ("nft", "legacy"):

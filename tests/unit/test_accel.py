@@ -49,3 +49,17 @@ def test_only_addresses_behind_the_default_route_are_outside() -> None:
     assert not out("10.0.2.3") and not out("10.0.2.2")  # the helper's own network
     assert not out("127.0.0.1") and not out("0.0.0.0")  # the container's own
     assert not accel.outside(socket.inet_aton("8.8.8.8"), [])  # no table: nothing
+
+
+def test_support_needs_user_notification_runc_1_1_and_libseccomp_2_5() -> None:
+    runc = "runc version 1.1.5+ds1\ncommit: 1.1.5+ds1-1\nlibseccomp: 2.5.4"
+    actions = "kill_process kill_thread trap errno user_notif trace log allow"
+    assert accel.support_problems(actions, runc) == []
+    (no_notif,) = accel.support_problems("kill_process errno allow", runc)
+    assert "no seccomp user notification" in no_notif
+    old = accel.support_problems(actions, "runc version 1.0.3\nlibseccomp: 2.5.1")
+    assert len(old) == 1 and "runc (1, 0) cannot hand over" in old[0]
+    assert (
+        "libseccomp (2, 4)"
+        in accel.support_problems(actions, "runc version 1.1.5\nlibseccomp: 2.4.3")[0]
+    )

@@ -8,19 +8,23 @@ from typing import Any
 
 import pytest
 
-from dockerup import doctor
+from dockerup import accel, doctor
 from dockerup.doctor import DoctorFacts, Status
 from dockerup.facts import IdRange, TunAccess
 
 from .test_plan import BINS, facts, pasta_facts, paths
 
+RUNC_115 = "runc version 1.1.5+ds1\ncommit: 1.1.5+ds1-1\nlibseccomp: 2.5.4"
+ACTIONS = "kill_process kill_thread trap errno user_notif trace log allow"
+
 PASTA_HOST = pasta_facts()
+NO_NOTIF = accel.support_problems("kill_process errno allow", RUNC_115)[0]
+OLD_RUNC = accel.support_problems(ACTIONS, "runc version 1.0.3\nlibseccomp: 2.5.1")[0]
 
 VERSIONS = {
     "dockerd": "Docker version 20.10.24+dfsg1, build 5d6db84",
     "containerd": "containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1",
     "runc": "runc version 1.1.5+ds1",
-    "runc_full": "runc version 1.1.5+ds1\ncommit: 1.1.5+ds1-1\nlibseccomp: 2.5.4",
     "docker": "Docker version 28.2.2, build e6534b4",
     "slirp4netns": "slirp4netns version 1.2.0\ncommit: 656041d",
     "pasta": "pasta unknown version",
@@ -104,10 +108,10 @@ CASES = [
     ("net.pasta", {"host": replace(PASTA_HOST, pasta_help="--pid\n")}, Status.warn,
      "lacks --config-net"),
     ("net.accel", {"net_accel": True}, Status.ok, "on; supported"),
-    ("net.accel", {"net_accel": True, "seccomp_actions": "kill_process errno allow"},
+    ("net.accel", {"net_accel": True, "host": facts(accel_problems=(NO_NOTIF,))},
      Status.fail, "no seccomp user notification"),
-    ("net.accel", {"versions": {**VERSIONS, "runc_full": "runc version 1.0.3\nlibseccomp: 2.5.1"}},
-     Status.skip, "runc (1, 0) cannot hand over"),
+    ("net.accel", {"host": facts(accel_problems=(OLD_RUNC,))}, Status.skip,
+     "runc (1, 0) cannot hand over"),
     ("net.driver", {"net": "pasta", "running": {"running": True, "net": "slirp4netns"}},
      Status.ok, "pasta (the running docker-up uses slirp4netns)"),
     ("docker.dockerd", {"versions": {**VERSIONS, "dockerd": "Docker version 19.03.1, b"}},
