@@ -40,6 +40,8 @@ import struct
 import threading
 from collections.abc import Callable
 
+from dockerup.net import routes
+
 # <linux/seccomp.h>, x86-64 and arm64 alike.
 NOTIF = struct.Struct("=QII iIQ6Q")  # id, pid, flags, data{nr, arch, ip, args[6]}
 RESP = struct.Struct("=QqiI")  # id, val, error, flags
@@ -122,15 +124,7 @@ def parse_inet(raw: bytes) -> tuple[bytes, int] | None:
 def connected_networks(route_table: str) -> list[tuple[int, int]]:
     """(network, mask) of every route but the default one, from /proc/PID/net/route of
     docker-up's namespace: docker's bridges and the helper's 10.0.2.0/24. Host order."""
-    nets = []
-    for line in route_table.splitlines()[1:]:
-        f = line.split()
-        if len(f) < 8 or f[7] == "00000000":
-            continue
-        # The kernel prints the network-order word as a native (little-endian) integer.
-        dest, mask = (socket.ntohl(int(x, 16)) for x in (f[1], f[7]))
-        nets.append((dest, mask))
-    return nets
+    return [(dest, mask) for dest, mask in routes(route_table) if mask != 0]
 
 
 def outside(addr: bytes, nets: list[tuple[int, int]]) -> bool:

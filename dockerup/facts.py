@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dockerup import proc
+from dockerup.net import routes
 
 # Debian's PATH for a normal user lacks the sbin directories, where dockerd and runc live.
 EXTRA_PATH = ("/usr/local/sbin", "/usr/sbin", "/sbin")
@@ -170,12 +171,8 @@ def probe(env: dict[str, str] | None = None) -> HostFacts:
 
 
 def has_default_route(route_table: str) -> bool:
-    """/proc/net/route: a line whose destination and mask are 00000000."""
-    for line in route_table.splitlines()[1:]:
-        f = line.split()
-        if len(f) > 7 and f[1] == "00000000" and f[7] == "00000000":
-            return True
-    return False
+    """/proc/net/route: a route whose destination and mask are 0.0.0.0."""
+    return (0, 0) in routes(route_table)
 
 
 def with_accel(f: HostFacts) -> HostFacts:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from dockerup.facts import has_default_route
+
 from .harness import VENV, DockerUp, User, Workspace
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,15 +67,10 @@ NET_DRIVERS = ("slirp4netns", "pasta")
 def net(request: pytest.FixtureRequest, workspace: Workspace) -> str:
     """The network driver for this test's docker-up (through DOCKER_UP_NET)."""
     driver: str = request.param
-    if driver == "pasta" and not has_default_route():
+    if driver == "pasta" and not has_default_route(Path("/proc/net/route").read_text()):
         pytest.fail("pasta needs a default route: run the tests through scripts/isolated")
     workspace.extra_env["DOCKER_UP_NET"] = driver
     return driver
-
-
-def has_default_route() -> bool:
-    lines = Path("/proc/net/route").read_text().splitlines()[1:]
-    return any(ln.split()[1] == "00000000" for ln in lines if len(ln.split()) > 1)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import pytest
 
 from .harness import Workspace, wait_for
 from .test_core import reach_host_loopback
+from .test_lifecycle import status
 
 
 @pytest.fixture
@@ -74,9 +75,7 @@ def answers(addr: str, port: int) -> bool:
 
 
 def helper_pid(ws: Workspace) -> int:
-    import json
-
-    return int(json.loads(ws.docker_up("status", "--json").stdout)["net_pid"])
+    return int(status(ws)["net_pid"])  # type: ignore[call-overload]
 
 
 def test_connections_to_workspace_loopback_skip_the_helper(
@@ -175,20 +174,18 @@ def test_other_traffic_keeps_its_path(accel: Workspace) -> None:
 def test_accel_is_on_by_default_with_host_loopback(
     workspace: Workspace, loopback_server: int
 ) -> None:
-    import json
-
     r = workspace.docker_up("-d", "--allow-host-loopback")
     assert r.returncode == 0, r.stderr
     try:
-        doc = json.loads(workspace.docker_up("status", "--json").stdout)
-        assert "net-accel" in doc["net_options"]
+        doc = status(workspace)
+        assert "net-accel" in doc["net_options"]  # type: ignore[operator]
     finally:
         workspace.docker_up("stop", timeout=90)
     r = workspace.docker_up("-d")
     assert r.returncode == 0, r.stderr
     try:
-        doc = json.loads(workspace.docker_up("status", "--json").stdout)
-        assert "net-accel" not in doc["net_options"]  # nothing to accelerate
+        doc = status(workspace)
+        assert "net-accel" not in doc["net_options"]  # type: ignore[operator]  # nothing to do
     finally:
         workspace.docker_up("stop", timeout=90)
 
