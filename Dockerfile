@@ -11,9 +11,12 @@
 # (plus --security-opt apparmor=unconfined where AppArmor is active)
 FROM docker-up-base:bookworm
 
+# Where the virtualenv lives on the building machine: venv.tar holds it at that path, and
+# its scripts name it.
+ARG VENV=/opt/docker-up-venv
 COPY venv.tar /tmp/venv.tar
 RUN tar -C / -xf /tmp/venv.tar && rm /tmp/venv.tar \
- && ln -s /opt/docker-up-venv/bin/docker-up /usr/local/bin/docker-up \
+ && ln -s "$VENV/bin/docker-up" /usr/local/bin/docker-up \
  && useradd --create-home --uid 33333 --shell /bin/bash gitpod \
  && (grep -q '^gitpod:' /etc/subuid || usermod --add-subuids 100000-165535 gitpod) \
  && (grep -q '^gitpod:' /etc/subgid || usermod --add-subgids 100000-165535 gitpod) \

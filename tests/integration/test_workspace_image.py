@@ -3,11 +3,13 @@ CAP_NET_ADMIN on its node) runs docker-up, and real containers inside it.
 
 The outer daemon is docker-up itself, as root (privileged mode, in its own network
 namespace), so nothing touches this machine's network. The image is built once per run by
-scripts/build-image (a debootstrap base, cached on the machine)."""
+scripts/build-image (from the debootstrap base that scripts/prepare caches, outside the
+isolated namespace). With scripts/test --fresh the outer daemon's data-root is new too."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -19,6 +21,8 @@ import pytest
 from .harness import VENV, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
+# One root docker-up at a time (/run/docker-up), and one container named ws.
+pytestmark = pytest.mark.xdist_group("root-daemon")
 IMAGE = "docker-up-workspace"
 # The minimum a Kubernetes pod could be given; README says why each is needed. Where
 # AppArmor is active, docker's default profile forbids mount: apparmor=unconfined as well.
@@ -50,7 +54,10 @@ def inner(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def outer_daemon() -> Iterator[None]:
-    p = subprocess.Popen([f"{VENV}/bin/docker-up"], env=ENV, stdout=subprocess.PIPE,
+    env = dict(ENV)
+    if data := os.environ.get("DOCKER_UP_TEST_OUTER_DATA"):
+        env["DOCKER_UP_DATA_ROOT"] = data
+    p = subprocess.Popen([f"{VENV}/bin/docker-up"], env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)  # fmt: skip
     assert p.stdout is not None
     line = p.stdout.readline()
@@ -65,8 +72,11 @@ def outer_daemon() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def workspace_image(outer_daemon: None) -> str:
     t0 = time.monotonic()
-    r = subprocess.run([str(ROOT / "scripts" / "build-image"), IMAGE],
-                       env={**ENV, "DOCKER_HOST": "unix:///run/docker-up/docker.sock"},
+    env = {**ENV, "DOCKER_HOST": "unix:///run/docker-up/docker.sock",
+           "DOCKER_UP_VENV": str(VENV)}  # fmt: skip
+    if cache := os.environ.get("DOCKER_UP_CACHE"):
+        env["DOCKER_UP_CACHE"] = cache
+    r = subprocess.run([str(ROOT / "scripts" / "build-image"), IMAGE], env=env,
                        capture_output=True, text=True, timeout=1800)  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
     print(f"workspace image built in {time.monotonic() - t0:.1f} s")
