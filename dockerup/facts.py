@@ -178,12 +178,13 @@ def has_default_route(route_table: str) -> bool:
 def with_accel(f: HostFacts) -> HostFacts:
     """What --net-accel needs (seccomp user notification, runc 1.1+), probed only when it
     may be used."""
-    from dockerup.accel import support_problems
+    from dockerup.accel import has_netns_cookie, support_problems
 
     runc = f.binaries.get("runc")
     version = proc.output([runc, "--version"]) if runc else ""
     actions = read_text("/proc/sys/kernel/seccomp/actions_avail")
-    return replace(f, accel_problems=tuple(support_problems(actions, version)))
+    cookie = has_netns_cookie()
+    return replace(f, accel_problems=tuple(support_problems(actions, version, cookie)))
 
 
 def with_pasta(f: HostFacts) -> HostFacts:

@@ -37,23 +37,29 @@ def adjust_spec(spec: dict[str, Any], sysctls: dict[str, str]) -> bool:
 
 # The calls the acceleration agent (dockerup/accel.py) is asked about.
 NOTIFIED = ("connect",)
+# io_uring runs socket operations (connect among them) without passing seccomp: in a
+# container whose connect() the agent judges, a ring could reset a socket the agent put in
+# place and aim it anywhere in the workspace. Off there, as Docker 25+ and containerd have
+# it by default anyway.
+DENIED = ("io_uring_setup", "io_uring_enter", "io_uring_register")
+EPERM = 1
 
 
 def add_listener(spec: dict[str, Any], listener: str) -> bool:
     """Route the container's connect() through docker-up's agent (seccomp user
-    notification): the agent may replace the socket with one in the workspace, or let the
-    call continue unchanged. Only for a container with a seccomp profile and a network
-    namespace of its own; a container without the profile (seccomp=unconfined) runs as
-    before. True if the spec changed."""
+    notification), which answers every such call itself, and deny io_uring. Only for a
+    container with a seccomp profile and a network namespace of its own; a container
+    without the profile (seccomp=unconfined) runs as before. True if the spec changed."""
     linux = spec.get("linux")
     if not isinstance(linux, dict) or not _own_netns(linux):
         return False
     seccomp = linux.get("seccomp")
     if not isinstance(seccomp, dict) or seccomp.get("listenerPath"):
         return False
+    ours = (*NOTIFIED, *DENIED)
     rules = []
     for rule in seccomp.get("syscalls") or []:
-        names = [n for n in rule.get("names", []) if n not in NOTIFIED]
+        names = [n for n in rule.get("names", []) if n not in ours]
         # A rule about these calls with arguments or another action is kept as it was: one
         # syscall may not carry two different unconditional actions.
         if rule.get("action") != "SCMP_ACT_ALLOW" or rule.get("args"):
@@ -65,6 +71,8 @@ def add_listener(spec: dict[str, Any], listener: str) -> bool:
     if not notify:
         return False
     rules.append({"names": notify, "action": "SCMP_ACT_NOTIFY"})
+    if denied := [n for n in DENIED if n not in kept]:
+        rules.append({"names": denied, "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM})
     seccomp["syscalls"] = rules
     seccomp["listenerPath"] = listener
     return True

@@ -13,7 +13,7 @@ import pytest
 
 from dockerup.facts import has_default_route
 
-from .harness import VENV, DockerUp, User, Workspace
+from .harness import USER, VENV, DockerUp, User, Workspace, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,14 +24,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
+def worker() -> int:
+    """This pytest-xdist worker's number (0 without xdist)."""
+    return int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+
+
 @pytest.fixture(scope="session")
 def user() -> User:
+    """The test user; each parallel worker has its own, with its own subordinate range
+    (tests count the user's processes)."""
     if os.geteuid() != 0:
         pytest.skip("integration tests run as root (they act as an unprivileged test user)")
     if not (VENV / "bin" / "docker-up").exists():
         pytest.fail(f"{VENV} has no docker-up: run scripts/install first")
-    subprocess.run([str(ROOT / "scripts" / "test-user")], check=True)
-    return User.get()
+    n = worker()
+    name, first = (USER, 300000) if n == 0 else (f"{USER}{n}", 1_000_000 + 65536 * n)
+    subprocess.run([str(ROOT / "scripts" / "test-user"), name, str(first)], check=True)
+    return User.get(name)
 
 
 @pytest.fixture(scope="session")
@@ -109,3 +118,94 @@ def loopback_server() -> Iterator[int]:
     stop.set()
     t.join()
     srv.close()
+
+
+class CountingServer:
+    """A TCP server on the workspace's 127.0.0.1 that answers `reply` and counts who came:
+    what a container reached of the workspace, seen from the workspace's side."""
+
+    def __init__(self, reply: bytes = b"secret\n", backlog: int = 128) -> None:
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(backlog)
+        self.sock.settimeout(0.2)
+        self.port: int = self.sock.getsockname()[1]
+        self.reply = reply
+        self.count = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            self.count += 1
+            with c:
+                c.sendall(self.reply)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.sock.close()
+
+
+@pytest.fixture
+def secret() -> Iterator[CountingServer]:
+    """The workspace's own service on its loopback, which a container must not reach."""
+    s = CountingServer()
+    yield s
+    s.close()
+
+
+PEER_SERVER = """
+import socket
+s = socket.socket(); s.bind(("0.0.0.0", 7070)); s.listen(128)
+while True:
+    c, _ = s.accept(); c.sendall(b"peer-ns\\n"); c.close()
+"""
+
+
+def peer_answers(addr: str, port: int = 7070) -> bool:
+    try:
+        with socket.create_connection((addr, port), timeout=1) as c:
+            return c.recv(100) == b"peer-ns\n"
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def peer_namespace() -> Iterator[str]:
+    """A server in a network namespace of its own, reached from the workspace through a veth
+    pair: an address only docker-up's default route leads to. Root does this (the tests run
+    as root in their isolated namespace); each parallel worker has its own link and subnet."""
+    n = worker()
+    net, near, far = f"192.168.{88 + n}", f"dup{n}a", f"dup{n}b"
+    holder = subprocess.Popen(["unshare", "--net", "sleep", "infinity"])
+    server = None
+    try:
+        ns = ["nsenter", "-t", str(holder.pid), "-n"]
+        wait_for(lambda: os.readlink(f"/proc/{holder.pid}/ns/net")
+                 != os.readlink("/proc/self/ns/net"), 10, "the peer namespace")  # fmt: skip
+        for argv in (
+            ["ip", "link", "add", near, "type", "veth", "peer", "name", far],
+            ["ip", "link", "set", far, "netns", str(holder.pid)],
+            ["ip", "addr", "add", f"{net}.1/24", "dev", near],
+            ["ip", "link", "set", near, "up"],
+            [*ns, "ip", "addr", "add", f"{net}.2/24", "dev", far],
+            [*ns, "ip", "link", "set", far, "up"],
+            [*ns, "ip", "link", "set", "lo", "up"],
+        ):
+            subprocess.run(argv, check=True)
+        server = subprocess.Popen([*ns, "/usr/bin/python3", "-c", PEER_SERVER])
+        wait_for(lambda: peer_answers(f"{net}.2"), 10, "the peer server")
+        yield f"{net}.2"
+    finally:
+        for p in (server, holder):
+            if p:
+                p.kill()
+                p.wait()
+        subprocess.run(["ip", "link", "del", near], capture_output=True)

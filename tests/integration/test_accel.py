@@ -6,16 +6,16 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .harness import Workspace, wait_for
+from .harness import Workspace
 from .test_core import reach_host_loopback
 from .test_lifecycle import status
+from .test_ports import free_port
 
 
 @pytest.fixture
@@ -25,53 +25,6 @@ def accel(workspace: Workspace, busybox_tar: Path, net: str) -> Iterator[Workspa
     workspace.docker("import", str(busybox_tar), "bb:test")
     yield workspace
     workspace.docker_up("stop", timeout=90)
-
-
-PEER = "192.168.88.2"
-PEER_SERVER = """
-import socket
-s = socket.socket(); s.bind(("0.0.0.0", 7070)); s.listen()
-while True:
-    c, _ = s.accept(); c.sendall(b"peer-ns\\n"); c.close()
-"""
-
-
-@pytest.fixture
-def peer_namespace() -> Iterator[str]:
-    """A server in a network namespace of its own, reached from the workspace through a veth
-    pair (root does this: the tests run as root in their isolated namespace)."""
-    holder = subprocess.Popen(["unshare", "--net", "sleep", "infinity"])
-    server = None
-    try:
-        ns = ["nsenter", "-t", str(holder.pid), "-n"]
-        wait_for(lambda: os.readlink(f"/proc/{holder.pid}/ns/net")
-                 != os.readlink("/proc/self/ns/net"), 10, "the peer namespace")  # fmt: skip
-        for argv in (
-            ["ip", "link", "add", "du-peer0", "type", "veth", "peer", "name", "du-peer1"],
-            ["ip", "link", "set", "du-peer1", "netns", str(holder.pid)],
-            ["ip", "addr", "add", "192.168.88.1/24", "dev", "du-peer0"],
-            ["ip", "link", "set", "du-peer0", "up"],
-            [*ns, "ip", "addr", "add", f"{PEER}/24", "dev", "du-peer1"],
-            [*ns, "ip", "link", "set", "du-peer1", "up"],
-            [*ns, "ip", "link", "set", "lo", "up"],
-        ):
-            subprocess.run(argv, check=True)
-        server = subprocess.Popen([*ns, "/usr/bin/python3", "-c", PEER_SERVER])
-        wait_for(lambda: answers(PEER, 7070), 10, "the peer server")
-        yield PEER
-    finally:
-        for p in (server, holder):
-            if p:
-                p.kill()
-                p.wait()
-
-
-def answers(addr: str, port: int) -> bool:
-    try:
-        with socket.create_connection((addr, port), timeout=1) as c:
-            return c.recv(100) == b"peer-ns\n"
-    except OSError:
-        return False
 
 
 def helper_pid(ws: Workspace) -> int:
@@ -133,12 +86,13 @@ def test_other_traffic_keeps_its_path(accel: Workspace) -> None:
     ws.docker("network", "create", "-o", "com.docker.network.driver.mtu=65520", "accelnet")
     try:
         web = "mkdir /www && echo peer > /www/index.html && exec httpd -f -p 80 -h /www"
-        ws.docker("run", "-d", "--name", "srv", "--network", "accelnet", "-p", "18080:80",
+        port = free_port()
+        ws.docker("run", "-d", "--name", "srv", "--network", "accelnet", "-p", f"{port}:80",
                   "bb:test", "sh", "-c", web)  # fmt: skip
         r = ws.docker("run", "--rm", "--network", "accelnet", "bb:test", "sh", "-c",
                       "echo 'GET / HTTP/1.0' | timeout 10 nc srv 80")  # fmt: skip
         assert r.stdout.strip().endswith("peer"), r.stdout + r.stderr
-        with socket.create_connection(("127.0.0.1", 18080), timeout=10) as c:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
             c.sendall(b"GET / HTTP/1.0\r\n\r\n")
             assert b"peer" in c.makefile("rb").read()
     finally:

@@ -1,11 +1,16 @@
-"""The acceleration agent's pure parts: the kernel ABI it packs, and address parsing."""
+"""The acceleration agent's pure parts: the kernel ABI it packs, address parsing, and the
+policy that decides every connect() of a container (a table: what each case must get)."""
 
 from __future__ import annotations
 
+import errno
 import socket
 import struct
 
+import pytest
+
 from dockerup import accel
+from dockerup.accel import Decision, Verdict
 
 
 def test_ioctl_numbers_match_linux_seccomp_h() -> None:
@@ -17,16 +22,22 @@ def test_ioctl_numbers_match_linux_seccomp_h() -> None:
     assert accel.IOCTL_ADDFD == 0x40182103
 
 
-def sockaddr_in(addr: str, port: int) -> bytes:
-    return struct.pack("=H", socket.AF_INET) + struct.pack("!H", port) + \
+def sockaddr_in(addr: str, port: int, family: int = socket.AF_INET) -> bytes:
+    return struct.pack("=H", family) + struct.pack("!H", port) + \
         socket.inet_aton(addr) + b"\0" * 8  # fmt: skip
+
+
+SIX = struct.pack("=H", socket.AF_INET6) + b"\0" * 26
+UNSPEC = struct.pack("=H", socket.AF_UNSPEC) + b"\0" * 14
+UNIX = struct.pack("=H", socket.AF_UNIX) + b"/run/x.sock\0"
+NETLINK = struct.pack("=HHII", socket.AF_NETLINK, 0, 0, 0)
 
 
 def test_parse_inet_reads_only_ipv4() -> None:
     assert accel.parse_inet(sockaddr_in("10.0.2.2", 8080)) == (accel.GATEWAY, 8080)
-    six = struct.pack("=H", socket.AF_INET6) + b"\0" * 26
-    assert accel.parse_inet(six) is None
+    assert accel.parse_inet(SIX) is None
     assert accel.parse_inet(b"\x02\x00") is None  # too short to hold an address
+    assert accel.parse_inet(sockaddr_in("10.0.2.2", 80)[:12]) is None  # the kernel: EINVAL
 
 
 ROUTES = """Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
@@ -35,14 +46,14 @@ tap0\t0002000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
 docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
 br-1\t000012AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
 """
+NETS = accel.connected_networks(ROUTES)
 
 
 def test_only_addresses_behind_the_default_route_are_outside() -> None:
-    nets = accel.connected_networks(ROUTES)
-    assert len(nets) == 3  # the default route is not a network of ours
+    assert len(NETS) == 3  # the default route is not a network of ours
 
     def out(a: str) -> bool:
-        return accel.outside(socket.inet_aton(a), nets)
+        return accel.outside(socket.inet_aton(a), NETS)
 
     assert out("192.168.88.2") and out("8.8.8.8")
     assert not out("172.17.0.5") and not out("172.18.3.4")  # docker networks
@@ -51,15 +62,111 @@ def test_only_addresses_behind_the_default_route_are_outside() -> None:
     assert not accel.outside(socket.inet_aton("8.8.8.8"), [])  # no table: nothing
 
 
-def test_support_needs_user_notification_runc_1_1_and_libseccomp_2_5() -> None:
+PERFORM = Decision(Verdict.perform)
+DELEGATE = Decision(Verdict.delegate)
+
+
+def swap(addr: str, port: int, source: str) -> Decision:
+    return Decision(Verdict.swap, (addr, port), source)
+
+
+# (address copy, host loopback allowed, socket already swapped, fresh TCP socket) -> what
+# the agent does. Nothing but a swap ever opens a workspace socket, and a swap only ever
+# aims at 127.0.0.1 (from 10.0.2.2, with host loopback allowed) or at an outside address.
+TABLE = [
+    # The workspace's loopback, as containers see it.
+    (sockaddr_in("10.0.2.2", 8080), True, False, True, swap("127.0.0.1", 8080, "127.0.0.1")),
+    (sockaddr_in("10.0.2.2", 8080), False, False, True, PERFORM),  # the helper refuses it
+    (sockaddr_in("10.0.2.2", 8080), True, False, False, PERFORM),  # bound, UDP...: own path
+    # Outside every network of the namespace: through the workspace, with or without loopback.
+    (sockaddr_in("192.168.88.2", 7070), False, False, True, swap("192.168.88.2", 7070, "0.0.0.0")),
+    (sockaddr_in("192.168.88.2", 7070), True, False, True, swap("192.168.88.2", 7070, "0.0.0.0")),
+    # The container's own loopback and networks: its own socket, its own namespace.
+    (sockaddr_in("127.0.0.1", 8080), False, False, True, PERFORM),
+    (sockaddr_in("127.0.0.1", 8080), True, False, True, PERFORM),
+    (sockaddr_in("0.0.0.0", 8080), True, False, True, PERFORM),
+    (sockaddr_in("127.1.2.3", 22), True, False, True, PERFORM),
+    (sockaddr_in("172.17.0.5", 80), True, False, True, PERFORM),
+    (sockaddr_in("10.0.2.3", 53), True, False, True, PERFORM),
+    (SIX, True, False, True, PERFORM),
+    (UNSPEC, True, False, True, PERFORM),  # resets the container's own socket
+    (b"", True, False, True, PERFORM),  # the kernel answers EINVAL
+    (sockaddr_in("10.0.2.2", 80)[:8], True, False, True, PERFORM),  # too short: EINVAL
+    # Families whose connect() depends on the caller's root and credentials.
+    (UNIX, True, False, False, DELEGATE),
+    (NETLINK, True, False, False, DELEGATE),
+    # A socket that already lives in the workspace: never re-aimed, never reset.
+    (UNSPEC, True, True, False, Decision.refuse(errno.EOPNOTSUPP)),
+    (UNSPEC, False, True, False, Decision.refuse(errno.EOPNOTSUPP)),
+    (sockaddr_in("127.0.0.1", 8080), False, True, False, Decision.refuse(errno.EISCONN)),
+    (sockaddr_in("127.0.0.1", 9999), True, True, False, Decision.refuse(errno.EISCONN)),
+    (sockaddr_in("10.0.2.2", 8080), True, True, False, Decision.refuse(errno.EISCONN)),
+    (sockaddr_in("192.168.88.2", 7070), True, True, False, Decision.refuse(errno.EISCONN)),
+    (UNIX, True, True, False, Decision.refuse(errno.EISCONN)),
+    (SIX, True, True, False, Decision.refuse(errno.EISCONN)),
+]
+
+
+@pytest.mark.parametrize(("raw", "loopback", "swapped", "fresh", "expected"), TABLE)
+def test_policy(raw: bytes, loopback: bool, swapped: bool, fresh: bool,
+                expected: Decision) -> None:  # fmt: skip
+    got = accel.decide(raw, allow_host_loopback=loopback, swapped=swapped, fresh_tcp=fresh,
+                       nets=NETS)  # fmt: skip
+    assert got == expected
+
+
+def test_policy_never_swaps_toward_the_workspace_itself() -> None:
+    """Whatever the container asks, a workspace socket is aimed only at 127.0.0.1 from
+    10.0.2.2 with loopback allowed, or at an outside address: never at 127/8 or 0/8 as
+    asked, nor at the namespace's own networks."""
+    for a in range(0, 256, 1):
+        for addr in (f"127.0.0.{a}", f"0.0.0.{a}", f"{a}.0.0.1", f"10.0.2.{a}", f"172.17.0.{a}"):
+            for loopback in (True, False):
+                d = accel.decide(sockaddr_in(addr, 80), allow_host_loopback=loopback,
+                                 swapped=False, fresh_tcp=True, nets=NETS)  # fmt: skip
+                if d.verdict is Verdict.swap:
+                    assert d.target is not None
+                    ip = d.target[0]
+                    if ip == "127.0.0.1":
+                        assert addr == "10.0.2.2" and loopback
+                    else:
+                        assert accel.outside(socket.inet_aton(ip), NETS), addr
+
+
+def test_support_needs_user_notification_cookie_runc_1_1_and_libseccomp_2_5() -> None:
     runc = "runc version 1.1.5+ds1\ncommit: 1.1.5+ds1-1\nlibseccomp: 2.5.4"
     actions = "kill_process kill_thread trap errno user_notif trace log allow"
-    assert accel.support_problems(actions, runc) == []
-    (no_notif,) = accel.support_problems("kill_process errno allow", runc)
+    assert accel.support_problems(actions, runc, True) == []
+    (no_notif,) = accel.support_problems("kill_process errno allow", runc, True)
     assert "no seccomp user notification" in no_notif
-    old = accel.support_problems(actions, "runc version 1.0.3\nlibseccomp: 2.5.1")
+    (no_cookie,) = accel.support_problems(actions, runc, False)
+    assert "SO_NETNS_COOKIE" in no_cookie
+    old = accel.support_problems(actions, "runc version 1.0.3\nlibseccomp: 2.5.1", True)
     assert len(old) == 1 and "runc (1, 0) cannot hand over" in old[0]
     assert (
         "libseccomp (2, 4)"
-        in accel.support_problems(actions, "runc version 1.1.5\nlibseccomp: 2.4.3")[0]
+        in accel.support_problems(actions, "runc version 1.1.5\nlibseccomp: 2.4.3", True)[0]
     )
+
+
+def test_quiet_log_says_the_first_lines_then_counts() -> None:
+    lines: list[str] = []
+    q = accel.QuietLog(lines.append, first=3, window=3600)
+    for i in range(1000):
+        q.say("bad pointer", f"line {i}")
+    assert lines == ["accel: line 0", "accel: line 1", "accel: line 2"]
+    q.since -= 3601  # a minute (here: an hour) later, one line counts the rest
+    q.flush()
+    assert lines[-1] == "accel: 997 more 'bad pointer' in the last minute" and len(lines) == 4
+
+
+def test_status_of_a_thread_gives_its_ids_and_capabilities() -> None:
+    from dockerup.accel_creds import parse_status
+
+    text = (
+        "Name:\tx\nTgid:\t7\nUid:\t0\t1\t2\t3\nGid:\t4\t5\t6\t7\nGroups:\t10 11 \n"
+        "CapInh:\t0000000000000000\nCapPrm:\t00000000a80425fb\nCapEff:\t00000000a80425fb\n"
+    )
+    st = parse_status(text)
+    assert st["Uid"] == [0, 1, 2, 3] and st["Gid"] == [4, 5, 6, 7]
+    assert st["Groups"] == [10, 11] and st["CapEff"] == [0xA80425FB] and st["CapInh"] == [0]

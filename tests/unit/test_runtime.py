@@ -58,7 +58,7 @@ def default_profile() -> dict[str, Any]:
     return {
         "defaultAction": "SCMP_ACT_ERRNO",
         "syscalls": [
-            {"names": ["accept", "connect", "read"], "action": "SCMP_ACT_ALLOW"},
+            {"names": ["accept", "connect", "io_uring_setup", "read"], "action": "SCMP_ACT_ALLOW"},
             {"names": ["clone"], "action": "SCMP_ACT_ALLOW", "args": [{"index": 0}]},
         ],
     }
@@ -70,9 +70,14 @@ def test_accel_notifies_on_connect_through_the_listener() -> None:
     assert add_listener(s, "/run/accel.sock")
     sc = s["linux"]["seccomp"]
     assert sc["listenerPath"] == "/run/accel.sock"
-    assert sc["syscalls"][0]["names"] == ["accept", "read"]  # connect moved, nothing else
+    # connect moved to the agent, io_uring denied, nothing else changed.
+    assert sc["syscalls"][0]["names"] == ["accept", "read"]
     assert sc["syscalls"][1]["args"] == [{"index": 0}]
-    assert sc["syscalls"][-1] == {"names": ["connect"], "action": "SCMP_ACT_NOTIFY"}
+    assert sc["syscalls"][2] == {"names": ["connect"], "action": "SCMP_ACT_NOTIFY"}
+    assert sc["syscalls"][3] == {
+        "names": ["io_uring_setup", "io_uring_enter", "io_uring_register"],
+        "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+    }  # fmt: skip
 
 
 def test_accel_leaves_unconfined_and_shared_netns_containers_as_they_are() -> None:

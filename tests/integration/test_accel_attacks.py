@@ -1,0 +1,238 @@
+"""--net-accel against a hostile container, on the real stack, for both network drivers.
+
+A container that is handed a workspace socket (its connect() was accelerated) tries every
+way to turn it into something more: reset and re-aim it at the workspace's loopback, race
+the address or the fd number against the agent, bind and listen with it, TCP fast open.
+Each attack is judged from the workspace's side: a server on the workspace's 127.0.0.1 that
+counts who came, and the workspace's own table of listening sockets. scripts/accelprobe.c
+is the attacker; the README's "Network acceleration" states the threat model.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import NET_DRIVERS, CountingServer
+from .harness import User, Workspace, wait_for
+from .test_lifecycle import status
+
+
+def daemon(user: User, busybox_tar: Path, driver: str, *flags: str) -> Iterator[Workspace]:
+    root = user.mkdtemp("dockerup-hostile-")
+    os.chmod(root, 0o755)
+    for sub in ("run", "data", "config"):
+        (root / sub).mkdir(mode=0o700)
+        os.chown(root / sub, user.uid, user.gid)
+    ws = Workspace(user, root, {"DOCKER_UP_NET": driver})
+    r = ws.docker_up("-d", "--net-accel", *flags)
+    assert r.returncode == 0, r.stderr
+    try:
+        ws.docker("import", str(busybox_tar), "bb:test")
+        yield ws
+    finally:
+        ws.docker_up("stop", timeout=90)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module", params=NET_DRIVERS)
+def closed(request: pytest.FixtureRequest, user: User, busybox_tar: Path) -> Iterator[Workspace]:
+    """Host loopback closed: the workspace's loopback is off limits to containers."""
+    yield from daemon(user, busybox_tar, request.param, "--no-allow-host-loopback")
+
+
+@pytest.fixture(scope="module", params=NET_DRIVERS)
+def opened(request: pytest.FixtureRequest, user: User, busybox_tar: Path) -> Iterator[Workspace]:
+    """Host loopback allowed: 10.0.2.2 is the workspace's 127.0.0.1."""
+    yield from daemon(user, busybox_tar, request.param, "--allow-host-loopback")
+
+
+def probe(
+    ws: Workspace, *args: str, opts: tuple[str, ...] = (), timeout: float = 120
+) -> dict[str, str]:
+    r = ws.docker("run", "--rm", *opts, "bb:test", "accelprobe", *args, timeout=timeout,
+                  check=False)  # fmt: skip
+    out = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return out
+
+
+def listening(port: int) -> bool:
+    """Is anything listening on this TCP port in the workspace (any address)?"""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            f = line.split()
+            if int(f[1].rsplit(":", 1)[1], 16) == port and f[3] == "0A":
+                return True
+    return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# -- a swapped socket stays what it was made for -----------------------------------------
+
+
+def test_reset_and_reaim_at_the_workspace_loopback_fails(
+    closed: Workspace, peer_namespace: str, secret: CountingServer
+) -> None:
+    """Host loopback closed. The container connects outside (its socket becomes a
+    workspace socket), resets it with connect(AF_UNSPEC), re-aims it at the workspace's
+    127.0.0.1, tries TCP fast open there: the workspace's server sees no one."""
+    out = probe(closed, "reaim", peer_namespace, "7070", str(secret.port))
+    assert out["dial"] == "ok"
+    assert out["unspec"] == "EOPNOTSUPP"
+    assert out["reaim"] == "EISCONN"
+    # TCP fast open carries an address too: refused while connected, and after the
+    # connection is over (peer closed, shut down), twice.
+    assert out["fastopen"] == "EISCONN"
+    assert out["fastopen_closed0"] != "ok" and out["fastopen_closed1"] != "ok", out
+    assert "secret" not in out["got"] + out["got_closed"]
+    assert secret.count == 0
+
+
+def test_reaim_at_another_workspace_port_fails_with_host_loopback(
+    opened: Workspace, secret: CountingServer
+) -> None:
+    """Host loopback allowed: a socket swapped for 10.0.2.2:A is for A alone; re-aimed at
+    another workspace port it is refused (the container can reach that port with a new
+    socket through 10.0.2.2, which is what host loopback allows, and nothing more)."""
+    first = CountingServer(b"first\n")
+    try:
+        out = probe(opened, "reaim", "10.0.2.2", str(first.port), str(secret.port))
+    finally:
+        first.close()
+    assert (out["dial"], out["unspec"], out["reaim"]) == ("ok", "EOPNOTSUPP", "EISCONN")
+    assert out["fastopen_closed0"] != "ok" and out["fastopen_closed1"] != "ok", out
+    assert first.count == 1 and secret.count == 0
+
+
+def test_racing_the_address_never_reaches_the_workspace(
+    closed: Workspace, peer_namespace: str, secret: CountingServer
+) -> None:
+    """One thread flips the address between an outside server and 127.0.0.1:SECRET while
+    another connects: the agent connects what it checked, never what the container wrote
+    after."""
+    out = probe(closed, "race", peer_namespace, "7070", str(secret.port), "4")
+    assert int(out["connected"]) > 10, out  # the race really ran, through the workspace
+    assert out["leaks"] == "0"
+    assert secret.count == 0
+
+
+def test_racing_the_fd_number_never_resets_a_workspace_socket(
+    closed: Workspace, peer_namespace: str, secret: CountingServer
+) -> None:
+    """The fd the container names flips between a workspace socket and an AF_UNIX socket,
+    and the address between AF_UNIX, AF_UNSPEC and 127.0.0.1:SECRET: were the kernel ever
+    to re-run the call, it could reset the workspace socket and aim it at the workspace."""
+    out = probe(closed, "fdrace", peer_namespace, "7070", str(secret.port), "4")
+    assert int(out["tries"]) > 100, out
+    assert out["still_connected"] == "yes"
+    assert secret.count == 0
+
+
+def test_a_swapped_socket_never_listens_in_the_workspace(
+    closed: Workspace, peer_namespace: str
+) -> None:
+    """Connected outside, closed by the peer, shut down: bind(0.0.0.0:PORT) and listen()
+    fail, and the workspace has no listener on that port while the container holds it."""
+    port = free_port()
+    name = f"listener-{port}"
+    closed.docker("run", "-d", "--name", name, "bb:test", "accelprobe", "listen",
+                  peer_namespace, "7070", str(port))  # fmt: skip
+    try:
+        wait_for(lambda: "ready" in closed.docker("logs", name).stdout, 30, "the attempt")
+        logs = closed.docker("logs", name).stdout
+        assert "bind=EINVAL" in logs and "listen=EINVAL" in logs, logs
+        assert not listening(port)
+        with (
+            pytest.raises(ConnectionRefusedError),
+            socket.create_connection(("127.0.0.1", port), 2),
+        ):
+            pass
+    finally:
+        closed.docker("rm", "-f", name, check=False)
+
+
+def test_io_uring_is_off_where_connect_is_judged(opened: Workspace) -> None:
+    """io_uring would run connect() without seccomp: off in accelerated containers, and
+    only there."""
+    assert probe(opened, "uring")["io_uring"] == "EPERM"
+    unconfined = ("--security-opt", "seccomp=unconfined")
+    assert probe(opened, "uring", opts=unconfined)["io_uring"] == "ok"
+
+
+# -- what legitimate programs need -------------------------------------------------------
+
+
+def test_a_multithreaded_client_is_accelerated(opened: Workspace) -> None:
+    """connect() from a thread that is not its process's leader (Go, Java): with the
+    network helper frozen, only the workspace socket can carry it."""
+    server = CountingServer(b"hello\n")
+    helper = int(status(opened)["net_pid"])  # type: ignore[call-overload]
+    os.kill(helper, signal.SIGSTOP)
+    try:
+        out = probe(opened, "thread", "10.0.2.2", str(server.port))
+    finally:
+        os.kill(helper, signal.SIGCONT)
+        server.close()
+    assert out.get("line") == "hello", out
+
+
+def test_unix_sockets_keep_each_callers_rights(opened: Workspace) -> None:
+    """AF_UNIX connects are made by a child that becomes the caller: root connects, by an
+    absolute and a relative path; nobody is refused a root-only directory, exactly as
+    without docker-up's agent (seccomp unconfined)."""
+    with_agent = probe(opened, "unix")
+    native = probe(opened, "unix", opts=("--security-opt", "seccomp=unconfined"))
+    assert with_agent == native == {"root": "ok", "relative": "ok", "nobody": "EACCES"}
+
+
+def test_a_stalled_target_costs_only_its_caller(opened: Workspace) -> None:
+    """One container's 40 connects hang on a workspace listener whose backlog is full;
+    another container's connects to another workspace server stay fast."""
+    full = socket.socket()
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)
+    fillers = [socket.socket() for _ in range(3)]
+    for f in fillers:
+        f.setblocking(False)
+        f.connect_ex(full.getsockname())
+    ok = CountingServer(b"ok\n")
+    name = "staller"
+    try:
+        opened.docker("run", "-d", "--name", name, "bb:test", "accelprobe", "stall",
+                      "10.0.2.2", str(full.getsockname()[1]), "40")  # fmt: skip
+        wait_for(lambda: "ready" in opened.docker("logs", name).stdout, 30, "the staller")
+        out = probe(opened, "latency", "10.0.2.2", str(ok.port), "300")
+        print(f"connect latency beside a stalled container: p50 {out['p50_us']} µs, "
+              f"p99 {out['p99_us']} µs")  # fmt: skip
+        assert out["ok"] == "300"
+        # The old agent made every caller wait behind a stuck connect (up to 10 s each).
+        assert int(out["p99_us"]) < 500_000, out
+    finally:
+        opened.docker("rm", "-f", name, check=False)
+        ok.close()
+        for f in fillers:
+            f.close()
+        full.close()
+
+
+def test_a_connect_loop_with_a_bad_pointer_cannot_flood_the_log(opened: Workspace) -> None:
+    log = opened.runtime_dir / "docker-up" / "logs" / "docker-up.log"
+    before = log.stat().st_size
+    out = probe(opened, "flood", "3")
+    assert int(out["calls"]) > 1000 and out["efault"] == out["calls"], out
+    grown = log.stat().st_size - before
+    assert grown < 4096, f"docker-up.log grew {grown} bytes"
+    assert re.search(r"accel: connect of pid \d+ answered", log.read_text())
