@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import VENV, DockerUp, Workspace, pid_alive, processes_in_netns, wait_for
+from .harness import DockerUp, Workspace, pid_alive, wait_for
 from .test_core import reach_host_loopback
 
 RECOVERY: dict[str, list[float]] = {}
@@ -226,7 +226,8 @@ def _mounts() -> int:
 
 def test_start_stop_cycles_leak_nothing(workspace: Workspace, started: list[DockerUp]) -> None:
     mounts, fds = _mounts(), len(os.listdir("/proc/self/fd"))
-    for _ in range(30):
+    # Ten cycles find a leak that grows per start; scripts/soak runs fifty.
+    for _ in range(10):
         s = workspace.start()
         started.append(s)
         s.wait_ready()
@@ -262,59 +263,6 @@ def test_modes_that_cannot_work_are_refused(workspace: Workspace) -> None:
     r = workspace.docker_up("--tcp", "0.0.0.0:2375")
     assert r.returncode == 1 and "refusing a plain TCP listener" in r.stderr
     assert not (workspace.runtime_dir / "docker-up" / "docker.sock").exists()
-
-
-@pytest.mark.parametrize("host_network", [False, True])
-def test_privileged_mode(tmp_path: Path, busybox_tar: Path, host_network: bool) -> None:
-    """Real root (this test process; CI is root). Its own network namespace by default; with
-    --host-network, the current one: here that is the test's isolated namespace."""
-    env = {
-        "PATH": f"{VENV}/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
-        "HOME": "/root",
-        "NO_COLOR": "1",
-    }
-    args = ["--host-network"] if host_network else []
-    p = subprocess.Popen(
-        [f"{VENV}/bin/docker-up", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        assert p.stdout is not None
-        line = p.stdout.readline()
-        assert line.strip() == "export DOCKER_HOST=unix:///run/docker-up/docker.sock", (
-            p.stderr.read() if p.poll() is not None else line
-        )  # type: ignore[union-attr]
-        state = json.loads(Path("/run/docker-up/state.json").read_text())
-        assert state["mode"] == "privileged"
-        netns = os.readlink(f"/proc/{state['dockerd_pid']}/ns/net")
-        assert (netns == os.readlink("/proc/self/ns/net")) == host_network
-        denv = {**env, "DOCKER_HOST": "unix:///run/docker-up/docker.sock"}
-        subprocess.run(
-            ["docker", "import", str(busybox_tar), "bb:test"],
-            env=denv,
-            check=True,
-            capture_output=True,
-        )
-        r = subprocess.run(
-            ["docker", "run", "--rm", "bb:test", "echo", "priv"],
-            env=denv,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        assert r.stdout.strip() == "priv"
-    finally:
-        p.send_signal(signal.SIGINT)
-        assert p.wait(60) == 0
-    wait_for(lambda: not processes_in_netns(netns) or host_network, 30, "nothing left")
-    helper = state.get("net_pid")
-    assert (helper is None) == host_network
-    wait_for(lambda: helper is None or not pid_alive(helper), 30, "slirp4netns gone")
-    if host_network:
-        wait_for(lambda: not pid_alive(state["dockerd_pid"]), 30, "dockerd gone")
 
 
 def test_report_recovery_times() -> None:

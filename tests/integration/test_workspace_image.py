@@ -1,4 +1,8 @@
-"""The product's reason to exist: an unprivileged workspace container (no --privileged, no
+"""Everything that runs docker-up as real root, which is one daemon per machine
+(/run/docker-up): so one module, which runs on one test worker (scripts/test: --dist
+loadfile), privileged mode first, then the workspace image on its own outer daemon.
+
+The product's reason to exist: an unprivileged workspace container (no --privileged, no
 CAP_NET_ADMIN on its node) runs docker-up, and real containers inside it.
 
 The outer daemon is docker-up itself, as root (privileged mode, in its own network
@@ -18,11 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from .harness import VENV, wait_for
+from .harness import VENV, pid_alive, processes_in_netns, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-# One root docker-up at a time (/run/docker-up), and one container named ws.
-pytestmark = pytest.mark.xdist_group("root-daemon")
 IMAGE = "docker-up-workspace"
 # The minimum a Kubernetes pod could be given; README says why each is needed. Where
 # AppArmor is active, docker's default profile forbids mount: apparmor=unconfined as well.
@@ -35,6 +37,59 @@ RUN_OPTS = [arg for pair in NEEDED for arg in pair]
 INNER_HOST = "unix:///tmp/docker-up-33333/docker.sock"
 ENV = {"PATH": f"{VENV}/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME": "/root",
        "NO_COLOR": "1"}  # fmt: skip
+
+
+@pytest.mark.parametrize("host_network", [False, True])
+def test_privileged_mode(tmp_path: Path, busybox_tar: Path, host_network: bool) -> None:
+    """Real root (this test process; CI is root). Its own network namespace by default; with
+    --host-network, the current one: here that is the test's isolated namespace."""
+    env = {
+        "PATH": f"{VENV}/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+        "HOME": "/root",
+        "NO_COLOR": "1",
+    }
+    args = ["--host-network"] if host_network else []
+    p = subprocess.Popen(
+        [f"{VENV}/bin/docker-up", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert p.stdout is not None
+        line = p.stdout.readline()
+        assert line.strip() == "export DOCKER_HOST=unix:///run/docker-up/docker.sock", (
+            p.stderr.read() if p.poll() is not None else line
+        )  # type: ignore[union-attr]
+        state = json.loads(Path("/run/docker-up/state.json").read_text())
+        assert state["mode"] == "privileged"
+        netns = os.readlink(f"/proc/{state['dockerd_pid']}/ns/net")
+        assert (netns == os.readlink("/proc/self/ns/net")) == host_network
+        denv = {**env, "DOCKER_HOST": "unix:///run/docker-up/docker.sock"}
+        subprocess.run(
+            ["docker", "import", str(busybox_tar), "bb:test"],
+            env=denv,
+            check=True,
+            capture_output=True,
+        )
+        r = subprocess.run(
+            ["docker", "run", "--rm", "bb:test", "echo", "priv"],
+            env=denv,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert r.stdout.strip() == "priv"
+    finally:
+        p.send_signal(signal.SIGINT)
+        assert p.wait(60) == 0
+    wait_for(lambda: not processes_in_netns(netns) or host_network, 30, "nothing left")
+    helper = state.get("net_pid")
+    assert (helper is None) == host_network
+    wait_for(lambda: helper is None or not pid_alive(helper), 30, "slirp4netns gone")
+    if host_network:
+        wait_for(lambda: not pid_alive(state["dockerd_pid"]), 30, "dockerd gone")
 
 
 def outer(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
