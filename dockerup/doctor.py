@@ -12,7 +12,7 @@ import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
@@ -71,6 +71,8 @@ class DoctorFacts:
     running: dict[str, object] = field(default_factory=dict)  # docker-up's own status
     net: str = "slirp4netns"  # the network driver the configuration chooses
     net_accel: bool | None = None  # None: auto
+    image_base: str = ""  # where the workspace image's base tarball is (or would be) cached
+    image_base_cached: bool = False
 
 
 @dataclass(frozen=True)
@@ -446,6 +448,19 @@ def check_running(f: DoctorFacts) -> Result:
     return ok(f"running (pid {r.get('pid')}), the API answers, {r.get('restarts', 0)} restarts")
 
 
+def check_image_base(f: DoctorFacts) -> Result:
+    """Only for building the workspace image (scripts/build-image), which reaches no
+    network: its Debian base comes from a cache that scripts/prepare fills once."""
+    if f.image_base_cached:
+        return ok(f"cached at {f.image_base}: the image builds without any network")
+    return Result(
+        Status.skip,
+        f"not cached at {f.image_base}: building the workspace image first needs a Debian "
+        "mirror (the one apt uses here, or DOCKER_UP_MIRROR) for a debootstrap",
+        "scripts/prepare (as root), where that mirror is reachable",
+    )
+
+
 def check_mode(f: DoctorFacts) -> Result:
     h = f.host
     mode, reason = resolve_mode(h.uid, h.initial_userns, h.net_admin, None)
@@ -477,6 +492,7 @@ CHECKS: tuple[Check, ...] = (
     Check("runtime.disk", "free disk", check_disk),
     Check("runtime.daemon", "other daemons", check_existing_daemon),
     Check("runtime.docker-up", "docker-up", check_running),
+    Check("image.base", "workspace image base", check_image_base),
 )
 
 
@@ -606,7 +622,14 @@ def probe_doctor(config: Config | None = None, h: HostFacts | None = None) -> Do
         running=running,
         net=config.net,
         net_accel=config.net_accel,
+        image_base=str(base := image_base_path(h.env)),
+        image_base_cached=base.is_file() and base.stat().st_size > 0,
     )
+
+
+def image_base_path(env: Mapping[str, str]) -> Path:
+    """Where scripts/prepare caches the image base (DOCKER_UP_CACHE, as it reads it)."""
+    return Path(env.get("DOCKER_UP_CACHE") or "/var/cache/docker-up") / "bookworm-base.tar"
 
 
 def _foreign(path: Path, uid: int) -> bool:

@@ -138,6 +138,10 @@ CASES = [
     ("runtime.daemon", {"stale_socket": True}, Status.warn, "stale socket"),
     ("runtime.docker-up", {"running": {"running": True, "answering": False, "pid": 7}},
      Status.warn, "does not answer"),
+    ("image.base", {"image_base": "/c/b.tar", "image_base_cached": True}, Status.ok,
+     "builds without any network"),
+    ("image.base", {"image_base": "/c/b.tar"}, Status.skip, "needs a Debian mirror"),
+    ("image.base", {"image_base": "/c/b.tar"}, Status.skip, "scripts/prepare"),
 ]  # fmt: skip
 
 
