@@ -49,6 +49,17 @@ def pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def listening(port: int) -> bool:
+    """Does anything listen on this TCP port in this network namespace (any address)? From
+    the kernel's table: a bind() test would also trip over other tests' connections."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            f = line.split()
+            if int(f[1].rsplit(":", 1)[1], 16) == port and f[3] == "0A":  # 0A: LISTEN
+                return True
+    return False
+
+
 def processes_in_netns(inode: str) -> list[int]:
     pids = []
     for d in Path("/proc").iterdir():

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import NET_DRIVERS, CountingServer
-from .harness import User, Workspace, wait_for
+from .harness import User, Workspace, listening, wait_for
 from .test_lifecycle import status
 
 
@@ -62,16 +62,6 @@ def probe(
     out = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
     assert r.returncode == 0, r.stdout + r.stderr
     return out
-
-
-def listening(port: int) -> bool:
-    """Is anything listening on this TCP port in the workspace (any address)?"""
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            f = line.split()
-            if int(f[1].rsplit(":", 1)[1], 16) == port and f[3] == "0A":
-                return True
-    return False
 
 
 def free_port() -> int:

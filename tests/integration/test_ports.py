@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import Workspace, wait_for
+from .harness import Workspace, listening, wait_for
 
 OTHER_ADDR = "10.99.0.1"  # a second workspace address, on the test namespace's own lo
 
@@ -47,17 +47,6 @@ def udp_echo(port: int, payload: bytes = b"ping") -> bytes:
             except TimeoutError:
                 continue
     return b""
-
-
-def can_bind(port: int) -> bool:
-    """Nobody listens on the port any more (connections in TIME_WAIT do not count)."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("0.0.0.0", port))
-        except OSError:
-            return False
-    return True
 
 
 WEB = "mkdir -p /www && echo {body} > /www/index.html && exec httpd -f -p 80 -h /www"
@@ -131,7 +120,7 @@ def test_published_tcp_ports(daemon: Workspace) -> None:
 
     ws.docker("rm", "-f", "all", "lo", "rand")
     for p in (p_all, p_lo, port):
-        wait_for(lambda p=p: can_bind(p), 20, f"port {p} to be freed")
+        wait_for(lambda p=p: not listening(p), 20, f"port {p} to be freed")
 
 
 def test_published_udp_port(daemon: Workspace) -> None:
