@@ -177,11 +177,11 @@ def parse_inet(raw: bytes) -> tuple[bytes, int] | None:
 
 
 def decide(raw: bytes, *, allow_host_loopback: bool, swapped: bool, fresh_tcp: bool,
-           nets: list[tuple[int, int]]) -> Decision:  # fmt: skip
+           nets: Callable[[], list[tuple[int, int]]]) -> Decision:  # fmt: skip
     """What to do with one connect(): raw is the agent's copy of the address; swapped: the
     socket already lives in the workspace (the agent put it there); fresh_tcp: an unbound,
     unconnected TCP/IPv4 socket, the only kind that may be swapped; nets: the networks of
-    docker-up's namespace (connected_networks)."""
+    docker-up's namespace (connected_networks), asked only when they matter."""
     family = family_of(raw)
     if swapped:
         # It is established for good; connect(AF_UNSPEC) would reset it, and then it could
@@ -197,7 +197,7 @@ def decide(raw: bytes, *, allow_host_loopback: bool, swapped: bool, fresh_tcp: b
         if not allow_host_loopback:
             return PERFORM  # the helper refuses it, as without the agent
         return Decision(Verdict.swap, (LOOPBACK, port), LOOPBACK)
-    if outside(addr, nets):
+    if outside(addr, nets()):
         return Decision(Verdict.swap, (socket.inet_ntoa(addr), port), "0.0.0.0")
     return PERFORM
 
@@ -253,11 +253,13 @@ def tgid(tid: int) -> int:
 
 def fd_cloexec(tid: int, fd: int) -> bool:
     """Whether the thread's fd is close-on-exec (a property of the fd, not of the file)."""
-    with open(f"/proc/{tid}/fdinfo/{fd}") as f:
-        for line in f:
-            if line.startswith("flags:"):
-                return bool(int(line.split()[1], 8) & os.O_CLOEXEC)
-    return False
+    h = os.open(f"/proc/{tid}/fdinfo/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        text = os.read(h, 4096).decode()
+    finally:
+        os.close(h)
+    m = re.search(r"^flags:\s*([0-7]+)", text, re.M)
+    return bool(m and int(m.group(1), 8) & os.O_CLOEXEC)
 
 
 def raw_connect(fd: int, raw: bytes) -> int:
@@ -265,26 +267,31 @@ def raw_connect(fd: int, raw: bytes) -> int:
     return 0 if _libc.connect(fd, raw, len(raw)) == 0 else ctypes.get_errno()
 
 
+_INT = ctypes.c_int
+
+
 def so_error(fd: int) -> int:
-    with socket.socket(fileno=os.dup(fd)) as s:
-        return s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    value, size = _INT(0), ctypes.c_uint32(4)
+    _libc.getsockopt(
+        fd, socket.SOL_SOCKET, socket.SO_ERROR, ctypes.byref(value), ctypes.byref(size)
+    )
+    return value.value
 
 
-def describe(fd: int) -> tuple[int, int, int, int, bytes]:
-    """(family, type, protocol, local port, netns cookie) of a socket we hold."""
-    s = socket.socket(fileno=fd)
-    try:
-        proto = s.getsockopt(socket.SOL_SOCKET, SO_PROTOCOL)
-        cookie = s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8)
-        port = s.getsockname()[1] if s.family == socket.AF_INET else -1
-        return s.family, s.type, proto, port, cookie
-    finally:
-        s.detach()
+def describe(s: socket.socket) -> tuple[bool, bytes]:
+    """(a fresh TCP/IPv4 socket: unbound, unconnected; its netns cookie)."""
+    cookie = s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8)
+    fresh = (s.family == socket.AF_INET and s.type == socket.SOCK_STREAM
+             and s.getsockopt(socket.SOL_SOCKET, SO_PROTOCOL) == socket.IPPROTO_TCP
+             and s.getsockname()[1] == 0)  # fmt: skip
+    return fresh, cookie
 
 
-def is_fresh_tcp(family: int, type_: int, proto: int, port: int) -> bool:
-    return (family == socket.AF_INET and type_ == socket.SOCK_STREAM
-            and proto == socket.IPPROTO_TCP and port == 0)  # fmt: skip
+def ready(fd: int) -> bool:
+    """Has a connect in progress finished? (On loopback it usually has, at once.)"""
+    p = select.poll()
+    p.register(fd, select.POLLOUT)
+    return bool(p.poll(0))
 
 
 def port_range() -> tuple[int, int]:
@@ -338,7 +345,6 @@ class Call:
     raw: bytes
     theirs: int  # our fd of the container's file
     nonblock: bool
-    cloexec: bool
     mine: socket.socket | None = None  # swap: the workspace socket, connecting
     target: tuple[str, int] | None = None  # swap: where it connects
     child: tuple[int, int] | None = None  # delegate: (pid, pipe read end)
@@ -479,7 +485,7 @@ class Agent:
         theirs = fetch_fd(tid, fd)
         try:
             nonblock = bool(fcntl.fcntl(theirs, fcntl.F_GETFL) & os.O_NONBLOCK)
-            call = Call(nfd, nid, tid, fd, raw, theirs, nonblock, fd_cloexec(tid, fd))
+            call = Call(nfd, nid, tid, fd, raw, theirs, nonblock)
             self.valid(nfd, nid)  # the fd we fetched is that caller's
             if not self.begin(call):
                 return
@@ -493,19 +499,23 @@ class Agent:
     def begin(self, call: Call) -> bool:
         """Act on a new call; True if it is now in flight (else it has been answered)."""
         try:
-            family, type_, proto, port, cookie = describe(call.theirs)
+            theirs = socket.socket(fileno=call.theirs)
         except OSError:  # not a socket: the kernel says so
             return self.perform(call)
-        d = decide(call.raw, allow_host_loopback=self.allow, swapped=cookie == self.cookie,
-                   fresh_tcp=is_fresh_tcp(family, type_, proto, port),
-                   nets=connected_networks(self.routes()))  # fmt: skip
+        try:
+            fresh, cookie = describe(theirs)
+            d = decide(call.raw, allow_host_loopback=self.allow, swapped=cookie == self.cookie,
+                       fresh_tcp=fresh,
+                       nets=lambda: connected_networks(self.routes()))  # fmt: skip
+            if d.verdict is Verdict.swap and d.target:
+                return self.swap(call, theirs, d.target, d.source)
+        finally:
+            theirs.detach()
         if d.verdict is Verdict.refuse:
             self.quiet.say("refused", f"pid {call.tid}: connect on a workspace socket refused")
             return self.answer(call, d.errno)
         if d.verdict is Verdict.delegate:
             return self.delegate(call)
-        if d.verdict is Verdict.swap and d.target:
-            return self.swap(call, d.target, d.source)
         return self.perform(call)
 
     # -- the three ways --------------------------------------------------------------------
@@ -528,13 +538,16 @@ class Agent:
             return True  # in flight: answered when the kernel completes it
         return self.answer(call, err)
 
-    def swap(self, call: Call, target: tuple[str, int], source: str) -> bool:
-        mine = workspace_socket(call.theirs, source, self.ports)
+    def swap(self, call: Call, theirs: socket.socket, target: tuple[str, int],
+             source: str) -> bool:  # fmt: skip
+        mine = workspace_socket(theirs, source, self.ports)
         if mine is None:
             self.quiet.say("ports", "no free local port in the workspace; normal path")
             return self.perform(call)
         call.mine, call.target = mine, target
         err = mine.connect_ex(target)
+        if err == errno.EINPROGRESS and ready(mine.fileno()):
+            err = so_error(mine.fileno())  # loopback: done already, no trip round the loop
         if err == 0:
             return self.install(call)
         if err != errno.EINPROGRESS:
@@ -598,9 +611,9 @@ class Agent:
             self.finish(call, errno.ECONNABORTED)
             return False
         call.mine.setblocking(not call.nonblock)
-        cloexec = os.O_CLOEXEC if call.cloexec else 0
-        req = ADDFD.pack(call.nid, ADDFD_SETFD, call.mine.fileno(), call.fd, cloexec)
         try:
+            cloexec = os.O_CLOEXEC if fd_cloexec(call.tid, call.fd) else 0
+            req = ADDFD.pack(call.nid, ADDFD_SETFD, call.mine.fileno(), call.fd, cloexec)
             fcntl.ioctl(call.nfd, IOCTL_ADDFD, req)
         except OSError as e:  # the caller is gone (then nobody hears this), or EMFILE
             self.finish(call, e.errno or errno.EAGAIN)
@@ -671,16 +684,17 @@ def read_memory(tid: int, ptr: int, length: int) -> bytes:
     return raw
 
 
-def workspace_socket(theirs: int, source: str, ports: tuple[int, int]) -> socket.socket | None:
+def workspace_socket(theirs: socket.socket, source: str,
+                     ports: tuple[int, int]) -> socket.socket | None:  # fmt: skip
     """A non-blocking TCP/IPv4 socket of the workspace, bound to a port of its own (the
     kernel keeps an explicitly bound port for the socket's life, so the container can never
     bind it elsewhere), with the options that matter copied from the container's."""
     mine = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    with socket.socket(fileno=os.dup(theirs)) as s:
-        for level, opt in ((socket.IPPROTO_TCP, socket.TCP_NODELAY),
-                           (socket.SOL_SOCKET, socket.SO_KEEPALIVE)):  # fmt: skip
-            with contextlib.suppress(OSError):
-                mine.setsockopt(level, opt, s.getsockopt(level, opt))
+    for level, opt in ((socket.IPPROTO_TCP, socket.TCP_NODELAY),
+                       (socket.SOL_SOCKET, socket.SO_KEEPALIVE)):  # fmt: skip
+        with contextlib.suppress(OSError):
+            if value := theirs.getsockopt(level, opt):
+                mine.setsockopt(level, opt, value)
     lo, hi = ports
     for _ in range(16):
         try:

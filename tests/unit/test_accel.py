@@ -111,7 +111,7 @@ TABLE = [
 def test_policy(raw: bytes, loopback: bool, swapped: bool, fresh: bool,
                 expected: Decision) -> None:  # fmt: skip
     got = accel.decide(raw, allow_host_loopback=loopback, swapped=swapped, fresh_tcp=fresh,
-                       nets=NETS)  # fmt: skip
+                       nets=lambda: NETS)  # fmt: skip
     assert got == expected
 
 
@@ -123,7 +123,7 @@ def test_policy_never_swaps_toward_the_workspace_itself() -> None:
         for addr in (f"127.0.0.{a}", f"0.0.0.{a}", f"{a}.0.0.1", f"10.0.2.{a}", f"172.17.0.{a}"):
             for loopback in (True, False):
                 d = accel.decide(sockaddr_in(addr, 80), allow_host_loopback=loopback,
-                                 swapped=False, fresh_tcp=True, nets=NETS)  # fmt: skip
+                                 swapped=False, fresh_tcp=True, nets=lambda: NETS)  # fmt: skip
                 if d.verdict is Verdict.swap:
                     assert d.target is not None
                     ip = d.target[0]
