@@ -66,7 +66,7 @@ DOCKERD_FLAGS_ALLOWED = frozenset({
     "--max-concurrent-downloads", "--max-concurrent-uploads", "--max-download-attempts",
     "--live-restore", "--bip", "--default-address-pool", "--fixed-cidr", "--label",
     "--log-driver", "--log-opt", "--icc", "--ip-masq", "--default-shm-size",
-    "--add-runtime", "--default-runtime", "--seccomp-profile", "--no-new-privileges",
+    "--seccomp-profile", "--no-new-privileges",
 })  # fmt: skip
 DOCKERD_FLAGS_WHY = {
     "-H": "docker-up owns the socket; for TCP use --tcp with --tls-dir",
@@ -75,6 +75,10 @@ DOCKERD_FLAGS_WHY = {
     "--mtu": "use the mtu setting",
     "--storage-driver": "use the storage setting",
     "-s": "use the storage setting",
+    "--add-runtime": "docker-up sets dockerd's runtime (its wrapper gives containers "
+    "docker-up's defaults and --net-accel)",
+    "--default-runtime": "docker-up sets dockerd's runtime (its wrapper gives containers "
+    "docker-up's defaults and --net-accel)",
 }
 
 

@@ -97,8 +97,12 @@ def render_daemon_json(
 
 
 def proxy_script(python: str, portproxy: str, paths: Paths, docker_proxy: str) -> str:
-    """What dockerd runs as its userland proxy (it takes a path, not an argv)."""
-    return f'#!/bin/sh\nexec {python} -S {portproxy} {paths.ports_sock} {docker_proxy} "$@"\n'
+    """What dockerd runs as its userland proxy (it takes a path, not an argv). Every path
+    quoted: a venv or runtime dir with a space or a `$` in its name is still one word."""
+    argv = " ".join(
+        shlex.quote(a) for a in (python, "-S", portproxy, str(paths.ports_sock), docker_proxy)
+    )
+    return f'#!/bin/sh\nexec {argv} "$@"\n'
 
 
 def runtime_script(python: str, runtime_py: str, runc: str, defaults: dict[str, Any]) -> str:

@@ -17,7 +17,6 @@ import contextlib
 import ctypes
 import json
 import os
-import select
 import signal
 import socket
 import subprocess
@@ -28,6 +27,7 @@ from typing import Any
 # The rest of docker-up's package sits beside this script; only stdlib-only modules of it
 # (wire, ports, accel) are imported here.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from dockerup.fdwait import readable
 from dockerup.wire import ping
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -122,7 +122,7 @@ class Keeper:
 
     def sleep(self, seconds: float) -> None:
         """A sleep that a stop signal cuts short (tenacity's sleep hook)."""
-        ready, _, _ = select.select([self.wake_r], [], [], seconds)
+        ready = readable([self.wake_r], seconds)
         if ready and self.stop_requested():
             raise Stop
 
@@ -130,7 +130,7 @@ class Keeper:
         while True:
             fds = [self.wake_r, self.dockerd_fd] + ([self.net_fd] if self.net_fd else [])
             port_fds = self.ports.fds() if self.ports else []
-            ready, _, _ = select.select(fds + port_fds, [], [])
+            ready = readable(fds + port_fds)
             for fd in ready:
                 if fd in port_fds and self.ports:
                     self.ports.handle(fd)
@@ -202,7 +202,7 @@ class Keeper:
             # A booting dockerd starts restart-policy containers and waits for their port
             # proxies, which wait for us: keep serving them meanwhile.
             port_fds = self.ports.fds() if self.ports else []
-            ready, _, _ = select.select([self.wake_r, pidfd, *port_fds], [], [], 0.05)
+            ready = readable([self.wake_r, pidfd, *port_fds], 0.05)
             for fd in ready:
                 if fd in port_fds and self.ports:
                     self.ports.handle(fd)
@@ -273,7 +273,7 @@ class Keeper:
         os.close(ready_w)
         os.close(exit_r)
         self.net, self.net_fd = p.pid, os.pidfd_open(p.pid)
-        ready, _, _ = select.select([ready_r, self.net_fd], [], [], 30)
+        ready = readable([ready_r, self.net_fd], 30)
         # End of file on the ready pipe means the helper is gone: it wrote nothing.
         wrote = ready_r in ready and os.read(ready_r, 64) != b""
         os.close(ready_r)
@@ -304,7 +304,7 @@ class Keeper:
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        ready, _, _ = select.select([pidfd], [], [], timeout)
+        ready = readable([pidfd], timeout)
         if not ready:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

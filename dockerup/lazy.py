@@ -12,9 +12,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
 import signal
 import sys
+
+# The rest of docker-up's package sits beside this script (stdlib-only modules only).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from dockerup.fdwait import readable
 
 
 def main() -> None:
@@ -23,7 +26,7 @@ def main() -> None:
     signal.set_wakeup_fd(wake_w)
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, lambda *_: None)
-    ready, _, _ = select.select([spec["listen_fd"], wake_r], [], [])
+    ready = readable([spec["listen_fd"], wake_r])
     if wake_r in ready:  # stopped before anyone came: leave nothing behind
         for path in (spec["socket"], spec["lazy_file"], spec["main_pid"]):
             with contextlib.suppress(FileNotFoundError):

@@ -9,6 +9,7 @@ lock lets one start the daemon and the others wait for it and exit.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 SHELLS = ("bash", "zsh", "fish", "sh")
@@ -19,10 +20,12 @@ END = "# <<< docker-up <<<"
 
 def snippet(shell: str, docker_up: str, start: bool = True, lazy: bool = False) -> str:
     """lazy: start `docker-up up --lazy` (it holds the socket; the first client starts the
-    daemon and waits for it) instead of `docker-up --detach`."""
-    command = f"{docker_up} up --lazy" if lazy else f"{docker_up} --detach"
+    daemon and waits for it) instead of `docker-up --detach`. docker_up's path is quoted: a
+    space or a `$(...)` in it is a name, never a command."""
+    verb = "up --lazy" if lazy else "--detach"
     if shell == "fish":
-        return _fish(command, lazy, start)
+        return _fish(f"{fish_quote(docker_up)} {verb}", lazy, start)
+    command = f"{shlex.quote(docker_up)} {verb}"
     if shell not in SHELLS:
         raise ValueError(shell)
     uid = '"${UID:-$(id -u)}"' if shell in ("bash", "zsh") else '"$(id -u)"'
@@ -56,6 +59,11 @@ def snippet(shell: str, docker_up: str, start: bool = True, lazy: bool = False) 
             "}",
         ]
     return "\n".join([*lines, "unset _du_rt"]) + "\n"
+
+
+def fish_quote(word: str) -> str:
+    """fish's single quotes take \\ and \\' as escapes (POSIX's take none)."""
+    return "'" + word.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _fish(command: str, lazy: bool, start: bool) -> str:

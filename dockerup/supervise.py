@@ -9,7 +9,6 @@ import contextlib
 import fcntl
 import json
 import os
-import select
 import signal
 import socket
 import subprocess
@@ -23,6 +22,7 @@ from typing import Any
 
 from dockerup import context, proc
 from dockerup.errors import DockerUpError
+from dockerup.fdwait import readable
 from dockerup.net import NET_DRIVERS
 from dockerup.paths import Paths
 from dockerup.plan import Plan
@@ -119,7 +119,7 @@ def wait_readable(
             left = deadline - time.monotonic()
             if left <= 0:
                 raise DockerUpError(f"timed out waiting for {what}", detail=proc.tail(log))
-            ready, _, _ = select.select([fd, pidfd], [], [], left)
+            ready = readable([fd, pidfd], left)
             if fd in ready:
                 return
             if pidfd in ready:

@@ -80,6 +80,16 @@ def test_allowed_dockerd_args() -> None:
     assert config.dockerd_args == ("--debug", "--dns=1.1.1.1", "--log-level", "warn")
 
 
+@pytest.mark.parametrize("flag", ["--add-runtime=x=/bin/evil", "--default-runtime=runc"])
+def test_runtime_flags_are_refused(flag: str) -> None:
+    """docker-up's runtime wrapper gives containers its defaults and --net-accel's seccomp
+    listener: a runtime of the user's own would quietly drop both."""
+    from dockerup.config import check_dockerd_args
+
+    why = check_dockerd_args((flag,))
+    assert why is not None and "docker-up sets dockerd's runtime" in why
+
+
 toml_values = st.one_of(
     st.integers(), st.floats(allow_nan=False), st.booleans(), st.text(max_size=20),
     st.lists(st.text(max_size=10), max_size=3),

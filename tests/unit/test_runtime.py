@@ -96,3 +96,18 @@ def test_accel_keeps_a_conditional_rule_about_connect() -> None:
         {"names": ["connect"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 1}]},
     ]}  # fmt: skip
     assert not add_listener(s, "/l")  # one syscall cannot carry two actions
+
+
+def test_proxy_script_quotes_every_path() -> None:
+    """A venv or runtime dir with a space or `$(...)` in its name is still one argument."""
+    import shlex
+
+    from dockerup.daemon import proxy_script
+    from dockerup.paths import resolve_paths
+
+    paths = resolve_paths({"XDG_RUNTIME_DIR": "/run/a b/$(id)"}, 1000, "/home/u")
+    text = proxy_script("/opt/v env/bin/python", "/opt/v env/portproxy.py", paths, "/x/p")
+    exec_line = text.splitlines()[1]
+    sock = "/run/a b/$(id)/docker-up/ports.sock"
+    expected = ["exec", "/opt/v env/bin/python", "-S", "/opt/v env/portproxy.py", sock, "/x/p"]
+    assert shlex.split(exec_line)[:6] == expected

@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,8 +15,34 @@ from dockerup import shellinit
 @pytest.mark.parametrize("shell", ["bash", "zsh", "sh", "fish"])
 def test_snippets(shell: str) -> None:
     text = shellinit.snippet(shell, "/opt/du/bin/docker-up")
-    assert "DOCKER_HOST" in text and "/opt/du/bin/docker-up --detach" in text
-    assert "docker-up --detach" not in shellinit.snippet(shell, "x", start=False)
+    assert "DOCKER_HOST" in text and "/opt/du/bin/docker-up" in text and "--detach" in text
+    assert "--detach" not in shellinit.snippet(shell, "/opt/du/bin/docker-up", start=False)
+
+
+HOSTILE = "du $(touch pwned) it's `touch pwned2`"
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "sh", "fish"])
+def test_a_path_with_spaces_and_dollars_is_one_word(shell: str, tmp_path: Path) -> None:
+    """The snippet runs the docker-up it was given, by that name, and nothing in the name
+    runs: a venv in a directory with a space or a `$(...)` in its name still works."""
+    if not shutil.which(shell):
+        pytest.skip(f"{shell} is not installed")
+    bindir = tmp_path / HOSTILE
+    bindir.mkdir()
+    record = tmp_path / "argv"
+    fake = bindir / "docker-up"
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > "{record}"\n')
+    fake.chmod(0o755)
+    (tmp_path / "run").mkdir()
+    script = shellinit.snippet(shell, str(fake))
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path / "run")}
+    subprocess.run([shell, "-c", script], cwd=tmp_path, env=env, check=True, timeout=30)
+    deadline = time.monotonic() + 10
+    while not record.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)  # the snippet starts docker-up in the background
+    assert record.read_text() == "--detach\n"
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "pwned2").exists()
 
 
 @given(st.text(max_size=300))
