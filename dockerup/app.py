@@ -385,6 +385,16 @@ def shell_init(shell: str, start: bool | None = None, lazy: bool | None = None) 
 
 
 def _write_atomic(path: Path, text: str) -> None:
+    """Replace a file's text in one step. A symlink (dotfile managers link ~/.bashrc into
+    their repository) is written through: the link stays, its target changes."""
+    if path.is_symlink():
+        target = path.resolve()
+        if not target.exists():
+            raise DockerUpError(
+                f"{path} is a link to {target}, which does not exist",
+                hint=f"create {target}, or remove the link",
+            )
+        path = target
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.docker-up.tmp")

@@ -50,6 +50,7 @@ class Config:
     net_accel: bool | None = None
     data_root: str | None = None  # default: $XDG_DATA_HOME/docker-up/docker
     dockerd_args: tuple[str, ...] = ()
+    log_max: int = 10 * 2**20  # each log file's cap in bytes (then NAME.1 holds the rest)
     autostart: bool = True  # the shell-init snippet starts docker-up
     lazy_start: bool = True  # ... by holding the socket until the first client (activation)
     # Socket activation (internal): the listening socket dockerd inherits, as systemd would
@@ -133,6 +134,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("net-accel", bool, "bypass the network helper for container connections"),
     Setting("allow-host-loopback", bool, "reach the workspace's 127.0.0.1 as 10.0.2.2"),
     Setting("data-root", str, "where images and containers live", _absolute),
+    Setting("log-max", int, "each log file's cap in bytes", _range(4096, 2**30)),
     Setting("storage", str, "storage driver", _choices(*[s.value for s in Storage])),
     Setting(
         "dockerd-args",

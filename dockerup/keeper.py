@@ -27,11 +27,13 @@ from typing import Any
 # The rest of docker-up's package sits beside this script; only stdlib-only modules of it
 # (wire, ports, accel) are imported here.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from dockerup import logfiles
 from dockerup.fdwait import readable
 from dockerup.wire import ping
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 PR_SET_PDEATHSIG = 1
+LOG_CHECK = 5.0  # seconds between looks at the logs' sizes
 PR_SET_CHILD_SUBREAPER = 36
 # A burst: this many dockerd failures within WINDOW seconds and the keeper gives up.
 BURST, WINDOW = 8, 60.0
@@ -66,6 +68,7 @@ class Keeper:
         self.net_fd = os.pidfd_open(self.net) if self.net else None
         self.exit_fd: int | None = spec["exit_fd"]
         self.failures: list[float] = []
+        self.next_cap = 0.0
         self.restarts = 0
         self.ports = None
         if spec.get("ports_fd") is not None:
@@ -126,11 +129,22 @@ class Keeper:
         if ready and self.stop_requested():
             raise Stop
 
+    def cap_logs(self) -> None:
+        """Every log docker-up writes stays under log_max (dockerup/logfiles.py)."""
+        spec = self.spec
+        for path in (spec["dockerd_log"], spec["net_log"], spec["log_file"]):
+            if logfiles.cap(path, spec["log_max"]):
+                self.log(f"{os.path.basename(path)} reached {spec['log_max']} bytes; "
+                         f"the rest is in {os.path.basename(path)}.1")  # fmt: skip
+
     def watch(self) -> str:
         while True:
             fds = [self.wake_r, self.dockerd_fd] + ([self.net_fd] if self.net_fd else [])
             port_fds = self.ports.fds() if self.ports else []
-            ready = readable(fds + port_fds)
+            ready = readable(fds + port_fds, LOG_CHECK)
+            if time.monotonic() >= self.next_cap:
+                self.cap_logs()
+                self.next_cap = time.monotonic() + LOG_CHECK
             for fd in ready:
                 if fd in port_fds and self.ports:
                     self.ports.handle(fd)

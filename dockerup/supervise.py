@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dockerup import context, proc
+from dockerup import context, logfiles, proc
 from dockerup.errors import DockerUpError
 from dockerup.fdwait import readable
 from dockerup.net import NET_DRIVERS
@@ -192,6 +192,31 @@ def prepare_dirs(plan: Plan) -> None:
     for d in plan.dirs:
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(plan.paths.data, 0o700)
+    claim_data_root(plan.paths.data_root, custom=plan.config.data_root is not None)
+
+
+DATA_ROOT_MARKER = ".docker-up-data-root"
+
+
+def claim_data_root(root: Path, custom: bool) -> None:
+    """dockerd empties <data-root>/tmp and changes the root's mode at every start: never
+    point it at a directory of the user's that docker-up did not create. docker-up's own
+    default location is its own (also from before the marker existed)."""
+    marker = root / DATA_ROOT_MARKER
+    try:
+        if marker.exists():
+            return
+        if custom and root.exists() and any(root.iterdir()):
+            raise DockerUpError(
+                f"data-root {root} is not empty, and docker-up did not create it",
+                hint="dockerd would empty its tmp/ and change its permissions: set data-root "
+                "to a new or empty directory",
+            )
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        marker.write_text("docker-up's data-root: dockerd's images, containers and volumes.\n")
+    except OSError as e:
+        raise DockerUpError(f"cannot use data-root {root}: {e.strerror}",
+                            hint="set data-root to a directory you own") from e  # fmt: skip
 
 
 def read_state(paths: Paths) -> dict[str, Any] | None:
@@ -262,7 +287,7 @@ def spawn_child(plan: Plan) -> Iterator[ChildLink]:
     c2p_r, c2p_w = os.pipe()
     p2c_r, p2c_w = os.pipe()
     log = plan.paths.log_dir / "dockerd.log"
-    log.write_bytes(b"")
+    logfiles.start_fresh(log)
     argv = [*plan.child_argv, json.dumps(plan.child_spec), str(p2c_r), str(c2p_w)]
     listen = () if plan.config.listen_fd is None else (plan.config.listen_fd,)
     try:
@@ -303,7 +328,7 @@ def start_network(
         with contextlib.suppress(FileNotFoundError):
             (plan.paths.log_dir / f"{other}.log").unlink()
     log = plan.paths.log_dir / f"{plan.net.name}.log"
-    log.write_bytes(b"")
+    logfiles.start_fresh(log)
     argv = plan.net.argv(pid, ready_fd=ready_w, exit_fd=exit_r)
     try:
         p = proc.spawn(argv, log=log, pass_fds=(ready_w, exit_r))
@@ -603,6 +628,7 @@ def keeper_spec(
         "pidfile": str(paths.pidfile),
         "state_file": str(paths.state_file),
         "log_file": str(paths.log_dir / "docker-up.log"),
+        "log_max": plan.config.log_max,
         "echo": foreground,
         "stop_timeout": plan.config.stop_timeout,
         "start_timeout": plan.config.start_timeout,

@@ -1,0 +1,44 @@
+"""docker-up's log files: each start keeps the previous run's, and none grows without bound
+(stdlib only: the keeper uses it).
+
+Writers hold the files open with O_APPEND (dockerd's and the helper's stdout and stderr), so
+a file over its cap is copied to NAME.1 and truncated in place, not renamed: a renamed file
+would go on growing under its writer. Lines written between the copy and the truncation
+are lost; that is the price of capping a file someone else writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+
+DEFAULT_MAX = 10 * 2**20
+
+
+def previous(path: str) -> str:
+    return path + ".1"
+
+
+def start_fresh(path: str | os.PathLike[str]) -> None:
+    """Before a new writer starts: the last run's log becomes NAME.1 (nobody writes it any
+    more, so a rename is safe), and NAME starts empty, readable by its owner only."""
+    p = os.fspath(path)
+    with contextlib.suppress(FileNotFoundError):
+        if os.path.getsize(p) > 0:
+            os.replace(p, previous(p))
+    os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+
+
+def cap(path: str | os.PathLike[str], max_bytes: int) -> bool:
+    """If the file is over max_bytes: its content goes to NAME.1 and it starts again empty.
+    True if it was capped."""
+    p = os.fspath(path)
+    try:
+        if os.path.getsize(p) <= max_bytes:
+            return False
+        shutil.copyfile(p, previous(p))
+        os.truncate(p, 0)
+    except OSError:
+        return False
+    return True
