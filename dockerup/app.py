@@ -213,6 +213,7 @@ def _report_and_run(plan: Plan, w: int) -> None:
 
 
 def status(paths: Paths) -> dict[str, Any]:
+    supervise.check_runtime(paths)
     state = supervise.read_state(paths)
     running = supervise.is_locked(paths) and state is not None
     doc: dict[str, Any] = {
@@ -240,6 +241,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def stop(paths: Paths, timeout: float = 60.0) -> bool:
     """Ask the keeper to stop and wait until the lock is free. False: nothing was running."""
+    supervise.check_runtime(paths)
     state = supervise.read_state(paths) or _read_json(lazy_file(paths))
     if not supervise.is_locked(paths):
         return False
@@ -265,6 +267,7 @@ def log_files(paths: Paths) -> dict[str, Path]:
 
 def read_logs(paths: Paths, lines: int) -> list[tuple[str, str]]:
     """The last lines of each log, each marked with where it came from."""
+    supervise.check_runtime(paths)
     out: list[tuple[str, str]] = []
     for name, path in log_files(paths).items():
         out += [(name, line) for line in proc.tail(path, lines).splitlines()]
@@ -273,6 +276,7 @@ def read_logs(paths: Paths, lines: int) -> list[tuple[str, str]]:
 
 def follow_logs(paths: Paths) -> Iterator[tuple[str, str]]:
     """New lines of every log as they come (`logs -f`), until interrupted."""
+    supervise.check_runtime(paths)
     files: dict[str, Any] = {}
     for name, path in log_files(paths).items():
         with contextlib.suppress(OSError):
@@ -349,6 +353,7 @@ def enter_argv(state: dict[str, Any], command: list[str]) -> list[str]:
 def enter(paths: Paths, command: list[str]) -> None:
     """Replace this process with `command` inside the namespaces: exit codes, signals and
     the terminal pass straight through."""
+    supervise.check_runtime(paths)
     state = supervise.read_state(paths)
     if not state or not supervise.is_locked(paths):
         raise DockerUpError("docker-up is not running", hint="start it: docker-up -d")

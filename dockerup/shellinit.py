@@ -16,6 +16,7 @@ SHELLS = ("bash", "zsh", "fish", "sh")
 BEGIN = "# >>> docker-up >>>"
 BEGIN_NL = "# >>> docker-up (a newline was added before this block) >>>"
 END = "# <<< docker-up <<<"
+DOCTOR = "see docker-up doctor"
 
 
 def snippet(shell: str, docker_up: str, start: bool = True, lazy: bool = False) -> str:
@@ -32,6 +33,11 @@ def snippet(shell: str, docker_up: str, start: bool = True, lazy: bool = False) 
     lines = [
         f"_du_rt=${{XDG_RUNTIME_DIR:+$XDG_RUNTIME_DIR/docker-up}}; "
         f': "${{_du_rt:=/tmp/docker-up-{uid}}}"',
+        # Another user can make the /tmp fallback first: then it is not ours, and neither
+        # DOCKER_HOST nor a start may point into it.
+        'if [ -L "$_du_rt" ] || { [ -e "$_du_rt" ] && ! [ -O "$_du_rt" ]; }; then',
+        f'  echo "docker-up: $_du_rt is not yours: DOCKER_HOST not set ({DOCTOR})" >&2',
+        "else",
         'export DOCKER_HOST="unix://$_du_rt/docker.sock"',
     ]
     if start:
@@ -58,7 +64,7 @@ def snippet(shell: str, docker_up: str, start: bool = True, lazy: bool = False) 
             '  command docker "$@"',
             "}",
         ]
-    return "\n".join([*lines, "unset _du_rt"]) + "\n"
+    return "\n".join([*lines, "fi", "unset _du_rt"]) + "\n"
 
 
 def fish_quote(word: str) -> str:
@@ -70,6 +76,9 @@ def _fish(command: str, lazy: bool, start: bool) -> str:
     lines = [
         "set -l _du_rt /tmp/docker-up-(id -u)",
         "set -q XDG_RUNTIME_DIR; and set _du_rt $XDG_RUNTIME_DIR/docker-up",
+        "if test -L $_du_rt; or begin; test -e $_du_rt; and not test -O $_du_rt; end",
+        f'    echo "docker-up: $_du_rt is not yours: DOCKER_HOST not set ({DOCTOR})" >&2',
+        "else",
         "set -gx DOCKER_HOST unix://$_du_rt/docker.sock",
     ]
     if start:
@@ -91,7 +100,7 @@ def _fish(command: str, lazy: bool, start: bool) -> str:
             "    command docker $argv",
             "end",
         ]
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, "end"]) + "\n"
 
 
 def rc_file(shell: str, home: Path, xdg_config_home: str = "") -> Path:

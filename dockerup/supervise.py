@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -178,14 +179,24 @@ def is_locked(paths: Paths) -> bool:
 def prepare_runtime(paths: Paths) -> None:
     """The runtime directory holds the Docker socket: it must be ours and closed to others."""
     paths.runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
-    st = paths.runtime.lstat()
-    # A fallback under /tmp could have been made by someone else: refuse to use it then.
-    if st.st_uid != os.getuid() or paths.runtime.is_symlink() or not paths.runtime.is_dir():
-        raise DockerUpError(
-            f"{paths.runtime} is not a directory owned by you",
-            hint="remove it, or set XDG_RUNTIME_DIR to a directory of your own",
-        )
+    check_runtime(paths)
     os.chmod(paths.runtime, 0o700)
+
+
+def check_runtime(paths: Paths) -> None:
+    """Every command that reads or writes the runtime directory (the socket, the state, the
+    logs) first makes sure it is a directory of ours: the fallback under /tmp can be made
+    by anyone first, who would then receive the user's Docker API traffic."""
+    try:
+        st = paths.runtime.lstat()
+    except FileNotFoundError:
+        return
+    if st.st_uid != os.getuid() or stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise DockerUpError(
+            f"{paths.runtime} is not a directory owned by you: another user may have made it",
+            hint="do not use it; remove it as root, or set XDG_RUNTIME_DIR to a directory of "
+            "your own",
+        )
 
 
 def prepare_dirs(plan: Plan) -> None:

@@ -4,12 +4,15 @@ what it did not create, and its own logs neither vanish at a restart nor grow wi
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .harness import Workspace, wait_for
+from .harness import VENV, Workspace, wait_for
 
 
 def own(ws: Workspace, *paths: Path) -> None:
@@ -101,3 +104,62 @@ def test_logs_keep_the_last_run_and_stay_under_their_cap(workspace: Workspace) -
         assert "reached 65536 bytes" in (logs / "docker-up.log").read_text()
     finally:
         workspace.docker_up("stop", timeout=90)
+
+
+@pytest.fixture
+def squatted(workspace: Workspace) -> Iterator[tuple[Path, socket.socket]]:
+    """Another user (root here) makes the workspace user's /tmp fallback first, with a
+    socket in it that would receive the user's Docker API traffic."""
+    d = Path(f"/tmp/docker-up-{workspace.user.uid}")
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(mode=0o777)
+    os.chmod(d, 0o777)
+    trap = socket.socket(socket.AF_UNIX)
+    trap.bind(str(d / "docker.sock"))
+    os.chmod(d / "docker.sock", 0o777)
+    trap.listen()
+    trap.setblocking(False)
+    (d / "docker-up.pid").write_text("1")  # "it runs": the snippet would not start its own
+    try:
+        yield d, trap
+    finally:
+        trap.close()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def without_xdg_runtime(ws: Workspace) -> dict[str, str]:
+    env = ws.env()
+    del env["XDG_RUNTIME_DIR"]
+    return env
+
+
+def test_a_squatted_runtime_fallback_is_never_used(
+    workspace: Workspace, squatted: tuple[Path, socket.socket]
+) -> None:
+    _, trap = squatted
+    env = without_xdg_runtime(workspace)
+    snippet = workspace.docker_up("shell-init", "sh").stdout
+    script = f'{snippet}\necho "DOCKER_HOST=${{DOCKER_HOST:-unset}}"\n'
+    for shell in ("sh", "bash", "zsh"):
+        r = subprocess.run([shell, "-c", script], env=env, user=workspace.user.uid,
+                           group=workspace.user.gid, capture_output=True, text=True,
+                           timeout=30)  # fmt: skip
+        assert "DOCKER_HOST=unset" in r.stdout, (shell, r.stdout, r.stderr)
+        assert "is not yours" in r.stderr
+    fish = workspace.docker_up("shell-init", "fish").stdout + '\necho "DH=$DOCKER_HOST"\n'
+    r = subprocess.run(["fish", "-c", fish], env=env, user=workspace.user.uid,
+                       group=workspace.user.gid, capture_output=True, text=True,
+                       timeout=30)  # fmt: skip
+    assert r.stdout.strip() == "DH=" and "is not yours" in r.stderr, (r.stdout, r.stderr)
+    for args in (("status",), ("logs",), ("stop",), ("exec", "--", "true"), ("-d",)):
+        r = subprocess.run([*workspace_cmd(), *args], env=env, user=workspace.user.uid,
+                           group=workspace.user.gid, capture_output=True, text=True,
+                           timeout=60)  # fmt: skip
+        assert r.returncode != 0 and "not a directory owned by you" in r.stderr, (args, r)
+        assert "Traceback" not in r.stderr
+    with pytest.raises(BlockingIOError):
+        trap.accept()  # nobody ever connected to it
+
+
+def workspace_cmd() -> list[str]:
+    return [f"{VENV}/bin/docker-up"]
