@@ -39,8 +39,10 @@ def test_a_path_with_spaces_and_dollars_is_one_word(shell: str, tmp_path: Path) 
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path / "run")}
     subprocess.run([shell, "-c", script], cwd=tmp_path, env=env, check=True, timeout=30)
     deadline = time.monotonic() + 10
-    while not record.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)  # the snippet starts docker-up in the background
+    # The snippet starts docker-up in the background; the redirect makes the file before
+    # printf fills it.
+    while not (record.exists() and record.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert record.read_text() == "--detach\n"
     assert not (tmp_path / "pwned").exists() and not (tmp_path / "pwned2").exists()
 
