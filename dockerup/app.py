@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dockerup import facts as host
-from dockerup import proc, supervise, wire
+from dockerup import proc, procid, supervise, wire
 from dockerup.config import Config
 from dockerup.errors import DockerUpError
 from dockerup.modes import resolve_mode
@@ -242,17 +242,20 @@ def _read_json(path: Path) -> dict[str, Any]:
 def stop(paths: Paths, timeout: float = 60.0) -> bool:
     """Ask the keeper to stop and wait until the lock is free. False: nothing was running."""
     supervise.check_runtime(paths)
-    state = supervise.read_state(paths) or _read_json(lazy_file(paths))
     if not supervise.is_locked(paths):
         return False
-    pid = state.get("pid") if state else None
-    ours = ("keeper.py", "lazy.py", "docker-up")
-    if not isinstance(pid, int) or not supervise.is_program(pid, ours):
+    # The lazy holder (until its first client) or the keeper: whichever the records name
+    # and still runs as recorded.
+    state = supervise.read_state(paths) or {}
+    candidates = [_read_json(lazy_file(paths)).get("id"), (state.get("procs") or {}).get("keeper")]
+    idents = [i for c in candidates if (i := procid.ProcId.from_json(c))]
+    ident = next((i for i in idents if procid.send(i, signal.SIGTERM)), None)
+    if ident is None:
         raise DockerUpError(
             "docker-up is starting or its state is unreadable; cannot tell which process to stop",
             hint="try again in a moment",
         )
-    os.kill(pid, signal.SIGTERM)
+    pid = ident.pid
     deadline = time.monotonic() + timeout
     while supervise.is_locked(paths):
         if time.monotonic() > deadline:
@@ -473,6 +476,9 @@ def up_lazy(loaded: Loaded) -> UpResult:
     lock = supervise.take_lock(paths)
     if lock is None:
         return UpResult(paths.docker_host, already_running=True)
+    # What a killed docker-up left (its state names processes that are gone): cleared here
+    # as `up` does, or `stop` would later find the old records instead of this holder's.
+    supervise.end_orphans(paths, lambda _msg: None)
     with contextlib.suppress(FileNotFoundError):
         paths.socket.unlink()
     server = socket.socket(socket.AF_UNIX)
@@ -482,7 +488,9 @@ def up_lazy(loaded: Loaded) -> UpResult:
     pid = os.fork()
     if pid == 0:
         _daemonize(paths)
-        lazy_file(paths).write_text(json.dumps({"pid": os.getpid(), "lazy": True}))
+        me = procid.identify(os.getpid())
+        doc = {"pid": os.getpid(), "lazy": True, "id": me.to_json() if me else None}
+        lazy_file(paths).write_text(json.dumps(doc))
         paths.main_pid.write_text(str(os.getpid()))
         for fd in (lock, server.fileno()):
             os.set_inheritable(fd, True)

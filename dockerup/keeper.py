@@ -27,7 +27,7 @@ from typing import Any
 # The rest of docker-up's package sits beside this script; only stdlib-only modules of it
 # (wire, ports, accel) are imported here.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from dockerup import logfiles
+from dockerup import logfiles, procid
 from dockerup.fdwait import readable
 from dockerup.wire import ping
 
@@ -309,6 +309,15 @@ class Keeper:
         except (OSError, ValueError):
             return
         state.update(dockerd_pid=self.dockerd, net_pid=self.net, restarts=self.restarts)
+        # What a later `up` checks before it ends an orphan: the very processes now running.
+        procs = dict(state.get("procs") or {})
+        for name, pid in (("dockerd", self.dockerd), ("net", self.net)):
+            ident = procid.identify(pid) if pid else None
+            if ident:
+                procs[name] = ident.to_json()
+            else:
+                procs.pop(name, None)
+        state["procs"] = procs
         with open(path + ".tmp", "w") as f:
             json.dump(state, f, indent=2)
         os.replace(path + ".tmp", path)
@@ -316,12 +325,13 @@ class Keeper:
     def stop_child(self, pid: int | None, pidfd: int | None, timeout: float) -> None:
         if pid is None or pidfd is None:
             return
+        # Through the pidfd: it names our child, whatever happened to its PID meanwhile.
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+            signal.pidfd_send_signal(pidfd, signal.SIGTERM)
         ready = readable([pidfd], timeout)
         if not ready:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
         self.reap(pid)
 
     def shutdown(self) -> None:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,26 +101,6 @@ def stop(p: subprocess.Popen[bytes], timeout: float, sig: int = signal.SIGTERM) 
         except subprocess.TimeoutExpired:
             p.kill()
     return p.wait()
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def wait_gone(pid: int, timeout: float) -> bool:
-    """For processes we did not fork (no wait() possible): poll until gone."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            return True
-        time.sleep(0.05)
-    return not pid_alive(pid)
 
 
 def tail(path: Path, lines: int = 20) -> str:

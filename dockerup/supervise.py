@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dockerup import context, logfiles, proc
+from dockerup import context, logfiles, proc, procid
 from dockerup.errors import DockerUpError
 from dockerup.fdwait import readable
 from dockerup.net import NET_DRIVERS
@@ -65,6 +65,9 @@ class Running:
     started_at: float
     restarts: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    # keeper, dockerd, net: pid, start time and executable (dockerup/procid.py): what any
+    # later signal checks first, since a PID alone may name anyone's process by then.
+    procs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class ChildLink:
@@ -244,38 +247,28 @@ def write_state(paths: Paths, running: Running) -> None:
     tmp.replace(paths.state_file)
 
 
-def is_program(pid: int, names: tuple[str, ...]) -> bool:
-    """Is pid still one of ours and running one of these programs? (PIDs get reused.)"""
-    try:
-        if os.stat(f"/proc/{pid}").st_uid != os.getuid():
-            return False
-        exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return exe in names or any(n.encode() in cmdline for n in names)
+def identities(pids: dict[str, int | None]) -> dict[str, dict[str, Any]]:
+    """What state.json records of each process, to recognise it later."""
+    out = {}
+    for name, pid in pids.items():
+        if pid is not None and (ident := procid.identify(pid)):
+            out[name] = ident.to_json()
+    return out
 
 
 def end_orphans(paths: Paths, progress: Progress, keep_socket: bool = False) -> None:
     """Under the lock nothing of ours runs: whatever state.json names and still runs is an
-    orphan of a docker-up that was killed. End it, but only after checking it is really
-    dockerd or the network helper (or our keeper), and ours."""
-    state = read_state(paths)
-    if state:
-        for key, names in (
-            ("dockerd_pid", ("dockerd",)),
-            ("net_pid", ("slirp4netns", "pasta", "passt")),
-            ("pid", ("keeper.py",)),
-        ):
-            pid = state.get(key)
-            if isinstance(pid, int) and is_program(pid, names):
-                progress(f"ending orphaned {names[0]} (pid {pid}) of an earlier docker-up")
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
-                if not proc.wait_gone(pid, 15):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-                    proc.wait_gone(pid, 5)
+    orphan of a docker-up that was killed. End it, but only if it is the very process that
+    was recorded (pid, start time, executable); a PID alone may be anyone's by now."""
+    state = read_state(paths) or {}
+    procs = state.get("procs")
+    if not isinstance(procs, dict):
+        procs = {}  # from before identities were recorded: nothing is signalled
+    for name in ("dockerd", "net", "keeper"):
+        ident = procid.ProcId.from_json(procs.get(name))
+        if ident and procid.identify(ident.pid) == ident:
+            progress(f"ending orphaned {name} (pid {ident.pid}) of an earlier docker-up")
+            procid.terminate(ident, 15)
     remove_stale(paths, keep_socket)
 
 
@@ -440,6 +433,9 @@ def start(
         mtu=plan.config.mtu,
         started_at=time.time(),
         timings=timings,
+        procs=identities(
+            {"keeper": os.getpid(), "dockerd": child.p.pid, "net": net.pid if net else None}
+        ),
     )
     return running, Handles(child, net, exit_w, ns_fds, ports, accel)
 
