@@ -17,15 +17,39 @@ import contextlib
 import fcntl
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from typing import NoReturn
 
 CHUNK = 1 << 20
 F_SETPIPE_SZ = 1031
+# Connections one published port serves at once; more are closed at once, with a log line.
+MAX_CONNECTIONS = 512
+# UDP: a client's flow ends after this long without a datagram either way; at most this
+# many flows at once (the oldest idle one makes room).
+UDP_IDLE = 60.0
+UDP_FLOWS = 1024
+
+
+class Quiet:
+    """One stderr line (dockerd's log) per kind and minute: a flood cannot grow the log."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, float] = {}
+
+    def say(self, kind: str, msg: str) -> None:
+        now = time.monotonic()
+        if now - self.last.get(kind, -3600.0) >= 60:
+            self.last[kind] = now
+            print(f"docker-up port proxy: {msg}", file=sys.stderr, flush=True)
+
+
+QUIET = Quiet()
 
 
 def report_failure(message: str) -> NoReturn:
@@ -40,7 +64,11 @@ def report_failure(message: str) -> NoReturn:
 def pump(src: socket.socket, dst: socket.socket) -> None:
     r, w = os.pipe()
     try:
-        fcntl.fcntl(w, F_SETPIPE_SZ, CHUNK)
+        # A bigger pipe moves more per splice, but each user has a pipe budget
+        # (fs.pipe-user-pages-soft): past it the kernel refuses (EPERM), and the default
+        # pipe still works.
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(w, F_SETPIPE_SZ, CHUNK)
         while True:
             n = os.splice(src.fileno(), w, CHUNK, flags=os.SPLICE_F_MOVE | os.SPLICE_F_MORE)
             if n == 0:
@@ -56,7 +84,32 @@ def pump(src: socket.socket, dst: socket.socket) -> None:
             dst.shutdown(socket.SHUT_WR)
 
 
-def serve(client: socket.socket, target: tuple[str, int]) -> None:
+class Slots:
+    """Connections in service on this port, at most MAX_CONNECTIONS."""
+
+    def __init__(self, limit: int = MAX_CONNECTIONS) -> None:
+        self.limit, self.used, self.lock = limit, 0, threading.Lock()
+
+    def take(self) -> bool:
+        with self.lock:
+            if self.used >= self.limit:
+                return False
+            self.used += 1
+            return True
+
+    def give(self) -> None:
+        with self.lock:
+            self.used -= 1
+
+
+def serve(client: socket.socket, target: tuple[str, int], slots: Slots) -> None:
+    try:
+        _serve(client, target)
+    finally:
+        slots.give()
+
+
+def _serve(client: socket.socket, target: tuple[str, int]) -> None:
     with client:
         try:
             upstream = socket.create_connection(target, timeout=10)
@@ -101,31 +154,89 @@ class FdStream:
         return self.fds.pop(0)
 
 
-def relay_udp(outside: socket.socket, target: tuple[str, int]) -> None:
+class UdpRelay:
     """Datagrams from workspace clients go to the container from one inside socket per
-    client; the container's replies go back to that client."""
-    inside: dict[tuple[str, int], socket.socket] = {}
+    client (its flow); the container's replies go back to that client. One thread, one poll
+    loop: flows idle for UDP_IDLE end, and there are never more than UDP_FLOWS, so many
+    senders cost bounded memory and no threads."""
 
-    def back(sock: socket.socket, client: tuple[str, int]) -> None:
+    def __init__(self, outside: socket.socket, target: tuple[str, int]) -> None:
+        self.outside, self.target = outside, target
+        self.flows: dict[tuple[str, int], socket.socket] = {}  # oldest activity first
+        self.by_fd: dict[int, tuple[str, int]] = {}
+        self.seen: dict[tuple[str, int], float] = {}
+        self.poll = select.poll()
+        self.poll.register(outside.fileno(), select.POLLIN)
+        self.next_expiry = 0.0
+
+    def run(self) -> None:
         while True:
-            try:
-                outside.sendto(sock.recv(65536), client)
-            except ConnectionRefusedError:
-                # An ICMP "port unreachable" for an earlier datagram (the server was not
-                # listening yet): not the end of this client's flow.
-                continue
-            except OSError:
-                return
+            for fd, _ in self.poll.poll(int(UDP_IDLE * 1000 / 4)):
+                if fd == self.outside.fileno():
+                    self.from_client()
+                elif fd in self.by_fd:
+                    self.from_container(self.by_fd[fd])
+            if time.monotonic() >= self.next_expiry:
+                self.expire()
+                self.next_expiry = time.monotonic() + 1
 
-    while True:
-        data, client = outside.recvfrom(65536)
-        sock = inside.get(client)
+    def from_client(self) -> None:
+        try:
+            data, client = self.outside.recvfrom(65536)
+        except OSError:
+            return
+        sock = self.flows.pop(client, None)
         if sock is None:
-            sock = inside[client] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            sock.connect(target)
-            threading.Thread(target=back, args=(sock, client), daemon=True).start()
+            if len(self.flows) >= UDP_FLOWS:
+                QUIET.say("udp-flows", f"{UDP_FLOWS} UDP flows at once: the oldest ends")
+                self.end(next(iter(self.flows)))
+            try:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            except OSError as e:  # EMFILE: this datagram is dropped, the relay goes on
+                QUIET.say("udp-socket", f"cannot open a UDP flow: {e}")
+                return
+            sock.setblocking(False)
+            try:
+                sock.connect(self.target)
+            except OSError:
+                sock.close()
+                return
+            self.by_fd[sock.fileno()] = client
+            self.poll.register(sock.fileno(), select.POLLIN)
+        self.flows[client] = sock  # (re)inserted last: the most recently active
+        self.seen[client] = time.monotonic()
         with contextlib.suppress(OSError):
             sock.send(data)
+
+    def from_container(self, client: tuple[str, int]) -> None:
+        sock = self.flows[client]
+        try:
+            data = sock.recv(65536)
+        except ConnectionRefusedError:
+            # An ICMP "port unreachable" for an earlier datagram (the server was not
+            # listening yet): not the end of this client's flow.
+            return
+        except OSError:
+            return
+        self.seen[client] = time.monotonic()
+        with contextlib.suppress(OSError):
+            self.outside.sendto(data, client)
+
+    def expire(self) -> None:
+        now = time.monotonic()
+        for client in [c for c, t in self.seen.items() if now - t > UDP_IDLE]:
+            self.end(client)
+
+    def end(self, client: tuple[str, int]) -> None:
+        sock = self.flows.pop(client)
+        self.seen.pop(client, None)
+        self.by_fd.pop(sock.fileno(), None)
+        self.poll.unregister(sock.fileno())
+        sock.close()
+
+
+def relay_udp(outside: socket.socket, target: tuple[str, int]) -> None:
+    UdpRelay(outside, target).run()
 
 
 def main() -> None:
@@ -173,6 +284,7 @@ def main() -> None:
         sys.exit(child.wait())
     watcher = threading.Thread(target=lambda: os._exit(child.wait()), daemon=True)
     watcher.start()
+    slots = Slots()
     while True:
         try:
             fd = stream.next_fd()
@@ -181,7 +293,12 @@ def main() -> None:
         if fd is None:
             break  # the keeper went away
         client = socket.socket(fileno=fd)
-        threading.Thread(target=serve, args=(client, target), daemon=True).start()
+        if not slots.take():
+            QUIET.say("busy", f"{MAX_CONNECTIONS} connections at once on this port: "
+                      "closing new ones until some end")  # fmt: skip
+            client.close()
+            continue
+        threading.Thread(target=serve, args=(client, target, slots), daemon=True).start()
     child.terminate()
     child.wait()
 

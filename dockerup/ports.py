@@ -24,6 +24,7 @@ import contextlib
 import errno
 import json
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -254,6 +255,7 @@ class PortManager:
         self.log = log
         self.pubs: dict[int, Publication] = {}  # proxy connection fd -> publication
         self.listeners: dict[int, Publication] = {}  # splice listener fd -> publication
+        self.busy_logged = -3600.0
 
     def fds(self) -> list[int]:
         return [self.server.fileno(), *self.pubs, *self.listeners]
@@ -268,7 +270,9 @@ class PortManager:
 
     def accept_proxy(self) -> None:
         conn, _ = self.server.accept()
-        conn.settimeout(10)
+        # The proxy sends its request as soon as it connects; a peer that does not cannot
+        # hold the keeper (it serves every port and restarts dockerd) for long.
+        conn.settimeout(2)
         try:
             line = conn.makefile().readline()
             req = PortRequest(**json.loads(line))
@@ -295,6 +299,8 @@ class PortManager:
         self.reply(conn, reply)
         if isinstance(exposed, UdpExposed):
             send_fd(conn, exposed.sock.fileno())
+        # From now on only hand-overs go this way: never wait for a proxy that does not read.
+        conn.setblocking(False)
         self.log(f"published {req.label()} -> {req.container_ip}:{req.container_port} "
                  f"({type(exposed).__name__})")  # fmt: skip
 
@@ -321,6 +327,13 @@ class PortManager:
             with client:
                 try:
                     send_fd(pub.proxy, client.fileno())
+                except BlockingIOError:
+                    # The proxy is not taking connections (its queue is full): this client
+                    # is closed rather than the keeper waiting. One line a minute.
+                    if time.monotonic() - self.busy_logged > 60:
+                        self.busy_logged = time.monotonic()
+                        self.log(f"port {pub.req.label()}: the proxy is not keeping up; "
+                                 "closing connections it cannot take")  # fmt: skip
                 except OSError:
                     return
 

@@ -1,0 +1,80 @@
+"""Published ports against a hostile or careless client in the workspace: idle connections
+and many UDP senders cost bounded resources, and normal clients are still served."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .harness import Workspace, wait_for
+from .test_ports import WEB, free_port, http_get, udp_echo
+
+
+@pytest.fixture
+def daemon(workspace: Workspace, busybox_tar: Path) -> Iterator[Workspace]:
+    r = workspace.docker_up("-d")  # the default: splice forwarder, slirp4netns
+    assert r.returncode == 0, r.stderr
+    workspace.docker("import", str(busybox_tar), "bb:test")
+    yield workspace
+    workspace.docker_up("stop", timeout=90)
+
+
+def proxy_of(port: int) -> int:
+    """The port proxy that dockerd runs for this published port (found as root)."""
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(c.endswith(b"portproxy.py") for c in cmd) and str(port).encode() in cmd:
+                return int(d.name)
+    raise AssertionError(f"no port proxy for {port}")
+
+
+def status_field(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(field)
+
+
+def test_idle_connections_do_not_starve_a_published_port(daemon: Workspace) -> None:
+    """200 connections held open (each a splice pair in the proxy): the user's pipe budget
+    ran out after about 32 before, and every later connection was closed."""
+    port = free_port()
+    daemon.docker("run", "-d", "--name", "web", "-p", f"{port}:80", "bb:test", "sh", "-c",
+                  WEB.format(body="alive"))  # fmt: skip
+    wait_for(lambda: "alive" in http_get("127.0.0.1", port), 30, "the web server")
+    idle = []
+    try:
+        for _ in range(200):
+            idle.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        wait_for(lambda: status_field(proxy_of(port), "Threads") > 200, 30,
+                 "the idle connections to be served")  # fmt: skip
+        assert "alive" in http_get("127.0.0.1", port)
+    finally:
+        for c in idle:
+            c.close()
+
+
+def test_many_udp_senders_cost_bounded_memory(daemon: Workspace) -> None:
+    """10 000 senders, one datagram each: the relay keeps at most a bounded number of flows,
+    in one thread, and still answers a normal client."""
+    port = free_port()
+    daemon.docker("run", "-d", "--name", "echo", "-p", f"{port}:5353/udp", "bb:test",
+                  "udpecho", "5353")  # fmt: skip
+    assert udp_echo(port) == b"ping"
+    proxy = proxy_of(port)
+    for _ in range(10_000):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(b"x", ("127.0.0.1", port))
+    assert udp_echo(port) == b"ping"
+    threads, rss_kib = status_field(proxy, "Threads"), status_field(proxy, "VmRSS")
+    fds = len(os.listdir(f"/proc/{proxy}/fd"))
+    print(f"udp relay after 10000 senders: {threads} threads, {rss_kib} KiB, {fds} fds")
+    assert threads <= 4 and rss_kib < 64 * 1024 and fds < 1100
