@@ -17,10 +17,10 @@ from dockerup import facts as host
 from dockerup import proc, procid, supervise, wire
 from dockerup.config import Config
 from dockerup.errors import DockerUpError
-from dockerup.modes import resolve_mode
+from dockerup.modes import Mode, resolve_mode
 from dockerup.net import NET_DRIVERS
 from dockerup.paths import Paths
-from dockerup.plan import Plan, build_plan, paths_for
+from dockerup.plan import Plan, build_plan, paths_for, resolve_mode_of
 
 LOGS = ("docker-up", "dockerd", *NET_DRIVERS)
 
@@ -34,11 +34,13 @@ class Loaded:
 
 
 def load_config(cli: dict[str, Any]) -> Loaded:
-    """Settings from the config file, DOCKER_UP_* variables and the command line."""
+    """Settings from the config file, DOCKER_UP_* variables and the command line. Where the
+    file is depends on the mode, so only the command line and the environment choose it."""
     from dockerup.config import resolve
 
     f = host.probe()
-    mode, _ = resolve_mode(f.uid, f.initial_userns, f.net_admin, cli.get("mode"))
+    asked = cli.get("mode") or f.env.get("DOCKER_UP_MODE")
+    mode, _ = resolve_mode(f.uid, f.initial_userns, f.net_admin, asked)
     path = paths_for(mode, f).config_file
     try:
         text: str | None = path.read_text()
@@ -60,8 +62,8 @@ def make_plan(config: Config, f: host.HostFacts | None = None) -> Plan:
     if config.net_accel or (config.net_accel is None and config.allow_host_loopback):
         f = host.with_accel(f)
     if not config.host_network:
-        mode, _ = resolve_mode(f.uid, f.initial_userns, f.net_admin, config.mode)
-        failures = doctor.fatal_failures(f, paths_for(mode, f), config.net)
+        mode, _ = resolve_mode_of(config, f)
+        failures = doctor.fatal_failures(f, paths_for(mode, f, config), config.net)
         if failures:
             check, result = failures[0]
             raise DockerUpError(
@@ -90,11 +92,27 @@ def _plain(v: Any) -> Any:
     return list(v) if isinstance(v, tuple) else str(v) if hasattr(v, "value") else v
 
 
-def current_paths(config: Config | None = None) -> Paths:
-    """Where a running docker-up of this user (in this mode) keeps its state."""
-    f = host.probe()
-    mode, _ = resolve_mode(f.uid, f.initial_userns, f.net_admin, (config or Config()).mode)
-    return paths_for(mode, f)
+@dataclass(frozen=True)
+class Context:
+    """What every command resolves once and the same way `up` does: the settings (and their
+    sources), the host's facts, the mode (and why), the paths."""
+
+    loaded: Loaded
+    mode: Mode
+    mode_reason: str
+    paths: Paths
+
+
+def context(cli: dict[str, Any] | None = None) -> Context:
+    loaded = load_config(cli or {})
+    mode, reason = resolve_mode_of(loaded.config, loaded.facts)
+    return Context(loaded, mode, reason, paths_for(mode, loaded.facts, loaded.config))
+
+
+def current_paths() -> Paths:
+    """Where a running docker-up of this user keeps its state: the mode and paths `up`
+    would resolve, from the same configuration (status, stop, logs, exec, shell)."""
+    return context().paths
 
 
 def plan_summary(plan: Plan) -> dict[str, Any]:

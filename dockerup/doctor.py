@@ -71,6 +71,7 @@ class DoctorFacts:
     running: dict[str, object] = field(default_factory=dict)  # docker-up's own status
     net: str = "slirp4netns"  # the network driver the configuration chooses
     net_accel: bool | None = None  # None: auto
+    mode: str = "auto"  # the mode the configuration asks for
     image_base: str = ""  # where the workspace image's base tarball is (or would be) cached
     image_base_cached: bool = False
 
@@ -97,8 +98,13 @@ def from_require(fn: Callable[[], object], detail: str) -> Result:
 
 
 def mode_of(f: DoctorFacts) -> Mode:
+    """The mode `up` would run in with this configuration (auto where what it asks for
+    cannot work: check_mode reports that)."""
     h = f.host
-    return resolve_mode(h.uid, h.initial_userns, h.net_admin, None)[0]
+    try:
+        return resolve_mode(h.uid, h.initial_userns, h.net_admin, f.mode)[0]
+    except DockerUpError:
+        return resolve_mode(h.uid, h.initial_userns, h.net_admin, None)[0]
 
 
 # -- kernel -------------------------------------------------------------------------------------
@@ -463,7 +469,10 @@ def check_image_base(f: DoctorFacts) -> Result:
 
 def check_mode(f: DoctorFacts) -> Result:
     h = f.host
-    mode, reason = resolve_mode(h.uid, h.initial_userns, h.net_admin, None)
+    try:
+        mode, reason = resolve_mode(h.uid, h.initial_userns, h.net_admin, f.mode)
+    except DockerUpError as e:
+        return Result(Status.fail, e.message, e.hint or "")
     return ok(f"{mode}: {reason}")
 
 
@@ -559,8 +568,8 @@ def probe_doctor(config: Config | None = None, h: HostFacts | None = None) -> Do
 
     h = h or host.probe()
     config = config or Config()
-    mode = resolve_mode(h.uid, h.initial_userns, h.net_admin, None)[0]
-    paths = planning.paths_for(mode, h)
+    mode = planning.resolve_mode_of(config, h)[0]  # as `up` would, with the configuration
+    paths = planning.paths_for(mode, h, config)
     sysctls = {}
     for name in SYSCTLS:
         value = read_text("/proc/sys/" + name.replace(".", "/")).strip()
@@ -622,6 +631,7 @@ def probe_doctor(config: Config | None = None, h: HostFacts | None = None) -> Do
         running=running,
         net=config.net,
         net_accel=config.net_accel,
+        mode=config.mode,
         image_base=str(base := image_base_path(h.env)),
         image_base_cached=base.is_file() and base.stat().st_size > 0,
     )

@@ -195,23 +195,33 @@ def storage_candidates(config: Config) -> list[str]:
     return [config.storage.value]
 
 
-def paths_for(mode: Mode, facts: HostFacts) -> Paths:
-    if mode is Mode.privileged:
-        return system_paths()
-    return resolve_paths(facts.env, facts.uid, facts.home)
+def paths_for(mode: Mode, facts: HostFacts, config: Config | None = None) -> Paths:
+    """Every path of a docker-up in this mode, with the configuration's own (data-root).
+    The one answer that up, status, stop, logs, exec and doctor all use."""
+    paths = (
+        system_paths()
+        if mode is Mode.privileged
+        else resolve_paths(facts.env, facts.uid, facts.home)
+    )
+    if config is not None and config.data_root:
+        paths = replace(paths, data_root_override=Path(config.data_root))
+    return paths
+
+
+def resolve_mode_of(config: Config, facts: HostFacts) -> tuple[Mode, str]:
+    """The mode, and why: from the configuration (auto, or what it asks for) and the host."""
+    return resolve_mode(facts.uid, facts.initial_userns, facts.net_admin, config.mode)
 
 
 def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> Plan:
     """Pure: raises DockerUpError for anything that cannot work on this host."""
-    mode, reason = resolve_mode(facts.uid, facts.initial_userns, facts.net_admin, config.mode)
+    mode, reason = resolve_mode_of(config, facts)
     if config.host_network and mode is not Mode.privileged:
         raise DockerUpError(
             f"--host-network needs privileged mode (here: {mode})",
             hint="without real root, dockerd needs its own network namespace: drop the option",
         )
-    paths = paths or paths_for(mode, facts)
-    if config.data_root:
-        paths = replace(paths, data_root_override=Path(config.data_root))
+    paths = paths or paths_for(mode, facts, config)
     bins = require_programs(facts, mode, None if config.host_network else config.net)
     uidmap = gidmap = None
     # ping_group_range may only name gids the namespace maps: ours, or the new one's.

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
 
-from .harness import Workspace, pid_alive, wait_for
+from .harness import VENV, Workspace, pid_alive, wait_for
 
 
 def state_file(ws: Workspace) -> Path:
@@ -57,3 +58,21 @@ def test_lazy_start_after_a_killed_keeper_can_be_stopped(workspace: Workspace) -
     r = workspace.docker_up("stop", timeout=90)
     assert r.returncode == 0, r.stderr
     assert json.loads(workspace.docker_up("status", "--json").stdout)["running"] is False
+
+
+def test_every_verb_sees_the_mode_and_paths_up_would() -> None:
+    """As root with DOCKER_UP_MODE=userns-root, `up --dry-run` planned /tmp/docker-up-0 while
+    `status` looked in /run/docker-up: each verb resolved the mode without the settings."""
+    env = {"PATH": f"{VENV}/bin:/usr/bin:/bin", "HOME": "/root", "NO_COLOR": "1",
+           "DOCKER_UP_MODE": "userns-root"}  # fmt: skip
+
+    def socket_of(*args: str) -> str:
+        r = subprocess.run([f"{VENV}/bin/docker-up", *args], env=env, capture_output=True,
+                           text=True, timeout=60, cwd="/")  # fmt: skip
+        found = re.search(r'"socket": "([^"]+)"', r.stdout)
+        assert found, (args, r.stdout, r.stderr)
+        return found.group(1)
+
+    planned = socket_of("up", "--dry-run")
+    assert planned == "/tmp/docker-up-0/docker.sock"
+    assert socket_of("status", "--json") == planned
