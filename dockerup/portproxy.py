@@ -28,6 +28,7 @@ from typing import NoReturn
 
 CHUNK = 1 << 20
 F_SETPIPE_SZ = 1031
+PR_SET_PDEATHSIG = 1
 # Connections one published port serves at once; more are closed at once, with a log line.
 MAX_CONNECTIONS = 512
 # UDP: a client's flow ends after this long without a datagram either way; at most this
@@ -50,6 +51,15 @@ class Quiet:
 
 
 QUIET = Quiet()
+
+
+def die_with_parent() -> None:
+    """In the real docker-proxy, before exec: it goes when this proxy goes, however that
+    happens (kill -9 included). Left behind, it holds the port inside the namespace, and the
+    container's next start fails with "address already in use"."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def report_failure(message: str) -> NoReturn:
@@ -263,7 +273,7 @@ def main() -> None:
     if reply.get("rewrite_host_ip"):
         # slirp4netns delivers to the tap address: a loopback-only bind inside would miss it.
         args[args.index("-host-ip") + 1] = reply["rewrite_host_ip"]
-    child = subprocess.Popen([real_proxy, *args], pass_fds=(3,))
+    child = subprocess.Popen([real_proxy, *args], pass_fds=(3,), preexec_fn=die_with_parent)
     os.close(3)
 
     # dockerd stops its proxies with SIGINT (docker-proxy's convention); SIGTERM likewise.

@@ -13,7 +13,7 @@ import pytest
 
 from dockerup.facts import has_default_route
 
-from .harness import USER, VENV, DockerUp, User, Workspace, wait_for
+from .harness import USER, VENV, DockerUp, User, Workspace, end_strays, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,6 +64,9 @@ def workspace(user: User) -> Iterator[Workspace]:
         os.chown(root / sub, user.uid, user.gid)
     ws = Workspace(user, root)
     yield ws
+    # A test that failed half-way may have left its docker-up running: it must not outlive
+    # the test (it would break the next one and CI).
+    end_strays(root)
     # The data-root holds files owned by subordinate ids: only root can remove them.
     shutil.rmtree(root, ignore_errors=True)
 

@@ -49,6 +49,31 @@ def pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def processes_naming(root: Path) -> list[int]:
+    """Processes whose command line names this directory: a workspace's docker-up, keeper,
+    dockerd, containerd, helper and port proxies all do (their paths are under it)."""
+    needle = str(root).encode()
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and int(d.name) != os.getpid():
+            try:
+                if needle in (d / "cmdline").read_bytes() and pid_alive(int(d.name)):
+                    found.append(int(d.name))
+            except OSError:
+                continue
+    return found
+
+
+def end_strays(root: Path) -> list[int]:
+    """Last resort after a test that failed half-way: what it started for this workspace
+    and left running is ended, by PID (nothing else names the workspace's directory)."""
+    strays = processes_naming(root)
+    for pid in strays:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return strays
+
+
 def listening(port: int) -> bool:
     """Does anything listen on this TCP port in this network namespace (any address)? From
     the kernel's table: a bind() test would also trip over other tests' connections."""
