@@ -20,6 +20,8 @@ def daemon(workspace: Workspace, busybox_tar: Path) -> Iterator[Workspace]:
     assert r.returncode == 0, r.stderr
     workspace.docker("import", str(busybox_tar), "bb:test")
     yield workspace
+    # busybox as PID 1 ignores SIGTERM: removed at once here, not after stop's 10 s wait.
+    workspace.docker("rm", "-f", "web", "echo", check=False)
     workspace.docker_up("stop", timeout=90)
 
 
