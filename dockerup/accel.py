@@ -457,6 +457,11 @@ class Agent:
                 self.drop(nfd)
             return
         nid, tid, _flags, nr, _arch, _ip, *args = NOTIF.unpack(buf)
+        self.dispatch(nfd, nid, tid, nr, args)
+
+    def dispatch(self, nfd: int, nid: int, tid: int, nr: int, args: list[int]) -> None:
+        """One notification, read: whatever happens, the caller gets an answer (or is gone)
+        and the agent goes on."""
         if nr != SYS_CONNECT:
             self.respond(nfd, nid, errno.ENOSYS)
             return

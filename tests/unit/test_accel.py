@@ -170,3 +170,31 @@ def test_status_of_a_thread_gives_its_ids_and_capabilities() -> None:
     st = parse_status(text)
     assert st["Uid"] == [0, 1, 2, 3] and st["Gid"] == [4, 5, 6, 7]
     assert st["Groups"] == [10, 11] and st["CapEff"] == [0xA80425FB] and st["CapInh"] == [0]
+
+
+def test_the_agent_answers_emfile_and_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Out of file descriptors (each call in flight holds a few), a connect() gets EMFILE:
+    the agent neither dies nor leaves the caller waiting, and the next call is served."""
+    import os
+    import socket as socketmod
+
+    a, b = socketmod.socketpair()
+    agent = accel.Agent(a, True, lambda _: None, lambda: ROUTES)
+    answers: list[tuple[int, int]] = []
+    monkeypatch.setattr(agent, "respond", lambda nfd, nid, err: answers.append((nid, err)))
+    monkeypatch.setattr(agent, "valid", lambda nfd, nid: None)
+    monkeypatch.setattr(accel, "read_memory", lambda tid, ptr, n: sockaddr_in("10.0.2.2", 80))
+
+    def no_fds(tid: int, fd: int) -> int:
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    monkeypatch.setattr(accel, "fetch_fd", no_fds)
+    agent.dispatch(7, 1, os.getpid(), accel.SYS_CONNECT, [3, 0x1000, 16, 0, 0, 0])
+    assert answers == [(1, errno.EMFILE)] and agent.calls == {}
+    monkeypatch.setattr(accel, "fetch_fd", lambda tid, fd: os.dup(b.fileno()))
+    agent.dispatch(7, 2, os.getpid(), accel.SYS_CONNECT, [3, 0x1000, 16, 0, 0, 0])
+    # The next call is served: here refused, as any socket of the workspace's own network
+    # namespace is, however a container came by it.
+    assert answers[1] == (2, errno.EISCONN)
+    a.close()
+    b.close()
