@@ -241,6 +241,7 @@ class Keeper:
         ):
             with attempt:
                 os.close(self.dockerd_fd)
+                self.clear_old_containerd()
                 self.dockerd = self.spawn_dockerd()
                 self.dockerd_fd = os.pidfd_open(self.dockerd)
                 try:
@@ -252,6 +253,26 @@ class Keeper:
         self.restarts += 1
         self.log(f"dockerd is back (pid {self.dockerd})")
         self.update_state()
+
+    def clear_old_containerd(self) -> None:
+        """A dead dockerd's containerd dies with it (parent-death signal) and becomes our
+        zombie. Until it is reaped its pid looks alive, and a new dockerd that finds it in
+        containerd.pid dials its dead socket for about 15 s instead of starting its own
+        (with socket activation the keeper's readiness pings block on the backlog, so it
+        may not have reaped yet). Wait for it, at most 2 s, then reap."""
+        path = os.path.join(os.path.dirname(self.spec["pidfile"]), "exec", "containerd",
+                            "containerd.pid")  # fmt: skip
+        try:
+            with open(path) as f:
+                pid = int(f.read().strip())
+            pidfd = os.pidfd_open(pid)
+        except (OSError, ValueError):
+            return  # no such file, or that process is gone already
+        try:
+            readable([pidfd], 2.0)
+        finally:
+            os.close(pidfd)
+        self.reap_orphans()
 
     def note_failure(self) -> None:
         now = time.monotonic()
