@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -70,11 +69,9 @@ def test_enable_twice_then_disable_leaves_the_file_byte_identical(home: Workspac
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
 def test_new_shell_gets_docker_host_and_a_daemon(home: Workspace, shell: str) -> None:
     assert home.docker_up("autostart", "enable", "--shell", shell).returncode == 0
-    t0 = time.monotonic()
+    # (What the snippet costs a shell is the bench's: scripts/bench --only shell.)
     code, out = in_shell(home, shell, "echo DH=$DOCKER_HOST")
-    took = time.monotonic() - t0
     assert code == 0 and f"DH={sock(home)}" in out
-    assert took < 5, "the shell waited for the daemon"
     wait_for(
         lambda: json.loads(home.docker_up("status", "--json").stdout)["running"],
         60,

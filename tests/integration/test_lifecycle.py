@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import statistics
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,8 +14,6 @@ import pytest
 
 from .harness import DockerUp, Workspace, pid_alive, wait_for
 from .test_core import reach_host_loopback
-
-RECOVERY: dict[str, list[float]] = {}
 
 
 def processes_of(uid: int) -> list[int]:
@@ -151,7 +148,7 @@ def test_killed_dockerd_is_restarted_with_its_data(detached: Workspace, busybox_
         old = int(status(ws)["dockerd_pid"])  # type: ignore[call-overload]
         os.kill(old, signal.SIGKILL)
         wait_for(lambda old=old: not pid_alive(old), 10, "dockerd to die")
-        RECOVERY.setdefault("dockerd", []).append(_time_until_answering(ws))
+        _time_until_answering(ws)
         doc = status(ws)
         assert doc["restarts"] == i + 1 and doc["dockerd_pid"] != old
         # Restarted in the same namespaces: slirp4netns never noticed.
@@ -174,10 +171,8 @@ def test_killed_network_helper_is_replaced(
     assert detach(ws, "--allow-host-loopback", "--no-net-accel").returncode == 0
     ws.docker("import", str(busybox_tar), "bb:test")
     old = int(status(ws)["net_pid"])  # type: ignore[call-overload]
-    t0 = time.monotonic()
     os.kill(old, signal.SIGKILL)
     wait_for(lambda: status(ws).get("net_pid") not in (None, old), 30, f"a new {net}")
-    RECOVERY.setdefault(net, []).append(time.monotonic() - t0)
     doc = status(ws)
     assert doc["restarts"] == 1 and pid_alive(int(doc["net_pid"]))  # type: ignore[call-overload]
     # The network works again, in a new container.
@@ -188,11 +183,9 @@ def test_killed_docker_up_next_start_is_clean(detached: Workspace) -> None:
     ws = detached
     assert detach(ws).returncode == 0
     first = status(ws)
-    t0 = time.monotonic()
     os.kill(int(first["pid"]), signal.SIGKILL)  # type: ignore[call-overload]
     r = detach(ws)
     assert r.returncode == 0, r.stderr
-    RECOVERY.setdefault("docker-up", []).append(time.monotonic() - t0)
     second = status(ws)
     assert second["dockerd_pid"] != first["dockerd_pid"]
     for k in ("dockerd_pid", "net_pid"):
@@ -220,12 +213,11 @@ def test_sigterm_while_starting_leaves_nothing(
         assert not (workspace.runtime_dir / "docker-up" / "docker.sock").exists()
 
 
-def _mounts() -> int:
-    return len(Path("/proc/self/mountinfo").read_text().splitlines())
+STALE = ("docker.sock", "state.json", "dockerd.pid", "docker-up.pid", "ports.sock",
+         "accel.sock", "slirp4netns.sock", "lazy.json")  # fmt: skip
 
 
 def test_start_stop_cycles_leak_nothing(workspace: Workspace, started: list[DockerUp]) -> None:
-    mounts, fds = _mounts(), len(os.listdir("/proc/self/fd"))
     # Ten cycles find a leak that grows per start; scripts/soak runs fifty.
     for _ in range(10):
         s = workspace.start()
@@ -234,8 +226,8 @@ def test_start_stop_cycles_leak_nothing(workspace: Workspace, started: list[Dock
         assert s.stop() == 0
         started.remove(s)
     wait_for(lambda: not processes_of(workspace.user.uid), 30, "nothing left")
-    assert _mounts() == mounts
-    assert len(os.listdir("/proc/self/fd")) == fds
+    run_dir = workspace.runtime_dir / "docker-up"
+    assert [n for n in STALE if (run_dir / n).exists()] == []
 
 
 def test_userns_root_mode(workspace: Workspace, started: list[DockerUp], busybox_tar: Path) -> None:
@@ -263,12 +255,3 @@ def test_modes_that_cannot_work_are_refused(workspace: Workspace) -> None:
     r = workspace.docker_up("--tcp", "0.0.0.0:2375")
     assert r.returncode == 1 and "refusing a plain TCP listener" in r.stderr
     assert not (workspace.runtime_dir / "docker-up" / "docker.sock").exists()
-
-
-def test_report_recovery_times() -> None:
-    """Not a check: prints the median recovery time of each fault case for the record."""
-    for case, times in RECOVERY.items():
-        print(
-            f"recovery after kill -9 of {case}: median {statistics.median(times):.2f} s "
-            f"over {len(times)}"
-        )
