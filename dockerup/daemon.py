@@ -49,6 +49,9 @@ def container_defaults(config: Config, paths: Paths, accel: bool) -> dict[str, A
     return defaults
 
 
+HOST_GATEWAY = "10.0.2.2"  # both network drivers' gateway: the workspace as the namespace sees it
+
+
 def daemon_config(
     config: Config, paths: Paths, storage: str, own_netns: bool = True, accel: bool = False
 ) -> dict[str, Any]:
@@ -76,7 +79,12 @@ def daemon_config(
         }
         | (
             # Published ports must answer in the workspace too: docker-up's proxy arranges it.
-            {"userland-proxy-path": str(paths.proxy_script)} if own_netns else {}
+            # `--add-host NAME:host-gateway` names the address that reaches the workspace:
+            # the network helper's gateway (its 127.0.0.1 when host loopback is allowed;
+            # refused otherwise, as 10.0.2.2 itself is).
+            {"userland-proxy-path": str(paths.proxy_script), "host-gateway-ip": HOST_GATEWAY}
+            if own_netns
+            else {}
         )
         | (
             {

@@ -91,6 +91,16 @@ def reach_host_loopback(ws: Workspace, port: int) -> str:
     return r.stdout.strip()
 
 
+def via_host_gateway(ws: Workspace, port: int) -> tuple[str, str]:
+    """(the address host.docker.internal got, what a connection to it read)."""
+    connect = HOST_LOOPBACK.format(port=port).replace("10.0.2.2", "host.docker.internal")
+    script = f"grep host.docker.internal /etc/hosts | cut -f1; {connect}"
+    r = ws.docker("run", "--rm", "--add-host", "host.docker.internal:host-gateway", "bb:test",
+                  "sh", "-c", script, check=False)  # fmt: skip
+    lines = r.stdout.split()
+    return (lines[0] if lines else ""), " ".join(lines[1:])
+
+
 def test_host_loopback_blocked_by_default(
     workspace: Workspace,
     started: list[DockerUp],
@@ -101,6 +111,8 @@ def test_host_loopback_blocked_by_default(
     up(workspace, started)
     workspace.docker("import", str(busybox_tar), "bb:test")
     assert reach_host_loopback(workspace, loopback_server) == ""
+    # host-gateway names the workspace's address, which stays closed.
+    assert via_host_gateway(workspace, loopback_server) == ("10.0.2.2", "")
 
 
 def test_host_loopback_allowed_by_option(
@@ -114,6 +126,8 @@ def test_host_loopback_allowed_by_option(
     up(workspace, started, "--allow-host-loopback", "--no-net-accel")
     workspace.docker("import", str(busybox_tar), "bb:test")
     assert reach_host_loopback(workspace, loopback_server) == "hello"
+    # --add-host host.docker.internal:host-gateway reaches it too (Docker Desktop's name).
+    assert via_host_gateway(workspace, loopback_server) == ("10.0.2.2", "hello")
 
 
 def test_second_instance_does_not_disturb_the_first(

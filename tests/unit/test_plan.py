@@ -140,6 +140,7 @@ def test_dockerd_argv_env_and_daemon_json() -> None:
         "shutdown-timeout": 10,
         "deprecated-key-path": "/home/alice/.local/share/docker-up/key.json",
         "userland-proxy-path": "/tmp/docker-up-1001/bin/docker-up-proxy",
+        "host-gateway-ip": "10.0.2.2",
         "runtimes": {"docker-up": {"path": "/tmp/docker-up-1001/bin/docker-up-runtime"}},
         "default-runtime": "docker-up",
     }
@@ -149,6 +150,9 @@ def test_dockerd_argv_env_and_daemon_json() -> None:
         '/usr/sbin/docker-proxy "$@"\n'
     )
     assert daemon.daemon_config(Config(), paths(), "vfs")["storage-driver"] == "vfs"
+    # host-gateway is the helper's gateway in docker-up's own namespace, dockerd's own else.
+    assert daemon.daemon_config(Config(), paths(), "vfs")["host-gateway-ip"] == "10.0.2.2"
+    assert "host-gateway-ip" not in daemon.daemon_config(Config(), paths(), "vfs", False)
 
 
 def test_child_spec() -> None:
