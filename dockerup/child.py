@@ -30,6 +30,7 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
 NAMESPACES = {"user": CLONE_NEWUSER, "mount": CLONE_NEWNS, "net": CLONE_NEWNET}
 MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 4096, 16384, 1 << 18
+MS_SHARED = 1 << 20
 PR_SET_PDEATHSIG = 1
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 
@@ -260,6 +261,10 @@ def main() -> None:
             spec["storage_candidates"], spec["storage_probe_dir"], spec["fuse_overlayfs"]
         )
         iptables, iptables_reason = choose_iptables(spec["iptables"], spec["bin_dir"])
+        # Shared again, as dockerd expects (rshared/rslave binds need the source's mount to
+        # be shared). Everything was made private above, so these peer groups are new and
+        # live in this namespace only: nothing propagates to or from the workspace.
+        mount("none", "/", None, MS_REC | MS_SHARED)
     except (ChildError, OSError) as e:
         ch.send(step="error", error=str(e))
         sys.exit(1)

@@ -211,3 +211,24 @@ def test_resident_docker_up_is_the_lean_keeper(
     assert "libssl" not in maps and "site-packages/yaml" not in maps
     assert s.stop() == 0
     assert_all_gone(s)
+
+
+def test_shared_bind_propagation_stays_inside(
+    workspace: Workspace, started: list[DockerUp], busybox_tar: Path
+) -> None:
+    """rshared and rslave binds (docker-py's test_create_with_binds_rw_rshared) need the
+    source to be a shared mount in dockerd's namespace; the workspace's own mounts must
+    not change for it."""
+    before = Path("/proc/self/mountinfo").read_text()
+    up(workspace, started)
+    workspace.docker("import", str(busybox_tar), "bb:test")
+    src = workspace.root / "shared-src"
+    src.mkdir()
+    (src / "f").write_text("seen\n")
+    os.chmod(src, 0o755)
+    os.chmod(src / "f", 0o644)
+    for mode in ("rshared", "rslave"):
+        r = workspace.docker("run", "--rm", "-v", f"{src}:/mnt:{mode}", "bb:test", "cat",
+                             "/mnt/f", check=False)  # fmt: skip
+        assert r.returncode == 0 and r.stdout == "seen\n", (mode, r.stderr)
+    assert Path("/proc/self/mountinfo").read_text() == before
