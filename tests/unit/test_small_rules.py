@@ -1,0 +1,81 @@
+"""Small pure rules that had no test: the CLI's default verb, entering the namespaces, the
+keeper's give-up rule, and how the port proxy reads the keeper's messages."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any
+
+import pytest
+
+from dockerup.app import enter_argv
+from dockerup.cli.main import default_to_up
+from dockerup.portproxy import FdStream
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    ([], ["up"]),
+    (["-d"], ["up", "-d"]),
+    (["--debug", "--mtu", "1500"], ["--debug", "up", "--mtu", "1500"]),
+    (["--debug"], ["--debug", "up"]),
+    (["status"], ["status"]),
+    (["--debug", "stop"], ["--debug", "stop"]),
+    (["--help"], ["--help"]),  # the top-level help, not up's
+    (["-h"], ["-h"]),
+])  # fmt: skip
+def test_docker_up_alone_means_up(args: list[str], expected: list[str]) -> None:
+    assert default_to_up(args) == expected
+
+
+def test_enter_argv_joins_the_user_namespace_only_where_docker_up_made_one() -> None:
+    rootless = {"mode": "rootless", "dockerd_pid": 42, "net": "slirp4netns"}
+    assert enter_argv(rootless, ["ip", "a"]) == [
+        "nsenter", "--target=42", "--user", "--mount", "--net", "--", "ip", "a"]  # fmt: skip
+    assert enter_argv({**rootless, "mode": "userns-root"}, ["sh"]) == [
+        "nsenter", "--target=42", "--mount", "--net", "--", "sh"]  # fmt: skip
+    # --host-network: dockerd shares the caller's network namespace; nothing to enter there.
+    host = {"mode": "privileged", "dockerd_pid": 7, "net": "host"}
+    assert enter_argv(host, ["true"]) == ["nsenter", "--target=7", "--mount", "--", "true"]
+
+
+def test_the_keeper_gives_up_after_a_burst_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dockerup import keeper
+
+    k: Any = keeper.Keeper.__new__(keeper.Keeper)  # the rule only: no processes
+    k.failures = []
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    for _ in range(keeper.BURST - 1):
+        k.note_failure()
+        now[0] += 1
+    now[0] += keeper.WINDOW  # the earlier failures are out of the window: no burst
+    for _ in range(keeper.BURST - 1):
+        k.note_failure()
+    with pytest.raises(keeper.GiveUp):
+        k.note_failure()  # the BURST-th within WINDOW seconds
+
+
+def test_fd_stream_reads_a_reply_and_the_fds_that_come_with_it() -> None:
+    """The keeper's reply line may arrive in one read with a marker byte and its fd: a plain
+    recv would drop the fd."""
+    a, b = socket.socketpair()
+    r, w = os.pipe()
+    try:
+        socket.send_fds(a, [b'{"ok": true}\nc'], [r])
+        socket.send_fds(a, [b"c"], [w])
+        stream = FdStream(b)
+        assert stream.readline() == b'{"ok": true}'
+        first, second = stream.next_fd(), stream.next_fd()
+        assert first is not None and second is not None
+        os.write(second, b"x")
+        assert os.read(first, 1) == b"x"  # the same pipe, end to end
+        for fd in (first, second):
+            os.close(fd)
+        a.close()
+        assert stream.next_fd() is None  # the keeper went away
+    finally:
+        for fd in (r, w):
+            os.close(fd)
+        b.close()
