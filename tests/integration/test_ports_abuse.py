@@ -3,6 +3,8 @@ and many UDP senders cost bounded resources, and normal clients are still served
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import socket
 from collections.abc import Iterator
@@ -80,3 +82,61 @@ def test_many_udp_senders_cost_bounded_memory(daemon: Workspace) -> None:
     fds = len(os.listdir(f"/proc/{proxy}/fd"))
     print(f"udp relay after 10000 senders: {threads} threads, {rss_kib} KiB, {fds} fds")
     assert threads <= 4 and rss_kib < 64 * 1024 and fds < 1100
+
+
+def test_the_keeper_serves_with_more_than_1024_fds_open(
+    workspace: Workspace, busybox_tar: Path
+) -> None:
+    """select() cannot watch an fd numbered 1024 or more, and the keeper used to exit on
+    one. With --net-accel, each connect() hanging on a full backlog holds two fds in the
+    keeper: 9 containers x 60 of them, then a port published after that (its listener's fd
+    is above 1023) must still answer, and the keeper must still run."""
+    r = workspace.docker_up("-d", "--allow-host-loopback")  # the acceleration agent on
+    assert r.returncode == 0, r.stderr
+    names: list[str] = []
+    full = socket.socket()
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)
+    fillers = [socket.socket() for _ in range(3)]
+    for f in fillers:
+        f.setblocking(False)
+        f.connect_ex(full.getsockname())
+    try:
+        workspace.docker("import", str(busybox_tar), "bb:test")
+        keeper = int(json.loads(workspace.docker_up("status", "--json").stdout)["pid"])
+        for i in range(9):
+            names.append(f"staller{i}")
+            workspace.docker("run", "-d", "--name", names[-1], "bb:test", "accelprobe", "stall",
+                             "10.0.2.2", str(full.getsockname()[1]), "60")  # fmt: skip
+        # 512 calls in flight at most (the agent's bound), two fds each: the next fd the
+        # keeper opens is numbered above 1024.
+        wait_for(lambda: len(os.listdir(f"/proc/{keeper}/fd")) > 1040, 60,
+                 "more than 1040 fds in the keeper")  # fmt: skip
+        port = free_port()
+        names.append("web")
+        workspace.docker("run", "-d", "--name", "web", "-p", f"{port}:80", "bb:test", "sh", "-c",
+                         WEB.format(body="high-fd"))  # fmt: skip
+        wait_for(lambda: "high-fd" in http_get("127.0.0.1", port), 30, "the port, fd > 1023")
+        assert json.loads(workspace.docker_up("status", "--json").stdout)["pid"] == keeper
+        assert listener_fd(keeper, port) >= 1024  # what the test is about
+    finally:
+        workspace.docker("rm", "-f", *names, check=False)
+        for f in fillers:
+            f.close()
+        full.close()
+        workspace.docker_up("stop", timeout=90)
+
+
+def listener_fd(pid: int, port: int) -> int:
+    """The fd number under which a process holds its socket listening on this TCP port."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        f = line.split()
+        if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+            inodes.add(f[9])
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link.startswith("socket:[") and link[8:-1] in inodes:
+                return int(fd)
+    raise AssertionError(f"no listener on {port} in {pid}")
