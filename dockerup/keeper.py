@@ -360,6 +360,7 @@ class Keeper:
         for s in STOP_SIGNALS:
             signal.signal(s, signal.SIG_IGN)
         self.stop_child(self.dockerd, self.dockerd_fd, self.spec["stop_timeout"])
+        self.end_the_rest()
         if self.ports:
             self.ports.close()
         if self.exit_fd is not None:
@@ -369,6 +370,42 @@ class Keeper:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         os.close(self.spec["lock_fd"])
+
+    def end_the_rest(self) -> None:
+        """dockerd stops its containers, shims and containerd; where it could not (a
+        container that would not die in time, dockerd killed), what is left would outlive
+        docker-up. Every process in the user namespace docker-up made is one it started
+        (dockerd's tree, containers), so whatever still runs there ends now, through a
+        pidfd. (Modes without a user namespace of docker-up's own have no such scope.)"""
+        user_fd = self.spec["ns_fds"].get("user")
+        if user_fd is None:
+            return
+        ours = os.fstat(user_fd).st_ino
+        if ours == os.stat("/proc/self/ns/user").st_ino:
+            return  # never the namespace the keeper itself (the workspace) lives in
+        pidfds = []
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                if os.stat(f"/proc/{name}/ns/user").st_ino != ours:
+                    continue
+                pidfd = os.pidfd_open(int(name))
+                # Checked again through the pidfd's own process: not a reused PID.
+                if os.stat(f"/proc/{name}/ns/user").st_ino != ours:
+                    os.close(pidfd)
+                    continue
+            except OSError:
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            pidfds.append(pidfd)
+        if pidfds:
+            self.log(f"ended {len(pidfds)} process(es) that dockerd left running")
+        for pidfd in pidfds:
+            readable([pidfd], 5.0)
+            os.close(pidfd)
+        self.reap_orphans()
 
     def run(self) -> int:
         code = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -255,3 +256,36 @@ def test_modes_that_cannot_work_are_refused(workspace: Workspace) -> None:
     r = workspace.docker_up("--tcp", "0.0.0.0:2375")
     assert r.returncode == 1 and "refusing a plain TCP listener" in r.stderr
     assert not (workspace.runtime_dir / "docker-up" / "docker.sock").exists()
+
+
+def in_userns(ns: str) -> list[int]:
+    """Live processes in this user namespace (by its /proc/PID/ns/user link)."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(OSError):
+                if os.readlink(d / "ns" / "user") == ns and pid_alive(int(d.name)):
+                    found.append(int(d.name))
+    return found
+
+
+def test_stop_ends_what_dockerd_could_not(workspace: Workspace, busybox_tar: Path) -> None:
+    """A container whose shim is frozen cannot be stopped by dockerd; docker-up's stop must
+    still leave nothing of its user namespace running (it ended up orphaned before)."""
+    assert workspace.docker_up("-d").returncode == 0
+    workspace.docker("import", str(busybox_tar), "bb:test")
+    workspace.docker("run", "-d", "--name", "stuck", "bb:test", "sleep", "3600")
+    ns = os.readlink(f"/proc/{status(workspace)['dockerd_pid']}/ns/user")
+    shims = [p for p in in_userns(ns)
+             if Path(f"/proc/{p}/comm").read_text().startswith("containerd-shim")]  # fmt: skip
+    assert shims
+    for p in shims:
+        os.kill(p, signal.SIGSTOP)
+    try:
+        r = workspace.docker_up("stop", timeout=180)
+        assert r.returncode == 0, r.stderr
+        wait_for(lambda: not in_userns(ns), 30, "nothing left in docker-up's user namespace")
+    finally:
+        for p in in_userns(ns):  # what this test started, if the check failed
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
