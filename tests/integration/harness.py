@@ -12,10 +12,11 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,6 +73,25 @@ def end_strays(root: Path) -> list[int]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     return strays
+
+
+@contextlib.contextmanager
+def full_backlog() -> Iterator[int]:
+    """A port on the workspace's 127.0.0.1 whose listen backlog is full: new connections
+    to it hang (their SYNs are dropped) until this ends."""
+    full = socket.socket()
+    fillers = [socket.socket() for _ in range(3)]
+    try:
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)
+        for f in fillers:
+            f.setblocking(False)
+            f.connect_ex(full.getsockname())
+        yield int(full.getsockname()[1])
+    finally:
+        for f in fillers:
+            f.close()
+        full.close()
 
 
 def listening(port: int) -> bool:

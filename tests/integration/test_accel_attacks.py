@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import NET_DRIVERS, CountingServer
-from .harness import User, Workspace, listening, wait_for
+from .harness import User, Workspace, full_backlog, listening, wait_for
 from .test_lifecycle import status
 
 
@@ -191,18 +191,16 @@ def test_unix_sockets_keep_each_callers_rights(opened: Workspace) -> None:
 def test_a_stalled_target_costs_only_its_caller(opened: Workspace) -> None:
     """One container's 40 connects hang on a workspace listener whose backlog is full;
     another container's connects to another workspace server stay fast."""
-    full = socket.socket()
-    full.bind(("127.0.0.1", 0))
-    full.listen(0)
-    fillers = [socket.socket() for _ in range(3)]
-    for f in fillers:
-        f.setblocking(False)
-        f.connect_ex(full.getsockname())
     ok = CountingServer(b"ok\n")
     name = "staller"
+    with full_backlog() as full_port:
+        _stall_beside(opened, ok, name, full_port)
+
+
+def _stall_beside(opened: Workspace, ok: CountingServer, name: str, full_port: int) -> None:
     try:
         opened.docker("run", "-d", "--name", name, "bb:test", "accelprobe", "stall",
-                      "10.0.2.2", str(full.getsockname()[1]), "40")  # fmt: skip
+                      "10.0.2.2", str(full_port), "40")  # fmt: skip
         wait_for(lambda: "ready" in opened.docker("logs", name).stdout, 30, "the staller")
         out = probe(opened, "latency", "10.0.2.2", str(ok.port), "300")
         print(f"connect latency beside a stalled container: p50 {out['p50_us']} µs, "
@@ -213,9 +211,6 @@ def test_a_stalled_target_costs_only_its_caller(opened: Workspace) -> None:
     finally:
         opened.docker("rm", "-f", name, check=False)
         ok.close()
-        for f in fillers:
-            f.close()
-        full.close()
 
 
 def test_a_connect_loop_with_a_bad_pointer_cannot_flood_the_log(opened: Workspace) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import Workspace, wait_for
+from .harness import Workspace, full_backlog, wait_for
 from .test_ports import WEB, free_port, http_get, udp_echo
 
 
@@ -94,37 +94,34 @@ def test_the_keeper_serves_with_more_than_1024_fds_open(
     r = workspace.docker_up("-d", "--allow-host-loopback")  # the acceleration agent on
     assert r.returncode == 0, r.stderr
     names: list[str] = []
-    full = socket.socket()
-    full.bind(("127.0.0.1", 0))
-    full.listen(0)
-    fillers = [socket.socket() for _ in range(3)]
-    for f in fillers:
-        f.setblocking(False)
-        f.connect_ex(full.getsockname())
-    try:
-        workspace.docker("import", str(busybox_tar), "bb:test")
-        keeper = int(json.loads(workspace.docker_up("status", "--json").stdout)["pid"])
-        for i in range(9):
-            names.append(f"staller{i}")
-            workspace.docker("run", "-d", "--name", names[-1], "bb:test", "accelprobe", "stall",
-                             "10.0.2.2", str(full.getsockname()[1]), "60")  # fmt: skip
-        # 512 calls in flight at most (the agent's bound), two fds each: the next fd the
-        # keeper opens is numbered above 1024.
-        wait_for(lambda: len(os.listdir(f"/proc/{keeper}/fd")) > 1040, 60,
-                 "more than 1040 fds in the keeper")  # fmt: skip
-        port = free_port()
-        names.append("web")
-        workspace.docker("run", "-d", "--name", "web", "-p", f"{port}:80", "bb:test", "sh", "-c",
-                         WEB.format(body="high-fd"))  # fmt: skip
-        wait_for(lambda: "high-fd" in http_get("127.0.0.1", port), 30, "the port, fd > 1023")
-        assert json.loads(workspace.docker_up("status", "--json").stdout)["pid"] == keeper
-        assert listener_fd(keeper, port) >= 1024  # what the test is about
-    finally:
-        workspace.docker("rm", "-f", *names, check=False)
-        for f in fillers:
-            f.close()
-        full.close()
-        workspace.docker_up("stop", timeout=90)
+    with full_backlog() as full_port:
+        try:
+            _many_stalls_then_a_port(workspace, busybox_tar, names, full_port)
+        finally:
+            workspace.docker("rm", "-f", *names, check=False)
+            workspace.docker_up("stop", timeout=90)
+
+
+def _many_stalls_then_a_port(
+    workspace: Workspace, busybox_tar: Path, names: list[str], full_port: int
+) -> None:
+    workspace.docker("import", str(busybox_tar), "bb:test")
+    keeper = int(json.loads(workspace.docker_up("status", "--json").stdout)["pid"])
+    for i in range(9):
+        names.append(f"staller{i}")
+        workspace.docker("run", "-d", "--name", names[-1], "bb:test", "accelprobe", "stall",
+                         "10.0.2.2", str(full_port), "60")  # fmt: skip
+    # 512 calls in flight at most (the agent's bound), two fds each: the next fd the
+    # keeper opens is numbered above 1024.
+    wait_for(lambda: len(os.listdir(f"/proc/{keeper}/fd")) > 1040, 60,
+             "more than 1040 fds in the keeper")  # fmt: skip
+    port = free_port()
+    names.append("web")
+    workspace.docker("run", "-d", "--name", "web", "-p", f"{port}:80", "bb:test", "sh", "-c",
+                     WEB.format(body="high-fd"))  # fmt: skip
+    wait_for(lambda: "high-fd" in http_get("127.0.0.1", port), 30, "the port, fd > 1023")
+    assert json.loads(workspace.docker_up("status", "--json").stdout)["pid"] == keeper
+    assert listener_fd(keeper, port) >= 1024  # what the test is about
 
 
 def listener_fd(pid: int, port: int) -> int:
