@@ -14,6 +14,7 @@ from typing import Any
 
 from dockerup.errors import DockerUpError
 from dockerup.net import NET_DRIVERS
+from dockerup.ports import FORWARDERS
 
 MTU_MIN, MTU_MAX = 1280, 65520
 
@@ -145,7 +146,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("autostart", bool, "start docker-up from the shell snippet"),
     Setting("lazy-start", bool, "the snippet holds the socket; dockerd starts on first use"),
     Setting("start-timeout", float, "seconds to wait for dockerd", _range(1, 3600)),
-    Setting("port-forwarder", str, "splice or slirp", _choices("splice", "slirp")),
+    Setting("port-forwarder", str, "splice or slirp", _choices(*FORWARDERS)),
     Setting("mode", str, "run mode", _choices("auto", "rootless", "userns-root", "privileged")),
 )
 BY_KEY = {s.key: s for s in SETTINGS}

@@ -14,11 +14,11 @@ from dockerup.facts import PACKAGES, REQUIRED, HostFacts, IdRange
 from dockerup.modes import Mode, resolve_mode
 from dockerup.net import NetworkDriver, pasta, slirp4netns
 from dockerup.paths import UNIX_SOCKET_MAX, Paths, resolve_paths, system_paths
+from dockerup.ports import FORWARDERS
 
 CHILD_SCRIPT = Path(__file__).with_name("child.py")
 PORTPROXY_SCRIPT = Path(__file__).with_name("portproxy.py")
 RUNTIME_SCRIPT = Path(__file__).with_name("runtime.py")
-FORWARDERS = ("splice", "slirp")
 
 
 def sysctls(gids: int, config: Config) -> dict[str, str]:

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-GUEST_ADDR = "10.0.2.100"
+from dockerup.net.slirp4netns import GUEST_ADDR
 
 
 @dataclass(frozen=True)
@@ -38,18 +38,6 @@ class PortRequest:
     host_port: int
     container_ip: str
     container_port: int
-
-    @classmethod
-    def from_args(cls, args: list[str]) -> PortRequest:
-        """docker-proxy's command line: -proto tcp -host-ip 0.0.0.0 -host-port 8080 ..."""
-        opts = dict(zip(args[::2], args[1::2], strict=False))
-        return cls(
-            proto=opts.get("-proto", "tcp"),
-            host_ip=opts.get("-host-ip", "0.0.0.0"),
-            host_port=int(opts["-host-port"]),
-            container_ip=opts["-container-ip"],
-            container_port=int(opts["-container-port"]),
-        )
 
     def label(self) -> str:
         return f"{self.host_ip}:{self.host_port}/{self.proto}"
@@ -233,6 +221,7 @@ def forwarder(name: str, slirp_api_path: str) -> PortForwarder:
     raise ValueError(f"unknown port forwarder {name!r}")
 
 
+# The forwarders docker-up knows; the first is the default (config, plan and doctor use it).
 FORWARDERS = ("splice", "slirp")
 
 
