@@ -130,13 +130,17 @@ def support_problems(seccomp_actions: str, runc_version: str, netns_cookie: bool
     return problems
 
 
-def has_netns_cookie() -> bool:
+def netns_cookie() -> bytes | None:
+    """This process's network namespace, as the kernel names it; None before Linux 5.14."""
     with socket.socket() as s:
         try:
-            s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8)
+            return s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8)
         except OSError:
-            return False
-    return True
+            return None
+
+
+def has_netns_cookie() -> bool:
+    return netns_cookie() is not None
 
 
 # -- the policy (pure) -------------------------------------------------------------------
@@ -372,8 +376,10 @@ class Agent:
         self.bypassed = 0
         self.next_expire = 0.0
         self.ports = port_range()
-        with socket.socket() as s:
-            self.cookie = s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8)
+        cookie = netns_cookie()
+        if cookie is None:  # support_problems refuses --net-accel on such a kernel
+            raise OSError(errno.ENOPROTOOPT, "no SO_NETNS_COOKIE")
+        self.cookie = cookie
         raise_fd_limit()
 
     # -- the loop ------------------------------------------------------------------------
@@ -602,8 +608,7 @@ class Agent:
             call.mine.close()
             call.mine = None
         call.deadline = None
-        if self.perform(call):  # cannot stay in flight: the caller is non-blocking
-            self.finish(call, errno.EAGAIN)
+        self.perform(call)  # non-blocking: answered at once (EINPROGRESS), never in flight
 
     def install(self, call: Call) -> bool:
         """The workspace socket is established: it replaces the container's fd."""

@@ -260,10 +260,8 @@ class Keeper:
         containerd.pid dials its dead socket for about 15 s instead of starting its own
         (with socket activation the keeper's readiness pings block on the backlog, so it
         may not have reaped yet). Wait for it, at most 2 s, then reap."""
-        path = os.path.join(os.path.dirname(self.spec["pidfile"]), "exec", "containerd",
-                            "containerd.pid")  # fmt: skip
         try:
-            with open(path) as f:
+            with open(self.spec["containerd_pidfile"]) as f:
                 pid = int(f.read().strip())
             pidfd = os.pidfd_open(pid)
         except (OSError, ValueError):
@@ -331,14 +329,8 @@ class Keeper:
             return
         state.update(dockerd_pid=self.dockerd, net_pid=self.net, restarts=self.restarts)
         # What a later `up` checks before it ends an orphan: the very processes now running.
-        procs = dict(state.get("procs") or {})
-        for name, pid in (("dockerd", self.dockerd), ("net", self.net)):
-            ident = procid.identify(pid) if pid else None
-            if ident:
-                procs[name] = ident.to_json()
-            else:
-                procs.pop(name, None)
-        state["procs"] = procs
+        kept = {k: v for k, v in (state.get("procs") or {}).items() if k not in ("dockerd", "net")}
+        state["procs"] = kept | procid.identities({"dockerd": self.dockerd, "net": self.net})
         with open(path + ".tmp", "w") as f:
             json.dump(state, f, indent=2)
         os.replace(path + ".tmp", path)

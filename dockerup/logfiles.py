@@ -13,8 +13,6 @@ import contextlib
 import os
 import shutil
 
-DEFAULT_MAX = 10 * 2**20
-
 
 def previous(path: str) -> str:
     return path + ".1"

@@ -32,6 +32,11 @@ class Paths:
         return self.runtime / "exec"
 
     @property
+    def containerd_pidfile(self) -> Path:
+        """Where dockerd's own containerd says it runs (dockerd reads it at its start)."""
+        return self.exec_root / "containerd" / "containerd.pid"
+
+    @property
     def pidfile(self) -> Path:
         return self.runtime / "dockerd.pid"
 

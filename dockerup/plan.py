@@ -203,8 +203,13 @@ def paths_for(mode: Mode, facts: HostFacts, config: Config | None = None) -> Pat
         if mode is Mode.privileged
         else resolve_paths(facts.env, facts.uid, facts.home)
     )
-    if config is not None and config.data_root:
-        paths = replace(paths, data_root_override=Path(config.data_root))
+    return configured(paths, config) if config is not None else paths
+
+
+def configured(paths: Paths, config: Config) -> Paths:
+    """The paths with the configuration's own (data-root), whoever computed them."""
+    if config.data_root:
+        return replace(paths, data_root_override=Path(config.data_root))
     return paths
 
 
@@ -221,7 +226,7 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
             f"--host-network needs privileged mode (here: {mode})",
             hint="without real root, dockerd needs its own network namespace: drop the option",
         )
-    paths = paths or paths_for(mode, facts, config)
+    paths = configured(paths or paths_for(mode, facts), config)
     bins = require_programs(facts, mode, None if config.host_network else config.net)
     uidmap = gidmap = None
     # ping_group_range may only name gids the namespace maps: ours, or the new one's.

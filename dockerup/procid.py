@@ -59,6 +59,16 @@ def identify(pid: int) -> ProcId | None:
     return ProcId(pid, start_time(stat), exe)
 
 
+def identities(pids: dict[str, int | None]) -> dict[str, dict[str, Any]]:
+    """What state.json records of each named process that runs now, to recognise it
+    later."""
+    out = {}
+    for name, pid in pids.items():
+        if pid is not None and (ident := identify(pid)):
+            out[name] = ident.to_json()
+    return out
+
+
 def open_if_same(ident: ProcId) -> int | None:
     """A pidfd for the recorded process if it still runs, else None."""
     try:

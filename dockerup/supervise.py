@@ -247,15 +247,6 @@ def write_state(paths: Paths, running: Running) -> None:
     tmp.replace(paths.state_file)
 
 
-def identities(pids: dict[str, int | None]) -> dict[str, dict[str, Any]]:
-    """What state.json records of each process, to recognise it later."""
-    out = {}
-    for name, pid in pids.items():
-        if pid is not None and (ident := procid.identify(pid)):
-            out[name] = ident.to_json()
-    return out
-
-
 def end_orphans(paths: Paths, progress: Progress, keep_socket: bool = False) -> None:
     """Under the lock nothing of ours runs: whatever state.json names and still runs is an
     orphan of a docker-up that was killed. End it, but only if it is the very process that
@@ -433,7 +424,7 @@ def start(
         mtu=plan.config.mtu,
         started_at=time.time(),
         timings=timings,
-        procs=identities(
+        procs=procid.identities(
             {"keeper": os.getpid(), "dockerd": child.p.pid, "net": net.pid if net else None}
         ),
     )
@@ -633,6 +624,7 @@ def keeper_spec(
         "port_forwarder": plan.config.port_forwarder,
         "socket": str(paths.socket),
         "pidfile": str(paths.pidfile),
+        "containerd_pidfile": str(paths.containerd_pidfile),
         "state_file": str(paths.state_file),
         "log_file": str(paths.log_dir / "docker-up.log"),
         "log_max": plan.config.log_max,

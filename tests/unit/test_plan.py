@@ -338,3 +338,11 @@ def test_net_accel_is_on_by_default_where_it_has_work_and_can_work() -> None:
     assert not build_plan(loopback, old, paths()).accel
     with pytest.raises(DockerUpError, match="cannot work here: runc"):
         build_plan(Config(allow_host_loopback=True, net_accel=True), old, paths())
+
+
+def test_the_data_root_setting_applies_to_paths_given_or_computed() -> None:
+    from pathlib import Path
+
+    config = Config(data_root="/big/disk/docker")
+    assert build_plan(config, facts(), paths()).paths.data_root == Path("/big/disk/docker")
+    assert build_plan(config, facts()).paths.data_root == Path("/big/disk/docker")
