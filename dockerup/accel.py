@@ -56,6 +56,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from dockerup.accel_creds import Caller, connect_as
+from dockerup.logfiles import QuietLog
 from dockerup.net import routes
 
 # <linux/seccomp.h>, x86-64 and arm64 alike.
@@ -307,34 +308,6 @@ def port_range() -> tuple[int, int]:
         return 32768, 60999
 
 
-class QuietLog:
-    """The first few lines of each kind, then one count a minute: a container looping on a
-    bad connect() cannot grow docker-up's log."""
-
-    def __init__(self, log: Callable[[str], None], first: int = 5, window: float = 60) -> None:
-        self.log, self.first, self.window = log, first, window
-        self.seen: dict[str, int] = {}
-        self.quiet: dict[str, int] = {}
-        self.since = time.monotonic()
-
-    def say(self, kind: str, msg: str) -> None:
-        n = self.seen.get(kind, 0) + 1
-        self.seen[kind] = n
-        if n <= self.first:
-            self.log(f"accel: {msg}")
-        else:
-            self.quiet[kind] = self.quiet.get(kind, 0) + 1
-        self.flush()
-
-    def flush(self) -> None:
-        if time.monotonic() - self.since < self.window:
-            return
-        for kind, n in sorted(self.quiet.items()):
-            self.log(f"accel: {n} more '{kind}' in the last minute")
-        self.quiet.clear()
-        self.since = time.monotonic()
-
-
 # -- calls in flight ---------------------------------------------------------------------
 
 
@@ -366,7 +339,7 @@ class Agent:
         self.listener = listener
         self.allow = allow_host_loopback
         self.routes = routes  # docker-up's namespace's route table, read afresh each time
-        self.quiet = QuietLog(log)
+        self.quiet = QuietLog(log, prefix="accel: ")
         self.poll = select.poll()
         self.notify_fds: set[int] = set()
         self.peers: dict[int, tuple[socket.socket, float]] = {}  # runc, sending its fd

@@ -12,6 +12,38 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
+from collections.abc import Callable
+
+
+class QuietLog:
+    """The first few lines of each kind, then one count a minute: nothing that repeats (a
+    container looping on a bad connect(), a flood of connections to a published port) can
+    grow a log. The agent, the port manager and the port proxy all log through one."""
+
+    def __init__(self, log: Callable[[str], None], first: int = 5, window: float = 60,
+                 prefix: str = "") -> None:  # fmt: skip
+        self.log, self.first, self.window, self.prefix = log, first, window, prefix
+        self.seen: dict[str, int] = {}
+        self.quiet: dict[str, int] = {}
+        self.since = time.monotonic()
+
+    def say(self, kind: str, msg: str) -> None:
+        n = self.seen.get(kind, 0) + 1
+        self.seen[kind] = n
+        if n <= self.first:
+            self.log(f"{self.prefix}{msg}")
+        else:
+            self.quiet[kind] = self.quiet.get(kind, 0) + 1
+        self.flush()
+
+    def flush(self) -> None:
+        if time.monotonic() - self.since < self.window:
+            return
+        for kind, n in sorted(self.quiet.items()):
+            self.log(f"{self.prefix}{n} more '{kind}' in the last minute")
+        self.quiet.clear()
+        self.since = time.monotonic()
 
 
 def previous(path: str) -> str:

@@ -26,6 +26,10 @@ import threading
 import time
 from typing import NoReturn
 
+# The rest of docker-up's package sits beside this script (stdlib-only modules only).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from dockerup.logfiles import QuietLog
+
 CHUNK = 1 << 20
 F_SETPIPE_SZ = 1031
 PR_SET_PDEATHSIG = 1
@@ -37,20 +41,11 @@ UDP_IDLE = 60.0
 UDP_FLOWS = 1024
 
 
-class Quiet:
-    """One stderr line (dockerd's log) per kind and minute: a flood cannot grow the log."""
-
-    def __init__(self) -> None:
-        self.last: dict[str, float] = {}
-
-    def say(self, kind: str, msg: str) -> None:
-        now = time.monotonic()
-        if now - self.last.get(kind, -3600.0) >= 60:
-            self.last[kind] = now
-            print(f"docker-up port proxy: {msg}", file=sys.stderr, flush=True)
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)  # dockerd's log
 
 
-QUIET = Quiet()
+QUIET = QuietLog(_stderr, first=1, prefix="docker-up port proxy: ")
 
 
 def die_with_parent() -> None:

@@ -24,10 +24,10 @@ import contextlib
 import errno
 import json
 import socket
-import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from dockerup.logfiles import QuietLog
 from dockerup.net.slirp4netns import GUEST_ADDR
 
 
@@ -244,7 +244,7 @@ class PortManager:
         self.log = log
         self.pubs: dict[int, Publication] = {}  # proxy connection fd -> publication
         self.listeners: dict[int, Publication] = {}  # splice listener fd -> publication
-        self.busy_logged = -3600.0
+        self.quiet = QuietLog(log, first=1)
 
     def fds(self) -> list[int]:
         return [self.server.fileno(), *self.pubs, *self.listeners]
@@ -318,11 +318,10 @@ class PortManager:
                     send_fd(pub.proxy, client.fileno())
                 except BlockingIOError:
                     # The proxy is not taking connections (its queue is full): this client
-                    # is closed rather than the keeper waiting. One line a minute.
-                    if time.monotonic() - self.busy_logged > 60:
-                        self.busy_logged = time.monotonic()
-                        self.log(f"port {pub.req.label()}: the proxy is not keeping up; "
-                                 "closing connections it cannot take")  # fmt: skip
+                    # is closed rather than the keeper waiting.
+                    self.quiet.say(f"busy {pub.req.label()}", f"port {pub.req.label()}: the "
+                                   "proxy is not keeping up; closing connections it cannot "
+                                   "take")  # fmt: skip
                 except OSError:
                     return
 

@@ -151,7 +151,9 @@ def test_support_needs_user_notification_cookie_runc_1_1_and_libseccomp_2_5() ->
 
 def test_quiet_log_says_the_first_lines_then_counts() -> None:
     lines: list[str] = []
-    q = accel.QuietLog(lines.append, first=3, window=3600)
+    from dockerup.logfiles import QuietLog
+
+    q = QuietLog(lines.append, first=3, window=3600, prefix="accel: ")
     for i in range(1000):
         q.say("bad pointer", f"line {i}")
     assert lines == ["accel: line 0", "accel: line 1", "accel: line 2"]
