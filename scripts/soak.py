@@ -28,12 +28,7 @@ from tests.integration.harness import User, Workspace, pid_alive, processes_nami
 
 
 def workspace(user: User) -> Workspace:
-    root = user.mkdtemp("dockerup-soak-")
-    os.chmod(root, 0o755)
-    for sub in ("run", "data", "config"):
-        (root / sub).mkdir(mode=0o700)
-        os.chown(root / sub, user.uid, user.gid)
-    return Workspace(user, root)
+    return Workspace.create(user, "dockerup-soak-")
 
 
 def state(ws: Workspace) -> dict[str, Any]:

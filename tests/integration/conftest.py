@@ -57,12 +57,8 @@ def busybox_tar() -> Iterator[Path]:
 
 @pytest.fixture
 def workspace(user: User) -> Iterator[Workspace]:
-    root = user.mkdtemp("dockerup-ws-")
-    os.chmod(root, 0o755)
-    for sub in ("run", "data", "config"):
-        (root / sub).mkdir(mode=0o700)
-        os.chown(root / sub, user.uid, user.gid)
-    ws = Workspace(user, root)
+    ws = Workspace.create(user)
+    root = ws.root
     yield ws
     # A test that failed half-way may have left its docker-up running: it must not outlive
     # the test (it would break the next one and CI).

@@ -50,19 +50,23 @@ def pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def live_pids_where(test: Callable[[Path], bool]) -> list[int]:
+    """Live processes (not this one) whose /proc/PID directory passes the test; one that
+    vanishes meanwhile does not count."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and int(d.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if test(d) and pid_alive(int(d.name)):
+                    found.append(int(d.name))
+    return found
+
+
 def processes_naming(root: Path) -> list[int]:
     """Processes whose command line names this directory: a workspace's docker-up, keeper,
     dockerd, containerd, helper and port proxies all do (their paths are under it)."""
     needle = str(root).encode()
-    found = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit() and int(d.name) != os.getpid():
-            try:
-                if needle in (d / "cmdline").read_bytes() and pid_alive(int(d.name)):
-                    found.append(int(d.name))
-            except OSError:
-                continue
-    return found
+    return live_pids_where(lambda d: needle in (d / "cmdline").read_bytes())
 
 
 def end_strays(root: Path) -> list[int]:
@@ -106,15 +110,11 @@ def listening(port: int) -> bool:
 
 
 def processes_in_netns(inode: str) -> list[int]:
-    pids = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if os.readlink(d / "ns" / "net") == inode and pid_alive(int(d.name)):
-                    pids.append(int(d.name))
-            except OSError:
-                continue
-    return pids
+    return live_pids_where(lambda d: os.readlink(d / "ns" / "net") == inode)
+
+
+def processes_in_userns(inode: str) -> list[int]:
+    return live_pids_where(lambda d: os.readlink(d / "ns" / "user") == inode)
 
 
 @dataclass
@@ -142,6 +142,16 @@ class Workspace:
     user: User
     root: Path
     extra_env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, user: User, prefix: str = "dockerup-ws-", **env: str) -> Workspace:
+        """A new directory under /tmp with the user's run, data and config dirs in it."""
+        root = user.mkdtemp(prefix)
+        os.chmod(root, 0o755)
+        for sub in ("run", "data", "config"):
+            (root / sub).mkdir(mode=0o700)
+            os.chown(root / sub, user.uid, user.gid)
+        return cls(user, root, dict(env))
 
     @property
     def runtime_dir(self) -> Path:

@@ -23,15 +23,11 @@ import pytest
 from .conftest import NET_DRIVERS, CountingServer
 from .harness import User, Workspace, full_backlog, listening, wait_for
 from .test_lifecycle import status
+from .test_ports import free_port
 
 
 def daemon(user: User, busybox_tar: Path, driver: str, *flags: str) -> Iterator[Workspace]:
-    root = user.mkdtemp("dockerup-hostile-")
-    os.chmod(root, 0o755)
-    for sub in ("run", "data", "config"):
-        (root / sub).mkdir(mode=0o700)
-        os.chown(root / sub, user.uid, user.gid)
-    ws = Workspace(user, root, {"DOCKER_UP_NET": driver})
+    ws = Workspace.create(user, "dockerup-hostile-", DOCKER_UP_NET=driver)
     r = ws.docker_up("-d", "--net-accel", *flags)
     assert r.returncode == 0, r.stderr
     try:
@@ -39,7 +35,7 @@ def daemon(user: User, busybox_tar: Path, driver: str, *flags: str) -> Iterator[
         yield ws
     finally:
         ws.docker_up("stop", timeout=90)
-        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(ws.root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module", params=NET_DRIVERS)
@@ -62,12 +58,6 @@ def probe(
     out = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
     assert r.returncode == 0, r.stdout + r.stderr
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- a swapped socket stays what it was made for -----------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import DockerUp, Workspace, pid_alive, wait_for
+from .harness import DockerUp, Workspace, pid_alive, processes_in_userns, wait_for
 from .test_core import reach_host_loopback
 
 
@@ -258,17 +258,6 @@ def test_modes_that_cannot_work_are_refused(workspace: Workspace) -> None:
     assert not (workspace.runtime_dir / "docker-up" / "docker.sock").exists()
 
 
-def in_userns(ns: str) -> list[int]:
-    """Live processes in this user namespace (by its /proc/PID/ns/user link)."""
-    found = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            with contextlib.suppress(OSError):
-                if os.readlink(d / "ns" / "user") == ns and pid_alive(int(d.name)):
-                    found.append(int(d.name))
-    return found
-
-
 def test_stop_ends_what_dockerd_could_not(workspace: Workspace, busybox_tar: Path) -> None:
     """A container whose shim is frozen cannot be stopped by dockerd; docker-up's stop must
     still leave nothing of its user namespace running (it ended up orphaned before)."""
@@ -276,7 +265,7 @@ def test_stop_ends_what_dockerd_could_not(workspace: Workspace, busybox_tar: Pat
     workspace.docker("import", str(busybox_tar), "bb:test")
     workspace.docker("run", "-d", "--name", "stuck", "bb:test", "sleep", "3600")
     ns = os.readlink(f"/proc/{status(workspace)['dockerd_pid']}/ns/user")
-    shims = [p for p in in_userns(ns)
+    shims = [p for p in processes_in_userns(ns)
              if Path(f"/proc/{p}/comm").read_text().startswith("containerd-shim")]  # fmt: skip
     assert shims
     for p in shims:
@@ -284,8 +273,9 @@ def test_stop_ends_what_dockerd_could_not(workspace: Workspace, busybox_tar: Pat
     try:
         r = workspace.docker_up("stop", timeout=180)
         assert r.returncode == 0, r.stderr
-        wait_for(lambda: not in_userns(ns), 30, "nothing left in docker-up's user namespace")
+        left = "nothing left in docker-up's user namespace"
+        wait_for(lambda: not processes_in_userns(ns), 30, left)
     finally:
-        for p in in_userns(ns):  # what this test started, if the check failed
+        for p in processes_in_userns(ns):  # what this test started, if the check failed
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p, signal.SIGKILL)
