@@ -14,7 +14,7 @@ from typing import Any
 
 from dockerup.errors import DockerUpError
 from dockerup.net import NET_DRIVERS
-from dockerup.ports import FORWARDERS
+from dockerup.programs.ports import FORWARDERS
 
 MTU_MIN, MTU_MAX = 1280, 65520
 
@@ -39,14 +39,14 @@ class Config:
     # An extra TCP listener for dockerd ("ADDR:PORT"); only ever with TLS client verification.
     tcp: str | None = None
     tls_dir: str | None = None  # holds ca.pem, cert.pem, key.pem
-    port_forwarder: str = "splice"  # or "slirp": see dockerup/ports.py
+    port_forwarder: str = "splice"  # or "slirp": see dockerup/programs/ports.py
     net: str = "slirp4netns"
     # Cap on each container's TCP send buffer (net.ipv4.tcp_wmem's max), 0: the kernel's.
     # A container's TCP ends at the network helper, a hop away, so a small buffer costs
     # nothing there, while the kernel's 4 MiB floods the helper (docs/performance.md).
     tcp_wmem_max: int = 131072
     # Containers' TCP connections to the workspace's loopback become real workspace sockets
-    # (seccomp user notification; dockerup/accel.py) instead of crossing the helper.
+    # (seccomp user notification; dockerup/programs/accel.py) instead of crossing the helper.
     # None (auto): on when host loopback is allowed and the machine supports it.
     net_accel: bool | None = None
     data_root: str | None = None  # default: $XDG_DATA_HOME/docker-up/docker

@@ -9,6 +9,9 @@ from typing import Any
 from dockerup.config import Config
 from dockerup.errors import DockerUpError
 from dockerup.paths import Paths
+from dockerup.programs import script
+from dockerup.programs.common import GATEWAY
+from dockerup.programs.specs import ProxySpec, RuntimeSpec
 
 TLS_FILES = {"tlscacert": "ca.pem", "tlscert": "cert.pem", "tlskey": "key.pem"}
 
@@ -39,17 +42,7 @@ def container_sysctls(config: Config) -> dict[str, str]:
     return {"net.ipv4.tcp_wmem": f"4096 16384 {config.tcp_wmem_max}"}
 
 
-def container_defaults(config: Config, paths: Paths, accel: bool) -> dict[str, Any]:
-    """What docker-up's runtime adds to each new container; empty: plain runc."""
-    defaults: dict[str, Any] = {}
-    if sysctls := container_sysctls(config):
-        defaults["sysctls"] = sysctls
-    if accel:
-        defaults["listener"] = str(paths.accel_sock)
-    return defaults
-
-
-HOST_GATEWAY = "10.0.2.2"  # both network drivers' gateway: the workspace as the namespace sees it
+HOST_GATEWAY = GATEWAY  # both network drivers' gateway: the workspace as the namespace sees it
 
 
 def daemon_config(
@@ -91,7 +84,7 @@ def daemon_config(
                 "runtimes": {RUNTIME: {"path": str(paths.runtime_script)}},
                 "default-runtime": RUNTIME,
             }
-            if own_netns and container_defaults(config, paths, accel)
+            if own_netns and (accel or container_sysctls(config))
             else {}
         )
     )
@@ -104,21 +97,31 @@ def render_daemon_json(
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
-def proxy_script(python: str, portproxy: str, paths: Paths, docker_proxy: str) -> str:
+def proxy_script(python: str, paths: Paths, docker_proxy: str) -> str:
     """What dockerd runs as its userland proxy (it takes a path, not an argv). Every path
     quoted: a venv or runtime dir with a space or a `$` in its name is still one word."""
-    argv = " ".join(
-        shlex.quote(a) for a in (python, "-S", portproxy, str(paths.ports_sock), docker_proxy)
-    )
+    spec = ProxySpec(manager=str(paths.ports_sock), docker_proxy=docker_proxy)
+    argv = " ".join(shlex.quote(a) for a in (python, "-S", script("portproxy"), spec.to_json()))
     return f'#!/bin/sh\nexec {argv} "$@"\n'
 
 
-def runtime_script(python: str, runtime_py: str, runc: str, defaults: dict[str, Any]) -> str:
+def runtime_spec(config: Config, paths: Paths, runc: str, accel: bool) -> RuntimeSpec | None:
+    """What docker-up's runtime adds to each new container; None: plain runc."""
+    sysctls = container_sysctls(config)
+    if not sysctls and not accel:
+        return None
+    return RuntimeSpec(
+        runc=runc, sysctls=sysctls, listener=str(paths.accel_sock) if accel else None
+    )
+
+
+def runtime_script(python: str, spec: RuntimeSpec) -> str:
     """dockerd's default runtime: runc itself for every command but `create`, which passes
-    through dockerup/runtime.py to add the container defaults (one Python start per
+    through dockerup/programs/runtime.py to add the container defaults (one Python start per
     container, none for state, start, kill, delete)."""
     q = shlex.quote
-    create = f'exec {q(python)} -S {q(runtime_py)} {q(json.dumps(defaults))} {q(runc)} "$@"'
+    runc = spec.runc
+    create = f'exec {q(python)} -S {q(script("runtime"))} {q(spec.to_json())} "$@"'
     lines = [
         "#!/bin/sh",
         'case " $* " in',

@@ -7,13 +7,18 @@ import os
 import pwd
 import shutil
 import socket
+import stat
 import struct
 import sys
+import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dockerup import proc
-from dockerup.net import routes
+from dockerup.paths import Paths
+from dockerup.programs import wire
+from dockerup.programs.common import routes
 
 # Debian's PATH for a normal user lacks the sbin directories, where dockerd and runc live.
 EXTRA_PATH = ("/usr/local/sbin", "/usr/sbin", "/sbin")
@@ -64,6 +69,8 @@ class HostFacts:
     pasta_help: str = ""  # probed only when pasta is chosen (see with_pasta)
     pasta_version: str = ""
     python: str = sys.executable
+    # Where the CLI found its libraries: the network check (pyroute2) runs with the same.
+    python_path: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     initial_userns: bool = False  # /proc/self/uid_map is the identity map of the host
     max_gid: int = 65535  # the highest gid our user namespace maps
@@ -78,19 +85,19 @@ def search_path(env_path: str) -> str:
     return ":".join(parts)
 
 
-def parse_subid(text: str, user: str, uid: int) -> tuple[IdRange, ...]:
-    """Ranges in /etc/subuid or /etc/subgid format ("name:start:count") for this user,
-    matched by name or by numeric uid, as newuidmap does."""
-    ranges = []
+def subid_lines(text: str) -> list[tuple[str, IdRange]]:
+    """Every well-formed "name:start:count" line of /etc/subuid or /etc/subgid."""
+    out = []
     for line in text.splitlines():
         fields = line.strip().split(":")
-        if len(fields) != 3 or fields[0] not in (user, str(uid)):
-            continue
-        try:
-            ranges.append(IdRange(int(fields[1]), int(fields[2])))
-        except ValueError:
-            continue
-    return tuple(ranges)
+        if len(fields) == 3 and fields[1].isdigit() and fields[2].isdigit():
+            out.append((fields[0], IdRange(int(fields[1]), int(fields[2]))))
+    return out
+
+
+def parse_subid(text: str, user: str, uid: int) -> tuple[IdRange, ...]:
+    """This user's ranges, matched by name or by numeric uid, as newuidmap does."""
+    return tuple(r for name, r in subid_lines(text) if name in (user, str(uid)))
 
 
 def probe_tun(path: str = "/dev/net/tun") -> TunAccess:
@@ -167,6 +174,7 @@ def probe(env: dict[str, str] | None = None) -> HostFacts:
         net_admin=probe_net_admin(),
         max_gid=max_mapped_id(read_text("/proc/self/gid_map")),
         default_route=has_default_route(read_text("/proc/net/route")),
+        python_path=tuple(p for p in sys.path if p),
     )
 
 
@@ -178,7 +186,7 @@ def has_default_route(route_table: str) -> bool:
 def with_accel(f: HostFacts) -> HostFacts:
     """What --net-accel needs (seccomp user notification, runc 1.1+), probed only when it
     may be used."""
-    from dockerup.accel import has_netns_cookie, support_problems
+    from dockerup.programs.accel import has_netns_cookie, support_problems
 
     runc = f.binaries.get("runc")
     version = proc.output([runc, "--version"]) if runc else ""
@@ -199,3 +207,186 @@ def with_pasta(f: HostFacts) -> HostFacts:
         if pkg and " " not in pkg:
             version += f"\npasst {pkg}\n"
     return replace(f, pasta_help=proc.output([pasta, "--help"]), pasta_version=version)
+
+
+# -- what doctor checks: the cheap part (`up` probes it too) and the rest ------------------------
+
+
+@dataclass(frozen=True)
+class DoctorFacts:
+    """What doctor's checks read. The first fields are cheap (probe_cheap: file reads and
+    stats, no process), so `up` can run the cheap fatal checks on them; the rest need
+    processes (probe_doctor) and default to "fine" until probed."""
+
+    host: HostFacts
+    paths: Paths
+    sysctls: dict[str, str] = field(default_factory=dict)  # only those this kernel has
+    setuid: dict[str, bool] = field(default_factory=dict)  # newuidmap/newgidmap: setuid or caps
+    all_subuid: str = ""  # the whole /etc/subuid, for overlaps
+    all_subgid: str = ""
+    runtime_writable: bool = True  # can we create the runtime dir (its parent is writable)
+    runtime_foreign: bool = False  # it exists but is someone else's, or a symlink
+    net: str = "slirp4netns"  # the network driver the configuration chooses
+    net_accel: bool | None = None  # None: auto
+    mode: str = "auto"  # the mode the configuration asks for
+    # -- probed by doctor only
+    seccomp_actions: str = ""
+    netns_ok: bool = True
+    netns_error: str = ""
+    versions: dict[str, str] = field(default_factory=dict)  # program -> its --version
+    iptables: dict[str, str] = field(default_factory=dict)  # backend -> "" or its error
+    overlay_error: str | None = None  # None: overlay mounts in a user namespace here
+    fuse_ok: bool = False
+    cgroup2: bool = False
+    cgroup_delegated: bool = False
+    free_bytes: int = 0
+    docker_host_env: str = ""
+    other_daemon: str = ""  # a daemon answering on DOCKER_HOST that is not docker-up's
+    stale_socket: bool = False
+    running: dict[str, object] = field(default_factory=dict)  # docker-up's own status
+    image_base: str = ""  # where the workspace image's base tarball is (or would be) cached
+    image_base_cached: bool = False
+
+
+SYSCTLS = (
+    "user.max_user_namespaces",
+    "kernel.unprivileged_userns_clone",
+    "kernel.apparmor_restrict_unprivileged_userns",
+)
+
+
+def probe_cheap(
+    h: HostFacts, paths: Paths, net: str, net_accel: bool | None, mode: str
+) -> DoctorFacts:
+    """Files and stats only: what `up` reads before it starts anything."""
+    sysctls = {}
+    for name in SYSCTLS:
+        value = read_text("/proc/sys/" + name.replace(".", "/")).strip()
+        if value:
+            sysctls[name] = value
+    return DoctorFacts(
+        host=h,
+        paths=paths,
+        sysctls=sysctls,
+        setuid={n: _setuid_or_caps(h.binaries.get(n)) for n in ("newuidmap", "newgidmap")},
+        all_subuid=read_text("/etc/subuid"),
+        all_subgid=read_text("/etc/subgid"),
+        runtime_writable=paths.runtime.exists() or os.access(paths.runtime.parent, os.W_OK),
+        runtime_foreign=_foreign(paths.runtime, h.uid),
+        net=net,
+        net_accel=net_accel,
+        mode=mode,
+    )
+
+
+def probe_doctor(cheap: DoctorFacts, running: dict[str, object]) -> DoctorFacts:
+    """Everything doctor checks: the cheap facts, then what needs a process (a throwaway
+    namespace, each program's --version, an overlay mount). running: docker-up's status."""
+    h = with_accel(with_pasta(cheap.host))
+    paths = cheap.paths
+    netns = proc.probe(_in_fresh_ns(h, "--net", ["true"]))
+    versions = {
+        name: proc.first_line([path, "--version"])
+        for name in ("dockerd", "containerd", "runc", "docker")
+        if (path := h.binaries.get(name))
+    }
+    cg2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
+    data_parent = paths.data if paths.data.exists() else Path(h.home)
+    vfs = os.statvfs(data_parent) if data_parent.exists() else os.statvfs("/")
+    docker_host = h.env.get("DOCKER_HOST", "")
+    other = ""
+    unix = docker_host.startswith("unix://") and docker_host != paths.docker_host
+    if unix and wire.ping(Path(docker_host.removeprefix("unix://"))):
+        other = docker_host
+    stale = paths.socket.exists() and not running.get("running") and not wire.ping(paths.socket)
+    base = image_base_path(h.env)
+    return replace(
+        cheap,
+        host=h,
+        seccomp_actions=read_text("/proc/sys/kernel/seccomp/actions_avail").strip(),
+        netns_ok=netns.ok,
+        netns_error=netns.output.strip(),
+        versions=versions,
+        iptables=probe_iptables(h),
+        overlay_error=probe_overlay(h, paths),
+        fuse_ok=os.access("/dev/fuse", os.R_OK | os.W_OK),
+        cgroup2=cg2,
+        cgroup_delegated=cg2 and os.access("/sys/fs/cgroup/cgroup.subtree_control", os.W_OK),
+        free_bytes=vfs.f_bavail * vfs.f_frsize,
+        docker_host_env=docker_host,
+        other_daemon=other,
+        stale_socket=stale,
+        running=running,
+        image_base=str(base),
+        image_base_cached=base.is_file() and base.stat().st_size > 0,
+    )
+
+
+def probe_iptables(h: HostFacts) -> dict[str, str]:
+    ipt_dir = Path(h.binaries.get("iptables") or "/usr/sbin/iptables").parent
+    iptables = {}
+    for backend in ("nft", "legacy"):
+        binary = ipt_dir / f"iptables-{backend}"
+        if not binary.exists():
+            iptables[backend] = "not installed"
+            continue
+        # A fresh mount namespace with its own /run: legacy's lock must be writable there.
+        r = proc.probe(_in_fresh_ns(h, "--net", ["--mount", "sh", "-c",
+                       f"mount -t tmpfs tmpfs /run && {binary} -w -t nat -S"]))  # fmt: skip
+        iptables[backend] = "" if r.ok else (r.output.strip().splitlines() or ["failed"])[-1]
+    return iptables
+
+
+def _in_fresh_ns(h: HostFacts, flags: str, command: list[str]) -> list[str]:
+    """unshare argv for a throwaway namespace: a user namespace too unless we are root."""
+    userns = ["--user", "--map-root-user"] if h.uid != 0 else []
+    return ["unshare", *userns, flags, *command]
+
+
+def _setuid_or_caps(path: str | None) -> bool:
+    if not path:
+        return False
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    if st.st_mode & stat.S_ISUID and st.st_uid == 0:
+        return True
+    try:
+        return bool(os.getxattr(path, "security.capability"))
+    except OSError:
+        return False
+
+
+def image_base_path(env: Mapping[str, str]) -> Path:
+    """Where scripts/prepare caches the image base (DOCKER_UP_CACHE, as it reads it)."""
+    return Path(env.get("DOCKER_UP_CACHE") or "/var/cache/docker-up") / "bookworm-base.tar"
+
+
+def _foreign(path: Path, uid: int) -> bool:
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return False
+    return st.st_uid != uid or stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode)
+
+
+def probe_overlay(h: HostFacts, paths: Paths) -> str | None:
+    """Mount an overlay in a throwaway user+mount namespace, on the data-root's filesystem."""
+    base = paths.data if paths.data.exists() else Path(h.home)
+    try:
+        d = Path(tempfile.mkdtemp(prefix=".doctor-overlay-", dir=base))
+    except OSError as e:
+        return f"cannot make a probe directory in {base}: {e.strerror}"
+    try:
+        for sub in ("l", "u", "w", "m"):
+            (d / sub).mkdir()
+        opts = f"lowerdir={d}/l,upperdir={d}/u,workdir={d}/w"
+        script = (
+            f"mount -t overlay overlay -o {opts} {d}/m 2>/dev/null || "
+            f"mount -t overlay overlay -o {opts},userxattr {d}/m"
+        )
+        r = proc.probe(_in_fresh_ns(h, "--mount", ["sh", "-c", script]))
+        return None if r.ok else (r.output.strip() or "mount failed")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from dockerup import context, daemon
 from dockerup.config import Config, Storage
@@ -14,11 +12,10 @@ from dockerup.facts import PACKAGES, REQUIRED, HostFacts, IdRange
 from dockerup.modes import Mode, resolve_mode
 from dockerup.net import NetworkDriver, pasta, slirp4netns
 from dockerup.paths import UNIX_SOCKET_MAX, Paths, resolve_paths, system_paths
-from dockerup.ports import FORWARDERS
-
-CHILD_SCRIPT = Path(__file__).with_name("child.py")
-PORTPROXY_SCRIPT = Path(__file__).with_name("portproxy.py")
-RUNTIME_SCRIPT = Path(__file__).with_name("runtime.py")
+from dockerup.programs import script
+from dockerup.programs.common import DNS, GATEWAY, GUEST_ADDR, PREFIXLEN
+from dockerup.programs.ports import FORWARDERS
+from dockerup.programs.specs import ChildSpec, Command, NetCheck
 
 
 def sysctls(gids: int, config: Config) -> dict[str, str]:
@@ -51,6 +48,17 @@ class IdMap:
 
 
 @dataclass(frozen=True)
+class WriteFile:
+    """A file the executor writes (only when its content differs: nothing is rewritten for
+    nothing). optional: a convenience whose failure must not stop the start."""
+
+    path: Path
+    content: str
+    mode: int = 0o600
+    optional: bool = False
+
+
+@dataclass(frozen=True)
 class Plan:
     paths: Paths
     config: Config
@@ -59,21 +67,26 @@ class Plan:
     net: NetworkDriver | None  # None: dockerd shares the current network namespace
     uidmap: IdMap | None  # None: no new user namespace (we are root in one already)
     gidmap: IdMap | None
-    child_argv: tuple[str, ...]
-    child_spec: dict[str, Any]
+    python: str  # the interpreter that runs the lean programs (under -S)
+    child: ChildSpec
     dockerd_argv: tuple[str, ...]
     dockerd_env: dict[str, str] = field(default_factory=dict)
     dirs: tuple[Path, ...] = ()
-
-    proxy_script: str | None = None  # None: no own network namespace, plain docker-proxy
-    runtime_script: str | None = None  # None: plain runc, no container defaults
+    # Written before dockerd starts: the runtime and proxy scripts dockerd is pointed at.
+    files: tuple[WriteFile, ...] = ()
+    # Written once dockerd runs: the docker CLI context naming the socket.
+    context_file: WriteFile | None = None
+    # daemon.json for each storage driver the child may find working (it probes them).
+    daemon_json: dict[str, str] = field(default_factory=dict)
     accel: bool = False  # --net-accel, resolved
-    docker_config: Path = Path("~/.docker")  # the docker CLI's config dir (contexts)
 
-    def daemon_json(self, storage: str) -> str:
-        return daemon.render_daemon_json(
-            self.config, self.paths, storage, self.net is not None, self.accel
-        )
+    @property
+    def child_argv(self) -> tuple[str, ...]:
+        # -S: no site-packages. The child is stdlib-only and starts in a few milliseconds.
+        return (self.python, "-S", script("child"))
+
+    def program_argv(self, name: str, spec_json: str) -> list[str]:
+        return [self.python, "-S", script(name), spec_json]
 
     @property
     def net_name(self) -> str:
@@ -128,6 +141,17 @@ def require_tun(facts: HostFacts) -> None:
         )
 
 
+def require_own_runtime(paths: Paths, foreign: bool) -> None:
+    """foreign: the runtime directory exists and is someone else's, or a link. The /tmp
+    fallback can be made by anyone first, who would then receive the Docker API traffic."""
+    if foreign:
+        raise DockerUpError(
+            f"{paths.runtime} is not a directory owned by you: another user may have made it",
+            hint="do not use it; remove it as root, or set XDG_RUNTIME_DIR to a directory of "
+            "your own",
+        )
+
+
 def require_socket_path(paths: Paths) -> None:
     if len(str(paths.socket)) > UNIX_SOCKET_MAX:
         raise DockerUpError(
@@ -141,21 +165,27 @@ def network_driver(
 ) -> NetworkDriver:
     require_tun(facts)
     if config.net == "pasta":
-        if not facts.default_route:
-            raise DockerUpError(
-                "pasta needs a network interface with a default route in the workspace, "
-                "and this network namespace has none",
-                hint="use --net slirp4netns, which needs none",
-            )
         return pasta.configure(
-            bins["pasta"], bins["setpriv"],
-            pasta.parse_features(facts.pasta_help, facts.pasta_version),
+            bins["pasta"], bins["setpriv"], require_pasta(facts),
             config.mtu, config.allow_host_loopback, mode.needs_userns(),
         )  # fmt: skip
     return slirp4netns.configure(
-        bins["slirp4netns"], slirp4netns.parse_features(facts.slirp_help, facts.slirp_help),
+        bins["slirp4netns"], slirp4netns.parse_features(facts.slirp_help),
         config.mtu, config.allow_host_loopback, paths.slirp_api,
     )  # fmt: skip
+
+
+def require_pasta(facts: HostFacts) -> pasta.PastaFeatures:
+    """What pasta needs of the workspace and of itself (doctor's net.pasta check too)."""
+    features = pasta.parse_features(facts.pasta_help, facts.pasta_version)
+    pasta.require_features(features)
+    if not facts.default_route:
+        raise DockerUpError(
+            "pasta needs a network interface with a default route in the workspace, "
+            "and this network namespace has none",
+            hint="use --net slirp4netns, which needs none",
+        )
+    return features
 
 
 def resolve_accel(config: Config, facts: HostFacts) -> bool:
@@ -191,7 +221,7 @@ def require_forwarder(config: Config) -> None:
 
 def storage_candidates(config: Config) -> list[str]:
     if config.storage is Storage.auto:
-        return [Storage.overlay2, Storage.fuse_overlayfs, Storage.vfs]
+        return [Storage.overlay2.value, Storage.fuse_overlayfs.value, Storage.vfs.value]
     return [config.storage.value]
 
 
@@ -245,6 +275,7 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
     argv = daemon.dockerd_argv(bins["dockerd"], paths, rootless=mode.dockerd_rootless())
     argv += config.dockerd_args
     env = daemon.dockerd_env(facts.env, paths, facts.search_path, facts.home)
+    own = net is not None
     return Plan(
         paths=paths,
         config=config,
@@ -253,30 +284,38 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
         net=net,
         uidmap=uidmap,
         gidmap=gidmap,
-        # -S: no site-packages. The child is stdlib-only and starts in a few milliseconds.
-        child_argv=(facts.python, "-S", str(CHILD_SCRIPT)),
-        child_spec=child_spec(config, mode, paths, bins, gids, argv, env),
+        python=facts.python,
+        child=child_spec(config, mode, paths, bins, gids, argv, env, facts),
         dockerd_argv=tuple(argv),
         dockerd_env=env,
         dirs=(paths.runtime, paths.log_dir, paths.bin_dir, paths.data, paths.copyup),
-        docker_config=context.docker_config_dir(facts.env, facts.home),
-        proxy_script=daemon.proxy_script(
-            facts.python, str(PORTPROXY_SCRIPT), paths, bins["docker-proxy"]
-        )
-        if net
-        else None,
-        runtime_script=runtime_script(facts, bins, config, paths, accel) if net else None,
+        files=scripts(facts.python, bins, config, paths, accel) if own else (),
+        context_file=context_file(facts, paths),
+        daemon_json={
+            storage: daemon.render_daemon_json(config, paths, storage, own, accel)
+            for storage in storage_candidates(config)
+        },
         accel=accel,
     )
 
 
-def runtime_script(
-    facts: HostFacts, bins: dict[str, str], config: Config, paths: Paths, accel: bool
-) -> str | None:
-    defaults = daemon.container_defaults(config, paths, accel)
-    if not defaults:
-        return None
-    return daemon.runtime_script(facts.python, str(RUNTIME_SCRIPT), bins["runc"], defaults)
+def context_file(facts: HostFacts, paths: Paths) -> WriteFile:
+    """The docker CLI context `docker-up` (a convenience: a failure to write it is no
+    reason not to start)."""
+    path = context.meta_path(context.docker_config_dir(facts.env, facts.home))
+    return WriteFile(path, context.meta_json(paths.docker_host), mode=0o644, optional=True)
+
+
+def scripts(
+    python: str, bins: dict[str, str], config: Config, paths: Paths, accel: bool
+) -> tuple[WriteFile, ...]:
+    """dockerd's userland proxy and (with container defaults) its default runtime."""
+    proxy = daemon.proxy_script(python, paths, bins["docker-proxy"])
+    files = [WriteFile(paths.proxy_script, proxy, 0o755)]
+    spec = daemon.runtime_spec(config, paths, bins["runc"], accel)
+    if spec is not None:
+        files.append(WriteFile(paths.runtime_script, daemon.runtime_script(python, spec), 0o755))
+    return tuple(files)
 
 
 def child_spec(
@@ -287,38 +326,34 @@ def child_spec(
     gids: int,
     argv: list[str],
     env: dict[str, str],
-) -> dict[str, Any]:
+    facts: HostFacts,
+) -> ChildSpec:
     """What child.py does inside the namespaces, as data."""
     own_netns = not config.host_network
     iptables_dir = str(Path(bins["iptables"]).parent)
-    return {
-        "unshare": (["user"] if mode.needs_userns() else [])
+    check = NetCheck(
+        tap=slirp4netns.TAP, address=GUEST_ADDR, prefixlen=PREFIXLEN, gateway=GATEWAY,
+        mtu=config.mtu, python=facts.python, python_path=list(facts.python_path),
+    )  # fmt: skip
+    return ChildSpec(
+        unshare=(["user"] if mode.needs_userns() else [])
         + ["mount"]
         + (["net"] if own_netns else []),
         # Real root may write the real /etc and /run; everyone else gets a writable copy.
-        "copyup": ["/etc", "/run"] if mode is not Mode.privileged or own_netns else [],
-        "copyup_base": str(paths.copyup),
-        "resolv_conf": f"nameserver {slirp4netns.DNS}\n" if own_netns else None,
-        "sysctls": sysctls(gids, config) if own_netns else {},
-        "loopback": own_netns,
-        "storage_candidates": storage_candidates(config),
-        "storage_probe_dir": str(paths.data / "probe"),
-        "fuse_overlayfs": bins.get("fuse-overlayfs"),
-        "iptables": {
+        copyup=["/etc", "/run"] if mode is not Mode.privileged or own_netns else [],
+        copyup_base=str(paths.copyup),
+        resolv_conf=f"nameserver {DNS}\n" if own_netns else None,
+        sysctls=sysctls(gids, config) if own_netns else {},
+        loopback=own_netns,
+        storage_candidates=storage_candidates(config),
+        storage_probe_dir=str(paths.data / "probe"),
+        fuse_overlayfs=bins.get("fuse-overlayfs"),
+        iptables={
             "nft": f"{iptables_dir}/iptables-nft",
             "legacy": f"{iptables_dir}/iptables-legacy",
         },
-        "bin_dir": str(paths.bin_dir),
-        "verify": {
-            "tap": slirp4netns.TAP,
-            "address": slirp4netns.GUEST_ADDR,
-            "prefixlen": slirp4netns.PREFIXLEN,
-            "gateway": slirp4netns.GATEWAY,
-            "mtu": config.mtu,
-            "sys_path": [p for p in sys.path if p],
-        }
-        if own_netns
-        else None,
-        "dockerd": {"argv": argv, "env": env},
-        "listen_fd": config.listen_fd,
-    }
+        bin_dir=str(paths.bin_dir),
+        verify=check if own_netns else None,
+        dockerd=Command(argv=argv, env=env),
+        listen_fd=config.listen_fd,
+    )

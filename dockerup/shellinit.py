@@ -103,6 +103,26 @@ def _fish(command: str, lazy: bool, start: bool) -> str:
     return "\n".join([*lines, "end"]) + "\n"
 
 
+# Shells whose completion docker-up installs (Typer writes the scripts; sh has none).
+COMPLETION_SHELLS = ("bash", "zsh", "fish")
+
+
+def completion_file(shell: str, data: Path) -> Path:
+    """Where `autostart enable` keeps the completion script: docker-up's own data directory,
+    so that the rc block only reads a file (no Python when a shell opens)."""
+    return data / f"completion.{shell}"
+
+
+def completion_line(shell: str, path: Path) -> str:
+    """The rc-block line that loads the completion script, if it is there."""
+    q = fish_quote(str(path)) if shell == "fish" else shlex.quote(str(path))
+    if shell == "fish":
+        return f"test -r {q}; and source {q}\n"
+    if shell == "zsh":  # compdef exists only once the user's compinit ran
+        return f"(( $+functions[compdef] )) && [ -r {q} ] && . {q}\n"
+    return f"[ -r {q} ] && . {q}\n"
+
+
 def rc_file(shell: str, home: Path, xdg_config_home: str = "") -> Path:
     # fish reads $XDG_CONFIG_HOME/fish/config.fish when that variable is set.
     config = Path(xdg_config_home) if xdg_config_home else home / ".config"

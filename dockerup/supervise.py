@@ -21,17 +21,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dockerup import context, logfiles, proc, procid
+from dockerup import proc
 from dockerup.errors import DockerUpError
-from dockerup.fdwait import readable
 from dockerup.net import NET_DRIVERS
 from dockerup.paths import Paths
-from dockerup.plan import Plan
-from dockerup.wire import ping
+from dockerup.plan import Plan, WriteFile, require_own_runtime
+from dockerup.programs import logfiles, procid
+from dockerup.programs.common import STOP_SIGNALS, append_log, atomic_write, wait_ready
+from dockerup.programs.fdwait import readable
+from dockerup.programs.specs import KeeperSpec
+from dockerup.programs.wire import ping
 
 Progress = Callable[[str], None]
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-KEEPER_SCRIPT = Path(__file__).with_name("keeper.py")
 NS_KINDS = ("user", "mnt", "net")
 
 
@@ -65,7 +66,7 @@ class Running:
     started_at: float
     restarts: int = 0
     timings: dict[str, float] = field(default_factory=dict)
-    # keeper, dockerd, net: pid, start time and executable (dockerup/procid.py): what any
+    # keeper, dockerd, net: pid, start time and executable (dockerup/programs/procid.py): what any
     # later signal checks first, since a PID alone may name anyone's process by then.
     procs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -194,12 +195,8 @@ def check_runtime(paths: Paths) -> None:
         st = paths.runtime.lstat()
     except FileNotFoundError:
         return
-    if st.st_uid != os.getuid() or stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
-        raise DockerUpError(
-            f"{paths.runtime} is not a directory owned by you: another user may have made it",
-            hint="do not use it; remove it as root, or set XDG_RUNTIME_DIR to a directory of "
-            "your own",
-        )
+    foreign = st.st_uid != os.getuid() or stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode)
+    require_own_runtime(paths, foreign)
 
 
 def prepare_dirs(plan: Plan) -> None:
@@ -242,9 +239,21 @@ def read_state(paths: Paths) -> dict[str, Any] | None:
 
 
 def write_state(paths: Paths, running: Running) -> None:
-    tmp = paths.state_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(running), indent=2))
-    tmp.replace(paths.state_file)
+    atomic_write(paths.state_file, json.dumps(asdict(running), indent=2))
+
+
+def write_files(files: tuple[WriteFile, ...]) -> None:
+    """The plan's files, each only if its content differs (a docker CLI context the user
+    also points at stays untouched when it is already right)."""
+    for f in files:
+        try:
+            if f.path.exists() and f.path.read_text() == f.content:
+                continue
+            f.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            atomic_write(f.path, f.content, f.mode)
+        except OSError as e:
+            if not f.optional:
+                raise DockerUpError(f"cannot write {f.path}: {e.strerror}") from e
 
 
 def end_orphans(paths: Paths, progress: Progress, keep_socket: bool = False) -> None:
@@ -283,7 +292,7 @@ def spawn_child(plan: Plan) -> Iterator[ChildLink]:
     p2c_r, p2c_w = os.pipe()
     log = plan.paths.log_dir / "dockerd.log"
     logfiles.start_fresh(log)
-    argv = [*plan.child_argv, json.dumps(plan.child_spec), str(p2c_r), str(c2p_w)]
+    argv = [*plan.child_argv, plan.child.to_json(), str(p2c_r), str(c2p_w)]
     listen = () if plan.config.listen_fd is None else (plan.config.listen_fd,)
     try:
         p = proc.spawn(argv, env=plan.dockerd_env, log=log, pass_fds=(p2c_r, c2p_w, *listen))
@@ -358,7 +367,7 @@ def start(
     importer.start()
     progress(f"mode {plan.mode} ({plan.mode_reason})")
 
-    progress("creating namespaces: " + ", ".join(plan.child_spec["unshare"]))
+    progress("creating namespaces: " + ", ".join(plan.child.unshare))
     child = stack.enter_context(spawn_child(plan))
     child.recv("the child to unshare its namespaces", deadline)
     if plan.uidmap and plan.gidmap:
@@ -375,14 +384,11 @@ def start(
     ns = child.recv("the namespace set-up", deadline)
     progress(f"storage {ns['storage']}: {ns['storage_reason']}")
     progress(f"iptables {ns['iptables']}: {ns['iptables_reason']}")
-    paths.daemon_json.write_text(plan.daemon_json(ns["storage"]))
+    atomic_write(paths.daemon_json, plan.daemon_json[ns["storage"]])
     ports = open_port_manager(plan, stack)
     accel = open_listener(plan.paths.accel_sock, stack) if plan.accel else None
     if plan.net and net and ready_r is not None:
-        log = paths.log_dir / f"{plan.net.name}.log"
-        wait_readable(ready_r, net, plan.net.name, "the network to be ready", log, deadline)
-        if not os.read(ready_r, 64):  # end of file: it closed the pipe by exiting
-            raise helper_died(net, plan.net.name, "the network to be ready", log)
+        wait_network(plan.net.name, net, ready_r, paths.log_dir, deadline)
     timings["network_ready"] = time.monotonic() - t0
 
     progress("starting dockerd")
@@ -431,17 +437,28 @@ def start(
     return running, Handles(child, net, exit_w, ns_fds, ports, accel)
 
 
+def wait_network(name: str, net: subprocess.Popen[bytes], ready_r: int, log_dir: Path,
+                 deadline: float) -> None:  # fmt: skip
+    log = log_dir / f"{name}.log"
+    pidfd = os.pidfd_open(net.pid)
+    try:
+        came_up = wait_ready(ready_r, pidfd, max(0.0, deadline - time.monotonic()))
+    finally:
+        os.close(pidfd)
+    if came_up == "timeout":
+        raise DockerUpError("timed out waiting for the network to be ready", hint=f"log: {log}",
+                            detail=proc.tail(log))  # fmt: skip
+    if came_up == "died":
+        raise helper_died(net, name, "the network to be ready", log)
+
+
 def open_port_manager(plan: Plan, stack: contextlib.ExitStack[bool | None]) -> socket.socket | None:
     """Listen for dockerd's port proxies before dockerd starts (containers with a restart
-    policy publish at once); the keeper inherits the socket and answers them."""
-    if plan.runtime_script is not None:  # dockerd checks its runtimes' paths as it starts
-        plan.paths.runtime_script.write_text(plan.runtime_script)
-        plan.paths.runtime_script.chmod(0o755)
-    if plan.proxy_script is None:
+    policy publish at once); the keeper inherits the socket and answers them. dockerd
+    checks its runtime's and proxy's paths as it starts: they are written first."""
+    write_files(plan.files)
+    if plan.net is None:
         return None
-    script = plan.paths.proxy_script
-    script.write_text(plan.proxy_script)
-    script.chmod(0o755)
     return open_listener(plan.paths.ports_sock, stack)
 
 
@@ -538,8 +555,7 @@ def logged(paths: Paths, progress: Progress) -> Progress:
     """docker-up's own lines go to its log file too (`docker-up logs` shows them)."""
 
     def both(msg: str) -> None:
-        with contextlib.suppress(OSError), open(paths.log_dir / "docker-up.log", "a") as f:
-            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {msg}\n")
+        append_log(paths.log_dir / "docker-up.log", msg)
         progress(msg)
 
     return both
@@ -575,7 +591,8 @@ def run(
                 # From here on a signal waits for the keeper (pending signals survive exec):
                 # whoever reads the ready line below may signal at once.
                 signal.pthread_sigmask(signal.SIG_BLOCK, set(STOP_SIGNALS))
-                write_docker_context(plan)
+                if plan.context_file:
+                    write_files((plan.context_file,))
             except BaseException:
                 ignore_stop_signals()
                 raise
@@ -587,53 +604,41 @@ def run(
     return 0
 
 
-def write_docker_context(plan: Plan) -> None:
-    """Create (or point again) the `docker-up` docker CLI context at our socket."""
-    path = context.meta_path(plan.docker_config)
-    content = context.meta_json(plan.paths.docker_host)
-    with contextlib.suppress(OSError):
-        if not path.exists() or path.read_text() != content:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            path.write_text(content)
-
-
 def keeper_spec(
     plan: Plan, running: Running, handles: Handles, lock_fd: int, foreground: bool
-) -> dict[str, Any]:
+) -> KeeperSpec:
     paths = plan.paths
     # A new slirp4netns attaches by dockerd's PID, as the first did: by namespace path it
     # would have to join the user namespace itself, which its --enable-sandbox cannot do.
     net_argv = plan.net.argv("{target}", "{ready_fd}", "{exit_fd}") if plan.net else None
-    return {
-        "dockerd_pid": running.dockerd_pid,
-        "dockerd_argv": list(plan.dockerd_argv),
-        "dockerd_env": plan.dockerd_env,
-        "dockerd_log": str(paths.log_dir / "dockerd.log"),
-        "net_pid": running.net_pid,
-        "net_name": plan.net_name,
-        "net_argv": net_argv,
-        "net_log": str(paths.log_dir / f"{plan.net_name}.log"),
-        "net_api": str(paths.slirp_api),
-        "exit_fd": handles.net_exit_fd,
-        "ns_fds": handles.ns_fds,
-        "lock_fd": lock_fd,
-        "listen_fd": plan.config.listen_fd,
-        "ports_fd": handles.ports.fileno() if handles.ports else None,
-        "accel_fd": handles.accel.fileno() if handles.accel else None,
-        "allow_host_loopback": plan.config.allow_host_loopback,
-        "port_forwarder": plan.config.port_forwarder,
-        "socket": str(paths.socket),
-        "pidfile": str(paths.pidfile),
-        "containerd_pidfile": str(paths.containerd_pidfile),
-        "state_file": str(paths.state_file),
-        "log_file": str(paths.log_dir / "docker-up.log"),
-        "log_max": plan.config.log_max,
-        "echo": foreground,
-        "stop_timeout": plan.config.stop_timeout,
-        "start_timeout": plan.config.start_timeout,
-        "sys_path": [p for p in sys.path if p],
-        "remove": [str(p) for p in stale_files(paths)],
-    }
+    return KeeperSpec(
+        dockerd_pid=running.dockerd_pid,
+        dockerd=plan.child.dockerd,
+        dockerd_log=str(paths.log_dir / "dockerd.log"),
+        net_pid=running.net_pid,
+        net_name=plan.net_name,
+        net_argv=net_argv,
+        net_log=str(paths.log_dir / f"{plan.net_name}.log"),
+        net_api=str(paths.slirp_api),
+        exit_fd=handles.net_exit_fd,
+        ns_fds=handles.ns_fds,
+        lock_fd=lock_fd,
+        listen_fd=plan.config.listen_fd,
+        ports_fd=handles.ports.fileno() if handles.ports else None,
+        accel_fd=handles.accel.fileno() if handles.accel else None,
+        allow_host_loopback=plan.config.allow_host_loopback,
+        port_forwarder=plan.config.port_forwarder,
+        socket=str(paths.socket),
+        pidfile=str(paths.pidfile),
+        containerd_pidfile=str(paths.containerd_pidfile),
+        state_file=str(paths.state_file),
+        log_file=str(paths.log_dir / "docker-up.log"),
+        log_max=plan.config.log_max,
+        echo=foreground,
+        stop_timeout=plan.config.stop_timeout,
+        start_timeout=plan.config.start_timeout,
+        remove=[str(p) for p in stale_files(paths)],
+    )
 
 
 def exec_keeper(
@@ -649,18 +654,23 @@ def exec_keeper(
             os.set_inheritable(fd, True)
     sys.stdout.flush()
     sys.stderr.flush()
-    python = plan.child_argv[0]
-    os.execv(python, [python, "-S", str(KEEPER_SCRIPT), json.dumps(spec)])
+    argv = plan.program_argv("keeper", spec.to_json())
+    os.execv(argv[0], argv)
 
 
 def wait_until_answering(paths: Paths, timeout: float) -> bool:
     """For a second docker-up: the first may still be starting. Wait for its API (a raw
     /_ping over the socket), as long as it still holds the lock."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    from dockerup.waiting import wait_until
+
+    gone = []
+
+    def answers_or_gone() -> bool:
         if ping(paths.socket):
             return True
         if not is_locked(paths):
-            return False
-        time.sleep(0.02)
-    return False
+            gone.append(True)
+            return True
+        return False
+
+    return wait_until(answers_or_gone, timeout) and not gone

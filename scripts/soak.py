@@ -23,7 +23,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from dockerup.wire import ping  # noqa: E402
+from dockerup.programs.wire import ping  # noqa: E402
 from tests.integration.harness import User, Workspace, pid_alive, processes_naming  # noqa: E402
 
 

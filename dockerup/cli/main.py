@@ -3,23 +3,25 @@ inside the commands, so `docker-up` starts its helpers before paying for them.""
 
 from __future__ import annotations
 
-import json
 import sys
 import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from dockerup.cli.render import console, emit
 from dockerup.errors import DockerUpError
 
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from dockerup.results import Result
     from dockerup.supervise import Running
 
 app = typer.Typer(
-    add_completion=False,
+    # --install-completion/--show-completion; `autostart enable` installs it too.
+    add_completion=True,
     no_args_is_help=False,
     pretty_exceptions_enable=False,
     help="A rootless Docker daemon in its own user and network namespace.",
@@ -27,14 +29,8 @@ app = typer.Typer(
 state = {"debug": False}
 
 
-def _console(stderr: bool = True) -> Console:
-    from rich.console import Console
-
-    return Console(stderr=stderr, highlight=False)
-
-
 def render_error(e: DockerUpError) -> None:
-    c = _console()
+    c = console()
     c.print(f"[bold red]docker-up:[/] {e.message}", markup=True)
     if e.detail:
         c.print(e.detail, markup=False, style="dim")
@@ -114,12 +110,17 @@ def up(
 ) -> None:
     """Start dockerd in its own namespaces and keep it running (the default command).
     Settings not given here come from DOCKER_UP_* variables, then the config file."""
-    from dockerup import app as core
+    from dockerup.background import activated_fds
+    from dockerup.verbs import doctor as doctor_verbs
+    from dockerup.verbs import settings
+    from dockerup.verbs import up as verbs
 
-    if auto_install and core.missing_packages():
-        install_deps()
-    activated = core.activated_fds()
-    loaded = core.load_config({
+    if auto_install:
+        installed = doctor_verbs.install_deps()
+        if installed.packages:
+            _exit(emit(installed))
+    activated = activated_fds()
+    loaded = settings.load_config({
         "listen_fd": activated[0] if activated else None,
         "mtu": mtu, "allow_host_loopback": allow_host_loopback, "mode": mode,
         "net": net, "net_accel": net_accel, "start_timeout": timeout, "storage": storage,
@@ -127,22 +128,23 @@ def up(
         "data_root": data_root, "dockerd_args": dockerd_arg, "host_network": host_network,
         "tcp": tcp, "tls_dir": tls_dir,
     })  # fmt: skip
+    result: Result
     if activated:
-        core.up_activated(loaded, activated[1])
-    if dry_run:
-        print(json.dumps(core.plan_summary(core.make_plan(loaded.config, loaded.facts)), indent=2))
-        return
-    if lazy:
-        result = core.up_lazy(loaded)
+        result = verbs.up_activated(loaded, activated[1])
+    elif dry_run:
+        result = verbs.dry_run(loaded)
+    elif lazy:
+        result = verbs.up_lazy(loaded)
     elif detach:
-        result = core.up_detached(loaded)
+        result = verbs.up_detached(loaded)
     else:
-        result = core.up(loaded, _progress(), _announce)
-    if result.already_running:
-        _console().print("docker-up: already running")
-    else:
-        _console().print("[green]docker-up: dockerd is ready[/] (running in the background)")
-    print(f"export DOCKER_HOST={result.docker_host}", flush=True)
+        result = verbs.up(loaded, _progress(), _announce)
+    _exit(emit(result))
+
+
+def _exit(code: int) -> None:
+    if code:
+        raise typer.Exit(code)
 
 
 config_app = typer.Typer(help="docker-up's settings.")
@@ -154,20 +156,9 @@ def config_show(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """The resolved settings and where each came from (default, file, env, cli)."""
-    from rich.table import Table
+    from dockerup.verbs import settings
 
-    from dockerup import app as core
-
-    doc = core.config_show(core.load_config({}))
-    if as_json:
-        print(json.dumps(doc, indent=2))
-        return
-    t = Table(title=f"docker-up settings (file: {doc['file']})")
-    for col in ("setting", "value", "from"):
-        t.add_column(col)
-    for key, v in doc["settings"].items():
-        t.add_row(key, json.dumps(v["value"]), v["source"])
-    _console(stderr=False).print(t)
+    _exit(emit(settings.config_show(settings.load_config({})), as_json))
 
 
 def _progress() -> Callable[[str], None]:
@@ -175,7 +166,7 @@ def _progress() -> Callable[[str], None]:
 
     def progress(msg: str) -> None:
         if not consoles:
-            consoles.append(_console())
+            consoles.append(console())
         consoles[0].print(f"[dim]docker-up: {msg}[/]", markup=True)
 
     return progress
@@ -183,7 +174,7 @@ def _progress() -> Callable[[str], None]:
 
 def _announce(running: Running) -> None:
     t = running.timings.get("total", 0.0)
-    _console().print(
+    console().print(
         f"[green]docker-up: dockerd is ready[/] in {t:.2f} s "
         f"(mode {running.mode}, storage {running.storage}, {running.net} MTU {running.mtu})"
     )
@@ -196,55 +187,17 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Is docker-up running, and how: PIDs, mode, socket, network, uptime, restarts."""
-    from dockerup import app as core
+    from dockerup.verbs import running, settings
 
-    doc = core.status(core.current_paths())
-    if as_json:
-        print(json.dumps({"version": 1, **doc}, indent=2))
-    else:
-        _render_status(doc)
-    raise typer.Exit(0 if doc["running"] else 3)
-
-
-def _render_status(doc: dict[str, Any]) -> None:
-    from rich.table import Table
-
-    c = _console(stderr=False)
-    if not doc["running"]:
-        c.print(f"docker-up is not running (socket would be {doc['socket']})")
-        return
-    if doc.get("lazy"):
-        c.print(f"docker-up holds {doc['socket']} (pid {doc['pid']}): dockerd starts on the "
-                "first connection")  # fmt: skip
-        return
-    t = Table(show_header=False, box=None)
-    rows = [
-        ("state", "running" + ("" if doc.get("answering") else " (API not answering)")),
-        ("mode", f"{doc['mode']} ({doc['mode_reason']})"),
-        ("DOCKER_HOST", doc["docker_host"]),
-        ("pids", f"docker-up {doc['pid']}, dockerd {doc['dockerd_pid']}, "
-                 f"{doc['net']} {doc.get('net_pid')}"),
-        ("network", f"{doc['net']} MTU {doc['mtu']} ({', '.join(doc['net_options'])})"),
-        ("data-root", doc["data_root"]),
-        ("storage", f"{doc['storage']} ({doc['storage_reason']})"),
-        ("iptables", doc["iptables"]),
-        ("uptime", f"{doc['uptime_s']:.0f} s"),
-        ("restarts", str(doc["restarts"])),
-    ]  # fmt: skip
-    for k, v in rows:
-        t.add_row(f"[bold]{k}[/]", v)
-    c.print(t)
+    _exit(emit(running.status(settings.current_paths()), as_json))
 
 
 @app.command()
 def stop() -> None:
     """Stop docker-up gracefully and wait until everything is gone."""
-    from dockerup import app as core
+    from dockerup.verbs import running, settings
 
-    if core.stop(core.current_paths()):
-        _console().print("docker-up: stopped")
-    else:
-        _console().print("docker-up: not running")
+    _exit(emit(running.stop(settings.current_paths())))
 
 
 @app.command()
@@ -255,14 +208,13 @@ def logs(
     lines: Annotated[int, typer.Option("--lines", "-n", help="Lines of each log.")] = 50,
 ) -> None:
     """docker-up's, dockerd's and the network helper's logs, each line marked with its source."""
-    from dockerup import app as core
+    from dockerup.verbs import running, settings
 
-    paths = core.current_paths()
-    for name, line in core.read_logs(paths, lines):
-        print(f"[{name}] {line}")
+    paths = settings.current_paths()
+    emit(running.read_logs(paths, lines))
     if follow:
         try:
-            for name, line in core.follow_logs(paths):
+            for name, line in running.follow_logs(paths):
                 print(f"[{name}] {line}", flush=True)
         except KeyboardInterrupt:
             pass
@@ -281,56 +233,21 @@ def doctor(
     """Check every prerequisite; for anything not ok, say exactly how to fix it."""
     import os
 
-    from dockerup import app as core
+    from dockerup.verbs import doctor as verbs
 
     if fix:
-        target = user or os.environ.get("SUDO_USER") or None
-        fixes = core.doctor_fixes(target)
-        c = _console()
-        if not fixes:
-            c.print("docker-up doctor: nothing to fix")
-        elif os.geteuid() != 0:
-            c.print("docker-up doctor: run these as root (or: sudo docker-up doctor --fix):")
-            for f in fixes:
-                print("  sudo " + " ".join(f.argv))
-        else:
-            for f in fixes:
-                c.print(f"docker-up doctor: {f.what or ' '.join(f.argv)}")
-            core.apply_fixes(fixes)
-            if target:
-                c.print(f"docker-up doctor: run `docker-up doctor` as {target} to confirm")
-    report = core.doctor_report()
-    if as_json:
-        print(json.dumps(report.as_json(), indent=2))
-    else:
-        _render_doctor(report)
-    raise typer.Exit(1 if report.failed else 0)
-
-
-def _render_doctor(report: Any) -> None:
-    from rich.table import Table
-
-    styles = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
-    t = Table(title="docker-up doctor", show_lines=False)
-    for col in ("check", "status", "found", "fix"):
-        t.add_column(col, overflow="fold")
-    for check, result in report.results:
-        st = str(result.status)
-        t.add_row(check.title, f"[{styles[st]}]{st}[/]", result.detail, result.hint)
-    c = _console(stderr=False)
-    c.print(t)
-    c.print("[bold red]something fails: fix it as shown[/]" if report.failed
-            else "[green]nothing fails[/]")  # fmt: skip
+        emit(verbs.fix(user or os.environ.get("SUDO_USER") or None))
+    _exit(emit(verbs.report(), as_json))
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def exec(ctx: typer.Context) -> None:
     """Run a command in the daemon's user, mount and network namespaces: docker-up exec -- CMD"""
-    from dockerup import app as core
+    from dockerup.verbs import running, settings
 
     if not ctx.args:
         raise DockerUpError("nothing to run", hint="docker-up exec -- ip addr")
-    core.enter(core.current_paths(), list(ctx.args))
+    running.enter(settings.current_paths(), list(ctx.args))
 
 
 @app.command()
@@ -338,9 +255,9 @@ def shell() -> None:
     """An interactive shell in the daemon's namespaces (root there, with CAP_NET_ADMIN)."""
     import os
 
-    from dockerup import app as core
+    from dockerup.verbs import running, settings
 
-    core.enter(core.current_paths(), [os.environ.get("SHELL") or "/bin/sh"])
+    running.enter(settings.current_paths(), [os.environ.get("SHELL") or "/bin/sh"])
 
 
 @app.command("shell-init")
@@ -352,9 +269,9 @@ def shell_init(
 ) -> None:
     """Print the snippet for a shell's rc file: DOCKER_HOST, and docker-up started in the
     background when it is not running. Silent, and costs the shell almost nothing."""
-    from dockerup import app as core
+    from dockerup.verbs import shell as verbs
 
-    print(core.shell_init(shell, start=False if no_start else None), end="")
+    emit(verbs.shell_init(shell, start=False if no_start else None))
 
 
 autostart_app = typer.Typer(help="Start docker-up from your shell's rc file.")
@@ -383,22 +300,19 @@ def autostart_enable(
         typer.Option("--lazy/--no-lazy", help="Socket activation (default: lazy-start)."),
     ] = None,
 ) -> None:
-    """Add docker-up's block to the rc file(s); running it twice leaves one block."""
-    from dockerup import app as core
+    """Add docker-up's block (and shell completion) to the rc file(s); running it twice
+    leaves one block."""
+    from dockerup.verbs import shell as verbs
 
-    for name, path, changed in core.autostart(_shells(shell), enable=True, lazy=lazy):
-        _console().print(f"docker-up: {name}: {path} {'updated' if changed else 'already set'}")
+    emit(verbs.autostart(_shells(shell), enable=True, lazy=lazy))
 
 
 @autostart_app.command("disable")
 def autostart_disable(shell: ShellOpt = None) -> None:
-    """Remove exactly docker-up's block (and the docker context)."""
-    from dockerup import app as core
+    """Remove exactly docker-up's block (and the docker context and completion)."""
+    from dockerup.verbs import shell as verbs
 
-    shells = shell or ["bash", "zsh", "fish", "sh"]
-    for name, path, changed in core.autostart(shells, enable=False):
-        if changed:
-            _console().print(f"docker-up: {name}: removed from {path}")
+    emit(verbs.autostart(shell or ["bash", "zsh", "fish", "sh"], enable=False))
 
 
 @autostart_app.command("status")
@@ -406,35 +320,18 @@ def autostart_status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Which rc files have docker-up's block."""
-    from dockerup import app as core
+    from dockerup.verbs import shell as verbs
 
-    rows = core.autostart_status()
-    if as_json:
-        print(json.dumps({"version": 1, "shells": rows}, indent=2))
-        return
-    for r in rows:
-        print(f"{r['shell']:5} {'installed' if r['installed'] else '-':10} {r['file']}")
+    _exit(emit(verbs.autostart_status(), as_json))
 
 
 @app.command("install-deps")
 def install_deps() -> None:
     """Install missing dockerd, slirp4netns, uidmap, iptables with apt (as real root);
     otherwise print the command."""
-    import os
+    from dockerup.verbs import doctor as verbs
 
-    from dockerup import app as core
-    from dockerup.doctor import package_fixes
-
-    pkgs = core.missing_packages()
-    if not pkgs:
-        _console().print("docker-up: everything docker-up needs is installed")
-        return
-    fixes = package_fixes(pkgs)
-    if os.geteuid() != 0:
-        print("sudo apt-get update && sudo apt-get install -y " + " ".join(pkgs))
-        raise typer.Exit(1)
-    core.apply_fixes(fixes)
-    _console().print(f"docker-up: installed {' '.join(pkgs)}")
+    _exit(emit(verbs.install_deps()))
 
 
 GLOBAL_FLAGS = ("--debug",)
@@ -466,10 +363,10 @@ def main() -> None:
     except Exception as e:
         if state["debug"]:
             traceback.print_exc()
-        _console().print(
+        console().print(
             f"[bold red]docker-up: internal error:[/] {type(e).__name__}: {e}", markup=True
         )
-        _console().print("run it again with --debug for the traceback, and report it")
+        console().print("run it again with --debug for the traceback, and report it")
         sys.exit(70)
 
 

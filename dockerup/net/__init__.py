@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from typing import Protocol
 
 # The drivers docker-up knows; the first is the default.
@@ -27,15 +26,3 @@ class NetworkDriver(Protocol):
         """The helper's command line; it writes to ready_fd once the namespace is wired,
         and exits when exit_fd is closed (so it never outlives docker-up)."""
         ...
-
-
-def routes(route_table: str) -> list[tuple[int, int]]:
-    """(destination, mask) of each IPv4 route in a /proc/PID/net/route table, host order.
-    The kernel prints each network-order word as a native integer. Stdlib only: the
-    keeper's acceleration agent uses it too."""
-    out = []
-    for line in route_table.splitlines()[1:]:
-        f = line.split()
-        if len(f) > 7:
-            out.append((socket.ntohl(int(f[1], 16)), socket.ntohl(int(f[7], 16))))
-    return out

@@ -117,6 +117,16 @@ class Pasta:
         return [*argv, str(target_pid)]
 
 
+def require_features(features: PastaFeatures) -> None:
+    lacks = features.lacks()
+    if lacks:
+        raise DockerUpError(
+            f"pasta ({features.version}) lacks {', '.join(lacks)}, which docker-up needs for "
+            + "; ".join(NEEDED[o] for o in lacks),
+            hint="install passt from Debian 12 or newer, or use --net slirp4netns",
+        )
+
+
 def configure(
     binary: str,
     setpriv: str,
@@ -136,13 +146,7 @@ def configure(
             "may not open a root process's namespaces (\"Couldn't open user namespace\")",
             hint="use --net slirp4netns as root, or run docker-up as a normal user",
         )
-    lacks = features.lacks()
-    if lacks:
-        raise DockerUpError(
-            f"pasta ({features.version}) lacks {', '.join(lacks)}, which docker-up needs for "
-            + "; ".join(NEEDED[o] for o in lacks),
-            hint="install passt from Debian 12 or newer, or use --net slirp4netns",
-        )
+    require_features(features)
     if mtu > MAX_MTU:
         raise DockerUpError(
             f"MTU {mtu} is above what pasta ({features.version}) allows ({MAX_MTU})",

@@ -7,13 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dockerup.errors import DockerUpError
+from dockerup.programs.common import DNS, GATEWAY, GUEST_ADDR, PREFIXLEN
 
 TAP = "tap0"
-# slirp4netns' fixed addresses in its default 10.0.2.0/24 network.
-GUEST_ADDR = "10.0.2.100"
-GATEWAY = "10.0.2.2"
-DNS = "10.0.2.3"
-PREFIXLEN = 24
+# slirp4netns' fixed addresses in its default 10.0.2.0/24 network (pasta uses the same).
+__all__ = ["DNS", "GATEWAY", "GUEST_ADDR", "PREFIXLEN", "TAP"]
 
 
 @dataclass(frozen=True)
@@ -32,12 +30,15 @@ class SlirpFeatures:
     max_mtu: int
 
 
-def parse_features(help_text: str, version_text: str = "") -> SlirpFeatures:
+def parse_features(help_text: str) -> SlirpFeatures:
+    """slirp4netns --help ends with its version ("slirp4netns version 1.2.0"): one run of
+    the binary tells both."""
+
     def has(flag: str) -> bool:
         return re.search(rf"(^|[\s,]){re.escape(flag)}\b", help_text, re.M) is not None
 
     m = re.search(r"max=(\d+)", help_text)
-    v = re.search(r"slirp4netns version (\S+)", version_text)
+    v = re.search(r"^slirp4netns version (\S+)", help_text, re.M)
     return SlirpFeatures(
         version=v.group(1) if v else "unknown",
         sandbox=has("--enable-sandbox"),

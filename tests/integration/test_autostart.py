@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import Workspace, pid_alive, wait_for
+from .harness import VENV, Workspace, pid_alive, wait_for
 
 
 def user_processes(uid: int, comm: str) -> list[int]:
@@ -64,6 +64,29 @@ def test_enable_twice_then_disable_leaves_the_file_byte_identical(home: Workspac
     assert {s["shell"]: s["installed"] for s in status["shells"]}["bash"] is True
     assert home.docker_up("autostart", "disable").returncode == 0
     assert rc.read_bytes() == original
+
+
+@pytest.mark.parametrize("sh", ["bash", "fish"])
+def test_autostart_installs_shell_completion(home: Workspace, sh: str) -> None:
+    """The shell `autostart enable` edits completes docker-up's commands; disable removes
+    the completion script again (it is docker-up's own file)."""
+    assert home.docker_up("autostart", "enable", "--no-lazy", "--shell", sh).returncode == 0
+    if sh == "bash":
+        # What bash's completion asks, answered by docker-up itself (Typer's protocol).
+        ask = (f"PATH={VENV}/bin:$PATH; complete -p docker-up && COMP_WORDS='docker-up st' "
+               "COMP_CWORD=1 _DOCKER_UP_COMPLETE=complete_bash docker-up")  # fmt: skip
+    else:
+        ask = f"set -x PATH {VENV}/bin $PATH; complete -C 'docker-up st'"
+    code, out = in_shell(home, sh, ask)
+    assert code == 0 and "status" in out and "stop" in out, out
+    data = home.root / "data" / "docker-up"  # XDG_DATA_HOME/docker-up
+    assert (data / f"completion.{sh}").exists()
+    assert home.docker_up("autostart", "disable").returncode == 0
+    assert not (data / f"completion.{sh}").exists()
+    # The shell also started docker-up (the block's other half): stop it once it runs.
+    wait_for(lambda: json.loads(home.docker_up("status", "--json").stdout)["running"], 60,
+             "the daemon the shell started")  # fmt: skip
+    assert home.docker_up("stop").returncode == 0
 
 
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])

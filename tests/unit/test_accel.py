@@ -9,8 +9,8 @@ import struct
 
 import pytest
 
-from dockerup import accel
-from dockerup.accel import Decision, Verdict
+from dockerup.programs import accel
+from dockerup.programs.accel import Decision, Verdict
 
 
 def test_ioctl_numbers_match_linux_seccomp_h() -> None:
@@ -151,7 +151,7 @@ def test_support_needs_user_notification_cookie_runc_1_1_and_libseccomp_2_5() ->
 
 def test_quiet_log_says_the_first_lines_then_counts() -> None:
     lines: list[str] = []
-    from dockerup.logfiles import QuietLog
+    from dockerup.programs.logfiles import QuietLog
 
     q = QuietLog(lines.append, first=3, window=3600, prefix="accel: ")
     for i in range(1000):
@@ -163,7 +163,7 @@ def test_quiet_log_says_the_first_lines_then_counts() -> None:
 
 
 def test_status_of_a_thread_gives_its_ids_and_capabilities() -> None:
-    from dockerup.accel_creds import parse_status
+    from dockerup.programs.accel_creds import parse_status
 
     text = (
         "Name:\tx\nTgid:\t7\nUid:\t0\t1\t2\t3\nGid:\t4\t5\t6\t7\nGroups:\t10 11 \n"

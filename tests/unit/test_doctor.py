@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import replace
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from dockerup import doctor
 from dockerup.doctor import DoctorFacts, Status
 from dockerup.facts import IdRange, TunAccess
+from dockerup.results import Doctor, envelope
 
 from .test_plan import BINS, facts, pasta_facts, paths
 
@@ -105,7 +107,7 @@ CASES = [
     ("net.pasta", {"net": "pasta"}, Status.fail, "apt-get install passt"),
     ("net.pasta", {"net": "pasta", "host": PASTA_HOST}, Status.ok, "passt 0.0~git20230309"),
     ("net.pasta", {"net": "pasta", "host": replace(PASTA_HOST, default_route=False)},
-     Status.fail, "no default route"),
+     Status.fail, "default route in the workspace"),
     ("net.pasta", {"host": replace(PASTA_HOST, pasta_help="--pid\n")}, Status.warn,
      "lacks --config-net"),
     ("net.accel", {"net_accel": True}, Status.ok, "on; supported"),
@@ -126,10 +128,10 @@ CASES = [
      "nft: no nf_tables"),
     ("storage", {"overlay_error": "EPERM"}, Status.warn, "vfs"),
     ("cgroups", {"cgroup2": False, "cgroup_delegated": False}, Status.warn, "cgroup v1"),
-    ("runtime.dir", {"runtime_foreign": True}, Status.fail, "not yours"),
+    ("runtime.dir", {"runtime_foreign": True}, Status.fail, "not a directory owned by you"),
     ("runtime.dir", {"runtime_writable": False}, Status.fail, "set XDG_RUNTIME_DIR"),
     ("runtime.socket", {"paths": paths({"XDG_RUNTIME_DIR": "/" + "x" * 120})}, Status.fail,
-     "unix socket limit"),
+     "longer than 107 bytes"),
     ("runtime.disk", {"free_bytes": 2**29}, Status.fail, "0.5 GiB"),
     ("runtime.disk", {"free_bytes": 3 * 2**30}, Status.warn, "3.0 GiB"),
     ("runtime.daemon", {"other_daemon": "unix:///run/docker.sock",
@@ -168,8 +170,8 @@ def test_checks_that_do_not_apply_to_root_are_skipped() -> None:
 
 
 def test_report_json_is_versioned() -> None:
-    doc = doctor.run_checks(good(netns_ok=False)).as_json()
-    assert doc["version"] == 1 and doc["ok"] is False
+    doc = envelope(Doctor(doctor.run_checks(good(netns_ok=False))))
+    assert doc["version"] == 1 and doc["kind"] == "doctor" and doc["ok"] is False
     json.dumps(doc)
     (netns,) = [c for c in doc["checks"] if c["id"] == "kernel.netns"]  # type: ignore[attr-defined]
     assert netns["status"] == "fail" and netns["fatal"] is True
@@ -190,3 +192,34 @@ def test_fixes_as_root() -> None:
 def test_free_subid_start_never_overlaps() -> None:
     assert doctor.free_subid_start("") == 100000
     assert doctor.free_subid_start("a:100000:65536\nb:300000:10\n") == 300010
+
+
+def test_up_runs_every_fatal_check_that_is_cheap() -> None:
+    """`up` used to run five hard-coded checks: a newuidmap that is not setuid, a foreign
+    runtime dir or a sysctl forbidding user namespaces never stopped it."""
+    assert (
+        {c.id for c in doctor.UP_CHECKS}
+        == {c.id for c in doctor.CHECKS if c.fatal and c.cheap}
+        >= {"kernel.userns", "ids.tools", "runtime.dir", "tun.access", "runtime.socket"}
+    )
+    cheap = good()  # what facts.probe_cheap gives, the rest left at their defaults
+    assert doctor.up_failures(cheap) == []
+    for change, failing in (
+        ({"setuid": {"newuidmap": False, "newgidmap": True}}, "ids.tools"),
+        ({"runtime_foreign": True}, "runtime.dir"),
+        ({"sysctls": {"user.max_user_namespaces": "0"}}, "kernel.userns"),
+    ):
+        assert [c.id for c, _ in doctor.up_failures(replace(cheap, **change))] == [failing]
+
+
+def test_cheap_checks_read_only_cheap_facts() -> None:
+    """A cheap check gives the same answer whatever the expensive facts say: `up` runs it
+    without probing them."""
+    from dockerup.facts import DoctorFacts
+
+    fields = [f.name for f in dataclasses.fields(DoctorFacts)]
+    expensive = fields[fields.index("seccomp_actions") :]
+    bad = good(**{n: None for n in expensive})
+    for c in doctor.CHECKS:
+        if c.cheap:
+            assert c.run(bad) == c.run(good()), c.id

@@ -11,7 +11,9 @@ from dockerup.config import Config, Storage
 from dockerup.errors import DockerUpError
 from dockerup.facts import HostFacts, IdRange, TunAccess, parse_subid, search_path
 from dockerup.paths import resolve_paths
-from dockerup.plan import build_plan
+from dockerup.plan import Plan, build_plan
+from dockerup.programs import script
+from dockerup.programs.specs import ChildSpec, ProxySpec, RuntimeSpec
 
 DATA = Path(__file__).parent / "data"
 HELP_12 = (DATA / "slirp4netns-1.2.0.help").read_text()
@@ -112,7 +114,7 @@ def test_slirp_argv_host_loopback_and_mtu() -> None:
     plan = build_plan(Config(mtu=1500, allow_host_loopback=True), facts(), paths())
     argv = plan.net.argv(42, 5, 6)
     assert "--mtu=1500" in argv and "--disable-host-loopback" not in argv
-    assert plan.child_spec["verify"]["mtu"] == 1500
+    assert plan.child.verify.mtu == 1500
 
 
 def test_dockerd_argv_env_and_daemon_json() -> None:
@@ -129,7 +131,7 @@ def test_dockerd_argv_env_and_daemon_json() -> None:
         "XDG_RUNTIME_DIR": "/tmp/docker-up-1001",
         "LANG": "C.UTF-8",
     }
-    cfg = json.loads(plan.daemon_json("overlay2"))
+    cfg = json.loads(plan.daemon_json["overlay2"])
     assert cfg == {
         "data-root": "/home/alice/.local/share/docker-up/docker",
         "exec-root": "/tmp/docker-up-1001/exec",
@@ -144,11 +146,19 @@ def test_dockerd_argv_env_and_daemon_json() -> None:
         "runtimes": {"docker-up": {"path": "/tmp/docker-up-1001/bin/docker-up-runtime"}},
         "default-runtime": "docker-up",
     }
-    assert plan.proxy_script == (
-        "#!/bin/sh\nexec /usr/bin/python3 -S "
-        f"{Path(daemon.__file__).with_name('portproxy.py')} /tmp/docker-up-1001/ports.sock "
-        '/usr/sbin/docker-proxy "$@"\n'
+    proxy = written(plan, "/tmp/docker-up-1001/bin/docker-up-proxy")
+    spec = ProxySpec("/tmp/docker-up-1001/ports.sock", "/usr/sbin/docker-proxy")
+    assert (
+        proxy
+        == f"#!/bin/sh\nexec /usr/bin/python3 -S {script('portproxy')} '{spec.to_json()}' \"$@\"\n"
     )
+    # Every file the executor writes is in the plan, daemon.json for each storage driver.
+    assert [str(f.path) for f in plan.files] == [
+        "/tmp/docker-up-1001/bin/docker-up-proxy",
+        "/tmp/docker-up-1001/bin/docker-up-runtime",
+    ]
+    assert plan.context_file is not None and plan.context_file.optional
+    assert sorted(plan.daemon_json) == ["fuse-overlayfs", "overlay2", "vfs"]
     assert daemon.daemon_config(Config(), paths(), "vfs")["storage-driver"] == "vfs"
     # host-gateway is the helper's gateway in docker-up's own namespace, dockerd's own else.
     assert daemon.daemon_config(Config(), paths(), "vfs")["host-gateway-ip"] == "10.0.2.2"
@@ -156,19 +166,21 @@ def test_dockerd_argv_env_and_daemon_json() -> None:
 
 
 def test_child_spec() -> None:
-    spec = build_plan(Config(storage=Storage.vfs), facts(), paths()).child_spec
-    assert spec["storage_candidates"] == ["vfs"]
-    assert spec["copyup"] == ["/etc", "/run"]
-    assert spec["resolv_conf"] == "nameserver 10.0.2.3\n"
-    assert spec["sysctls"]["net/ipv4/ip_forward"] == "1"
+    spec = build_plan(Config(storage=Storage.vfs), facts(), paths()).child
+    assert spec.storage_candidates == ["vfs"]
+    assert spec.copyup == ["/etc", "/run"]
+    assert spec.resolv_conf == "nameserver 10.0.2.3\n"
+    assert spec.sysctls["net/ipv4/ip_forward"] == "1"
     # The kernel refuses ping_group_range gids the namespace does not map.
-    assert spec["sysctls"]["net/ipv4/ping_group_range"] == "0 65536"
-    assert spec["iptables"] == {
+    assert spec.sysctls["net/ipv4/ping_group_range"] == "0 65536"
+    assert spec.iptables == {
         "nft": "/usr/sbin/iptables-nft",
         "legacy": "/usr/sbin/iptables-legacy",
     }
-    auto = build_plan(Config(), facts(), paths()).child_spec
-    assert auto["storage_candidates"] == ["overlay2", "fuse-overlayfs", "vfs"]
+    auto = build_plan(Config(), facts(), paths()).child
+    assert auto.storage_candidates == ["overlay2", "fuse-overlayfs", "vfs"]
+    # What the child reads is what the planner wrote, field for field.
+    assert ChildSpec.from_json(spec.to_json()) == spec
 
 
 @pytest.mark.parametrize(
@@ -239,7 +251,7 @@ def test_plain_tcp_listener_is_refused() -> None:
 
 def test_tcp_listener_with_tls_verifies_clients() -> None:
     plan = build_plan(Config(tcp="0.0.0.0:2376", tls_dir="/tls"), facts(), paths())
-    cfg = json.loads(plan.daemon_json("vfs"))
+    cfg = json.loads(plan.daemon_json["vfs"])
     assert cfg["hosts"] == ["unix:///tmp/docker-up-1001/docker.sock", "tcp://0.0.0.0:2376"]
     assert cfg["tlsverify"] is True
     assert cfg["tlscacert"] == "/tls/ca.pem" and cfg["tlskey"] == "/tls/key.pem"
@@ -263,8 +275,8 @@ def test_net_pasta_plans_pasta_and_needs_no_slirp4netns() -> None:
     assert plan.net_name == "pasta"
     assert plan.net is not None and plan.net.argv(1, 3, 4)[4] == "/usr/bin/pasta"
     # The namespace looks the same to the child as with slirp4netns.
-    assert plan.child_spec["verify"]["address"] == "10.0.2.100"
-    assert plan.child_spec["resolv_conf"] == "nameserver 10.0.2.3\n"
+    assert plan.child.verify is not None and plan.child.verify.address == "10.0.2.100"
+    assert plan.child.resolv_conf == "nameserver 10.0.2.3\n"
 
 
 def test_net_pasta_without_pasta_installed_names_the_package() -> None:
@@ -296,26 +308,25 @@ def test_net_pasta_as_real_root_is_refused() -> None:
 
 def test_container_defaults_go_through_the_runtime_wrapper() -> None:
     plan = build_plan(Config(), facts(), paths())
-    assert plan.runtime_script is not None
-    lines = plan.runtime_script.splitlines()
-    wrapper = Path(daemon.__file__).with_name("runtime.py")
+    lines = written(plan, "/tmp/docker-up-1001/bin/docker-up-runtime").splitlines()
+    spec = RuntimeSpec("/usr/sbin/runc", {"net.ipv4.tcp_wmem": "4096 16384 131072"}, None)
     # Only `create` pays for a Python start; everything else is runc at once.
     assert lines[1:4] == [
         'case " $* " in',
-        f'  *" create "*) exec /usr/bin/python3 -S {wrapper}'
-        ' \'{"sysctls": {"net.ipv4.tcp_wmem": "4096 16384 131072"}}\' /usr/sbin/runc "$@" ;;',
+        f'  *" create "*) exec /usr/bin/python3 -S {script("runtime")} '
+        f"'{spec.to_json()}' \"$@\" ;;",
         "esac",
     ]
     assert lines[4] == 'exec /usr/sbin/runc "$@"'
     # dockerd's own namespace gets the same cap.
-    assert plan.child_spec["sysctls"]["net/ipv4/tcp_wmem"] == "4096 16384 131072"
+    assert plan.child.sysctls["net/ipv4/tcp_wmem"] == "4096 16384 131072"
 
 
 def test_no_container_defaults_means_plain_runc() -> None:
     plan = build_plan(Config(tcp_wmem_max=0), facts(), paths())
-    assert plan.runtime_script is None
-    assert "default-runtime" not in json.loads(plan.daemon_json("overlay2"))
-    assert "net/ipv4/tcp_wmem" not in plan.child_spec["sysctls"]
+    assert [f.path.name for f in plan.files] == ["docker-up-proxy"]
+    assert "default-runtime" not in json.loads(plan.daemon_json["overlay2"])
+    assert "net/ipv4/tcp_wmem" not in plan.child.sysctls
 
 
 def test_net_accel_without_host_loopback_only_when_asked_for() -> None:
@@ -325,8 +336,8 @@ def test_net_accel_without_host_loopback_only_when_asked_for() -> None:
 
 def test_net_accel_hands_runc_the_agents_listener() -> None:
     plan = build_plan(Config(net_accel=True, allow_host_loopback=True), facts(), paths())
-    assert plan.runtime_script is not None
-    assert '"listener": "/tmp/docker-up-1001/accel.sock"' in plan.runtime_script
+    runtime = written(plan, "/tmp/docker-up-1001/bin/docker-up-runtime")
+    assert '"listener": "/tmp/docker-up-1001/accel.sock"' in runtime
 
 
 def test_net_accel_is_on_by_default_where_it_has_work_and_can_work() -> None:
@@ -346,3 +357,9 @@ def test_the_data_root_setting_applies_to_paths_given_or_computed() -> None:
     config = Config(data_root="/big/disk/docker")
     assert build_plan(config, facts(), paths()).paths.data_root == Path("/big/disk/docker")
     assert build_plan(config, facts()).paths.data_root == Path("/big/disk/docker")
+
+
+def written(plan: Plan, path: str) -> str:
+    """The content the plan writes to this path (fails if it writes nothing there)."""
+    (content,) = [f.content for f in plan.files if str(f.path) == path]
+    return content

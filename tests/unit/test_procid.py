@@ -6,8 +6,8 @@ import os
 import subprocess
 import sys
 
-from dockerup import procid
-from dockerup.procid import ProcId
+from dockerup.programs import procid
+from dockerup.programs.procid import ProcId
 
 
 def test_start_time_survives_a_command_name_with_spaces_and_parens() -> None:

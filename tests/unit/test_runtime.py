@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dockerup.runtime import add_listener, adjust_spec, bundle_dir, rewrite
+from dockerup.programs import script
+from dockerup.programs.runtime import add_listener, adjust_spec, bundle_dir, rewrite
+from dockerup.programs.specs import ProxySpec, RuntimeSpec
 
 WMEM = {"net.ipv4.tcp_wmem": "4096 16384 131072"}
 
@@ -48,7 +50,7 @@ def test_bundle_of_runc_create() -> None:
 def test_rewrite_changes_the_file_in_place(tmp_path: Path) -> None:
     f = tmp_path / "config.json"
     f.write_text(json.dumps(spec([{"type": "network"}])))
-    rewrite(str(f), {"sysctls": WMEM})
+    rewrite(str(f), RuntimeSpec("/usr/sbin/runc", WMEM, None))
     assert json.loads(f.read_text())["linux"]["sysctl"] == WMEM
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
 
@@ -106,8 +108,10 @@ def test_proxy_script_quotes_every_path() -> None:
     from dockerup.paths import resolve_paths
 
     paths = resolve_paths({"XDG_RUNTIME_DIR": "/run/a b/$(id)"}, 1000, "/home/u")
-    text = proxy_script("/opt/v env/bin/python", "/opt/v env/portproxy.py", paths, "/x/p")
+    text = proxy_script("/opt/v env/bin/python", paths, "/x/p")
     exec_line = text.splitlines()[1]
     sock = "/run/a b/$(id)/docker-up/ports.sock"
-    expected = ["exec", "/opt/v env/bin/python", "-S", "/opt/v env/portproxy.py", sock, "/x/p"]
-    assert shlex.split(exec_line)[:6] == expected
+    words = shlex.split(exec_line)
+    assert words[:4] == ["exec", "/opt/v env/bin/python", "-S", script("portproxy")]
+    assert ProxySpec.from_json(words[4]) == ProxySpec(sock, "/x/p")
+    assert words[5:] == ["$@"]

@@ -66,3 +66,14 @@ def test_disable_removes_only_the_block() -> None:
     assert shellinit.without_block(text) == original + "echo after\n"
     no_newline = "export A=1"
     assert shellinit.without_block(shellinit.with_block(no_newline, "b\n")) == no_newline
+
+
+def test_completion_lines_only_read_a_file() -> None:
+    """No Python when a shell opens: the block sources the script autostart wrote, if it
+    is there (zsh only once compinit has defined compdef)."""
+    p = Path("/home/a b/.local/share/docker-up/completion.bash")
+    assert shellinit.completion_line("bash", p) == f"[ -r '{p}' ] && . '{p}'\n"
+    z = shellinit.completion_line("zsh", p)
+    assert z.startswith("(( $+functions[compdef] )) && ")
+    assert shellinit.completion_line("fish", p) == f"test -r '{p}'; and source '{p}'\n"
+    assert shellinit.completion_file("fish", Path("/d")) == Path("/d/completion.fish")

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from dockerup.app import enter_argv
 from dockerup.cli.main import default_to_up
-from dockerup.portproxy import FdStream
+from dockerup.programs.portproxy import FdStream
+from dockerup.verbs.running import enter_argv
 
 
 @pytest.mark.parametrize(("args", "expected"), [
@@ -41,7 +41,7 @@ def test_enter_argv_joins_the_user_namespace_only_where_docker_up_made_one() -> 
 
 
 def test_the_keeper_gives_up_after_a_burst_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    from dockerup import keeper
+    from dockerup.programs import keeper
 
     k: Any = keeper.Keeper.__new__(keeper.Keeper)  # the rule only: no processes
     k.failures = []

@@ -10,33 +10,34 @@ as dockerd is ready: the first `docker ps` of a shell succeeds instead of failin
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import sys
 
-# The rest of docker-up's package sits beside this script (stdlib-only modules only).
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from dockerup.fdwait import readable
+# This package, without site-packages (python -S): see dockerup/programs/__init__.py.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from dockerup.programs.common import STOP_SIGNALS
+from dockerup.programs.fdwait import readable
+from dockerup.programs.specs import LazySpec
 
 
 def main() -> None:
-    spec = json.loads(sys.argv[1])
+    spec = LazySpec.from_json(sys.argv[1])
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for s in STOP_SIGNALS:
         signal.signal(s, lambda *_: None)
-    ready = readable([spec["listen_fd"], wake_r])
+    ready = readable([spec.listen_fd, wake_r])
     if wake_r in ready:  # stopped before anyone came: leave nothing behind
-        for path in (spec["socket"], spec["lazy_file"], spec["main_pid"]):
+        for path in (spec.socket, spec.lazy_file, spec.main_pid):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         return
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(spec["lazy_file"])
+        os.unlink(spec.lazy_file)
     env = dict(os.environ)
-    env.update(DOCKER_UP_LISTEN_FD=str(spec["listen_fd"]), DOCKER_UP_LOCK_FD=str(spec["lock_fd"]))
-    os.execve(spec["argv"][0], spec["argv"], env)
+    env.update(DOCKER_UP_LISTEN_FD=str(spec.listen_fd), DOCKER_UP_LOCK_FD=str(spec.lock_fd))
+    os.execve(spec.argv[0], spec.argv, env)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import signal
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from dockerup.fdwait import readable
+from dockerup.programs.fdwait import readable
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,8 @@ import socket
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from dockerup.logfiles import QuietLog
-from dockerup.net.slirp4netns import GUEST_ADDR
+from dockerup.programs.common import GUEST_ADDR
+from dockerup.programs.logfiles import QuietLog
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ parent's direct child and holds the namespaces (nothing else stays resident).
 
 Steps: unshare user+mount+net -> parent maps ids -> private mounts, /etc and /run copy-up,
 sysctls, loopback, storage and iptables probes -> report -> parent says go (slirp4netns is
-ready, daemon.json written) -> fork a verifier, exec dockerd.
+ready, daemon.json written) -> fork the network check (dockerup/netcheck.py), exec dockerd.
 """
 
 from __future__ import annotations
@@ -24,6 +24,11 @@ import struct
 import subprocess
 import sys
 from typing import Any
+
+# This package, without site-packages (python -S): see dockerup/programs/__init__.py.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from dockerup.programs.common import hand_over_socket
+from dockerup.programs.specs import ChildSpec, NetCheck
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
@@ -195,56 +200,33 @@ def choose_iptables(candidates: dict[str, str], bin_dir: str) -> tuple[str, str]
     raise ChildError("no iptables backend works in the namespace: " + "; ".join(errors))
 
 
-def verify(spec: dict[str, Any]) -> dict[str, Any]:
-    """Check with pyroute2 what slirp4netns configured. Runs in a side process, off the
-    start-up path (pyroute2 alone costs ~0.1 s to import)."""
-    sys.path[:0] = spec["sys_path"]
-    from pyroute2 import IPRoute
-
-    problems = []
-    with IPRoute() as ipr:
-        (lo,) = ipr.link_lookup(ifname="lo") or [None]
-        if lo is None or not ipr.get_links(lo)[0]["flags"] & IFF_UP:
-            problems.append("lo is not up")
-        idx = ipr.link_lookup(ifname=spec["tap"])
-        if not idx:
-            return {"ok": False, "problems": [f"{spec['tap']} does not exist"]}
-        link = ipr.get_links(idx[0])[0]
-        if link.get_attr("IFLA_MTU") != spec["mtu"]:
-            problems.append(f"{spec['tap']} MTU is {link.get_attr('IFLA_MTU')}, not {spec['mtu']}")
-        addrs = [(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=idx[0])]
-        if (spec["address"], spec["prefixlen"]) not in addrs:
-            problems.append(f"{spec['tap']} has {addrs}, not {spec['address']}/{spec['prefixlen']}")
-        gws = [r.get_attr("RTA_GATEWAY") for r in ipr.get_default_routes(family=socket.AF_INET)]
-        if spec["gateway"] not in gws:
-            problems.append(f"default route via {gws}, not {spec['gateway']}")
-    return {"ok": not problems, "problems": problems}
-
-
-def spawn_verifier(spec: dict[str, Any], ch: Channel) -> None:
-    # Double fork: the verifier must not become a zombie child of dockerd.
+def spawn_verifier(check: NetCheck, ch: Channel) -> None:
+    """Check the helper's work off the start-up path: a grandchild (never a zombie of
+    dockerd's) runs dockerup.netcheck, which answers the parent on our channel."""
     pid = os.fork()
     if pid == 0:
         if os.fork() == 0:
             # dockerd is booting on the same few cores: the check must not slow it down.
             os.nice(19)
             try:
-                result = verify(spec)
-            except Exception as e:  # report anything: the parent decides
-                result = {"ok": False, "problems": [f"verifier failed: {e!r}"]}
-            ch.send(step="verified", **result)
+                os.dup2(ch.wfd, 1)
+                env = dict(os.environ, PYTHONPATH=os.pathsep.join(check.python_path))
+                argv = [check.python, "-m", "dockerup.netcheck", check.to_json()]
+                os.execve(argv[0], argv, env)
+            except OSError as e:
+                ch.send(step="verified", ok=False, problems=[f"cannot run the check: {e}"])
             os._exit(0)
         os._exit(0)
     os.waitpid(pid, 0)
 
 
 def main() -> None:
-    spec: dict[str, Any] = json.loads(sys.argv[1])
+    spec = ChildSpec.from_json(sys.argv[1])
     ch = Channel(int(sys.argv[2]), int(sys.argv[3]))
     parent = os.getppid()
     try:
         flags = 0
-        for ns in spec["unshare"]:
+        for ns in spec.unshare:
             flags |= NAMESPACES[ns]
         unshare(flags)
         ch.send(step="unshared")
@@ -252,15 +234,15 @@ def main() -> None:
             raise ChildError("id mapping failed")
         os.chdir("/")
         mount("none", "/", None, MS_REC | MS_PRIVATE)
-        if spec["copyup"]:
-            copy_up(spec["copyup_base"], spec["copyup"], spec["resolv_conf"])
-        set_sysctls(spec["sysctls"])
-        if spec["loopback"]:
+        if spec.copyup:
+            copy_up(spec.copyup_base, spec.copyup, spec.resolv_conf)
+        set_sysctls(spec.sysctls)
+        if spec.loopback:
             loopback_up()
         storage, storage_reason = choose_storage(
-            spec["storage_candidates"], spec["storage_probe_dir"], spec["fuse_overlayfs"]
+            spec.storage_candidates, spec.storage_probe_dir, spec.fuse_overlayfs
         )
-        iptables, iptables_reason = choose_iptables(spec["iptables"], spec["bin_dir"])
+        iptables, iptables_reason = choose_iptables(spec.iptables, spec.bin_dir)
         # Shared again, as dockerd expects (rshared/rslave binds need the source's mount to
         # be shared). Everything was made private above, so these peer groups are new and
         # live in this namespace only: nothing propagates to or from the workspace.
@@ -277,8 +259,8 @@ def main() -> None:
     )
     if ch.recv().get("step") != "go":
         sys.exit(1)
-    if spec["verify"]:
-        spawn_verifier(spec["verify"], ch)
+    if spec.verify:
+        spawn_verifier(spec.verify, ch)
     else:
         ch.send(step="verified", ok=True, problems=[])
     # dockerd gets SIGTERM if docker-up dies without stopping it (kill -9): no orphan daemon.
@@ -287,14 +269,9 @@ def main() -> None:
         sys.exit(1)
     os.set_inheritable(ch.wfd, False)
     ch.r.close()
-    dockerd = spec["dockerd"]
-    env = dict(dockerd["env"])
-    if spec["listen_fd"] is not None:
-        # Socket activation as systemd does it: the socket at fd 3, named for this PID,
-        # which is dockerd's (exec keeps it).
-        os.dup2(spec["listen_fd"], 3, inheritable=True)
-        env.update(LISTEN_FDS="1", LISTEN_PID=str(os.getpid()))
-    os.execve(dockerd["argv"][0], dockerd["argv"], env)
+    env = dict(spec.dockerd.env)
+    hand_over_socket(spec.listen_fd, env)  # exec keeps the PID: dockerd's
+    os.execve(spec.dockerd.argv[0], spec.dockerd.argv, env)
 
 
 if __name__ == "__main__":

@@ -27,8 +27,9 @@ import time
 from typing import NoReturn
 
 # The rest of docker-up's package sits beside this script (stdlib-only modules only).
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from dockerup.logfiles import QuietLog
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from dockerup.programs.logfiles import QuietLog
+from dockerup.programs.specs import ProxySpec
 
 CHUNK = 1 << 20
 F_SETPIPE_SZ = 1031
@@ -245,7 +246,9 @@ def relay_udp(outside: socket.socket, target: tuple[str, int]) -> None:
 
 
 def main() -> None:
-    manager_path, real_proxy, *args = sys.argv[1:]
+    spec_json, *args = sys.argv[1:]
+    spec = ProxySpec.from_json(spec_json)
+    manager_path, real_proxy = spec.manager, spec.docker_proxy
     opts = dict(zip(args[::2], args[1::2], strict=False))
     target = (opts.get("-container-ip", ""), int(opts.get("-container-port", "0")))
     request: dict[str, str | int] = {

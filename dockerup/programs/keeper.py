@@ -22,21 +22,31 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any
+from collections.abc import Iterator
 
-# The rest of docker-up's package sits beside this script; only stdlib-only modules of it
-# (wire, ports, accel) are imported here.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from dockerup import logfiles, procid
-from dockerup.fdwait import readable
-from dockerup.wire import ping
+# This package, without site-packages (python -S): see dockerup/programs/__init__.py.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from dockerup.programs import logfiles, procid
+from dockerup.programs.common import (
+    STOP_SIGNALS,
+    append_log,
+    atomic_write,
+    describe_status,
+    hand_over_socket,
+    tail,
+    wait_ready,
+)
+from dockerup.programs.fdwait import readable
+from dockerup.programs.specs import KeeperSpec
+from dockerup.programs.wire import ping
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 PR_SET_PDEATHSIG = 1
 LOG_CHECK = 5.0  # seconds between looks at the logs' sizes
 PR_SET_CHILD_SUBREAPER = 36
 # A burst: this many dockerd failures within WINDOW seconds and the keeper gives up.
 BURST, WINDOW = 8, 60.0
+# Waits between restart attempts: doubling from FIRST_WAIT up to MAX_WAIT seconds.
+FIRST_WAIT, MAX_WAIT = 0.25, 8.0
 
 
 class Stop(Exception):
@@ -48,7 +58,7 @@ class GiveUp(Exception):
 
 
 class Keeper:
-    def __init__(self, spec: dict[str, Any]) -> None:
+    def __init__(self, spec: KeeperSpec) -> None:
         self.spec = spec
         self.libc = ctypes.CDLL(None, use_errno=True)
         # Orphans of a dead dockerd (its containerd, say) become our children instead of
@@ -62,26 +72,24 @@ class Keeper:
             signal.signal(s, lambda *_: None)
         # The CLI blocked these before exec so that none could be lost in between.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, set(STOP_SIGNALS))
-        self.dockerd = spec["dockerd_pid"]
+        self.dockerd = spec.dockerd_pid
         self.dockerd_fd = os.pidfd_open(self.dockerd)
-        self.net: int | None = spec["net_pid"]
+        self.net: int | None = spec.net_pid
         self.net_fd = os.pidfd_open(self.net) if self.net else None
-        self.exit_fd: int | None = spec["exit_fd"]
+        self.exit_fd: int | None = spec.exit_fd
         self.failures: list[float] = []
         self.next_cap = 0.0
         self.restarts = 0
         self.ports = None
-        if spec.get("ports_fd") is not None:
-            from dockerup.ports import PortManager, forwarder
+        if spec.ports_fd is not None:
+            from dockerup.programs.ports import PortManager, forwarder
 
-            server = socket.socket(fileno=spec["ports_fd"])
-            self.ports = PortManager(
-                server, forwarder(spec["port_forwarder"], spec["net_api"]), self.log
-            )
-        if spec.get("accel_fd") is not None:
-            from dockerup import accel
+            server = socket.socket(fileno=spec.ports_fd)
+            self.ports = PortManager(server, forwarder(spec.port_forwarder, spec.net_api), self.log)
+        if spec.accel_fd is not None:
+            from dockerup.programs import accel
 
-            accel.start(spec["accel_fd"], spec["allow_host_loopback"], self.log, self.routes)
+            accel.start(spec.accel_fd, spec.allow_host_loopback, self.log, self.routes)
 
     def routes(self) -> str:
         """The route table of docker-up's network namespace (for the acceleration agent)."""
@@ -92,12 +100,10 @@ class Keeper:
             return ""  # dockerd between restarts: the agent then bypasses nothing
 
     def log(self, msg: str) -> None:
-        line = f"docker-up: {msg}\n"
-        if self.spec["echo"]:
-            sys.stderr.write(line)
+        if self.spec.echo:
+            sys.stderr.write(f"docker-up: {msg}\n")
             sys.stderr.flush()
-        with contextlib.suppress(OSError), open(self.spec["log_file"], "a") as f:
-            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {msg}\n")
+        append_log(self.spec.log_file, msg)
 
     # -- waiting ---------------------------------------------------------------------------
 
@@ -130,11 +136,11 @@ class Keeper:
             raise Stop
 
     def cap_logs(self) -> None:
-        """Every log docker-up writes stays under log_max (dockerup/logfiles.py)."""
+        """Every log docker-up writes stays under log_max (dockerup/programs/logfiles.py)."""
         spec = self.spec
-        for path in (spec["dockerd_log"], spec["net_log"], spec["log_file"]):
-            if logfiles.cap(path, spec["log_max"]):
-                self.log(f"{os.path.basename(path)} reached {spec['log_max']} bytes; "
+        for path in (spec.dockerd_log, spec.net_log, spec.log_file):
+            if logfiles.cap(path, spec.log_max):
+                self.log(f"{os.path.basename(path)} reached {spec.log_max} bytes; "
                          f"the rest is in {os.path.basename(path)}.1")  # fmt: skip
 
     def watch(self) -> str:
@@ -164,24 +170,22 @@ class Keeper:
                 _, status = os.waitpid(pid, 0)
             except ChildProcessError:
                 return "gone"
-        if os.WIFSIGNALED(status):
-            return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
-        return f"exited with code {os.waitstatus_to_exitcode(status)}"
+        return describe_status(status)
 
     def spawn_dockerd(self) -> int:
         """A new dockerd in the same user/mount/network namespaces (entered by fd)."""
         spec = self.spec
         # The dead dockerd's pid file would stop the new one if that pid was reused.
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(spec["pidfile"])
-        log = os.open(spec["dockerd_log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            os.unlink(spec.pidfile)
+        log = os.open(spec.dockerd_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         pid = os.fork()
         if pid == 0:  # the child: only async-signal-safe-ish work, then exec
             try:
                 os.setsid()
                 self.libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
                 for kind in ("user", "mnt", "net"):
-                    fd = spec["ns_fds"].get(kind)
+                    fd = spec.ns_fds.get(kind)
                     if fd is not None and self.libc.setns(fd, 0) != 0:
                         os._exit(126)
                 os.chdir("/")
@@ -192,13 +196,9 @@ class Keeper:
                 signal.pthread_sigmask(signal.SIG_SETMASK, set())
                 for s in (*STOP_SIGNALS, signal.SIGCHLD):
                     signal.signal(s, signal.SIG_DFL)
-                argv = spec["dockerd_argv"]
-                env = dict(spec["dockerd_env"])
-                keep = 3
-                if spec.get("listen_fd") is not None:
-                    os.dup2(spec["listen_fd"], 3, inheritable=True)
-                    env.update(LISTEN_FDS="1", LISTEN_PID=str(os.getpid()))
-                    keep = 4
+                argv = spec.dockerd.argv
+                env = dict(spec.dockerd.env)
+                keep = hand_over_socket(spec.listen_fd, env)
                 # Nothing of ours (the lock, slirp4netns' exit fd, the namespaces) may
                 # outlive this keeper inside dockerd.
                 os.closerange(keep, 65536)
@@ -209,9 +209,9 @@ class Keeper:
         return pid
 
     def wait_ready(self, pid: int, pidfd: int) -> None:
-        deadline = time.monotonic() + self.spec["start_timeout"]
+        deadline = time.monotonic() + self.spec.start_timeout
         while time.monotonic() < deadline:
-            if ping(self.spec["socket"]):
+            if ping(self.spec.socket):
                 return
             # A booting dockerd starts restart-policy containers and waits for their port
             # proxies, which wait for us: keep serving them meanwhile.
@@ -227,29 +227,21 @@ class Keeper:
         raise RuntimeError("dockerd did not answer in time")
 
     def restart_dockerd(self, why: str) -> None:
-        sys.path[:0] = self.spec["sys_path"]
-        from tenacity import Retrying, retry_if_exception_type, stop_never, wait_exponential
-
         self.log(f"dockerd {why}; restarting it (restart {self.restarts + 1})")
         self.note_failure()
-        for attempt in Retrying(
-            retry=retry_if_exception_type(RuntimeError),
-            wait=wait_exponential(multiplier=0.25, max=8),
-            stop=stop_never,  # note_failure() ends it: a burst of failures
-            sleep=self.sleep,
-            reraise=True,
-        ):
-            with attempt:
-                os.close(self.dockerd_fd)
-                self.clear_old_containerd()
-                self.dockerd = self.spawn_dockerd()
-                self.dockerd_fd = os.pidfd_open(self.dockerd)
-                try:
-                    self.wait_ready(self.dockerd, self.dockerd_fd)
-                except RuntimeError as e:
-                    self.log(f"restart failed: {e}")
-                    self.note_failure()
-                    raise
+        # Until it answers; note_failure() ends it: a burst of failures.
+        for wait in backoff(FIRST_WAIT, MAX_WAIT):
+            os.close(self.dockerd_fd)
+            self.clear_old_containerd()
+            self.dockerd = self.spawn_dockerd()
+            self.dockerd_fd = os.pidfd_open(self.dockerd)
+            try:
+                self.wait_ready(self.dockerd, self.dockerd_fd)
+                break
+            except RuntimeError as e:
+                self.log(f"restart failed: {e}")
+                self.note_failure()
+            self.sleep(wait)
         self.restarts += 1
         self.log(f"dockerd is back (pid {self.dockerd})")
         self.update_state()
@@ -261,7 +253,7 @@ class Keeper:
         (with socket activation the keeper's readiness pings block on the backlog, so it
         may not have reaped yet). Wait for it, at most 2 s, then reap."""
         try:
-            with open(self.spec["containerd_pidfile"]) as f:
+            with open(self.spec.containerd_pidfile) as f:
                 pid = int(f.read().strip())
             pidfd = os.pidfd_open(pid)
         except (OSError, ValueError):
@@ -282,23 +274,24 @@ class Keeper:
 
     def restart_net(self, why: str) -> None:
         spec = self.spec
-        self.log(f"{spec['net_name']} {why}; attaching a new one to the namespace")
+        self.log(f"{spec.net_name} {why}; attaching a new one to the namespace")
         if self.exit_fd is not None:
             os.close(self.exit_fd)
         if self.net_fd is not None:
             os.close(self.net_fd)
         # The dead helper's API socket would make the new one fail to bind it.
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(spec["net_api"])
+            os.unlink(spec.net_api)
+        assert spec.net_argv is not None  # a helper that died was started from it
         ready_r, ready_w = os.pipe()
         exit_r, self.exit_fd = os.pipe()
         argv = [
             a.replace("{ready_fd}", str(ready_w))
             .replace("{exit_fd}", str(exit_r))
             .replace("{target}", str(self.dockerd))
-            for a in spec["net_argv"]
+            for a in spec.net_argv
         ]
-        with open(spec["net_log"], "ab") as log:
+        with open(spec.net_log, "ab") as log:
             p = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 pass_fds=(ready_w, exit_r), start_new_session=True,
@@ -306,22 +299,20 @@ class Keeper:
         os.close(ready_w)
         os.close(exit_r)
         self.net, self.net_fd = p.pid, os.pidfd_open(p.pid)
-        ready = readable([ready_r, self.net_fd], 30)
-        # End of file on the ready pipe means the helper is gone: it wrote nothing.
-        wrote = ready_r in ready and os.read(ready_r, 64) != b""
+        came_up = wait_ready(ready_r, self.net_fd, 30)
         os.close(ready_r)
-        if not wrote or self.net_fd in ready:
-            raise GiveUp(f"a new {spec['net_name']} did not come up; see {spec['net_log']}")
+        if came_up != "ready":
+            raise GiveUp(f"a new {spec.net_name} did not come up; see {spec.net_log}")
         # Popen's own bookkeeping is not needed: we reap by pid.
         p.returncode = 0
         self.restarts += 1
-        self.log(f"{spec['net_name']} is back (pid {self.net})")
+        self.log(f"{spec.net_name} is back (pid {self.net})")
         self.update_state()
 
     # -- state and shutdown --------------------------------------------------------------------
 
     def update_state(self) -> None:
-        path = self.spec["state_file"]
+        path = self.spec.state_file
         try:
             with open(path) as f:
                 state = json.load(f)
@@ -331,9 +322,7 @@ class Keeper:
         # What a later `up` checks before it ends an orphan: the very processes now running.
         kept = {k: v for k, v in (state.get("procs") or {}).items() if k not in ("dockerd", "net")}
         state["procs"] = kept | procid.identities({"dockerd": self.dockerd, "net": self.net})
-        with open(path + ".tmp", "w") as f:
-            json.dump(state, f, indent=2)
-        os.replace(path + ".tmp", path)
+        atomic_write(path, json.dumps(state, indent=2))
 
     def stop_child(self, pid: int | None, pidfd: int | None, timeout: float) -> None:
         if pid is None or pidfd is None:
@@ -351,17 +340,17 @@ class Keeper:
         # Further signals must not cut the cleanup short.
         for s in STOP_SIGNALS:
             signal.signal(s, signal.SIG_IGN)
-        self.stop_child(self.dockerd, self.dockerd_fd, self.spec["stop_timeout"])
+        self.stop_child(self.dockerd, self.dockerd_fd, self.spec.stop_timeout)
         self.end_the_rest()
         if self.ports:
             self.ports.close()
         if self.exit_fd is not None:
             os.close(self.exit_fd)  # slirp4netns' signal to exit
         self.stop_child(self.net, self.net_fd, 5.0)
-        for path in self.spec["remove"]:
+        for path in self.spec.remove:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-        os.close(self.spec["lock_fd"])
+        os.close(self.spec.lock_fd)
 
     def end_the_rest(self) -> None:
         """dockerd stops its containers, shims and containerd; where it could not (a
@@ -369,7 +358,7 @@ class Keeper:
         docker-up. Every process in the user namespace docker-up made is one it started
         (dockerd's tree, containers), so whatever still runs there ends now, through a
         pidfd. (Modes without a user namespace of docker-up's own have no such scope.)"""
-        user_fd = self.spec["ns_fds"].get("user")
+        user_fd = self.spec.ns_fds.get("user")
         if user_fd is None:
             return
         ours = os.fstat(user_fd).st_ino
@@ -415,22 +404,22 @@ class Keeper:
             self.log("stopping")
         except GiveUp as e:
             self.log(f"{e}; last lines of dockerd's log:")
-            self.log(tail(self.spec["dockerd_log"]))
+            self.log(tail(self.spec.dockerd_log))
             code = 1
         self.shutdown()
         return code
 
 
-def tail(path: str, n: int = 20) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            return "".join(f.readlines()[-n:])
-    except OSError:
-        return ""
+def backoff(first: float, most: float) -> Iterator[float]:
+    """Waits that double from `first` up to `most`, without end."""
+    wait = first
+    while True:
+        yield wait
+        wait = min(wait * 2, most)
 
 
 def main() -> int:
-    return Keeper(json.loads(sys.argv[1])).run()
+    return Keeper(KeeperSpec.from_json(sys.argv[1])).run()
 
 
 if __name__ == "__main__":

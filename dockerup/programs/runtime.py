@@ -17,6 +17,11 @@ import os
 import sys
 from typing import Any
 
+# This package, without site-packages (python -S): see dockerup/programs/__init__.py.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from dockerup.programs.common import atomic_write
+from dockerup.programs.specs import RuntimeSpec
+
 
 def adjust_spec(spec: dict[str, Any], sysctls: dict[str, str]) -> bool:
     """Add the sysctls the container did not set. Only for a container with a network
@@ -35,7 +40,7 @@ def adjust_spec(spec: dict[str, Any], sysctls: dict[str, str]) -> bool:
     return True
 
 
-# The calls the acceleration agent (dockerup/accel.py) is asked about.
+# The calls the acceleration agent (dockerup/programs/accel.py) is asked about.
 NOTIFIED = ("connect",)
 # io_uring runs socket operations (connect among them) without passing seccomp: in a
 # container whose connect() the agent judges, a ring could reset a socket the agent put in
@@ -97,28 +102,25 @@ def bundle_dir(args: list[str]) -> str | None:
     return "."
 
 
-def rewrite(path: str, defaults: dict[str, Any]) -> None:
+def rewrite(path: str, defaults: RuntimeSpec) -> None:
     with open(path) as f:
         spec = json.load(f)
-    changed = adjust_spec(spec, defaults.get("sysctls") or {})
-    if defaults.get("listener"):
-        changed = add_listener(spec, defaults["listener"]) or changed
+    changed = adjust_spec(spec, defaults.sysctls)
+    if defaults.listener:
+        changed = add_listener(spec, defaults.listener) or changed
     if changed:
-        tmp = path + ".docker-up"
-        with open(tmp, "w") as f:
-            json.dump(spec, f)
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(spec), os.stat(path).st_mode & 0o777)
 
 
 def main(argv: list[str]) -> None:
-    defaults, runc, args = json.loads(argv[1]), argv[2], argv[3:]
+    defaults, args = RuntimeSpec.from_json(argv[1]), argv[2:]
     bundle = bundle_dir(args)
     if bundle is not None:
         try:
             rewrite(os.path.join(bundle, "config.json"), defaults)
         except (OSError, ValueError) as e:
             print(f"docker-up runtime: spec left as it was: {e}", file=sys.stderr)
-    os.execv(runc, [runc, *args])
+    os.execv(defaults.runc, [defaults.runc, *args])
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 addresses only the helper's default route leads to) become real sockets of the workspace,
 so their bytes never cross the network helper.
 
-How: docker-up's runtime (dockerup/runtime.py) gives each container a seccomp filter that
+How: docker-up's runtime (dockerup/programs/runtime.py) gives each container a seccomp filter that
 notifies on connect(), with this agent's socket as the listener; runc hands the agent the
 notification fd. The agent answers every connect() itself; it never lets the kernel re-run
 the container's call (SECCOMP_USER_NOTIF_FLAG_CONTINUE), because the kernel would then read
@@ -19,7 +19,7 @@ For each connect() the agent copies the address once, fetches the very file the 
 - perform: anything else of the IP families: the agent connects the container's own
   socket (it routes in the container's namespace, whoever calls) to the copied bytes;
 - delegate: other families (AF_UNIX paths depend on the caller's root and credentials):
-  a forked child that becomes the caller does it (dockerup/accel_creds.py);
+  a forked child that becomes the caller does it (dockerup/programs/accel_creds.py);
 - refuse: an errno, e.g. any connect() on a socket that is already the workspace's.
 
 Why a swapped socket gives a container nothing more than its one connection: it is bound
@@ -55,9 +55,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
-from dockerup.accel_creds import Caller, connect_as
-from dockerup.logfiles import QuietLog
-from dockerup.net import routes
+from dockerup.programs.accel_creds import Caller, connect_as
+from dockerup.programs.common import GATEWAY as GATEWAY_ADDR
+from dockerup.programs.common import routes
+from dockerup.programs.logfiles import QuietLog
 
 # <linux/seccomp.h>, x86-64 and arm64 alike.
 NOTIF = struct.Struct("=QII iIQ6Q")  # id, pid, flags, data{nr, arch, ip, args[6]}
@@ -85,7 +86,7 @@ PIDFD_THREAD = os.O_EXCL  # Linux 6.9+: a pidfd for any thread, not only a leade
 SO_NETNS_COOKIE = 71  # Linux 5.14+: which network namespace a socket lives in
 SO_PROTOCOL = 38
 
-GATEWAY = socket.inet_aton("10.0.2.2")  # the workspace's loopback, as containers see it
+GATEWAY = socket.inet_aton(GATEWAY_ADDR)  # the workspace's loopback, as containers see it
 LOOPBACK = "127.0.0.1"
 NEVER = ((0x7F000000, 0xFF000000), (0, 0xFF000000))  # 127/8, 0/8: the container's own
 

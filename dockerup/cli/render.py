@@ -1,0 +1,155 @@
+"""The one renderer: every verb's result as text (rich, for people) or as JSON in one
+versioned envelope (--json). Status lines go to stderr; stdout carries only what a
+script reads (JSON, the snippet, the DOCKER_HOST line a shell can eval)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from dockerup import results as r
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+def console(stderr: bool = True) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def emit(result: r.Result, as_json: bool = False) -> int:
+    """Print the result; the command's exit status."""
+    if as_json or isinstance(result, r.DryRun):
+        print(json.dumps(r.envelope(result), indent=2))
+    else:
+        TEXT[type(result)](result)
+    return result.exit_code
+
+
+def _up(res: Any) -> None:
+    if res.stopped:
+        return
+    if res.already_running:
+        console().print("docker-up: already running")
+    else:
+        console().print("[green]docker-up: dockerd is ready[/] (running in the background)")
+    print(f"export DOCKER_HOST={res.docker_host}", flush=True)
+
+
+def _status(res: Any) -> None:
+    from rich.table import Table
+
+    c = console(stderr=False)
+    if not res.running:
+        c.print(f"docker-up is not running (socket would be {res.socket})")
+        return
+    if res.lazy:
+        c.print(f"docker-up holds {res.socket} (pid {res.pid}): dockerd starts on the "
+                "first connection")  # fmt: skip
+        return
+    s = res.state
+    t = Table(show_header=False, box=None)
+    rows = [
+        ("state", "running" + ("" if res.answering else " (API not answering)")),
+        ("mode", f"{s['mode']} ({s['mode_reason']})"),
+        ("DOCKER_HOST", res.docker_host),
+        ("pids", f"docker-up {s['pid']}, dockerd {s['dockerd_pid']}, "
+                 f"{s['net']} {s.get('net_pid')}"),
+        ("network", f"{s['net']} MTU {s['mtu']} ({', '.join(s['net_options'])})"),
+        ("data-root", s["data_root"]),
+        ("storage", f"{s['storage']} ({s['storage_reason']})"),
+        ("iptables", s["iptables"]),
+        ("uptime", f"{res.uptime_s:.0f} s"),
+        ("restarts", str(s["restarts"])),
+    ]  # fmt: skip
+    for k, v in rows:
+        t.add_row(f"[bold]{k}[/]", v)
+    c.print(t)
+
+
+def _stopped(res: Any) -> None:
+    console().print("docker-up: stopped" if res.was_running else "docker-up: not running")
+
+
+def _logs(res: Any) -> None:
+    for name, line in res.lines:
+        print(f"[{name}] {line}")
+
+
+def _doctor(res: Any) -> None:
+    from rich.table import Table
+
+    styles = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
+    t = Table(title="docker-up doctor", show_lines=False)
+    for col in ("check", "status", "found", "fix"):
+        t.add_column(col, overflow="fold")
+    for check, result in res.report.results:
+        st = str(result.status)
+        t.add_row(check.title, f"[{styles[st]}]{st}[/]", result.detail, result.hint)
+    c = console(stderr=False)
+    c.print(t)
+    c.print("[bold red]something fails: fix it as shown[/]" if res.report.failed
+            else "[green]nothing fails[/]")  # fmt: skip
+
+
+def _fixes(res: Any) -> None:
+    c = console()
+    if not res.fixes:
+        c.print("docker-up doctor: nothing to fix")
+    elif not res.applied:
+        c.print("docker-up doctor: run these as root (or: sudo docker-up doctor --fix):")
+        for f in res.fixes:
+            print("  sudo " + " ".join(f.argv))
+    else:
+        for f in res.fixes:
+            c.print(f"docker-up doctor: {f.what or ' '.join(f.argv)}")
+        if res.user:
+            c.print(f"docker-up doctor: run `docker-up doctor` as {res.user} to confirm")
+
+
+def _config(res: Any) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"docker-up settings (file: {res.file})")
+    for col in ("setting", "value", "from"):
+        t.add_column(col)
+    for s in res.settings:
+        t.add_row(s.key, json.dumps(s.value), s.source)
+    console(stderr=False).print(t)
+
+
+def _snippet(res: Any) -> None:
+    print(res.text, end="")
+
+
+def _autostart(res: Any) -> None:
+    for ch in res.changes:
+        if res.enabled:
+            console().print(f"docker-up: {ch.shell}: {ch.file} "
+                            f"{'updated' if ch.changed else 'already set'}")  # fmt: skip
+        elif ch.changed:
+            console().print(f"docker-up: {ch.shell}: removed from {ch.file}")
+
+
+def _autostart_state(res: Any) -> None:
+    for row in res.shells:
+        print(f"{row['shell']:5} {'installed' if row['installed'] else '-':10} {row['file']}")
+
+
+def _installed(res: Any) -> None:
+    if not res.packages:
+        console().print("docker-up: everything docker-up needs is installed")
+    elif res.installed:
+        console().print(f"docker-up: installed {' '.join(res.packages)}")
+    else:
+        print("sudo apt-get update && sudo apt-get install -y " + " ".join(res.packages))
+
+
+TEXT: dict[type[r.Result], Callable[[Any], None]] = {
+    r.Up: _up, r.Status: _status, r.Stopped: _stopped, r.Logs: _logs, r.Doctor: _doctor,
+    r.Fixes: _fixes, r.ConfigShown: _config, r.Snippet: _snippet, r.Autostart: _autostart,
+    r.AutostartState: _autostart_state, r.Installed: _installed,
+}  # fmt: skip

@@ -1,0 +1,25 @@
+"""`docker-up doctor`: the checks (pure functions of facts: checks.py) and the fixes (planned
+purely: fixes.py). The probing lives with the other probes, in dockerup/facts.py; the verb
+that puts them together is dockerup/verbs/doctor.py."""
+
+from __future__ import annotations
+
+from dockerup.doctor.checks import (
+    CHECKS,
+    MIN_SUBIDS,
+    UP_CHECKS,
+    Check,
+    Report,
+    Result,
+    Status,
+    run_checks,
+    up_failures,
+)
+from dockerup.doctor.fixes import Fix, free_subid_start, package_fixes, plan_fixes
+from dockerup.facts import DoctorFacts
+
+__all__ = [
+    "CHECKS", "MIN_SUBIDS", "UP_CHECKS", "Check", "DoctorFacts", "Fix",
+    "Report", "Result", "Status", "free_subid_start", "package_fixes", "plan_fixes",
+    "run_checks", "up_failures",
+]  # fmt: skip

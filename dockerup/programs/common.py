@@ -1,0 +1,113 @@
+"""What the lean programs and the CLI side share: one copy each (stdlib only)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+
+# Signals that stop docker-up, its keeper and the lazy holder in order.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def tail(path: str | os.PathLike[str], lines: int = 20) -> str:
+    """The last lines of a log, for an error message; empty if it cannot be read."""
+    try:
+        with open(path, errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def describe_exit(code: int) -> str:
+    """A returncode (negative: the signal that killed it) as words."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def describe_status(status: int) -> str:
+    """A wait status (os.waitpid) as words."""
+    return describe_exit(os.waitstatus_to_exitcode(status))
+
+
+def log_line(msg: str) -> str:
+    """One line of docker-up.log."""
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {msg}\n"
+
+
+def append_log(path: str | os.PathLike[str], msg: str) -> None:
+    with contextlib.suppress(OSError), open(path, "a") as f:
+        f.write(log_line(msg))
+
+
+def atomic_write(path: str | os.PathLike[str], text: str, mode: int = 0o600) -> None:
+    """Replace a file in one step: readers see the old content or the new, never half.
+    The temporary name is docker-up's own, beside the file (same filesystem)."""
+    path = os.fspath(path)
+    head, name = os.path.split(path)
+    tmp = os.path.join(head, f".{name}.docker-up.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, mode)  # the umask may have narrowed it
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def hand_over_socket(listen_fd: int | None, env: dict[str, str]) -> int:
+    """Socket activation as systemd does it, for the process about to exec dockerd: the
+    listening socket at fd 3, LISTEN_PID naming this process (exec keeps the PID). Returns
+    the first fd that is not to be passed on."""
+    if listen_fd is None:
+        return 3
+    os.dup2(listen_fd, 3, inheritable=True)
+    env.update(LISTEN_FDS="1", LISTEN_PID=str(os.getpid()))
+    return 4
+
+
+def wait_ready(ready_fd: int, pidfd: int, timeout: float) -> str:
+    """A helper that reports readiness by writing to ready_fd (slirp4netns, pasta through
+    setpriv): "ready", "died" (it exited, or closed the pipe without a word) or "timeout"."""
+    from dockerup.programs.fdwait import readable
+
+    deadline = time.monotonic() + timeout
+    while True:
+        ready = readable([ready_fd, pidfd], max(0.0, deadline - time.monotonic()))
+        if ready_fd in ready:
+            # End of file means the helper is gone: it wrote nothing.
+            return "ready" if os.read(ready_fd, 64) else "died"
+        if pidfd in ready:
+            return "died"
+        if time.monotonic() >= deadline:
+            return "timeout"
+
+
+# The namespace's addresses: slirp4netns' fixed 10.0.2.0/24 network, which docker-up sets up
+# for pasta too. GATEWAY is the workspace as the namespace sees it.
+GUEST_ADDR = "10.0.2.100"
+GATEWAY = "10.0.2.2"
+DNS = "10.0.2.3"
+PREFIXLEN = 24
+
+
+def routes(route_table: str) -> list[tuple[int, int]]:
+    """(destination, mask) of each IPv4 route in a /proc/PID/net/route table, host order.
+    The kernel prints each network-order word as a native integer."""
+    import socket
+
+    out = []
+    for line in route_table.splitlines()[1:]:
+        f = line.split()
+        if len(f) > 7:
+            out.append((socket.ntohl(int(f[1], 16)), socket.ntohl(int(f[7], 16))))
+    return out

@@ -1,0 +1,142 @@
+"""What the CLI side tells each lean program, as typed data (stdlib only).
+
+Both sides use these classes: the planner and the executor build a spec and pass
+`spec.to_json()` on the command line; the program reads it back with `Spec.from_json()`. A
+field renamed on one side is renamed on the other, and mypy checks every read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, ClassVar, TypeVar
+
+S = TypeVar("S", bound="Spec")
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    # Fields that hold another spec (or None): how from_json rebuilds them.
+    NESTED: ClassVar[dict[str, type[Spec]]] = {}
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls: type[S], doc: dict[str, Any]) -> S:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(doc) - names
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
+        values = dict(doc)
+        for name, kind in cls.NESTED.items():
+            if values.get(name) is not None:
+                values[name] = kind.from_dict(values[name])
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls: type[S], text: str) -> S:
+        return cls.from_dict(json.loads(text))
+
+
+@dataclasses.dataclass(frozen=True)
+class Command(Spec):
+    argv: list[str]
+    env: dict[str, str]
+
+
+@dataclasses.dataclass(frozen=True)
+class NetCheck(Spec):
+    """What the network helper must have set up (checked with pyroute2, off the start-up
+    path, by `python -m dockerup.netcheck` run inside the namespace)."""
+
+    tap: str
+    address: str
+    prefixlen: int
+    gateway: str
+    mtu: int
+    python: str
+    python_path: list[str]  # sys.path of the CLI: where pyroute2 and dockerup are
+
+
+@dataclasses.dataclass(frozen=True)
+class ChildSpec(Spec):
+    """child.py: the namespaces to make, how to set them up, and the dockerd to exec."""
+
+    NESTED: ClassVar[dict[str, type[Spec]]] = {"verify": NetCheck, "dockerd": Command}
+    unshare: list[str]
+    copyup: list[str]
+    copyup_base: str
+    resolv_conf: str | None
+    sysctls: dict[str, str]
+    loopback: bool
+    storage_candidates: list[str]
+    storage_probe_dir: str
+    fuse_overlayfs: str | None
+    iptables: dict[str, str]
+    bin_dir: str
+    verify: NetCheck | None
+    dockerd: Command
+    listen_fd: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class KeeperSpec(Spec):
+    """keeper.py: the running processes, the fds it inherits, and how to restart them."""
+
+    NESTED: ClassVar[dict[str, type[Spec]]] = {"dockerd": Command}
+    dockerd_pid: int
+    dockerd: Command
+    dockerd_log: str
+    net_pid: int | None
+    net_name: str
+    net_argv: list[str] | None  # with {target}, {ready_fd} and {exit_fd} to fill in
+    net_log: str
+    net_api: str
+    exit_fd: int | None
+    ns_fds: dict[str, int]
+    lock_fd: int
+    listen_fd: int | None
+    ports_fd: int | None
+    accel_fd: int | None
+    allow_host_loopback: bool
+    port_forwarder: str
+    socket: str
+    pidfile: str
+    containerd_pidfile: str
+    state_file: str
+    log_file: str
+    log_max: int
+    echo: bool
+    stop_timeout: float
+    start_timeout: float
+    remove: list[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class LazySpec(Spec):
+    """lazy.py: the bound socket and the lock to hold, and what to exec on a client."""
+
+    listen_fd: int
+    lock_fd: int
+    socket: str
+    lazy_file: str
+    main_pid: str
+    argv: list[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class ProxySpec(Spec):
+    """portproxy.py: where the keeper's port manager listens, and the real docker-proxy."""
+
+    manager: str
+    docker_proxy: str
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeSpec(Spec):
+    """runtime.py: what each new container gets, and the runc it hands over to."""
+
+    runc: str
+    sysctls: dict[str, str]
+    listener: str | None  # the acceleration agent's socket (--net-accel)

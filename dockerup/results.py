@@ -1,0 +1,200 @@
+"""What the verbs return: typed results, rendered once by dockerup/cli/render.py as text or
+as JSON in one versioned envelope ({"version": 1, "kind": ..., ...})."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from dockerup.doctor import Fix, Report
+
+SCHEMA_VERSION = 1
+
+
+class Result:
+    kind: ClassVar[str]
+
+    @property
+    def exit_code(self) -> int:
+        return 0
+
+    def data(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+def envelope(result: Result) -> dict[str, Any]:
+    """The one JSON shape every verb's --json has."""
+    return {"version": SCHEMA_VERSION, "kind": result.kind, **result.data()}
+
+
+@dataclass(frozen=True)
+class Up(Result):
+    kind: ClassVar[str] = "up"
+    docker_host: str
+    already_running: bool
+    # Interrupted before dockerd was ready (on success the process became the keeper).
+    stopped: bool = False
+    code: int = 0
+
+    @property
+    def exit_code(self) -> int:
+        return self.code
+
+    def data(self) -> dict[str, Any]:
+        return {"docker_host": self.docker_host, "already_running": self.already_running}
+
+
+@dataclass(frozen=True)
+class DryRun(Result):
+    """`up --dry-run`: the plan, every file it would write included."""
+
+    kind: ClassVar[str] = "plan"
+    plan: dict[str, Any]
+
+    def data(self) -> dict[str, Any]:
+        return self.plan
+
+
+@dataclass(frozen=True)
+class Status(Result):
+    kind: ClassVar[str] = "status"
+    running: bool
+    socket: str
+    docker_host: str
+    lazy: bool = False
+    pid: int | None = None
+    answering: bool | None = None
+    uptime_s: float | None = None
+    state: dict[str, Any] = field(default_factory=dict)  # state.json of the running one
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.running else 3
+
+    def data(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"running": self.running, "socket": self.socket,
+                               "docker_host": self.docker_host}  # fmt: skip
+        if self.lazy:
+            doc.update(lazy=True, pid=self.pid)
+        elif self.running:
+            doc.update(self.state, uptime_s=self.uptime_s, answering=self.answering)
+        return doc
+
+
+@dataclass(frozen=True)
+class Stopped(Result):
+    kind: ClassVar[str] = "stop"
+    was_running: bool
+
+    def data(self) -> dict[str, Any]:
+        return {"was_running": self.was_running}
+
+
+@dataclass(frozen=True)
+class Logs(Result):
+    kind: ClassVar[str] = "logs"
+    lines: list[tuple[str, str]]  # (which log, line)
+
+    def data(self) -> dict[str, Any]:
+        return {"lines": [{"log": n, "line": line} for n, line in self.lines]}
+
+
+@dataclass(frozen=True)
+class Doctor(Result):
+    kind: ClassVar[str] = "doctor"
+    report: Report
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.report.failed else 0
+
+    def data(self) -> dict[str, Any]:
+        return self.report.as_json()
+
+
+@dataclass(frozen=True)
+class Fixes(Result):
+    """`doctor --fix`: what was (or, not being root, would be) done."""
+
+    kind: ClassVar[str] = "fixes"
+    fixes: list[Fix]
+    applied: bool
+    user: str | None = None
+
+    def data(self) -> dict[str, Any]:
+        return {"applied": self.applied, "user": self.user,
+                "fixes": [{"what": f.what, "argv": list(f.argv)} for f in self.fixes]}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    value: Any
+    source: str
+
+
+@dataclass(frozen=True)
+class ConfigShown(Result):
+    kind: ClassVar[str] = "config"
+    file: Path
+    settings: list[Setting]
+
+    def data(self) -> dict[str, Any]:
+        return {"file": str(self.file),
+                "settings": {s.key: {"value": s.value, "source": s.source}
+                             for s in self.settings}}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Snippet(Result):
+    kind: ClassVar[str] = "shell-init"
+    shell: str
+    text: str
+
+    def data(self) -> dict[str, Any]:
+        return {"shell": self.shell, "text": self.text}
+
+
+@dataclass(frozen=True)
+class RcChange:
+    shell: str
+    file: Path
+    changed: bool
+
+
+@dataclass(frozen=True)
+class Autostart(Result):
+    kind: ClassVar[str] = "autostart"
+    enabled: bool
+    changes: list[RcChange]
+
+    def data(self) -> dict[str, Any]:
+        return {"enabled": self.enabled,
+                "changes": [{"shell": c.shell, "file": str(c.file), "changed": c.changed}
+                            for c in self.changes]}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class AutostartState(Result):
+    kind: ClassVar[str] = "autostart-status"
+    shells: list[dict[str, Any]]  # shell, file, installed
+
+    def data(self) -> dict[str, Any]:
+        return {"shells": self.shells}
+
+
+@dataclass(frozen=True)
+class Installed(Result):
+    """install-deps: what was missing and whether it was installed (only real root may)."""
+
+    kind: ClassVar[str] = "install-deps"
+    packages: list[str]
+    installed: bool
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.installed or not self.packages else 1
+
+    def data(self) -> dict[str, Any]:
+        return {"packages": self.packages, "installed": self.installed}

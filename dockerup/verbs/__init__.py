@@ -1,0 +1,11 @@
+"""The verbs: what each command does, called by the CLI (dockerup/cli), returning typed
+results (dockerup/results.py) that the CLI renders. One module per group:
+
+  settings.py  resolve the configuration, the context of a command, the plan; `config show`
+  up.py        up (foreground, detached, lazy, activated) and --dry-run
+  running.py   status, stop, logs, exec/shell
+  doctor.py    doctor, doctor --fix, install-deps
+  shell.py     shell-init, autostart, shell completion
+
+They never print and never exit: failures are DockerUpError, which the CLI renders.
+"""

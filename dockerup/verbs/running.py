@@ -1,0 +1,93 @@
+"""What runs: status, stop, logs, and entering the daemon's namespaces."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from dockerup import background, proc, supervise
+from dockerup.errors import DockerUpError
+from dockerup.net import NET_DRIVERS
+from dockerup.paths import Paths
+from dockerup.programs import wire
+from dockerup.results import Logs, Status, Stopped
+
+LOGS = ("docker-up", "dockerd", *NET_DRIVERS)
+
+
+def status(paths: Paths) -> Status:
+    supervise.check_runtime(paths)
+    state = supervise.read_state(paths)
+    locked = supervise.is_locked(paths)
+    sock, host = str(paths.socket), paths.docker_host
+    if locked and state is not None:
+        uptime = round(time.time() - state["started_at"], 1)
+        return Status(True, sock, host, pid=state.get("pid"), answering=wire.ping(paths.socket),
+                      uptime_s=uptime, state=state)  # fmt: skip
+    if locked and (lazy := background.read_json(background.lazy_file(paths))):
+        # Socket activation: nothing runs yet but the holder; the first client starts it.
+        return Status(True, sock, host, lazy=True, pid=lazy.get("pid"))
+    return Status(False, sock, host)
+
+
+def stop(paths: Paths, timeout: float = 60.0) -> Stopped:
+    return Stopped(background.stop(paths, timeout))
+
+
+def log_files(paths: Paths) -> dict[str, Path]:
+    return {name: paths.log_dir / f"{name}.log" for name in LOGS}
+
+
+def read_logs(paths: Paths, lines: int) -> Logs:
+    """The last lines of each log, each marked with where it came from."""
+    supervise.check_runtime(paths)
+    out: list[tuple[str, str]] = []
+    for name, path in log_files(paths).items():
+        out += [(name, line) for line in proc.tail(path, lines).splitlines()]
+    return Logs(out)
+
+
+def follow_logs(paths: Paths) -> Iterator[tuple[str, str]]:
+    """New lines of every log as they come (`logs -f`), until interrupted."""
+    supervise.check_runtime(paths)
+    files: dict[str, Any] = {}
+    for name, path in log_files(paths).items():
+        with contextlib.suppress(OSError):
+            f = open(path, errors="replace")  # noqa: SIM115 - kept open while following
+            f.seek(0, os.SEEK_END)
+            files[name] = f
+    while True:
+        quiet = True
+        for name, f in files.items():
+            for line in f.readlines():
+                quiet = False
+                yield name, line.rstrip("\n")
+        if quiet:
+            time.sleep(0.2)  # a tail -f: nothing to wait on but new lines
+
+
+def enter_argv(state: dict[str, Any], command: list[str]) -> list[str]:
+    """nsenter into the daemon's namespaces (pure). In rootless mode the user namespace too:
+    there the caller is root, with CAP_NET_ADMIN over the network namespace."""
+    ns = ["--user", "--mount", "--net"] if state["mode"] == "rootless" else ["--mount", "--net"]
+    if state.get("net") == "host":
+        ns.remove("--net")
+    return ["nsenter", f"--target={state['dockerd_pid']}", *ns, "--", *command]
+
+
+def enter(paths: Paths, command: list[str]) -> None:
+    """Replace this process with `command` inside the namespaces: exit codes, signals and
+    the terminal pass straight through."""
+    supervise.check_runtime(paths)
+    state = supervise.read_state(paths)
+    if not state or not supervise.is_locked(paths):
+        raise DockerUpError("docker-up is not running", hint="start it: docker-up -d")
+    argv = enter_argv(state, command)
+    try:
+        os.execvp(argv[0], argv)
+    except FileNotFoundError as e:
+        raise DockerUpError(f"cannot run {argv[0]}", hint="apt-get install util-linux") from e

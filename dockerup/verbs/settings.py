@@ -1,0 +1,102 @@
+"""Resolve once per command: the settings (and their sources), the host's facts, the mode
+(and why) and the paths, exactly as `up` does."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dockerup import facts as host
+from dockerup.config import Config
+from dockerup.errors import DockerUpError
+from dockerup.modes import Mode, resolve_mode
+from dockerup.paths import Paths
+from dockerup.plan import Plan, build_plan, paths_for, resolve_mode_of
+from dockerup.results import ConfigShown, Setting
+
+
+@dataclass(frozen=True)
+class Loaded:
+    config: Config
+    sources: dict[str, str]
+    file: Path
+    facts: host.HostFacts
+
+
+def load_config(cli: dict[str, Any]) -> Loaded:
+    """Settings from the config file, DOCKER_UP_* variables and the command line. Where the
+    file is depends on the mode, so only the command line and the environment choose it."""
+    from dockerup.config import resolve
+
+    f = host.probe()
+    asked = cli.get("mode") or f.env.get("DOCKER_UP_MODE")
+    mode, _ = resolve_mode(f.uid, f.initial_userns, f.net_admin, asked)
+    path = paths_for(mode, f).config_file
+    try:
+        text: str | None = path.read_text()
+    except FileNotFoundError:
+        text = None
+    except OSError as e:
+        raise DockerUpError(f"cannot read {path}: {e.strerror}") from e
+    config, sources = resolve(cli, f.env, text, str(path))
+    return Loaded(config, sources, path, f)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every command resolves once and the same way `up` does."""
+
+    loaded: Loaded
+    mode: Mode
+    mode_reason: str
+    paths: Paths
+
+
+def context(cli: dict[str, Any] | None = None) -> Context:
+    loaded = load_config(cli or {})
+    mode, reason = resolve_mode_of(loaded.config, loaded.facts)
+    return Context(loaded, mode, reason, paths_for(mode, loaded.facts, loaded.config))
+
+
+def current_paths() -> Paths:
+    """Where a running docker-up of this user keeps its state (status, stop, logs, exec)."""
+    return context().paths
+
+
+def make_plan(config: Config, f: host.HostFacts | None = None) -> Plan:
+    """Probe what the configuration needs, refuse what a cheap fatal check of doctor's
+    finds (with doctor's words and fix), and plan."""
+    from dockerup import doctor
+
+    f = f or host.probe()
+    if config.net == "pasta":
+        f = host.with_pasta(f)
+    if config.net_accel or (config.net_accel is None and config.allow_host_loopback):
+        f = host.with_accel(f)
+    if not config.host_network:
+        mode, _ = resolve_mode_of(config, f)
+        paths = paths_for(mode, f, config)
+        cheap = host.probe_cheap(f, paths, config.net, config.net_accel, config.mode)
+        failures = doctor.up_failures(cheap)
+        if failures:
+            check, result = failures[0]
+            raise DockerUpError(
+                result.detail,
+                hint=f"{result.hint}\n(check {check.id} failed; `docker-up doctor` checks "
+                "everything)",
+            )
+    return build_plan(config, f)
+
+
+def config_show(loaded: Loaded) -> ConfigShown:
+    from dockerup.config import SETTINGS
+
+    c = loaded.config
+    return ConfigShown(loaded.file, [
+        Setting(s.key, _plain(getattr(c, s.field)), loaded.sources[s.key]) for s in SETTINGS
+    ])  # fmt: skip
+
+
+def _plain(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else str(v) if hasattr(v, "value") else v
