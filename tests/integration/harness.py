@@ -37,6 +37,14 @@ def wait_for(cond: Callable[[], object], timeout: float, what: str, step: float 
         time.sleep(step)
 
 
+def nc_read(host: str, port: int | str, timeout: int = 10) -> str:
+    """A container's shell line that prints what a TCP server sends, without closing its own
+    side first: nc's stdin is a FIFO this shell holds open until nc is done (a half-close
+    meeting the server's close is what Debian 12's pasta mishandles; no sleep needed)."""
+    return (f"cd $(mktemp -d) && mkfifo f && {{ timeout {timeout} nc -w 3 {host} {port} <f & "
+            "exec 3>f; wait $!; }")  # fmt: skip
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import Workspace
+from .harness import Workspace, nc_read
 from .test_core import reach_host_loopback
 from .test_lifecycle import status
 from .test_ports import free_port
@@ -50,7 +50,7 @@ def test_connections_to_workspace_loopback_skip_the_helper(
         os.kill(helper, signal.SIGCONT)
     # And the normal path still works once the helper runs again.
     r = accel.docker("run", "--rm", "--security-opt", "seccomp=unconfined", "bb:test", "sh",
-                     "-c", f"sleep 0.5 | timeout 10 nc 10.0.2.2 {loopback_server}")  # fmt: skip
+                     "-c", nc_read("10.0.2.2", loopback_server))  # fmt: skip
     assert r.stdout.strip() == "hello"
 
 
@@ -63,7 +63,7 @@ def test_connections_leaving_the_namespace_skip_the_helper(
     helper = helper_pid(accel)
     os.kill(helper, signal.SIGSTOP)
     try:
-        nc = f"sleep 0.5 | timeout 10 nc {peer_namespace} 7070"
+        nc = nc_read(peer_namespace, 7070)
         r = accel.docker("run", "--rm", "bb:test", "sh", "-c", nc, check=False)
         assert r.stdout.strip() == "peer-ns", r.stdout + r.stderr
     finally:

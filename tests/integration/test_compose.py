@@ -65,11 +65,11 @@ def docker_setup() -> list[str]:
 
 @pytest.fixture(scope="module")
 def docker_cleanup() -> list[str]:
-    return ["down"]  # keep the named volume: the second run must find its data
+    return ["down -v"]
 
 
-def compose(*args: str) -> str:
-    r = subprocess.run(["docker-compose", "-f", str(COMPOSE_FILE), "-p", PROJECT, *args],
+def compose(*args: str, project: str = PROJECT) -> str:
+    r = subprocess.run(["docker-compose", "-f", str(COMPOSE_FILE), "-p", project, *args],
                        capture_output=True, text=True, timeout=120)  # fmt: skip
     assert r.returncode == 0, r.stderr
     return r.stdout
@@ -100,16 +100,18 @@ def test_compose_stack(docker_services: Services) -> None:
     assert "hello-from-web" in page
     # The user-defined network has the tap device's MTU.
     assert compose("exec", "-T", "client", "cat", "/sys/class/net/eth0/mtu").strip() == "65520"
-    compose("exec", "-T", "client", "sh", "-c", "echo persisted > /data/file")
 
 
 def test_second_run_finds_the_volume(compose_daemon: Workspace) -> None:
-    # Runs after test_compose_stack (file order) has brought the stack down (docker_cleanup
-    # runs at the session's end, so take it down here explicitly first).
-    subprocess.run(["docker-compose", "-f", str(COMPOSE_FILE), "-p", PROJECT, "down"],
-                   capture_output=True, timeout=120)  # fmt: skip
-    with get_docker_services("docker-compose", str(COMPOSE_FILE), PROJECT, ["up -d"],
-                             ["down -v"]):  # fmt: skip
-        assert compose("exec", "-T", "client", "cat", "/data/file").strip() == "persisted"
+    """Self-contained (whatever ran before): write into the named volume, take the stack
+    down keeping volumes, bring it up again and read it back; `down -v` then removes it."""
+    project = f"{PROJECT}-volume"
+    up = ["up -d"]
+    with get_docker_services("docker-compose", str(COMPOSE_FILE), project, up, ["down"]):
+        compose("exec", "-T", "client", "sh", "-c", "echo persisted > /data/file",
+                project=project)  # fmt: skip
+    with get_docker_services("docker-compose", str(COMPOSE_FILE), project, up, ["down -v"]):
+        got = compose("exec", "-T", "client", "cat", "/data/file", project=project)
+        assert got.strip() == "persisted"
     volumes = compose_daemon.docker("volume", "ls", "-q").stdout
-    assert f"{PROJECT}_data" not in volumes
+    assert f"{project}_data" not in volumes

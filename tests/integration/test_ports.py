@@ -38,15 +38,21 @@ def http_get(addr: str, port: int) -> str:
 
 
 def udp_echo(port: int, payload: bytes = b"ping") -> bytes:
+    """One datagram, one answer: the caller waited until the server inside is bound."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(2)
-        for _ in range(5):  # UDP: the first datagram may race the forwarder's set-up
-            s.sendto(payload, ("127.0.0.1", port))
-            try:
-                return s.recv(65536)
-            except TimeoutError:
-                continue
-    return b""
+        s.settimeout(5)
+        s.sendto(payload, ("127.0.0.1", port))
+        try:
+            return s.recv(65536)
+        except TimeoutError:
+            return b""
+
+
+def udp_bound(ws: Workspace, container: str, port: int) -> bool:
+    """Is a UDP socket bound to this port inside the container? (A datagram that arrives
+    before would be answered by "port unreachable" and lost.)"""
+    r = ws.docker("exec", container, "cat", "/proc/net/udp", check=False)
+    return f":{port:04X} " in r.stdout
 
 
 WEB = "mkdir -p /www && echo {body} > /www/index.html && exec httpd -f -p 80 -h /www"
@@ -140,6 +146,7 @@ def test_published_udp_port(daemon: Workspace) -> None:
     assert r.returncode == 0, (
         r.stderr + (daemon.runtime_dir / "docker-up/logs/docker-up.log").read_text()
     )
+    wait_for(lambda: udp_bound(daemon, "echo", 5353), 20, "udpecho to bind its port")
     reply = udp_echo(port)
     assert reply == b"ping", daemon.docker_up("logs", "-n", "30").stdout[-3000:]
     daemon.docker("rm", "-f", "echo")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from .harness import Workspace, full_backlog, wait_for
-from .test_ports import WEB, free_port, http_get, udp_echo
+from .test_ports import WEB, free_port, http_get, udp_bound, udp_echo
 
 
 @pytest.fixture
@@ -72,11 +72,14 @@ def test_many_udp_senders_cost_bounded_memory(daemon: Workspace) -> None:
     port = free_port()
     daemon.docker("run", "-d", "--name", "echo", "-p", f"{port}:5353/udp", "bb:test",
                   "udpecho", "5353")  # fmt: skip
+    wait_for(lambda: udp_bound(daemon, "echo", 5353), 20, "udpecho to bind its port")
     assert udp_echo(port) == b"ping"
     proxy = proxy_of(port)
     for _ in range(10_000):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.sendto(b"x", ("127.0.0.1", port))
+    # A full receive buffer drops what comes next (UDP): ask once the relay has read it all.
+    wait_for(lambda: udp_queued(port) == 0, 30, "the relay to read the flood")
     assert udp_echo(port) == b"ping"
     threads, rss_kib = status_field(proxy, "Threads"), status_field(proxy, "VmRSS")
     fds = len(os.listdir(f"/proc/{proxy}/fd"))
@@ -137,3 +140,10 @@ def listener_fd(pid: int, port: int) -> int:
             if link.startswith("socket:[") and link[8:-1] in inodes:
                 return int(fd)
     raise AssertionError(f"no listener on {port} in {pid}")
+
+
+def udp_queued(port: int) -> int:
+    """Bytes waiting in the receive queue of the workspace's UDP socket on this port."""
+    with open("/proc/net/udp") as f:
+        rows = [line.split() for line in f.readlines()[1:]]
+    return sum(int(r[4].split(":")[1], 16) for r in rows if r[1].endswith(f":{port:04X}"))
