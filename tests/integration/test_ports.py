@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -19,10 +20,25 @@ def second_address() -> None:
     subprocess.run(["ip", "addr", "replace", f"{OTHER_ADDR}/32", "dev", "lo"], check=True)
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nothing uses on any address, never the same twice in a run, and below the
+    kernel's ephemeral range (32768 up): a parallel test's client connection cannot take it
+    between here and the `docker run -p` that publishes it. Each worker has its own range."""
+    base = 20000 + 2000 * int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    for port in range(base, base + 2000):
+        if port in _GIVEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        return port
+    raise RuntimeError(f"no free port in {base}..{base + 1999}")
 
 
 def http_get(addr: str, port: int) -> str:
