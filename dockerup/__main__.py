@@ -1,5 +1,5 @@
 """`python -m dockerup`: the same command line as `docker-up`."""
 
-from dockerup.cli.main import main
+from dockerup.cli.entry import main
 
 main()

@@ -20,7 +20,6 @@ from dockerup.plan import Plan
 from dockerup.programs import procid
 from dockerup.programs.common import atomic_write
 from dockerup.programs.specs import LazySpec
-from dockerup.waiting import wait_until
 
 
 def lazy_file(paths: Paths) -> Path:
@@ -150,17 +149,6 @@ def hold_socket(plan: Plan, docker_up: str) -> bool:
     return True
 
 
-def activated_fds() -> tuple[int, int] | None:
-    """(listen fd, lock fd) when the lazy holder exec'd us on a first connection."""
-    listen, lock = (
-        os.environ.pop("DOCKER_UP_LISTEN_FD", ""),
-        os.environ.pop("DOCKER_UP_LOCK_FD", ""),
-    )
-    if listen.isdigit() and lock.isdigit():
-        return int(listen), int(lock)
-    return None
-
-
 def stop(paths: Paths, timeout: float = 60.0) -> bool:
     """Ask the keeper (or the lazy holder) to stop and wait until the lock is free. False:
     nothing was running."""
@@ -178,6 +166,8 @@ def stop(paths: Paths, timeout: float = 60.0) -> bool:
             "docker-up is starting or its state is unreadable; cannot tell which process to stop",
             hint="try again in a moment",
         )
+    from dockerup.waiting import wait_until
+
     if not wait_until(lambda: not supervise.is_locked(paths), timeout, period=0.05):
         raise DockerUpError(f"docker-up (pid {ident.pid}) did not stop in {timeout:.0f} s")
     return True

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from enum import StrEnum
@@ -14,7 +13,7 @@ from typing import Any
 
 from dockerup.errors import DockerUpError
 from dockerup.net import NET_DRIVERS
-from dockerup.programs.ports import FORWARDERS
+from dockerup.programs.common import FORWARDERS
 
 MTU_MIN, MTU_MAX = 1280, 65520
 
@@ -202,6 +201,8 @@ def resolve(
     sources = {s.key: "default" for s in SETTINGS}
     if file_text is not None:
         try:
+            import tomllib  # only when there is a file: a few ms of every start otherwise
+
             doc = tomllib.loads(file_text)
         except tomllib.TOMLDecodeError as e:
             raise DockerUpError(

@@ -5,7 +5,6 @@ on the start path."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +17,8 @@ def docker_config_dir(env: Mapping[str, str], home: str) -> Path:
 
 
 def meta_path(config_dir: Path, name: str = NAME) -> Path:
+    import hashlib  # only here: its import is a few ms of every start
+
     digest = hashlib.sha256(name.encode()).hexdigest()
     return config_dir / "contexts" / "meta" / digest / "meta.json"
 

@@ -10,13 +10,13 @@ import socket
 import stat
 import struct
 import sys
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dockerup import proc
 from dockerup.paths import Paths
+from dockerup.probecache import ProbeCache, cache_file
 from dockerup.programs import wire
 from dockerup.programs.common import routes
 
@@ -69,14 +69,17 @@ class HostFacts:
     pasta_help: str = ""  # probed only when pasta is chosen (see with_pasta)
     pasta_version: str = ""
     python: str = sys.executable
-    # Where the CLI found its libraries: the network check (pyroute2) runs with the same.
-    python_path: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     initial_userns: bool = False  # /proc/self/uid_map is the identity map of the host
     max_gid: int = 65535  # the highest gid our user namespace maps
     net_admin: bool = False  # CAP_NET_ADMIN over the network namespace we are in
     default_route: bool = True  # an IPv4 default route in our network namespace (pasta)
     accel_problems: tuple[str, ...] = ()  # why --net-accel cannot work (see with_accel)
+
+
+def probes(env: Mapping[str, str], home: str) -> ProbeCache:
+    """What binaries say about themselves, cached per user (dockerup/probecache.py)."""
+    return ProbeCache(cache_file(env, home), proc.output)
 
 
 def search_path(env_path: str) -> str:
@@ -168,13 +171,12 @@ def probe(env: dict[str, str] | None = None) -> HostFacts:
         subuid=parse_subid(read_text("/etc/subuid"), user, uid),
         subgid=parse_subid(read_text("/etc/subgid"), user, uid),
         tun=probe_tun(),
-        slirp_help=proc.output([slirp, "--help"]) if slirp else "",
+        slirp_help=probes(env, home).output([slirp, "--help"]) if slirp else "",
         env=env,
         initial_userns=is_initial_userns(read_text("/proc/self/uid_map")),
         net_admin=probe_net_admin(),
         max_gid=max_mapped_id(read_text("/proc/self/gid_map")),
         default_route=has_default_route(read_text("/proc/net/route")),
-        python_path=tuple(p for p in sys.path if p),
     )
 
 
@@ -189,7 +191,7 @@ def with_accel(f: HostFacts) -> HostFacts:
     from dockerup.programs.accel import has_netns_cookie, support_problems
 
     runc = f.binaries.get("runc")
-    version = proc.output([runc, "--version"]) if runc else ""
+    version = probes(f.env, f.home).output([runc, "--version"]) if runc else ""
     actions = read_text("/proc/sys/kernel/seccomp/actions_avail")
     cookie = has_netns_cookie()
     return replace(f, accel_problems=tuple(support_problems(actions, version, cookie)))
@@ -201,12 +203,13 @@ def with_pasta(f: HostFacts) -> HostFacts:
     pasta = f.binaries.get("pasta")
     if not pasta or f.pasta_help:
         return f
-    version = proc.output([pasta, "--version"])
+    cache = probes(f.env, f.home)
+    version = cache.output([pasta, "--version"])
     if "unknown version" in version:
         pkg = proc.output(["dpkg-query", "-W", "-f", "${Version}", "passt"]).strip()
         if pkg and " " not in pkg:
             version += f"\npasst {pkg}\n"
-    return replace(f, pasta_help=proc.output([pasta, "--help"]), pasta_version=version)
+    return replace(f, pasta_help=cache.output([pasta, "--help"]), pasta_version=version)
 
 
 # -- what doctor checks: the cheap part (`up` probes it too) and the rest ------------------------
@@ -244,6 +247,7 @@ class DoctorFacts:
     other_daemon: str = ""  # a daemon answering on DOCKER_HOST that is not docker-up's
     stale_socket: bool = False
     running: dict[str, object] = field(default_factory=dict)  # docker-up's own status
+    engine: dict[str, object] = field(default_factory=dict)  # what its daemon says of itself
     image_base: str = ""  # where the workspace image's base tarball is (or would be) cached
     image_base_cached: bool = False
 
@@ -317,9 +321,28 @@ def probe_doctor(cheap: DoctorFacts, running: dict[str, object]) -> DoctorFacts:
         other_daemon=other,
         stale_socket=stale,
         running=running,
+        engine=probe_engine(paths.docker_host) if running.get("answering") else {},
         image_base=str(base),
         image_base_cached=base.is_file() and base.stat().st_size > 0,
     )
+
+
+def probe_engine(docker_host: str) -> dict[str, object]:
+    """The running daemon's own account, through the Engine API (the docker SDK): its
+    version, and how many containers it runs. {} when it does not answer."""
+    import docker
+
+    try:
+        client = docker.DockerClient(base_url=docker_host, timeout=5)
+        try:
+            info = client.info()
+            return {"version": client.version().get("Version", "?"),
+                    "containers": info.get("ContainersRunning", 0),
+                    "storage": info.get("Driver", "?")}  # fmt: skip
+        finally:
+            client.close()
+    except Exception:  # docker.errors.DockerException, or the transport's own errors
+        return {}
 
 
 def probe_iptables(h: HostFacts) -> dict[str, str]:
@@ -373,6 +396,8 @@ def _foreign(path: Path, uid: int) -> bool:
 
 def probe_overlay(h: HostFacts, paths: Paths) -> str | None:
     """Mount an overlay in a throwaway user+mount namespace, on the data-root's filesystem."""
+    import tempfile  # doctor only
+
     base = paths.data if paths.data.exists() else Path(h.home)
     try:
         d = Path(tempfile.mkdtemp(prefix=".doctor-overlay-", dir=base))

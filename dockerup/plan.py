@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dockerup import context, daemon
 from dockerup.config import Config, Storage
 from dockerup.errors import DockerUpError
 from dockerup.facts import PACKAGES, REQUIRED, HostFacts, IdRange
 from dockerup.modes import Mode, resolve_mode
-from dockerup.net import NetworkDriver, pasta, slirp4netns
+from dockerup.net import NetworkDriver, slirp4netns
 from dockerup.paths import UNIX_SOCKET_MAX, Paths, resolve_paths, system_paths
 from dockerup.programs import script
-from dockerup.programs.common import DNS, GATEWAY, GUEST_ADDR, PREFIXLEN
-from dockerup.programs.ports import FORWARDERS
+from dockerup.programs.common import DNS, FORWARDERS, GATEWAY, GUEST_ADDR, PREFIXLEN
 from dockerup.programs.specs import ChildSpec, Command, NetCheck
+
+if TYPE_CHECKING:
+    from dockerup.net import pasta
 
 
 def sysctls(gids: int, config: Config) -> dict[str, str]:
@@ -165,6 +168,8 @@ def network_driver(
 ) -> NetworkDriver:
     require_tun(facts)
     if config.net == "pasta":
+        from dockerup.net import pasta
+
         return pasta.configure(
             bins["pasta"], bins["setpriv"], require_pasta(facts),
             config.mtu, config.allow_host_loopback, mode.needs_userns(),
@@ -177,6 +182,8 @@ def network_driver(
 
 def require_pasta(facts: HostFacts) -> pasta.PastaFeatures:
     """What pasta needs of the workspace and of itself (doctor's net.pasta check too)."""
+    from dockerup.net import pasta
+
     features = pasta.parse_features(facts.pasta_help, facts.pasta_version)
     pasta.require_features(features)
     if not facts.default_route:
@@ -331,10 +338,8 @@ def child_spec(
     """What child.py does inside the namespaces, as data."""
     own_netns = not config.host_network
     iptables_dir = str(Path(bins["iptables"]).parent)
-    check = NetCheck(
-        tap=slirp4netns.TAP, address=GUEST_ADDR, prefixlen=PREFIXLEN, gateway=GATEWAY,
-        mtu=config.mtu, python=facts.python, python_path=list(facts.python_path),
-    )  # fmt: skip
+    check = NetCheck(tap=slirp4netns.TAP, address=GUEST_ADDR, prefixlen=PREFIXLEN,
+                     gateway=GATEWAY, mtu=config.mtu)  # fmt: skip
     return ChildSpec(
         unshare=(["user"] if mode.needs_userns() else [])
         + ["mount"]
@@ -348,12 +353,13 @@ def child_spec(
         storage_candidates=storage_candidates(config),
         storage_probe_dir=str(paths.data / "probe"),
         fuse_overlayfs=bins.get("fuse-overlayfs"),
-        iptables={
-            "nft": f"{iptables_dir}/iptables-nft",
-            "legacy": f"{iptables_dir}/iptables-legacy",
-        },
+        # legacy first where it works (the copy-up gives the namespace its own
+        # xtables.lock): nft waits ~15 ms for the kernel on every rule it deletes, and a
+        # warm dockerd deletes and re-adds the default bridge's rules as it starts (0.1 s).
+        iptables=[[name, f"{iptables_dir}/iptables-{name}"] for name in ("legacy", "nft")],
         bin_dir=str(paths.bin_dir),
         verify=check if own_netns else None,
         dockerd=Command(argv=argv, env=env),
         listen_fd=config.listen_fd,
+        log=str(paths.log_dir / "dockerd.log"),
     )

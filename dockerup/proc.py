@@ -56,6 +56,34 @@ def run(argv: Sequence[str], what: str, timeout: float = 30.0) -> str:
     return r.stdout
 
 
+def run_together(commands: Sequence[tuple[Sequence[str], str]], timeout: float = 30.0) -> None:
+    """Commands that must all succeed and do not depend on each other, run at once (each
+    takes a few milliseconds to start: newuidmap and newgidmap)."""
+    started = []
+    for argv, what in commands:
+        try:
+            p = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        except OSError as e:
+            raise DockerUpError(f"{what}: cannot run {argv[0]}: {e.strerror}") from e
+        started.append((p, argv, what))
+    failed = []
+    for p, argv, what in started:
+        try:
+            out, _ = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, _ = p.communicate()
+            failed.append(DockerUpError(f"{what}: {argv[0]} did not finish in {timeout:.0f} s"))
+            continue
+        if p.returncode != 0:
+            failed.append(DockerUpError(
+                f"{what} failed: {' '.join(argv)} exited with {p.returncode}",
+                detail=out.strip()))  # fmt: skip
+    if failed:
+        raise failed[0]
+
+
 def spawn(
     argv: Sequence[str],
     env: Mapping[str, str] | None = None,

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from dockerup.doctor import Fix, Report
+if TYPE_CHECKING:
+    from dockerup.doctor import Fix, Report
 
 SCHEMA_VERSION = 1
 

@@ -14,7 +14,6 @@ import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dockerup import proc
+from dockerup.early import MARKS, Child, start_child
 from dockerup.errors import DockerUpError
 from dockerup.net import NET_DRIVERS
 from dockerup.paths import Paths
@@ -76,6 +76,7 @@ class ChildLink:
 
     def __init__(self, p: subprocess.Popen[bytes], rfd: int, wfd: int, log: Path) -> None:
         self.p, self.rfd, self.wfd, self.log = p, rfd, wfd, log
+        self.spawned_at = time.monotonic()
         self.buf = b""
         # The child process execs dockerd once told to go: errors name what it is by then.
         self.name = "docker-up's namespace child"
@@ -287,27 +288,24 @@ def remove_stale(paths: Paths, keep_socket: bool = False) -> None:
 
 
 @contextlib.contextmanager
-def spawn_child(plan: Plan) -> Iterator[ChildLink]:
-    c2p_r, c2p_w = os.pipe()
-    p2c_r, p2c_w = os.pipe()
-    log = plan.paths.log_dir / "dockerd.log"
+def spawn_child(plan: Plan, early: Child | None = None) -> Iterator[ChildLink]:
+    """The namespace child, given its spec: the one started early (dockerup/early.py), or
+    one started now."""
+    log = Path(plan.child.log)
     logfiles.start_fresh(log)
-    argv = [*plan.child_argv, plan.child.to_json(), str(p2c_r), str(c2p_w)]
-    listen = () if plan.config.listen_fd is None else (plan.config.listen_fd,)
+    child = early or start_child(plan.python, plan.config.listen_fd)
+    child.taken = True
+    link = ChildLink(child.p, child.rfd, child.wfd, log)
+    link.spawned_at = child.spawned_at
     try:
-        p = proc.spawn(argv, env=plan.dockerd_env, log=log, pass_fds=(p2c_r, c2p_w, *listen))
-    finally:
-        os.close(p2c_r)
-        os.close(c2p_w)
-    link = ChildLink(p, c2p_r, p2c_w, log)
-    try:
+        link.send(step="spec", spec=asdict(plan.child))
         yield link
     finally:
-        os.close(p2c_w)
-        os.close(c2p_r)
+        os.close(child.wfd)
+        os.close(child.rfd)
         # dockerd stops its containers and its containerd on SIGTERM; SIGKILL would leave
         # containerd and shims behind in the namespace, so it is the last resort.
-        proc.stop(p, plan.config.stop_timeout)
+        proc.stop(child.p, plan.config.stop_timeout)
 
 
 def open_namespaces(
@@ -350,29 +348,37 @@ def start_network(
     return ready_r, exit_w, p
 
 
-def _import_docker_sdk() -> None:
-    import docker  # noqa: F401
-
-
 def start(
-    plan: Plan, stack: contextlib.ExitStack[bool | None], progress: Progress
+    plan: Plan,
+    stack: contextlib.ExitStack[bool | None],
+    progress: Progress,
+    early: Child | None = None,
 ) -> tuple[Running, Handles]:
     t0 = time.monotonic()
     deadline = t0 + plan.config.start_timeout
     timings: dict[str, float] = {}
     paths = plan.paths
     prepare_dirs(plan)
-    # The Engine API client is only needed once dockerd listens: import it meanwhile.
-    importer = threading.Thread(target=_import_docker_sdk, daemon=True)
-    importer.start()
     progress(f"mode {plan.mode} ({plan.mode_reason})")
 
     progress("creating namespaces: " + ", ".join(plan.child.unshare))
-    child = stack.enter_context(spawn_child(plan))
-    child.recv("the child to unshare its namespaces", deadline)
+    child = stack.enter_context(spawn_child(plan, early))
+    unshared = child.recv("the child to unshare its namespaces", deadline)
+    # The child's own steps, and this process's, on this timeline (negative: before
+    # start() was called).
+    timings["child_spawned"] = child.spawned_at - t0
+    timings.update({f"cli_{step}": t - t0 for step, t in MARKS.items()})
+    for step in ("started", "imported", "spec"):
+        if isinstance(unshared.get(f"t_{step}"), float):
+            timings[f"child_{step}"] = unshared[f"t_{step}"] - t0
+    timings["unshared"] = time.monotonic() - t0
     if plan.uidmap and plan.gidmap:
-        proc.run(plan.uidmap.argv(child.p.pid), "mapping user ids (newuidmap)")
-        proc.run(plan.gidmap.argv(child.p.pid), "mapping group ids (newgidmap)")
+        proc.run_together(
+            [
+                (plan.uidmap.argv(child.p.pid), "mapping user ids (newuidmap)"),
+                (plan.gidmap.argv(child.p.pid), "mapping group ids (newgidmap)"),
+            ]
+        )
     ns_fds = open_namespaces(plan, child.p.pid, stack)
     child.send(step="mapped")
     timings["namespaces"] = time.monotonic() - t0
@@ -393,21 +399,20 @@ def start(
 
     progress("starting dockerd")
     child.send(step="go")
-    child.name = "dockerd"
-    t_exec = time.monotonic()
-    if plan.config.listen_fd is None:  # an activated socket is ours and connects at once
-        wait_socket(paths.socket, child, deadline)
-    timings["dockerd_socket"] = time.monotonic() - t_exec
-    t_sock = time.monotonic()
-    importer.join()
-    wait_api(paths.docker_host, child, deadline)
-    timings["api_ready"] = time.monotonic() - t_sock
     verified = child.recv("the network check", deadline)
     if not verified.get("ok"):
         raise DockerUpError(
             f"the namespace's network is not as {plan.net_name} should have set it: "
             + "; ".join(verified.get("problems", []))
         )
+    child.name = "dockerd"
+    t_exec = time.monotonic()
+    if plan.config.listen_fd is None:  # an activated socket is ours and connects at once
+        wait_socket(paths.socket, child, deadline)
+    timings["dockerd_socket"] = time.monotonic() - t_exec
+    t_sock = time.monotonic()
+    wait_api(paths.socket, child, deadline)
+    timings["api_ready"] = time.monotonic() - t_sock
     # Nobody else may use the socket: the runtime dir is 0700 already; this is belt and braces.
     os.chmod(paths.socket, 0o600)
     timings["total"] = time.monotonic() - t0
@@ -492,24 +497,17 @@ def wait_socket(sock: Path, child: ChildLink, deadline: float) -> None:
     retry(attempt, deadline, "dockerd's socket", child.log)
 
 
-def wait_api(docker_host: str, child: ChildLink, deadline: float) -> None:
-    import docker
-
-    # A fixed, old API version: "auto" would ask the daemon before it is ready.
-    client = docker.APIClient(base_url=docker_host, version="1.24", timeout=5)
+def wait_api(sock: Path, child: ChildLink, deadline: float) -> None:
+    """Until GET /_ping answers 200: a raw request (wire.ping). The docker SDK would cost
+    about 0.1 s to import on the start-up path for this one call."""
 
     def attempt() -> None:
         if child.p.poll() is not None:
             raise helper_died(child.p, child.name, "the Engine API", child.log)
-        try:
-            client.ping()
-        except Exception as e:  # APIError, or connection errors from requests/urllib3
-            raise _NotYet from e
+        if not ping(sock):
+            raise _NotYet
 
-    try:
-        retry(attempt, deadline, "the Engine API to answer", child.log)
-    finally:
-        client.close()
+    retry(attempt, deadline, "the Engine API to answer", child.log)
 
 
 def retry(attempt: Callable[[], None], deadline: float, what: str, log: Path) -> None:
@@ -567,6 +565,7 @@ def run(
     on_ready: Callable[[Running], None],
     foreground: bool = True,
     lock_fd: int | None = None,
+    early: Child | None = None,
 ) -> int:
     """Start and announce; then become the lean keeper (does not return on success).
     lock_fd: the instance lock, already held (socket activation hands it over)."""
@@ -586,7 +585,7 @@ def run(
             paths.main_pid.write_text(str(os.getpid()))
             raise_on_stop_signals()
             try:
-                running, handles = start(plan, stack, progress)
+                running, handles = start(plan, stack, progress, early)
                 write_state(paths, running)
                 # From here on a signal waits for the keeper (pending signals survive exec):
                 # whoever reads the ready line below may signal at once.

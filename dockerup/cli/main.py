@@ -4,20 +4,16 @@ inside the commands, so `docker-up` starts its helpers before paying for them.""
 from __future__ import annotations
 
 import sys
-import traceback
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from dockerup.cli.render import console, emit
+from dockerup.cli.entry import guarded
+from dockerup.cli.render import announce, emit, progress
 from dockerup.errors import DockerUpError
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from dockerup.results import Result
-    from dockerup.supervise import Running
 
 app = typer.Typer(
     # --install-completion/--show-completion; `autostart enable` installs it too.
@@ -27,15 +23,6 @@ app = typer.Typer(
     help="A rootless Docker daemon in its own user and network namespace.",
 )
 state = {"debug": False}
-
-
-def render_error(e: DockerUpError) -> None:
-    c = console()
-    c.print(f"[bold red]docker-up:[/] {e.message}", markup=True)
-    if e.detail:
-        c.print(e.detail, markup=False, style="dim")
-    if e.hint:
-        c.print(f"[yellow]fix:[/] {e.hint}")
 
 
 @app.callback()
@@ -110,7 +97,7 @@ def up(
 ) -> None:
     """Start dockerd in its own namespaces and keep it running (the default command).
     Settings not given here come from DOCKER_UP_* variables, then the config file."""
-    from dockerup.background import activated_fds
+    from dockerup.early import activated_fds
     from dockerup.verbs import doctor as doctor_verbs
     from dockerup.verbs import settings
     from dockerup.verbs import up as verbs
@@ -138,7 +125,7 @@ def up(
     elif detach:
         result = verbs.up_detached(loaded)
     else:
-        result = verbs.up(loaded, _progress(), _announce)
+        result = verbs.up(loaded, progress, announce)
     _exit(emit(result))
 
 
@@ -159,27 +146,6 @@ def config_show(
     from dockerup.verbs import settings
 
     _exit(emit(settings.config_show(settings.load_config({})), as_json))
-
-
-def _progress() -> Callable[[str], None]:
-    consoles: list[Console] = []
-
-    def progress(msg: str) -> None:
-        if not consoles:
-            consoles.append(console())
-        consoles[0].print(f"[dim]docker-up: {msg}[/]", markup=True)
-
-    return progress
-
-
-def _announce(running: Running) -> None:
-    t = running.timings.get("total", 0.0)
-    console().print(
-        f"[green]docker-up: dockerd is ready[/] in {t:.2f} s "
-        f"(mode {running.mode}, storage {running.storage}, {running.net} MTU {running.mtu})"
-    )
-    # stdout carries only the line a shell can eval.
-    print(f"export DOCKER_HOST={running.docker_host}", flush=True)
 
 
 @app.command()
@@ -349,25 +315,14 @@ def default_to_up(args: list[str]) -> list[str]:
 
 
 def main() -> None:
-    """Errors end here: a DockerUpError is the user's to fix and gets no traceback; anything
-    else is our bug, shown in one line unless --debug asks for the traceback."""
-    try:
-        app(args=default_to_up(sys.argv[1:]), prog_name="docker-up")
-    except DockerUpError as e:
-        if state["debug"]:
-            traceback.print_exc()
-        render_error(e)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except Exception as e:
-        if state["debug"]:
-            traceback.print_exc()
-        console().print(
-            f"[bold red]docker-up: internal error:[/] {type(e).__name__}: {e}", markup=True
-        )
-        console().print("run it again with --debug for the traceback, and report it")
-        sys.exit(70)
+    def run() -> int:
+        try:
+            app(args=default_to_up(sys.argv[1:]), prog_name="docker-up")
+        except SystemExit as e:  # Typer's (and click's) way to end a command
+            return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        return 0
+
+    sys.exit(guarded(run, lambda: state["debug"]))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dockerup import results as r
+from dockerup.cli.lines import GREEN, announce, error, internal_error, progress, say
+
+__all__ = ["announce", "emit", "error", "internal_error", "progress"]
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -33,9 +36,9 @@ def _up(res: Any) -> None:
     if res.stopped:
         return
     if res.already_running:
-        console().print("docker-up: already running")
+        say("docker-up: already running")
     else:
-        console().print("[green]docker-up: dockerd is ready[/] (running in the background)")
+        say("docker-up: dockerd is ready (running in the background)", GREEN)
     print(f"export DOCKER_HOST={res.docker_host}", flush=True)
 
 

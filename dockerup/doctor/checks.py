@@ -398,7 +398,11 @@ def check_running(f: DoctorFacts) -> Result:
             f"running (pid {r.get('pid')}) but the API does not answer",
             "docker-up logs; docker-up stop && docker-up",
         )
-    return ok(f"running (pid {r.get('pid')}), the API answers, {r.get('restarts', 0)} restarts")
+    e = f.engine
+    engine = (f" (Docker {e['version']}, {e['containers']} containers running, {e['storage']})"
+              if e else "")  # fmt: skip
+    return ok(f"running (pid {r.get('pid')}), the API answers{engine}, "
+              f"{r.get('restarts', 0)} restarts")  # fmt: skip
 
 
 def check_image_base(f: DoctorFacts) -> Result:

@@ -7,10 +7,15 @@ parent's direct child and holds the namespaces (nothing else stays resident).
 
 Steps: unshare user+mount+net -> parent maps ids -> private mounts, /etc and /run copy-up,
 sysctls, loopback, storage and iptables probes -> report -> parent says go (slirp4netns is
-ready, daemon.json written) -> fork the network check (dockerup/netcheck.py), exec dockerd.
+ready, daemon.json written) -> check the helper's work (programs/netcheck.py), exec dockerd.
 """
 
 from __future__ import annotations
+
+import time
+
+# CLOCK_MONOTONIC is the same clock in every process: the parent puts these on its timeline.
+T_STARTED = time.monotonic()
 
 import ctypes
 import errno
@@ -27,8 +32,11 @@ from typing import Any
 
 # This package, without site-packages (python -S): see dockerup/programs/__init__.py.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from dockerup.programs import netcheck
 from dockerup.programs.common import hand_over_socket
-from dockerup.programs.specs import ChildSpec, NetCheck
+from dockerup.programs.specs import ChildSpec
+
+T_IMPORTED = time.monotonic()
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
@@ -177,11 +185,11 @@ def choose_storage(
     raise ChildError("no storage driver works: " + "; ".join(reasons))
 
 
-def choose_iptables(candidates: dict[str, str], bin_dir: str) -> tuple[str, str]:
+def choose_iptables(candidates: list[list[str]], bin_dir: str) -> tuple[str, str]:
     """Try each backend for real in this namespace; link the first that works into the
     directory that comes first on dockerd's PATH."""
     errors = []
-    for name, path in candidates.items():
+    for name, path in candidates:
         if not os.path.exists(path):
             errors.append(f"{name}: {path} missing")
             continue
@@ -200,36 +208,42 @@ def choose_iptables(candidates: dict[str, str], bin_dir: str) -> tuple[str, str]
     raise ChildError("no iptables backend works in the namespace: " + "; ".join(errors))
 
 
-def spawn_verifier(check: NetCheck, ch: Channel) -> None:
-    """Check the helper's work off the start-up path: a grandchild (never a zombie of
-    dockerd's) runs dockerup.netcheck, which answers the parent on our channel."""
-    pid = os.fork()
-    if pid == 0:
-        if os.fork() == 0:
-            # dockerd is booting on the same few cores: the check must not slow it down.
-            os.nice(19)
-            try:
-                os.dup2(ch.wfd, 1)
-                env = dict(os.environ, PYTHONPATH=os.pathsep.join(check.python_path))
-                argv = [check.python, "-m", "dockerup.netcheck", check.to_json()]
-                os.execve(argv[0], argv, env)
-            except OSError as e:
-                ch.send(step="verified", ok=False, problems=[f"cannot run the check: {e}"])
-            os._exit(0)
-        os._exit(0)
-    os.waitpid(pid, 0)
+def read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def take_spec(ch: Channel) -> ChildSpec:
+    """The first message is the spec: the child may be started before docker-up has planned
+    (its Python start then overlaps the CLI's imports). From here on it writes to the log
+    and runs with the environment dockerd will have (the iptables probe uses its PATH)."""
+    msg = ch.recv()
+    if msg.get("step") != "spec":
+        raise ChildError(f"expected the spec, got {msg.get('step')!r}")
+    spec = ChildSpec.from_dict(msg["spec"])
+    log = os.open(spec.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    os.environ.clear()
+    os.environ.update(spec.dockerd.env)
+    return spec
 
 
 def main() -> None:
-    spec = ChildSpec.from_json(sys.argv[1])
-    ch = Channel(int(sys.argv[2]), int(sys.argv[3]))
+    ch = Channel(int(sys.argv[1]), int(sys.argv[2]))
     parent = os.getppid()
+    try:
+        spec = take_spec(ch)
+        t_spec = time.monotonic()
+    except ChildError:
+        sys.exit(1)  # the parent gave up before planning, or died: nothing to report to
     try:
         flags = 0
         for ns in spec.unshare:
             flags |= NAMESPACES[ns]
         unshare(flags)
-        ch.send(step="unshared")
+        ch.send(step="unshared", t_started=T_STARTED, t_imported=T_IMPORTED, t_spec=t_spec)
         if ch.recv().get("step") != "mapped":
             raise ChildError("id mapping failed")
         os.chdir("/")
@@ -259,10 +273,11 @@ def main() -> None:
     )
     if ch.recv().get("step") != "go":
         sys.exit(1)
-    if spec.verify:
-        spawn_verifier(spec.verify, ch)
-    else:
-        ch.send(step="verified", ok=True, problems=[])
+    # The helper is ready (the parent said go): check its work before dockerd relies on it.
+    found = netcheck.problems(spec.verify, read("/proc/net/route")) if spec.verify else []
+    ch.send(step="verified", ok=not found, problems=found)
+    if found:
+        sys.exit(1)
     # dockerd gets SIGTERM if docker-up dies without stopping it (kill -9): no orphan daemon.
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent:

@@ -92,6 +92,9 @@ def wait_ready(ready_fd: int, pidfd: int, timeout: float) -> str:
             return "timeout"
 
 
+# The port forwarders docker-up knows; the first is the default (programs/ports.py).
+FORWARDERS = ("splice", "slirp")
+
 # The namespace's addresses: slirp4netns' fixed 10.0.2.0/24 network, which docker-up sets up
 # for pasta too. GATEWAY is the workspace as the namespace sees it.
 GUEST_ADDR = "10.0.2.100"

@@ -27,7 +27,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from dockerup.programs.common import GUEST_ADDR
+from dockerup.programs.common import FORWARDERS, GUEST_ADDR
 from dockerup.programs.logfiles import QuietLog
 
 
@@ -221,10 +221,6 @@ def forwarder(name: str, slirp_api_path: str) -> PortForwarder:
     raise ValueError(f"unknown port forwarder {name!r}")
 
 
-# The forwarders docker-up knows; the first is the default (config, plan and doctor use it).
-FORWARDERS = ("splice", "slirp")
-
-
 # -- the keeper's side ----------------------------------------------------------------------------
 
 
@@ -329,3 +325,6 @@ class PortManager:
         for fd in list(self.pubs):
             self.unpublish(fd)
         self.server.close()
+
+
+__all__ = ["FORWARDERS", "PortManager", "forwarder"]

@@ -20,7 +20,8 @@ class Spec:
     NESTED: ClassVar[dict[str, type[Spec]]] = {}
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        # Field and key order as written: some carry meaning (preference order).
+        return json.dumps(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls: type[S], doc: dict[str, Any]) -> S:
@@ -47,16 +48,13 @@ class Command(Spec):
 
 @dataclasses.dataclass(frozen=True)
 class NetCheck(Spec):
-    """What the network helper must have set up (checked with pyroute2, off the start-up
-    path, by `python -m dockerup.netcheck` run inside the namespace)."""
+    """What the network helper must have set up (programs/netcheck.py checks it)."""
 
     tap: str
     address: str
     prefixlen: int
     gateway: str
     mtu: int
-    python: str
-    python_path: list[str]  # sys.path of the CLI: where pyroute2 and dockerup are
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,11 +71,12 @@ class ChildSpec(Spec):
     storage_candidates: list[str]
     storage_probe_dir: str
     fuse_overlayfs: str | None
-    iptables: dict[str, str]
+    iptables: list[list[str]]  # [backend, path] in order of preference
     bin_dir: str
     verify: NetCheck | None
     dockerd: Command
     listen_fd: int | None
+    log: str  # where its output and dockerd's go
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dockerup import facts as host
 from dockerup.config import Config
+from dockerup.early import mark
 from dockerup.errors import DockerUpError
 from dockerup.modes import Mode, resolve_mode
 from dockerup.paths import Paths
 from dockerup.plan import Plan, build_plan, paths_for, resolve_mode_of
-from dockerup.results import ConfigShown, Setting
+
+if TYPE_CHECKING:
+    from dockerup.results import ConfigShown
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ def load_config(cli: dict[str, Any]) -> Loaded:
     except OSError as e:
         raise DockerUpError(f"cannot read {path}: {e.strerror}") from e
     config, sources = resolve(cli, f.env, text, str(path))
+    mark("configured")
     return Loaded(config, sources, path, f)
 
 
@@ -86,11 +90,14 @@ def make_plan(config: Config, f: host.HostFacts | None = None) -> Plan:
                 hint=f"{result.hint}\n(check {check.id} failed; `docker-up doctor` checks "
                 "everything)",
             )
-    return build_plan(config, f)
+    plan = build_plan(config, f)
+    mark("planned")
+    return plan
 
 
 def config_show(loaded: Loaded) -> ConfigShown:
     from dockerup.config import SETTINGS
+    from dockerup.results import ConfigShown, Setting
 
     c = loaded.config
     return ConfigShown(loaded.file, [

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dockerup import background, supervise
+from dockerup.early import Child
 from dockerup.plan import Plan
-from dockerup.results import DryRun, Up
 from dockerup.verbs.settings import Loaded, make_plan
+
+# The results module is imported where a result is made: a foreground start never
+# returns one (it becomes the keeper), so it does not pay for the import.
+if TYPE_CHECKING:
+    from dockerup.results import DryRun, Up
 
 
 def plan_view(plan: Plan) -> dict[str, Any]:
@@ -22,7 +27,8 @@ def plan_view(plan: Plan) -> dict[str, Any]:
         "network": plan.net.argv("PID", "READY_FD", "EXIT_FD") if plan.net else None,
         "uidmap": plan.uidmap.argv(0) if plan.uidmap else None,
         "gidmap": plan.gidmap.argv(0) if plan.gidmap else None,
-        "child": [*plan.child_argv, "SPEC"],
+        # The spec goes over the pipe, as the first message (the child may start first).
+        "child": [*plan.child_argv, "P2C_FD", "C2P_FD"],
         "child_spec": dataclasses.asdict(plan.child),
         "dockerd": list(plan.dockerd_argv),
         "dockerd_env": plan.dockerd_env,
@@ -35,6 +41,8 @@ def plan_view(plan: Plan) -> dict[str, Any]:
 
 
 def dry_run(loaded: Loaded) -> DryRun:
+    from dockerup.results import DryRun
+
     return DryRun(plan_view(make_plan(loaded.config, loaded.facts)))
 
 
@@ -42,18 +50,24 @@ def up(
     loaded: Loaded,
     progress: supervise.Progress,
     on_ready: Callable[[supervise.Running], None],
+    early: Child | None = None,
 ) -> Up:
     """Foreground: returns only when stopped (the process becomes the keeper, whose exit
-    status becomes the command's), or at once when another docker-up already runs."""
+    status becomes the command's), or at once when another docker-up already runs.
+    early: the namespace child, if it was started before planning (dockerup/early.py)."""
+    from dockerup.results import Up
+
     plan = make_plan(loaded.config, loaded.facts)
     try:
-        code = supervise.run(plan, progress, on_ready, foreground=True)
+        code = supervise.run(plan, progress, on_ready, foreground=True, early=early)
     except supervise.AlreadyRunning:
         return Up(background.wait_for_other(plan), already_running=True)
     return Up(plan.paths.docker_host, already_running=False, stopped=True, code=code)
 
 
 def up_detached(loaded: Loaded) -> Up:
+    from dockerup.results import Up
+
     plan = make_plan(loaded.config, loaded.facts)
     docker_host, already = background.start_detached(plan)
     return Up(docker_host, already_running=already)
@@ -61,14 +75,18 @@ def up_detached(loaded: Loaded) -> Up:
 
 def up_lazy(loaded: Loaded) -> Up:
     """Hold the socket and the lock in the background; start on the first connection."""
+    from dockerup.results import Up
+
     plan = make_plan(loaded.config, loaded.facts)  # refuse a broken machine now, not later
     held = background.hold_socket(plan, background.docker_up_path())
     return Up(plan.paths.docker_host, already_running=not held)
 
 
-def up_activated(loaded: Loaded, lock_fd: int) -> Up:
+def up_activated(loaded: Loaded, lock_fd: int, early: Child | None = None) -> Up:
     """Started by the lazy holder: start for real on its socket, then become the keeper."""
+    from dockerup.results import Up
+
     plan = make_plan(loaded.config, loaded.facts)
     code = supervise.run(plan, lambda _m: None, lambda _r: None, foreground=False,
-                         lock_fd=lock_fd)  # fmt: skip
+                         lock_fd=lock_fd, early=early)  # fmt: skip
     return Up(plan.paths.docker_host, already_running=False, stopped=True, code=code)

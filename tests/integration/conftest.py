@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pyroute2 import IPRoute, NetlinkError, NetNS
 
 from dockerup.facts import has_default_route
 
@@ -176,6 +178,21 @@ def peer_answers(addr: str, port: int = 7070) -> bool:
         return False
 
 
+def veth_to(pid: int, near: str, far: str, net: str) -> None:
+    """A veth pair over netlink (pyroute2): `near` here as NET.1/24, `far` in the network
+    namespace of `pid` as NET.2/24, both up, and that namespace's loopback up."""
+    with IPRoute() as ip:
+        ip.link("add", ifname=near, kind="veth", peer={"ifname": far, "net_ns_pid": pid})
+        (idx,) = ip.link_lookup(ifname=near)
+        ip.addr("add", index=idx, address=f"{net}.1", prefixlen=24)
+        ip.link("set", index=idx, state="up")
+    with NetNS(f"/proc/{pid}/ns/net") as ns:
+        (idx,) = ns.link_lookup(ifname=far)
+        ns.addr("add", index=idx, address=f"{net}.2", prefixlen=24)
+        for index in (idx, *ns.link_lookup(ifname="lo")):
+            ns.link("set", index=index, state="up")
+
+
 @pytest.fixture(scope="module")
 def peer_namespace() -> Iterator[str]:
     """A server in a network namespace of its own, reached from the workspace through a veth
@@ -189,16 +206,7 @@ def peer_namespace() -> Iterator[str]:
         ns = ["nsenter", "-t", str(holder.pid), "-n"]
         wait_for(lambda: os.readlink(f"/proc/{holder.pid}/ns/net")
                  != os.readlink("/proc/self/ns/net"), 10, "the peer namespace")  # fmt: skip
-        for argv in (
-            ["ip", "link", "add", near, "type", "veth", "peer", "name", far],
-            ["ip", "link", "set", far, "netns", str(holder.pid)],
-            ["ip", "addr", "add", f"{net}.1/24", "dev", near],
-            ["ip", "link", "set", near, "up"],
-            [*ns, "ip", "addr", "add", f"{net}.2/24", "dev", far],
-            [*ns, "ip", "link", "set", far, "up"],
-            [*ns, "ip", "link", "set", "lo", "up"],
-        ):
-            subprocess.run(argv, check=True)
+        veth_to(holder.pid, near, far, net)
         server = subprocess.Popen([*ns, "/usr/bin/python3", "-c", PEER_SERVER])
         wait_for(lambda: peer_answers(f"{net}.2"), 10, "the peer server")
         yield f"{net}.2"
@@ -207,4 +215,5 @@ def peer_namespace() -> Iterator[str]:
             if p:
                 p.kill()
                 p.wait()
-        subprocess.run(["ip", "link", "del", near], capture_output=True)
+        with IPRoute() as ip, contextlib.suppress(IndexError, NetlinkError):
+            ip.link("del", index=ip.link_lookup(ifname=near)[0])

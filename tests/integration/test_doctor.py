@@ -98,7 +98,8 @@ def test_doctor_sees_running_daemons(workspace: Workspace, user: User) -> None:
         workspace.extra_env["DOCKER_HOST"] = f"unix://{other.runtime_dir}/docker-up/docker.sock"
         v = verdicts(workspace.docker_up("doctor", "--json"))
         assert v["runtime.docker-up"]["status"] == "ok"
-        assert "the API answers" in v["runtime.docker-up"]["detail"]
+        # What the daemon itself says, through the Engine API (the docker SDK).
+        assert "the API answers (Docker 20.10" in v["runtime.docker-up"]["detail"]
         assert v["runtime.daemon"]["status"] == "warn"
         assert "another daemon answers" in v["runtime.daemon"]["detail"]
     finally:

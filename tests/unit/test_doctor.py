@@ -12,6 +12,7 @@ import pytest
 from dockerup import doctor
 from dockerup.doctor import DoctorFacts, Status
 from dockerup.facts import IdRange, TunAccess
+from dockerup.programs.accel import support_problems
 from dockerup.results import Doctor, envelope
 
 from .test_plan import BINS, facts, pasta_facts, paths
@@ -20,9 +21,10 @@ RUNC_115 = "runc version 1.1.5+ds1\ncommit: 1.1.5+ds1-1\nlibseccomp: 2.5.4"
 ACTIONS = "kill_process kill_thread trap errno user_notif trace log allow"
 
 PASTA_HOST = pasta_facts()
-# What facts.with_accel would find (accel.support_problems is tested on its own).
-NO_NOTIF = "the kernel has no seccomp user notification (Linux 5.0+)"
-OLD_RUNC = "runc (1, 0) cannot hand over a seccomp listener (1.1+)"
+# What facts.with_accel finds, from raw probe outputs: a kernel without user notification,
+# and a runc too old to hand over a listener.
+NO_NOTIF = tuple(support_problems("kill_process errno allow", RUNC_115, True))
+OLD_RUNC = tuple(support_problems(ACTIONS, "runc version 1.0.3\nlibseccomp: 2.5.4", True))
 
 VERSIONS = {
     "dockerd": "Docker version 20.10.24+dfsg1, build 5d6db84",
@@ -111,10 +113,12 @@ CASES = [
     ("net.pasta", {"host": replace(PASTA_HOST, pasta_help="--pid\n")}, Status.warn,
      "lacks --config-net"),
     ("net.accel", {"net_accel": True}, Status.ok, "on; supported"),
-    ("net.accel", {"net_accel": True, "host": facts(accel_problems=(NO_NOTIF,))},
-     Status.fail, "no seccomp user notification"),
-    ("net.accel", {"host": facts(accel_problems=(OLD_RUNC,))}, Status.skip,
-     "runc (1, 0) cannot hand over"),
+    ("net.accel", {"net_accel": True, "host": facts(accel_problems=NO_NOTIF)},
+     Status.fail, "on; unsupported here"),
+    ("net.accel", {"net_accel": True, "host": facts(accel_problems=NO_NOTIF)},
+     Status.fail, "drop --net-accel"),
+    ("net.accel", {"host": facts(accel_problems=OLD_RUNC)}, Status.skip,
+     "auto (on when host loopback is allowed); unsupported here"),
     ("net.driver", {"net": "pasta", "running": {"running": True, "net": "slirp4netns"}},
      Status.ok, "pasta (the running docker-up uses slirp4netns)"),
     ("docker.dockerd", {"versions": {**VERSIONS, "dockerd": "Docker version 19.03.1, b"}},
@@ -140,6 +144,10 @@ CASES = [
     ("runtime.daemon", {"stale_socket": True}, Status.warn, "stale socket"),
     ("runtime.docker-up", {"running": {"running": True, "answering": False, "pid": 7}},
      Status.warn, "does not answer"),
+    ("runtime.docker-up", {"running": {"running": True, "answering": True, "pid": 7},
+                           "engine": {"version": "20.10.24", "containers": 2,
+                                      "storage": "overlay2"}},
+     Status.ok, "Docker 20.10.24, 2 containers running, overlay2"),
     ("image.base", {"image_base": "/c/b.tar", "image_base_cached": True}, Status.ok,
      "builds without any network"),
     ("image.base", {"image_base": "/c/b.tar"}, Status.skip, "needs a Debian mirror"),

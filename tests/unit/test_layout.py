@@ -63,7 +63,7 @@ SAMPLES: list[specs.Spec] = [
     specs.LazySpec(5, 6, "/run/s", "/run/lazy.json", "/run/pid", ["/bin/docker-up", "up"]),
     specs.ProxySpec("/run/ports.sock", "/usr/sbin/docker-proxy"),
     specs.RuntimeSpec("/usr/sbin/runc", {"net.ipv4.tcp_wmem": "1 2 3"}, None),
-    specs.NetCheck("tap0", "10.0.2.100", 24, "10.0.2.2", 65520, "/usr/bin/python3", ["/x"]),
+    specs.NetCheck("tap0", "10.0.2.100", 24, "10.0.2.2", 65520),
 ]
 
 

@@ -173,10 +173,11 @@ def test_child_spec() -> None:
     assert spec.sysctls["net/ipv4/ip_forward"] == "1"
     # The kernel refuses ping_group_range gids the namespace does not map.
     assert spec.sysctls["net/ipv4/ping_group_range"] == "0 65536"
-    assert spec.iptables == {
-        "nft": "/usr/sbin/iptables-nft",
-        "legacy": "/usr/sbin/iptables-legacy",
-    }
+    # In order of preference: legacy first (nft deletions wait for the kernel).
+    assert spec.iptables == [
+        ["legacy", "/usr/sbin/iptables-legacy"],
+        ["nft", "/usr/sbin/iptables-nft"],
+    ]
     auto = build_plan(Config(), facts(), paths()).child
     assert auto.storage_candidates == ["overlay2", "fuse-overlayfs", "vfs"]
     # What the child reads is what the planner wrote, field for field.

@@ -1,0 +1,99 @@
+"""The `docker-up` command's first code. The starts that shells, Gitpod-style dotfiles and
+the lazy holder run (`docker-up`, `docker-up -d`, `docker-up up --lazy`: no other option)
+skip Typer entirely: its import (with pydantic and rich) costs about 0.1 s, most of the
+CLI's share of the start-up (docs/performance.md). Every other command line, including
+any option, goes through the Typer app in main.py; both end in the same verbs and the
+same renderer."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from dockerup import early
+
+# Exact argument lists that need no parser: how each starts.
+QUICK: dict[tuple[str, ...], str] = {
+    (): "foreground", ("up",): "foreground",
+    ("-d",): "detach", ("--detach",): "detach", ("up", "-d"): "detach",
+    ("up", "--detach"): "detach",
+    ("up", "--lazy"): "lazy",
+}  # fmt: skip
+
+
+def guarded(run: Callable[[], int], debug: Callable[[], bool] = lambda: False) -> int:
+    """Errors end here: a DockerUpError is the user's to fix and gets no traceback; anything
+    else is our bug, shown in one line unless --debug asks for the traceback."""
+    from dockerup.errors import DockerUpError  # small; the renderer only when needed
+
+    try:
+        return run()
+    except DockerUpError as e:
+        if debug():
+            import traceback
+
+            traceback.print_exc()
+        from dockerup.cli import lines
+
+        lines.error(e)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        if debug():
+            import traceback
+
+            traceback.print_exc()
+        from dockerup.cli import lines
+
+        lines.internal_error(e)
+        return 70
+
+
+def quick(how: str) -> int:
+    from dockerup import early
+
+    activated = early.activated_fds()
+    if activated or how == "foreground":
+        # The process that becomes the keeper starts the namespace child first: its Python
+        # start overlaps the imports below (a detached start forks first; lazy holds).
+        with early.child_started(sys.executable, activated[0] if activated else None) as c:
+            return start(how, activated, c)
+    return start(how, None, None)
+
+
+def start(how: str, activated: tuple[int, int] | None, child: early.Child | None) -> int:
+    from dockerup.cli import lines
+    from dockerup.verbs import settings
+    from dockerup.verbs import up as verbs
+
+    if TYPE_CHECKING:
+        from dockerup.results import Up
+
+    loaded = settings.load_config({"listen_fd": activated[0] if activated else None})
+    result: Up
+    if activated:
+        result = verbs.up_activated(loaded, activated[1], child)
+    elif how == "lazy":
+        result = verbs.up_lazy(loaded)
+    elif how == "detach":
+        result = verbs.up_detached(loaded)
+    else:
+        result = verbs.up(loaded, lines.progress, lines.announce, child)
+    from dockerup.cli import render  # only now: a foreground start that got here stopped
+
+    return render.emit(result)
+
+
+def main() -> None:
+    how = QUICK.get(tuple(sys.argv[1:]))
+    # Shell completion calls `docker-up` without arguments too: that is Typer's to answer.
+    if how is not None and "_DOCKER_UP_COMPLETE" not in os.environ:
+        sys.exit(guarded(lambda: quick(how)))
+    from dockerup.cli.main import main as full
+
+    full()

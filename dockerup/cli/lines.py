@@ -1,0 +1,47 @@
+"""The lines a start writes, without rich (its import would cost a start ~25 ms) and without
+the results module: a foreground start prints these, then becomes the keeper."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dockerup.errors import DockerUpError
+    from dockerup.supervise import Running
+
+DIM, GREEN, RED, YELLOW = "2", "32", "1;31", "33"
+
+
+def say(text: str, style: str = "", end: str = "\n") -> None:
+    """One line to stderr, in colour on a terminal."""
+    if style and sys.stderr.isatty():
+        text = f"\x1b[{style}m{text}\x1b[0m"
+    sys.stderr.write(text + end)
+    sys.stderr.flush()
+
+
+def progress(msg: str) -> None:
+    say(f"docker-up: {msg}", DIM)
+
+
+def announce(running: Running) -> None:
+    t = running.timings.get("total", 0.0)
+    say(f"docker-up: dockerd is ready in {t:.2f} s (mode {running.mode}, storage "
+        f"{running.storage}, {running.net} MTU {running.mtu})", GREEN)  # fmt: skip
+    # stdout carries only the line a shell can eval.
+    print(f"export DOCKER_HOST={running.docker_host}", flush=True)
+
+
+def error(e: DockerUpError) -> None:
+    say(f"docker-up: {e.message}", RED)
+    if e.detail:
+        say(e.detail, DIM)
+    if e.hint:
+        say("fix: ", YELLOW, end="")
+        say(e.hint)
+
+
+def internal_error(e: Exception) -> None:
+    say(f"docker-up: internal error: {type(e).__name__}: {e}", RED)
+    say("run it again with --debug for the traceback, and report it")

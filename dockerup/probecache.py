@@ -1,0 +1,58 @@
+"""What a program says about itself (`--help`, `--version`) does not change until the
+program does: each user caches it, keyed by the command line and the binary's size, mtime
+and inode, so that a start spends no process on it (about 2.5 ms each, on the start-up
+path). Anything unexpected (no cache, a damaged one, a binary that is not a plain file)
+means running the program, as without a cache."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from dockerup.programs.common import atomic_write
+
+
+def cache_file(env: Mapping[str, str], home: str) -> Path:
+    base = env.get("XDG_CACHE_HOME") or f"{home}/.cache"
+    return Path(base) / "docker-up" / "probes.json"
+
+
+def stamp(binary: str) -> list[int] | None:
+    try:
+        st = os.stat(binary)
+    except OSError:
+        return None
+    if not os.path.isabs(binary) or not os.path.isfile(binary):
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+class ProbeCache:
+    def __init__(self, path: Path, run: Callable[[Sequence[str]], str]) -> None:
+        self.path = path
+        self.run = run
+        self.entries: dict[str, dict[str, object]] = {}
+        with contextlib.suppress(OSError, ValueError):
+            doc = json.loads(path.read_text())
+            if isinstance(doc, dict):
+                self.entries = doc
+
+    def output(self, argv: Sequence[str]) -> str:
+        """argv's output, from the cache when its binary is unchanged."""
+        key = "\0".join(argv)
+        now = stamp(argv[0])
+        entry = self.entries.get(key)
+        if now is not None and isinstance(entry, dict) and entry.get("stamp") == now:
+            out = entry.get("out")
+            if isinstance(out, str):
+                return out
+        out = self.run(argv)
+        if now is not None and out:
+            self.entries[key] = {"stamp": now, "out": out}
+            with contextlib.suppress(OSError):  # a cache that cannot be written is no cache
+                self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                atomic_write(self.path, json.dumps(self.entries), 0o600)
+        return out

@@ -1,0 +1,49 @@
+"""The probe cache runs a program again exactly when the binary changed."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from dockerup.probecache import ProbeCache
+
+
+def test_a_binary_is_asked_once_until_it_changes(tmp_path: Path) -> None:
+    binary = tmp_path / "slirp4netns"
+    binary.write_text("#!/bin/sh\necho v1\n")
+    binary.chmod(0o755)
+    ran: list[Sequence[str]] = []
+
+    def run(argv: Sequence[str]) -> str:
+        ran.append(argv)
+        return binary.read_text()
+
+    cache_path = tmp_path / "cache" / "probes.json"
+    assert ProbeCache(cache_path, run).output([str(binary), "--help"]) == binary.read_text()
+    # A new process (a new ProbeCache) reads the file and runs nothing.
+    assert ProbeCache(cache_path, run).output([str(binary), "--help"]) == binary.read_text()
+    assert len(ran) == 1
+    assert oct(cache_path.stat().st_mode & 0o777) == "0o600"
+    # Another argument is another question.
+    ProbeCache(cache_path, run).output([str(binary), "--version"])
+    assert len(ran) == 2
+    # The binary replaced (new content, size and mtime): asked again, new answer kept.
+    binary.write_text("#!/bin/sh\necho version 2, longer\n")
+    os.utime(binary, ns=(1, 1))
+    assert "version 2" in ProbeCache(cache_path, run).output([str(binary), "--help"])
+    assert len(ran) == 3
+
+
+def test_a_damaged_cache_or_a_relative_name_just_runs(tmp_path: Path) -> None:
+    cache_path = tmp_path / "probes.json"
+    cache_path.write_text("{not json")
+    calls = []
+
+    def run(argv: Sequence[str]) -> str:
+        calls.append(argv)
+        return "out"
+
+    assert ProbeCache(cache_path, run).output(["slirp4netns", "--help"]) == "out"
+    assert ProbeCache(cache_path, run).output(["slirp4netns", "--help"]) == "out"
+    assert len(calls) == 2  # never cached: no file to check it against
