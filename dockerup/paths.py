@@ -32,9 +32,21 @@ class Paths:
         return self.runtime / "exec"
 
     @property
+    def containerd_dir(self) -> Path:
+        return self.exec_root / "containerd"
+
+    @property
     def containerd_pidfile(self) -> Path:
-        """Where dockerd's own containerd says it runs (dockerd reads it at its start)."""
-        return self.exec_root / "containerd" / "containerd.pid"
+        """Where the containerd of this start says it runs (docker-up starts it)."""
+        return self.containerd_dir / "containerd.pid"
+
+    @property
+    def containerd_socket(self) -> Path:
+        return self.containerd_dir / "containerd.sock"
+
+    @property
+    def containerd_config(self) -> Path:
+        return self.containerd_dir / "containerd.toml"
 
     @property
     def pidfile(self) -> Path:

@@ -296,7 +296,10 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
         dockerd_argv=tuple(argv),
         dockerd_env=env,
         dirs=(paths.runtime, paths.log_dir, paths.bin_dir, paths.data, paths.copyup),
-        files=scripts(facts.python, bins, config, paths, accel) if own else (),
+        files=(
+            WriteFile(paths.containerd_config, daemon.containerd_config(paths), 0o644),
+            *(scripts(facts.python, bins, config, paths, accel) if own else ()),
+        ),
         context_file=context_file(facts, paths),
         daemon_json={
             storage: daemon.render_daemon_json(config, paths, storage, own, accel)
@@ -362,4 +365,6 @@ def child_spec(
         dockerd=Command(argv=argv, env=env),
         listen_fd=config.listen_fd,
         log=str(paths.log_dir / "dockerd.log"),
+        containerd=Command(argv=daemon.containerd_argv(bins["containerd"], paths), env=env),
+        containerd_pidfile=str(paths.containerd_pidfile),
     )

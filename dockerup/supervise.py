@@ -359,6 +359,9 @@ def start(
     timings: dict[str, float] = {}
     paths = plan.paths
     prepare_dirs(plan)
+    # Before the child runs anything: containerd's configuration (the child starts it),
+    # dockerd's runtime and proxy scripts (dockerd checks their paths as it starts).
+    write_files(plan.files)
     progress(f"mode {plan.mode} ({plan.mode_reason})")
 
     progress("creating namespaces: " + ", ".join(plan.child.unshare))
@@ -459,9 +462,7 @@ def wait_network(name: str, net: subprocess.Popen[bytes], ready_r: int, log_dir:
 
 def open_port_manager(plan: Plan, stack: contextlib.ExitStack[bool | None]) -> socket.socket | None:
     """Listen for dockerd's port proxies before dockerd starts (containers with a restart
-    policy publish at once); the keeper inherits the socket and answers them. dockerd
-    checks its runtime's and proxy's paths as it starts: they are written first."""
-    write_files(plan.files)
+    policy publish at once); the keeper inherits the socket and answers them."""
     if plan.net is None:
         return None
     return open_listener(plan.paths.ports_sock, stack)
@@ -613,6 +614,7 @@ def keeper_spec(
     return KeeperSpec(
         dockerd_pid=running.dockerd_pid,
         dockerd=plan.child.dockerd,
+        containerd=plan.child.containerd,
         dockerd_log=str(paths.log_dir / "dockerd.log"),
         net_pid=running.net_pid,
         net_name=plan.net_name,

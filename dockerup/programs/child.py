@@ -33,7 +33,7 @@ from typing import Any
 # This package, without site-packages (python -S): see dockerup/programs/__init__.py.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from dockerup.programs import netcheck
-from dockerup.programs.common import hand_over_socket
+from dockerup.programs.common import hand_over_socket, start_containerd
 from dockerup.programs.specs import ChildSpec
 
 T_IMPORTED = time.monotonic()
@@ -261,6 +261,8 @@ def main() -> None:
         # be shared). Everything was made private above, so these peer groups are new and
         # live in this namespace only: nothing propagates to or from the workspace.
         mount("none", "/", None, MS_REC | MS_SHARED)
+        # containerd boots while the network helper comes up and dockerd starts.
+        start_containerd(spec.containerd.argv, spec.containerd.env, spec.containerd_pidfile)
     except (ChildError, OSError) as e:
         ch.send(step="error", error=str(e))
         sys.exit(1)

@@ -75,6 +75,24 @@ def hand_over_socket(listen_fd: int | None, env: dict[str, str]) -> int:
     return 4
 
 
+def start_containerd(argv: list[str], env: dict[str, str], pidfile: str) -> int:
+    """containerd, as a child of this process, which is about to become dockerd: it gets
+    SIGTERM when dockerd ends (as dockerd's own containerd would), inherits no fd but
+    stdin, stdout and stderr, and its pid goes where the keeper looks before a restart."""
+    import ctypes
+
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+            os.closerange(3, 65536)
+            os.execve(argv[0], argv, env)
+        finally:
+            os._exit(127)
+    atomic_write(pidfile, str(pid), 0o644)
+    return pid
+
+
 def wait_ready(ready_fd: int, pidfd: int, timeout: float) -> str:
     """A helper that reports readiness by writing to ready_fd (slirp4netns, pasta through
     setpriv): "ready", "died" (it exited, or closed the pipe without a word) or "timeout"."""

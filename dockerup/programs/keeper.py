@@ -33,6 +33,7 @@ from dockerup.programs.common import (
     atomic_write,
     describe_status,
     hand_over_socket,
+    start_containerd,
     tail,
     wait_ready,
 )
@@ -196,6 +197,10 @@ class Keeper:
                 signal.pthread_sigmask(signal.SIG_SETMASK, set())
                 for s in (*STOP_SIGNALS, signal.SIGCHLD):
                     signal.signal(s, signal.SIG_DFL)
+                # The old containerd ended with the old dockerd (clear_old_containerd
+                # waited for it): a new one, in the same namespaces, for the new dockerd.
+                start_containerd(spec.containerd.argv, spec.containerd.env,
+                                 spec.containerd_pidfile)  # fmt: skip
                 argv = spec.dockerd.argv
                 env = dict(spec.dockerd.env)
                 keep = hand_over_socket(spec.listen_fd, env)

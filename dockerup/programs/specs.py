@@ -61,7 +61,9 @@ class NetCheck(Spec):
 class ChildSpec(Spec):
     """child.py: the namespaces to make, how to set them up, and the dockerd to exec."""
 
-    NESTED: ClassVar[dict[str, type[Spec]]] = {"verify": NetCheck, "dockerd": Command}
+    NESTED: ClassVar[dict[str, type[Spec]]] = {
+        "verify": NetCheck, "dockerd": Command, "containerd": Command,
+    }  # fmt: skip
     unshare: list[str]
     copyup: list[str]
     copyup_base: str
@@ -77,15 +79,18 @@ class ChildSpec(Spec):
     dockerd: Command
     listen_fd: int | None
     log: str  # where its output and dockerd's go
+    containerd: Command  # started in the namespaces first; dockerd connects to it
+    containerd_pidfile: str
 
 
 @dataclasses.dataclass(frozen=True)
 class KeeperSpec(Spec):
     """keeper.py: the running processes, the fds it inherits, and how to restart them."""
 
-    NESTED: ClassVar[dict[str, type[Spec]]] = {"dockerd": Command}
+    NESTED: ClassVar[dict[str, type[Spec]]] = {"dockerd": Command, "containerd": Command}
     dockerd_pid: int
     dockerd: Command
+    containerd: Command
     dockerd_log: str
     net_pid: int | None
     net_name: str

@@ -128,6 +128,23 @@ def _time_until_answering(ws: Workspace, timeout: float = 60) -> float:
     return time.monotonic() - t0
 
 
+def containerds(ws: Workspace) -> list[tuple[int, int]]:
+    """(parent, pid) of every containerd of the test user (not the shims)."""
+    found = []
+    for d in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            if not d.name.isdigit() or d.stat().st_uid != ws.user.uid:
+                continue
+            if (d / "comm").read_text().strip() == "containerd":
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                found.append((ppid, int(d.name)))
+    return found
+
+
+def containerd_pid(ws: Workspace) -> str:
+    return (ws.runtime_dir / "docker-up" / "exec" / "containerd" / "containerd.pid").read_text()
+
+
 def test_killed_dockerd_is_restarted_with_its_data(detached: Workspace, busybox_tar: Path) -> None:
     ws = detached
     assert detach(ws).returncode == 0
@@ -145,6 +162,8 @@ def test_killed_dockerd_is_restarted_with_its_data(detached: Workspace, busybox_
         "trap 'exit 0' TERM; sleep 600 & wait",
     )
     netns = os.readlink(f"/proc/{status(ws)['dockerd_pid']}/ns/net")
+    first = int(status(ws)["dockerd_pid"])  # type: ignore[call-overload]
+    assert containerds(ws) == [(first, int(containerd_pid(ws)))]
     for i in range(2):
         old = int(status(ws)["dockerd_pid"])  # type: ignore[call-overload]
         os.kill(old, signal.SIGKILL)
@@ -154,6 +173,9 @@ def test_killed_dockerd_is_restarted_with_its_data(detached: Workspace, busybox_
         assert doc["restarts"] == i + 1 and doc["dockerd_pid"] != old
         # Restarted in the same namespaces: slirp4netns never noticed.
         assert os.readlink(f"/proc/{doc['dockerd_pid']}/ns/net") == netns
+        # One containerd, docker-up's, for the new dockerd: the old one ended with its
+        # dockerd (nothing is left of the killed one), the new one is the new dockerd's.
+        assert containerds(ws) == [(int(doc["dockerd_pid"]), int(containerd_pid(ws)))]
         assert "bb:test" in ws.docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout
         # A container with a restart policy is running again.
         wait_for(

@@ -122,8 +122,19 @@ def test_dockerd_argv_env_and_daemon_json() -> None:
     assert plan.dockerd_argv == (
         "/usr/sbin/dockerd",
         "--config-file=/tmp/docker-up-1001/daemon.json",
+        "--containerd=/tmp/docker-up-1001/exec/containerd/containerd.sock",
         "--rootless",
     )
+    # containerd is started by the child, with the configuration dockerd would write.
+    assert plan.child.containerd.argv == [
+        "/usr/bin/containerd", "--config", "/tmp/docker-up-1001/exec/containerd/containerd.toml",
+        "--log-level", "info",
+    ]  # fmt: skip
+    assert plan.child.containerd_pidfile == "/tmp/docker-up-1001/exec/containerd/containerd.pid"
+    toml = written(plan, "/tmp/docker-up-1001/exec/containerd/containerd.toml")
+    assert 'address = "/tmp/docker-up-1001/exec/containerd/containerd.sock"' in toml
+    assert 'root = "/home/alice/.local/share/docker-up/docker/containerd/daemon"' in toml
+    assert 'runtime_root = "/home/alice/.local/share/docker-up/docker/runc"' in toml
     # Our bin dir (the working iptables) first; sbin present; nothing else leaks through.
     assert plan.dockerd_env == {
         "PATH": "/tmp/docker-up-1001/bin:/usr/bin:/bin:/usr/sbin",
@@ -154,6 +165,7 @@ def test_dockerd_argv_env_and_daemon_json() -> None:
     )
     # Every file the executor writes is in the plan, daemon.json for each storage driver.
     assert [str(f.path) for f in plan.files] == [
+        "/tmp/docker-up-1001/exec/containerd/containerd.toml",
         "/tmp/docker-up-1001/bin/docker-up-proxy",
         "/tmp/docker-up-1001/bin/docker-up-runtime",
     ]
@@ -325,7 +337,7 @@ def test_container_defaults_go_through_the_runtime_wrapper() -> None:
 
 def test_no_container_defaults_means_plain_runc() -> None:
     plan = build_plan(Config(tcp_wmem_max=0), facts(), paths())
-    assert [f.path.name for f in plan.files] == ["docker-up-proxy"]
+    assert [f.path.name for f in plan.files] == ["containerd.toml", "docker-up-proxy"]
     assert "default-runtime" not in json.loads(plan.daemon_json["overlay2"])
     assert "net/ipv4/tcp_wmem" not in plan.child.sysctls
 
