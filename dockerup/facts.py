@@ -17,8 +17,8 @@ from pathlib import Path
 from dockerup import proc
 from dockerup.paths import Paths
 from dockerup.probecache import ProbeCache, cache_file
-from dockerup.programs import wire
-from dockerup.programs.common import routes
+from dockerup.programs import script, wire
+from dockerup.programs.common import IPTABLES_BACKENDS, routes
 
 # Debian's PATH for a normal user lacks the sbin directories, where dockerd and runc live.
 EXTRA_PATH = ("/usr/local/sbin", "/usr/sbin", "/sbin")
@@ -288,7 +288,7 @@ def probe_doctor(cheap: DoctorFacts, running: dict[str, object]) -> DoctorFacts:
     namespace, each program's --version, an overlay mount). running: docker-up's status."""
     h = with_accel(with_pasta(cheap.host))
     paths = cheap.paths
-    netns = proc.probe(_in_fresh_ns(h, "--net", ["true"]))
+    netns = proc.probe(_in_fresh_ns(h, ["--net"], ["true"]))
     versions = {
         name: proc.first_line([path, "--version"])
         for name in ("dockerd", "containerd", "runc", "docker")
@@ -348,22 +348,29 @@ def probe_engine(docker_host: str) -> dict[str, object]:
 def probe_iptables(h: HostFacts) -> dict[str, str]:
     ipt_dir = Path(h.binaries.get("iptables") or "/usr/sbin/iptables").parent
     iptables = {}
-    for backend in ("nft", "legacy"):
+    for backend in IPTABLES_BACKENDS:  # in `up`'s order: the first that works is used
         binary = ipt_dir / f"iptables-{backend}"
         if not binary.exists():
             iptables[backend] = "not installed"
             continue
-        # A fresh mount namespace with its own /run: legacy's lock must be writable there.
-        r = proc.probe(_in_fresh_ns(h, "--net", ["--mount", "sh", "-c",
-                       f"mount -t tmpfs tmpfs /run && {binary} -w -t nat -S"]))  # fmt: skip
-        iptables[backend] = "" if r.ok else (r.output.strip().splitlines() or ["failed"])[-1]
+        iptables[backend] = child_probe(h, ["--net", "--mount"], "iptables", str(binary))
     return iptables
 
 
-def _in_fresh_ns(h: HostFacts, flags: str, command: list[str]) -> list[str]:
+def child_probe(h: HostFacts, namespaces: list[str], what: str, arg: str) -> str:
+    """Run the probe `up` runs (dockerup/programs/child.py) in a throwaway namespace: ""
+    when it works, else why not."""
+    argv = [h.python, "-S", script("child"), "probe", what, arg]
+    r = proc.probe(_in_fresh_ns(h, namespaces, argv))
+    if not r.ok:
+        return r.output.strip().splitlines()[-1] if r.output.strip() else "the probe failed"
+    return r.output.strip()
+
+
+def _in_fresh_ns(h: HostFacts, flags: list[str], command: list[str]) -> list[str]:
     """unshare argv for a throwaway namespace: a user namespace too unless we are root."""
     userns = ["--user", "--map-root-user"] if h.uid != 0 else []
-    return ["unshare", *userns, flags, *command]
+    return ["unshare", *userns, *flags, "--", *command]
 
 
 def _setuid_or_caps(path: str | None) -> bool:
@@ -404,14 +411,6 @@ def probe_overlay(h: HostFacts, paths: Paths) -> str | None:
     except OSError as e:
         return f"cannot make a probe directory in {base}: {e.strerror}"
     try:
-        for sub in ("l", "u", "w", "m"):
-            (d / sub).mkdir()
-        opts = f"lowerdir={d}/l,upperdir={d}/u,workdir={d}/w"
-        script = (
-            f"mount -t overlay overlay -o {opts} {d}/m 2>/dev/null || "
-            f"mount -t overlay overlay -o {opts},userxattr {d}/m"
-        )
-        r = proc.probe(_in_fresh_ns(h, "--mount", ["sh", "-c", script]))
-        return None if r.ok else (r.output.strip() or "mount failed")
+        return child_probe(h, ["--mount"], "overlay", str(d / "probe")) or None
     finally:
         shutil.rmtree(d, ignore_errors=True)

@@ -14,7 +14,14 @@ from dockerup.modes import Mode, resolve_mode
 from dockerup.net import NetworkDriver, slirp4netns
 from dockerup.paths import UNIX_SOCKET_MAX, Paths, resolve_paths, system_paths
 from dockerup.programs import script
-from dockerup.programs.common import DNS, FORWARDERS, GATEWAY, GUEST_ADDR, PREFIXLEN
+from dockerup.programs.common import (
+    DNS,
+    FORWARDERS,
+    GATEWAY,
+    GUEST_ADDR,
+    IPTABLES_BACKENDS,
+    PREFIXLEN,
+)
 from dockerup.programs.specs import ChildSpec, Command, NetCheck
 
 if TYPE_CHECKING:
@@ -356,10 +363,9 @@ def child_spec(
         storage_candidates=storage_candidates(config),
         storage_probe_dir=str(paths.data / "probe"),
         fuse_overlayfs=bins.get("fuse-overlayfs"),
-        # legacy first where it works (the copy-up gives the namespace its own
-        # xtables.lock): nft waits ~15 ms for the kernel on every rule it deletes, and a
-        # warm dockerd deletes and re-adds the default bridge's rules as it starts (0.1 s).
-        iptables=[[name, f"{iptables_dir}/iptables-{name}"] for name in ("legacy", "nft")],
+        # In order of preference (legacy works there: the copy-up gives the namespace its
+        # own xtables.lock).
+        iptables=[[name, f"{iptables_dir}/iptables-{name}"] for name in IPTABLES_BACKENDS],
         bin_dir=str(paths.bin_dir),
         verify=check if own_netns else None,
         dockerd=Command(argv=argv, env=env),

@@ -9,6 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dockerup.errors import DockerUpError
+from dockerup.programs.common import describe_exit, tail
+
+# One copy of each, shared with the lean programs (dockerup/programs/common.py).
+__all__ = ["describe_exit", "output", "probe", "run", "run_together", "spawn", "stop", "tail"]
 
 
 def output(argv: Sequence[str], timeout: float = 10.0) -> str:
@@ -111,15 +115,6 @@ def spawn(
             out.close()
 
 
-def describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exited with code {code}"
-
-
 def stop(p: subprocess.Popen[bytes], timeout: float, sig: int = signal.SIGTERM) -> int:
     """Ask a helper to stop, then kill it after `timeout`. Returns its exit status."""
     if p.poll() is None:
@@ -129,11 +124,3 @@ def stop(p: subprocess.Popen[bytes], timeout: float, sig: int = signal.SIGTERM) 
         except subprocess.TimeoutExpired:
             p.kill()
     return p.wait()
-
-
-def tail(path: Path, lines: int = 20) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])

@@ -301,7 +301,7 @@ def check_docker_cli(f: DoctorFacts) -> Result:
 def check_iptables(f: DoctorFacts) -> Result:
     working = [b for b, err in f.iptables.items() if not err]
     if working:
-        return ok(f"{working[0]} works in a fresh namespace")
+        return ok(f"{working[0]} works in a fresh namespace (docker-up uses it)")
     errors = "; ".join(f"{b}: {e}" for b, e in f.iptables.items())
     return Result(
         Status.fail,

@@ -185,17 +185,41 @@ def choose_storage(
     raise ChildError("no storage driver works: " + "; ".join(reasons))
 
 
+def try_iptables(path: str) -> str | None:
+    """Does this iptables work in this network namespace? Why not, or None. (doctor runs
+    this very function in a throwaway namespace: `up` and doctor cannot disagree.)"""
+    if not os.path.exists(path):
+        return f"{path} missing"
+    r = subprocess.run([path, "-w", "-t", "nat", "-S"], capture_output=True, text=True)
+    if r.returncode != 0:
+        lines = r.stderr.strip().splitlines()
+        return lines[-1] if lines else f"exit status {r.returncode}"
+    return None
+
+
+PROBE = "probe"  # `python -S child.py probe WHAT ARG`: one probe, for doctor
+
+
+def run_probe(what: str, arg: str) -> None:
+    """doctor's way in: the probe `up` runs, in the namespace doctor made (unshare), with
+    the answer on stdout ("" for works)."""
+    if what == "iptables":
+        # A /run of its own, as the copy-up gives dockerd: legacy's lock must be writable.
+        mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=755")
+        failed = try_iptables(arg)
+    else:
+        failed = probe_overlay(arg)
+    sys.stdout.write(failed or "")
+
+
 def choose_iptables(candidates: list[list[str]], bin_dir: str) -> tuple[str, str]:
     """Try each backend for real in this namespace; link the first that works into the
     directory that comes first on dockerd's PATH."""
     errors = []
     for name, path in candidates:
-        if not os.path.exists(path):
-            errors.append(f"{name}: {path} missing")
-            continue
-        r = subprocess.run([path, "-w", "-t", "nat", "-S"], capture_output=True, text=True)
-        if r.returncode != 0:
-            errors.append(f"{name}: {r.stderr.strip().splitlines()[-1:] or r.returncode}")
+        failed = try_iptables(path)
+        if failed is not None:
+            errors.append(f"{name}: {failed}")
             continue
         os.makedirs(bin_dir, exist_ok=True)
         for tool in ("iptables", "ip6tables"):
@@ -231,6 +255,12 @@ def take_spec(ch: Channel) -> ChildSpec:
 
 
 def main() -> None:
+    if sys.argv[1] == PROBE:
+        try:
+            run_probe(sys.argv[2], sys.argv[3])
+        except (ChildError, OSError) as e:
+            sys.stdout.write(str(e))
+        return
     ch = Channel(int(sys.argv[1]), int(sys.argv[2]))
     parent = os.getppid()
     try:

@@ -231,3 +231,19 @@ def test_cheap_checks_read_only_cheap_facts() -> None:
     for c in doctor.CHECKS:
         if c.cheap:
             assert c.run(bad) == c.run(good()), c.id
+
+
+def test_up_refuses_with_doctors_words_before_starting_anything() -> None:
+    """make_plan runs the cheap fatal checks on the facts `up` probed: a tun device the
+    user cannot open stops it with doctor's fix and the check's name."""
+    from dockerup.config import Config
+    from dockerup.errors import DockerUpError
+    from dockerup.facts import TunAccess
+    from dockerup.verbs.settings import make_plan
+
+    closed = facts(tun=TunAccess(True, False, "Permission denied"))
+    with pytest.raises(DockerUpError) as e:
+        make_plan(Config(), closed)
+    assert "cannot be opened" in e.value.message
+    assert "chmod 0666 /dev/net/tun" in (e.value.hint or "")
+    assert "check tun.access failed" in (e.value.hint or "")

@@ -1,0 +1,91 @@
+"""The keeper's port manager with the splice forwarder, on this machine's loopback: a
+proxy's request, the workspace listener, the hand-over of each client's fd, refusals, and
+the port freed when the proxy goes. (The real stack: tests/integration/test_ports.py.)"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from dockerup.programs.fdwait import readable
+from dockerup.programs.portproxy import FdStream
+from dockerup.programs.ports import PortManager, SpliceForwarder
+
+
+@pytest.fixture
+def manager() -> Iterator[tuple[PortManager, str, list[str]]]:
+    server = socket.socket(socket.AF_UNIX)
+    server.bind("\0docker-up-test-ports")  # abstract: nothing on disk
+    server.listen()
+    logged: list[str] = []
+    m = PortManager(server, SpliceForwarder(), logged.append)
+    yield m, "\0docker-up-test-ports", logged
+    m.close()
+
+
+def serve_ready(m: PortManager) -> None:
+    """What the keeper's loop does: handle every fd that is readable now."""
+    for fd in readable(m.fds(), 1.0):
+        m.handle(fd)
+
+
+def request(addr: str, **req: object) -> socket.socket:
+    proxy = socket.socket(socket.AF_UNIX)
+    proxy.connect(addr)
+    doc = {"proto": "tcp", "host_ip": "127.0.0.1", "host_port": 0,
+           "container_ip": "172.17.0.2", "container_port": 80} | req  # fmt: skip
+    proxy.sendall((json.dumps(doc) + "\n").encode())
+    return proxy
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_published_port_hands_each_client_to_the_proxy(
+    manager: tuple[PortManager, str, list[str]],
+) -> None:
+    m, addr, logged = manager
+    port = free_port()
+    proxy = request(addr, host_port=port)
+    serve_ready(m)
+    stream = FdStream(proxy)
+    assert json.loads(stream.readline()) == {"ok": True, "hand_over": True}
+    client = socket.create_connection(("127.0.0.1", port), timeout=2)
+    serve_ready(m)  # the listener is readable: the client goes to the proxy
+    fd = stream.next_fd()
+    assert fd is not None
+    with socket.socket(fileno=fd) as handed, client:
+        client.sendall(b"ping")
+        assert handed.recv(4) == b"ping"  # the very connection the client made
+    assert any("published 127.0.0.1:" in line for line in logged)
+    # The proxy goes (container stopped): the port is free again, in the workspace.
+    proxy.close()
+    serve_ready(m)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+    assert any("unpublished" in line for line in logged)
+
+
+def test_a_port_in_use_and_a_bad_request_are_refused_with_words(
+    manager: tuple[PortManager, str, list[str]],
+) -> None:
+    m, addr, _ = manager
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        proxy = request(addr, host_port=taken.getsockname()[1])
+        serve_ready(m)
+        reply = json.loads(FdStream(proxy).readline())
+        assert "already in use in the workspace" in reply["error"]
+    bad = socket.socket(socket.AF_UNIX)
+    bad.connect(addr)
+    bad.sendall(b'{"proto": "tcp"}\n')
+    serve_ready(m)
+    assert "bad port request" in json.loads(FdStream(bad).readline())["error"]
+    assert m.fds() == [m.server.fileno()]  # nothing kept for either
