@@ -22,26 +22,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.manifest import docker_run_options, load
+
 from .harness import VENV, pid_alive, processes_in_netns, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "docker-up-workspace"
-# The minimum a Kubernetes pod could be given; README says why each is needed. Where
-# AppArmor is active, docker's default profile forbids mount: apparmor=unconfined as well.
-APPARMOR = Path("/sys/module/apparmor/parameters/enabled")
-NEEDED = [["--security-opt", "seccomp=unconfined"], ["--security-opt", "systempaths=unconfined"],
-          ["--device", "/dev/net/tun"], ["--cap-add", "SYS_ADMIN"]]  # fmt: skip
-if APPARMOR.exists() and APPARMOR.read_text().strip() == "Y":
-    NEEDED.append(["--security-opt", "apparmor=unconfined"])
-RUN_OPTS = [arg for pair in NEEDED for arg in pair]
-# What goes wrong without each option, in the words of that failure (README's table says why).
-WHY = [
-    "cannot pivot_root",  # docker's seccomp profile: slirp4netns' sandbox
-    "Read-only file system",  # masked /proc/sys: docker-up's namespace sysctls
-    "/dev/net/tun is missing",  # the tap device
-    "write to uid_map failed",  # newuidmap needs CAP_SYS_ADMIN over the new namespace
-    "",  # AppArmor: not active on this machine, so its words are not known here
-]
+# The minimum, read from the Kubernetes manifest users deploy (deploy/kubernetes, whose
+# comments say why each is there) and translated into docker run options: the manifest
+# cannot drift from what this test proves. Each carries the words its absence fails with.
+NEEDED, OTHER = docker_run_options(load()["spec"])
+RUN_OPTS = [arg for n in NEEDED for arg in n.options] + OTHER
 INNER_HOST = "unix:///tmp/docker-up-33333/docker.sock"
 ENV = {"PATH": f"{VENV}/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME": "/root",
        "NO_COLOR": "1"}  # fmt: skip
@@ -149,21 +140,21 @@ def workspace_image(outer_daemon: None) -> str:
 @pytest.fixture
 def workspace(workspace_image: str, busybox_tar: Path) -> Iterator[None]:
     outer("rm", "-f", "ws", check=False)
-    outer("run", "-d", "--name", "ws", *RUN_OPTS, "-v", "ws-data:/home/gitpod/.local/share",
-          workspace_image, "sleep", "infinity")  # fmt: skip
+    outer("run", "-d", "--name", "ws", *RUN_OPTS, workspace_image, "sleep", "infinity")
     outer("cp", str(busybox_tar), "ws:/tmp/bb.tar")
     try:
         yield
     finally:
         inner("docker-up", "stop", check=False)
         outer("rm", "-f", "ws", check=False)
-        outer("volume", "rm", "-f", "ws-data", check=False)
+        outer("volume", "rm", "-f", "ws-docker-data", check=False)
 
 
 def test_unprivileged_workspace_runs_docker(workspace: None) -> None:
     inspect = json.loads(outer("inspect", "ws").stdout)[0]["HostConfig"]
     # No --privileged, and no CAP_NET_ADMIN (nor anything but SYS_ADMIN) added.
     assert inspect["Privileged"] is False and inspect["CapAdd"] == ["CAP_SYS_ADMIN"]
+    print("workspace container run with exactly:", " ".join(RUN_OPTS))
     r = inner("docker-up", "--detach")
     assert r.returncode == 0 and INNER_HOST in r.stdout
     assert inner("docker-up", "status", "--json", check=False).returncode == 0
@@ -187,23 +178,22 @@ def test_unprivileged_workspace_runs_docker(workspace: None) -> None:
 
 @pytest.mark.parametrize("drop", range(len(NEEDED)))
 def test_each_run_option_is_needed(workspace_image: str, busybox_tar: Path, drop: int) -> None:
-    """Without any one of the options, docker-up cannot run containers in there."""
-    opts = [arg for i, pair in enumerate(NEEDED) if i != drop for arg in pair]
+    """Without any one of the manifest's fields, docker-up cannot run containers in there."""
+    opts = [arg for i, n in enumerate(NEEDED) if i != drop for arg in n.options] + OTHER
     outer("rm", "-f", "ws", check=False)
-    outer("run", "-d", "--name", "ws", *opts, "-v", "ws-data:/home/gitpod/.local/share",
-          workspace_image, "sleep", "infinity")  # fmt: skip
+    outer("run", "-d", "--name", "ws", *opts, workspace_image, "sleep", "infinity")
     try:
         outer("cp", str(busybox_tar), "ws:/tmp/bb.tar")
         steps = (("docker-up", "--detach", "--timeout", "30"),
                  ("docker", "import", "/tmp/bb.tar", "bb:test"),
                  ("docker", "run", "--rm", "bb:test", "true"))  # fmt: skip
         failed = next((r for step in steps if (r := inner(*step, check=False)).returncode), None)
-        assert failed is not None, f"works without {NEEDED[drop]}: drop it from the minimum"
-        # It fails for the reason the option is there, not for any other (a timeout, a
+        assert failed is not None, f"works without {NEEDED[drop].field}: drop it"
+        # It fails for the reason the field is there, not for any other (a timeout, a
         # broken image).
         said = failed.stdout + failed.stderr
-        assert WHY[drop] in said, said[-2000:]
+        assert NEEDED[drop].fails_with in said, said[-2000:]
     finally:
         inner("docker-up", "stop", check=False)
         outer("rm", "-f", "ws", check=False)
-        outer("volume", "rm", "-f", "ws-data", check=False)
+        outer("volume", "rm", "-f", "ws-docker-data", check=False)

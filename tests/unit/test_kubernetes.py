@@ -1,0 +1,89 @@
+"""deploy/kubernetes against the Kubernetes API's own models (the official client's, no
+cluster needed): every field known to the API, of the API's type, required ones present;
+and the translation the workspace image test runs with."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import kubernetes.client as k8s
+import pytest
+
+from tests.manifest import POD, STATEFULSET, Needed, docker_run_options, load
+
+PRIMITIVES = {"str": str, "bool": bool, "int": int, "float": (int, float), "object": object,
+              "datetime": str, "date": str}  # fmt: skip
+
+
+def problems(value: Any, kind: str, where: str) -> list[str]:
+    """Where value is not a `kind` as the API defines it (the client's openapi_types)."""
+    if m := re.fullmatch(r"[lL]ist\[(.+)\]", kind):
+        if not isinstance(value, list):
+            return [f"{where}: a list expected"]
+        return [p for i, v in enumerate(value) for p in problems(v, m.group(1), f"{where}[{i}]")]
+    if m := re.fullmatch(r"dict\(str, (.+)\)|Dict\[str, (.+)\]", kind):
+        if not isinstance(value, dict):
+            return [f"{where}: a map expected"]
+        inner = m.group(1) or m.group(2)
+        return [p for k, v in value.items() for p in problems(v, inner, f"{where}.{k}")]
+    if kind in PRIMITIVES:
+        ok = isinstance(value, PRIMITIVES[kind]) and not (kind == "int" and value is True)
+        return [] if ok else [f"{where}: {kind} expected, found {value!r}"]
+    model = getattr(k8s, kind)
+    if not isinstance(value, dict):
+        return [f"{where}: a {kind} object expected"]
+    by_json = {j: a for a, j in model.attribute_map.items()}
+    found = [f"{where}.{k}: no such field in {kind}" for k in value if k not in by_json]
+    for key, v in value.items():
+        if key in by_json:
+            found += problems(v, model.openapi_types[by_json[key]], f"{where}.{key}")
+    # Required fields: the model's constructor refuses None for them (client-side checks).
+    try:
+        k8s.ApiClient()._ApiClient__deserialize(value, kind)  # type: ignore[attr-defined]
+    except ValueError as e:
+        found.append(f"{where}: {e}")
+    return found
+
+
+@pytest.mark.parametrize(("path", "kind"), [(POD, "V1Pod"), (STATEFULSET, "V1StatefulSet")],
+                         ids=["pod", "statefulset"])  # fmt: skip
+def test_manifests_are_valid_kubernetes_objects(path: Path, kind: str) -> None:
+    assert problems(load(path), kind, path.name) == []
+
+
+def test_the_validator_finds_what_the_api_would_refuse() -> None:
+    doc = load(POD)
+    doc["spec"]["containers"][0]["securityContext"]["procMounts"] = "Unmasked"  # a typo
+    doc["spec"]["hostUsers"] = "false"  # a string, not a bool
+    del doc["spec"]["containers"][0]["name"]  # required
+    found = problems(doc, "V1Pod", "pod")
+    assert any("procMounts: no such field in V1SecurityContext" in p for p in found)
+    assert any("hostUsers: bool expected" in p for p in found)
+    assert any("name" in p and "None" in p for p in found), found
+
+
+def test_the_statefulset_asks_for_what_the_pod_asks_for() -> None:
+    pod = load(POD)["spec"]
+    template = load(STATEFULSET)["spec"]["template"]["spec"]
+    assert template["hostUsers"] == pod["hostUsers"]
+    sc = lambda spec: spec["containers"][0]["securityContext"]  # noqa: E731
+    assert sc(template) == sc(pod)
+
+
+def test_the_manifest_translates_to_the_proven_docker_run_options() -> None:
+    needed, other = docker_run_options(load(POD)["spec"])
+    opts = {n.options for n in needed}
+    assert {("--security-opt", "seccomp=unconfined"), ("--security-opt", "systempaths=unconfined"),
+            ("--device", "/dev/net/tun"), ("--cap-add", "SYS_ADMIN")} <= opts  # fmt: skip
+    assert all(isinstance(n, Needed) for n in needed)
+    assert other[:2] == ["--user", "33333:33333"]
+    assert "ws-docker-data:/home/gitpod/.local/share" in other
+
+
+def test_a_field_the_translation_does_not_know_fails_it() -> None:
+    spec = load(POD)["spec"]
+    spec["containers"][0]["securityContext"]["readOnlyRootFilesystem"] = True
+    with pytest.raises(ValueError, match="readOnlyRootFilesystem"):
+        docker_run_options(spec)
