@@ -68,6 +68,9 @@ DOCKERD_FLAGS_ALLOWED = frozenset({
     "--live-restore", "--bip", "--default-address-pool", "--fixed-cidr", "--label",
     "--log-driver", "--log-opt", "--icc", "--ip-masq", "--default-shm-size",
     "--seccomp-profile", "--no-new-privileges",
+    # Real root only (dockerd refuses it rootless): every container in a user namespace of
+    # the named user's subordinate ids, as a Kubernetes pod with hostUsers: false is.
+    "--userns-remap",
 })  # fmt: skip
 DOCKERD_FLAGS_WHY = {
     "-H": "docker-up owns the socket; for TCP use --tcp with --tls-dir",

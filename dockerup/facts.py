@@ -72,6 +72,10 @@ class HostFacts:
     env: dict[str, str] = field(default_factory=dict)
     initial_userns: bool = False  # /proc/self/uid_map is the identity map of the host
     max_gid: int = 65535  # the highest gid our user namespace maps
+    # The ids our user namespace maps (inside ids): all of them on a host, 65536 in a
+    # Kubernetes pod with hostUsers: false. Subordinate ranges outside them cannot be used.
+    uid_map: tuple[IdRange, ...] = (IdRange(0, 4294967295),)
+    gid_map: tuple[IdRange, ...] = (IdRange(0, 4294967295),)
     net_admin: bool = False  # CAP_NET_ADMIN over the network namespace we are in
     default_route: bool = True  # an IPv4 default route in our network namespace (pasta)
     accel_problems: tuple[str, ...] = ()  # why --net-accel cannot work (see with_accel)
@@ -112,6 +116,34 @@ def probe_tun(path: str = "/dev/net/tun") -> TunAccess:
         return TunAccess(exists=True, openable=False, error=e.strerror or str(e))
     os.close(fd)
     return TunAccess(exists=True, openable=True)
+
+
+def mapped_ids(id_map: str) -> tuple[IdRange, ...]:
+    """The inside ids a /proc/PID/[ug]id_map maps ("inside outside count" lines)."""
+    out = []
+    for line in id_map.splitlines():
+        fields = line.split()
+        if len(fields) == 3 and all(f.isdigit() for f in fields):
+            out.append(IdRange(int(fields[0]), int(fields[2])))
+    return tuple(sorted(out, key=lambda r: r.start)) or (IdRange(0, 4294967295),)
+
+
+def usable_ranges(
+    ranges: tuple[IdRange, ...], mapped: tuple[IdRange, ...], own: int
+) -> tuple[IdRange, ...]:
+    """The parts of the subordinate ranges this namespace maps, without our own id (the new
+    namespace maps it as 0), sorted: what newuidmap can really hand to the containers."""
+    pieces = []
+    for r in ranges:
+        for m in mapped:
+            lo, hi = max(r.start, m.start), min(r.start + r.count, m.start + m.count)
+            if lo >= hi:
+                continue
+            if lo <= own < hi:  # split around our own id
+                pieces += [IdRange(lo, own - lo), IdRange(own + 1, hi - own - 1)]
+            else:
+                pieces.append(IdRange(lo, hi - lo))
+    return tuple(sorted((p for p in pieces if p.count > 0), key=lambda r: r.start))
 
 
 def max_mapped_id(id_map: str) -> int:
@@ -176,6 +208,8 @@ def probe(env: dict[str, str] | None = None) -> HostFacts:
         initial_userns=is_initial_userns(read_text("/proc/self/uid_map")),
         net_admin=probe_net_admin(),
         max_gid=max_mapped_id(read_text("/proc/self/gid_map")),
+        uid_map=mapped_ids(read_text("/proc/self/uid_map")),
+        gid_map=mapped_ids(read_text("/proc/self/gid_map")),
         default_route=has_default_route(read_text("/proc/net/route")),
     )
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from dockerup import context, daemon
 from dockerup.config import Config, Storage
 from dockerup.errors import DockerUpError
-from dockerup.facts import PACKAGES, REQUIRED, HostFacts, IdRange
+from dockerup.facts import PACKAGES, REQUIRED, HostFacts, IdRange, usable_ranges
 from dockerup.modes import Mode, resolve_mode
 from dockerup.net import NetworkDriver, slirp4netns
 from dockerup.paths import UNIX_SOCKET_MAX, Paths, resolve_paths, system_paths
@@ -44,17 +44,26 @@ def sysctls(gids: int, config: Config) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class IdMap:
-    """newuidmap/newgidmap arguments: our own id becomes 0, the subordinate range follows."""
+    """newuidmap/newgidmap arguments: our own id becomes 0, the subordinate ranges follow
+    one after the other (several where one range cannot hold 65536 ids, as in a pod's
+    user namespace of 65536 ids, around the workspace user's own id)."""
 
     binary: str
     outer_id: int
-    sub: IdRange
+    subs: tuple[IdRange, ...]
 
     def argv(self, pid: int) -> list[str]:
-        return [
-            self.binary, str(pid), "0", str(self.outer_id), "1",
-            "1", str(self.sub.start), str(self.sub.count),
-        ]  # fmt: skip
+        argv = [self.binary, str(pid), "0", str(self.outer_id), "1"]
+        inside = 1
+        for r in self.subs:
+            argv += [str(inside), str(r.start), str(r.count)]
+            inside += r.count
+        return argv
+
+    @property
+    def count(self) -> int:
+        """How many ids the new namespace has: 0 to count - 1."""
+        return 1 + sum(r.count for r in self.subs)
 
 
 @dataclass(frozen=True)
@@ -91,6 +100,14 @@ class Plan:
     accel: bool = False  # --net-accel, resolved
 
     @property
+    def data_mode(self) -> int:
+        """docker-up's data directory is closed to others, except for passing through when
+        dockerd remaps container root to another user (--userns-remap, real root only):
+        that user must reach the data-root below (dockerd refuses to start otherwise)."""
+        remap = any(a.split("=", 1)[0] == "--userns-remap" for a in self.config.dockerd_args)
+        return 0o711 if remap else 0o700
+
+    @property
     def child_argv(self) -> tuple[str, ...]:
         # -S: no site-packages. The child is stdlib-only and starts in a few milliseconds.
         return (self.python, "-S", script("child"))
@@ -125,7 +142,8 @@ def require_programs(facts: HostFacts, mode: Mode, net: str | None) -> dict[str,
     return {k: v for k, v in facts.binaries.items() if v}
 
 
-def require_range(ranges: tuple[IdRange, ...], file: str, facts: HostFacts) -> IdRange:
+def require_range(ranges: tuple[IdRange, ...], file: str, facts: HostFacts) -> tuple[IdRange, ...]:
+    """The user's subordinate ranges that this namespace can hand on (usable_ranges)."""
     if not ranges:
         raise DockerUpError(
             f"no subordinate id range for user {facts.user} in {file}",
@@ -133,7 +151,18 @@ def require_range(ranges: tuple[IdRange, ...], file: str, facts: HostFacts) -> I
             f"(as root: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 "
             f"{facts.user})",
         )
-    return max(ranges, key=lambda r: r.count)
+    uid = file.endswith("subuid")
+    mapped = facts.uid_map if uid else facts.gid_map
+    usable = usable_ranges(ranges, mapped, facts.uid if uid else facts.gid)
+    if not usable:
+        top = max(r.start + r.count for r in mapped) - 1
+        raise DockerUpError(
+            f"{file}: {facts.user}'s subordinate ids are outside the ids this user namespace "
+            f"has (0-{top}, as in a pod with hostUsers: false)",
+            hint=f"give {facts.user} ranges inside them in {file}, around its own id: e.g. "
+            f"{facts.user}:1:{(facts.uid if uid else facts.gid) - 1} (README: Kubernetes)",
+        )
+    return usable
 
 
 def require_tun(facts: HostFacts) -> None:
@@ -280,7 +309,7 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
         subgid = require_range(facts.subgid, "/etc/subgid", facts)
         uidmap = IdMap(bins["newuidmap"], facts.uid, subuid)
         gidmap = IdMap(bins["newgidmap"], facts.gid, subgid)
-        gids = subgid.count
+        gids = gidmap.count - 1
     net = None if config.host_network else network_driver(config, facts, bins, paths, mode)
     require_socket_path(paths)
     require_forwarder(config)

@@ -203,7 +203,7 @@ def check_runtime(paths: Paths) -> None:
 def prepare_dirs(plan: Plan) -> None:
     for d in plan.dirs:
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(plan.paths.data, 0o700)
+    os.chmod(plan.paths.data, plan.data_mode)
     claim_data_root(plan.paths.data_root, custom=plan.config.data_root is not None)
 
 

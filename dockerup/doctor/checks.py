@@ -20,6 +20,7 @@ from dockerup.net import pasta, slirp4netns
 from dockerup.paths import UNIX_SOCKET_MAX
 
 MIN_SUBIDS = 65536
+NOBODY = 65534  # the highest id images commonly use (nobody, nogroup)
 
 
 class Status(StrEnum):
@@ -145,9 +146,11 @@ def _check_subids(f: DoctorFacts, kind: str) -> Result:
     ranges = f.host.subuid if kind == "uid" else f.host.subgid
     text = f.all_subuid if kind == "uid" else f.all_subgid
     try:
-        best = planning.require_range(ranges, file, f.host)
+        usable = planning.require_range(ranges, file, f.host)
     except DockerUpError as e:
         return Result(Status.fail, e.message, e.hint or "")
+    total = 1 + sum(r.count for r in usable)  # containers get ids 0 .. total - 1
+    spans = ", ".join(f"{r.start}+{r.count}" for r in usable)
     others = overlapping(ranges, text, f.host.user, f.host.uid)
     if others:
         return Result(
@@ -155,13 +158,14 @@ def _check_subids(f: DoctorFacts, kind: str) -> Result:
             f"{file}: {f.host.user}'s range overlaps {', '.join(others)}'s",
             f"give {f.host.user} a range of its own in {file}",
         )
-    if best.count < MIN_SUBIDS:
+    if total - 1 < NOBODY:  # images commonly have files of nobody's: the highest id needed
         return Result(
             Status.warn,
-            f"{file}: only {best.count} ids (images may need 65536)",
-            f"make the range {MIN_SUBIDS} long in {file}",
+            f"{file}: containers get {kind}s 0-{total - 1} only ({spans}): an image with "
+            f"files owned by a higher {kind} (nobody's is 65534) will not unpack",
+            f"give {f.host.user} more subordinate ids in {file}",
         )
-    return ok(f"{file}: {best.start}+{best.count}")
+    return ok(f"{file}: containers get {kind}s 0-{total - 1} ({spans})")
 
 
 def check_subuid(f: DoctorFacts) -> Result:

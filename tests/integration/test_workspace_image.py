@@ -106,25 +106,44 @@ def inner(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
                  "-e", "DOCKER_BUILDKIT=0", "ws", *cmd, check=check)  # fmt: skip
 
 
+class OuterDaemon:
+    """docker-up as real root: the daemon the workspace container runs on. Restarted with
+    --userns-remap, every container of it is in a user namespace of exactly 65536 ids, as
+    a Kubernetes pod with hostUsers: false."""
+
+    def __init__(self) -> None:
+        self.p: subprocess.Popen[str] | None = None
+
+    def start(self, remap: bool = False) -> None:
+        env = dict(ENV)
+        if data := os.environ.get("DOCKER_UP_TEST_OUTER_DATA"):
+            env["DOCKER_UP_DATA_ROOT"] = data
+        if remap:
+            env["DOCKER_UP_DOCKERD_ARGS"] = "--userns-remap=dockerup-remap"
+        self.p = subprocess.Popen([f"{VENV}/bin/docker-up"], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)  # fmt: skip
+        assert self.p.stdout is not None
+        line = self.p.stdout.readline()
+        assert line.startswith("export DOCKER_HOST="), self.p.stderr.read()  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        if self.p is not None:
+            self.p.send_signal(signal.SIGINT)
+            self.p.wait(120)
+            self.p = None
+
+
 @pytest.fixture(scope="module")
-def outer_daemon() -> Iterator[None]:
-    env = dict(ENV)
-    if data := os.environ.get("DOCKER_UP_TEST_OUTER_DATA"):
-        env["DOCKER_UP_DATA_ROOT"] = data
-    p = subprocess.Popen([f"{VENV}/bin/docker-up"], env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)  # fmt: skip
-    assert p.stdout is not None
-    line = p.stdout.readline()
-    assert line.startswith("export DOCKER_HOST="), p.stderr.read() if p.stderr else ""
+def outer_daemon() -> Iterator[OuterDaemon]:
+    d = OuterDaemon()
+    d.start()
     try:
-        yield
+        yield d
     finally:
-        p.send_signal(signal.SIGINT)
-        p.wait(120)
+        d.stop()
 
 
-@pytest.fixture(scope="module")
-def workspace_image(outer_daemon: None) -> str:
+def build_image() -> None:
     t0 = time.monotonic()
     env = {**ENV, "DOCKER_HOST": "unix:///run/docker-up/docker.sock",
            "DOCKER_UP_VENV": str(VENV)}  # fmt: skip
@@ -134,6 +153,11 @@ def workspace_image(outer_daemon: None) -> str:
                        capture_output=True, text=True, timeout=1800)  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
     print(f"workspace image built in {time.monotonic() - t0:.1f} s")
+
+
+@pytest.fixture(scope="module")
+def workspace_image(outer_daemon: OuterDaemon) -> str:
+    build_image()
     return IMAGE
 
 
@@ -197,3 +221,36 @@ def test_each_run_option_is_needed(workspace_image: str, busybox_tar: Path, drop
         inner("docker-up", "stop", check=False)
         outer("rm", "-f", "ws", check=False)
         outer("volume", "rm", "-f", "ws-docker-data", check=False)
+
+
+def test_workspace_in_a_pod_user_namespace_of_65536_ids(
+    outer_daemon: OuterDaemon, workspace_image: str, busybox_tar: Path
+) -> None:
+    """hostUsers: false gives a pod 65536 ids. The workspace container runs in exactly such
+    a user namespace (the outer dockerd's --userns-remap), with the manifest's options:
+    docker-up maps the image's subordinate ranges around the user's own id, and containers
+    get ids 0-65534; doctor says so."""
+    outer_daemon.stop()
+    outer_daemon.start(remap=True)
+    try:
+        build_image()  # a remapped daemon keeps its own images
+        outer("run", "-d", "--name", "ws", *RUN_OPTS, workspace_image, "sleep", "infinity")
+        outer("cp", str(busybox_tar), "ws:/tmp/bb.tar")
+        uid_map = inner("cat", "/proc/self/uid_map").stdout.split()
+        assert uid_map[0] == "0" and uid_map[2] == "65536", uid_map  # the pod's 65536 ids
+        doctor = json.loads(inner("docker-up", "doctor", "--json", check=False).stdout)
+        (ids,) = [c for c in doctor["checks"] if c["id"] == "ids.subuid"]
+        assert ids["status"] == "ok" and "containers get uids 0-65534" in ids["detail"], ids
+        r = inner("docker-up", "--detach", check=False)
+        assert r.returncode == 0, r.stderr
+        inner("docker", "import", "/tmp/bb.tar", "bb:test")
+        # nobody (65534), the highest id containers get, owns a file and runs a process.
+        out = inner("docker", "run", "--rm", "-u", "65534:65534", "bb:test", "sh", "-c",
+                    "touch /tmp/n && stat -c %u /tmp/n && id -u").stdout.split()  # fmt: skip
+        assert out == ["65534", "65534"], out
+    finally:
+        inner("docker-up", "stop", check=False)
+        outer("rm", "-f", "ws", check=False)
+        outer("volume", "rm", "-f", "ws-docker-data", check=False)
+        outer_daemon.stop()
+        outer_daemon.start()

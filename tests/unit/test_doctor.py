@@ -94,7 +94,7 @@ CASES = [
     ("ids.subuid", {"all_subuid": "alice:100000:65536\nbob:120000:65536\n"}, Status.fail,
      "overlaps bob"),
     ("ids.subuid", {"host": facts(subuid=(IdRange(100000, 1000),))}, Status.warn,
-     "only 1000 ids"),
+     "containers get uids 0-1000 only"),
     ("ids.tools", {"setuid": {"newuidmap": False, "newgidmap": True}}, Status.fail,
      "chmod u+s"),
     ("ids.tools", {"host": facts(binaries={**BINS, "newuidmap": None})}, Status.fail,

@@ -88,9 +88,39 @@ def test_plan_maps_own_id_to_root_and_the_subordinate_range_after_it() -> None:
     ]
 
 
-def test_plan_picks_the_largest_subordinate_range() -> None:
-    f = facts(subuid=(IdRange(100000, 1000), IdRange(500000, 65536)))
-    assert build_plan(Config(), f, paths()).uidmap.sub == IdRange(500000, 65536)
+def test_plan_maps_every_subordinate_range_one_after_the_other() -> None:
+    f = facts(subuid=(IdRange(500000, 65536), IdRange(100000, 1000)))
+    uidmap = build_plan(Config(), f, paths()).uidmap
+    assert uidmap is not None and uidmap.count == 1 + 1000 + 65536
+    assert uidmap.argv(7)[2:] == ["0", "1001", "1", "1", "100000", "1000",
+                                  "1001", "500000", "65536"]  # fmt: skip
+
+
+def test_in_a_pod_of_65536_ids_the_ranges_around_the_users_own_id_are_used() -> None:
+    """hostUsers: false: the pod's namespace maps ids 0-65535 only. The image's user 33333
+    has 1-33332 and 33334-65535 (and an old 100000+65536 the pod cannot map): containers
+    get ids 0-65534, nobody's 65534 included."""
+    pod = IdRange(0, 65536)
+    f = facts(uid=33333, gid=33333, uid_map=(pod,), gid_map=(pod,), max_gid=65535,
+              subuid=(IdRange(1, 33332), IdRange(33334, 32202), IdRange(100000, 65536)),
+              subgid=(IdRange(1, 65535),))  # fmt: skip
+    plan = build_plan(Config(), f, paths())
+    assert plan.uidmap is not None and plan.gidmap is not None
+    assert plan.uidmap.argv(7)[2:] == ["0", "33333", "1", "1", "1", "33332",
+                                       "33333", "33334", "32202"]  # fmt: skip
+    assert plan.uidmap.count == 65535
+    # The gid range holds the user's own gid: split around it.
+    assert plan.gidmap.argv(7)[5:] == ["1", "1", "33332", "33333", "33334", "32202"]
+    assert plan.child.sysctls["net/ipv4/ping_group_range"] == "0 65534"
+
+
+def test_ranges_the_namespace_cannot_map_are_refused_with_the_way_out() -> None:
+    pod = IdRange(0, 65536)
+    f = facts(uid=33333, uid_map=(pod,), subuid=(IdRange(100000, 65536),))
+    with pytest.raises(DockerUpError) as e:
+        build_plan(Config(), f, paths())
+    assert "outside the ids this user namespace has (0-65535" in e.value.message
+    assert "1:33332" in (e.value.hint or "")
 
 
 def test_slirp_argv_defaults() -> None:
@@ -376,3 +406,9 @@ def written(plan: Plan, path: str) -> str:
     """The content the plan writes to this path (fails if it writes nothing there)."""
     (content,) = [f.content for f in plan.files if str(f.path) == path]
     return content
+
+
+def test_the_data_directory_opens_for_passing_through_only_for_userns_remap() -> None:
+    assert build_plan(Config(), facts(), paths()).data_mode == 0o700
+    remap = Config(dockerd_args=("--userns-remap=dockremap",))
+    assert build_plan(remap, facts(), paths()).data_mode == 0o711
