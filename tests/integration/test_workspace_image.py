@@ -143,14 +143,14 @@ def outer_daemon() -> Iterator[OuterDaemon]:
         d.stop()
 
 
-def build_image() -> None:
+def build_image(tag: str = IMAGE, dockerfile: Path | None = None) -> None:
     t0 = time.monotonic()
     env = {**ENV, "DOCKER_HOST": "unix:///run/docker-up/docker.sock",
            "DOCKER_UP_VENV": str(VENV)}  # fmt: skip
     if cache := os.environ.get("DOCKER_UP_CACHE"):
         env["DOCKER_UP_CACHE"] = cache
-    r = subprocess.run([str(ROOT / "scripts" / "build-image"), IMAGE], env=env,
-                       capture_output=True, text=True, timeout=1800)  # fmt: skip
+    argv = [str(ROOT / "scripts" / "build-image"), tag, *([str(dockerfile)] if dockerfile else [])]
+    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stdout + r.stderr
     print(f"workspace image built in {time.monotonic() - t0:.1f} s")
 
@@ -221,6 +221,55 @@ def test_each_run_option_is_needed(workspace_image: str, busybox_tar: Path, drop
         inner("docker-up", "stop", check=False)
         outer("rm", "-f", "ws", check=False)
         outer("volume", "rm", "-f", "ws-docker-data", check=False)
+
+
+FEATURE = ROOT / "deploy" / "devcontainer" / "src" / "docker-up"
+EXAMPLE = ROOT / "deploy" / "devcontainer" / "example" / ".devcontainer" / "devcontainer.json"
+
+
+def feature_run_options() -> list[str]:
+    """What the dev containers CLI gives a container with the feature: its capAdd,
+    securityOpt, mounts and privileged, and the example devcontainer.json's runArgs."""
+    feature = json.loads((FEATURE / "devcontainer-feature.json").read_text())
+    assert feature["privileged"] is False
+    opts = [arg for cap in feature["capAdd"] for arg in ("--cap-add", cap)]
+    opts += [arg for so in feature["securityOpt"] for arg in ("--security-opt", so)]
+    for m in feature["mounts"]:
+        source = m["source"].replace("${devcontainerId}", "test")
+        opts += ["--mount", f"type={m['type']},source={source},target={m['target']}"]
+    return opts + json.loads(EXAMPLE.read_text())["runArgs"]
+
+
+def test_dev_container_feature(outer_daemon: OuterDaemon, busybox_tar: Path) -> None:
+    """The feature's install.sh applied to a Debian base, the result run with only what the
+    feature and the example devcontainer.json say: the user's first docker command starts
+    dockerd (lazily) and runs a container."""
+    build_image("docker-up-devcontainer", ROOT / "tests" / "devcontainer" / "Dockerfile")
+    opts = feature_run_options()
+    assert "--privileged" not in opts and "NET_ADMIN" not in " ".join(opts)
+    outer("rm", "-f", "dc", check=False)
+    outer("run", "-d", "--name", "dc", *opts, "docker-up-devcontainer")
+    try:
+        outer("cp", str(busybox_tar), "dc:/tmp/bb.tar")
+        outer("exec", "dc", "chmod", "644", "/tmp/bb.tar")
+
+        def as_user(*cmd: str) -> subprocess.CompletedProcess[str]:
+            # A login shell: the feature's profile.d names DOCKER_HOST.
+            return outer("exec", "-u", "vscode", "dc", "bash", "-lc", " ".join(cmd),
+                         check=False)  # fmt: skip
+
+        holder = as_user("docker-up", "status", "--json")
+        assert json.loads(holder.stdout).get("lazy") is True, holder.stdout + holder.stderr
+        r = as_user("docker", "import", "/tmp/bb.tar", "bb:test")
+        assert r.returncode == 0, r.stderr
+        r = as_user("docker", "run", "--rm", "bb:test", "echo", "from-the-feature")
+        assert r.stdout.strip() == "from-the-feature", r.stderr
+        data_root = json.loads(as_user("docker-up", "status", "--json").stdout)["data_root"]
+        assert data_root == "/var/lib/docker-up-data/docker"  # on the feature's volume
+    finally:
+        outer("exec", "-u", "vscode", "dc", "docker-up", "stop", check=False)
+        outer("rm", "-f", "dc", check=False)
+        outer("volume", "rm", "-f", "docker-up-data-test", check=False)
 
 
 def test_workspace_in_a_pod_user_namespace_of_65536_ids(
