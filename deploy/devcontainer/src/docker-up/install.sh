@@ -19,6 +19,9 @@ if [ -n "$need" ]; then
 fi
 
 if [ -n "${VENVTAR:-}" ]; then
+  # The virtualenv lives where it was built (its scripts name that path): the tar's top.
+  venv="/$(tar -tf "$VENVTAR" | head -n 1)"
+  venv=${venv%/}
   tar -C / -xf "$VENVTAR"
 else
   python3 -m venv "$venv" && "$venv/bin/pip" install -q "${SOURCE:-docker-up}"
