@@ -48,6 +48,9 @@ class Config:
     # (seccomp user notification; dockerup/programs/accel.py) instead of crossing the helper.
     # None (auto): on when host loopback is allowed and the machine supports it.
     net_accel: bool | None = None
+    # Published ports (splice forwarder): a container sees a remote client's own address
+    # (IP_TRANSPARENT in docker-up's namespace), not the proxy's.
+    client_address: bool = True
     data_root: str | None = None  # default: $XDG_DATA_HOME/docker-up/docker
     dockerd_args: tuple[str, ...] = ()
     log_max: int = 10 * 2**20  # each log file's cap in bytes (then NAME.1 holds the rest)
@@ -149,6 +152,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("lazy-start", bool, "the snippet holds the socket; dockerd starts on first use"),
     Setting("start-timeout", float, "seconds to wait for dockerd", _range(1, 3600)),
     Setting("port-forwarder", str, "splice or slirp", _choices(*FORWARDERS)),
+    Setting("client-address", bool, "published ports show containers the client's address"),
     Setting("mode", str, "run mode", _choices("auto", "rootless", "userns-root", "privileged")),
 )
 BY_KEY = {s.key: s for s in SETTINGS}

@@ -97,10 +97,12 @@ def render_daemon_json(
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
-def proxy_script(python: str, paths: Paths, docker_proxy: str) -> str:
+def proxy_script(python: str, paths: Paths, docker_proxy: str,
+                 transparent: str | None = None) -> str:  # fmt: skip
     """What dockerd runs as its userland proxy (it takes a path, not an argv). Every path
     quoted: a venv or runtime dir with a space or a `$` in its name is still one word."""
-    spec = ProxySpec(manager=str(paths.ports_sock), docker_proxy=docker_proxy)
+    spec = ProxySpec(manager=str(paths.ports_sock), docker_proxy=docker_proxy,
+                     transparent=transparent)  # fmt: skip
     argv = " ".join(shlex.quote(a) for a in (python, "-S", script("portproxy"), spec.to_json()))
     return f'#!/bin/sh\nexec {argv} "$@"\n'
 

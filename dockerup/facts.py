@@ -38,7 +38,7 @@ PACKAGES: dict[str, str] = {
 }
 # Always needed; slirp4netns only with its driver (see plan.missing_programs).
 REQUIRED = tuple(p for p in PACKAGES if p not in ("pasta", "setpriv"))
-OPTIONAL = ("fuse-overlayfs", "docker", "pasta", "setpriv")
+OPTIONAL = ("fuse-overlayfs", "docker", "pasta", "setpriv", "ip")
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,11 @@ class Paths:
         return self.runtime / "exec"
 
     @property
+    def client_address_marker(self) -> Path:
+        """Made by the namespace child once replies to transparent sockets route back."""
+        return self.bin_dir / "client-address"
+
+    @property
     def containerd_dir(self) -> Path:
         return self.exec_root / "containerd"
 

@@ -345,6 +345,12 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
     )
 
 
+def client_address(config: Config, bins: dict[str, str]) -> bool:
+    """Containers see a published port's client address where the splice proxy makes the
+    connections and iproute2 can route the replies back to it."""
+    return config.client_address and config.port_forwarder == "splice" and "ip" in bins
+
+
 def context_file(facts: HostFacts, paths: Paths) -> WriteFile:
     """The docker CLI context `docker-up` (a convenience: a failure to write it is no
     reason not to start)."""
@@ -356,7 +362,8 @@ def scripts(
     python: str, bins: dict[str, str], config: Config, paths: Paths, accel: bool
 ) -> tuple[WriteFile, ...]:
     """dockerd's userland proxy and (with container defaults) its default runtime."""
-    proxy = daemon.proxy_script(python, paths, bins["docker-proxy"])
+    marker = str(paths.client_address_marker) if client_address(config, bins) else None
+    proxy = daemon.proxy_script(python, paths, bins["docker-proxy"], marker)
     files = [WriteFile(paths.proxy_script, proxy, 0o755)]
     spec = daemon.runtime_spec(config, paths, bins["runc"], accel)
     if spec is not None:
@@ -402,4 +409,6 @@ def child_spec(
         log=str(paths.log_dir / "dockerd.log"),
         containerd=Command(argv=daemon.containerd_argv(bins["containerd"], paths), env=env),
         containerd_pidfile=str(paths.containerd_pidfile),
+        transparent_ip=bins["ip"] if own_netns and client_address(config, bins) else None,
+        transparent_marker=str(paths.client_address_marker),
     )

@@ -393,6 +393,8 @@ def start(
     ns = child.recv("the namespace set-up", deadline)
     progress(f"storage {ns['storage']}: {ns['storage_reason']}")
     progress(f"iptables {ns['iptables']}: {ns['iptables_reason']}")
+    if ns.get("client_address"):  # "" when it works, "off", or why not
+        progress(f"published ports show containers the proxy's address: {ns['client_address']}")
     atomic_write(paths.daemon_json, plan.daemon_json[ns["storage"]])
     ports = open_port_manager(plan, stack)
     accel = open_listener(plan.paths.accel_sock, stack) if plan.accel else None
@@ -434,7 +436,8 @@ def start(
         iptables_reason=ns["iptables_reason"],
         net=plan.net_name,
         net_options=(list(plan.net.options_used) if plan.net else [])
-        + (["net-accel"] if plan.accel else []),
+        + (["net-accel"] if plan.accel else [])
+        + (["client-address"] if ns.get("client_address") == "" else []),
         mtu=plan.config.mtu,
         started_at=time.time(),
         timings=timings,

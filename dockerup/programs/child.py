@@ -17,6 +17,7 @@ import time
 # CLOCK_MONOTONIC is the same clock in every process: the parent puts these on its timeline.
 T_STARTED = time.monotonic()
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -212,6 +213,36 @@ def run_probe(what: str, arg: str) -> None:
     sys.stdout.write(failed or "")
 
 
+# The mark and routing table that bring replies to the port proxy's transparent sockets.
+MARK, TABLE = "0x1d0c", "7436"
+
+
+def route_back(spec: ChildSpec) -> str:
+    """Let the port proxy connect to containers from a remote client's own address: a
+    container's reply to that address (its default route leads here) belongs to a local
+    transparent socket; mark it and deliver it locally instead of routing it out. Only in
+    docker-up's own network namespace. Why not, or "" when it works."""
+    marker = spec.transparent_marker
+    if marker:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(marker)
+    if not spec.transparent_ip or not marker:
+        return "off"
+    iptables = os.path.join(spec.bin_dir, "iptables")
+    for argv in (
+        [iptables, "-w", "-t", "mangle", "-A", "PREROUTING", "-m", "socket", "--transparent",
+         "-j", "MARK", "--set-mark", MARK],
+        [spec.transparent_ip, "rule", "add", "fwmark", MARK, "lookup", TABLE],
+        [spec.transparent_ip, "route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", TABLE],
+    ):  # fmt: skip
+        r = subprocess.run(argv, capture_output=True, text=True)
+        if r.returncode != 0:
+            return f"{' '.join(argv[1:4])}: {r.stderr.strip() or r.returncode}"
+    with open(marker, "w"):
+        pass
+    return ""
+
+
 def choose_iptables(candidates: list[list[str]], bin_dir: str) -> tuple[str, str]:
     """Try each backend for real in this namespace; link the first that works into the
     directory that comes first on dockerd's PATH."""
@@ -287,6 +318,7 @@ def main() -> None:
             spec.storage_candidates, spec.storage_probe_dir, spec.fuse_overlayfs
         )
         iptables, iptables_reason = choose_iptables(spec.iptables, spec.bin_dir)
+        client_address = route_back(spec)
         # Shared again, as dockerd expects (rshared/rslave binds need the source's mount to
         # be shared). Everything was made private above, so these peer groups are new and
         # live in this namespace only: nothing propagates to or from the workspace.
@@ -302,6 +334,7 @@ def main() -> None:
         storage_reason=storage_reason,
         iptables=iptables,
         iptables_reason=iptables_reason,
+        client_address=client_address,
     )
     if ch.recv().get("step") != "go":
         sys.exit(1)

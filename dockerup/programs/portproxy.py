@@ -108,6 +108,47 @@ class Slots:
             self.used -= 1
 
 
+IP_TRANSPARENT = getattr(socket, "IP_TRANSPARENT", 19)
+# Set once the child routed replies to transparent sockets back to them (ChildSpec).
+TRANSPARENT: dict[str, str | None] = {"marker": None}
+
+
+def from_client(client: tuple[str, int] | None) -> str | None:
+    """The address to connect from: the client's own, when it is a remote IPv4 client and
+    the namespace routes the replies back (a loopback client shows as the proxy, as with
+    Docker's own proxy: a container cannot answer 127.0.0.1)."""
+    marker = TRANSPARENT["marker"]
+    if client is None or marker is None or not os.path.exists(marker):
+        return None
+    addr = client[0].removeprefix("::ffff:")
+    if ":" in addr or addr.startswith("127.") or addr == "0.0.0.0":
+        return None
+    return addr
+
+
+def upstream_socket(kind: int, source: str | None) -> socket.socket:
+    """A socket towards the container, bound to the client's address when given (falls
+    back to the proxy's own if the kernel refuses)."""
+    sock = socket.socket(socket.AF_INET, kind)
+    if source is not None:
+        try:
+            sock.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+            sock.bind((source, 0))
+        except OSError as e:
+            QUIET.say("transparent", f"the client's address cannot be used: {e}")
+            sock.close()
+            sock = socket.socket(socket.AF_INET, kind)
+    return sock
+
+
+def peer_of(sock: socket.socket) -> tuple[str, int] | None:
+    try:
+        peer = sock.getpeername()
+    except OSError:
+        return None
+    return (str(peer[0]), int(peer[1]))
+
+
 def serve(client: socket.socket, target: tuple[str, int], slots: Slots) -> None:
     try:
         _serve(client, target)
@@ -118,7 +159,9 @@ def serve(client: socket.socket, target: tuple[str, int], slots: Slots) -> None:
 def _serve(client: socket.socket, target: tuple[str, int]) -> None:
     with client:
         try:
-            upstream = socket.create_connection(target, timeout=10)
+            upstream = upstream_socket(socket.SOCK_STREAM, from_client(peer_of(client)))
+            upstream.settimeout(10)
+            upstream.connect(target)
         except OSError:
             return
         upstream.settimeout(None)
@@ -197,7 +240,7 @@ class UdpRelay:
                 QUIET.say("udp-flows", f"{UDP_FLOWS} UDP flows at once: the oldest ends")
                 self.end(next(iter(self.flows)))
             try:
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sock = upstream_socket(socket.SOCK_DGRAM, from_client(client))
             except OSError as e:  # EMFILE: this datagram is dropped, the relay goes on
                 QUIET.say("udp-socket", f"cannot open a UDP flow: {e}")
                 return
@@ -249,6 +292,7 @@ def main() -> None:
     spec_json, *args = sys.argv[1:]
     spec = ProxySpec.from_json(spec_json)
     manager_path, real_proxy = spec.manager, spec.docker_proxy
+    TRANSPARENT["marker"] = spec.transparent
     opts = dict(zip(args[::2], args[1::2], strict=False))
     target = (opts.get("-container-ip", ""), int(opts.get("-container-port", "0")))
     request: dict[str, str | int] = {

@@ -81,6 +81,11 @@ class ChildSpec(Spec):
     log: str  # where its output and dockerd's go
     containerd: Command  # started in the namespaces first; dockerd connects to it
     containerd_pidfile: str
+    # `ip` (iproute2): when set, replies to the port proxy's transparent sockets are routed
+    # to them (a mark, a rule, a local route), then transparent_marker is made; None: no
+    # client addresses.
+    transparent_ip: str | None = None
+    transparent_marker: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +140,9 @@ class ProxySpec(Spec):
 
     manager: str
     docker_proxy: str
+    # Connect to the container from a remote client's own address (IP_TRANSPARENT), once
+    # this file exists: the child made it after routing replies back (ChildSpec).
+    transparent: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

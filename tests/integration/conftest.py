@@ -193,6 +193,12 @@ def veth_to(pid: int, near: str, far: str, net: str) -> None:
             ns.link("set", index=index, state="up")
 
 
+class Peer(str):
+    """The peer namespace's address; .pid is a process in that namespace (for nsenter)."""
+
+    pid: int
+
+
 @pytest.fixture(scope="module")
 def peer_namespace() -> Iterator[str]:
     """A server in a network namespace of its own, reached from the workspace through a veth
@@ -209,7 +215,9 @@ def peer_namespace() -> Iterator[str]:
         veth_to(holder.pid, near, far, net)
         server = subprocess.Popen([*ns, "/usr/bin/python3", "-c", PEER_SERVER])
         wait_for(lambda: peer_answers(f"{net}.2"), 10, "the peer server")
-        yield f"{net}.2"
+        peer = Peer(f"{net}.2")
+        peer.pid = holder.pid
+        yield peer
     finally:
         for p in (server, holder):
             if p:

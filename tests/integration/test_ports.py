@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -246,3 +247,54 @@ def test_shell_has_a_tty(daemon: Workspace) -> None:
     r = daemon.run(["script", "-qec", cmd, "/dev/null"], input="tty; id -u; exit 3\n", timeout=30)
     assert "/dev/pts/" in r.stdout and "\n0" in r.stdout.replace("\r", "")
     assert r.returncode == 3
+
+
+def container_peers(ws: Workspace, name: str) -> list[str]:
+    """The remote addresses of the container's TCP connections, as it sees them (its own
+    netstat; nc has closed its side already, so any state)."""
+    out = ws.docker("exec", name, "netstat", "-tn", check=False).stdout
+    rows = [line.split() for line in out.splitlines() if line.startswith("tcp")]
+    return [r[4].rsplit(":", 1)[0].removeprefix("::ffff:") for r in rows if len(r) > 5]
+
+
+def test_a_container_sees_a_remote_clients_own_address(
+    daemon: Workspace, peer_namespace: str, request: pytest.FixtureRequest
+) -> None:
+    """A client in another network namespace (another host, for the workspace) connects
+    to a published port: the container sees that client's address, not the proxy's
+    (splice, IP_TRANSPARENT). A loopback client shows as the bridge's gateway, as with
+    Docker's own proxy."""
+    forwarder, _ = request.node.callspec.params["daemon"]
+    options = json.loads(daemon.docker_up("status", "--json").stdout)["net_options"]
+    if forwarder == "slirp":  # slirp4netns itself makes the connections to the container
+        assert "client-address" not in options
+        return
+    assert "client-address" in options
+    port = free_port()
+    daemon.docker("run", "-d", "--name", "seen", "-p", f"{port}:80", "bb:test",
+                  "sh", "-c", "while true; do nc -l -p 80; done")  # fmt: skip
+    ours = peer_namespace.rsplit(".", 1)[0] + ".1"  # the workspace's end of the veth
+    hold = ("import socket, sys, time\n"
+            f"s = socket.create_connection(('{ours}', {port}), timeout=10)\n"
+            "sys.stdout.write('connected\\n'); sys.stdout.flush(); time.sleep(60)\n")  # fmt: skip
+    pid = str(peer_namespace.pid)  # type: ignore[attr-defined]
+    argv = ["nsenter", "-t", pid, "-n", "/usr/bin/python3", "-c", hold]
+    client = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    try:
+        assert client.stdout is not None and client.stdout.readline().strip() == "connected"
+        wait_for(lambda: peer_namespace in container_peers(daemon, "seen"), 20,
+                 f"the container to see {peer_namespace}")  # fmt: skip
+    finally:
+        client.kill()
+        client.wait()
+    daemon.docker("rm", "-f", "seen")
+    # A container of its own (nc serves one connection at a time).
+    port = free_port()
+    daemon.docker("run", "-d", "--name", "seen-lo", "-p", f"{port}:80", "bb:test",
+                  "nc", "-l", "-p", "80")  # fmt: skip
+    wait_for(lambda: listening(port), 20, "the published port")
+    with socket.create_connection(("127.0.0.1", port), timeout=10):
+        wait_for(lambda: any(p.startswith("172.") and p.endswith(".1")
+                             for p in container_peers(daemon, "seen-lo")), 20,
+                 "the loopback client as the bridge's gateway")  # fmt: skip
+    daemon.docker("rm", "-f", "seen-lo")
