@@ -1,5 +1,5 @@
 /* UDP for the test image (busybox's nc has no UDP):
- *   udpecho PORT           an echo server
+ *   udpecho PORT           an echo server; prints each sender's address (what it sees)
  *   udpecho HOST PORT MSG  a client: connect(), send MSG, print the reply (2 s timeout) */
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -29,6 +29,9 @@ int main(int argc, char **argv) {
     for (;;) {
         struct sockaddr_in peer; socklen_t len = sizeof peer;
         ssize_t n = recvfrom(s, buf, sizeof buf, 0, (struct sockaddr *)&peer, &len);
-        if (n >= 0) sendto(s, buf, n, 0, (struct sockaddr *)&peer, len);
+        if (n < 0) continue;
+        printf("from %s\n", inet_ntoa(peer.sin_addr));
+        fflush(stdout);
+        sendto(s, buf, n, 0, (struct sockaddr *)&peer, len);
     }
 }

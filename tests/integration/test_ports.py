@@ -298,3 +298,28 @@ def test_a_container_sees_a_remote_clients_own_address(
                              for p in container_peers(daemon, "seen-lo")), 20,
                  "the loopback client as the bridge's gateway")  # fmt: skip
     daemon.docker("rm", "-f", "seen-lo")
+
+
+def test_a_container_sees_a_remote_udp_clients_own_address(
+    daemon: Workspace, peer_namespace: str, request: pytest.FixtureRequest
+) -> None:
+    """The same for a UDP flow: the relay sends from the client's address (udpecho prints
+    the sender it sees), and the echo finds its way back to that client."""
+    forwarder, _ = request.node.callspec.params["daemon"]
+    if forwarder == "slirp":
+        return  # no client addresses there (checked above)
+    port = free_port()
+    daemon.docker("run", "-d", "--name", "seen-udp", "-p", f"{port}:5353/udp", "bb:test",
+                  "udpecho", "5353")  # fmt: skip
+    wait_for(lambda: udp_bound(daemon, "seen-udp", 5353), 20, "udpecho to bind its port")
+    ours = peer_namespace.rsplit(".", 1)[0] + ".1"
+    ask = ("import socket\n"
+           "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)\n"
+           f"s.sendto(b'ping', ('{ours}', {port})); print(s.recv(100).decode())\n")  # fmt: skip
+    pid = str(peer_namespace.pid)  # type: ignore[attr-defined]
+    r = subprocess.run(["nsenter", "-t", pid, "-n", "/usr/bin/python3", "-c", ask],
+                       capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert r.stdout.strip() == "ping", r.stderr  # the echo came back to the peer
+    logs = daemon.docker("logs", "seen-udp").stdout
+    assert f"from {peer_namespace}" in logs, logs
+    daemon.docker("rm", "-f", "seen-udp")
