@@ -118,14 +118,20 @@ def probe_tun(path: str = "/dev/net/tun") -> TunAccess:
     return TunAccess(exists=True, openable=True)
 
 
-def mapped_ids(id_map: str) -> tuple[IdRange, ...]:
-    """The inside ids a /proc/PID/[ug]id_map maps ("inside outside count" lines)."""
+def _inside_ranges(id_map: str) -> list[IdRange]:
+    """The inside ids of each line of a /proc/PID/[ug]id_map ("inside outside count")."""
     out = []
     for line in id_map.splitlines():
         fields = line.split()
         if len(fields) == 3 and all(f.isdigit() for f in fields):
             out.append(IdRange(int(fields[0]), int(fields[2])))
-    return tuple(sorted(out, key=lambda r: r.start)) or (IdRange(0, 4294967295),)
+    return out
+
+
+def mapped_ids(id_map: str) -> tuple[IdRange, ...]:
+    """The inside ids an id map maps, sorted (all of them when it cannot be read)."""
+    ranges = sorted(_inside_ranges(id_map), key=lambda r: r.start)
+    return tuple(ranges) or (IdRange(0, 4294967295),)
 
 
 def usable_ranges(
@@ -147,13 +153,8 @@ def usable_ranges(
 
 
 def max_mapped_id(id_map: str) -> int:
-    """The highest id that a /proc/PID/[ug]id_map maps ("inside outside count" lines)."""
-    tops = []
-    for line in id_map.splitlines():
-        fields = line.split()
-        if len(fields) == 3 and all(f.isdigit() for f in fields):
-            tops.append(int(fields[0]) + int(fields[2]) - 1)
-    return max(tops, default=0)
+    """The highest id that a /proc/PID/[ug]id_map maps."""
+    return max((r.start + r.count - 1 for r in _inside_ranges(id_map)), default=0)
 
 
 def is_initial_userns(uid_map: str) -> bool:

@@ -97,7 +97,6 @@ def up(
 ) -> None:
     """Start dockerd in its own namespaces and keep it running (the default command).
     Settings not given here come from DOCKER_UP_* variables, then the config file."""
-    from dockerup.early import activated_fds
     from dockerup.verbs import doctor as doctor_verbs
     from dockerup.verbs import settings
     from dockerup.verbs import up as verbs
@@ -106,9 +105,8 @@ def up(
         installed = doctor_verbs.install_deps()
         if installed.packages:
             _exit(emit(installed))
-    activated = activated_fds()
+    # (A start by the lazy holder is `docker-up up` exactly: cli/entry.py's quick path.)
     loaded = settings.load_config({
-        "listen_fd": activated[0] if activated else None,
         "mtu": mtu, "allow_host_loopback": allow_host_loopback, "mode": mode,
         "net": net, "net_accel": net_accel, "start_timeout": timeout, "storage": storage,
         "port_forwarder": port_forwarder,
@@ -116,9 +114,7 @@ def up(
         "tcp": tcp, "tls_dir": tls_dir,
     })  # fmt: skip
     result: Result
-    if activated:
-        result = verbs.up_activated(loaded, activated[1])
-    elif dry_run:
+    if dry_run:
         result = verbs.dry_run(loaded)
     elif lazy:
         result = verbs.up_lazy(loaded)

@@ -125,14 +125,29 @@ DNS = "10.0.2.3"
 PREFIXLEN = 24
 
 
-def routes(route_table: str) -> list[tuple[int, int]]:
-    """(destination, mask) of each IPv4 route in a /proc/PID/net/route table, host order.
-    The kernel prints each network-order word as a native integer."""
+def route_rows(route_table: str) -> list[tuple[int, int, int]]:
+    """(destination, gateway, mask) of each IPv4 route in a /proc/PID/net/route table, host
+    order. The kernel prints each network-order word as a native integer."""
     import socket
 
     out = []
     for line in route_table.splitlines()[1:]:
         f = line.split()
         if len(f) > 7:
-            out.append((socket.ntohl(int(f[1], 16)), socket.ntohl(int(f[7], 16))))
+            dest, gw, mask = (socket.ntohl(int(f[i], 16)) for i in (1, 2, 7))
+            out.append((dest, gw, mask))
     return out
+
+
+def routes(route_table: str) -> list[tuple[int, int]]:
+    """(destination, mask) of each IPv4 route, host order."""
+    return [(dest, mask) for dest, _, mask in route_rows(route_table)]
+
+
+def default_gateways(route_table: str) -> list[str]:
+    """Gateways of the IPv4 default routes, dotted."""
+    import socket
+    import struct
+
+    return [socket.inet_ntoa(struct.pack("!I", gw))
+            for dest, gw, mask in route_rows(route_table) if dest == 0 and mask == 0]  # fmt: skip

@@ -8,7 +8,10 @@ import fcntl
 import socket
 import struct
 
+from dockerup.programs.common import default_gateways
 from dockerup.programs.specs import NetCheck
+
+__all__ = ["default_gateways", "problems"]
 
 SIOCGIFFLAGS, SIOCGIFADDR, SIOCGIFNETMASK, SIOCGIFMTU = 0x8913, 0x8915, 0x891B, 0x8921
 IFF_UP = 0x1
@@ -21,16 +24,6 @@ def _ifreq(s: socket.socket, request: int, name: str) -> bytes:
 def _ipv4(ifreq: bytes) -> str:
     # struct ifreq: the name (16 bytes), then a sockaddr_in: family, port, address.
     return socket.inet_ntoa(ifreq[20:24])
-
-
-def default_gateways(route_table: str) -> list[str]:
-    """Gateways of the IPv4 default routes in a /proc/net/route table."""
-    out = []
-    for line in route_table.splitlines()[1:]:
-        f = line.split()
-        if len(f) > 7 and int(f[1], 16) == 0 and int(f[7], 16) == 0:
-            out.append(socket.inet_ntoa(struct.pack("<I", int(f[2], 16))))
-    return out
 
 
 def problems(spec: NetCheck, route_table: str) -> list[str]:
