@@ -51,6 +51,9 @@ class Config:
     # Published ports (splice forwarder): a container sees a remote client's own address
     # (IP_TRANSPARENT in docker-up's namespace), not the proxy's.
     client_address: bool = True
+    # IPv6 for containers (dockerd ipv6 with a ULA network, NAT to the namespace's address).
+    # None (auto): on when the workspace has an IPv6 default route.
+    ipv6: bool | None = None
     data_root: str | None = None  # default: $XDG_DATA_HOME/docker-up/docker
     dockerd_args: tuple[str, ...] = ()
     log_max: int = 10 * 2**20  # each log file's cap in bytes (then NAME.1 holds the rest)
@@ -152,6 +155,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("lazy-start", bool, "the snippet holds the socket; dockerd starts on first use"),
     Setting("start-timeout", float, "seconds to wait for dockerd", _range(1, 3600)),
     Setting("port-forwarder", str, "splice or slirp", _choices(*FORWARDERS)),
+    Setting("ipv6", bool, "IPv6 for containers (default: if the workspace has an IPv6 route)"),
     Setting("client-address", bool, "published ports show containers the client's address"),
     Setting("mode", str, "run mode", _choices("auto", "rootless", "userns-root", "privileged")),
 )

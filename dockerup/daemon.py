@@ -10,7 +10,7 @@ from dockerup.config import Config
 from dockerup.errors import DockerUpError
 from dockerup.paths import Paths
 from dockerup.programs import script
-from dockerup.programs.common import GATEWAY
+from dockerup.programs.common import CONTAINER_CIDR6, GATEWAY
 from dockerup.programs.specs import ProxySpec, RuntimeSpec
 
 TLS_FILES = {"tlscacert": "ca.pem", "tlscert": "cert.pem", "tlskey": "key.pem"}
@@ -45,9 +45,22 @@ def container_sysctls(config: Config) -> dict[str, str]:
 HOST_GATEWAY = GATEWAY  # both network drivers' gateway: the workspace as the namespace sees it
 
 
+def ipv6_config(config: Config) -> dict[str, Any]:
+    """Containers on the default bridge get an address in a ULA network; dockerd's
+    ip6tables masquerades it to the namespace's address (the helper knows only that one)
+    and keeps Docker's isolation between networks for IPv6 too. dockerd 20.10 keeps
+    ip6tables behind `experimental` (27 and later need neither)."""
+    doc: dict[str, Any] = {"ipv6": True, "fixed-cidr-v6": CONTAINER_CIDR6, "ip6tables": True}
+    # A flag that also sits in daemon.json makes dockerd refuse to start.
+    if not any(a.split("=", 1)[0] == "--experimental" for a in config.dockerd_args):
+        doc["experimental"] = True
+    return doc
+
+
 def daemon_config(
-    config: Config, paths: Paths, storage: str, own_netns: bool = True, accel: bool = False
-) -> dict[str, Any]:
+    config: Config, paths: Paths, storage: str, own_netns: bool = True, accel: bool = False,
+    ipv6: bool = False,
+) -> dict[str, Any]:  # fmt: skip
     """daemon.json. Everything lives under the user's own directories; the MTU matches the
     network helper's so that docker0's packets fit the tap device."""
     tcp = tcp_listener(config)
@@ -87,13 +100,15 @@ def daemon_config(
             if own_netns and (accel or container_sysctls(config))
             else {}
         )
+        | (ipv6_config(config) if own_netns and ipv6 else {})
     )
 
 
 def render_daemon_json(
-    config: Config, paths: Paths, storage: str, own_netns: bool = True, accel: bool = False
-) -> str:
-    doc = daemon_config(config, paths, storage, own_netns, accel)
+    config: Config, paths: Paths, storage: str, own_netns: bool = True, accel: bool = False,
+    ipv6: bool = False,
+) -> str:  # fmt: skip
+    doc = daemon_config(config, paths, storage, own_netns, accel, ipv6)
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 

@@ -18,7 +18,7 @@ from dockerup import proc
 from dockerup.paths import Paths
 from dockerup.probecache import ProbeCache, cache_file
 from dockerup.programs import script, wire
-from dockerup.programs.common import IPTABLES_BACKENDS, routes
+from dockerup.programs.common import IPTABLES_BACKENDS, ipv6_default_gateways, routes
 
 # Debian's PATH for a normal user lacks the sbin directories, where dockerd and runc live.
 EXTRA_PATH = ("/usr/local/sbin", "/usr/sbin", "/sbin")
@@ -79,6 +79,10 @@ class HostFacts:
     net_admin: bool = False  # CAP_NET_ADMIN over the network namespace we are in
     default_route: bool = True  # an IPv4 default route in our network namespace (pasta)
     accel_problems: tuple[str, ...] = ()  # why --net-accel cannot work (see with_accel)
+    # IPv6 in the workspace: ::1 on loopback (the kernel has IPv6 and it is not disabled),
+    # and the gateways of its IPv6 default routes (none: it reaches no IPv6 network).
+    ipv6_loopback: bool = False
+    ipv6_gateways: tuple[str, ...] = ()
 
 
 def probes(env: Mapping[str, str], home: str) -> ProbeCache:
@@ -212,7 +216,15 @@ def probe(env: dict[str, str] | None = None) -> HostFacts:
         uid_map=mapped_ids(read_text("/proc/self/uid_map")),
         gid_map=mapped_ids(read_text("/proc/self/gid_map")),
         default_route=has_default_route(read_text("/proc/net/route")),
+        ipv6_loopback=has_ipv6_loopback(read_text("/proc/net/if_inet6")),
+        ipv6_gateways=tuple(ipv6_default_gateways(read_text("/proc/net/ipv6_route"))),
     )
+
+
+def has_ipv6_loopback(if_inet6: str) -> bool:
+    """/proc/net/if_inet6 lists ::1 on lo (absent: no IPv6 in the kernel, or disabled)."""
+    rows = (line.split() for line in if_inet6.splitlines())
+    return any(len(f) == 6 and f[0] == "0" * 31 + "1" and f[5] == "lo" for f in rows)
 
 
 def has_default_route(route_table: str) -> bool:
@@ -267,6 +279,7 @@ class DoctorFacts:
     net: str = "slirp4netns"  # the network driver the configuration chooses
     net_accel: bool | None = None  # None: auto
     mode: str = "auto"  # the mode the configuration asks for
+    ipv6: bool | None = None  # None: auto
     # -- probed by doctor only
     seccomp_actions: str = ""
     netns_ok: bool = True
@@ -295,8 +308,9 @@ SYSCTLS = (
 
 
 def probe_cheap(
-    h: HostFacts, paths: Paths, net: str, net_accel: bool | None, mode: str
-) -> DoctorFacts:
+    h: HostFacts, paths: Paths, net: str, net_accel: bool | None, mode: str,
+    ipv6: bool | None = None,
+) -> DoctorFacts:  # fmt: skip
     """Files and stats only: what `up` reads before it starts anything."""
     sysctls = {}
     for name in SYSCTLS:
@@ -315,6 +329,7 @@ def probe_cheap(
         net=net,
         net_accel=net_accel,
         mode=mode,
+        ipv6=ipv6,
     )
 
 

@@ -18,9 +18,12 @@ from dockerup.programs.common import (
     DNS,
     FORWARDERS,
     GATEWAY,
+    GATEWAY6,
     GUEST_ADDR,
+    GUEST_ADDR6,
     IPTABLES_BACKENDS,
     PREFIXLEN,
+    PREFIXLEN6,
 )
 from dockerup.programs.specs import ChildSpec, Command, NetCheck
 
@@ -28,18 +31,32 @@ if TYPE_CHECKING:
     from dockerup.net import pasta
 
 
-def sysctls(gids: int, config: Config) -> dict[str, str]:
+IPV6_SYSCTLS = {
+    "net/ipv6/conf/all/forwarding": "1",
+    # tap0 does not exist yet: it takes these defaults. No router advertisements (the
+    # address and route are fixed) and no duplicate detection (nobody else is on the link),
+    # so tap0's IPv6 works the moment it is configured.
+    "net/ipv6/conf/default/accept_ra": "0",
+    "net/ipv6/conf/default/accept_dad": "0",
+}
+
+
+def sysctls(gids: int, config: Config, ipv6: bool = False) -> dict[str, str]:
     # dockerd's own namespace (--network host containers, dockerd's own traffic) gets the
     # containers' defaults too.
     defaults = {k.replace(".", "/"): v for k, v in daemon.container_sysctls(config).items()}
-    return defaults | {
-        "net/ipv4/ip_forward": "1",
-        # Let every mapped group ping (the workspace default is "1 0": nobody). The kernel
-        # refuses gids outside the namespace's map, so the range ends where the map does.
-        "net/ipv4/ping_group_range": f"0 {gids}",
-        # Containers may bind low ports inside the namespace.
-        "net/ipv4/ip_unprivileged_port_start": "0",
-    }
+    return (
+        defaults
+        | {
+            "net/ipv4/ip_forward": "1",
+            # Let every mapped group ping (the workspace default is "1 0": nobody). The kernel
+            # refuses gids outside the namespace's map, so the range ends where the map does.
+            "net/ipv4/ping_group_range": f"0 {gids}",
+            # Containers may bind low ports inside the namespace.
+            "net/ipv4/ip_unprivileged_port_start": "0",
+        }
+        | (IPV6_SYSCTLS if ipv6 else {})
+    )
 
 
 @dataclass(frozen=True)
@@ -98,6 +115,8 @@ class Plan:
     # daemon.json for each storage driver the child may find working (it probes them).
     daemon_json: dict[str, str] = field(default_factory=dict)
     accel: bool = False  # --net-accel, resolved
+    ipv6: bool = False  # --ipv6, resolved
+    ipv6_reason: str = ""
 
     @property
     def data_mode(self) -> int:
@@ -200,20 +219,63 @@ def require_socket_path(paths: Paths) -> None:
 
 
 def network_driver(
-    config: Config, facts: HostFacts, bins: dict[str, str], paths: Paths, mode: Mode
-) -> NetworkDriver:
+    config: Config, facts: HostFacts, bins: dict[str, str], paths: Paths, mode: Mode,
+    ipv6: bool = False,
+) -> NetworkDriver:  # fmt: skip
     require_tun(facts)
     if config.net == "pasta":
         from dockerup.net import pasta
 
         return pasta.configure(
             bins["pasta"], bins["setpriv"], require_pasta(facts),
-            config.mtu, config.allow_host_loopback, mode.needs_userns(),
+            config.mtu, config.allow_host_loopback, mode.needs_userns(), ipv6,
         )  # fmt: skip
     return slirp4netns.configure(
         bins["slirp4netns"], slirp4netns.parse_features(facts.slirp_help),
-        config.mtu, config.allow_host_loopback, paths.slirp_api,
+        config.mtu, config.allow_host_loopback, paths.slirp_api, ipv6,
     )  # fmt: skip
+
+
+def resolve_ipv6(config: Config, facts: HostFacts, bins: dict[str, str]) -> tuple[bool, str]:
+    """IPv6 for containers, and why: --ipv6, --no-ipv6, or (None) on when the workspace
+    reaches an IPv6 network (its default route); containers then resolve and use IPv6 as
+    the workspace does. Without one, turning it on still gives them the workspace's ::1
+    (with host loopback allowed) and nothing else."""
+    asked = config.ipv6
+    if asked is False:
+        return False, "off (--no-ipv6)"
+    problem, hint = ipv6_problem(config, facts, bins)
+    if problem:
+        if asked:
+            raise DockerUpError(f"--ipv6: {problem}", hint=hint)
+        return False, f"off: {problem}"
+    if facts.ipv6_gateways:
+        how = "--ipv6" if asked else "auto"
+        return True, f"on ({how}): the workspace has an IPv6 default route"
+    if asked:
+        return (
+            True,
+            "on (--ipv6); the workspace has no IPv6 default route: containers reach "
+            "no IPv6 network, only the workspace's ::1 (with host loopback allowed)",
+        )
+    return False, "off: the workspace has no IPv6 default route (--ipv6 turns it on)"
+
+
+def ipv6_problem(config: Config, facts: HostFacts, bins: dict[str, str]) -> tuple[str, str]:
+    """Why IPv6 cannot be on here ("" when it can), and the fix."""
+    if config.host_network:
+        return "dockerd shares the workspace's network", "drop --host-network"
+    if not facts.ipv6_loopback:
+        hint = "turn IPv6 on in the workspace: sysctl net.ipv6.conf.all.disable_ipv6=0"
+        return "the workspace has no IPv6 (no ::1 on lo)", hint
+    if "ip" not in bins:
+        return "iproute2's ip is not installed", "sudo apt-get install iproute2"
+    if config.net == "pasta" and not facts.ipv6_gateways:
+        return ("pasta carries IPv6 only for a workspace with an IPv6 default route",
+                "use --net slirp4netns, or give the workspace an IPv6 route")  # fmt: skip
+    if config.net == "slirp4netns" and not slirp4netns.parse_features(facts.slirp_help).ipv6:
+        return "this slirp4netns has no --enable-ipv6", "install slirp4netns 0.4 or newer"
+    return "", ""
 
 
 def require_pasta(facts: HostFacts) -> pasta.PastaFeatures:
@@ -310,7 +372,8 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
         uidmap = IdMap(bins["newuidmap"], facts.uid, subuid)
         gidmap = IdMap(bins["newgidmap"], facts.gid, subgid)
         gids = gidmap.count - 1
-    net = None if config.host_network else network_driver(config, facts, bins, paths, mode)
+    ipv6, ipv6_reason = resolve_ipv6(config, facts, bins)
+    net = None if config.host_network else network_driver(config, facts, bins, paths, mode, ipv6)
     require_socket_path(paths)
     require_forwarder(config)
     accel = resolve_accel(config, facts)
@@ -328,7 +391,7 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
         uidmap=uidmap,
         gidmap=gidmap,
         python=facts.python,
-        child=child_spec(config, mode, paths, bins, gids, argv, env, facts),
+        child=child_spec(config, mode, paths, bins, gids, argv, env, net),
         dockerd_argv=tuple(argv),
         dockerd_env=env,
         dirs=(paths.runtime, paths.log_dir, paths.bin_dir, paths.data, paths.copyup),
@@ -338,10 +401,12 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
         ),
         context_file=context_file(facts, paths),
         daemon_json={
-            storage: daemon.render_daemon_json(config, paths, storage, own, accel)
+            storage: daemon.render_daemon_json(config, paths, storage, own, accel, ipv6)
             for storage in storage_candidates(config)
         },
         accel=accel,
+        ipv6=ipv6,
+        ipv6_reason=ipv6_reason,
     )
 
 
@@ -379,13 +444,16 @@ def child_spec(
     gids: int,
     argv: list[str],
     env: dict[str, str],
-    facts: HostFacts,
+    net: NetworkDriver | None,
 ) -> ChildSpec:
     """What child.py does inside the namespaces, as data."""
-    own_netns = not config.host_network
+    own_netns = net is not None
+    ipv6 = net is not None and net.ipv6
     iptables_dir = str(Path(bins["iptables"]).parent)
     check = NetCheck(tap=slirp4netns.TAP, address=GUEST_ADDR, prefixlen=PREFIXLEN,
-                     gateway=GATEWAY, mtu=config.mtu)  # fmt: skip
+                     gateway=GATEWAY, mtu=config.mtu,
+                     address6=f"{GUEST_ADDR6}/{PREFIXLEN6}" if ipv6 else None,
+                     gateway6=GATEWAY6 if ipv6 else None)  # fmt: skip
     return ChildSpec(
         unshare=(["user"] if mode.needs_userns() else [])
         + ["mount"]
@@ -394,7 +462,7 @@ def child_spec(
         copyup=["/etc", "/run"] if mode is not Mode.privileged or own_netns else [],
         copyup_base=str(paths.copyup),
         resolv_conf=f"nameserver {DNS}\n" if own_netns else None,
-        sysctls=sysctls(gids, config) if own_netns else {},
+        sysctls=sysctls(gids, config, ipv6) if own_netns else {},
         loopback=own_netns,
         storage_candidates=storage_candidates(config),
         storage_probe_dir=str(paths.data / "probe"),
@@ -411,4 +479,6 @@ def child_spec(
         containerd_pidfile=str(paths.containerd_pidfile),
         transparent_ip=bins["ip"] if own_netns and client_address(config, bins) else None,
         transparent_marker=str(paths.client_address_marker),
+        ipv6=ipv6,
+        ipv6_commands=net.ipv6_commands(bins["ip"]) if net is not None and ipv6 else [],
     )

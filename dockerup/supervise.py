@@ -65,6 +65,7 @@ class Running:
     mtu: int
     started_at: float
     restarts: int = 0
+    ipv6: str = ""  # on or off, and why (plan.ipv6_reason)
     timings: dict[str, float] = field(default_factory=dict)
     # keeper, dockerd, net: pid, start time and executable (dockerup/programs/procid.py): what any
     # later signal checks first, since a PID alone may name anyone's process by then.
@@ -439,6 +440,7 @@ def start(
         + (["net-accel"] if plan.accel else [])
         + (["client-address"] if ns.get("client_address") == "" else []),
         mtu=plan.config.mtu,
+        ipv6=plan.ipv6_reason,
         started_at=time.time(),
         timings=timings,
         procs=procid.identities(

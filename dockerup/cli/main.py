@@ -62,6 +62,14 @@ def up(
             show_default=False,
         ),
     ] = None,
+    ipv6: Annotated[
+        bool | None,
+        typer.Option(
+            "--ipv6/--no-ipv6",
+            help="IPv6 for containers (default: when the workspace has an IPv6 default route).",
+            show_default=False,
+        ),
+    ] = None,
     host_network: Annotated[
         bool,
         typer.Option(
@@ -109,7 +117,7 @@ def up(
     loaded = settings.load_config({
         "mtu": mtu, "allow_host_loopback": allow_host_loopback, "mode": mode,
         "net": net, "net_accel": net_accel, "start_timeout": timeout, "storage": storage,
-        "port_forwarder": port_forwarder,
+        "port_forwarder": port_forwarder, "ipv6": ipv6,
         "data_root": data_root, "dockerd_args": dockerd_arg, "host_network": host_network,
         "tcp": tcp, "tls_dir": tls_dir,
     })  # fmt: skip

@@ -62,6 +62,7 @@ def _status(res: Any) -> None:
         ("pids", f"docker-up {s['pid']}, dockerd {s['dockerd_pid']}, "
                  f"{s['net']} {s.get('net_pid')}"),
         ("network", f"{s['net']} MTU {s['mtu']} ({', '.join(s['net_options'])})"),
+        ("IPv6", s.get("ipv6") or "off"),
         ("data-root", s["data_root"]),
         ("storage", f"{s['storage']} ({s['storage_reason']})"),
         ("iptables", s["iptables"]),

@@ -251,6 +251,19 @@ def check_accel(f: DoctorFacts) -> Result:
     return ok(f"{state[f.net_accel]}; supported (seccomp user notification, runc 1.1+)")
 
 
+def check_ipv6(f: DoctorFacts) -> Result:
+    """IPv6 for containers: what `up` would do here (the planner's rule), and why."""
+    from dockerup.config import Config
+
+    config = Config(net=f.net, ipv6=f.ipv6)
+    bins = {k: v for k, v in f.host.binaries.items() if v}
+    try:
+        _, reason = planning.resolve_ipv6(config, f.host, bins)
+    except DockerUpError as e:
+        return Result(Status.fail, e.message, e.hint or "")
+    return ok(reason)
+
+
 def check_net_driver(f: DoctorFacts) -> Result:
     running = f.running.get("net") if f.running.get("running") else None
     now = f" (the running docker-up uses {running})" if running and running != f.net else ""
@@ -443,6 +456,7 @@ CHECKS: tuple[Check, ...] = (
     Check("programs", "required programs", check_programs, fatal=True, cheap=True),
     Check("net.driver", "network driver", check_net_driver),
     Check("net.accel", "network acceleration", check_accel, cheap=True),
+    Check("net.ipv6", "IPv6 for containers", check_ipv6, cheap=True),
     Check("net.slirp4netns", "slirp4netns", check_slirp4netns, cheap=True),
     Check("net.pasta", "pasta", check_pasta, cheap=True),
     Check("docker.dockerd", "dockerd", check_dockerd, fatal=True),

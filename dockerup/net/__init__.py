@@ -22,7 +22,17 @@ class NetworkDriver(Protocol):
         """Optional features switched on, for the log and status."""
         ...
 
+    @property
+    def ipv6(self) -> bool:
+        """The helper carries IPv6 too (GUEST_ADDR6 routed via GATEWAY6)."""
+        ...
+
     def argv(self, target_pid: int | str, ready_fd: int | str, exit_fd: int | str) -> list[str]:
         """The helper's command line; it writes to ready_fd once the namespace is wired,
         and exits when exit_fd is closed (so it never outlives docker-up)."""
+        ...
+
+    def ipv6_commands(self, ip: str) -> list[list[str]]:
+        """What the namespace itself must run (with iproute2's `ip`) once the helper is
+        ready, for the IPv6 address and route the helper does not set."""
         ...

@@ -27,6 +27,8 @@ GUEST_ADDR = slirp4netns.GUEST_ADDR
 GATEWAY = slirp4netns.GATEWAY
 DNS = slirp4netns.DNS
 PREFIXLEN = slirp4netns.PREFIXLEN
+GUEST_ADDR6 = slirp4netns.GUEST_ADDR6
+GATEWAY6 = slirp4netns.GATEWAY6
 MAX_MTU = 65520
 
 # Options docker-up cannot do without, and what each is for (for the refusal message).
@@ -85,6 +87,7 @@ class Pasta:
     allow_host_loopback: bool
     dns_forward: bool
     ipv4_only: bool
+    ipv6: bool = False
     name: str = "pasta"
 
     @property
@@ -94,6 +97,8 @@ class Pasta:
             used.append("dns-forward")
         if not self.allow_host_loopback:
             used.append("no-map-gw")
+        if self.ipv6:
+            used.append("ipv6")
         return tuple(used)
 
     def argv(self, target_pid: int | str, ready_fd: int | str, exit_fd: int | str) -> list[str]:
@@ -109,12 +114,18 @@ class Pasta:
         argv += [f"--address={GUEST_ADDR}", f"--netmask={PREFIXLEN}", f"--gateway={GATEWAY}"]
         if self.dns_forward:
             argv.append(f"--dns-forward={DNS}")
-        if self.ipv4_only:
+        if self.ipv6:
+            # The same addresses as with slirp4netns; pasta sets them and the route itself.
+            argv += [f"--address={GUEST_ADDR6}", f"--gateway={GATEWAY6}"]
+        elif self.ipv4_only:
             argv.append("--ipv4-only")
         if not self.allow_host_loopback:
             # pasta maps the gateway to the workspace's loopback unless told not to.
             argv.append("--no-map-gw")
         return [*argv, str(target_pid)]
+
+    def ipv6_commands(self, ip: str) -> list[list[str]]:
+        return []  # --config-net sets the IPv6 address and route too
 
 
 def require_features(features: PastaFeatures) -> None:
@@ -134,6 +145,7 @@ def configure(
     mtu: int,
     allow_host_loopback: bool,
     makes_userns: bool = True,
+    ipv6: bool = False,
 ) -> Pasta:
     """Choose pasta's options, refusing what this pasta cannot do (pure)."""
     if not makes_userns:
@@ -159,4 +171,5 @@ def configure(
         allow_host_loopback=allow_host_loopback,
         dns_forward=features.dns_forward,
         ipv4_only=features.ipv4_only,
+        ipv6=ipv6,
     )

@@ -7,11 +7,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dockerup.errors import DockerUpError
-from dockerup.programs.common import DNS, GATEWAY, GUEST_ADDR, PREFIXLEN
+from dockerup.programs.common import (
+    DNS,
+    GATEWAY,
+    GATEWAY6,
+    GUEST_ADDR,
+    GUEST_ADDR6,
+    PREFIXLEN,
+    PREFIXLEN6,
+)
 
 TAP = "tap0"
 # slirp4netns' fixed addresses in its default 10.0.2.0/24 network (pasta uses the same).
-__all__ = ["DNS", "GATEWAY", "GUEST_ADDR", "PREFIXLEN", "TAP"]
+__all__ = [
+    "DNS",
+    "GATEWAY",
+    "GATEWAY6",
+    "GUEST_ADDR",
+    "GUEST_ADDR6",
+    "PREFIXLEN",
+    "PREFIXLEN6",
+    "TAP",
+]
 
 
 @dataclass(frozen=True)
@@ -28,6 +45,7 @@ class SlirpFeatures:
     netns_type: bool
     disable_host_loopback: bool
     max_mtu: int
+    ipv6: bool = False
 
 
 def parse_features(help_text: str) -> SlirpFeatures:
@@ -49,6 +67,7 @@ def parse_features(help_text: str) -> SlirpFeatures:
         netns_type=has("--netns-type"),
         disable_host_loopback=has("--disable-host-loopback"),
         max_mtu=int(m.group(1)) if m else 65520,
+        ipv6=has("--enable-ipv6"),
     )
 
 
@@ -60,6 +79,7 @@ class Slirp4netns:
     api_socket: Path | None
     sandbox: bool
     seccomp: bool
+    ipv6: bool = False
     name: str = "slirp4netns"
 
     @property
@@ -73,6 +93,8 @@ class Slirp4netns:
             used.append("api-socket")
         if not self.allow_host_loopback:
             used.append("disable-host-loopback")
+        if self.ipv6:
+            used.append("ipv6")
         return tuple(used)
 
     def argv(self, target_pid: int | str, ready_fd: int | str, exit_fd: int | str) -> list[str]:
@@ -86,7 +108,22 @@ class Slirp4netns:
             argv.append("--enable-sandbox")
         if self.seccomp:
             argv.append("--enable-seccomp")
+        if self.ipv6:
+            # libslirp answers on fd00::/64 (fd00::2 is the workspace's ::1 unless
+            # --disable-host-loopback); the address and route are docker-up's to set.
+            argv.append("--enable-ipv6")
         return [*argv, str(target_pid), TAP]
+
+    def ipv6_commands(self, ip: str) -> list[list[str]]:
+        """slirp4netns leaves IPv6 to router advertisements (SLAAC: a random address, a
+        second later, and a route that expires once forwarding is on); a fixed address,
+        without duplicate detection, is there at once and stays."""
+        if not self.ipv6:
+            return []
+        return [
+            [ip, "-6", "addr", "add", f"{GUEST_ADDR6}/{PREFIXLEN6}", "dev", TAP, "nodad"],
+            [ip, "-6", "route", "add", "default", "via", GATEWAY6, "dev", TAP],
+        ]
 
 
 def configure(
@@ -95,12 +132,14 @@ def configure(
     mtu: int,
     allow_host_loopback: bool,
     api_socket: Path,
+    ipv6: bool = False,
 ) -> Slirp4netns:
     """Choose the options for this slirp4netns, refusing what it cannot do (pure)."""
     for needed, ok in (
         ("--ready-fd", features.ready_fd),
         ("--exit-fd", features.exit_fd),
         ("--disable-host-loopback", features.disable_host_loopback or allow_host_loopback),
+        ("--enable-ipv6 (for --ipv6)", features.ipv6 or not ipv6),
     ):
         if not ok:
             raise DockerUpError(
@@ -119,4 +158,5 @@ def configure(
         api_socket=api_socket if features.api_socket else None,
         sandbox=features.sandbox,
         seccomp=features.seccomp,
+        ipv6=ipv6,
     )

@@ -243,12 +243,17 @@ def route_back(spec: ChildSpec) -> str:
     return ""
 
 
-def choose_iptables(candidates: list[list[str]], bin_dir: str) -> tuple[str, str]:
-    """Try each backend for real in this namespace; link the first that works into the
-    directory that comes first on dockerd's PATH."""
+def choose_iptables(candidates: list[list[str]], bin_dir: str,
+                    ipv6: bool = False) -> tuple[str, str]:  # fmt: skip
+    """Try each backend for real in this namespace (its ip6tables too with IPv6: dockerd
+    sets up both); link the first that works into the directory that comes first on
+    dockerd's PATH."""
     errors = []
     for name, path in candidates:
         failed = try_iptables(path)
+        if failed is None and ipv6:
+            six = try_iptables(os.path.join(os.path.dirname(path), f"ip6tables-{name}"))
+            failed = None if six is None else f"ip6tables: {six}"
         if failed is not None:
             errors.append(f"{name}: {failed}")
             continue
@@ -261,6 +266,15 @@ def choose_iptables(candidates: list[list[str]], bin_dir: str) -> tuple[str, str
             os.symlink(target, link)
         return name, "; ".join([*errors, f"{name} works"])
     raise ChildError("no iptables backend works in the namespace: " + "; ".join(errors))
+
+
+def run_all(commands: list[list[str]]) -> list[str]:
+    """Run each command in turn; what failed, as problems (stop at the first)."""
+    for argv in commands:
+        r = subprocess.run(argv, capture_output=True, text=True)
+        if r.returncode != 0:
+            return [f"{' '.join(argv[1:])}: {r.stderr.strip() or r.returncode}"]
+    return []
 
 
 def read(path: str) -> str:
@@ -317,7 +331,7 @@ def main() -> None:
         storage, storage_reason = choose_storage(
             spec.storage_candidates, spec.storage_probe_dir, spec.fuse_overlayfs
         )
-        iptables, iptables_reason = choose_iptables(spec.iptables, spec.bin_dir)
+        iptables, iptables_reason = choose_iptables(spec.iptables, spec.bin_dir, spec.ipv6)
         client_address = route_back(spec)
         # Shared again, as dockerd expects (rshared/rslave binds need the source's mount to
         # be shared). Everything was made private above, so these peer groups are new and
@@ -339,7 +353,11 @@ def main() -> None:
     if ch.recv().get("step") != "go":
         sys.exit(1)
     # The helper is ready (the parent said go): check its work before dockerd relies on it.
-    found = netcheck.problems(spec.verify, read("/proc/net/route")) if spec.verify else []
+    found = run_all(spec.ipv6_commands)
+    if spec.verify and not found:
+        found = netcheck.problems(spec.verify, read("/proc/net/route"),
+                                  *(read(f"/proc/net/{t}") for t in ("if_inet6", "ipv6_route")
+                                    if spec.ipv6))  # fmt: skip
     ch.send(step="verified", ok=not found, problems=found)
     if found:
         sys.exit(1)

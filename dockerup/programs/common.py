@@ -123,6 +123,12 @@ GUEST_ADDR = "10.0.2.100"
 GATEWAY = "10.0.2.2"
 DNS = "10.0.2.3"
 PREFIXLEN = 24
+# IPv6, when on: slirp4netns' fd00::/64 (its gateway fd00::2 is the workspace's ::1 when host
+# loopback is allowed), set up for pasta too; containers get a ULA network of their own.
+GUEST_ADDR6 = "fd00::100"
+GATEWAY6 = "fd00::2"
+PREFIXLEN6 = 64
+CONTAINER_CIDR6 = "fd00:d0c::/64"
 
 
 def route_rows(route_table: str) -> list[tuple[int, int, int]]:
@@ -142,6 +148,23 @@ def route_rows(route_table: str) -> list[tuple[int, int, int]]:
 def routes(route_table: str) -> list[tuple[int, int]]:
     """(destination, mask) of each IPv4 route, host order."""
     return [(dest, mask) for dest, _, mask in route_rows(route_table)]
+
+
+def ipv6_default_gateways(ipv6_route: str) -> list[str]:
+    """Gateways of the usable IPv6 default routes in a /proc/PID/net/ipv6_route table ("::"
+    for one without a gateway), compressed. Reject routes (the kernel's unreachable default
+    on lo) do not count."""
+    import ipaddress
+
+    out = []
+    for line in ipv6_route.splitlines():
+        f = line.split()
+        if len(f) < 10 or f[0] != "0" * 32 or f[1] != "00" or f[9] == "lo":
+            continue
+        if int(f[8], 16) & 0x0200:  # RTF_REJECT
+            continue
+        out.append(str(ipaddress.IPv6Address(bytes.fromhex(f[4]))))
+    return out
 
 
 def default_gateways(route_table: str) -> list[str]:

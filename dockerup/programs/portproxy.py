@@ -126,9 +126,12 @@ def from_client(client: tuple[str, int] | None) -> str | None:
     return addr
 
 
-def upstream_socket(kind: int, source: str | None) -> socket.socket:
+def upstream_socket(kind: int, source: str | None, family: int = socket.AF_INET) -> socket.socket:
     """A socket towards the container, bound to the client's address when given (falls
-    back to the proxy's own if the kernel refuses)."""
+    back to the proxy's own if the kernel refuses). IPv6 containers: dockerd hands the
+    "::" binding the container's IPv6 address."""
+    if family == socket.AF_INET6:
+        return socket.socket(family, kind)
     sock = socket.socket(socket.AF_INET, kind)
     if source is not None:
         try:
@@ -139,6 +142,10 @@ def upstream_socket(kind: int, source: str | None) -> socket.socket:
             sock.close()
             sock = socket.socket(socket.AF_INET, kind)
     return sock
+
+
+def family_of(address: str) -> int:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
 
 
 def peer_of(sock: socket.socket) -> tuple[str, int] | None:
@@ -159,7 +166,9 @@ def serve(client: socket.socket, target: tuple[str, int], slots: Slots) -> None:
 def _serve(client: socket.socket, target: tuple[str, int]) -> None:
     with client:
         try:
-            upstream = upstream_socket(socket.SOCK_STREAM, from_client(peer_of(client)))
+            upstream = upstream_socket(
+                socket.SOCK_STREAM, from_client(peer_of(client)), family_of(target[0])
+            )
             upstream.settimeout(10)
             upstream.connect(target)
         except OSError:
@@ -240,7 +249,9 @@ class UdpRelay:
                 QUIET.say("udp-flows", f"{UDP_FLOWS} UDP flows at once: the oldest ends")
                 self.end(next(iter(self.flows)))
             try:
-                sock = upstream_socket(socket.SOCK_DGRAM, from_client(client))
+                sock = upstream_socket(
+                    socket.SOCK_DGRAM, from_client(client), family_of(self.target[0])
+                )
             except OSError as e:  # EMFILE: this datagram is dropped, the relay goes on
                 QUIET.say("udp-socket", f"cannot open a UDP flow: {e}")
                 return

@@ -55,6 +55,8 @@ class NetCheck(Spec):
     prefixlen: int
     gateway: str
     mtu: int
+    address6: str | None = None  # IPv6 on: tap0's address and the default route's gateway
+    gateway6: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +88,10 @@ class ChildSpec(Spec):
     # client addresses.
     transparent_ip: str | None = None
     transparent_marker: str | None = None
+    # IPv6 on: the iptables backend must do ip6tables too (dockerd's ip6tables), and these
+    # commands give tap0 its IPv6 address and route once the helper is up.
+    ipv6: bool = False
+    ipv6_commands: list[list[str]] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,206 @@
+"""IPv6 through both network drivers, in a workspace that has it: a network namespace of
+the test's own with IPv6 on loopback and a veth with a ULA address (and a default route) to
+a peer namespace. docker-up, its servers and its clients all live in that namespace: each
+is started from a thread that joined it (a thread's sockets and children stay there)."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import socket
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+from pyroute2 import NetNS
+
+from .harness import DockerUp, Workspace, nc_read, wait_for
+
+T = TypeVar("T")
+CLONE_NEWNET = 0x40000000
+IFA_F_NODAD = 0x02
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def in_netns(pid: int, fn: Callable[[], T]) -> T:
+    """fn's result, run in a thread that joined pid's network namespace."""
+    out: dict[str, object] = {}
+
+    def run() -> None:
+        fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+        try:
+            if _libc.setns(fd, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns")
+            out["value"] = fn()
+        except BaseException as e:  # handed to the caller's thread
+            out["error"] = e
+        finally:
+            os.close(fd)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]  # type: ignore[misc]
+    return out["value"]  # type: ignore[return-value]
+
+
+class Server6:
+    """A TCP server on the workspace's [::1] that answers and counts who came (what a
+    container reached, seen from the workspace's side)."""
+
+    def __init__(self, netns: int) -> None:
+        def make() -> socket.socket:
+            s = socket.socket(socket.AF_INET6)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("::1", 0))
+            s.listen()
+            return s
+
+        self.sock = in_netns(netns, make)
+        self.sock.settimeout(0.2)
+        self.port: int = self.sock.getsockname()[1]
+        self.count = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            self.count += 1
+            with c:
+                c.sendall(b"workspace-v6\n")
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.sock.close()
+
+
+def holder() -> subprocess.Popen[bytes]:
+    p = subprocess.Popen(["unshare", "--net", "sleep", "infinity"])
+    wait_for(lambda: os.readlink(f"/proc/{p.pid}/ns/net") != os.readlink("/proc/self/ns/net"),
+             10, "a new network namespace")  # fmt: skip
+    return p
+
+
+def configure(pid: int, ifname: str, v4: str, v6: str, gateways: tuple[str, str] | None) -> None:
+    with NetNS(f"/proc/{pid}/ns/net") as ns:
+        (idx,) = ns.link_lookup(ifname=ifname)
+        ns.addr("add", index=idx, address=v4, prefixlen=24)
+        ns.addr("add", index=idx, address=v6, prefixlen=64, flags=IFA_F_NODAD)
+        for index in (idx, *ns.link_lookup(ifname="lo")):
+            ns.link("set", index=index, state="up")
+        if gateways:
+            ns.route("add", dst="0.0.0.0/0", gateway=gateways[0])
+            ns.route("add", family=socket.AF_INET6, dst="::/0", gateway=gateways[1])
+
+
+@pytest.fixture
+def ws6() -> Iterator[int]:
+    """The IPv6 workspace's network namespace (a PID in it): ::1 on lo, fd79::1/64 on a veth
+    whose other end (fd79::2, the default route) is in a peer namespace."""
+    ws, peer = holder(), holder()
+    try:
+        with NetNS(f"/proc/{ws.pid}/ns/net") as ns:
+            ns.link(
+                "add", ifname="ws6", kind="veth", peer={"ifname": "peer6", "net_ns_pid": peer.pid}
+            )
+        configure(ws.pid, "ws6", "192.168.97.1", "fd79::1", ("192.168.97.2", "fd79::2"))
+        configure(peer.pid, "peer6", "192.168.97.2", "fd79::2", None)
+        yield ws.pid
+    finally:
+        for p in (ws, peer):
+            p.kill()
+            p.wait()
+
+
+@pytest.fixture
+def server6(ws6: int) -> Iterator[Server6]:
+    s = Server6(ws6)
+    yield s
+    s.close()
+
+
+def up_in(netns: int, ws: Workspace, started: list[DockerUp], *args: str) -> DockerUp:
+    s = in_netns(netns, lambda: ws.start(*args))
+    started.append(s)
+    return s.wait_ready()
+
+
+def read_from(netns: int, host: str, port: int) -> str:
+    """What a workspace client reads from host:port (inside the IPv6 workspace)."""
+
+    def get() -> str:
+        try:
+            with socket.create_connection((host, port), timeout=5) as c:
+                return c.recv(100).decode().strip()
+        except OSError as e:
+            return f"error: {e}"
+
+    return in_netns(netns, get)
+
+
+def test_containers_reach_the_workspaces_ipv6_loopback_only_when_allowed(
+    workspace: Workspace,
+    started: list[DockerUp],
+    busybox_tar: Path,
+    net: str,
+    ws6: int,
+    server6: Server6,
+) -> None:
+    script = nc_read("fd00::2", server6.port, timeout=5)
+    for allowed in (True, False):
+        flag = "--allow-host-loopback" if allowed else "--no-allow-host-loopback"
+        s = up_in(ws6, workspace, started, flag)
+        assert str(s.state["ipv6"]).startswith("on (auto)"), s.state
+        assert "ipv6" in s.state["net_options"]  # type: ignore[operator]
+        workspace.docker("import", str(busybox_tar), "bb:test")
+        got = workspace.docker("run", "--rm", "bb:test", "sh", "-c", script, check=False)
+        if allowed:
+            assert got.stdout.strip() == "workspace-v6", got
+            assert server6.count == 1
+        else:
+            assert "workspace-v6" not in got.stdout
+            assert server6.count == 1, "a container reached the workspace's ::1"
+        assert s.stop() == 0
+    status = in_netns(ws6, lambda: workspace.docker_up("doctor"))
+    assert "IPv6 for containers" in status.stdout and "on (auto)" in status.stdout
+
+
+def test_published_ports_answer_on_the_workspaces_ipv6_loopback(
+    workspace: Workspace, started: list[DockerUp], busybox_tar: Path, net: str, ws6: int
+) -> None:
+    up_in(ws6, workspace, started)
+    workspace.docker("import", str(busybox_tar), "bb:test")
+    serve = "while true; do echo web-$0 | nc -l -p 80; done"
+    workspace.docker("run", "-d", "--name", "any", "-p", "18080:80", "bb:test", "sh", "-c",
+                     serve.replace("$0", "any"))  # fmt: skip
+    workspace.docker("run", "-d", "--name", "one", "-p", "[::1]:18081:80", "bb:test", "sh",
+                     "-c", serve.replace("$0", "one"))  # fmt: skip
+    address = workspace.docker("inspect", "-f", "{{.NetworkSettings.GlobalIPv6Address}}", "any")
+    assert address.stdout.startswith("fd00:d0c::"), "the container has no IPv6 address"
+    # (nc serves one connection at a time: a client in between finds the port closed.)
+    wait_for(lambda: read_from(ws6, "::1", 18080) == "web-any", 20, "[::1]:18080")
+    wait_for(lambda: read_from(ws6, "127.0.0.1", 18080) == "web-any", 20, "127.0.0.1:18080")
+    wait_for(lambda: read_from(ws6, "::1", 18081) == "web-one", 20, "[::1]:18081")
+    # Published on [::1] only: the IPv4 loopback has nothing there.
+    assert read_from(ws6, "127.0.0.1", 18081).startswith("error")
+
+
+def test_no_ipv6_gives_containers_none(
+    workspace: Workspace, started: list[DockerUp], busybox_tar: Path, ws6: int
+) -> None:
+    s = up_in(ws6, workspace, started, "--no-ipv6")
+    assert s.state["ipv6"] == "off (--no-ipv6)"
+    workspace.docker("import", str(busybox_tar), "bb:test")
+    addrs = workspace.docker("run", "--rm", "bb:test", "ip", "-6", "addr", "show", "scope",
+                             "global").stdout  # fmt: skip
+    assert "inet6" not in addrs
