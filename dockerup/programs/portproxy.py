@@ -80,7 +80,10 @@ def pump(src: socket.socket, dst: socket.socket) -> None:
             if n == 0:
                 break
             while n:
-                n -= os.splice(r, dst.fileno(), n, flags=os.SPLICE_F_MOVE | os.SPLICE_F_MORE)
+                # Never SPLICE_F_MORE towards a socket: it is MSG_MORE, and TCP then holds a
+                # short reply back for its 200 ms cork timer (every request/response through
+                # a published port took 200 ms longer).
+                n -= os.splice(r, dst.fileno(), n, flags=os.SPLICE_F_MOVE)
     except OSError:
         pass
     finally:

@@ -89,3 +89,32 @@ def test_a_port_in_use_and_a_bad_request_are_refused_with_words(
     serve_ready(m)
     assert "bad port request" in json.loads(FdStream(bad).readline())["error"]
     assert m.fds() == [m.server.fileno()]  # nothing kept for either
+
+
+def test_the_proxys_pump_never_asks_tcp_to_hold_a_reply_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SPLICE_F_MORE into a socket is MSG_MORE: TCP then keeps a short reply for its 200 ms
+    cork timer, and every request/response through a published port took 200 ms longer."""
+    import os
+
+    from dockerup.programs import portproxy
+
+    into_sockets: list[int] = []
+    real = os.splice
+
+    def splice(src: int, dst: int, count: int, *args: int, flags: int = 0) -> int:
+        if dst in (b.fileno(), a2.fileno()):
+            into_sockets.append(flags)
+        return real(src, dst, count, *args, flags=flags)
+
+    a1, a2 = socket.socketpair()
+    b, b2 = socket.socketpair()
+    monkeypatch.setattr(portproxy.os, "splice", splice)
+    a1.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    a1.shutdown(socket.SHUT_WR)
+    portproxy.pump(a2, b)  # client -> container, until the client's EOF
+    assert b2.recv(100) == b"GET / HTTP/1.0\r\n\r\n"
+    assert into_sockets and not any(f & os.SPLICE_F_MORE for f in into_sockets)
+    for s in (a1, a2, b, b2):
+        s.close()
