@@ -48,6 +48,10 @@ class Config:
     # (seccomp user notification; dockerup/programs/accel.py) instead of crossing the helper.
     # None (auto): on when host loopback is allowed and the machine supports it.
     net_accel: bool | None = None
+    # dockerd's own TCP connections (pulls, pushes, build downloads) go the same way: they
+    # leave from the workspace instead of crossing the helper (programs/watch.py).
+    # None (auto): on where the machine supports it.
+    daemon_net_accel: bool | None = None
     # Published ports (splice forwarder): a container sees a remote client's own address
     # (IP_TRANSPARENT in docker-up's namespace), not the proxy's.
     client_address: bool = True
@@ -141,6 +145,7 @@ SETTINGS: tuple[Setting, ...] = (
         lambda v: None if v == 0 or 16384 <= v <= 2**30 else "0, or 16384 to 1073741824",
     ),
     Setting("net-accel", bool, "bypass the network helper for container connections"),
+    Setting("daemon-net-accel", bool, "dockerd's pulls and pushes bypass the network helper"),
     Setting("allow-host-loopback", bool, "reach the workspace's 127.0.0.1 as 10.0.2.2"),
     Setting("data-root", str, "where images and containers live", _absolute),
     Setting("log-max", int, "each log file's cap in bytes", _range(4096, 2**30)),

@@ -101,7 +101,20 @@ def daemon_config(
             else {}
         )
         | (ipv6_config(config) if own_netns and ipv6 else {})
+        | local_registries(config, own_netns)
     )
+
+
+def local_registries(config: Config, own_netns: bool) -> dict[str, Any]:
+    """dockerd trusts a registry on its own loopback over plain HTTP (localhost:5000); the
+    workspace's loopback is 10.0.2.2 here (with host loopback allowed), so a registry the
+    user runs in the workspace is as local, and as trusted. Not when the user names
+    insecure registries: a flag that is also in daemon.json stops dockerd."""
+    if not own_netns or not config.allow_host_loopback:
+        return {}
+    if any(a.split("=", 1)[0] == "--insecure-registry" for a in config.dockerd_args):
+        return {}
+    return {"insecure-registries": [f"{GATEWAY}/32"]}
 
 
 def render_daemon_json(

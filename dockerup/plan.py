@@ -116,6 +116,13 @@ class Plan:
     daemon_json: dict[str, str] = field(default_factory=dict)
     accel: bool = False  # --net-accel, resolved
     ipv6: bool = False  # --ipv6, resolved
+    daemon_accel: bool = False  # --daemon-net-accel, resolved
+
+    @property
+    def agent(self) -> bool:
+        """The acceleration agent runs: for containers, for dockerd, or both."""
+        return self.accel or self.daemon_accel
+
     ipv6_reason: str = ""
 
     @property
@@ -312,6 +319,24 @@ def resolve_accel(config: Config, facts: HostFacts) -> bool:
     return True
 
 
+def resolve_daemon_accel(config: Config, facts: HostFacts) -> bool:
+    """--daemon-net-accel: on, off, or (None) on wherever the agent can work. Unlike
+    containers' (resolve_accel) it does not wait for host loopback: its win is the
+    registries out there, and 10.0.2.2 stays as closed as without it."""
+    if config.daemon_net_accel is False:
+        return False
+    problem = ("it needs docker-up's own network namespace" if config.host_network
+               else "; ".join(facts.accel_problems))  # fmt: skip
+    if not problem:
+        return True
+    if config.daemon_net_accel:
+        raise DockerUpError(
+            f"--daemon-net-accel cannot work here: {problem}",
+            hint="drop --daemon-net-accel (`docker-up doctor` checks it)",
+        )
+    return False
+
+
 def require_forwarder(config: Config) -> None:
     if config.port_forwarder not in FORWARDERS:
         raise DockerUpError(f"unknown port forwarder {config.port_forwarder!r}",
@@ -377,6 +402,7 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
     require_socket_path(paths)
     require_forwarder(config)
     accel = resolve_accel(config, facts)
+    daemon_accel = resolve_daemon_accel(config, facts)
     daemon.tcp_listener(config)  # refuses a plain TCP listener before anything starts
     argv = daemon.dockerd_argv(bins["dockerd"], paths, rootless=mode.dockerd_rootless())
     argv += config.dockerd_args
@@ -391,7 +417,10 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
         uidmap=uidmap,
         gidmap=gidmap,
         python=facts.python,
-        child=child_spec(config, mode, paths, bins, gids, argv, env, net),
+        child=replace(
+            child_spec(config, mode, paths, bins, gids, argv, env, net),
+            watch_connects=str(paths.accel_sock) if daemon_accel else None,
+        ),
         dockerd_argv=tuple(argv),
         dockerd_env=env,
         dirs=(paths.runtime, paths.log_dir, paths.bin_dir, paths.data, paths.copyup),
@@ -407,6 +436,7 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
         accel=accel,
         ipv6=ipv6,
         ipv6_reason=ipv6_reason,
+        daemon_accel=daemon_accel,
     )
 
 

@@ -398,7 +398,7 @@ def start(
         progress(f"published ports show containers the proxy's address: {ns['client_address']}")
     atomic_write(paths.daemon_json, plan.daemon_json[ns["storage"]])
     ports = open_port_manager(plan, stack)
-    accel = open_listener(plan.paths.accel_sock, stack) if plan.accel else None
+    accel = open_listener(plan.paths.accel_sock, stack) if plan.agent else None
     if plan.net and net and ready_r is not None:
         wait_network(plan.net.name, net, ready_r, paths.log_dir, deadline)
     timings["network_ready"] = time.monotonic() - t0
@@ -406,6 +406,11 @@ def start(
     progress("starting dockerd")
     child.send(step="go")
     verified = child.recv("the network check", deadline)
+    if verified.get("watch"):
+        raise DockerUpError(
+            f"dockerd's connections cannot go to the acceleration agent: {verified['watch']}",
+            hint="start with --no-daemon-net-accel",
+        )
     if not verified.get("ok"):
         raise DockerUpError(
             f"the namespace's network is not as {plan.net_name} should have set it: "
@@ -438,6 +443,7 @@ def start(
         net=plan.net_name,
         net_options=(list(plan.net.options_used) if plan.net else [])
         + (["net-accel"] if plan.accel else [])
+        + (["daemon-net-accel"] if plan.daemon_accel else [])
         + (["client-address"] if ns.get("client_address") == "" else []),
         mtu=plan.config.mtu,
         ipv6=plan.ipv6_reason,
@@ -633,6 +639,7 @@ def keeper_spec(
         ports_fd=handles.ports.fileno() if handles.ports else None,
         accel_fd=handles.accel.fileno() if handles.accel else None,
         allow_host_loopback=plan.config.allow_host_loopback,
+        watch_connects=plan.child.watch_connects,
         port_forwarder=plan.config.port_forwarder,
         socket=str(paths.socket),
         pidfile=str(paths.pidfile),

@@ -62,6 +62,14 @@ def up(
             show_default=False,
         ),
     ] = None,
+    daemon_net_accel: Annotated[
+        bool | None,
+        typer.Option(
+            "--daemon-net-accel/--no-daemon-net-accel",
+            help="dockerd's own TCP (pulls, pushes) bypasses the network helper.",
+            show_default=False,
+        ),
+    ] = None,
     ipv6: Annotated[
         bool | None,
         typer.Option(
@@ -118,6 +126,7 @@ def up(
         "mtu": mtu, "allow_host_loopback": allow_host_loopback, "mode": mode,
         "net": net, "net_accel": net_accel, "start_timeout": timeout, "storage": storage,
         "port_forwarder": port_forwarder, "ipv6": ipv6,
+        "daemon_net_accel": daemon_net_accel,
         "data_root": data_root, "dockerd_args": dockerd_arg, "host_network": host_network,
         "tcp": tcp, "tls_dir": tls_dir,
     })  # fmt: skip

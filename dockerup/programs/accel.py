@@ -59,6 +59,7 @@ from dockerup.programs.accel_creds import Caller, connect_as
 from dockerup.programs.common import GATEWAY as GATEWAY_ADDR
 from dockerup.programs.common import routes
 from dockerup.programs.logfiles import QuietLog
+from dockerup.programs.watch import SYS_CONNECT
 
 # <linux/seccomp.h>, x86-64 and arm64 alike.
 NOTIF = struct.Struct("=QII iIQ6Q")  # id, pid, flags, data{nr, arch, ip, args[6]}
@@ -80,7 +81,6 @@ IOCTL_ID_VALID = _iow(2, 8)
 IOCTL_ADDFD = _iow(3, ADDFD.size)
 ADDFD_SETFD = 1  # SECCOMP_ADDFD_FLAG_SETFD
 
-SYS_CONNECT = {"x86_64": 42, "aarch64": 203}[os.uname().machine]
 SYS_PIDFD_GETFD = 438
 PIDFD_THREAD = os.O_EXCL  # Linux 6.9+: a pidfd for any thread, not only a leader
 SO_NETNS_COOKIE = 71  # Linux 5.14+: which network namespace a socket lives in
@@ -343,6 +343,7 @@ class Agent:
         self.quiet = QuietLog(log, prefix="accel: ")
         self.poll = select.poll()
         self.notify_fds: set[int] = set()
+        self.dockerd_fds: dict[int, bool] = {}  # dockerd's own (watch.py): bypassed yet?
         self.peers: dict[int, tuple[socket.socket, float]] = {}  # runc, sending its fd
         self.calls: dict[int, Call] = {}  # by the fd we watch
         self.per_nfd: dict[int, int] = {}
@@ -396,16 +397,19 @@ class Agent:
         self.poll.unregister(fd)
         with conn:
             try:
-                _, fds, _, _ = socket.recv_fds(conn, 1 << 16, 8)
+                msg, fds, _, _ = socket.recv_fds(conn, 1 << 16, 8)
             except OSError:
                 return
         for nfd in fds:
+            if msg == b"dockerd":
+                self.dockerd_fds[nfd] = False
             self.notify_fds.add(nfd)
             self.poll.register(nfd, select.POLLIN)
 
     def drop(self, nfd: int) -> None:
         self.poll.unregister(nfd)
         self.notify_fds.discard(nfd)
+        self.dockerd_fds.pop(nfd, None)
         for call in [c for c in self.calls.values() if c.nfd == nfd]:
             self.finish(call, None)
         os.close(nfd)
@@ -603,6 +607,10 @@ class Agent:
             self.finish(call, e.errno or errno.EAGAIN)
             return False
         self.bypassed += 1
+        if self.dockerd_fds.get(call.nfd) is False:
+            self.dockerd_fds[call.nfd] = True
+            self.quiet.say("dockerd", "dockerd's own connections leave from the workspace "
+                           f"(the first: to {call.target[0]}:{call.target[1]})")  # fmt: skip
         self.finish(call, 0)
         return False
 

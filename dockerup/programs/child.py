@@ -268,6 +268,17 @@ def choose_iptables(candidates: list[list[str]], bin_dir: str,
     raise ChildError("no iptables backend works in the namespace: " + "; ".join(errors))
 
 
+def watch_dockerd(agent_socket: str) -> str:
+    """dockerd's own IPv4 connects go to the acceleration agent (watch.py); why not."""
+    from dockerup.programs.watch import watch_connects
+
+    try:
+        watch_connects(agent_socket)
+    except OSError as e:
+        return str(e)
+    return ""
+
+
 def run_all(commands: list[list[str]]) -> list[str]:
     """Run each command in turn; what failed, as problems (stop at the first)."""
     for argv in commands:
@@ -358,8 +369,9 @@ def main() -> None:
         found = netcheck.problems(spec.verify, read("/proc/net/route"),
                                   *(read(f"/proc/net/{t}") for t in ("if_inet6", "ipv6_route")
                                     if spec.ipv6))  # fmt: skip
-    ch.send(step="verified", ok=not found, problems=found)
-    if found:
+    watch = watch_dockerd(spec.watch_connects) if spec.watch_connects and not found else ""
+    ch.send(step="verified", ok=not found and not watch, problems=found, watch=watch)
+    if found or watch:
         sys.exit(1)
     # dockerd gets SIGTERM if docker-up dies without stopping it (kill -9): no orphan daemon.
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)

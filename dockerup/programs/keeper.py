@@ -201,6 +201,10 @@ class Keeper:
                 # waited for it): a new one, in the same namespaces, for the new dockerd.
                 start_containerd(spec.containerd.argv, spec.containerd.env,
                                  spec.containerd_pidfile)  # fmt: skip
+                if spec.watch_connects:
+                    from dockerup.programs.watch import watch_connects
+
+                    watch_connects(spec.watch_connects)  # fails: exit 127, restart again
                 argv = spec.dockerd.argv
                 env = dict(spec.dockerd.env)
                 keep = hand_over_socket(spec.listen_fd, env)

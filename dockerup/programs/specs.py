@@ -92,6 +92,8 @@ class ChildSpec(Spec):
     # commands give tap0 its IPv6 address and route once the helper is up.
     ipv6: bool = False
     ipv6_commands: list[list[str]] = dataclasses.field(default_factory=list)
+    # The acceleration agent's socket: dockerd's own IPv4 connects go to it (watch.py).
+    watch_connects: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +117,7 @@ class KeeperSpec(Spec):
     ports_fd: int | None
     accel_fd: int | None
     allow_host_loopback: bool
+    watch_connects: str | None  # a new dockerd's connects go to the agent too (watch.py)
     port_forwarder: str
     socket: str
     pidfile: str

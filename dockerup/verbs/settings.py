@@ -68,6 +68,13 @@ def current_paths() -> Paths:
     return context().paths
 
 
+def wants_agent(config: Config) -> bool:
+    """Whether the acceleration agent may run (then its support is probed)."""
+    containers = config.net_accel or (config.net_accel is None and config.allow_host_loopback)
+    dockerd = config.daemon_net_accel is not False and not config.host_network
+    return bool(containers or dockerd)
+
+
 def make_plan(config: Config, f: host.HostFacts | None = None) -> Plan:
     """Probe what the configuration needs, refuse what a cheap fatal check of doctor's
     finds (with doctor's words and fix), and plan."""
@@ -76,7 +83,7 @@ def make_plan(config: Config, f: host.HostFacts | None = None) -> Plan:
     f = f or host.probe()
     if config.net == "pasta":
         f = host.with_pasta(f)
-    if config.net_accel or (config.net_accel is None and config.allow_host_loopback):
+    if wants_agent(config):
         f = host.with_accel(f)
     if not config.host_network:
         mode, _ = resolve_mode_of(config, f)

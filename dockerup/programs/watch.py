@@ -1,0 +1,81 @@
+"""dockerd's own connections through the acceleration agent (stdlib only).
+
+dockerd's registry traffic (pulls, pushes), `docker build`'s downloads and its other TCP
+connections start in docker-up's network namespace, so they cross the network helper, whose
+user-space TCP stack is slow to distant hosts (libslirp has no window scaling). The agent
+that swaps containers' connections for workspace sockets (accel.py) can do the same for
+dockerd: just before dockerd is exec'd, its process installs a seccomp filter that notifies
+on IPv4 connect() and hands the notification fd to the agent, as runc does for a container.
+The agent decides exactly as for containers: destinations outside docker-up's networks get
+a workspace socket; 10.0.2.2 does only with host loopback allowed; everything else (the
+namespace's loopback, containers, the helper's own addresses) connects as before.
+
+Only IPv4 is notified: the filter tests the address length (16, a sockaddr_in) because a
+filter cannot read the address itself. A unix socket path that happens to make 16 bytes is
+notified too and the agent connects it as the caller (accel_creds.py): slower, same result.
+The filter is inherited by what dockerd starts (its port proxies), not by containerd and
+containers, which docker-up starts before it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import socket
+import struct
+
+MACHINE = os.uname().machine
+SYS_CONNECT = {"x86_64": 42, "aarch64": 203}[MACHINE]
+SYS_SECCOMP = {"x86_64": 317, "aarch64": 277}[MACHINE]
+AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}[MACHINE]
+SET_MODE_FILTER, FLAG_NEW_LISTENER = 1, 8
+RET_USER_NOTIF, RET_ALLOW = 0x7FC00000, 0x7FFF0000
+SOCKADDR_IN = 16
+
+# BPF: struct sock_filter {u16 code; u8 jt; u8 jf; u32 k}; seccomp_data: nr at 0, arch at
+# 4, args[i] at 16 + 8 i (the low half first on these little-endian machines).
+LD_W_ABS, JEQ_K, RET_K = 0x20, 0x15, 0x06
+INSN = struct.Struct("=HBBI")
+
+
+def connect_filter() -> bytes:
+    """IPv4 connect() of this machine's native ABI: notify; everything else: allow."""
+    program = [
+        (LD_W_ABS, 0, 0, 4),
+        (JEQ_K, 0, 5, AUDIT_ARCH),  # another ABI (x32 or 32-bit): allow (index 7)
+        (LD_W_ABS, 0, 0, 0),
+        (JEQ_K, 0, 3, SYS_CONNECT),
+        (LD_W_ABS, 0, 0, 16 + 8 * 2),  # connect(fd, addr, addrlen): addrlen
+        (JEQ_K, 0, 1, SOCKADDR_IN),
+        (RET_K, 0, 0, RET_USER_NOTIF),
+        (RET_K, 0, 0, RET_ALLOW),
+    ]
+    return b"".join(INSN.pack(*insn) for insn in program)
+
+
+def install_filter() -> int:
+    """The filter, on this thread and whatever it execs and forks; the notification fd.
+    Needs CAP_SYS_ADMIN in this user namespace (dockerd's root has it) or no_new_privs."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    code = ctypes.create_string_buffer(connect_filter())
+    fprog = ctypes.create_string_buffer(struct.pack("=HxxxxxxQ", len(code.raw) // INSN.size,
+                                                    ctypes.addressof(code)))  # fmt: skip
+    fd: int = libc.syscall(ctypes.c_long(SYS_SECCOMP), ctypes.c_long(SET_MODE_FILTER),
+                           ctypes.c_long(FLAG_NEW_LISTENER), fprog)  # fmt: skip
+    if fd < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"seccomp: {os.strerror(e)}")
+    return fd
+
+
+def watch_connects(agent_socket: str) -> None:
+    """Hand this process's IPv4 connects to the agent listening on agent_socket. The agent
+    may not be running yet (the keeper starts it): the fd waits in the socket's backlog, and
+    a connect() waits for the agent, never for nothing."""
+    with socket.socket(socket.AF_UNIX) as conn:
+        conn.connect(agent_socket)  # before the filter: this one is not watched
+        nfd = install_filter()
+        try:
+            socket.send_fds(conn, [b"dockerd"], [nfd])
+        finally:
+            os.close(nfd)
