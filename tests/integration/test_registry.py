@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -138,3 +139,27 @@ def test_dockerd_reaches_the_workspaces_loopback_only_when_allowed(
         r = workspace.docker("pull", f"{where}/team/bb:1", check=False, timeout=60)
         assert r.returncode != 0, r
     assert registry.requests() == before, "dockerd reached the workspace's loopback"
+
+
+def test_a_restarted_dockerd_still_pulls_from_the_workspace(
+    workspace: Workspace, started: list[DockerUp], busybox_tar: Path, registry: Registry
+) -> None:
+    s = up(workspace, started, "--allow-host-loopback")
+    image = f"10.0.2.2:{registry.port}/team/bb:1"
+    workspace.docker("import", str(busybox_tar), image)
+    workspace.docker("push", image)
+    state_file = workspace.runtime_dir / "docker-up" / "state.json"
+    old = int(s.state["dockerd_pid"])  # type: ignore[call-overload]
+    os.kill(old, signal.SIGKILL)
+
+    def restarted() -> bool:
+        doc = json.loads(state_file.read_text())
+        return bool(doc["restarts"] == 1 and doc["dockerd_pid"] != old)
+
+    wait_for(restarted, 60, "the keeper to restart dockerd")
+    wait_for(lambda: workspace.docker("version", check=False).returncode == 0, 60, "the API")
+    workspace.docker("rmi", image)
+    workspace.docker("pull", image)
+    said = "dockerd's own connections leave from the workspace"
+    # One line per dockerd: the new one's connections went to the agent too.
+    wait_for(lambda: docker_up_log(workspace).count(said) == 2, 10, "the agent's word, twice")
