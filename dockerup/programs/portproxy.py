@@ -30,6 +30,7 @@ from typing import NoReturn
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from dockerup.programs.logfiles import QuietLog
 from dockerup.programs.specs import ProxySpec
+from dockerup.programs.watch import connect_unwatched
 
 CHUNK = 1 << 20
 F_SETPIPE_SZ = 1031
@@ -172,11 +173,9 @@ def _serve(client: socket.socket, target: tuple[str, int]) -> None:
             upstream = upstream_socket(
                 socket.SOCK_STREAM, from_client(peer_of(client)), family_of(target[0])
             )
-            upstream.settimeout(10)
-            upstream.connect(target)
+            connect_unwatched(upstream, target, 10)
         except OSError:
             return
-        upstream.settimeout(None)
         with upstream:
             back = threading.Thread(target=pump, args=(upstream, client), daemon=True)
             back.start()
@@ -258,12 +257,12 @@ class UdpRelay:
             except OSError as e:  # EMFILE: this datagram is dropped, the relay goes on
                 QUIET.say("udp-socket", f"cannot open a UDP flow: {e}")
                 return
-            sock.setblocking(False)
             try:
-                sock.connect(self.target)
+                connect_unwatched(sock, self.target, 1)
             except OSError:
                 sock.close()
                 return
+            sock.setblocking(False)
             self.by_fd[sock.fileno()] = client
             self.poll.register(sock.fileno(), select.POLLIN)
         self.flows[client] = sock  # (re)inserted last: the most recently active

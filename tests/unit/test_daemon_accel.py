@@ -9,6 +9,7 @@ import fcntl
 import json
 import os
 import select
+import signal
 import socket
 
 import pytest
@@ -17,7 +18,7 @@ from dockerup.config import Config
 from dockerup.errors import DockerUpError
 from dockerup.plan import build_plan
 from dockerup.programs.accel import IOCTL_RECV, IOCTL_SEND, NOTIF, RESP
-from dockerup.programs.watch import SYS_CONNECT, install_filter
+from dockerup.programs.watch import SYS_CONNECT, connect_unwatched, install_filter
 
 from .test_plan import facts, paths
 
@@ -62,6 +63,10 @@ def notification(nfd: int, timeout: float = 10) -> tuple[int, int]:
 
 def test_the_filter_sends_ipv4_connects_to_the_agent_and_nothing_else() -> None:
     ours, theirs = socket.socketpair()
+    ours.settimeout(10)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
     pid = os.fork()
     if pid == 0:  # the "dockerd": unprivileged, so no_new_privs first
         try:
@@ -74,8 +79,13 @@ def test_the_filter_sends_ipv4_connects_to_the_agent_and_nothing_else() -> None:
                 with socket.socket(family) as s:
                     code = s.connect_ex(addr)
                 theirs.sendall(f"{family}:{code}\n".encode())
+            # The port proxy's way to a container: a longer address, not selected.
+            with socket.socket() as s:
+                connect_unwatched(s, server.getsockname(), 5)
+                theirs.sendall(f"unwatched:{s.getpeername()[1]}:{s.gettimeout()}\n".encode())
         finally:
             os._exit(0)
+    fds: list[int] = []
     try:
         _, fds, _, _ = socket.recv_fds(ours, 100, 1)
         (nfd,) = fds
@@ -88,8 +98,13 @@ def test_the_filter_sends_ipv4_connects_to_the_agent_and_nothing_else() -> None:
         assert nr == SYS_CONNECT
         fcntl.ioctl(nfd, IOCTL_SEND, RESP.pack(nid, -1, -errno.EHOSTUNREACH, 0))
         assert f.readline() == f"{socket.AF_INET}:{errno.EHOSTUNREACH}\n"
-        os.close(nfd)
+        # Connected, blocking again, and never a notification (nobody answers one now).
+        assert f.readline() == f"unwatched:{server.getsockname()[1]}:None\n"
     finally:
+        os.kill(pid, signal.SIGKILL)  # our own child, by PID: done, or stuck on a failure
         os.waitpid(pid, 0)
+        for fd in fds:
+            os.close(fd)
         ours.close()
         theirs.close()
+        server.close()
