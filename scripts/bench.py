@@ -290,14 +290,134 @@ def measure_ports(runs: int, seconds: int) -> dict[str, dict[str, float]]:
          {"DOCKERD_ROOTLESS_ROOTLESSKIT_PORT_DRIVER": "slirp4netns"}),
     ]  # fmt: skip
     results: dict[str, dict[str, float]] = {}
-    port = 25201
-    with iperf_image() as tar:
+    port, rr_port = 25201, 25202
+    with iperf_image() as tar, tempfile.TemporaryDirectory(prefix="dockerup-rr-") as tmp:
+        tcprr = str(Path(tmp) / "tcprr")
+        subprocess.run(["cc", "-O2", "-o", tcprr, str(Path(__file__).with_name("tcprr.c"))],
+                       check=True)  # fmt: skip
         for name, args, env in cases:
             with fresh_home() as home, daemon(home, name, args, env) as run:
                 docker_cli(home, run.host, "import", str(tar), "iperf:bench")
                 docker_cli(home, run.host, "run", "-d", "-p", f"{port}:5201", "iperf:bench",
                            "iperf3", "-s")  # fmt: skip
+                docker_cli(home, run.host, "run", "-d", "-p", f"{rr_port}:5300", "iperf:bench",
+                           "tcprr", "-s", "5300", "0.0.0.0")  # fmt: skip
                 results[name] = by_streams(lambda n: iperf_gbps(port, n, seconds), runs)
+                results[name].update(published_rr(tcprr, rr_port, runs))
+    return results
+
+
+def published_rr(tcprr: str, port: int, runs: int) -> dict[str, float]:
+    """Round trips of 64 bytes on one connection, and connections (each with one round
+    trip), from the workspace to a published port: what a short request costs."""
+    rows = []
+    for _ in range(runs):
+        for _ in range(50):  # the server in the container may still be starting
+            r = subprocess.run([tcprr, "127.0.0.1", str(port), "2000", "300"],
+                               capture_output=True, text=True)  # fmt: skip
+            if r.returncode == 0:
+                break
+            time.sleep(0.1)
+        doc = json.loads(r.stdout)
+        rows.append({"rtt p50 us": doc["rtt_p50_us"], "connects/s": doc["connects_per_s"]})
+    return medians(rows)
+
+
+REGISTRY_PORT = 25000
+# Pulls and pushes through a registry on the workspace's loopback: docker-up's drivers with
+# and without its daemon acceleration, and Debian's rootlesskit+slirp4netns (the peer).
+REGISTRY_SETUPS: list[tuple[str, list[str]]] = [
+    ("docker-up slirp4netns", ["--net", "slirp4netns", "--no-daemon-net-accel"]),
+    ("docker-up slirp4netns + daemon-net-accel", ["--net", "slirp4netns", "--daemon-net-accel"]),
+    ("docker-up pasta", ["--net", "pasta", "--no-daemon-net-accel"]),
+    ("docker-up pasta + daemon-net-accel", ["--net", "pasta", "--daemon-net-accel"]),
+    ("rootlesskit+slirp4netns", [f"--insecure-registry=10.0.2.2:{REGISTRY_PORT}"]),
+]
+
+
+@contextlib.contextmanager
+def registry(home: Home) -> Iterator[None]:
+    """Debian's docker-registry (distribution 2.8) on the workspace's 127.0.0.1, as the test
+    user, with empty storage (a push uploads everything)."""
+    d = Path(tempfile.mkdtemp(prefix="dockerup-registry-"))
+    os.chown(d, home.uid, home.gid)
+    config = d / "config.yml"
+    config.write_text(
+        "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
+        f"    rootdirectory: {d / 'data'}\nhttp:\n  addr: 127.0.0.1:{REGISTRY_PORT}\n"
+    )
+    p = home.popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        import urllib.request
+
+        for _ in range(200):
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(f"http://127.0.0.1:{REGISTRY_PORT}/v2/", timeout=1)
+                break
+            time.sleep(0.05)
+        yield
+    finally:
+        p.kill()
+        p.wait()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def big_image(layers: int, layer_mb: int) -> Iterator[Path]:
+    """`docker save` of an image of `layers` random layers of layer_mb MiB each (random:
+    nothing compresses), built once by a docker-up of its own."""
+    out = Path(tempfile.mkdtemp(prefix="dockerup-big-"))
+    os.chmod(out, 0o755)
+    tar = out / "big.tar"
+    try:
+        with fresh_home() as home, daemon(home, "docker-up (build)", []) as run:
+            subprocess.run([str(Path(__file__).with_name("busybox-rootfs")),
+                            str(home.root / "bb.tar")], check=True)  # fmt: skip
+            os.chmod(home.root / "bb.tar", 0o644)
+            docker_cli(home, run.host, "import", str(home.root / "bb.tar"), "bb:bench")
+            ctx = home.root / "ctx"
+            ctx.mkdir()
+            steps = [f"RUN dd if=/dev/urandom of=/layer{i} bs=1M count={layer_mb} 2>/dev/null"
+                     for i in range(layers)]  # fmt: skip
+            (ctx / "Dockerfile").write_text("\n".join(["FROM bb:bench", *steps]) + "\n")
+            os.chown(ctx, home.uid, home.gid)
+            docker_cli(home, run.host, "build", "-q", "-t", "big:bench", str(ctx))
+            os.chown(out, home.uid, home.gid)
+            docker_cli(home, run.host, "save", "-o", str(tar), "big:bench")
+        os.chmod(tar, 0o644)
+        yield tar
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def timed_cli(home: Home, host: str, *args: str) -> float:
+    t0 = time.monotonic()
+    docker_cli(home, host, *args)
+    return time.monotonic() - t0
+
+
+def measure_registry(runs: int, layers: int, layer_mb: int) -> dict[str, dict[str, float]]:
+    """Push and pull of a big image through a registry in the workspace (10.0.2.2 from
+    dockerd's side), seconds (median), and the network helper's CPU seconds for a pull."""
+    results: dict[str, dict[str, float]] = {}
+    image = f"10.0.2.2:{REGISTRY_PORT}/bench/big:1"
+    with big_image(layers, layer_mb) as tar:
+        for name, args in REGISTRY_SETUPS:
+            rows = []
+            with fresh_home() as home, net_daemon(home, name, args, 65520) as run:
+                docker_cli(home, run.host, "load", "-i", str(tar))
+                docker_cli(home, run.host, "tag", "big:bench", image)
+                for _ in range(runs):
+                    with registry(home):
+                        push = timed_cli(home, run.host, "push", image)
+                        docker_cli(home, run.host, "rmi", image, "big:bench")
+                        cpu = cpu_s(run.helper)
+                        pull = timed_cli(home, run.host, "pull", image)
+                        rows.append({"push s": push, "pull s": pull,
+                                     "helper CPU s (pull)": cpu_s(run.helper) - cpu})  # fmt: skip
+                        docker_cli(home, run.host, "tag", image, "big:bench")
+            results[name] = medians(rows)
     return results
 
 
@@ -385,7 +505,8 @@ def net_daemon(home: Home, name: str, args: list[str], mtu: int,
         return daemon(home, name, [*pre, *args], env)
     # The same MTU for rootlesskit's tap and for dockerd's bridge (the launcher passes its
     # arguments on to dockerd).
-    return daemon(home, name, [f"--mtu={mtu}"], {"DOCKERD_ROOTLESS_ROOTLESSKIT_MTU": str(mtu)},
+    return daemon(home, name, [f"--mtu={mtu}", *args],
+                  {"DOCKERD_ROOTLESS_ROOTLESSKIT_MTU": str(mtu)},
                   launcher=loopback_launcher(home))  # fmt: skip
 
 
@@ -691,11 +812,13 @@ def main() -> None:
     ap.add_argument("--out", default="bench-results")
     ap.add_argument(
         "--only",
-        choices=("startup", "ports", "shell", "net", "tune"),
+        choices=("startup", "ports", "shell", "net", "tune", "registry"),
         help="one part (tune: the tuning sweep, not part of the default report)",
     )
     ap.add_argument("--seconds", type=int, default=3, help="length of each iperf3 run")
     ap.add_argument("--mtu", type=int, default=65520, help="MTU of every set-up in --only net")
+    ap.add_argument("--layers", type=int, default=3, help="random layers of --only registry")
+    ap.add_argument("--layer-mb", type=int, default=100, help="each layer's size in MiB")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(exist_ok=True)
@@ -748,6 +871,16 @@ def main() -> None:
         (out / "ports.json").write_text(json.dumps(doc, indent=2))
         render_table("workspace -> published port, iperf3", ports, runs, "rootlesskit builtin")
         print(f"written: {out / 'ports.json'}")
+    if args.only in (None, "registry"):
+        runs = max(1, min(args.runs, 3))
+        reg = measure_registry(runs, args.layers, args.layer_mb)
+        doc = {"version": 1, "runs": runs, "layers": args.layers, "layer_mb": args.layer_mb,
+               "results": reg, "machine": machine}  # fmt: skip
+        (out / "registry.json").write_text(json.dumps(doc, indent=2))
+        render_table(f"push and pull of {args.layers} x {args.layer_mb} MiB random layers, "
+                     "registry in the workspace, seconds", reg, runs,
+                     "docker-up slirp4netns")  # fmt: skip
+        print(f"written: {out / 'registry.json'}")
     png = chart(out)
     if png:
         print(f"written: {png}")

@@ -1,5 +1,6 @@
 /* TCP request/response latency and connection rate, for scripts/bench.
- *   tcprr -s PORT                 echo server on 127.0.0.1:PORT (a process per connection)
+ *   tcprr -s PORT [ADDR]          echo server on ADDR:PORT (127.0.0.1 unless given; a
+ *                                 process per connection)
  *   tcprr HOST PORT COUNT CONNS   COUNT round trips of 64 bytes on one connection, then
  *                                 CONNS connect+1 round trip+close; prints one JSON line:
  *                                 {"rtt_p50_us":..,"rtt_p99_us":..,"connects_per_s":..}
@@ -42,11 +43,12 @@ static int cmp(const void *x, const void *y) {
     return a < b ? -1 : a > b;
 }
 
-static int serve(int port) {
+static int serve(int port, const char *addr) {
     int s = socket(AF_INET, SOCK_STREAM, 0), one = 1;
     setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (addr && inet_pton(AF_INET, addr, &a.sin_addr) != 1) { fprintf(stderr, "bad address\n"); return 1; }
     if (bind(s, (struct sockaddr *)&a, sizeof a) || listen(s, 128)) { perror("bind"); return 1; }
     signal(SIGCHLD, SIG_IGN);
     for (;;) {
@@ -63,8 +65,8 @@ static int serve(int port) {
 }
 
 int main(int argc, char **argv) {
-    if (argc == 3 && !strcmp(argv[1], "-s")) return serve(atoi(argv[2]));
-    if (argc != 5) { fprintf(stderr, "usage: tcprr HOST PORT COUNT CONNS | -s PORT\n"); return 2; }
+    if ((argc == 3 || argc == 4) && !strcmp(argv[1], "-s")) return serve(atoi(argv[2]), argc == 4 ? argv[3] : NULL);
+    if (argc != 5) { fprintf(stderr, "usage: tcprr HOST PORT COUNT CONNS | -s PORT [ADDR]\n"); return 2; }
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[2]))};
     inet_pton(AF_INET, argv[1], &a.sin_addr);
     int count = atoi(argv[3]), conns = atoi(argv[4]);
