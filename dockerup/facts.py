@@ -280,6 +280,7 @@ class DoctorFacts:
     net_accel: bool | None = None  # None: auto
     mode: str = "auto"  # the mode the configuration asks for
     ipv6: bool | None = None  # None: auto
+    daemon_net_accel: bool | None = None  # None: auto
     # -- probed by doctor only
     seccomp_actions: str = ""
     netns_ok: bool = True
@@ -310,6 +311,7 @@ SYSCTLS = (
 def probe_cheap(
     h: HostFacts, paths: Paths, net: str, net_accel: bool | None, mode: str,
     ipv6: bool | None = None,
+    daemon_net_accel: bool | None = None,
 ) -> DoctorFacts:  # fmt: skip
     """Files and stats only: what `up` reads before it starts anything."""
     sysctls = {}
@@ -330,6 +332,7 @@ def probe_cheap(
         net_accel=net_accel,
         mode=mode,
         ipv6=ipv6,
+        daemon_net_accel=daemon_net_accel,
     )
 
 

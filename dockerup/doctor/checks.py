@@ -244,11 +244,14 @@ def check_accel(f: DoctorFacts) -> Result:
     planner uses (facts.with_accel), so doctor and `up` cannot disagree."""
     problems = f.host.accel_problems
     state = {True: "on", False: "off", None: "auto (on when host loopback is allowed)"}
+    daemon = {True: "on", False: "off", None: "auto (on where supported)"}
+    said = f"containers {state[f.net_accel]}, dockerd's own {daemon[f.daemon_net_accel]}"
     if problems:
-        status = Status.fail if f.net_accel else Status.skip
-        return Result(status, f"{state[f.net_accel]}; unsupported here: {'; '.join(problems)}",
-                      "drop --net-accel")  # fmt: skip
-    return ok(f"{state[f.net_accel]}; supported (seccomp user notification, runc 1.1+)")
+        asked = f.net_accel or f.daemon_net_accel
+        return Result(Status.fail if asked else Status.skip,
+                      f"{said}; unsupported here: {'; '.join(problems)}",
+                      "drop --net-accel and --daemon-net-accel")  # fmt: skip
+    return ok(f"{said}; supported (seccomp user notification, runc 1.1+)")
 
 
 def check_ipv6(f: DoctorFacts) -> Result:
