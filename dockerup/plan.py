@@ -440,6 +440,18 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
     )
 
 
+def ipv6_commands(net: NetworkDriver, bins: dict[str, str], config: Config) -> list[list[str]]:
+    """The driver's IPv6 set-up, then, with host loopback closed, an unreachable route for
+    fd00::2 (the workspace's ::1 when open): a container's connection there then fails at
+    once in docker-up's namespace. Without it slirp4netns refuses it too, but its ICMPv6
+    error is lost on the way back through the NAT and the container waits for a timeout;
+    pasta (--no-map-gw) would try fd00::2 out in the workspace's network."""
+    commands = net.ipv6_commands(bins["ip"])
+    if not config.allow_host_loopback:
+        commands.append([bins["ip"], "-6", "route", "add", "unreachable", f"{GATEWAY6}/128"])
+    return commands
+
+
 def client_address(config: Config, bins: dict[str, str]) -> bool:
     """Containers see a published port's client address where the splice proxy makes the
     connections and iproute2 can route the replies back to it."""
@@ -510,5 +522,5 @@ def child_spec(
         transparent_ip=bins["ip"] if own_netns and client_address(config, bins) else None,
         transparent_marker=str(paths.client_address_marker),
         ipv6=ipv6,
-        ipv6_commands=net.ipv6_commands(bins["ip"]) if net is not None and ipv6 else [],
+        ipv6_commands=ipv6_commands(net, bins, config) if net is not None and ipv6 else [],
     )

@@ -49,14 +49,16 @@ def in_netns(pid: int, fn: Callable[[], T]) -> T:
 
 
 class Server6:
-    """A TCP server on the workspace's [::1] that answers and counts who came (what a
-    container reached, seen from the workspace's side)."""
+    """A TCP server on an IPv6 address of a namespace (the workspace's [::1] unless told)
+    that answers and counts who came: what a container reached, seen from that side."""
 
-    def __init__(self, netns: int) -> None:
+    def __init__(self, netns: int, address: str = "::1", reply: bytes = b"workspace-v6\n") -> None:
+        self.reply = reply
+
         def make() -> socket.socket:
             s = socket.socket(socket.AF_INET6)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(("::1", 0))
+            s.bind((address, 0))
             s.listen()
             return s
 
@@ -76,7 +78,7 @@ class Server6:
                 continue
             self.count += 1
             with c:
-                c.sendall(b"workspace-v6\n")
+                c.sendall(self.reply)
 
     def close(self) -> None:
         self.stop.set()
@@ -103,11 +105,15 @@ def configure(pid: int, ifname: str, v4: str, v6: str, gateways: tuple[str, str]
             ns.route("add", family=socket.AF_INET6, dst="::/0", gateway=gateways[1])
 
 
+PEERS: dict[int, int] = {}  # the IPv6 workspace's PID -> its peer namespace's
+
+
 @pytest.fixture
 def ws6() -> Iterator[int]:
     """The IPv6 workspace's network namespace (a PID in it): ::1 on lo, fd79::1/64 on a veth
     whose other end (fd79::2, the default route) is in a peer namespace."""
     ws, peer = holder(), holder()
+    PEERS[ws.pid] = peer.pid
     try:
         with NetNS(f"/proc/{ws.pid}/ns/net") as ns:
             ns.link(
@@ -125,6 +131,14 @@ def ws6() -> Iterator[int]:
 @pytest.fixture
 def server6(ws6: int) -> Iterator[Server6]:
     s = Server6(ws6)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def remote6(ws6: int) -> Iterator[Server6]:
+    """A server out there: on the peer's fd79::2, which the workspace's default route reaches."""
+    s = Server6(PEERS[ws6], "fd79::2", b"remote-v6\n")
     yield s
     s.close()
 
@@ -155,8 +169,10 @@ def test_containers_reach_the_workspaces_ipv6_loopback_only_when_allowed(
     net: str,
     ws6: int,
     server6: Server6,
+    remote6: Server6,
 ) -> None:
     script = nc_read("fd00::2", server6.port, timeout=5)
+    out_there = nc_read("fd79::2", remote6.port, timeout=5)
     for allowed in (True, False):
         flag = "--allow-host-loopback" if allowed else "--no-allow-host-loopback"
         s = up_in(ws6, workspace, started, flag)
@@ -170,6 +186,11 @@ def test_containers_reach_the_workspaces_ipv6_loopback_only_when_allowed(
         else:
             assert "workspace-v6" not in got.stdout
             assert server6.count == 1, "a container reached the workspace's ::1"
+            # Refused at once in docker-up's namespace (an unreachable route), not a timeout.
+            assert "unreachable" in got.stdout + got.stderr, got
+        # Either way the IPv6 network out there answers (the default route still works).
+        there = workspace.docker("run", "--rm", "bb:test", "sh", "-c", out_there, check=False)
+        assert there.stdout.strip() == "remote-v6", there
         assert s.stop() == 0
     status = in_netns(ws6, lambda: workspace.docker_up("doctor"))
     assert "IPv6 for containers" in status.stdout and "on (auto)" in status.stdout

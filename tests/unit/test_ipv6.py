@@ -90,7 +90,11 @@ def test_slirp4netns_plan_with_ipv6() -> None:
     assert child.ipv6_commands == [
         ["/usr/sbin/ip", "-6", "addr", "add", "fd00::100/64", "dev", "tap0", "nodad"],
         ["/usr/sbin/ip", "-6", "route", "add", "default", "via", "fd00::2", "dev", "tap0"],
+        # Host loopback closed: fd00::2 itself is refused at once, in the namespace.
+        ["/usr/sbin/ip", "-6", "route", "add", "unreachable", "fd00::2/128"],
     ]
+    opened = build_plan(Config(allow_host_loopback=True), facts(**V6), paths())
+    assert opened.child.ipv6_commands == child.ipv6_commands[:2]
     assert child.verify is not None and child.verify.address6 == "fd00::100/64"
     doc = json.loads(plan.daemon_json["overlay2"])
     assert doc["ipv6"] is True and doc["ip6tables"] is True and doc["experimental"] is True
@@ -120,7 +124,9 @@ def test_pasta_gets_the_same_ipv6_addresses_and_sets_them_itself() -> None:
     argv = plan.net.argv(1, 3, 4)
     assert "--address=fd00::100" in argv and "--gateway=fd00::2" in argv
     assert "--ipv4-only" not in argv
-    assert plan.child.ipv6_commands == []
+    assert plan.child.ipv6_commands == [
+        ["/usr/sbin/ip", "-6", "route", "add", "unreachable", "fd00::2/128"]
+    ]
     off = build_plan(Config(net="pasta", ipv6=False), f, paths())
     assert off.net is not None and "--ipv4-only" in off.net.argv(1, 3, 4)
 
