@@ -211,9 +211,12 @@ def test_published_ports_answer_on_the_workspaces_ipv6_loopback(
     # (nc serves one connection at a time: a client in between finds the port closed.)
     wait_for(lambda: read_from(ws6, "::1", 18080) == "web-any", 20, "[::1]:18080")
     wait_for(lambda: read_from(ws6, "127.0.0.1", 18080) == "web-any", 20, "127.0.0.1:18080")
+    # [::] is every IPv6 address of the workspace: a client on the peer reaches it too.
+    wait_for(lambda: read_from(PEERS[ws6], "fd79::1", 18080) == "web-any", 20, "[fd79::1]:18080")
     wait_for(lambda: read_from(ws6, "::1", 18081) == "web-one", 20, "[::1]:18081")
-    # Published on [::1] only: the IPv4 loopback has nothing there.
+    # Published on [::1] only: the IPv4 loopback has nothing there, nor the veth's address.
     assert read_from(ws6, "127.0.0.1", 18081).startswith("error")
+    assert read_from(PEERS[ws6], "fd79::1", 18081).startswith("error")
 
 
 def test_no_ipv6_gives_containers_none(
