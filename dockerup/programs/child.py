@@ -228,18 +228,31 @@ def route_back(spec: ChildSpec) -> str:
             os.unlink(marker)
     if not spec.transparent_ip or not marker:
         return "off"
-    iptables = os.path.join(spec.bin_dir, "iptables")
+    families = ["4", "6"] if spec.ipv6 else ["4"]
+    for family in families:
+        why = route_back_family(spec, family)
+        if why:
+            return why
+    # The families that route back: the port proxy reads them (portproxy.from_client).
+    with open(marker, "w") as f:
+        f.write(" ".join(families) + "\n")
+    return ""
+
+
+def route_back_family(spec: ChildSpec, family: str) -> str:
+    assert spec.transparent_ip is not None
+    tables = os.path.join(spec.bin_dir, "iptables" if family == "4" else "ip6tables")
+    ip = [spec.transparent_ip, f"-{family}"]
+    anywhere = "0.0.0.0/0" if family == "4" else "::/0"
     for argv in (
-        [iptables, "-w", "-t", "mangle", "-A", "PREROUTING", "-m", "socket", "--transparent",
+        [tables, "-w", "-t", "mangle", "-A", "PREROUTING", "-m", "socket", "--transparent",
          "-j", "MARK", "--set-mark", MARK],
-        [spec.transparent_ip, "rule", "add", "fwmark", MARK, "lookup", TABLE],
-        [spec.transparent_ip, "route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", TABLE],
+        [*ip, "rule", "add", "fwmark", MARK, "lookup", TABLE],
+        [*ip, "route", "add", "local", anywhere, "dev", "lo", "table", TABLE],
     ):  # fmt: skip
         r = subprocess.run(argv, capture_output=True, text=True)
         if r.returncode != 0:
-            return f"{' '.join(argv[1:4])}: {r.stderr.strip() or r.returncode}"
-    with open(marker, "w"):
-        pass
+            return f"IPv{family} {' '.join(argv[1:5])}: {r.stderr.strip() or r.returncode}"
     return ""
 
 

@@ -113,38 +113,52 @@ class Slots:
 
 
 IP_TRANSPARENT = getattr(socket, "IP_TRANSPARENT", 19)
+IPV6_TRANSPARENT = 75  # <linux/in6.h>; not in Python's socket module
 # Set once the child routed replies to transparent sockets back to them (ChildSpec).
 TRANSPARENT: dict[str, str | None] = {"marker": None}
 
 
-def from_client(client: tuple[str, int] | None) -> str | None:
-    """The address to connect from: the client's own, when it is a remote IPv4 client and
-    the namespace routes the replies back (a loopback client shows as the proxy, as with
-    Docker's own proxy: a container cannot answer 127.0.0.1)."""
-    marker = TRANSPARENT["marker"]
-    if client is None or marker is None or not os.path.exists(marker):
+def from_client(client: tuple[str, int] | None, family: int = socket.AF_INET) -> str | None:
+    """The address to connect to the container from (of `family`, the container's): the
+    client's own, when it is a remote client of that family and the namespace routes the
+    replies back (a loopback client shows as the proxy, as with Docker's own proxy: a
+    container cannot answer 127.0.0.1 or ::1)."""
+    if client is None or family_of(client[0].removeprefix("::ffff:")) != family:
         return None
     addr = client[0].removeprefix("::ffff:")
-    if ":" in addr or addr.startswith("127.") or addr == "0.0.0.0":
+    if addr.startswith("127.") or addr in ("0.0.0.0", "::1", "::"):
         return None
-    return addr
+    return addr if str(6 if family == socket.AF_INET6 else 4) in routed_back() else None
+
+
+def routed_back() -> list[str]:
+    """The IP families whose replies the child routed back to transparent sockets ("4",
+    "6"); none without the marker (client addresses off, or it failed)."""
+    marker = TRANSPARENT["marker"]
+    if marker is None:
+        return []
+    try:
+        with open(marker) as f:
+            return f.read().split() or ["4"]  # an empty marker: made before IPv6 came
+    except OSError:
+        return []
 
 
 def upstream_socket(kind: int, source: str | None, family: int = socket.AF_INET) -> socket.socket:
     """A socket towards the container, bound to the client's address when given (falls
     back to the proxy's own if the kernel refuses). IPv6 containers: dockerd hands the
     "::" binding the container's IPv6 address."""
-    if family == socket.AF_INET6:
-        return socket.socket(family, kind)
-    sock = socket.socket(socket.AF_INET, kind)
+    sock = socket.socket(family, kind)
     if source is not None:
+        level, option = ((socket.IPPROTO_IPV6, IPV6_TRANSPARENT) if family == socket.AF_INET6
+                         else (socket.SOL_IP, IP_TRANSPARENT))  # fmt: skip
         try:
-            sock.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+            sock.setsockopt(level, option, 1)
             sock.bind((source, 0))
         except OSError as e:
             QUIET.say("transparent", f"the client's address cannot be used: {e}")
             sock.close()
-            sock = socket.socket(socket.AF_INET, kind)
+            sock = socket.socket(family, kind)
     return sock
 
 
@@ -170,8 +184,9 @@ def serve(client: socket.socket, target: tuple[str, int], slots: Slots) -> None:
 def _serve(client: socket.socket, target: tuple[str, int]) -> None:
     with client:
         try:
+            family = family_of(target[0])
             upstream = upstream_socket(
-                socket.SOCK_STREAM, from_client(peer_of(client)), family_of(target[0])
+                socket.SOCK_STREAM, from_client(peer_of(client), family), family
             )
             connect_unwatched(upstream, target, 10)
         except OSError:
@@ -251,9 +266,8 @@ class UdpRelay:
                 QUIET.say("udp-flows", f"{UDP_FLOWS} UDP flows at once: the oldest ends")
                 self.end(next(iter(self.flows)))
             try:
-                sock = upstream_socket(
-                    socket.SOCK_DGRAM, from_client(client), family_of(self.target[0])
-                )
+                family = family_of(self.target[0])
+                sock = upstream_socket(socket.SOCK_DGRAM, from_client(client, family), family)
             except OSError as e:  # EMFILE: this datagram is dropped, the relay goes on
                 QUIET.say("udp-socket", f"cannot open a UDP flow: {e}")
                 return

@@ -228,3 +228,38 @@ def test_no_ipv6_gives_containers_none(
     addrs = workspace.docker("run", "--rm", "bb:test", "ip", "-6", "addr", "show", "scope",
                              "global").stdout  # fmt: skip
     assert "inet6" not in addrs
+
+
+def test_a_container_sees_a_remote_ipv6_clients_own_address(
+    workspace: Workspace, started: list[DockerUp], busybox_tar: Path, net: str, ws6: int
+) -> None:
+    """A client on the peer (fd79::2) connects to the workspace's [fd79::1]:port: the
+    container, reached over IPv6, sees fd79::2 (IPV6_TRANSPARENT), not the proxy."""
+    s = up_in(ws6, workspace, started)
+    assert "client-address" in s.state["net_options"]  # type: ignore[operator]
+    workspace.docker("import", str(busybox_tar), "bb:test")
+    workspace.docker("run", "-d", "--name", "seen6", "-p", "18082:80", "bb:test",
+                     "sh", "-c", "while true; do nc -l -p 80; done")  # fmt: skip
+
+    def hold() -> socket.socket:
+        return socket.create_connection(("fd79::1", 18082), timeout=10)
+
+    def peers() -> list[str]:
+        out = workspace.docker("exec", "seen6", "netstat", "-tn", check=False).stdout
+        return [
+            r.split()[4] for r in out.splitlines() if r.startswith("tcp") and len(r.split()) > 5
+        ]
+
+    client = wait_for(lambda: _try(lambda: in_netns(PEERS[ws6], hold)), 20, "a connection")
+    try:
+        wait_for(lambda: any(p.startswith("fd79::2") or p.startswith("[fd79::2]")
+                             for p in peers()), 20, "the container to see fd79::2")  # fmt: skip
+    finally:
+        client.close()  # type: ignore[attr-defined]
+
+
+def _try(fn: Callable[[], T]) -> T | None:
+    try:
+        return fn()
+    except OSError:
+        return None

@@ -118,3 +118,34 @@ def test_the_proxys_pump_never_asks_tcp_to_hold_a_reply_back(
     assert into_sockets and not any(f & os.SPLICE_F_MORE for f in into_sockets)
     for s in (a1, a2, b, b2):
         s.close()
+
+
+@pytest.mark.parametrize(
+    ("families", "client", "family", "source"),
+    [
+        ("4 6", ("192.168.88.2", 1), socket.AF_INET, "192.168.88.2"),
+        ("4 6", ("fd79::2", 1), socket.AF_INET6, "fd79::2"),
+        ("4", ("fd79::2", 1), socket.AF_INET6, None),  # IPv6 replies not routed back
+        ("4 6", ("fd79::2", 1), socket.AF_INET, None),  # an IPv4 container: the proxy's
+        ("4 6", ("::ffff:192.168.88.2", 1), socket.AF_INET, "192.168.88.2"),
+        ("4 6", ("127.0.0.1", 1), socket.AF_INET, None),  # a container cannot answer these
+        ("4 6", ("::1", 1), socket.AF_INET6, None),
+        ("", ("192.168.88.2", 1), socket.AF_INET, "192.168.88.2"),  # a marker of before
+    ],
+)
+def test_which_client_addresses_the_proxy_connects_from(
+    tmp_path: object, families: str, client: tuple[str, int], family: int, source: str | None
+) -> None:
+    from pathlib import Path
+
+    from dockerup.programs import portproxy
+
+    marker = Path(str(tmp_path)) / "client-address"
+    marker.write_text(families)
+    portproxy.TRANSPARENT["marker"] = str(marker)
+    try:
+        assert portproxy.from_client(client, family) == source
+        marker.unlink()  # no marker: client addresses are off, or setting them up failed
+        assert portproxy.from_client(client, family) is None
+    finally:
+        portproxy.TRANSPARENT["marker"] = None
