@@ -83,6 +83,7 @@ class HostFacts:
     # and the gateways of its IPv6 default routes (none: it reaches no IPv6 network).
     ipv6_loopback: bool = False
     ipv6_gateways: tuple[str, ...] = ()
+    ipv6_overlap: bool = False  # the workspace itself is on fd00::/64, the namespace's network
 
 
 def probes(env: Mapping[str, str], home: str) -> ProbeCache:
@@ -217,8 +218,15 @@ def probe(env: dict[str, str] | None = None) -> HostFacts:
         gid_map=mapped_ids(read_text("/proc/self/gid_map")),
         default_route=has_default_route(read_text("/proc/net/route")),
         ipv6_loopback=has_ipv6_loopback(read_text("/proc/net/if_inet6")),
+        ipv6_overlap=on_namespace_network(read_text("/proc/net/if_inet6")),
         ipv6_gateways=tuple(ipv6_default_gateways(read_text("/proc/net/ipv6_route"))),
     )
+
+
+def on_namespace_network(if_inet6: str) -> bool:
+    """Does the workspace have an address in fd00::/64, the network docker-up's namespace
+    uses for IPv6 (slirp4netns 1.2 cannot move it)?"""
+    return any(line.startswith("fd00" + "0" * 12) for line in if_inet6.splitlines())
 
 
 def has_ipv6_loopback(if_inet6: str) -> bool:

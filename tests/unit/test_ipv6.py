@@ -53,6 +53,16 @@ def test_auto_is_on_with_an_ipv6_default_route_and_off_without() -> None:
     assert resolve_ipv6(Config(ipv6=False), facts(**V6), IP) == (False, "off (--no-ipv6)")
 
 
+def test_a_workspace_on_the_namespaces_own_ipv6_network_is_told() -> None:
+    from dockerup.facts import on_namespace_network
+
+    # This project's machine: eth0 has fd00::2/64.
+    assert on_namespace_network("fd000000000000000000000000000002 04 40 00 80     eth0\n")
+    assert not on_namespace_network(IF_INET6.splitlines()[0])
+    on, why = resolve_ipv6(Config(), facts(**V6, ipv6_overlap=True), IP)
+    assert on and "fd00::/64 network is hidden from containers" in why
+
+
 def test_asked_for_without_a_default_route_it_reaches_the_workspace_only() -> None:
     on, why = resolve_ipv6(Config(ipv6=True), facts(**{**V6, "ipv6_gateways": ()}), IP)
     assert on and "only the workspace's ::1" in why
