@@ -261,9 +261,12 @@ def check_ipv6(f: DoctorFacts) -> Result:
     config = Config(net=f.net, ipv6=f.ipv6)
     bins = {k: v for k, v in f.host.binaries.items() if v}
     try:
-        _, reason = planning.resolve_ipv6(config, f.host, bins)
+        on, reason = planning.resolve_ipv6(config, f.host, bins)
     except DockerUpError as e:
         return Result(Status.fail, e.message, e.hint or "")
+    if on and f.host.ipv6_overlap:
+        return Result(Status.warn, reason, "containers reach that network's hosts over IPv4 "
+                      "only (slirp4netns 1.2 cannot move its IPv6 network)")  # fmt: skip
     return ok(reason)
 
 
