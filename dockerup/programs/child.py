@@ -228,11 +228,19 @@ def route_back(spec: ChildSpec) -> str:
             os.unlink(marker)
     if not spec.transparent_ip or not marker:
         return "off"
-    families = ["4", "6"] if spec.ipv6 else ["4"]
-    for family in families:
-        why = route_back_family(spec, family)
-        if why:
-            return why
+    why = route_back_family(spec, "4")
+    if why:
+        return why
+    families = ["4"]
+    if spec.ipv6:
+        # IPv6 clients only: IPv4 ones keep their addresses whatever happens here.
+        why6 = route_back_family(spec, "6")
+        if why6:
+            print(
+                f"docker-up: IPv6 clients of published ports show as the proxy: {why6}", flush=True
+            )
+        else:
+            families.append("6")
     # The families that route back: the port proxy reads them (portproxy.from_client).
     with open(marker, "w") as f:
         f.write(" ".join(families) + "\n")
