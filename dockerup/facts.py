@@ -13,12 +13,16 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dockerup import proc
 from dockerup.paths import Paths
 from dockerup.probecache import ProbeCache, cache_file
 from dockerup.programs import script, wire
 from dockerup.programs.common import IPTABLES_BACKENDS, ipv6_default_gateways, routes
+
+if TYPE_CHECKING:
+    from dockerup.config import Config
 
 # Debian's PATH for a normal user lacks the sbin directories, where dockerd and runc live.
 EXTRA_PATH = ("/usr/local/sbin", "/usr/sbin", "/sbin")
@@ -316,12 +320,9 @@ SYSCTLS = (
 )
 
 
-def probe_cheap(
-    h: HostFacts, paths: Paths, net: str, net_accel: bool | None, mode: str,
-    ipv6: bool | None = None,
-    daemon_net_accel: bool | None = None,
-) -> DoctorFacts:  # fmt: skip
-    """Files and stats only: what `up` reads before it starts anything."""
+def probe_cheap(h: HostFacts, paths: Paths, config: Config) -> DoctorFacts:
+    """Files and stats only: what `up` reads before it starts anything (with what the
+    configuration chooses that the checks depend on)."""
     sysctls = {}
     for name in SYSCTLS:
         value = read_text("/proc/sys/" + name.replace(".", "/")).strip()
@@ -336,11 +337,11 @@ def probe_cheap(
         all_subgid=read_text("/etc/subgid"),
         runtime_writable=paths.runtime.exists() or os.access(paths.runtime.parent, os.W_OK),
         runtime_foreign=_foreign(paths.runtime, h.uid),
-        net=net,
-        net_accel=net_accel,
-        mode=mode,
-        ipv6=ipv6,
-        daemon_net_accel=daemon_net_accel,
+        net=config.net,
+        net_accel=config.net_accel,
+        mode=config.mode,
+        ipv6=config.ipv6,
+        daemon_net_accel=config.daemon_net_accel,
     )
 
 

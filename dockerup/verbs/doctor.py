@@ -27,15 +27,7 @@ def report() -> Doctor:
         config, h = Config(), host.probe()
     mode = resolve_mode_of(config, h)[0]  # as `up` would, with the configuration
     paths = paths_for(mode, h, config)
-    cheap = host.probe_cheap(
-        h,
-        paths,
-        config.net,
-        config.net_accel,
-        config.mode,
-        config.ipv6,
-        config.daemon_net_accel,
-    )
+    cheap = host.probe_cheap(h, paths, config)
     facts = host.probe_doctor(cheap, status(paths).data())
     return Doctor(doctor.run_checks(facts))
 

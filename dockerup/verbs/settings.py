@@ -88,15 +88,7 @@ def make_plan(config: Config, f: host.HostFacts | None = None) -> Plan:
     if not config.host_network:
         mode, _ = resolve_mode_of(config, f)
         paths = paths_for(mode, f, config)
-        cheap = host.probe_cheap(
-            f,
-            paths,
-            config.net,
-            config.net_accel,
-            config.mode,
-            config.ipv6,
-            config.daemon_net_accel,
-        )
+        cheap = host.probe_cheap(f, paths, config)
         failures = doctor.up_failures(cheap)
         if failures:
             check, result = failures[0]
