@@ -67,6 +67,10 @@ class Config:
     # hand it over (-H fd://, LISTEN_FDS, LISTEN_PID), and the instance lock held so far.
     listen_fd: int | None = None
 
+    def gives_dockerd(self, flag: str) -> bool:
+        """Do the user's dockerd-args name this flag (alone, or as --flag=value)?"""
+        return any(a.split("=", 1)[0] == flag for a in self.dockerd_args)
+
 
 # dockerd flags a user may add. Everything else is refused: docker-up owns the socket, the
 # paths, the network and the storage, and a flag that also sits in daemon.json makes

@@ -52,7 +52,7 @@ def ipv6_config(config: Config) -> dict[str, Any]:
     ip6tables behind `experimental` (27 and later need neither)."""
     doc: dict[str, Any] = {"ipv6": True, "fixed-cidr-v6": CONTAINER_CIDR6, "ip6tables": True}
     # A flag that also sits in daemon.json makes dockerd refuse to start.
-    if not any(a.split("=", 1)[0] == "--experimental" for a in config.dockerd_args):
+    if not config.gives_dockerd("--experimental"):
         doc["experimental"] = True
     return doc
 
@@ -112,7 +112,7 @@ def local_registries(config: Config, own_netns: bool) -> dict[str, Any]:
     insecure registries: a flag that is also in daemon.json stops dockerd."""
     if not own_netns or not config.allow_host_loopback:
         return {}
-    if any(a.split("=", 1)[0] == "--insecure-registry" for a in config.dockerd_args):
+    if config.gives_dockerd("--insecure-registry"):
         return {}
     return {"insecure-registries": [f"{GATEWAY}/32"]}
 

@@ -130,8 +130,7 @@ class Plan:
         """docker-up's data directory is closed to others, except for passing through when
         dockerd remaps container root to another user (--userns-remap, real root only):
         that user must reach the data-root below (dockerd refuses to start otherwise)."""
-        remap = any(a.split("=", 1)[0] == "--userns-remap" for a in self.config.dockerd_args)
-        return 0o711 if remap else 0o700
+        return 0o711 if self.config.gives_dockerd("--userns-remap") else 0o700
 
     @property
     def child_argv(self) -> tuple[str, ...]:
