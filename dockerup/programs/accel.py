@@ -59,7 +59,7 @@ from dockerup.programs.accel_creds import Caller, connect_as
 from dockerup.programs.common import GATEWAY as GATEWAY_ADDR
 from dockerup.programs.common import routes
 from dockerup.programs.logfiles import QuietLog
-from dockerup.programs.watch import SYS_CONNECT
+from dockerup.programs.watch import LIBC, SYS_CONNECT
 
 # <linux/seccomp.h>, x86-64 and arm64 alike.
 NOTIF = struct.Struct("=QII iIQ6Q")  # id, pid, flags, data{nr, arch, ip, args[6]}
@@ -98,7 +98,7 @@ DELEGATES = 16  # forked children at once
 # normal path (EINPROGRESS through the helper) instead.
 NONBLOCK_WAIT = 2.0
 
-_libc = ctypes.CDLL(None, use_errno=True)
+_libc = LIBC
 
 
 class Gone(Exception):

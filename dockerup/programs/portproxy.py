@@ -123,10 +123,10 @@ def from_client(client: tuple[str, int] | None, family: int = socket.AF_INET) ->
     client's own, when it is a remote client of that family and the namespace routes the
     replies back (a loopback client shows as the proxy, as with Docker's own proxy: a
     container cannot answer 127.0.0.1 or ::1)."""
-    if client is None or family_of(client[0].removeprefix("::ffff:")) != family:
+    if client is None:
         return None
     addr = client[0].removeprefix("::ffff:")
-    if addr.startswith("127.") or addr in ("0.0.0.0", "::1", "::"):
+    if family_of(addr) != family or addr.startswith("127.") or addr in ("0.0.0.0", "::1", "::"):
         return None
     return addr if str(6 if family == socket.AF_INET6 else 4) in routed_back() else None
 
