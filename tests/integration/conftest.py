@@ -121,15 +121,23 @@ def loopback_server() -> Iterator[int]:
     srv.close()
 
 
-class CountingServer:
-    """A TCP server on the workspace's 127.0.0.1 that answers `reply` and counts who came:
-    what a container reached of the workspace, seen from the workspace's side."""
+def listener(family: int = socket.AF_INET, address: str = "127.0.0.1",
+             backlog: int = 128) -> socket.socket:  # fmt: skip
+    """A listening TCP socket on a free port of `address`."""
+    sock = socket.socket(family)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((address, 0))
+    sock.listen(backlog)
+    return sock
 
-    def __init__(self, reply: bytes = b"secret\n", backlog: int = 128) -> None:
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(backlog)
+
+class CountingServer:
+    """A TCP server (the workspace's 127.0.0.1 unless given a listening socket) that answers
+    `reply` and counts who came: what a container reached, seen from the server's side."""
+
+    def __init__(self, reply: bytes = b"secret\n", backlog: int = 128,
+                 sock: socket.socket | None = None) -> None:  # fmt: skip
+        self.sock = sock or listener(backlog=backlog)
         self.sock.settimeout(0.2)
         self.port: int = self.sock.getsockname()[1]
         self.reply = reply

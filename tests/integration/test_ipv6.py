@@ -17,6 +17,7 @@ from typing import TypeVar
 import pytest
 from pyroute2 import NetNS
 
+from .conftest import CountingServer, listener
 from .harness import DockerUp, Workspace, nc_read, wait_for
 
 T = TypeVar("T")
@@ -48,42 +49,10 @@ def in_netns(pid: int, fn: Callable[[], T]) -> T:
     return out["value"]  # type: ignore[return-value]
 
 
-class Server6:
-    """A TCP server on an IPv6 address of a namespace (the workspace's [::1] unless told)
-    that answers and counts who came: what a container reached, seen from that side."""
-
-    def __init__(self, netns: int, address: str = "::1", reply: bytes = b"workspace-v6\n") -> None:
-        self.reply = reply
-
-        def make() -> socket.socket:
-            s = socket.socket(socket.AF_INET6)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((address, 0))
-            s.listen()
-            return s
-
-        self.sock = in_netns(netns, make)
-        self.sock.settimeout(0.2)
-        self.port: int = self.sock.getsockname()[1]
-        self.count = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.serve, daemon=True)
-        self.thread.start()
-
-    def serve(self) -> None:
-        while not self.stop.is_set():
-            try:
-                c, _ = self.sock.accept()
-            except (TimeoutError, OSError):
-                continue
-            self.count += 1
-            with c:
-                c.sendall(self.reply)
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join()
-        self.sock.close()
+def server6(netns: int, address: str = "::1", reply: bytes = b"workspace-v6\n") -> CountingServer:
+    """A counting server on an IPv6 address of a namespace (the workspace's [::1] unless
+    told): its socket is made in that namespace."""
+    return CountingServer(reply, sock=in_netns(netns, lambda: listener(socket.AF_INET6, address)))
 
 
 def holder() -> subprocess.Popen[bytes]:
@@ -129,16 +98,16 @@ def ws6() -> Iterator[int]:
 
 
 @pytest.fixture
-def server6(ws6: int) -> Iterator[Server6]:
-    s = Server6(ws6)
+def workspace6(ws6: int) -> Iterator[CountingServer]:
+    s = server6(ws6)
     yield s
     s.close()
 
 
 @pytest.fixture
-def remote6(ws6: int) -> Iterator[Server6]:
+def remote6(ws6: int) -> Iterator[CountingServer]:
     """A server out there: on the peer's fd79::2, which the workspace's default route reaches."""
-    s = Server6(PEERS[ws6], "fd79::2", b"remote-v6\n")
+    s = server6(PEERS[ws6], "fd79::2", b"remote-v6\n")
     yield s
     s.close()
 
@@ -168,10 +137,10 @@ def test_containers_reach_the_workspaces_ipv6_loopback_only_when_allowed(
     busybox_tar: Path,
     net: str,
     ws6: int,
-    server6: Server6,
-    remote6: Server6,
+    workspace6: CountingServer,
+    remote6: CountingServer,
 ) -> None:
-    script = nc_read("fd00::2", server6.port, timeout=5)
+    script = nc_read("fd00::2", workspace6.port, timeout=5)
     out_there = nc_read("fd79::2", remote6.port, timeout=5)
     for allowed in (True, False):
         flag = "--allow-host-loopback" if allowed else "--no-allow-host-loopback"
@@ -182,10 +151,10 @@ def test_containers_reach_the_workspaces_ipv6_loopback_only_when_allowed(
         got = workspace.docker("run", "--rm", "bb:test", "sh", "-c", script, check=False)
         if allowed:
             assert got.stdout.strip() == "workspace-v6", got
-            assert server6.count == 1
+            assert workspace6.count == 1
         else:
             assert "workspace-v6" not in got.stdout
-            assert server6.count == 1, "a container reached the workspace's ::1"
+            assert workspace6.count == 1, "a container reached the workspace's ::1"
             # Refused at once in docker-up's namespace (an unreachable route), not a timeout.
             assert "unreachable" in got.stdout + got.stderr, got
         # Either way the IPv6 network out there answers (the default route still works).

@@ -16,6 +16,7 @@ import pytest
 
 from .conftest import worker
 from .harness import DockerUp, Workspace, wait_for
+from .test_core import up
 
 REGISTRY = "/usr/bin/docker-registry"
 
@@ -72,12 +73,6 @@ def registry(workspace: Workspace) -> Iterator[Registry]:
     r = Registry(workspace, 15000 + worker())
     yield r
     r.stop()
-
-
-def up(ws: Workspace, started: list[DockerUp], *args: str) -> DockerUp:
-    s = ws.start(*args)
-    started.append(s)
-    return s.wait_ready()
 
 
 def docker_up_log(ws: Workspace) -> str:
