@@ -252,16 +252,13 @@ def route_back_family(spec: ChildSpec, family: str) -> str:
     tables = os.path.join(spec.bin_dir, "iptables" if family == "4" else "ip6tables")
     ip = [spec.transparent_ip, f"-{family}"]
     anywhere = "0.0.0.0/0" if family == "4" else "::/0"
-    for argv in (
+    failed = run_all([
         [tables, "-w", "-t", "mangle", "-A", "PREROUTING", "-m", "socket", "--transparent",
          "-j", "MARK", "--set-mark", MARK],
         [*ip, "rule", "add", "fwmark", MARK, "lookup", TABLE],
         [*ip, "route", "add", "local", anywhere, "dev", "lo", "table", TABLE],
-    ):  # fmt: skip
-        r = subprocess.run(argv, capture_output=True, text=True)
-        if r.returncode != 0:
-            return f"IPv{family} {' '.join(argv[1:5])}: {r.stderr.strip() or r.returncode}"
-    return ""
+    ])  # fmt: skip
+    return f"IPv{family} {failed[0]}" if failed else ""
 
 
 def choose_iptables(candidates: list[list[str]], bin_dir: str,
