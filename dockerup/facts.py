@@ -19,7 +19,12 @@ from dockerup import proc
 from dockerup.paths import Paths
 from dockerup.probecache import ProbeCache, cache_file
 from dockerup.programs import script, wire
-from dockerup.programs.common import IPTABLES_BACKENDS, ipv6_default_gateways, routes
+from dockerup.programs.common import (
+    IPTABLES_BACKENDS,
+    ipv6_addresses,
+    ipv6_default_gateways,
+    routes,
+)
 
 if TYPE_CHECKING:
     from dockerup.config import Config
@@ -203,6 +208,8 @@ def probe(env: dict[str, str] | None = None) -> HostFacts:
     path = search_path(env.get("PATH", "/usr/bin:/bin"))
     binaries = {name: shutil.which(name, path=path) for name in REQUIRED + OPTIONAL}
     slirp = binaries.get("slirp4netns")
+    uid_map, gid_map = read_text("/proc/self/uid_map"), read_text("/proc/self/gid_map")
+    if_inet6 = read_text("/proc/net/if_inet6")
     return HostFacts(
         uid=uid,
         gid=gid,
@@ -215,14 +222,14 @@ def probe(env: dict[str, str] | None = None) -> HostFacts:
         tun=probe_tun(),
         slirp_help=probes(env, home).output([slirp, "--help"]) if slirp else "",
         env=env,
-        initial_userns=is_initial_userns(read_text("/proc/self/uid_map")),
+        initial_userns=is_initial_userns(uid_map),
         net_admin=probe_net_admin(),
-        max_gid=max_mapped_id(read_text("/proc/self/gid_map")),
-        uid_map=mapped_ids(read_text("/proc/self/uid_map")),
-        gid_map=mapped_ids(read_text("/proc/self/gid_map")),
+        max_gid=max_mapped_id(gid_map),
+        uid_map=mapped_ids(uid_map),
+        gid_map=mapped_ids(gid_map),
         default_route=has_default_route(read_text("/proc/net/route")),
-        ipv6_loopback=has_ipv6_loopback(read_text("/proc/net/if_inet6")),
-        ipv6_overlap=on_namespace_network(read_text("/proc/net/if_inet6")),
+        ipv6_loopback=has_ipv6_loopback(if_inet6),
+        ipv6_overlap=on_namespace_network(if_inet6),
         ipv6_gateways=tuple(ipv6_default_gateways(read_text("/proc/net/ipv6_route"))),
     )
 
@@ -230,13 +237,15 @@ def probe(env: dict[str, str] | None = None) -> HostFacts:
 def on_namespace_network(if_inet6: str) -> bool:
     """Does the workspace have an address in fd00::/64, the network docker-up's namespace
     uses for IPv6 (slirp4netns 1.2 cannot move it)?"""
-    return any(line.startswith("fd00" + "0" * 12) for line in if_inet6.splitlines())
+    net = socket.inet_pton(socket.AF_INET6, "fd00::")[:8]
+    return any(
+        socket.inet_pton(socket.AF_INET6, a)[:8] == net for a, _, _ in ipv6_addresses(if_inet6)
+    )
 
 
 def has_ipv6_loopback(if_inet6: str) -> bool:
     """/proc/net/if_inet6 lists ::1 on lo (absent: no IPv6 in the kernel, or disabled)."""
-    rows = (line.split() for line in if_inet6.splitlines())
-    return any(len(f) == 6 and f[0] == "0" * 31 + "1" and f[5] == "lo" for f in rows)
+    return any(a == "::1" and dev == "lo" for a, _, dev in ipv6_addresses(if_inet6))
 
 
 def has_default_route(route_table: str) -> bool:

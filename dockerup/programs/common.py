@@ -154,8 +154,6 @@ def ipv6_default_gateways(ipv6_route: str) -> list[str]:
     """Gateways of the usable IPv6 default routes in a /proc/PID/net/ipv6_route table ("::"
     for one without a gateway), compressed. Reject routes (the kernel's unreachable default
     on lo) do not count."""
-    import ipaddress
-
     out = []
     for line in ipv6_route.splitlines():
         f = line.split()
@@ -163,8 +161,22 @@ def ipv6_default_gateways(ipv6_route: str) -> list[str]:
             continue
         if int(f[8], 16) & 0x0200:  # RTF_REJECT
             continue
-        out.append(str(ipaddress.IPv6Address(bytes.fromhex(f[4]))))
+        out.append(ipv6_text(f[4]))
     return out
+
+
+def ipv6_text(hex32: str) -> str:
+    """An address as /proc prints it (32 hex digits) in compressed text. (Not ipaddress:
+    its import costs every start about 3 ms.)"""
+    import socket
+
+    return socket.inet_ntop(socket.AF_INET6, bytes.fromhex(hex32))
+
+
+def ipv6_addresses(if_inet6: str) -> list[tuple[str, int, str]]:
+    """(address, prefix length, device) of each row of a /proc/PID/net/if_inet6 table."""
+    rows = (line.split() for line in if_inet6.splitlines())
+    return [(ipv6_text(f[0]), int(f[2], 16), f[5]) for f in rows if len(f) == 6]
 
 
 def default_gateways(route_table: str) -> list[str]:

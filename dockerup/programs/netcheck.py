@@ -8,7 +8,7 @@ import fcntl
 import socket
 import struct
 
-from dockerup.programs.common import default_gateways, ipv6_default_gateways
+from dockerup.programs.common import default_gateways, ipv6_addresses, ipv6_default_gateways
 from dockerup.programs.specs import NetCheck
 
 __all__ = ["default_gateways", "problems"]
@@ -26,20 +26,11 @@ def _ipv4(ifreq: bytes) -> str:
     return socket.inet_ntoa(ifreq[20:24])
 
 
-def ipv6_addresses(if_inet6: str, dev: str) -> list[str]:
-    """dev's IPv6 addresses, with prefix length, from /proc/net/if_inet6."""
-    import ipaddress
-
-    return [f"{ipaddress.IPv6Address(bytes.fromhex(f[0]))}/{int(f[2], 16)}"
-            for f in (line.split() for line in if_inet6.splitlines())
-            if len(f) == 6 and f[5] == dev]  # fmt: skip
-
-
 def ipv6_problems(spec: NetCheck, if_inet6: str, ipv6_route: str) -> list[str]:
     if spec.address6 is None:
         return []
     found = []
-    have = ipv6_addresses(if_inet6, spec.tap)
+    have = [f"{a}/{n}" for a, n, dev in ipv6_addresses(if_inet6) if dev == spec.tap]
     if spec.address6 not in have:
         found.append(f"{spec.tap} has IPv6 {have or 'none'}, not {spec.address6}")
     gateways = ipv6_default_gateways(ipv6_route)
