@@ -59,6 +59,9 @@ class Config:
     # None (auto): on when the workspace has an IPv6 default route.
     ipv6: bool | None = None
     data_root: str | None = None  # default: $XDG_DATA_HOME/docker-up/docker
+    # The Docker Engine to run: a dockerd binary; its containerd, docker-proxy and runc are
+    # taken from beside it first. None: the first dockerd on PATH.
+    dockerd: str | None = None
     dockerd_args: tuple[str, ...] = ()
     log_max: int = 10 * 2**20  # each log file's cap in bytes (then NAME.1 holds the rest)
     autostart: bool = True  # the shell-init snippet starts docker-up
@@ -152,6 +155,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("daemon-net-accel", bool, "dockerd's pulls and pushes bypass the network helper"),
     Setting("allow-host-loopback", bool, "reach the workspace's 127.0.0.1 as 10.0.2.2"),
     Setting("data-root", str, "where images and containers live", _absolute),
+    Setting("dockerd", str, "the dockerd to run (default: the first on PATH)", _absolute),
     Setting("log-max", int, "each log file's cap in bytes", _range(4096, 2**30)),
     Setting("storage", str, "storage driver", _choices(*[s.value for s in Storage])),
     Setting(

@@ -93,6 +93,10 @@ def up(
         str | None, typer.Option(help="How published ports reach the workspace: splice, slirp.")
     ] = None,
     data_root: Annotated[str | None, typer.Option(help="Where images and containers live.")] = None,
+    dockerd: Annotated[
+        str | None,
+        typer.Option(help="The dockerd to run (its containerd and docker-proxy from beside it)."),
+    ] = None,
     dockerd_arg: Annotated[
         list[str] | None, typer.Option(help="An extra dockerd flag (repeatable; allow-listed).")
     ] = None,
@@ -127,7 +131,7 @@ def up(
         "net": net, "net_accel": net_accel, "start_timeout": timeout, "storage": storage,
         "port_forwarder": port_forwarder, "ipv6": ipv6,
         "daemon_net_accel": daemon_net_accel,
-        "data_root": data_root, "dockerd_args": dockerd_arg, "host_network": host_network,
+        "data_root": data_root, "dockerd": dockerd, "dockerd_args": dockerd_arg, "host_network": host_network,
         "tcp": tcp, "tls_dir": tls_dir,
     })  # fmt: skip
     result: Result
