@@ -7,12 +7,15 @@ import shlex
 from typing import Any
 
 from dockerup.config import Config
+from dockerup.engine import Engine
 from dockerup.errors import DockerUpError
 from dockerup.paths import Paths
 from dockerup.programs import script
 from dockerup.programs.common import CONTAINER_CIDR6, GATEWAY
 from dockerup.programs.specs import ProxySpec, RuntimeSpec
 
+# What an engine that says no version is taken to be (tests that plan without one).
+DEFAULT_ENGINE = Engine(dockerd=(20, 10), containerd=(1, 6))
 TLS_FILES = {"tlscacert": "ca.pem", "tlscert": "cert.pem", "tlskey": "key.pem"}
 
 
@@ -45,21 +48,21 @@ def container_sysctls(config: Config) -> dict[str, str]:
 HOST_GATEWAY = GATEWAY  # both network drivers' gateway: the workspace as the namespace sees it
 
 
-def ipv6_config(config: Config) -> dict[str, Any]:
+def ipv6_config(config: Config, engine: Engine) -> dict[str, Any]:
     """Containers on the default bridge get an address in a ULA network; dockerd's
     ip6tables masquerades it to the namespace's address (the helper knows only that one)
     and keeps Docker's isolation between networks for IPv6 too. dockerd 20.10 keeps
     ip6tables behind `experimental` (27 and later need neither)."""
     doc: dict[str, Any] = {"ipv6": True, "fixed-cidr-v6": CONTAINER_CIDR6, "ip6tables": True}
     # A flag that also sits in daemon.json makes dockerd refuse to start.
-    if not config.gives_dockerd("--experimental"):
+    if engine.ipv6_needs_experimental and not config.gives_dockerd("--experimental"):
         doc["experimental"] = True
     return doc
 
 
 def daemon_config(
     config: Config, paths: Paths, storage: str, own_netns: bool = True, accel: bool = False,
-    ipv6: bool = False,
+    ipv6: bool = False, engine: Engine = DEFAULT_ENGINE,
 ) -> dict[str, Any]:  # fmt: skip
     """daemon.json. Everything lives under the user's own directories; the MTU matches the
     network helper's so that docker0's packets fit the tap device."""
@@ -100,7 +103,7 @@ def daemon_config(
             if own_netns and (accel or container_sysctls(config))
             else {}
         )
-        | (ipv6_config(config) if own_netns and ipv6 else {})
+        | (ipv6_config(config, engine) if own_netns and ipv6 else {})
         | local_registries(config, own_netns)
     )
 
@@ -119,9 +122,9 @@ def local_registries(config: Config, own_netns: bool) -> dict[str, Any]:
 
 def render_daemon_json(
     config: Config, paths: Paths, storage: str, own_netns: bool = True, accel: bool = False,
-    ipv6: bool = False,
+    ipv6: bool = False, engine: Engine = DEFAULT_ENGINE,
 ) -> str:  # fmt: skip
-    doc = daemon_config(config, paths, storage, own_netns, accel, ipv6)
+    doc = daemon_config(config, paths, storage, own_netns, accel, ipv6, engine)
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
@@ -173,17 +176,19 @@ def containerd_argv(containerd: str, paths: Paths) -> list[str]:
     return [containerd, "--config", str(paths.containerd_config), "--log-level", "info"]
 
 
-def containerd_config(paths: Paths) -> str:
-    """The configuration dockerd 20.10 writes for the containerd it starts itself, the same
-    settings. docker-up starts containerd in the namespaces before dockerd runs, so that
-    containerd boots while dockerd's own start-up runs (about 30 ms that dockerd otherwise
-    spends waiting for it; docs/performance.md)."""
+def containerd_config(paths: Paths, version: int = 2) -> str:
+    """The settings dockerd gives the containerd it starts itself. docker-up starts
+    containerd in the namespaces before dockerd runs, so that containerd boots while
+    dockerd's own start-up runs (about 30 ms that dockerd otherwise spends waiting for it;
+    docs/performance.md). version: the configuration format the containerd reads (2 for
+    containerd 1.x, 3 for 2.x, engine.py); the keys below mean the same in both."""
     q = json.dumps  # a TOML basic string is a JSON string
     return "\n".join([
-        "version = 1",
+        f"version = {version}",
         f"root = {q(str(paths.data_root / 'containerd' / 'daemon'))}",
         f"state = {q(str(paths.containerd_dir / 'daemon'))}",
-        'disabled_plugins = ["cri"]',
+        # Kubernetes' CRI is not used by dockerd; its plugins cost start-up time.
+        f"disabled_plugins = {q(list(CRI_PLUGINS))}",
         "",
         "[grpc]",
         f"  address = {q(str(paths.containerd_socket))}",
@@ -192,16 +197,20 @@ def containerd_config(paths: Paths) -> str:
         f"  address = {q(str(paths.containerd_dir / 'containerd-debug.sock'))}",
         '  level = "info"',
         "",
-        '[plugins.linux]',
-        '  shim = "containerd-shim"',
-        '  runtime = "runc"',
-        f"  runtime_root = {q(str(paths.data_root / 'runc'))}",
-        "  no_shim = false",
-        "  shim_debug = false",
+        # Its default, /opt/containerd, is the host's (and not ours to create).
+        '[plugins."io.containerd.internal.v1.opt"]',
+        f"  path = {q(str(paths.data_root / 'containerd' / 'opt'))}",
     ]) + "\n"  # fmt: skip
 
 
-def dockerd_env(base: dict[str, str], paths: Paths, search_path: str, home: str) -> dict[str, str]:
+CRI_PLUGINS = ("io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime",
+               "io.containerd.cri.v1.images")  # fmt: skip
+
+
+def dockerd_env(
+    base: dict[str, str], paths: Paths, search_path: str, home: str,
+    rootlesskit_api: bool = False,
+) -> dict[str, str]:  # fmt: skip
     """A small, explicit environment: our bin dir first (the working iptables backend),
     then the user's PATH with the sbin directories where Debian keeps runc."""
     env = {
@@ -210,6 +219,9 @@ def dockerd_env(base: dict[str, str], paths: Paths, search_path: str, home: str)
         # Rootless dockerd derives some defaults from it and refuses to start without it.
         "XDG_RUNTIME_DIR": str(paths.runtime),
     }
+    if rootlesskit_api:
+        # dockerd 28+ asks RootlessKit's API here; docker-up answers (programs/rlkapi.py).
+        env["ROOTLESSKIT_STATE_DIR"] = str(paths.rootlesskit_dir)
     for key in ("LANG", "LC_ALL", "TZ", "DOCKERD_DEBUG"):
         if key in base:
             env[key] = base[key]

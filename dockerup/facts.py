@@ -93,6 +93,9 @@ class HostFacts:
     ipv6_loopback: bool = False
     ipv6_gateways: tuple[str, ...] = ()
     ipv6_overlap: bool = False  # the workspace itself is on fd00::/64, the namespace's network
+    # What the engine's programs say of themselves (`--version`; see dockerup/engine.py).
+    dockerd_version: str = ""
+    containerd_version: str = ""
 
 
 def probes(env: Mapping[str, str], home: str) -> ProbeCache:
@@ -251,6 +254,32 @@ def has_ipv6_loopback(if_inet6: str) -> bool:
 def has_default_route(route_table: str) -> bool:
     """/proc/net/route: a route whose destination and mask are 0.0.0.0."""
     return (0, 0) in routes(route_table)
+
+
+# The engine's own programs: with --dockerd PATH they are taken from beside it first.
+ENGINE_PROGRAMS = ("dockerd", "containerd", "docker-proxy", "runc")
+
+
+def with_engine(f: HostFacts, dockerd: str | None = None) -> HostFacts:
+    """The Docker Engine: the given dockerd (else the first on PATH), the containerd,
+    docker-proxy and runc beside it (else on PATH), and what dockerd and containerd say of
+    their versions (cached per binary: no process on a start)."""
+    binaries = dict(f.binaries)
+    path = f.search_path
+    if dockerd:
+        here = os.path.dirname(dockerd)
+        path = ":".join([here, *(p for p in path.split(":") if p != here)])
+        binaries.update({n: shutil.which(n, path=path) for n in ENGINE_PROGRAMS})
+        binaries["dockerd"] = dockerd if os.access(dockerd, os.X_OK) else None
+    cache = probes(f.env, f.home)
+
+    def version(name: str) -> str:
+        binary = binaries.get(name)
+        return cache.output([binary, "--version"]) if binary else ""
+
+    return replace(f, binaries=binaries, search_path=path,
+                   dockerd_version=version("dockerd"),
+                   containerd_version=version("containerd"))  # fmt: skip
 
 
 def with_accel(f: HostFacts) -> HostFacts:

@@ -75,6 +75,15 @@ class Paths:
         return self.runtime / "ports.sock"
 
     @property
+    def rootlesskit_dir(self) -> Path:
+        """$ROOTLESSKIT_STATE_DIR for dockerd 28 and later (dockerup/programs/rlkapi.py)."""
+        return self.runtime / "rootlesskit"
+
+    @property
+    def rootlesskit_api(self) -> Path:
+        return self.rootlesskit_dir / "api.sock"
+
+    @property
     def proxy_script(self) -> Path:
         return self.bin_dir / "docker-up-proxy"
 

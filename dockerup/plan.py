@@ -6,8 +6,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dockerup import context, daemon
+from dockerup import __version__, context, daemon
 from dockerup.config import Config, Storage
+from dockerup.engine import Engine
 from dockerup.errors import DockerUpError
 from dockerup.facts import PACKAGES, REQUIRED, HostFacts, IdRange, usable_ranges
 from dockerup.modes import Mode, resolve_mode
@@ -25,7 +26,8 @@ from dockerup.programs.common import (
     PREFIXLEN,
     PREFIXLEN6,
 )
-from dockerup.programs.specs import ChildSpec, Command, NetCheck
+from dockerup.programs.rlkapi import PROTOS_SLIRP, PROTOS_SPLICE
+from dockerup.programs.specs import ApiInfo, ChildSpec, Command, NetCheck
 
 if TYPE_CHECKING:
     from dockerup.net import pasta
@@ -117,6 +119,9 @@ class Plan:
     accel: bool = False  # --net-accel, resolved
     ipv6: bool = False  # --ipv6, resolved
     daemon_accel: bool = False  # --daemon-net-accel, resolved
+    engine: Engine = daemon.DEFAULT_ENGINE  # what dockerd and containerd say they are
+    # dockerd 28+: what docker-up's RootlessKit API says (child_pid filled in at the start).
+    rlk_info: ApiInfo | None = None
 
     @property
     def agent(self) -> bool:
@@ -165,6 +170,16 @@ def require_programs(facts: HostFacts, mode: Mode, net: str | None) -> dict[str,
             hint=f"install it: sudo apt-get install {' '.join(pkgs)}",
         )
     return {k: v for k, v in facts.binaries.items() if v}
+
+
+def require_dockerd(config: Config, facts: HostFacts) -> None:
+    """--dockerd names a file that must be there to run (with_engine found it or not)."""
+    if config.dockerd and not facts.binaries.get("dockerd"):
+        raise DockerUpError(
+            f"dockerd {config.dockerd} is not an executable file",
+            hint="name a dockerd binary (e.g. one that scripts/engines fetched), or drop "
+            "--dockerd (and DOCKER_UP_DOCKERD, dockerd in config.toml) to use the first on PATH",
+        )
 
 
 def require_range(ranges: tuple[IdRange, ...], file: str, facts: HostFacts) -> tuple[IdRange, ...]:
@@ -388,6 +403,7 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
             hint="without real root, dockerd needs its own network namespace: drop the option",
         )
     paths = configured(paths or paths_for(mode, facts), config)
+    require_dockerd(config, facts)
     bins = require_programs(facts, mode, None if config.host_network else config.net)
     uidmap = gidmap = None
     # ping_group_range may only name gids the namespace maps: ours, or the new one's.
@@ -405,9 +421,19 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
     accel = resolve_accel(config, facts)
     daemon_accel = resolve_daemon_accel(config, facts)
     daemon.tcp_listener(config)  # refuses a plain TCP listener before anything starts
-    argv = daemon.dockerd_argv(bins["dockerd"], paths, rootless=mode.dockerd_rootless())
+    engine = Engine.probed(facts.dockerd_version, facts.containerd_version)
+    engine.require_supported(bins["dockerd"])
+    rootless = mode.dockerd_rootless()
+    argv = daemon.dockerd_argv(bins["dockerd"], paths, rootless=rootless)
     argv += config.dockerd_args
-    env = daemon.dockerd_env(facts.env, paths, facts.search_path, facts.home)
+    # Without a network namespace of its own dockerd is not rootless (privileged mode).
+    rlk = (
+        rootlesskit_info(config, paths, net)
+        if engine.rootlesskit_api and rootless and net
+        else None
+    )
+    env = daemon.dockerd_env(facts.env, paths, facts.search_path, facts.home,
+                             rlk is not None)  # fmt: skip
     own = net is not None
     return Plan(
         paths=paths,
@@ -426,18 +452,43 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
         dockerd_env=env,
         dirs=(paths.runtime, paths.log_dir, paths.bin_dir, paths.data, paths.copyup),
         files=(
-            WriteFile(paths.containerd_config, daemon.containerd_config(paths), 0o644),
+            WriteFile(
+                paths.containerd_config,
+                daemon.containerd_config(paths, engine.containerd_config_version),
+                0o644,
+            ),
             *(scripts(facts.python, bins, config, paths, accel) if own else ()),
         ),
         context_file=context_file(facts, paths),
         daemon_json={
-            storage: daemon.render_daemon_json(config, paths, storage, own, accel, ipv6)
+            storage: daemon.render_daemon_json(config, paths, storage, own, accel, ipv6, engine)
             for storage in storage_candidates(config)
         },
         accel=accel,
         ipv6=ipv6,
         ipv6_reason=ipv6_reason,
         daemon_accel=daemon_accel,
+        engine=engine,
+        rlk_info=rlk,
+    )
+
+
+def rootlesskit_info(config: Config, paths: Paths, net: NetworkDriver) -> ApiInfo:
+    """What docker-up's RootlessKit API tells dockerd 28+. Its port driver is docker-up's
+    own forwarder. slirp4netns' forwarding (--port-forwarder slirp) delivers to the tap
+    address, IPv4 only: then dockerd must bind there, as with RootlessKit's slirp4netns port
+    driver; the splice forwarder takes every address and both families."""
+    slirp = config.port_forwarder == "slirp"
+    return ApiInfo(
+        version=f"docker-up-{__version__}",
+        state_dir=str(paths.rootlesskit_dir),
+        child_pid=0,
+        network_driver=net.name,
+        dns=DNS,
+        child_ip=GUEST_ADDR,
+        port_driver=f"docker-up-{config.port_forwarder}",
+        protos=list(PROTOS_SLIRP if slirp else PROTOS_SPLICE),
+        disallow_loopback_child_ip=slirp,
     )
 
 

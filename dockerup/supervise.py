@@ -6,6 +6,7 @@ started, in reverse. Once dockerd answers, the process execs the lean keeper (ke
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -18,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dockerup import proc
 from dockerup.early import MARKS, Child, start_child
@@ -31,6 +32,9 @@ from dockerup.programs.common import STOP_SIGNALS, append_log, atomic_write, wai
 from dockerup.programs.fdwait import readable
 from dockerup.programs.specs import KeeperSpec
 from dockerup.programs.wire import ping
+
+if TYPE_CHECKING:
+    from dockerup.programs.rlkapi import ApiThread
 
 Progress = Callable[[str], None]
 NS_KINDS = ("user", "mnt", "net")
@@ -113,6 +117,7 @@ class Handles:
     ns_fds: dict[str, int]
     ports: socket.socket | None = None
     accel: socket.socket | None = None  # the acceleration agent's listener (--net-accel)
+    rlk: ApiThread | None = None  # dockerd 28+: the RootlessKit API, answered meanwhile
 
 
 def wait_readable(
@@ -278,7 +283,7 @@ def stale_files(paths: Paths, keep_socket: bool = False) -> tuple[Path, ...]:
     """What a stopped docker-up leaves behind. With socket activation the socket is ours,
     bound by the lazy holder, not a leftover."""
     files = (paths.pidfile, paths.slirp_api, paths.state_file, paths.ports_sock, paths.main_pid,
-             paths.accel_sock)  # fmt: skip
+             paths.accel_sock, paths.rootlesskit_api)  # fmt: skip
     return files if keep_socket else (paths.socket, *files)
 
 
@@ -403,6 +408,7 @@ def start(
         wait_network(plan.net.name, net, ready_r, paths.log_dir, deadline)
     timings["network_ready"] = time.monotonic() - t0
 
+    rlk = serve_rootlesskit_api(plan, child.p.pid, stack)
     progress("starting dockerd")
     child.send(step="go")
     verified = child.recv("the network check", deadline)
@@ -453,7 +459,7 @@ def start(
             {"keeper": os.getpid(), "dockerd": child.p.pid, "net": net.pid if net else None}
         ),
     )
-    return running, Handles(child, net, exit_w, ns_fds, ports, accel)
+    return running, Handles(child, net, exit_w, ns_fds, ports, accel, rlk)
 
 
 def wait_network(name: str, net: subprocess.Popen[bytes], ready_r: int, log_dir: Path,
@@ -477,6 +483,21 @@ def open_port_manager(plan: Plan, stack: contextlib.ExitStack[bool | None]) -> s
     if plan.net is None:
         return None
     return open_listener(plan.paths.ports_sock, stack)
+
+
+def serve_rootlesskit_api(
+    plan: Plan, dockerd_pid: int, stack: contextlib.ExitStack[bool | None]
+) -> ApiThread | None:
+    """dockerd 28+ asks the RootlessKit API as it starts, before its own API answers: this
+    process serves it on a thread until the keeper takes over (exec_keeper)."""
+    if plan.rlk_info is None:
+        return None
+    from dockerup.programs.rlkapi import ApiThread, RootlessKitApi
+
+    plan.paths.rootlesskit_dir.mkdir(mode=0o700, exist_ok=True)
+    server = open_listener(plan.paths.rootlesskit_api, stack)
+    api = RootlessKitApi(dataclasses.replace(plan.rlk_info, child_pid=dockerd_pid))
+    return stack.enter_context(ApiThread(api, server))
 
 
 def open_listener(path: Path, stack: contextlib.ExitStack[bool | None]) -> socket.socket:
@@ -638,6 +659,7 @@ def keeper_spec(
         listen_fd=plan.config.listen_fd,
         ports_fd=handles.ports.fileno() if handles.ports else None,
         accel_fd=handles.accel.fileno() if handles.accel else None,
+        **rootlesskit_handover(handles.rlk),
         allow_host_loopback=plan.config.allow_host_loopback,
         watch_connects=plan.child.watch_connects,
         port_forwarder=plan.config.port_forwarder,
@@ -654,6 +676,16 @@ def keeper_spec(
     )
 
 
+def rootlesskit_handover(rlk: ApiThread | None) -> dict[str, Any]:
+    """The API's socket and table for the keeper. The thread stops first: what dockerd asks
+    from now on waits in the socket's backlog for the keeper."""
+    if rlk is None:
+        return {}
+    rlk.stop()
+    state = rlk.api
+    return {"rlk_fd": rlk.server.fileno(), "rlk_info": state.info, "rlk_ports": state.snapshot()}
+
+
 def exec_keeper(
     plan: Plan, running: Running, handles: Handles, lock_fd: int, foreground: bool
 ) -> None:
@@ -661,7 +693,8 @@ def exec_keeper(
     port_fd = handles.ports.fileno() if handles.ports else None
     accel_fd = handles.accel.fileno() if handles.accel else None
     listen = plan.config.listen_fd
-    for fd in (handles.net_exit_fd, lock_fd, port_fd, accel_fd, listen,
+    rlk_fd = handles.rlk.server.fileno() if handles.rlk else None
+    for fd in (handles.net_exit_fd, lock_fd, port_fd, accel_fd, rlk_fd, listen,
                *handles.ns_fds.values()):  # fmt: skip
         if fd is not None:
             os.set_inheritable(fd, True)

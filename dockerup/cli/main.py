@@ -131,7 +131,8 @@ def up(
         "net": net, "net_accel": net_accel, "start_timeout": timeout, "storage": storage,
         "port_forwarder": port_forwarder, "ipv6": ipv6,
         "daemon_net_accel": daemon_net_accel,
-        "data_root": data_root, "dockerd": dockerd, "dockerd_args": dockerd_arg, "host_network": host_network,
+        "data_root": data_root, "dockerd": dockerd, "dockerd_args": dockerd_arg,
+        "host_network": host_network,
         "tcp": tcp, "tls_dir": tls_dir,
     })  # fmt: skip
     result: Result

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 # This package, without site-packages (python -S): see dockerup/programs/__init__.py.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -40,6 +41,9 @@ from dockerup.programs.common import (
 from dockerup.programs.fdwait import readable
 from dockerup.programs.specs import KeeperSpec
 from dockerup.programs.wire import ping
+
+if TYPE_CHECKING:
+    from dockerup.programs.ports import Api
 
 PR_SET_PDEATHSIG = 1
 LOG_CHECK = 5.0  # seconds between looks at the logs' sizes
@@ -86,11 +90,23 @@ class Keeper:
             from dockerup.programs.ports import PortManager, forwarder
 
             server = socket.socket(fileno=spec.ports_fd)
-            self.ports = PortManager(server, forwarder(spec.port_forwarder, spec.net_api), self.log)
+            fwd = forwarder(spec.port_forwarder, spec.net_api)
+            self.ports = PortManager(server, fwd, self.log, self.rootlesskit_api())
         if spec.accel_fd is not None:
             from dockerup.programs import accel
 
             accel.start(spec.accel_fd, spec.allow_host_loopback, self.log, self.routes)
+
+    def rootlesskit_api(self) -> Api | None:
+        """dockerd 28+: the RootlessKit API the CLI served while dockerd started."""
+        spec = self.spec
+        if spec.rlk_fd is None or spec.rlk_info is None:
+            return None
+        from dockerup.programs.ports import Api
+        from dockerup.programs.rlkapi import RootlessKitApi
+
+        state = RootlessKitApi.restore(spec.rlk_info, spec.rlk_ports)
+        return Api(state, socket.socket(fileno=spec.rlk_fd))
 
     def routes(self) -> str:
         """The route table of docker-up's network namespace (for the acceleration agent)."""
@@ -244,6 +260,8 @@ class Keeper:
             self.clear_old_containerd()
             self.dockerd = self.spawn_dockerd()
             self.dockerd_fd = os.pidfd_open(self.dockerd)
+            if self.ports and self.ports.api:
+                self.ports.api.state.restarted(self.dockerd)
             try:
                 self.wait_ready(self.dockerd, self.dockerd_fd)
                 break

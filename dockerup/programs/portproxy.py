@@ -339,11 +339,16 @@ def main() -> None:
         report_failure(f"docker-up could not publish the port in the workspace: {e}")
     if "error" in reply:
         report_failure(reply["error"])
-    if reply.get("rewrite_host_ip"):
-        # slirp4netns delivers to the tap address: a loopback-only bind inside would miss it.
+    # dockerd 28+ binds the namespace's socket itself and hands it over as fd 4.
+    listen_fd = "-use-listen-fd" in args
+    if reply.get("rewrite_host_ip") and not listen_fd:
+        # slirp4netns delivers to the tap address: a loopback-only bind inside would miss it
+        # (dockerd 28+ binds the tap address itself: the API says the child IP is that).
         args[args.index("-host-ip") + 1] = reply["rewrite_host_ip"]
-    child = subprocess.Popen([real_proxy, *args], pass_fds=(3,), preexec_fn=die_with_parent)
-    os.close(3)
+    fds = (3, 4) if listen_fd else (3,)
+    child = subprocess.Popen([real_proxy, *args], pass_fds=fds, preexec_fn=die_with_parent)
+    for passed in fds:
+        os.close(passed)
 
     # dockerd stops its proxies with SIGINT (docker-proxy's convention); SIGTERM likewise.
     def stop(signum: int, frame: object) -> None:

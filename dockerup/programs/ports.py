@@ -24,11 +24,14 @@ import contextlib
 import errno
 import json
 import socket
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dockerup.programs.common import FORWARDERS, GUEST_ADDR
 from dockerup.programs.logfiles import QuietLog
+
+if TYPE_CHECKING:
+    from dockerup.programs.rlkapi import RootlessKitApi
 
 
 @dataclass(frozen=True)
@@ -231,22 +234,37 @@ class Publication:
     exposed: Exposed
 
 
+@dataclass
+class Api:
+    """The RootlessKit API: its state, and the socket it is served on."""
+
+    state: RootlessKitApi
+    server: socket.socket
+
+
 class PortManager:
     """Runs in the keeper's select loop: fds() to watch, handle(fd) when one is readable."""
 
-    def __init__(self, server: socket.socket, fwd: PortForwarder, log: Any) -> None:
+    def __init__(
+        self, server: socket.socket, fwd: PortForwarder, log: Any, api: Api | None = None
+    ) -> None:
         self.server = server
         self.fwd = fwd
         self.log = log
+        self.api = api  # dockerd 28+: its RootlessKit API (rlkapi.py), served here too
         self.pubs: dict[int, Publication] = {}  # proxy connection fd -> publication
         self.listeners: dict[int, Publication] = {}  # splice listener fd -> publication
         self.quiet = QuietLog(log, first=1)
 
     def fds(self) -> list[int]:
-        return [self.server.fileno(), *self.pubs, *self.listeners]
+        api = [self.api.server.fileno()] if self.api else []
+        return [self.server.fileno(), *api, *self.pubs, *self.listeners]
 
     def handle(self, fd: int) -> None:
-        if fd == self.server.fileno():
+        if self.api and fd == self.api.server.fileno():
+            with contextlib.suppress(BlockingIOError):
+                self.api.state.serve(self.api.server.accept()[0])
+        elif fd == self.server.fileno():
             self.accept_proxy()
         elif fd in self.pubs:
             self.unpublish(fd)  # the proxy closed its end (or sent nothing more): EOF
@@ -260,7 +278,7 @@ class PortManager:
         conn.settimeout(2)
         try:
             line = conn.makefile().readline()
-            req = PortRequest(**json.loads(line))
+            req = self.workspace_side(PortRequest(**json.loads(line)))
             exposed = self.fwd.expose(req, conn)
         except PortError as e:
             self.reply(conn, {"error": str(e)})
@@ -288,6 +306,14 @@ class PortManager:
         conn.setblocking(False)
         self.log(f"published {req.label()} -> {req.container_ip}:{req.container_port} "
                  f"({type(exposed).__name__})")  # fmt: skip
+
+    def workspace_side(self, req: PortRequest) -> PortRequest:
+        """dockerd 28 gives its proxy the namespace's side of a forward (127.0.0.1 for a
+        port published on 0.0.0.0); the forward it told the API of names the workspace's."""
+        parent = (
+            self.api.state.parent_of(req.proto, req.host_ip, req.host_port) if self.api else None
+        )
+        return replace(req, host_ip=parent) if parent else req
 
     @staticmethod
     def reply(conn: socket.socket, msg: dict[str, Any]) -> None:
@@ -325,6 +351,8 @@ class PortManager:
         for fd in list(self.pubs):
             self.unpublish(fd)
         self.server.close()
+        if self.api:
+            self.api.server.close()
 
 
 __all__ = ["FORWARDERS", "PortManager", "forwarder"]

@@ -97,10 +97,27 @@ class ChildSpec(Spec):
 
 
 @dataclasses.dataclass(frozen=True)
+class ApiInfo(Spec):
+    """What docker-up's RootlessKit API says of itself (rlkapi.py): fixed for a start."""
+
+    version: str
+    state_dir: str
+    child_pid: int  # dockerd's: the process in the namespaces (0 until it runs)
+    network_driver: str
+    dns: str
+    child_ip: str
+    port_driver: str
+    protos: list[str]
+    disallow_loopback_child_ip: bool
+
+
+@dataclasses.dataclass(frozen=True)
 class KeeperSpec(Spec):
     """keeper.py: the running processes, the fds it inherits, and how to restart them."""
 
-    NESTED: ClassVar[dict[str, type[Spec]]] = {"dockerd": Command, "containerd": Command}
+    NESTED: ClassVar[dict[str, type[Spec]]] = {
+        "dockerd": Command, "containerd": Command, "rlk_info": ApiInfo,
+    }  # fmt: skip
     dockerd_pid: int
     dockerd: Command
     containerd: Command
@@ -129,6 +146,11 @@ class KeeperSpec(Spec):
     stop_timeout: float
     start_timeout: float
     remove: list[str]
+    # dockerd 28+: the RootlessKit API's listening socket, what it says, and the port
+    # forwards dockerd told it of so far (id -> spec).
+    rlk_fd: int | None = None
+    rlk_info: ApiInfo | None = None
+    rlk_ports: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -80,7 +80,7 @@ def make_plan(config: Config, f: host.HostFacts | None = None) -> Plan:
     finds (with doctor's words and fix), and plan."""
     from dockerup import doctor
 
-    f = f or host.probe()
+    f = host.with_engine(f or host.probe(), config.dockerd)
     if config.net == "pasta":
         f = host.with_pasta(f)
     if wants_agent(config):

@@ -30,6 +30,15 @@ BINS = {
 }
 
 
+# What Debian 12's, 13's and unstable's engines print for --version.
+DOCKERD_20 = "Docker version 20.10.24+dfsg1, build 297e128"
+CONTAINERD_16 = "containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3"
+DOCKERD_26 = "Docker version 26.1.5+dfsg1, build a72d7cd"
+CONTAINERD_17 = "containerd github.com/containerd/containerd 1.7.24~ds1 1.7.24~ds1-6+deb13u1"
+DOCKERD_28 = "Docker version 28.5.2+dfsg4, build ecc6942"
+CONTAINERD_21 = "containerd github.com/containerd/containerd/v2 2.1.9+unknown "
+
+
 def facts(**kw: object) -> HostFacts:
     base = HostFacts(
         uid=1001,
@@ -44,6 +53,8 @@ def facts(**kw: object) -> HostFacts:
         slirp_help=HELP_12,
         python="/usr/bin/python3",
         env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "SECRET": "x"},
+        dockerd_version=DOCKERD_20,
+        containerd_version=CONTAINERD_16,
     )
     return replace(base, **kw)  # type: ignore[arg-type]
 
@@ -164,7 +175,9 @@ def test_dockerd_argv_env_and_daemon_json() -> None:
     toml = written(plan, "/tmp/docker-up-1001/exec/containerd/containerd.toml")
     assert 'address = "/tmp/docker-up-1001/exec/containerd/containerd.sock"' in toml
     assert 'root = "/home/alice/.local/share/docker-up/docker/containerd/daemon"' in toml
-    assert 'runtime_root = "/home/alice/.local/share/docker-up/docker/runc"' in toml
+    # containerd 1.6 reads format 2; its /opt default is the host's.
+    assert toml.startswith("version = 2\n")
+    assert 'path = "/home/alice/.local/share/docker-up/docker/containerd/opt"' in toml
     # Our bin dir (the working iptables) first; sbin present; nothing else leaks through.
     assert plan.dockerd_env == {
         "PATH": "/tmp/docker-up-1001/bin:/usr/bin:/bin:/usr/sbin",

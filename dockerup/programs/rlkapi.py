@@ -1,0 +1,325 @@
+"""A RootlessKit-compatible API for dockerd 28 and later, served by docker-up itself.
+
+dockerd 28's bridge driver, in rootless mode, asks RootlessKit's REST API
+($ROOTLESSKIT_STATE_DIR/api.sock) which network and port drivers run, and tells it about
+every published port (POST /v1/ports, DELETE /v1/ports/ID); without the variable it refuses
+to start. docker-up is its own RootlessKit: this module answers those calls. The ports
+themselves still reach the workspace through docker-up's port proxy (ports.py): the table
+kept here tells the keeper which workspace address a port proxy's request stands for, since
+dockerd 28 hands the proxy the namespace-side address (127.0.0.1 for 0.0.0.0), not the
+workspace's.
+
+The protocol (rootlesskit pkg/api, API 1.1.1): HTTP/1.1 over a unix socket, JSON bodies,
+errors as {"message": ...} with a non-2xx status. Every answer closes its connection, so no
+idle keep-alive connection outlives the process that answered it (the CLI answers while
+dockerd starts, the keeper from then on).
+
+Stdlib only: it runs in the keeper (python -S).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import socket
+import threading
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from dockerup.programs.specs import ApiInfo
+
+API_VERSION = "1.1.1"
+MAX_HEAD = 16384  # bytes of request line and headers
+MAX_BODY = 65536
+TIMEOUT = 2.0  # seconds a client may take to send its request: the keeper serves alone
+PROTOS_SPLICE = ("tcp", "tcp4", "tcp6", "udp", "udp4", "udp6")
+# slirp4netns' own forwarding carries IPv4 to the namespace's tap address only.
+PROTOS_SLIRP = ("tcp", "tcp4", "udp", "udp4")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    """port.Spec of rootlesskit: parent = the workspace side, child = the namespace side.
+    The field names are the wire's."""
+
+    proto: str
+    parentIP: str = ""
+    parentPort: int = 0
+    childIP: str = ""
+    childPort: int = 0
+
+    @classmethod
+    def parse(cls, doc: object, protos: Sequence[str]) -> PortSpec:
+        if not isinstance(doc, dict):
+            raise ApiError(400, "a port spec is a JSON object")
+        unknown = set(doc) - {"proto", "parentIP", "parentPort", "childIP", "childPort"}
+        if unknown:
+            raise ApiError(400, f"unknown fields {sorted(unknown)}")
+        spec = cls(**doc)
+        if spec.proto not in protos:
+            raise ApiError(
+                400, f"protocol {spec.proto!r} is not supported (only {', '.join(protos)})"
+            )
+        for port in (spec.parentPort, spec.childPort):
+            if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+                raise ApiError(400, f"port {port!r} is not in 1-65535")
+        for ip in (spec.parentIP, spec.childIP):
+            if not isinstance(ip, str):
+                raise ApiError(400, f"address {ip!r} is not a string")
+            if ip:
+                try:
+                    ipaddress.ip_address(ip)
+                except ValueError:
+                    raise ApiError(400, f"{ip!r} is not an IP address") from None
+        return spec
+
+    @property
+    def kind(self) -> str:
+        return self.proto.rstrip("46")
+
+    @property
+    def families(self) -> frozenset[int]:
+        """The address families the forward listens on: by the proto's suffix, else by
+        the address, else (tcp on no address) both, as Go's net.Listen would."""
+        if self.proto.endswith("4"):
+            return frozenset({4})
+        if self.proto.endswith("6"):
+            return frozenset({6})
+        if self.parentIP:
+            return frozenset({ipaddress.ip_address(self.parentIP).version})
+        return frozenset({4, 6})
+
+    def overlaps(self, other: PortSpec) -> bool:
+        """Two forwards that would take the same workspace port: same protocol and port,
+        a family in common, and the same address or an unspecified one. (0.0.0.0 and ::
+        on one port do not: each family has its own socket, IPV6_V6ONLY.)"""
+        if self.kind != other.kind or self.parentPort != other.parentPort:
+            return False
+        if not self.families & other.families:
+            return False
+        a, b = self.parentIP, other.parentIP
+        return a == b or not a or not b or _unspecified(a) or _unspecified(b)
+
+
+def _unspecified(ip: str) -> bool:
+    return ipaddress.ip_address(ip).is_unspecified
+
+
+def info_document(info: ApiInfo) -> dict[str, Any]:
+    """GET /v1/info's answer (rootlesskit api.Info)."""
+    port: dict[str, Any] = {"driver": info.port_driver, "protos": list(info.protos)}
+    if info.disallow_loopback_child_ip:
+        port["disallowLoopbackChildIP"] = True
+    return {
+        "apiVersion": API_VERSION,
+        "version": info.version,
+        "stateDir": info.state_dir,
+        "childPID": info.child_pid,
+        "networkDriver": {
+            "driver": info.network_driver,
+            "dns": [info.dns],
+            "childIP": info.child_ip,
+        },
+        "portDriver": port,
+    }
+
+
+class RootlessKitApi:
+    """The API's state (the port table) and its answers. Thread-safe: the CLI serves it on a
+    thread while dockerd starts, then hands it on to the keeper."""
+
+    def __init__(self, info: ApiInfo, ports: dict[int, PortSpec] | None = None) -> None:
+        self.info = info
+        self.ports: dict[int, PortSpec] = dict(ports or {})
+        self.next_id = max(self.ports, default=0) + 1
+        self.lock = threading.Lock()
+
+    # -- the table ------------------------------------------------------------------------
+
+    def add(self, spec: PortSpec) -> int:
+        with self.lock:
+            for pid, old in self.ports.items():
+                if old.overlaps(spec):
+                    raise ApiError(
+                        409,
+                        f"port {spec.parentIP or '*'}:{spec.parentPort}/{spec.kind} conflicts "
+                        f"with forward {pid} ({old.parentIP or '*'}:{old.parentPort})",
+                    )
+            pid = self.next_id
+            self.next_id += 1
+            self.ports[pid] = spec
+            return pid
+
+    def remove(self, pid: int) -> None:
+        with self.lock:
+            if self.ports.pop(pid, None) is None:
+                raise ApiError(404, f"no port forward with id {pid}")
+
+    def restarted(self, child_pid: int) -> None:
+        """A new dockerd knows none of the old one's forwards; it adds its own again."""
+        with self.lock:
+            self.ports.clear()
+            self.info = replace(self.info, child_pid=child_pid)
+
+    def parent_of(self, kind: str, child_ip: str, child_port: int) -> str | None:
+        """The workspace address that dockerd asked for, for the namespace address it
+        gave its port proxy; None: no such forward (dockerd before 28 asks none)."""
+        with self.lock:
+            for spec in self.ports.values():
+                if (
+                    spec.kind == kind
+                    and spec.childPort == child_port
+                    and (_same_ip(spec.childIP, child_ip))
+                ):
+                    return spec.parentIP or ("::" if ":" in child_ip else "0.0.0.0")
+        return None
+
+    @classmethod
+    def restore(cls, info: ApiInfo, snapshot: dict[str, dict[str, Any]]) -> RootlessKitApi:
+        """The API as the CLI left it (snapshot()), in the keeper."""
+        return cls(info, {int(k): PortSpec(**v) for k, v in snapshot.items()})
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        with self.lock:
+            return {str(k): asdict(v) for k, v in self.ports.items()}
+
+    # -- HTTP -----------------------------------------------------------------------------
+
+    def answer(self, method: str, path: str, body: bytes) -> tuple[int, object]:
+        path = path.split("?", 1)[0].rstrip("/")
+        if path == "/v1/info" and method == "GET":
+            return 200, info_document(self.info)
+        if path == "/v1/ports" and method == "GET":
+            with self.lock:
+                return 200, [{"id": k, "spec": asdict(v)} for k, v in self.ports.items()]
+        if path == "/v1/ports" and method == "POST":
+            try:
+                doc = json.loads(body or b"null")
+            except ValueError:
+                raise ApiError(400, "the body is not JSON") from None
+            spec = PortSpec.parse(doc, self.info.protos)
+            return 201, {"id": self.add(spec), "spec": asdict(spec)}
+        if path.startswith("/v1/ports/") and method == "DELETE":
+            tail = path.removeprefix("/v1/ports/")
+            if not tail.isdigit():
+                raise ApiError(400, f"{tail!r} is not a port forward id")
+            self.remove(int(tail))
+            return 200, None
+        raise ApiError(404, f"no such endpoint: {method} {path}")
+
+    def serve(self, conn: socket.socket) -> None:
+        """One request on an accepted connection, answered, then closed."""
+        with conn:
+            conn.settimeout(TIMEOUT)
+            try:
+                method, path, body = read_request(conn)
+                status, doc = self.answer(method, path, body)
+            except ApiError as e:
+                status, doc = e.status, {"message": str(e)}
+            except (OSError, ValueError):
+                return  # a client that sent no proper request gets nothing
+            with contextlib.suppress(OSError):
+                conn.sendall(response(status, doc))
+
+
+def _same_ip(a: str, b: str) -> bool:
+    try:
+        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+    except ValueError:
+        return False
+
+
+REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 404: "Not Found", 409: "Conflict",
+           500: "Internal Server Error"}  # fmt: skip
+
+
+def response(status: int, doc: object) -> bytes:
+    body = b"" if doc is None else json.dumps(doc).encode()
+    head = (
+        f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def read_request(conn: socket.socket) -> tuple[str, str, bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(4096)
+        if not chunk:
+            raise ValueError("the client closed before its request ended")
+        data += chunk
+        if len(data) > MAX_HEAD + MAX_BODY:
+            raise ApiError(400, "request too large")
+    head, _, body = data.partition(b"\r\n\r\n")
+    if len(head) > MAX_HEAD:
+        raise ApiError(400, "request head too large")
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3:
+        raise ValueError("not an HTTP request line")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        raise ApiError(400, "chunked bodies are not supported")
+    length = int(headers.get("content-length", "0") or "0")
+    if not 0 <= length <= MAX_BODY:
+        raise ApiError(400, "body too large")
+    while len(body) < length:
+        chunk = conn.recv(min(65536, length - len(body)))
+        if not chunk:
+            raise ValueError("the client closed before its body ended")
+        body += chunk
+    return parts[0], parts[1], body[:length]
+
+
+class ApiThread:
+    """Answers on a thread while the CLI waits for dockerd (dockerd 28 asks for the info
+    before its API answers, so the keeper, which starts after, cannot). stop() returns once
+    no request is half-answered: what comes later waits in the listener's backlog for the
+    keeper."""
+
+    def __init__(self, api: RootlessKitApi, server: socket.socket) -> None:
+        self.api = api
+        self.server = server
+        self.stopping = threading.Event()
+        self.r, self.w = socket.socketpair()
+        self.thread = threading.Thread(target=self.run, name="rootlesskit-api", daemon=True)
+
+    def __enter__(self) -> ApiThread:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def run(self) -> None:
+        import select
+
+        while not self.stopping.is_set():
+            ready, _, _ = select.select([self.server, self.r], [], [])
+            if self.r in ready:
+                return
+            try:
+                conn, _ = self.server.accept()
+            except (BlockingIOError, OSError):
+                continue
+            self.api.serve(conn)
+
+    def stop(self) -> None:
+        if not self.thread.is_alive():
+            return
+        self.stopping.set()
+        self.w.send(b"x")
+        self.thread.join()
+        self.r.close()
+        self.w.close()
