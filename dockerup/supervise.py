@@ -659,6 +659,7 @@ def keeper_spec(
         listen_fd=plan.config.listen_fd,
         ports_fd=handles.ports.fileno() if handles.ports else None,
         accel_fd=handles.accel.fileno() if handles.accel else None,
+        live_restore=plan.config.gives_dockerd("--live-restore"),
         **rootlesskit_handover(handles.rlk),
         allow_host_loopback=plan.config.allow_host_loopback,
         watch_connects=plan.child.watch_connects,

@@ -7,12 +7,12 @@ require_* functions, so the messages cannot drift apart).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from dockerup import plan as planning
+from dockerup.engine import Engine
 from dockerup.errors import DockerUpError
 from dockerup.facts import DoctorFacts, IdRange, subid_lines
 from dockerup.modes import Mode, resolve_mode
@@ -276,24 +276,20 @@ def check_net_driver(f: DoctorFacts) -> Result:
     return ok(f"{f.net}{now}")
 
 
-DOCKERD_MIN = (20, 10)
-
-
 def check_dockerd(f: DoctorFacts) -> Result:
-    v = f.versions.get("dockerd", "")
-    m = re.search(r"version (\d+)\.(\d+)", v)
-    if not f.host.binaries.get("dockerd"):
-        return Result(Status.fail, "dockerd not found", "sudo apt-get install docker.io")
-    if not m:
-        return Result(Status.warn, f"cannot read dockerd's version: {v.strip()!r}")
-    if (int(m.group(1)), int(m.group(2))) < DOCKERD_MIN:
-        return Result(
-            Status.fail,
-            f"{v.strip()}: docker-up needs 20.10 or newer (--rootless, "
-            "overlay2 in a user namespace)",
-            "install a newer docker.io",
-        )
-    return ok(v.strip())
+    """The engine: its versions, and what docker-up does for it (engine.py, as `up`)."""
+    dockerd = f.host.binaries.get("dockerd")
+    if not dockerd:
+        return Result(Status.fail, "dockerd not found", "sudo apt-get install docker.io "
+                      "(or docker-up --dockerd PATH)")  # fmt: skip
+    engine = Engine.probed(f.host.dockerd_version, f.host.containerd_version)
+    if engine.dockerd is None:
+        return Result(Status.warn, f"cannot read {dockerd}'s version: "
+                      f"{f.host.dockerd_version.strip()!r}")  # fmt: skip
+    found = from_require(lambda: engine.require_supported(dockerd), "")
+    if found.status is not Status.ok:
+        return found
+    return ok(f"{engine.describe()} ({dockerd}); docker-up: {'; '.join(engine.differences())}")
 
 
 def check_containerd_runc(f: DoctorFacts) -> Result:

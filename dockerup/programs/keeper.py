@@ -258,6 +258,11 @@ class Keeper:
         for wait in backoff(FIRST_WAIT, MAX_WAIT):
             os.close(self.dockerd_fd)
             self.clear_old_containerd()
+            if not self.spec.live_restore:
+                # The dead dockerd's shims and containers: the new dockerd would stop them
+                # anyway (without live-restore), but containerd 1.7 and 2.1 leave them
+                # running, and 2.1 then cannot start the container again (moby#50040).
+                self.end_the_rest(keep={self.net}, what="of the dead dockerd's containers")
             self.dockerd = self.spawn_dockerd()
             self.dockerd_fd = os.pidfd_open(self.dockerd)
             if self.ports and self.ports.api:
@@ -368,18 +373,22 @@ class Keeper:
         for s in STOP_SIGNALS:
             signal.signal(s, signal.SIG_IGN)
         self.stop_child(self.dockerd, self.dockerd_fd, self.spec.stop_timeout)
-        self.end_the_rest()
+        # containerd got SIGTERM as dockerd ended (its parent-death signal): it is stopping
+        # on its own, and the helper goes next; only then is anything left over.
+        self.clear_old_containerd()
         if self.ports:
             self.ports.close()
         if self.exit_fd is not None:
             os.close(self.exit_fd)  # slirp4netns' signal to exit
         self.stop_child(self.net, self.net_fd, 5.0)
+        self.end_the_rest()
         for path in self.spec.remove:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         os.close(self.spec.lock_fd)
 
-    def end_the_rest(self) -> None:
+    def end_the_rest(self, keep: set[int | None] | None = None,
+                     what: str = "that dockerd left running") -> None:  # fmt: skip
         """dockerd stops its containers, shims and containerd; where it could not (a
         container that would not die in time, dockerd killed), what is left would outlive
         docker-up. Every process in the user namespace docker-up made is one it started
@@ -391,9 +400,9 @@ class Keeper:
         ours = os.fstat(user_fd).st_ino
         if ours == os.stat("/proc/self/ns/user").st_ino:
             return  # never the namespace the keeper itself (the workspace) lives in
-        pidfds = []
+        pidfds, names = [], []
         for name in os.listdir("/proc"):
-            if not name.isdigit():
+            if not name.isdigit() or int(name) in (keep or set()):
                 continue
             try:
                 if os.stat(f"/proc/{name}/ns/user").st_ino != ours:
@@ -405,11 +414,12 @@ class Keeper:
                     continue
             except OSError:
                 continue
+            names.append(_comm(name))
             with contextlib.suppress(ProcessLookupError):
                 signal.pidfd_send_signal(pidfd, signal.SIGKILL)
             pidfds.append(pidfd)
         if pidfds:
-            self.log(f"ended {len(pidfds)} process(es) that dockerd left running")
+            self.log(f"ended {len(pidfds)} process(es) {what}: " + ", ".join(names))
         for pidfd in pidfds:
             readable([pidfd], 5.0)
             os.close(pidfd)
@@ -435,6 +445,14 @@ class Keeper:
             code = 1
         self.shutdown()
         return code
+
+
+def _comm(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f"{f.read().strip()} ({pid})"
+    except OSError:
+        return pid
 
 
 def backoff(first: float, most: float) -> Iterator[float]:

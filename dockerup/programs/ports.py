@@ -279,6 +279,7 @@ class PortManager:
         try:
             line = conn.makefile().readline()
             req = self.workspace_side(PortRequest(**json.loads(line)))
+            self.drop_stale(req)
             exposed = self.fwd.expose(req, conn)
         except PortError as e:
             self.reply(conn, {"error": str(e)})
@@ -306,6 +307,17 @@ class PortManager:
         conn.setblocking(False)
         self.log(f"published {req.label()} -> {req.container_ip}:{req.container_port} "
                  f"({type(exposed).__name__})")  # fmt: skip
+
+    def drop_stale(self, req: PortRequest) -> None:
+        """dockerd binds each host port inside the namespace before it asks for it here,
+        so a port asked for again is one dockerd no longer holds: its earlier proxy is on
+        its way out (a restarted dockerd clears an old endpoint and starts its container at
+        once, and the old proxy's end may arrive after the new one's request)."""
+        for fd, pub in list(self.pubs.items()):
+            old = pub.req
+            if (old.proto, old.host_ip, old.host_port) == (req.proto, req.host_ip, req.host_port):
+                self.log(f"{old.label()}: dockerd asks for it again; its earlier proxy is gone")
+                self.unpublish(fd)
 
     def workspace_side(self, req: PortRequest) -> PortRequest:
         """dockerd 28 gives its proxy the namespace's side of a forward (127.0.0.1 for a

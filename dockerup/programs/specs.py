@@ -148,6 +148,7 @@ class KeeperSpec(Spec):
     remove: list[str]
     # dockerd 28+: the RootlessKit API's listening socket, what it says, and the port
     # forwards dockerd told it of so far (id -> spec).
+    live_restore: bool = False  # dockerd --live-restore: its containers outlive it
     rlk_fd: int | None = None
     rlk_info: ApiInfo | None = None
     rlk_ports: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)

@@ -25,6 +25,7 @@ def report() -> Doctor:
         config, h = loaded.config, loaded.facts
     except DockerUpError:
         config, h = Config(), host.probe()
+    h = host.with_engine(h, config.dockerd)
     mode = resolve_mode_of(config, h)[0]  # as `up` would, with the configuration
     paths = paths_for(mode, h, config)
     cheap = host.probe_cheap(h, paths, config)

@@ -15,7 +15,7 @@ from dockerup.facts import IdRange, TunAccess
 from dockerup.programs.accel import support_problems
 from dockerup.results import Doctor, envelope
 
-from .test_plan import BINS, facts, pasta_facts, paths
+from .test_plan import BINS, CONTAINERD_21, DOCKERD_28, facts, pasta_facts, paths
 
 RUNC_115 = "runc version 1.1.5+ds1\ncommit: 1.1.5+ds1-1\nlibseccomp: 2.5.4"
 ACTIONS = "kill_process kill_thread trap errno user_notif trace log allow"
@@ -132,10 +132,14 @@ CASES = [
     ("net.ipv6", {"ipv6": True}, Status.fail, "sysctl net.ipv6.conf.all.disable_ipv6=0"),
     ("net.driver", {"net": "pasta", "running": {"running": True, "net": "slirp4netns"}},
      Status.ok, "pasta (the running docker-up uses slirp4netns)"),
-    ("docker.dockerd", {"versions": {**VERSIONS, "dockerd": "Docker version 19.03.1, b"}},
+    ("docker.dockerd", {"host": facts(dockerd_version="Docker version 19.03.1, b")},
      Status.fail, "needs 20.10"),
-    ("docker.dockerd", {"versions": {**VERSIONS, "dockerd": "weird"}}, Status.warn,
-     "cannot read"),
+    ("docker.dockerd", {"host": facts(dockerd_version="weird")}, Status.warn, "cannot read"),
+    ("docker.dockerd", {"host": facts(dockerd_version=DOCKERD_28,
+                                      containerd_version=CONTAINERD_21)},
+     Status.ok, "dockerd 28.5.2, containerd 2.1.9 (/usr/sbin/dockerd); docker-up: serves a "
+     "RootlessKit API"),
+    ("docker.dockerd", {}, Status.ok, "dockerd 20.10.24, containerd 1.6.20"),
     ("docker.runtime", {"host": facts(binaries={**BINS, "runc": None})}, Status.fail,
      "apt-get install runc"),
     ("docker.cli", {}, Status.warn, "no docker client"),

@@ -1,0 +1,134 @@
+"""The core path on each Docker Engine a user runs: the system's, and those scripts/engines
+fetched (Debian 13's 26.1, unstable's 28.5 with containerd 2.1), each first on the test
+user's PATH as a user who installed it would have it. scripts/test names them in
+DOCKER_UP_TEST_ENGINES ("NAME=BIN-DIR ..."); the system engine always runs.
+
+Per engine: docker-up starts it, it reports its own version, runs a container, answers on a
+published port from the workspace, builds an image with a RUN step, is restarted after a
+kill -9 with its published port working again, and stops leaving nothing running."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .harness import Workspace, pid_alive, wait_for
+from .test_lifecycle import detach, processes_of, status
+from .test_ports import free_port
+
+
+def engines() -> list[tuple[str, str]]:
+    named = [tuple(e.split("=", 1)) for e in os.environ.get("DOCKER_UP_TEST_ENGINES", "").split()]
+    return [("system", ""), *((n, d) for n, d in named)]  # type: ignore[misc]
+
+
+@pytest.fixture(params=engines(), ids=lambda e: e[0])
+def engine(request: pytest.FixtureRequest, workspace: Workspace) -> Path | None:
+    """The engine's bin dir, first on the user's PATH (None: the system's)."""
+    _, bin_dir = request.param
+    if not bin_dir:
+        return None
+    d = Path(bin_dir)
+    assert (d / "dockerd").exists(), f"{d}: no dockerd (run scripts/engines)"
+    workspace.extra_env["PATH"] = f"{d}:{workspace.env()['PATH']}"
+    return d
+
+
+def expected_version(engine: Path | None) -> str:
+    dockerd = str(engine / "dockerd") if engine else "/usr/sbin/dockerd"
+    out = subprocess.run([dockerd, "--version"], capture_output=True, text=True).stdout
+    return out.split("version ", 1)[1].split(",", 1)[0]
+
+
+def answer(port: int) -> str:
+    """What the published port says to a client in the workspace (one HTTP GET)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+        c.sendall(b"GET /hostname HTTP/1.0\r\n\r\n")
+        data = b""
+        while chunk := c.recv(4096):
+            data += chunk
+    return data.decode(errors="replace").split("\r\n\r\n", 1)[-1].strip()
+
+
+def answers(port: int, expected: str) -> bool:
+    try:
+        return answer(port) == expected
+    except OSError:
+        return False
+
+
+def test_core_path_on_each_engine(
+    workspace: Workspace, engine: Path | None, busybox_tar: Path
+) -> None:
+    ws = workspace
+    try:
+        r = detach(ws)
+        assert r.returncode == 0, r.stderr
+        version = ws.docker("version", "--format", "{{.Server.Version}}").stdout.strip()
+        assert version == expected_version(engine)
+
+        ws.docker("import", str(busybox_tar), "bb:test")
+        assert ws.docker("run", "--rm", "bb:test", "echo", "hi").stdout.strip() == "hi"
+
+        port = free_port()
+        cid = ws.docker("run", "-d", "--restart", "always", "-p", f"{port}:80", "bb:test",
+                        "httpd", "-f", "-p", "80", "-h", "/etc").stdout.strip()  # fmt: skip
+        hostname = cid[:12]
+        wait_for(lambda: answers(port, hostname), 15, "the published port from the workspace")
+
+        ctx = ws.root / "ctx"
+        ctx.mkdir()
+        (ctx / "Dockerfile").write_text("FROM bb:test\nRUN echo built > /b\nCMD cat /b\n")
+        os.chmod(ctx, 0o755)
+        ws.docker("build", "-q", "-t", "bb:built", str(ctx))
+        assert ws.docker("run", "--rm", "bb:built").stdout.strip() == "built"
+
+        doc = status(ws)
+        assert doc["running"] is True and doc["answering"] is True
+
+        old = int(doc["dockerd_pid"])  # type: ignore[call-overload]
+        os.kill(old, signal.SIGKILL)
+        wait_for(lambda: not pid_alive(old), 10, "dockerd to die")
+        wait_for(lambda: status(ws).get("restarts") == 1 and status(ws).get("answering"),
+                 60, "the restarted dockerd")  # fmt: skip
+        # A new container publishes a port through the new dockerd (on 28+: the API's table
+        # starts anew, and the workspace port of the dead dockerd's forward is free again).
+        port2 = free_port()
+        cid2 = ws.docker("run", "-d", "-p", f"{port2}:80", "bb:test",
+                         "httpd", "-f", "-p", "80", "-h", "/etc").stdout.strip()  # fmt: skip
+        wait_for(lambda: answers(port2, cid2[:12]), 15, "a port published after the restart")
+        # The restart-policy container runs again, with its port: the keeper ended the dead
+        # dockerd's shims first (containerd 2.1 would otherwise keep the old bundle and
+        # refuse to start it again, moby#50040).
+        wait_for(lambda: answers(port, hostname), 30, "the port after dockerd's restart")
+    finally:
+        ws.docker_up("stop", timeout=90)
+    wait_for(lambda: not processes_of(ws.user.uid), 30, "all of the user's processes")
+    assert not (ws.runtime_dir / "docker-up" / "docker.sock").exists()
+    # Nothing was left for stop to end by force: dockerd stopped its own.
+    log = (ws.runtime_dir / "docker-up" / "logs" / "docker-up.log").read_text()
+    assert "left running" not in log.split("stopping")[-1], log[-2000:]
+    # The workspace can listen on the port again (as a server would: SO_REUSEADDR, for the
+    # test's own connections in TIME_WAIT).
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+        s.listen()
+
+
+def test_doctor_names_the_engine(workspace: Workspace, engine: Path | None) -> None:
+    ws = workspace
+    try:
+        assert detach(ws).returncode == 0
+        r = ws.docker_up("doctor", "--json")
+        text = json.dumps(json.loads(r.stdout))
+        assert f"dockerd {'.'.join(expected_version(engine).split('+')[0].split('.')[:3])}" in text
+    finally:
+        ws.docker_up("stop", timeout=90)
+    wait_for(lambda: not processes_of(ws.user.uid), 30, "all of the user's processes")
