@@ -11,9 +11,9 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from collections.abc import Callable
+from dockerup.cli.guard import guarded
 
+if TYPE_CHECKING:
     from dockerup import early
 
 # Exact argument lists that need no parser: how each starts.
@@ -25,39 +25,14 @@ QUICK: dict[tuple[str, ...], str] = {
 }  # fmt: skip
 
 
-def guarded(run: Callable[[], int], debug: Callable[[], bool] = lambda: False) -> int:
-    """Errors end here: a DockerUpError is the user's to fix and gets no traceback; anything
-    else is our bug, shown in one line unless --debug asks for the traceback."""
-    from dockerup.errors import DockerUpError  # small; the renderer only when needed
-
-    try:
-        return run()
-    except DockerUpError as e:
-        if debug():
-            import traceback
-
-            traceback.print_exc()
-        from dockerup.cli import lines
-
-        lines.error(e)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    except Exception as e:
-        if debug():
-            import traceback
-
-            traceback.print_exc()
-        from dockerup.cli import lines
-
-        lines.internal_error(e)
-        return 70
-
-
 def quick(how: str) -> int:
     from dockerup import early
 
     activated = early.activated_fds()
+    if how == "foreground" and not activated:
+        from dockerup.cli import lines
+
+        lines.foreground_notice()
     if activated or how == "foreground":
         # The process that becomes the keeper starts the namespace child first: its Python
         # start overlaps the imports below (a detached start forks first; lazy holds).

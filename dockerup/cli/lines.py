@@ -21,6 +21,13 @@ def say(text: str, style: str = "", end: str = "\n") -> None:
     sys.stderr.flush()
 
 
+def foreground_notice() -> None:
+    """The first line of a foreground start: `docker-up` typed to see what it is starts a
+    daemon (the seed's default), so say so, and how to stop it or see the commands."""
+    say("docker-up: starting dockerd in the foreground; Ctrl-C or `docker-up stop` stops it, "
+        "`docker-up --help` lists the commands", DIM)  # fmt: skip
+
+
 def progress(msg: str) -> None:
     say(f"docker-up: {msg}", DIM)
 

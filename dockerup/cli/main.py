@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from dockerup.cli.entry import guarded
+from dockerup.cli.choices import ForwarderName, ModeName, NetName, Shell, StorageName
+from dockerup.cli.guard import guarded
 from dockerup.cli.render import announce, emit, progress
 from dockerup.errors import DockerUpError
 
@@ -20,16 +21,35 @@ app = typer.Typer(
     add_completion=True,
     no_args_is_help=False,
     pretty_exceptions_enable=False,
-    help="A rootless Docker daemon in its own user and network namespace.",
+    # Inherited by every subcommand (click passes help_option_names down).
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="A rootless Docker daemon in its own user and network namespace. "
+    "`docker-up` alone starts it in the foreground (as `docker-up up`).",
 )
 state = {"debug": False}
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from dockerup import __version__
+
+        print(f"docker-up {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main_callback(
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks (before or after the command).")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
 ) -> None:
-    state["debug"] = debug
+    state["debug"] = state["debug"] or debug
 
 
 @app.command()
@@ -48,17 +68,16 @@ def up(
             show_default=False,
         ),
     ] = None,
-    mode: Annotated[
-        str | None, typer.Option(help="auto, rootless, userns-root, privileged.")
-    ] = None,
+    mode: Annotated[ModeName | None, typer.Option(help="Run mode (default: auto).")] = None,
     net: Annotated[
-        str | None, typer.Option(help="Network driver: slirp4netns (default) or pasta.")
+        NetName | None, typer.Option(help="Network driver (default: slirp4netns).")
     ] = None,
     net_accel: Annotated[
         bool | None,
         typer.Option(
             "--net-accel/--no-net-accel",
-            help="Containers' TCP to the workspace's loopback bypasses the network helper.",
+            help="Containers' TCP/IPv4 connections bypass the network helper (default: on "
+            "where supported; label docker-up.net-accel=off opts a container out).",
             show_default=False,
         ),
     ] = None,
@@ -87,10 +106,10 @@ def up(
     ] = False,
     timeout: Annotated[float | None, typer.Option(help="Seconds to wait for dockerd.")] = None,
     storage: Annotated[
-        str | None, typer.Option(help="auto, overlay2, fuse-overlayfs, vfs.")
+        StorageName | None, typer.Option(help="Storage driver (default: auto).")
     ] = None,
     port_forwarder: Annotated[
-        str | None, typer.Option(help="How published ports reach the workspace: splice, slirp.")
+        ForwarderName | None, typer.Option(help="How published ports reach the workspace.")
     ] = None,
     data_root: Annotated[str | None, typer.Option(help="Where images and containers live.")] = None,
     dockerd: Annotated[
@@ -143,6 +162,9 @@ def up(
     elif detach:
         result = verbs.up_detached(loaded)
     else:
+        from dockerup.cli.lines import foreground_notice
+
+        foreground_notice()
         result = verbs.up(loaded, progress, announce)
     _exit(emit(result))
 
@@ -246,7 +268,7 @@ def shell() -> None:
 
 @app.command("shell-init")
 def shell_init(
-    shell: Annotated[str, typer.Argument(help="bash, zsh, fish or sh")],
+    shell: Annotated[Shell, typer.Argument(help="The shell whose rc file runs it.")],
     no_start: Annotated[
         bool, typer.Option("--no-start", help="Only export DOCKER_HOST; start nothing.")
     ] = False,
@@ -255,24 +277,24 @@ def shell_init(
     background when it is not running. Silent, and costs the shell almost nothing."""
     from dockerup.verbs import shell as verbs
 
-    emit(verbs.shell_init(shell, start=False if no_start else None))
+    emit(verbs.shell_init(shell.value, start=False if no_start else None))
 
 
 autostart_app = typer.Typer(help="Start docker-up from your shell's rc file.")
 app.add_typer(autostart_app, name="autostart")
 
 
-def _shells(shell: list[str] | None) -> list[str]:
+def _shells(shell: list[Shell] | None) -> list[str]:
     import os
 
     if shell:
-        return shell
+        return [s.value for s in shell]
     login = os.path.basename(os.environ.get("SHELL", "bash"))
     return [login] if login in ("bash", "zsh", "fish") else ["bash"]
 
 
 ShellOpt = Annotated[
-    list[str] | None, typer.Option("--shell", help="bash, zsh, fish, sh (default: $SHELL).")
+    list[Shell] | None, typer.Option("--shell", help="Repeatable (default: $SHELL's).")
 ]
 
 
@@ -296,7 +318,7 @@ def autostart_disable(shell: ShellOpt = None) -> None:
     """Remove exactly docker-up's block (and the docker context and completion)."""
     from dockerup.verbs import shell as verbs
 
-    emit(verbs.autostart(shell or ["bash", "zsh", "fish", "sh"], enable=False))
+    emit(verbs.autostart([s.value for s in shell or Shell], enable=False))
 
 
 @autostart_app.command("status")
@@ -318,24 +340,42 @@ def install_deps() -> None:
     _exit(emit(verbs.install_deps()))
 
 
-GLOBAL_FLAGS = ("--debug",)
+# What the top-level command answers itself: these never mean `up`.
+ROOT_OPTIONS = ("--help", "-h", "--version", "--install-completion", "--show-completion")
+
+
+def take_debug(args: list[str]) -> tuple[bool, list[str]]:
+    """--debug wherever it stands among docker-up's own options, before or after the verb;
+    not after `--` or inside the command that `exec` runs (that one's own --debug)."""
+    debug, rest = False, list[str]()
+    for i, arg in enumerate(args):
+        if arg == "--":
+            return debug, rest + args[i:]
+        if arg == "--debug":
+            debug = True
+            continue
+        rest.append(arg)
+        if rest[:1] == ["exec"] and len(rest) > 1 and not arg.startswith("-"):
+            return debug, rest + args[i + 1 :]
+    return debug, rest
 
 
 def default_to_up(args: list[str]) -> list[str]:
-    """`docker-up [OPTIONS]` means `docker-up up [OPTIONS]`, as Gitpod's docker-up is used."""
-    i = 0
-    while i < len(args) and args[i] in GLOBAL_FLAGS:
-        i += 1
-    rest = args[i:]
-    if not rest or (rest[0].startswith("-") and rest[0] not in ("--help", "-h")):
-        return [*args[:i], "up", *rest]
+    """`docker-up [OPTIONS]` means `docker-up up [OPTIONS]`, as Gitpod's docker-up is used
+    (the top-level options excepted)."""
+    first = args[0].split("=", 1)[0] if args else ""
+    if not args or (first.startswith("-") and first not in ROOT_OPTIONS):
+        return ["up", *args]
     return args
 
 
 def main() -> None:
+    debug, args = take_debug(sys.argv[1:])
+    state["debug"] = debug
+
     def run() -> int:
         try:
-            app(args=default_to_up(sys.argv[1:]), prog_name="docker-up")
+            app(args=default_to_up(args), prog_name="docker-up")
         except SystemExit as e:  # Typer's (and click's) way to end a command
             return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         return 0

@@ -18,15 +18,30 @@ from dockerup.verbs.running import enter_argv
 @pytest.mark.parametrize(("args", "expected"), [
     ([], ["up"]),
     (["-d"], ["up", "-d"]),
-    (["--debug", "--mtu", "1500"], ["--debug", "up", "--mtu", "1500"]),
-    (["--debug"], ["--debug", "up"]),
+    (["--mtu", "1500"], ["up", "--mtu", "1500"]),
     (["status"], ["status"]),
-    (["--debug", "stop"], ["--debug", "stop"]),
     (["--help"], ["--help"]),  # the top-level help, not up's
-    (["-h"], ["-h"]),
+    (["--version"], ["--version"]),
+    (["--show-completion", "bash"], ["--show-completion", "bash"]),
+    (["--install-completion=zsh"], ["--install-completion=zsh"]),
 ])  # fmt: skip
 def test_docker_up_alone_means_up(args: list[str], expected: list[str]) -> None:
     assert default_to_up(args) == expected
+
+
+def test_dash_h_is_the_help_everywhere() -> None:
+    """`-h` used to reach Typer as an unknown option: it is --help, at the top and for a
+    subcommand (click hands help_option_names down)."""
+    from typer.testing import CliRunner
+
+    from dockerup.cli.main import app
+
+    runner = CliRunner()
+    for where in ([], ["up"], ["config", "show"], ["autostart", "enable"]):
+        short = runner.invoke(app, [*where, "-h"], prog_name="docker-up")
+        assert short.exit_code == 0, short.output
+        assert short.output == runner.invoke(app, [*where, "--help"], prog_name="docker-up").output
+        assert f"Usage: docker-up {' '.join(where)}".rstrip() in short.output
 
 
 def test_enter_argv_joins_the_user_namespace_only_where_docker_up_made_one() -> None:
