@@ -70,6 +70,7 @@ class Running:
     started_at: float
     restarts: int = 0
     ipv6: str = ""  # on or off, and why (plan.ipv6_reason)
+    engine: str = ""  # "dockerd 28.5.2, containerd 2.1.9" (plan.engine)
     timings: dict[str, float] = field(default_factory=dict)
     # keeper, dockerd, net: pid, start time and executable (dockerup/programs/procid.py): what any
     # later signal checks first, since a PID alone may name anyone's process by then.
@@ -453,6 +454,7 @@ def start(
         + (["client-address"] if ns.get("client_address") == "" else []),
         mtu=plan.config.mtu,
         ipv6=plan.ipv6_reason,
+        engine=plan.engine.describe(),
         started_at=time.time(),
         timings=timings,
         procs=procid.identities(
