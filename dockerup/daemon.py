@@ -6,13 +6,16 @@ import json
 import shlex
 from typing import Any
 
+from dockerup import __version__
 from dockerup.config import Config
 from dockerup.engine import Engine
 from dockerup.errors import DockerUpError
+from dockerup.net import NetworkDriver
 from dockerup.paths import Paths
 from dockerup.programs import script
-from dockerup.programs.common import CONTAINER_CIDR6, GATEWAY
-from dockerup.programs.specs import ProxySpec, RuntimeSpec
+from dockerup.programs.common import CONTAINER_CIDR6, DNS, GATEWAY, GUEST_ADDR
+from dockerup.programs.rlkapi import PROTOS_SLIRP, PROTOS_SPLICE
+from dockerup.programs.specs import ApiInfo, ProxySpec, RuntimeSpec
 
 # What an engine that says no version is taken to be (tests that plan without one).
 DEFAULT_ENGINE = Engine(dockerd=(20, 10), containerd=(1, 6))
@@ -226,3 +229,22 @@ def dockerd_env(
         if key in base:
             env[key] = base[key]
     return env
+
+
+def rootlesskit_info(config: Config, paths: Paths, net: NetworkDriver) -> ApiInfo:
+    """What docker-up's RootlessKit API tells dockerd 28+. Its port driver is docker-up's
+    own forwarder. slirp4netns' forwarding (--port-forwarder slirp) delivers to the tap
+    address, IPv4 only: then dockerd must bind there, as with RootlessKit's slirp4netns port
+    driver; the splice forwarder takes every address and both families."""
+    slirp = config.port_forwarder == "slirp"
+    return ApiInfo(
+        version=f"docker-up-{__version__}",
+        state_dir=str(paths.rootlesskit_dir),
+        child_pid=0,
+        network_driver=net.name,
+        dns=DNS,
+        child_ip=GUEST_ADDR,
+        port_driver=f"docker-up-{config.port_forwarder}",
+        protos=list(PROTOS_SLIRP if slirp else PROTOS_SPLICE),
+        disallow_loopback_child_ip=slirp,
+    )

@@ -6,11 +6,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dockerup import __version__, context, daemon
+from dockerup import context, daemon
 from dockerup.config import Config, Storage
 from dockerup.engine import Engine
 from dockerup.errors import DockerUpError
 from dockerup.facts import PACKAGES, REQUIRED, HostFacts, IdRange, usable_ranges
+from dockerup.ipv6 import IPV6_SYSCTLS, ipv6_commands, resolve_ipv6
 from dockerup.modes import Mode, resolve_mode
 from dockerup.net import NetworkDriver, slirp4netns
 from dockerup.paths import UNIX_SOCKET_MAX, Paths, resolve_paths, system_paths
@@ -26,21 +27,10 @@ from dockerup.programs.common import (
     PREFIXLEN,
     PREFIXLEN6,
 )
-from dockerup.programs.rlkapi import PROTOS_SLIRP, PROTOS_SPLICE
 from dockerup.programs.specs import ApiInfo, ChildSpec, Command, NetCheck
 
 if TYPE_CHECKING:
     from dockerup.net import pasta
-
-
-IPV6_SYSCTLS = {
-    "net/ipv6/conf/all/forwarding": "1",
-    # tap0 does not exist yet: it takes these defaults. No router advertisements (the
-    # address and route are fixed) and no duplicate detection (nobody else is on the link),
-    # so tap0's IPv6 works the moment it is configured.
-    "net/ipv6/conf/default/accept_ra": "0",
-    "net/ipv6/conf/default/accept_dad": "0",
-}
 
 
 def sysctls(gids: int, config: Config, ipv6: bool = False) -> dict[str, str]:
@@ -257,50 +247,6 @@ def network_driver(
     )  # fmt: skip
 
 
-def resolve_ipv6(config: Config, facts: HostFacts, bins: dict[str, str]) -> tuple[bool, str]:
-    """IPv6 for containers, and why: --ipv6, --no-ipv6, or (None) on when the workspace
-    reaches an IPv6 network (its default route); containers then resolve and use IPv6 as
-    the workspace does. Without one, turning it on still gives them the workspace's ::1
-    (with host loopback allowed) and nothing else."""
-    asked = config.ipv6
-    if asked is False:
-        return False, "off (--no-ipv6)"
-    problem, hint = ipv6_problem(config, facts, bins)
-    if problem:
-        if asked:
-            raise DockerUpError(f"--ipv6: {problem}", hint=hint)
-        return False, f"off: {problem}"
-    if facts.ipv6_gateways:
-        how = "--ipv6" if asked else "auto"
-        hidden = ("; the workspace's own fd00::/64 network is hidden from containers (the "
-                  "namespace uses it)" if facts.ipv6_overlap else "")  # fmt: skip
-        return True, f"on ({how}): the workspace has an IPv6 default route{hidden}"
-    if asked:
-        return (
-            True,
-            "on (--ipv6); the workspace has no IPv6 default route: containers reach "
-            "no IPv6 network, only the workspace's ::1 (with host loopback allowed)",
-        )
-    return False, "off: the workspace has no IPv6 default route (--ipv6 turns it on)"
-
-
-def ipv6_problem(config: Config, facts: HostFacts, bins: dict[str, str]) -> tuple[str, str]:
-    """Why IPv6 cannot be on here ("" when it can), and the fix."""
-    if config.host_network:
-        return "dockerd shares the workspace's network", "drop --host-network"
-    if not facts.ipv6_loopback:
-        hint = "turn IPv6 on in the workspace: sysctl net.ipv6.conf.all.disable_ipv6=0"
-        return "the workspace has no IPv6 (no ::1 on lo)", hint
-    if "ip" not in bins:
-        return "iproute2's ip is not installed", "sudo apt-get install iproute2"
-    if config.net == "pasta" and not facts.ipv6_gateways:
-        return ("pasta carries IPv6 only for a workspace with an IPv6 default route",
-                "use --net slirp4netns, or give the workspace an IPv6 route")  # fmt: skip
-    if config.net == "slirp4netns" and not slirp4netns.parse_features(facts.slirp_help).ipv6:
-        return "this slirp4netns has no --enable-ipv6", "install slirp4netns 0.4 or newer"
-    return "", ""
-
-
 def require_pasta(facts: HostFacts) -> pasta.PastaFeatures:
     """What pasta needs of the workspace and of itself (doctor's net.pasta check too)."""
     from dockerup.net import pasta
@@ -317,11 +263,13 @@ def require_pasta(facts: HostFacts) -> pasta.PastaFeatures:
 
 
 def resolve_accel(config: Config, facts: HostFacts) -> bool:
-    """--net-accel: on, off, or (None) on where the bench proved it and it can work: with
-    host loopback allowed (its biggest win). Without host loopback it still bypasses the
-    helper for connections leaving the namespace; 10.0.2.2 then stays closed."""
+    """--net-accel: on, off, or (None) on wherever it can work, host loopback allowed or
+    not: connections leaving the namespace then cross the workspace's kernel instead of
+    the helper (0.3x -> about 1x of the workspace's own speed, docs/performance.md). With
+    host loopback closed the agent refuses what the helper would keep out (accel.decide):
+    10.0.2.2 stays with the helper, which refuses it, and the workspace's own addresses."""
     if config.net_accel is None:
-        return config.allow_host_loopback and not config.host_network and not facts.accel_problems
+        return not config.host_network and not facts.accel_problems
     if not config.net_accel:
         return False
     if config.host_network:
@@ -428,7 +376,7 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
     argv += config.dockerd_args
     # Without a network namespace of its own dockerd is not rootless (privileged mode).
     rlk = (
-        rootlesskit_info(config, paths, net)
+        daemon.rootlesskit_info(config, paths, net)
         if engine.rootlesskit_api and rootless and net
         else None
     )
@@ -471,37 +419,6 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
         engine=engine,
         rlk_info=rlk,
     )
-
-
-def rootlesskit_info(config: Config, paths: Paths, net: NetworkDriver) -> ApiInfo:
-    """What docker-up's RootlessKit API tells dockerd 28+. Its port driver is docker-up's
-    own forwarder. slirp4netns' forwarding (--port-forwarder slirp) delivers to the tap
-    address, IPv4 only: then dockerd must bind there, as with RootlessKit's slirp4netns port
-    driver; the splice forwarder takes every address and both families."""
-    slirp = config.port_forwarder == "slirp"
-    return ApiInfo(
-        version=f"docker-up-{__version__}",
-        state_dir=str(paths.rootlesskit_dir),
-        child_pid=0,
-        network_driver=net.name,
-        dns=DNS,
-        child_ip=GUEST_ADDR,
-        port_driver=f"docker-up-{config.port_forwarder}",
-        protos=list(PROTOS_SLIRP if slirp else PROTOS_SPLICE),
-        disallow_loopback_child_ip=slirp,
-    )
-
-
-def ipv6_commands(net: NetworkDriver, bins: dict[str, str], config: Config) -> list[list[str]]:
-    """The driver's IPv6 set-up, then, with host loopback closed, an unreachable route for
-    fd00::2 (the workspace's ::1 when open): a container's connection there then fails at
-    once in docker-up's namespace. Without it slirp4netns refuses it too, but its ICMPv6
-    error is lost on the way back through the NAT and the container waits for a timeout;
-    pasta (--no-map-gw) would try fd00::2 out in the workspace's network."""
-    commands = net.ipv6_commands(bins["ip"])
-    if not config.allow_host_loopback:
-        commands.append([bins["ip"], "-6", "route", "add", "unreachable", f"{GATEWAY6}/128"])
-    return commands
 
 
 def client_address(config: Config, bins: dict[str, str]) -> bool:

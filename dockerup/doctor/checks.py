@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from dockerup import ipv6
 from dockerup import plan as planning
 from dockerup.engine import Engine
 from dockerup.errors import DockerUpError
@@ -261,7 +262,7 @@ def check_ipv6(f: DoctorFacts) -> Result:
     config = Config(net=f.net, ipv6=f.ipv6)
     bins = {k: v for k, v in f.host.binaries.items() if v}
     try:
-        on, reason = planning.resolve_ipv6(config, f.host, bins)
+        on, reason = ipv6.resolve_ipv6(config, f.host, bins)
     except DockerUpError as e:
         return Result(Status.fail, e.message, e.hint or "")
     if on and f.host.ipv6_overlap:

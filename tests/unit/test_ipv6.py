@@ -9,7 +9,8 @@ import pytest
 from dockerup.config import Config
 from dockerup.errors import DockerUpError
 from dockerup.facts import has_ipv6_loopback
-from dockerup.plan import build_plan, resolve_ipv6
+from dockerup.ipv6 import resolve_ipv6
+from dockerup.plan import build_plan
 from dockerup.programs.common import ipv6_default_gateways
 from dockerup.programs.netcheck import ipv6_problems
 from dockerup.programs.specs import NetCheck
