@@ -44,9 +44,10 @@ class Config:
     # A container's TCP ends at the network helper, a hop away, so a small buffer costs
     # nothing there, while the kernel's 4 MiB floods the helper (docs/performance.md).
     tcp_wmem_max: int = 131072
-    # Containers' TCP connections to the workspace's loopback become real workspace sockets
-    # (seccomp user notification; dockerup/programs/accel.py) instead of crossing the helper.
-    # None (auto): on when host loopback is allowed and the machine supports it.
+    # Containers' TCP/IPv4 connections out of the namespace (and to the workspace's loopback,
+    # with host loopback allowed) become real workspace sockets (seccomp user notification;
+    # dockerup/programs/accel.py) instead of crossing the helper.
+    # None (auto): on where the machine supports it, host loopback allowed or not.
     net_accel: bool | None = None
     # dockerd's own TCP connections (pulls, pushes, build downloads) go the same way: they
     # leave from the workspace instead of crossing the helper (programs/watch.py).

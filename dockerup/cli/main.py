@@ -235,6 +235,9 @@ def doctor(
     user: Annotated[
         str | None, typer.Option(help="With --fix as root: the user to give a subuid range.")
     ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Every check in full, passing ones too.")
+    ] = False,
 ) -> None:
     """Check every prerequisite; for anything not ok, say exactly how to fix it."""
     import os
@@ -243,7 +246,7 @@ def doctor(
 
     if fix:
         emit(verbs.fix(user or os.environ.get("SUDO_USER") or None))
-    _exit(emit(verbs.report(), as_json))
+    _exit(emit(verbs.report(verbose), as_json))
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

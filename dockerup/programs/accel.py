@@ -88,7 +88,19 @@ SO_PROTOCOL = 38
 
 GATEWAY = socket.inet_aton(GATEWAY_ADDR)  # the workspace's loopback, as containers see it
 LOOPBACK = "127.0.0.1"
-NEVER = ((0x7F000000, 0xFF000000), (0, 0xFF000000))  # 127/8, 0/8: the container's own
+# Never swapped, whatever the route table says: 127/8 and 0/8 are the container's own;
+# 10.0.2.0/24 is the helper's (10.0.2.2 the workspace's loopback, 10.0.2.3 its DNS);
+# link-local (169.254/16: cloud metadata services, among others), multicast and the
+# reserved 240/4 with 255.255.255.255 mean something else from the workspace than from a
+# container. All of them take the container's own path, through the helper, as without
+# the agent.
+NEVER = (
+    (0x7F000000, 0xFF000000),
+    (0, 0xFF000000),
+    (0x0A000200, 0xFFFFFF00),
+    (0xA9FE0000, 0xFFFF0000),
+    (0xE0000000, 0xE0000000),
+)
 
 # Bounds: one container cannot hold more of the agent than this, nor all together.
 PER_CONTAINER = 64
@@ -183,11 +195,13 @@ def parse_inet(raw: bytes) -> tuple[bytes, int] | None:
 
 
 def decide(raw: bytes, *, allow_host_loopback: bool, swapped: bool, fresh_tcp: bool,
-           nets: Callable[[], list[tuple[int, int]]]) -> Decision:  # fmt: skip
+           nets: Callable[[], list[tuple[int, int]]],
+           local: Callable[[bytes], bool] = lambda _: False) -> Decision:  # fmt: skip
     """What to do with one connect(): raw is the agent's copy of the address; swapped: the
     socket already lives in the workspace (the agent put it there); fresh_tcp: an unbound,
     unconnected TCP/IPv4 socket, the only kind that may be swapped; nets: the networks of
-    docker-up's namespace (connected_networks), asked only when they matter."""
+    docker-up's namespace (connected_networks), asked only when they matter; local: is this
+    IPv4 address one of the workspace's own (workspace_address), asked only before a swap."""
     family = family_of(raw)
     if swapped:
         # It is established for good; connect(AF_UNSPEC) would reset it, and then it could
@@ -203,9 +217,56 @@ def decide(raw: bytes, *, allow_host_loopback: bool, swapped: bool, fresh_tcp: b
         if not allow_host_loopback:
             return PERFORM  # the helper refuses it, as without the agent
         return Decision(Verdict.swap, (LOOPBACK, port), LOOPBACK)
-    if outside(addr, nets()):
-        return Decision(Verdict.swap, (socket.inet_ntoa(addr), port), "0.0.0.0")
-    return PERFORM
+    if not outside(addr, nets()):
+        return PERFORM
+    if not allow_host_loopback and local(addr):
+        # The workspace's own addresses (its eth0, a veth, a system dockerd's bridge) would
+        # reach every service the workspace listens on: with host loopback closed, as closed
+        # as its 127.0.0.1. Refused as a host without a listener would refuse it.
+        return Decision.refuse(errno.ECONNREFUSED)
+    return Decision(Verdict.swap, (socket.inet_ntoa(addr), port), "0.0.0.0")
+
+
+def workspace_address(addr: bytes) -> bool:
+    """Is this IPv4 address one of the workspace's own, now? The kernel binds only its own
+    addresses (EADDRNOTAVAIL for any other), asked at the moment of the decision, so an
+    address added a moment ago counts. Where non-local binds are allowed the answer would
+    be yes for everything; the local routing table (fib_trie) answers instead. Any other
+    error counts as "ours": the agent then refuses rather than reach the workspace."""
+    if NONLOCAL_BIND:
+        return addr in local_addresses(read_text("/proc/net/fib_trie"))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((socket.inet_ntoa(addr), 0))
+        except OSError as e:
+            return e.errno != errno.EADDRNOTAVAIL
+    return True
+
+
+def local_addresses(fib_trie: str) -> set[bytes]:
+    """The addresses of /proc/net/fib_trie's local table ("/32 host LOCAL" leaves)."""
+    found, last = set(), ""
+    for line in fib_trie.splitlines():
+        word = line.strip()
+        if word.startswith("|--"):
+            last = word[3:].strip()
+        elif word.startswith("+--"):
+            last = ""
+        elif word.startswith("/32 host LOCAL") and last:
+            with contextlib.suppress(OSError):
+                found.add(socket.inet_aton(last))
+    return found
+
+
+def read_text(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+NONLOCAL_BIND = read_text("/proc/sys/net/ipv4/ip_nonlocal_bind").strip() not in ("", "0")
 
 
 def connected_networks(route_table: str) -> list[tuple[int, int]]:
@@ -495,13 +556,16 @@ class Agent:
             fresh, cookie = describe(theirs)
             d = decide(call.raw, allow_host_loopback=self.allow, swapped=cookie == self.cookie,
                        fresh_tcp=fresh,
-                       nets=lambda: connected_networks(self.routes()))  # fmt: skip
+                       nets=lambda: connected_networks(self.routes()),
+                       local=workspace_address)  # fmt: skip
             if d.verdict is Verdict.swap and d.target:
                 return self.swap(call, theirs, d.target, d.source)
         finally:
             theirs.detach()
         if d.verdict is Verdict.refuse:
-            self.quiet.say("refused", f"pid {call.tid}: connect on a workspace socket refused")
+            own = d.errno == errno.ECONNREFUSED
+            what = "to a workspace address" if own else "on a swapped socket"
+            self.quiet.say(f"refused {d.errno}", f"pid {call.tid}: connect {what} refused")
             return self.answer(call, d.errno)
         if d.verdict is Verdict.delegate:
             return self.delegate(call)

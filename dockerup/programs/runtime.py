@@ -4,7 +4,8 @@ dockerd 20.10 has no default sysctls for containers, but every container passes 
 its runtime. daemon.runtime_script() is the runtime dockerd calls: a shell script that
 execs runc directly for every command except `create`, which comes here first. Here the
 bundle's config.json gets the sysctls a container did not set itself and, with --net-accel,
-a seccomp listener for connect(); then runc runs.
+a seccomp listener for connect() (unless its label docker-up.net-accel=off says no); then
+runc runs.
 
 Stdlib only, run as `python -S` (a few milliseconds, once per container). A default must
 never keep a container from starting: any problem here leaves the spec as it was.
@@ -102,11 +103,34 @@ def bundle_dir(args: list[str]) -> str | None:
     return "."
 
 
+# A container with this label (docker run --label docker-up.net-accel=off) keeps every
+# connect() on the helper's path: no listener, no agent, as with --no-net-accel.
+OPT_OUT = "docker-up.net-accel"
+
+
+def opted_out(spec: dict[str, Any]) -> bool:
+    """Whether the container's labels say docker-up.net-accel=off (or false, 0, no).
+    Neither the OCI spec nor runc's arguments carry docker labels; dockerd keeps them in
+    its config.v2.json, next to the hostname file it mounts at /etc/hostname, which the
+    spec names. A file that cannot be read leaves the container as by default."""
+    for m in spec.get("mounts") or []:
+        if isinstance(m, dict) and m.get("destination") == "/etc/hostname":
+            config = os.path.join(os.path.dirname(str(m.get("source", ""))), "config.v2.json")
+            try:
+                with open(config) as f:
+                    labels = (json.load(f).get("Config") or {}).get("Labels") or {}
+            except (OSError, ValueError, AttributeError):
+                return False
+            value = labels.get(OPT_OUT) if isinstance(labels, dict) else None
+            return str(value).lower() in ("off", "false", "0", "no")
+    return False
+
+
 def rewrite(path: str, defaults: RuntimeSpec) -> None:
     with open(path) as f:
         spec = json.load(f)
     changed = adjust_spec(spec, defaults.sysctls)
-    if defaults.listener:
+    if defaults.listener and not opted_out(spec):
         changed = add_listener(spec, defaults.listener) or changed
     if changed:
         atomic_write(path, json.dumps(spec), os.stat(path).st_mode & 0o777)

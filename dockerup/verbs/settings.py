@@ -70,9 +70,9 @@ def current_paths() -> Paths:
 
 def wants_agent(config: Config) -> bool:
     """Whether the acceleration agent may run (then its support is probed)."""
-    containers = config.net_accel or (config.net_accel is None and config.allow_host_loopback)
-    dockerd = config.daemon_net_accel is not False and not config.host_network
-    return bool(containers or dockerd)
+    containers = config.net_accel is not False
+    dockerd = config.daemon_net_accel is not False
+    return (containers or dockerd) and not config.host_network
 
 
 def make_plan(config: Config, f: host.HostFacts | None = None) -> Plan:

@@ -63,6 +63,13 @@ def test_only_addresses_behind_the_default_route_are_outside() -> None:
 
 
 PERFORM = Decision(Verdict.perform)
+OWN = "192.168.50.1"  # stands for the workspace's eth0 or veth address
+
+
+def is_own(addr: bytes) -> bool:
+    return addr == socket.inet_aton(OWN)
+
+
 DELEGATE = Decision(Verdict.delegate)
 
 
@@ -88,6 +95,17 @@ TABLE = [
     (sockaddr_in("127.1.2.3", 22), True, False, True, PERFORM),
     (sockaddr_in("172.17.0.5", 80), True, False, True, PERFORM),
     (sockaddr_in("10.0.2.3", 53), True, False, True, PERFORM),
+    (sockaddr_in("10.0.2.3", 53), False, False, True, PERFORM),  # DNS: the helper's
+    (sockaddr_in("10.0.2.77", 80), False, False, True, PERFORM),
+    # Link-local (cloud metadata), multicast, reserved: the container's own path.
+    (sockaddr_in("169.254.169.254", 80), False, False, True, PERFORM),
+    (sockaddr_in("169.254.169.254", 80), True, False, True, PERFORM),
+    (sockaddr_in("224.0.0.1", 80), False, False, True, PERFORM),
+    (sockaddr_in("255.255.255.255", 80), False, False, True, PERFORM),
+    # The workspace's own addresses: refused with host loopback closed, swapped when open.
+    (sockaddr_in(OWN, 22), False, False, True, Decision.refuse(errno.ECONNREFUSED)),
+    (sockaddr_in(OWN, 22), True, False, True, swap(OWN, 22, "0.0.0.0")),
+    (sockaddr_in(OWN, 22), False, False, False, PERFORM),  # UDP, bound: the helper's path
     (SIX, True, False, True, PERFORM),
     (UNSPEC, True, False, True, PERFORM),  # resets the container's own socket
     (b"", True, False, True, PERFORM),  # the kernel answers EINVAL
@@ -111,8 +129,32 @@ TABLE = [
 def test_policy(raw: bytes, loopback: bool, swapped: bool, fresh: bool,
                 expected: Decision) -> None:  # fmt: skip
     got = accel.decide(raw, allow_host_loopback=loopback, swapped=swapped, fresh_tcp=fresh,
-                       nets=lambda: NETS)  # fmt: skip
+                       nets=lambda: NETS, local=is_own)  # fmt: skip
     assert got == expected
+
+
+def test_the_workspace_s_own_addresses_are_what_the_kernel_binds() -> None:
+    assert accel.workspace_address(socket.inet_aton("127.0.0.1"))
+    assert not accel.workspace_address(socket.inet_aton("192.0.2.254"))  # TEST-NET-1
+
+
+FIB_TRIE = """Main:
+  +-- 0.0.0.0/0 3 0 5
+     |-- 0.0.0.0
+        /0 universe UNICAST
+     +-- 192.0.2.0/24 2 0 2
+        +-- 192.0.2.0/30 2 0 2
+           |-- 192.0.2.0
+              /24 link UNICAST
+           |-- 192.0.2.2
+              /32 host LOCAL
+        |-- 192.0.2.255
+           /32 link BROADCAST
+"""
+
+
+def test_local_addresses_from_fib_trie() -> None:
+    assert accel.local_addresses(FIB_TRIE) == {socket.inet_aton("192.0.2.2")}
 
 
 def test_policy_never_swaps_toward_the_workspace_itself() -> None:
@@ -120,10 +162,19 @@ def test_policy_never_swaps_toward_the_workspace_itself() -> None:
     10.0.2.2 with loopback allowed, or at an outside address: never at 127/8 or 0/8 as
     asked, nor at the namespace's own networks."""
     for a in range(0, 256, 1):
-        for addr in (f"127.0.0.{a}", f"0.0.0.{a}", f"{a}.0.0.1", f"10.0.2.{a}", f"172.17.0.{a}"):
+        for addr in (
+            f"127.0.0.{a}",
+            f"0.0.0.{a}",
+            f"{a}.0.0.1",
+            f"10.0.2.{a}",
+            f"172.17.0.{a}",
+            f"169.254.{a}.1",
+            f"192.168.50.{a}",
+        ):
             for loopback in (True, False):
                 d = accel.decide(sockaddr_in(addr, 80), allow_host_loopback=loopback,
-                                 swapped=False, fresh_tcp=True, nets=lambda: NETS)  # fmt: skip
+                                 swapped=False, fresh_tcp=True, nets=lambda: NETS,
+                                 local=is_own)  # fmt: skip
                 if d.verdict is Verdict.swap:
                     assert d.target is not None
                     ip = d.target[0]
@@ -131,6 +182,7 @@ def test_policy_never_swaps_toward_the_workspace_itself() -> None:
                         assert addr == "10.0.2.2" and loopback
                     else:
                         assert accel.outside(socket.inet_aton(ip), NETS), addr
+                        assert loopback or not is_own(socket.inet_aton(ip)), addr
 
 
 def test_support_needs_user_notification_cookie_runc_1_1_and_libseccomp_2_5() -> None:

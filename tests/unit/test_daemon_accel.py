@@ -27,9 +27,9 @@ OLD_RUNC = ("runc (1, 0) cannot hand over a seccomp listener (1.1+)",)
 
 def test_on_by_default_wherever_the_agent_works_host_loopback_or_not() -> None:
     plan = build_plan(Config(), facts(), paths())
-    assert plan.daemon_accel and plan.agent and not plan.accel
+    assert plan.daemon_accel and plan.agent and plan.accel  # containers' too (issue 27)
     assert plan.child.watch_connects == str(plan.paths.accel_sock)
-    off = build_plan(Config(daemon_net_accel=False), facts(), paths())
+    off = build_plan(Config(daemon_net_accel=False, net_accel=False), facts(), paths())
     assert not off.daemon_accel and not off.agent and off.child.watch_connects is None
     old = build_plan(Config(), facts(accel_problems=OLD_RUNC), paths())
     assert not old.daemon_accel and old.child.watch_connects is None

@@ -365,7 +365,11 @@ def test_net_pasta_as_real_root_is_refused() -> None:
 def test_container_defaults_go_through_the_runtime_wrapper() -> None:
     plan = build_plan(Config(), facts(), paths())
     lines = written(plan, "/tmp/docker-up-1001/bin/docker-up-runtime").splitlines()
-    spec = RuntimeSpec("/usr/sbin/runc", {"net.ipv4.tcp_wmem": "4096 16384 131072"}, None)
+    spec = RuntimeSpec(
+        "/usr/sbin/runc",
+        {"net.ipv4.tcp_wmem": "4096 16384 131072"},
+        "/tmp/docker-up-1001/accel.sock",
+    )  # --net-accel is on by default
     # Only `create` pays for a Python start; everything else is runc at once.
     assert lines[1:4] == [
         'case " $* " in',
@@ -379,15 +383,16 @@ def test_container_defaults_go_through_the_runtime_wrapper() -> None:
 
 
 def test_no_container_defaults_means_plain_runc() -> None:
-    plan = build_plan(Config(tcp_wmem_max=0), facts(), paths())
+    plan = build_plan(Config(tcp_wmem_max=0, net_accel=False), facts(), paths())
     assert [f.path.name for f in plan.files] == ["containerd.toml", "docker-up-proxy"]
     assert "default-runtime" not in json.loads(plan.daemon_json["overlay2"])
     assert "net/ipv4/tcp_wmem" not in plan.child.sysctls
 
 
-def test_net_accel_without_host_loopback_only_when_asked_for() -> None:
+def test_net_accel_is_on_by_default_with_host_loopback_closed_too() -> None:
     assert build_plan(Config(net_accel=True), facts(), paths()).accel
-    assert not build_plan(Config(), facts(), paths()).accel
+    assert build_plan(Config(), facts(), paths()).accel  # issue 27: near-native by default
+    assert not build_plan(Config(net_accel=False), facts(), paths()).accel
 
 
 def test_net_accel_hands_runc_the_agents_listener() -> None:
@@ -396,10 +401,9 @@ def test_net_accel_hands_runc_the_agents_listener() -> None:
     assert '"listener": "/tmp/docker-up-1001/accel.sock"' in runtime
 
 
-def test_net_accel_is_on_by_default_where_it_has_work_and_can_work() -> None:
+def test_net_accel_is_on_by_default_where_it_can_work() -> None:
     loopback = Config(allow_host_loopback=True)
     assert build_plan(loopback, facts(), paths()).accel
-    assert not build_plan(Config(), facts(), paths()).accel  # nothing to accelerate
     assert not build_plan(Config(allow_host_loopback=True, net_accel=False), facts(), paths()).accel
     old = facts(accel_problems=("runc (1, 0) cannot hand over a seccomp listener (1.1+)",))
     assert not build_plan(loopback, old, paths()).accel

@@ -115,3 +115,35 @@ def test_proxy_script_quotes_every_path() -> None:
     assert words[:4] == ["exec", "/opt/v env/bin/python", "-S", script("portproxy")]
     assert ProxySpec.from_json(words[4]) == ProxySpec(sock, "/x/p")
     assert words[5:] == ["$@"]
+
+
+def labelled(tmp_path: Path, labels: dict[str, str] | None) -> Path:
+    """A bundle whose spec mounts /etc/hostname from a dockerd container directory that
+    holds config.v2.json with these labels (None: no such file)."""
+    cdir = tmp_path / "containers" / "abc"
+    cdir.mkdir(parents=True)
+    if labels is not None:
+        (cdir / "config.v2.json").write_text(json.dumps({"Config": {"Labels": labels}}))
+    s = spec([{"type": "network"}])
+    s["linux"]["seccomp"] = default_profile()
+    s["mounts"] = [{"destination": "/etc/hostname", "source": str(cdir / "hostname")}]
+    f = tmp_path / "config.json"
+    f.write_text(json.dumps(s))
+    return f
+
+
+def test_the_opt_out_label_keeps_connect_off_the_agent(tmp_path: Path) -> None:
+    f = labelled(tmp_path, {"docker-up.net-accel": "off"})
+    rewrite(str(f), RuntimeSpec("/usr/sbin/runc", WMEM, "/run/accel.sock"))
+    seccomp = json.loads(f.read_text())["linux"]["seccomp"]
+    assert "listenerPath" not in seccomp
+    assert seccomp == default_profile()
+    # The other defaults still apply.
+    assert json.loads(f.read_text())["linux"]["sysctl"] == WMEM
+
+
+def test_without_the_label_or_its_file_the_container_is_accelerated(tmp_path: Path) -> None:
+    for i, labels in enumerate(({"docker-up.net-accel": "on"}, {"other": "off"}, None)):
+        f = labelled(tmp_path / str(i), labels)
+        rewrite(str(f), RuntimeSpec("/usr/sbin/runc", WMEM, "/run/accel.sock"))
+        assert json.loads(f.read_text())["linux"]["seccomp"]["listenerPath"] == "/run/accel.sock"
