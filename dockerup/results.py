@@ -105,6 +105,7 @@ class Logs(Result):
 class Doctor(Result):
     kind: ClassVar[str] = "doctor"
     report: Report
+    verbose: bool = False  # the text form shows every check in full (JSON always does)
 
     @property
     def exit_code(self) -> int:

@@ -5,6 +5,8 @@ script reads (JSON, the snippet, the DOCKER_HOST line a shell can eval)."""
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -84,19 +86,23 @@ def _logs(res: Any) -> None:
 
 
 def _doctor(res: Any) -> None:
-    from rich.table import Table
+    import shutil
 
-    styles = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
-    t = Table(title="docker-up doctor", show_lines=False)
-    for col in ("check", "status", "found", "fix"):
-        t.add_column(col, overflow="fold")
-    for check, result in res.report.results:
-        st = str(result.status)
-        t.add_row(check.title, f"[{styles[st]}]{st}[/]", result.detail, result.hint)
-    c = console(stderr=False)
-    c.print(t)
-    c.print("[bold red]something fails: fix it as shown[/]" if res.report.failed
-            else "[green]nothing fails[/]")  # fmt: skip
+    from dockerup.cli.doctor_text import ASCII_MARKS, MARKS, STYLES, doctor_lines
+
+    width = shutil.get_terminal_size((80, 24)).columns  # COLUMNS first, as rich would
+    marks = MARKS if _encodes("".join(MARKS.values())) else ASCII_MARKS
+    colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    for status, line in doctor_lines(res.report.results, width, res.verbose, marks):
+        print(f"\x1b[{STYLES[status]}m{line}\x1b[0m" if colour and status else line)
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode(sys.stdout.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
 
 
 def _fixes(res: Any) -> None:

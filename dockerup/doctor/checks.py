@@ -425,19 +425,6 @@ def check_running(f: DoctorFacts) -> Result:
               f"{r.get('restarts', 0)} restarts")  # fmt: skip
 
 
-def check_image_base(f: DoctorFacts) -> Result:
-    """Only for building the workspace image (scripts/build-image), which reaches no
-    network: its Debian base comes from a cache that scripts/prepare fills once."""
-    if f.image_base_cached:
-        return ok(f"cached at {f.image_base}: the image builds without any network")
-    return Result(
-        Status.skip,
-        f"not cached at {f.image_base}: building the workspace image first needs a Debian "
-        "mirror (the one apt uses here, or DOCKER_UP_MIRROR) for a debootstrap",
-        "scripts/prepare (as root), where that mirror is reachable",
-    )
-
-
 def check_mode(f: DoctorFacts) -> Result:
     h = f.host
     try:
@@ -473,7 +460,6 @@ CHECKS: tuple[Check, ...] = (
     Check("runtime.disk", "free disk", check_disk),
     Check("runtime.daemon", "other daemons", check_existing_daemon),
     Check("runtime.docker-up", "docker-up", check_running),
-    Check("image.base", "workspace image base", check_image_base),
 )
 
 

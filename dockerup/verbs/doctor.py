@@ -17,7 +17,7 @@ from dockerup.verbs.running import status
 from dockerup.verbs.settings import load_config
 
 
-def report() -> Doctor:
+def report(verbose: bool = False) -> Doctor:
     """Every check, for the configured settings (a broken config file is reported by `up`
     and `config show`; doctor then still checks the machine, for the defaults)."""
     try:
@@ -30,7 +30,7 @@ def report() -> Doctor:
     paths = paths_for(mode, h, config)
     cheap = host.probe_cheap(h, paths, config)
     facts = host.probe_doctor(cheap, status(paths).data())
-    return Doctor(doctor.run_checks(facts))
+    return Doctor(doctor.run_checks(facts), verbose)
 
 
 def fixes(user: str | None) -> list[doctor.Fix]:

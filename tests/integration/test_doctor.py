@@ -36,6 +36,27 @@ def test_doctor_on_this_machine_passes(workspace: Workspace) -> None:
     assert r.returncode == 0 and "docker-up doctor" in r.stdout and "\x1b[" not in r.stdout
 
 
+@pytest.mark.parametrize("breakage", ["true", TUN_0600], ids=["fine", "tun-0600"])
+def test_doctor_at_80_columns_takes_at_most_a_line_and_a_half_a_check(
+    workspace: Workspace, breakage: str
+) -> None:
+    """A passing check is one line; what fails or warns gets its finding and fix below, and
+    all of it fits 1.5 lines a check at 80 columns (it took 87 lines for 26 checks)."""
+    workspace.extra_env["COLUMNS"] = "80"
+    checks = len(verdicts(workspace.docker_up_on_broken_host(breakage, "doctor", "--json")))
+    r = workspace.docker_up_on_broken_host(breakage, "doctor")
+    lines = r.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, r.stdout
+    assert len(lines) <= 1.5 * checks, r.stdout
+    if breakage == TUN_0600:
+        assert r.returncode == 1
+        at = next(i for i, line in enumerate(lines) if line.startswith("✗ tun.access "))
+        assert "fix: as root: chmod 0666 /dev/net/tun" in " ".join(lines[at : at + 4])
+    else:
+        assert r.returncode == 0
+        assert sum(line.startswith("✓ ") for line in lines) >= checks - 3
+
+
 def test_doctor_shows_the_chosen_driver(workspace: Workspace, net: str) -> None:
     v = verdicts(workspace.docker_up("doctor", "--json"))
     assert v["net.driver"]["detail"] == net

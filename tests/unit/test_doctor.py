@@ -163,10 +163,6 @@ CASES = [
                            "engine": {"version": "20.10.24", "containers": 2,
                                       "storage": "overlay2"}},
      Status.ok, "Docker 20.10.24, 2 containers running, overlay2"),
-    ("image.base", {"image_base": "/c/b.tar", "image_base_cached": True}, Status.ok,
-     "builds without any network"),
-    ("image.base", {"image_base": "/c/b.tar"}, Status.skip, "needs a Debian mirror"),
-    ("image.base", {"image_base": "/c/b.tar"}, Status.skip, "scripts/prepare"),
 ]  # fmt: skip
 
 
@@ -262,3 +258,83 @@ def test_up_refuses_with_doctors_words_before_starting_anything() -> None:
     assert "cannot be opened" in e.value.message
     assert "chmod 0666 /dev/net/tun" in (e.value.hint or "")
     assert "check tun.access failed" in (e.value.hint or "")
+
+
+# -- the text form ----------------------------------------------------------------------------
+
+CLOSED_TUN = {"host": facts(binaries={**BINS, "docker": "/usr/bin/docker"},
+                            tun=TunAccess(True, False, "Permission denied"))}  # fmt: skip
+
+
+def text(width: int = 80, verbose: bool = False, **change: Any) -> list[str]:
+    from dockerup.cli.doctor_text import doctor_lines
+
+    report = doctor.run_checks(good(**change))
+    return [line for _, line in doctor_lines(report.results, width, verbose)]
+
+
+def test_a_passing_check_is_one_line_cut_to_the_width() -> None:
+    lines = text(net_accel=None)
+    (accel,) = [line for line in lines if line.startswith("✓ net.accel ")]
+    assert len(accel) == 80 and accel.endswith("…")  # its finding is longer than the line
+    assert "✓ kernel.userns     allowed (max 96365)" in lines
+    assert len(lines) == len(doctor.CHECKS) + 1  # and the summary
+
+
+def test_a_failing_check_gets_its_finding_and_the_exact_fix_below() -> None:
+    lines = text(**CLOSED_TUN)
+    at = next(i for i, line in enumerate(lines) if line.startswith("✗ tun.access "))
+    below = []
+    for line in lines[at + 1 :]:
+        if not line.startswith("    "):
+            break
+        below.append(line)
+    said = " ".join(w for line in [lines[at], *below] for w in line.split())
+    assert "/dev/net/tun cannot be opened by alice: Permission denied" in said
+    assert "fix: as root: chmod 0666 /dev/net/tun" in said
+    assert below[-2].startswith("    fix: as root: chmod 0666 /dev/net/tun")
+
+
+@pytest.mark.parametrize("width", [40, 80, 132])
+def test_no_line_is_wider_than_the_terminal(width: int) -> None:
+    for verbose in (False, True):
+        lines = text(width, verbose, netns_ok=False, cgroup2=False, **CLOSED_TUN)
+        assert [line for line in lines if len(line) > width] == []
+
+
+def test_at_80_columns_a_check_takes_at_most_one_and_a_half_lines() -> None:
+    """The measure of issue 28 on made-up facts with long findings: what fails and warns
+    here (tun closed, cgroup v1, little disk, no docker client) still fits."""
+    lines = text(cgroup2=False, free_bytes=3 * 2**30, **CLOSED_TUN)
+    assert len(lines) <= 1.5 * len(doctor.CHECKS), "\n".join(lines)
+
+
+def test_verbose_shows_every_check_in_full() -> None:
+    lines = text(verbose=True, net_accel=None)
+    at = lines.index("✓ net.accel         network acceleration")
+    finding = " ".join(w for line in lines[at + 1 : at + 4] for w in line.split())
+    assert finding.startswith("containers auto (on when host loopback is allowed), dockerd's")
+    assert "…" not in "".join(lines)
+
+
+def test_the_summary_counts_and_says_whether_anything_fails() -> None:
+    assert text()[-1] == "docker-up doctor: 24 ok, 1 skipped; nothing fails (--verbose: in full)"
+    assert text(**CLOSED_TUN)[-1] == ("docker-up doctor: 1 fail, 23 ok, 1 skipped "
+                                      "(--verbose: in full)")  # fmt: skip
+
+
+def test_the_text_has_no_colour_off_a_terminal(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dockerup.cli.render import emit
+
+    monkeypatch.setenv("COLUMNS", "80")
+    assert emit(Doctor(doctor.run_checks(good(**CLOSED_TUN)))) == 1
+    out = capsys.readouterr().out
+    assert "\x1b[" not in out and out.splitlines()[0].startswith("✓ mode ")
+    assert max(len(line) for line in out.splitlines()) <= 80
+
+
+def test_the_image_build_cache_is_not_the_users_business() -> None:
+    """scripts/build-image checks its own cache; doctor has no image check."""
+    assert [c.id for c in doctor.CHECKS if c.id.startswith("image")] == []

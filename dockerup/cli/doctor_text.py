@@ -1,0 +1,80 @@
+"""`docker-up doctor` as text: a check that passes is one line (mark, id, what was found,
+cut to the width); one that fails or warns gets its finding in full and the exact fix on
+the lines below, as flutter doctor and brew doctor do. --verbose: every check in full.
+Pure (lines and their styles), so the layout is tested at any width."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dockerup.doctor import Check, Result
+
+MARKS = {"ok": "✓", "warn": "!", "fail": "✗", "skip": "-"}
+ASCII_MARKS = {"ok": "+", "warn": "!", "fail": "x", "skip": "-"}
+STYLES = {"ok": "32", "warn": "33", "fail": "1;31", "skip": "2"}
+INDENT = "    "
+
+
+def doctor_lines(
+    results: Sequence[tuple[Check, Result]],
+    width: int,
+    verbose: bool = False,
+    marks: dict[str, str] = MARKS,
+) -> list[tuple[str, str]]:
+    """(style, line) for each line to print; style is a status ("" for none)."""
+    width = max(width, 40)
+    column = max((len(c.id) for c, _ in results), default=0)
+    out: list[tuple[str, str]] = []
+    for check, result in results:
+        head = f"{marks[str(result.status)]} {check.id:<{column}} "
+        out += check_lines(head, check, result, width, verbose)
+    failed = any(str(r.status) == "fail" for _, r in results)
+    out += [("fail" if failed else "", line) for line in wrapped(summary(results, verbose),
+                                                                 width, "", INDENT)]  # fmt: skip
+    return out
+
+
+def check_lines(
+    head: str, check: Check, result: Result, width: int, verbose: bool
+) -> list[tuple[str, str]]:
+    status = str(result.status)
+    loud = status in ("warn", "fail")
+    if verbose:  # the title on the check's line, the finding in full below
+        lines = wrapped(head + check.title, width, "", INDENT)
+        lines += wrapped(result.detail, width, INDENT, INDENT)
+    elif loud:  # the finding starts on the check's own line and goes on below it
+        lines = wrapped(head + result.detail, width, "", INDENT)
+    else:
+        lines = [cut(head + result.detail, width)]
+    if result.hint and (loud or verbose):
+        lines += wrapped("fix: " + result.hint, width, INDENT, INDENT + "     ")
+    return [(status, lines[0]), *(("", line) for line in lines[1:])]
+
+
+def wrapped(text: str, width: int, first: str, rest: str) -> list[str]:
+    """The text wrapped to the width: its first line indented by `first`, all others (and
+    each further paragraph: a hint may hold several) by `rest`."""
+    lines: list[str] = []
+    for paragraph in text.splitlines() or [""]:
+        lead = rest if lines else first
+        lines += textwrap.wrap(paragraph, width, initial_indent=lead, subsequent_indent=rest,
+                               break_on_hyphens=False) or [lead.rstrip()]  # fmt: skip
+    return lines
+
+
+def cut(line: str, width: int) -> str:
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def summary(results: Sequence[tuple[Check, Result]], verbose: bool) -> str:
+    counts: dict[str, int] = {}
+    for _, r in results:
+        counts[str(r.status)] = counts.get(str(r.status), 0) + 1
+    said = ", ".join(f"{counts[s]} {word}" for s, word in (
+        ("fail", "fail"), ("warn", "warn"), ("ok", "ok"), ("skip", "skipped"))
+        if counts.get(s))  # fmt: skip
+    verdict = "" if counts.get("fail") else "; nothing fails"
+    return f"docker-up doctor: {said}{verdict}" + ("" if verbose else " (--verbose: in full)")
