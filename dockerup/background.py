@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dockerup import proc, supervise
+from dockerup import instance, proc, supervise
 from dockerup.errors import DockerUpError
 from dockerup.paths import Paths
 from dockerup.plan import Plan
@@ -36,7 +36,7 @@ def read_json(path: Path) -> dict[str, Any]:
 
 def wait_for_other(plan: Plan) -> str:
     """Another docker-up holds the lock: wait until its API answers; its DOCKER_HOST."""
-    if not supervise.wait_until_answering(plan.paths, plan.config.start_timeout):
+    if not instance.wait_until_answering(plan.paths, plan.config.start_timeout):
         raise DockerUpError(
             "another docker-up holds the lock but its daemon does not answer",
             hint="see `docker-up status` and `docker-up logs`",
@@ -48,7 +48,7 @@ def start_detached(plan: Plan) -> tuple[str, bool]:
     """Start in the background; return (DOCKER_HOST, already running) once the daemon
     answers, or raise with the log's tail. A forked process does the start and becomes the
     keeper; it reports over a pipe."""
-    supervise.prepare_runtime(plan.paths)
+    instance.prepare_runtime(plan.paths)
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the background docker-up
@@ -100,7 +100,7 @@ def report_and_run(plan: Plan, w: int) -> None:
         code = supervise.run(
             plan, lambda _msg: None, lambda r: send(docker_host=r.docker_host), foreground=False
         )
-    except supervise.AlreadyRunning:
+    except instance.AlreadyRunning:
         send(already=True)
         code = 0
     except DockerUpError as e:
@@ -116,13 +116,13 @@ def hold_socket(plan: Plan, docker_up: str) -> bool:
     (programs/lazy.py) in the background, which execs `docker-up up` on the first client.
     False: another docker-up holds the lock already."""
     paths = plan.paths
-    supervise.prepare_runtime(paths)
-    lock = supervise.take_lock(paths)
+    instance.prepare_runtime(paths)
+    lock = instance.take_lock(paths)
     if lock is None:
         return False
     # What a killed docker-up left (its state names processes that are gone): cleared here
     # as `up` does, or `stop` would later find the old records instead of this holder's.
-    supervise.end_orphans(paths, lambda _msg: None)
+    instance.end_orphans(paths, lambda _msg: None)
     with contextlib.suppress(FileNotFoundError):
         paths.socket.unlink()
     server = socket.socket(socket.AF_UNIX)
@@ -152,12 +152,12 @@ def hold_socket(plan: Plan, docker_up: str) -> bool:
 def stop(paths: Paths, timeout: float = 60.0) -> bool:
     """Ask the keeper (or the lazy holder) to stop and wait until the lock is free. False:
     nothing was running."""
-    supervise.check_runtime(paths)
-    if not supervise.is_locked(paths):
+    instance.check_runtime(paths)
+    if not instance.is_locked(paths):
         return False
     # The lazy holder (until its first client) or the keeper: whichever the records name
     # and still runs as recorded.
-    state = supervise.read_state(paths) or {}
+    state = instance.read_state(paths) or {}
     candidates = [read_json(lazy_file(paths)).get("id"), (state.get("procs") or {}).get("keeper")]
     idents = [i for c in candidates if (i := procid.ProcId.from_json(c))]
     ident = next((i for i in idents if procid.send(i, signal.SIGTERM)), None)
@@ -168,7 +168,7 @@ def stop(paths: Paths, timeout: float = 60.0) -> bool:
         )
     from dockerup.waiting import wait_until
 
-    if not wait_until(lambda: not supervise.is_locked(paths), timeout, period=0.05):
+    if not wait_until(lambda: not instance.is_locked(paths), timeout, period=0.05):
         raise DockerUpError(f"docker-up (pid {ident.pid}) did not stop in {timeout:.0f} s")
     return True
 

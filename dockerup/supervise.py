@@ -6,205 +6,52 @@ started, in reverse. Once dockerd answers, the process execs the lean keeper (ke
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import fcntl
-import json
 import os
 import signal
 import socket
-import stat
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dockerup import proc
+from dockerup.childlink import ChildLink, helper_died
 from dockerup.early import MARKS, Child, start_child
 from dockerup.errors import DockerUpError
+from dockerup.handover import (
+    Handles,
+    exec_keeper,
+    open_listener,
+    open_port_manager,
+    serve_rootlesskit_api,
+)
+from dockerup.instance import AlreadyRunning as AlreadyRunning
+from dockerup.instance import Progress as Progress
+from dockerup.instance import Running as Running
+from dockerup.instance import (
+    end_orphans,
+    instance_lock,
+    prepare_runtime,
+    remove_stale,
+    write_state,
+)
 from dockerup.net import NET_DRIVERS
 from dockerup.paths import Paths
-from dockerup.plan import Plan, WriteFile, require_own_runtime
+from dockerup.plan import Plan, WriteFile
 from dockerup.programs import logfiles, procid
 from dockerup.programs.common import STOP_SIGNALS, append_log, atomic_write, wait_ready
-from dockerup.programs.fdwait import readable
-from dockerup.programs.specs import KeeperSpec
 from dockerup.programs.wire import ping
 
 if TYPE_CHECKING:
-    from dockerup.programs.rlkapi import ApiThread
-
-Progress = Callable[[str], None]
-NS_KINDS = ("user", "mnt", "net")
-
-
-class AlreadyRunning(Exception):
     pass
+
+NS_KINDS = ("user", "mnt", "net")
 
 
 class Interrupted(Exception):
     """SIGINT, SIGTERM or SIGHUP while starting: stop everything in order."""
-
-
-@dataclass
-class Running:
-    """What `status` shows; written to state.json (the keeper updates it)."""
-
-    pid: int
-    dockerd_pid: int
-    net_pid: int | None
-    socket: str
-    docker_host: str
-    mode: str
-    mode_reason: str
-    data_root: str
-    storage: str
-    storage_reason: str
-    iptables: str
-    iptables_reason: str
-    net: str
-    net_options: list[str]
-    mtu: int
-    started_at: float
-    restarts: int = 0
-    ipv6: str = ""  # on or off, and why (plan.ipv6_reason)
-    engine: str = ""  # "dockerd 28.5.2, containerd 2.1.9" (plan.engine)
-    timings: dict[str, float] = field(default_factory=dict)
-    # keeper, dockerd, net: pid, start time and executable (dockerup/programs/procid.py): what any
-    # later signal checks first, since a PID alone may name anyone's process by then.
-    procs: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
-class ChildLink:
-    """The parent's end of the JSON-lines conversation with child.py."""
-
-    def __init__(self, p: subprocess.Popen[bytes], rfd: int, wfd: int, log: Path) -> None:
-        self.p, self.rfd, self.wfd, self.log = p, rfd, wfd, log
-        self.spawned_at = time.monotonic()
-        self.buf = b""
-        # The child process execs dockerd once told to go: errors name what it is by then.
-        self.name = "docker-up's namespace child"
-
-    def send(self, **msg: Any) -> None:
-        os.write(self.wfd, (json.dumps(msg) + "\n").encode())
-
-    def recv(self, what: str, deadline: float) -> dict[str, Any]:
-        while b"\n" not in self.buf:
-            wait_readable(self.rfd, self.p, self.name, what, self.log, deadline)
-            chunk = os.read(self.rfd, 65536)
-            if not chunk:
-                raise helper_died(self.p, self.name, what, self.log)
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
-        msg: dict[str, Any] = json.loads(line)
-        if msg.get("step") == "error":
-            raise DockerUpError(
-                f"setting up the namespace failed: {msg['error']}", hint=f"log: {self.log}"
-            )
-        return msg
-
-
-@dataclass
-class Handles:
-    """What the keeper inherits: the children, the fd that keeps slirp4netns alive, and fds
-    of the namespaces (holding them keeps the namespaces alive, so dockerd can be restarted
-    in them after it died)."""
-
-    child: ChildLink
-    net: subprocess.Popen[bytes] | None
-    net_exit_fd: int | None
-    ns_fds: dict[str, int]
-    ports: socket.socket | None = None
-    accel: socket.socket | None = None  # the acceleration agent's listener (--net-accel)
-    rlk: ApiThread | None = None  # dockerd 28+: the RootlessKit API, answered meanwhile
-
-
-def wait_readable(
-    fd: int, helper: subprocess.Popen[bytes], name: str, what: str, log: Path, deadline: float
-) -> None:
-    """Block until fd is readable; fail at once if the helper exits first (its pidfd becomes
-    readable), or at the deadline."""
-    pidfd = os.pidfd_open(helper.pid)
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise DockerUpError(f"timed out waiting for {what}", detail=proc.tail(log))
-            ready = readable([fd, pidfd], left)
-            if fd in ready:
-                return
-            if pidfd in ready:
-                raise helper_died(helper, name, what, log)
-    finally:
-        os.close(pidfd)
-
-
-def helper_died(p: subprocess.Popen[bytes], name: str, what: str, log: Path) -> DockerUpError:
-    code = p.wait()
-    return DockerUpError(
-        f"{name} {proc.describe_exit(code)} while waiting for {what}",
-        hint=f"full log: {log}",
-        detail=proc.tail(log, 20),
-    )
-
-
-def take_lock(paths: Paths) -> int | None:
-    """One docker-up per user: the fd holding the lock, or None when another holds it. The
-    lock lives as long as its open file, which the keeper (or the lazy holder) inherits."""
-    fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
-
-
-@contextlib.contextmanager
-def instance_lock(paths: Paths) -> Iterator[int]:
-    """The lock for one start; a second docker-up must not disturb the first."""
-    fd = take_lock(paths)
-    if fd is None:
-        raise AlreadyRunning(paths.docker_host)
-    try:
-        yield fd
-    finally:
-        os.close(fd)
-
-
-def is_locked(paths: Paths) -> bool:
-    try:
-        fd = os.open(paths.lock, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
-def prepare_runtime(paths: Paths) -> None:
-    """The runtime directory holds the Docker socket: it must be ours and closed to others."""
-    paths.runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
-    check_runtime(paths)
-    os.chmod(paths.runtime, 0o700)
-
-
-def check_runtime(paths: Paths) -> None:
-    """Every command that reads or writes the runtime directory (the socket, the state, the
-    logs) first makes sure it is a directory of ours: the fallback under /tmp can be made
-    by anyone first, who would then receive the user's Docker API traffic."""
-    try:
-        st = paths.runtime.lstat()
-    except FileNotFoundError:
-        return
-    foreign = st.st_uid != os.getuid() or stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode)
-    require_own_runtime(paths, foreign)
 
 
 def prepare_dirs(plan: Plan) -> None:
@@ -238,18 +85,6 @@ def claim_data_root(root: Path, custom: bool) -> None:
                             hint="set data-root to a directory you own") from e  # fmt: skip
 
 
-def read_state(paths: Paths) -> dict[str, Any] | None:
-    try:
-        data: dict[str, Any] = json.loads(paths.state_file.read_text())
-    except (OSError, ValueError):
-        return None
-    return data
-
-
-def write_state(paths: Paths, running: Running) -> None:
-    atomic_write(paths.state_file, json.dumps(asdict(running), indent=2))
-
-
 def write_files(files: tuple[WriteFile, ...]) -> None:
     """The plan's files, each only if its content differs (a docker CLI context the user
     also points at stays untouched when it is already right)."""
@@ -262,36 +97,6 @@ def write_files(files: tuple[WriteFile, ...]) -> None:
         except OSError as e:
             if not f.optional:
                 raise DockerUpError(f"cannot write {f.path}: {e.strerror}") from e
-
-
-def end_orphans(paths: Paths, progress: Progress, keep_socket: bool = False) -> None:
-    """Under the lock nothing of ours runs: whatever state.json names and still runs is an
-    orphan of a docker-up that was killed. End it, but only if it is the very process that
-    was recorded (pid, start time, executable); a PID alone may be anyone's by now."""
-    state = read_state(paths) or {}
-    procs = state.get("procs")
-    if not isinstance(procs, dict):
-        procs = {}  # from before identities were recorded: nothing is signalled
-    for name in ("dockerd", "net", "keeper"):
-        ident = procid.ProcId.from_json(procs.get(name))
-        if ident and procid.identify(ident.pid) == ident:
-            progress(f"ending orphaned {name} (pid {ident.pid}) of an earlier docker-up")
-            procid.terminate(ident, 15)
-    remove_stale(paths, keep_socket)
-
-
-def stale_files(paths: Paths, keep_socket: bool = False) -> tuple[Path, ...]:
-    """What a stopped docker-up leaves behind. With socket activation the socket is ours,
-    bound by the lazy holder, not a leftover."""
-    files = (paths.pidfile, paths.slirp_api, paths.state_file, paths.ports_sock, paths.main_pid,
-             paths.accel_sock, paths.rootlesskit_api)  # fmt: skip
-    return files if keep_socket else (paths.socket, *files)
-
-
-def remove_stale(paths: Paths, keep_socket: bool = False) -> None:
-    for p in stale_files(paths, keep_socket):
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
 
 
 @contextlib.contextmanager
@@ -479,42 +284,6 @@ def wait_network(name: str, net: subprocess.Popen[bytes], ready_r: int, log_dir:
         raise helper_died(net, name, "the network to be ready", log)
 
 
-def open_port_manager(plan: Plan, stack: contextlib.ExitStack[bool | None]) -> socket.socket | None:
-    """Listen for dockerd's port proxies before dockerd starts (containers with a restart
-    policy publish at once); the keeper inherits the socket and answers them."""
-    if plan.net is None:
-        return None
-    return open_listener(plan.paths.ports_sock, stack)
-
-
-def serve_rootlesskit_api(
-    plan: Plan, dockerd_pid: int, stack: contextlib.ExitStack[bool | None]
-) -> ApiThread | None:
-    """dockerd 28+ asks the RootlessKit API as it starts, before its own API answers: this
-    process serves it on a thread until the keeper takes over (exec_keeper)."""
-    if plan.rlk_info is None:
-        return None
-    from dockerup.programs.rlkapi import ApiThread, RootlessKitApi
-
-    plan.paths.rootlesskit_dir.mkdir(mode=0o700, exist_ok=True)
-    server = open_listener(plan.paths.rootlesskit_api, stack)
-    api = RootlessKitApi(dataclasses.replace(plan.rlk_info, child_pid=dockerd_pid))
-    return stack.enter_context(ApiThread(api, server))
-
-
-def open_listener(path: Path, stack: contextlib.ExitStack[bool | None]) -> socket.socket:
-    """A unix socket only we may connect to, bound before dockerd starts (runc connects to
-    the acceleration agent's as it creates a container; a missing one fails the container)."""
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-    server = socket.socket(socket.AF_UNIX)
-    stack.callback(server.close)
-    server.bind(str(path))
-    os.chmod(path, 0o600)
-    server.listen(64)
-    return server
-
-
 class _NotYet(Exception):
     pass
 
@@ -636,90 +405,3 @@ def run(
         progress("stopped before dockerd was ready")
         return 130
     return 0
-
-
-def keeper_spec(
-    plan: Plan, running: Running, handles: Handles, lock_fd: int, foreground: bool
-) -> KeeperSpec:
-    paths = plan.paths
-    # A new slirp4netns attaches by dockerd's PID, as the first did: by namespace path it
-    # would have to join the user namespace itself, which its --enable-sandbox cannot do.
-    net_argv = plan.net.argv("{target}", "{ready_fd}", "{exit_fd}") if plan.net else None
-    return KeeperSpec(
-        dockerd_pid=running.dockerd_pid,
-        dockerd=plan.child.dockerd,
-        containerd=plan.child.containerd,
-        dockerd_log=str(paths.log_dir / "dockerd.log"),
-        net_pid=running.net_pid,
-        net_name=plan.net_name,
-        net_argv=net_argv,
-        net_log=str(paths.log_dir / f"{plan.net_name}.log"),
-        net_api=str(paths.slirp_api),
-        exit_fd=handles.net_exit_fd,
-        ns_fds=handles.ns_fds,
-        lock_fd=lock_fd,
-        listen_fd=plan.config.listen_fd,
-        ports_fd=handles.ports.fileno() if handles.ports else None,
-        accel_fd=handles.accel.fileno() if handles.accel else None,
-        live_restore=plan.config.gives_dockerd("--live-restore"),
-        **rootlesskit_handover(handles.rlk),
-        allow_host_loopback=plan.config.allow_host_loopback,
-        watch_connects=plan.child.watch_connects,
-        port_forwarder=plan.config.port_forwarder,
-        socket=str(paths.socket),
-        pidfile=str(paths.pidfile),
-        containerd_pidfile=str(paths.containerd_pidfile),
-        state_file=str(paths.state_file),
-        log_file=str(paths.log_dir / "docker-up.log"),
-        log_max=plan.config.log_max,
-        echo=foreground,
-        stop_timeout=plan.config.stop_timeout,
-        start_timeout=plan.config.start_timeout,
-        remove=[str(p) for p in stale_files(paths)],
-    )
-
-
-def rootlesskit_handover(rlk: ApiThread | None) -> dict[str, Any]:
-    """The API's socket and table for the keeper. The thread stops first: what dockerd asks
-    from now on waits in the socket's backlog for the keeper."""
-    if rlk is None:
-        return {}
-    rlk.stop()
-    state = rlk.api
-    return {"rlk_fd": rlk.server.fileno(), "rlk_info": state.info, "rlk_ports": state.snapshot()}
-
-
-def exec_keeper(
-    plan: Plan, running: Running, handles: Handles, lock_fd: int, foreground: bool
-) -> None:
-    spec = keeper_spec(plan, running, handles, lock_fd, foreground)
-    port_fd = handles.ports.fileno() if handles.ports else None
-    accel_fd = handles.accel.fileno() if handles.accel else None
-    listen = plan.config.listen_fd
-    rlk_fd = handles.rlk.server.fileno() if handles.rlk else None
-    for fd in (handles.net_exit_fd, lock_fd, port_fd, accel_fd, rlk_fd, listen,
-               *handles.ns_fds.values()):  # fmt: skip
-        if fd is not None:
-            os.set_inheritable(fd, True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    argv = plan.program_argv("keeper", spec.to_json())
-    os.execv(argv[0], argv)
-
-
-def wait_until_answering(paths: Paths, timeout: float) -> bool:
-    """For a second docker-up: the first may still be starting. Wait for its API (a raw
-    /_ping over the socket), as long as it still holds the lock."""
-    from dockerup.waiting import wait_until
-
-    gone = []
-
-    def answers_or_gone() -> bool:
-        if ping(paths.socket):
-            return True
-        if not is_locked(paths):
-            gone.append(True)
-            return True
-        return False
-
-    return wait_until(answers_or_gone, timeout) and not gone

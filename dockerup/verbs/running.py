@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dockerup import background, proc, supervise
+from dockerup import background, instance, proc
 from dockerup.errors import DockerUpError
 from dockerup.net import NET_DRIVERS
 from dockerup.paths import Paths
@@ -20,9 +20,9 @@ LOGS = ("docker-up", "dockerd", *NET_DRIVERS)
 
 
 def status(paths: Paths) -> Status:
-    supervise.check_runtime(paths)
-    state = supervise.read_state(paths)
-    locked = supervise.is_locked(paths)
+    instance.check_runtime(paths)
+    state = instance.read_state(paths)
+    locked = instance.is_locked(paths)
     sock, host = str(paths.socket), paths.docker_host
     if locked and state is not None:
         uptime = round(time.time() - state["started_at"], 1)
@@ -44,7 +44,7 @@ def log_files(paths: Paths) -> dict[str, Path]:
 
 def read_logs(paths: Paths, lines: int) -> Logs:
     """The last lines of each log, each marked with where it came from."""
-    supervise.check_runtime(paths)
+    instance.check_runtime(paths)
     out: list[tuple[str, str]] = []
     for name, path in log_files(paths).items():
         out += [(name, line) for line in proc.tail(path, lines).splitlines()]
@@ -53,7 +53,7 @@ def read_logs(paths: Paths, lines: int) -> Logs:
 
 def follow_logs(paths: Paths) -> Iterator[tuple[str, str]]:
     """New lines of every log as they come (`logs -f`), until interrupted."""
-    supervise.check_runtime(paths)
+    instance.check_runtime(paths)
     files: dict[str, Any] = {}
     for name, path in log_files(paths).items():
         with contextlib.suppress(OSError):
@@ -82,9 +82,9 @@ def enter_argv(state: dict[str, Any], command: list[str]) -> list[str]:
 def enter(paths: Paths, command: list[str]) -> None:
     """Replace this process with `command` inside the namespaces: exit codes, signals and
     the terminal pass straight through."""
-    supervise.check_runtime(paths)
-    state = supervise.read_state(paths)
-    if not state or not supervise.is_locked(paths):
+    instance.check_runtime(paths)
+    state = instance.read_state(paths)
+    if not state or not instance.is_locked(paths):
         raise DockerUpError("docker-up is not running", hint="start it: docker-up -d")
     argv = enter_argv(state, command)
     try:

@@ -100,7 +100,7 @@ ENDS_ALLOWED = {
         "the forked background docker-up: its status goes to the pipe, never to the CLI",
     ("background.py", "hold_socket", "os.execv"):
         "the forked child becomes the lazy holder (programs/lazy.py)",
-    ("supervise.py", "exec_keeper", "os.execv"):
+    ("handover.py", "exec_keeper", "os.execv"):
         "a started docker-up becomes the keeper (programs/keeper.py), which keeps its PID",
     ("verbs/running.py", "enter", "os.execvp"):
         "`exec` and `shell` are the command they run: status, signals and terminal pass "

@@ -1,0 +1,73 @@
+"""The parent's side of the namespace child (programs/child.py): its JSON-lines
+conversation, and what to say when it, or a helper, dies while the parent waits."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from dockerup import proc
+from dockerup.errors import DockerUpError
+from dockerup.programs.fdwait import readable
+
+
+class ChildLink:
+    """The parent's end of the JSON-lines conversation with child.py."""
+
+    def __init__(self, p: subprocess.Popen[bytes], rfd: int, wfd: int, log: Path) -> None:
+        self.p, self.rfd, self.wfd, self.log = p, rfd, wfd, log
+        self.spawned_at = time.monotonic()
+        self.buf = b""
+        # The child process execs dockerd once told to go: errors name what it is by then.
+        self.name = "docker-up's namespace child"
+
+    def send(self, **msg: Any) -> None:
+        os.write(self.wfd, (json.dumps(msg) + "\n").encode())
+
+    def recv(self, what: str, deadline: float) -> dict[str, Any]:
+        while b"\n" not in self.buf:
+            wait_readable(self.rfd, self.p, self.name, what, self.log, deadline)
+            chunk = os.read(self.rfd, 65536)
+            if not chunk:
+                raise helper_died(self.p, self.name, what, self.log)
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        msg: dict[str, Any] = json.loads(line)
+        if msg.get("step") == "error":
+            raise DockerUpError(
+                f"setting up the namespace failed: {msg['error']}", hint=f"log: {self.log}"
+            )
+        return msg
+
+
+def wait_readable(
+    fd: int, helper: subprocess.Popen[bytes], name: str, what: str, log: Path, deadline: float
+) -> None:
+    """Block until fd is readable; fail at once if the helper exits first (its pidfd becomes
+    readable), or at the deadline."""
+    pidfd = os.pidfd_open(helper.pid)
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DockerUpError(f"timed out waiting for {what}", detail=proc.tail(log))
+            ready = readable([fd, pidfd], left)
+            if fd in ready:
+                return
+            if pidfd in ready:
+                raise helper_died(helper, name, what, log)
+    finally:
+        os.close(pidfd)
+
+
+def helper_died(p: subprocess.Popen[bytes], name: str, what: str, log: Path) -> DockerUpError:
+    code = p.wait()
+    return DockerUpError(
+        f"{name} {proc.describe_exit(code)} while waiting for {what}",
+        hint=f"full log: {log}",
+        detail=proc.tail(log, 20),
+    )

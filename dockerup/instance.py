@@ -1,0 +1,173 @@
+"""One docker-up per user: its lock, its runtime directory, its state file, and what a
+stopped or killed one leaves behind. Every verb that looks at a running docker-up (status,
+stop, logs, exec) and the executor that starts one use these."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dockerup.paths import Paths
+from dockerup.plan import require_own_runtime
+from dockerup.programs import procid
+from dockerup.programs.common import atomic_write
+from dockerup.programs.wire import ping
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Running:
+    """What `status` shows; written to state.json (the keeper updates it)."""
+
+    pid: int
+    dockerd_pid: int
+    net_pid: int | None
+    socket: str
+    docker_host: str
+    mode: str
+    mode_reason: str
+    data_root: str
+    storage: str
+    storage_reason: str
+    iptables: str
+    iptables_reason: str
+    net: str
+    net_options: list[str]
+    mtu: int
+    started_at: float
+    restarts: int = 0
+    ipv6: str = ""  # on or off, and why (plan.ipv6_reason)
+    engine: str = ""  # "dockerd 28.5.2, containerd 2.1.9" (plan.engine)
+    timings: dict[str, float] = field(default_factory=dict)
+    # keeper, dockerd, net: pid, start time and executable (dockerup/programs/procid.py): what any
+    # later signal checks first, since a PID alone may name anyone's process by then.
+    procs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+def take_lock(paths: Paths) -> int | None:
+    """One docker-up per user: the fd holding the lock, or None when another holds it. The
+    lock lives as long as its open file, which the keeper (or the lazy holder) inherits."""
+    fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+@contextlib.contextmanager
+def instance_lock(paths: Paths) -> Iterator[int]:
+    """The lock for one start; a second docker-up must not disturb the first."""
+    fd = take_lock(paths)
+    if fd is None:
+        raise AlreadyRunning(paths.docker_host)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def is_locked(paths: Paths) -> bool:
+    try:
+        fd = os.open(paths.lock, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def prepare_runtime(paths: Paths) -> None:
+    """The runtime directory holds the Docker socket: it must be ours and closed to others."""
+    paths.runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+    check_runtime(paths)
+    os.chmod(paths.runtime, 0o700)
+
+
+def check_runtime(paths: Paths) -> None:
+    """Every command that reads or writes the runtime directory (the socket, the state, the
+    logs) first makes sure it is a directory of ours: the fallback under /tmp can be made
+    by anyone first, who would then receive the user's Docker API traffic."""
+    try:
+        st = paths.runtime.lstat()
+    except FileNotFoundError:
+        return
+    foreign = st.st_uid != os.getuid() or stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode)
+    require_own_runtime(paths, foreign)
+
+
+def read_state(paths: Paths) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads(paths.state_file.read_text())
+    except (OSError, ValueError):
+        return None
+    return data
+
+
+def end_orphans(paths: Paths, progress: Progress, keep_socket: bool = False) -> None:
+    """Under the lock nothing of ours runs: whatever state.json names and still runs is an
+    orphan of a docker-up that was killed. End it, but only if it is the very process that
+    was recorded (pid, start time, executable); a PID alone may be anyone's by now."""
+    state = read_state(paths) or {}
+    procs = state.get("procs")
+    if not isinstance(procs, dict):
+        procs = {}  # from before identities were recorded: nothing is signalled
+    for name in ("dockerd", "net", "keeper"):
+        ident = procid.ProcId.from_json(procs.get(name))
+        if ident and procid.identify(ident.pid) == ident:
+            progress(f"ending orphaned {name} (pid {ident.pid}) of an earlier docker-up")
+            procid.terminate(ident, 15)
+    remove_stale(paths, keep_socket)
+
+
+def stale_files(paths: Paths, keep_socket: bool = False) -> tuple[Path, ...]:
+    """What a stopped docker-up leaves behind. With socket activation the socket is ours,
+    bound by the lazy holder, not a leftover."""
+    files = (paths.pidfile, paths.slirp_api, paths.state_file, paths.ports_sock, paths.main_pid,
+             paths.accel_sock, paths.rootlesskit_api)  # fmt: skip
+    return files if keep_socket else (paths.socket, *files)
+
+
+def remove_stale(paths: Paths, keep_socket: bool = False) -> None:
+    for p in stale_files(paths, keep_socket):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+
+
+def wait_until_answering(paths: Paths, timeout: float) -> bool:
+    """For a second docker-up: the first may still be starting. Wait for its API (a raw
+    /_ping over the socket), as long as it still holds the lock."""
+    from dockerup.waiting import wait_until
+
+    gone = []
+
+    def answers_or_gone() -> bool:
+        if ping(paths.socket):
+            return True
+        if not is_locked(paths):
+            gone.append(True)
+            return True
+        return False
+
+    return wait_until(answers_or_gone, timeout) and not gone
+
+
+def write_state(paths: Paths, running: Running) -> None:
+    atomic_write(paths.state_file, json.dumps(asdict(running), indent=2))
