@@ -3,7 +3,8 @@ as JSON in one versioned envelope ({"version": 1, "kind": ..., ...})."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -57,29 +58,68 @@ class DryRun(Result):
         return self.plan
 
 
+# `status --json`'s own document, versioned apart from the envelope: a field is added
+# within a version, never renamed or given another meaning (README: "status --json").
+STATUS_SCHEMA = "docker-up.status/1"
+
+
+@dataclass(frozen=True)
+class Daemon:
+    """What a running docker-up is and does: the fields `status` publishes."""
+
+    pid: int  # docker-up's keeper
+    dockerd_pid: int
+    net_pid: int | None  # the network helper's (None: --host-network)
+    mode: str
+    mode_reason: str
+    net: str  # slirp4netns, pasta, host
+    net_options: list[str]
+    mtu: int
+    ipv6: bool
+    ipv6_reason: str
+    storage: str
+    storage_reason: str
+    data_root: str
+    iptables: str
+    iptables_reason: str
+    engine: str  # "dockerd 28.5.2, containerd 2.1.9"; "" when not known
+    started_at: float  # seconds since the epoch
+    restarts: int  # of dockerd or the network helper, by the keeper
+
+
 @dataclass(frozen=True)
 class Status(Result):
     kind: ClassVar[str] = "status"
     running: bool
     socket: str
     docker_host: str
-    lazy: bool = False
+    lazy: bool = False  # socket activation: only the holder runs (pid), dockerd not yet
     pid: int | None = None
     answering: bool | None = None
     uptime_s: float | None = None
-    state: dict[str, Any] = field(default_factory=dict)  # state.json of the running one
+    daemon: Daemon | None = None
+    # --debug only: the start's timings and the processes' identity records.
+    debug: dict[str, Any] | None = None
 
     @property
     def exit_code(self) -> int:
         return 0 if self.running else 3
 
+    @property
+    def state(self) -> str:
+        return "lazy" if self.lazy else "running" if self.running else "stopped"
+
     def data(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"running": self.running, "socket": self.socket,
+        doc: dict[str, Any] = {"schema": STATUS_SCHEMA, "running": self.running,
+                               "state": self.state, "socket": self.socket,
                                "docker_host": self.docker_host}  # fmt: skip
         if self.lazy:
-            doc.update(lazy=True, pid=self.pid)
-        elif self.running:
-            doc.update(self.state, uptime_s=self.uptime_s, answering=self.answering)
+            doc.update(pid=self.pid)
+        elif self.daemon is not None:
+            doc.update(dataclasses.asdict(self.daemon), answering=self.answering,
+                       uptime_s=self.uptime_s)  # fmt: skip
+        if self.debug is not None:
+            doc["debug"] = self.debug
         return doc
 
 

@@ -24,7 +24,8 @@ def say(text: str, style: str = "", end: str = "\n") -> None:
 def foreground_notice() -> None:
     """The first line of a foreground start: `docker-up` typed to see what it is starts a
     daemon (the seed's default), so say so, and how to stop it or see the commands."""
-    say("docker-up: starting dockerd in the foreground; Ctrl-C or `docker-up stop` stops it, "
+    # (Not "starting dockerd": that is the progress line of the step itself.)
+    say("docker-up: runs dockerd in the foreground until Ctrl-C or `docker-up stop`; "
         "`docker-up --help` lists the commands", DIM)  # fmt: skip
 
 

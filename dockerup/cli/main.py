@@ -192,10 +192,11 @@ def config_show(
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Is docker-up running, and how: PIDs, mode, socket, network, uptime, restarts."""
+    """Is docker-up running, and how: PIDs, mode, socket, network, uptime, restarts.
+    With --debug also the start's timings and the processes' identity records."""
     from dockerup.verbs import running, settings
 
-    _exit(emit(running.status(settings.current_paths()), as_json))
+    _exit(emit(running.status(settings.current_paths(), debug=state["debug"]), as_json))
 
 
 @app.command()

@@ -51,29 +51,31 @@ def _status(res: Any) -> None:
     if not res.running:
         c.print(f"docker-up is not running (socket would be {res.socket})")
         return
-    if res.lazy:
+    if res.lazy or res.daemon is None:
         c.print(f"docker-up holds {res.socket} (pid {res.pid}): dockerd starts on the "
                 "first connection")  # fmt: skip
         return
-    s = res.state
+    d: r.Daemon = res.daemon
     t = Table(show_header=False, box=None)
     rows = [
         ("state", "running" + ("" if res.answering else " (API not answering)")),
-        ("mode", f"{s['mode']} ({s['mode_reason']})"),
+        ("mode", f"{d.mode} ({d.mode_reason})"),
         ("DOCKER_HOST", res.docker_host),
-        ("pids", f"docker-up {s['pid']}, dockerd {s['dockerd_pid']}, "
-                 f"{s['net']} {s.get('net_pid')}"),
-        ("network", f"{s['net']} MTU {s['mtu']} ({', '.join(s['net_options'])})"),
-        ("IPv6", s.get("ipv6") or "off"),
-        ("data-root", s["data_root"]),
-        ("storage", f"{s['storage']} ({s['storage_reason']})"),
-        ("iptables", s["iptables"]),
+        ("pids", f"docker-up {d.pid}, dockerd {d.dockerd_pid}, {d.net} {d.net_pid}"),
+        ("engine", d.engine or "?"),
+        ("network", f"{d.net} MTU {d.mtu} ({', '.join(d.net_options)})"),
+        ("IPv6", d.ipv6_reason or ("on" if d.ipv6 else "off")),
+        ("data-root", d.data_root),
+        ("storage", f"{d.storage} ({d.storage_reason})"),
+        ("iptables", d.iptables),
         ("uptime", f"{res.uptime_s:.0f} s"),
-        ("restarts", str(s["restarts"])),
-    ]  # fmt: skip
+        ("restarts", str(d.restarts)),
+    ]
     for k, v in rows:
         t.add_row(f"[bold]{k}[/]", v)
     c.print(t)
+    if res.debug is not None:
+        print(json.dumps(res.debug, indent=2))
 
 
 def _stopped(res: Any) -> None:

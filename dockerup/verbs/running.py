@@ -14,24 +14,43 @@ from dockerup.errors import DockerUpError
 from dockerup.net import NET_DRIVERS
 from dockerup.paths import Paths
 from dockerup.programs import wire
-from dockerup.results import Logs, Status, Stopped
+from dockerup.results import Daemon, Logs, Status, Stopped
 
 LOGS = ("docker-up", "dockerd", *NET_DRIVERS)
 
 
-def status(paths: Paths) -> Status:
+def status(paths: Paths, debug: bool = False) -> Status:
+    """debug: also the start's timings and the processes' identity records."""
     instance.check_runtime(paths)
     state = instance.read_state(paths)
     locked = instance.is_locked(paths)
     sock, host = str(paths.socket), paths.docker_host
     if locked and state is not None:
-        uptime = round(time.time() - state["started_at"], 1)
-        return Status(True, sock, host, pid=state.get("pid"), answering=wire.ping(paths.socket),
-                      uptime_s=uptime, state=state)  # fmt: skip
+        d = daemon_of(state)
+        extra = {k: state.get(k) for k in ("timings", "procs")} if debug else None
+        return Status(True, sock, host, pid=d.pid, answering=wire.ping(paths.socket),
+                      uptime_s=round(time.time() - d.started_at, 1), daemon=d,
+                      debug=extra)  # fmt: skip
     if locked and (lazy := background.read_json(background.lazy_file(paths))):
         # Socket activation: nothing runs yet but the holder; the first client starts it.
         return Status(True, sock, host, lazy=True, pid=lazy.get("pid"))
     return Status(False, sock, host)
+
+
+def daemon_of(state: dict[str, Any]) -> Daemon:
+    """The published fields from the state file (supervise.Running, as JSON); what an
+    older docker-up did not record yet gets its empty value."""
+    ipv6 = str(state.get("ipv6") or "")
+    return Daemon(
+        pid=state["pid"], dockerd_pid=state["dockerd_pid"], net_pid=state.get("net_pid"),
+        mode=state["mode"], mode_reason=state.get("mode_reason", ""), net=state["net"],
+        net_options=list(state.get("net_options", [])), mtu=state["mtu"],
+        ipv6=ipv6.startswith("on"), ipv6_reason=ipv6,  # plan.ipv6_reason: "on (...)"/"off..."
+        storage=state["storage"], storage_reason=state.get("storage_reason", ""),
+        data_root=state["data_root"], iptables=state.get("iptables", ""),
+        iptables_reason=state.get("iptables_reason", ""), engine=state.get("engine", ""),
+        started_at=state["started_at"], restarts=state.get("restarts", 0),
+    )  # fmt: skip
 
 
 def stop(paths: Paths, timeout: float = 60.0) -> Stopped:

@@ -273,8 +273,8 @@ def test_modes_that_cannot_work_are_refused(workspace: Workspace) -> None:
     assert r.returncode == 1 and "needs uid 0" in r.stderr
     r = workspace.docker_up("--host-network")
     assert r.returncode == 1 and "needs privileged mode" in r.stderr
-    r = workspace.docker_up("--mode", "bogus")
-    assert r.returncode == 1 and "unknown mode" in r.stderr
+    r = workspace.docker_up("--mode", "bogus")  # a choice of the command line (issue 28)
+    assert r.returncode == 2 and "'bogus' is not one of" in r.stderr
     r = workspace.docker_up("--tcp", "0.0.0.0:2375")
     assert r.returncode == 1 and "refusing a plain TCP listener" in r.stderr
     assert not (workspace.runtime_dir / "docker-up" / "docker.sock").exists()

@@ -133,8 +133,8 @@ def first_line(capsys: pytest.CaptureFixture[str]) -> str:
     return capsys.readouterr().err.splitlines()[0]
 
 
-NOTICE = ("docker-up: starting dockerd in the foreground; Ctrl-C or `docker-up stop` stops "
-          "it, `docker-up --help` lists the commands")  # fmt: skip
+NOTICE = ("docker-up: runs dockerd in the foreground until Ctrl-C or `docker-up stop`; "
+          "`docker-up --help` lists the commands")  # fmt: skip
 
 
 def test_a_bare_docker_up_says_first_that_it_runs_in_the_foreground(
@@ -176,3 +176,18 @@ def test_up_in_the_foreground_says_so_first(monkeypatch: pytest.MonkeyPatch) -> 
 def test_the_notice_is_said_by_lines(capsys: pytest.CaptureFixture[str]) -> None:
     lines.foreground_notice()
     assert capsys.readouterr().err == NOTICE + "\n"
+
+
+def test_the_environment_and_the_file_keep_their_own_messages(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only the command line's choices changed: DOCKER_UP_* and config.toml say as before."""
+    from dockerup.config import resolve
+    from dockerup.errors import DockerUpError
+    from dockerup.verbs import settings
+
+    monkeypatch.setenv("DOCKER_UP_MODE", "bogus")
+    with pytest.raises(DockerUpError, match="unknown mode"):
+        settings.load_config({})
+    with pytest.raises(DockerUpError, match="net: must be one of: slirp4netns, pasta"):
+        resolve({}, {}, 'net = "vpnkit"\n', "config.toml")

@@ -1,0 +1,111 @@
+"""`status --json`: a documented, versioned document with fields chosen on purpose, not
+the state file; timings and identity records only with --debug."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+import dockerup
+from dockerup import instance
+from dockerup.results import STATUS_SCHEMA, Status, envelope
+from dockerup.verbs import running
+
+from .test_plan import paths
+
+RUNNING = instance.Running(
+    pid=10, dockerd_pid=11, net_pid=12, socket="/run/u/docker-up/docker.sock",
+    docker_host="unix:///run/u/docker-up/docker.sock", mode="rootless",
+    mode_reason="auto: uid 1001 is not root", data_root="/home/a/.local/share/docker-up/data",
+    storage="overlay2", storage_reason="overlay mounts", iptables="legacy",
+    iptables_reason="legacy works", net="slirp4netns", net_options=["sandbox", "mtu=65520"],
+    mtu=65520, started_at=1000.0, restarts=2,
+    ipv6="on (auto): the workspace has an IPv6 default route",
+    engine="dockerd 20.10.24, containerd 1.6.20", timings={"total": 0.45},
+    procs={"keeper": {"pid": 10, "start": 5, "exe": "/usr/bin/python3"}},
+)  # fmt: skip
+
+PUBLISHED = {
+    "schema", "running", "state", "socket", "docker_host", "pid", "dockerd_pid", "net_pid",
+    "answering", "mode", "mode_reason", "net", "net_options", "mtu", "ipv6", "ipv6_reason",
+    "storage", "storage_reason", "data_root", "iptables", "iptables_reason", "engine",
+    "started_at", "uptime_s", "restarts",
+}  # fmt: skip
+
+
+def running_status(monkeypatch: pytest.MonkeyPatch, debug: bool = False) -> Status:
+    state = json.loads(json.dumps(dataclasses.asdict(RUNNING)))  # as read back from the file
+    monkeypatch.setattr(instance, "check_runtime", lambda _p: None)
+    monkeypatch.setattr(instance, "read_state", lambda _p: state)
+    monkeypatch.setattr(instance, "is_locked", lambda _p: True)
+    monkeypatch.setattr(running.wire, "ping", lambda _s: True)
+    monkeypatch.setattr(running.time, "time", lambda: 1060.0)
+    return running.status(paths(), debug=debug)
+
+
+def test_the_document_has_the_published_fields_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    doc = envelope(running_status(monkeypatch))
+    assert (doc.pop("version"), doc.pop("kind")) == (1, "status")
+    assert set(doc) == PUBLISHED  # no timings, no identity records, no raw state
+    assert doc["schema"] == STATUS_SCHEMA == "docker-up.status/1"
+    assert (doc["state"], doc["running"], doc["answering"]) == ("running", True, True)
+    assert (doc["pid"], doc["dockerd_pid"], doc["net_pid"]) == (10, 11, 12)
+    assert (doc["ipv6"], doc["uptime_s"], doc["restarts"]) == (True, 60.0, 2)
+    assert doc["engine"] == "dockerd 20.10.24, containerd 1.6.20"
+    json.dumps(doc)
+
+
+def test_debug_adds_the_timings_and_identity_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    doc = envelope(running_status(monkeypatch, debug=True))
+    assert set(doc) - PUBLISHED == {"version", "kind", "debug"}
+    assert doc["debug"] == {"timings": RUNNING.timings, "procs": RUNNING.procs}
+
+
+def test_ipv6_off_is_false_with_its_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    state = dataclasses.asdict(dataclasses.replace(RUNNING, ipv6="off (--no-ipv6)"))
+    d = running.daemon_of(state)
+    assert (d.ipv6, d.ipv6_reason) == (False, "off (--no-ipv6)")
+
+
+def test_a_state_file_of_an_older_docker_up_still_reads() -> None:
+    """Fields added later (engine, ipv6) are empty, not a KeyError."""
+    state = dataclasses.asdict(RUNNING)
+    for late in ("engine", "ipv6", "timings", "procs"):
+        del state[late]
+    d = running.daemon_of(state)
+    assert (d.engine, d.ipv6, d.ipv6_reason) == ("", False, "")
+
+
+def test_stopped_and_lazy() -> None:
+    stopped = envelope(Status(False, "/s", "unix:///s"))
+    assert stopped == {"version": 1, "kind": "status", "schema": STATUS_SCHEMA,
+                       "running": False, "state": "stopped", "socket": "/s",
+                       "docker_host": "unix:///s"}  # fmt: skip
+    lazy = envelope(Status(True, "/s", "unix:///s", lazy=True, pid=7))
+    assert (lazy["state"], lazy["pid"], "dockerd_pid" in lazy) == ("lazy", 7, False)
+
+
+def test_the_readme_documents_every_field() -> None:
+    readme = Path(dockerup.__file__).parent.parent / "README.md"
+    if not readme.exists():
+        pytest.skip("an installed copy: no README beside it")
+    table = readme.read_text().split("`status --json` prints one document", 1)[1]
+    rows = [line for line in table.splitlines()[:40] if line.startswith("| `")]
+    named = {n for row in rows for n in re.findall(r"`(\w+)`", row.split("|")[1])}
+    assert named == PUBLISHED | {"debug"}
+
+
+def test_the_text_form_reads_the_typed_fields(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dockerup.cli.render import emit
+
+    assert emit(running_status(monkeypatch)) == 0
+    out = capsys.readouterr().out
+    assert "rootless (auto: uid 1001 is not root)" in out
+    assert "dockerd 20.10.24, containerd 1.6.20" in out
+    assert "docker-up 10, dockerd 11, slirp4netns 12" in out
