@@ -50,13 +50,20 @@ def _stderr(line: str) -> None:
 QUIET = QuietLog(_stderr, first=1, prefix="docker-up port proxy: ")
 
 
+PARENT = os.getpid()
+
+
 def die_with_parent() -> None:
     """In the real docker-proxy, before exec: it goes when this proxy goes, however that
     happens (kill -9 included). Left behind, it holds the port inside the namespace, and the
-    container's next start fails with "address already in use"."""
+    container's next start fails with "address already in use". A proxy that dockerd stops
+    while this one starts may be gone before the death signal is set, which then never
+    comes: checked once it is set."""
     import ctypes
 
     ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != PARENT:
+        os._exit(1)
 
 
 def report_failure(message: str) -> NoReturn:
