@@ -148,16 +148,14 @@ def with_block(text: str, body: str) -> str:
 def without_block(text: str) -> str:
     """Exactly the text before `with_block` added to it: enable then disable leaves the
     file byte-identical."""
-    for begin in (BEGIN, BEGIN_NL):
-        start = text.find(begin + "\n")
-        if start < 0:
-            continue
-        end = text.find(END + "\n", start)
-        if end < 0:
-            continue
-        cut_from = start - 1 if begin == BEGIN_NL and start > 0 else start
-        return text[:cut_from] + text[end + len(END) + 1 :]
-    return text
+    # The last marker line is docker-up's: the block is appended, and the text before it may
+    # end in a line like the marker itself, which only then got its newline.
+    start, begin = max((text.rfind(b + "\n"), b) for b in (BEGIN, BEGIN_NL))
+    end = text.find(END + "\n", start) if start >= 0 else -1
+    if end < 0:
+        return text
+    cut_from = start - 1 if begin == BEGIN_NL and start > 0 else start
+    return text[:cut_from] + text[end + len(END) + 1 :]
 
 
 def has_block(text: str) -> bool:

@@ -53,11 +53,19 @@ def test_enable_then_disable_is_byte_identical(original: str) -> None:
     once = shellinit.with_block(original, body)
     twice = shellinit.with_block(once, body)
     assert once == twice  # idempotent: one block
-    assert once.count(shellinit.END) == original.count(shellinit.END) + 1 or shellinit.has_block(
-        original
-    )
+    # Exactly one block is added to what the text is without docker-up's block (an rc file
+    # that had one has it replaced, not doubled).
+    assert once.count(shellinit.END) == shellinit.without_block(original).count(shellinit.END) + 1
     if not shellinit.has_block(original):
         assert shellinit.without_block(twice) == original
+
+
+def test_enable_replaces_an_old_block() -> None:
+    """A file that has docker-up's block already (an older snippet) keeps one, the new."""
+    old = shellinit.with_block("alias ll='ls -l'\n", "export OLD=1\n") + "echo after\n"
+    new = shellinit.with_block(old, "export NEW=1\n")
+    assert new.count(shellinit.END) == 1
+    assert "OLD=1" not in new and new.endswith("export NEW=1\n" + shellinit.END + "\n")
 
 
 def test_disable_removes_only_the_block() -> None:
@@ -77,3 +85,13 @@ def test_completion_lines_only_read_a_file() -> None:
     assert z.startswith("(( $+functions[compdef] )) && ")
     assert shellinit.completion_line("fish", p) == f"test -r '{p}'; and source '{p}'\n"
     assert shellinit.completion_file("fish", Path("/d")) == Path("/d/completion.fish")
+
+
+@pytest.mark.parametrize("original", [shellinit.BEGIN, shellinit.BEGIN_NL, "x\n" + shellinit.BEGIN])
+def test_a_last_line_like_the_marker_is_the_users(original: str) -> None:
+    """Found by hypothesis: a file whose last line, without its newline, reads like the
+    marker. Once docker-up's block is appended that line has a newline and looks like a
+    block's start: the block is the last marker's, so enabling stays idempotent."""
+    once = shellinit.with_block(original, "export X=1\n")
+    assert shellinit.with_block(once, "export X=1\n") == once
+    assert shellinit.without_block(once) == original
