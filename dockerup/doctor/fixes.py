@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dockerup.doctor.checks import MIN_SUBIDS
+from dockerup.doctor.kernel import MIN_SUBIDS
 from dockerup.facts import parse_subid, subid_lines
 
 

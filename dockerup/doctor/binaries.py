@@ -1,0 +1,59 @@
+"""Checks of the programs docker-up runs: all found, and the engine's versions (dockerd,
+containerd, runc) and the docker client."""
+
+from __future__ import annotations
+
+from dockerup import plan as planning
+from dockerup.doctor.model import Result, Status, from_require, mode_of, ok
+from dockerup.engine import Engine
+from dockerup.facts import DoctorFacts
+
+
+def check_programs(f: DoctorFacts) -> Result:
+    mode = mode_of(f)
+    return from_require(
+        lambda: planning.require_programs(f.host, mode, f.net),
+        f"dockerd, containerd, runc, {f.net}, iptables found",
+    )
+
+
+def _version(f: DoctorFacts, name: str) -> str:
+    return f.versions.get(name, "").strip() or "?"
+
+
+def check_dockerd(f: DoctorFacts) -> Result:
+    """The engine: its versions, and what docker-up does for it (engine.py, as `up`)."""
+    dockerd = f.host.binaries.get("dockerd")
+    if not dockerd:
+        return Result(Status.fail, "dockerd not found", "sudo apt-get install docker.io "
+                      "(or docker-up --dockerd PATH)")  # fmt: skip
+    engine = Engine.probed(f.host.dockerd_version, f.host.containerd_version)
+    if engine.dockerd is None:
+        return Result(Status.warn, f"cannot read {dockerd}'s version: "
+                      f"{f.host.dockerd_version.strip()!r}")  # fmt: skip
+    found = from_require(lambda: engine.require_supported(dockerd), "")
+    if found.status is not Status.ok:
+        return found
+    return ok(f"{engine.describe()} ({dockerd}); docker-up: {'; '.join(engine.differences())}")
+
+
+def check_containerd_runc(f: DoctorFacts) -> Result:
+    parts = [
+        f"{n} {_version(f, n).split()[2] if len(_version(f, n).split()) > 2 else '?'}"
+        for n in ("containerd", "runc")
+        if f.host.binaries.get(n)
+    ]
+    missing = [n for n in ("containerd", "runc") if not f.host.binaries.get(n)]
+    if missing:
+        return Result(
+            Status.fail,
+            f"{', '.join(missing)} not found",
+            f"sudo apt-get install {' '.join(missing)}",
+        )
+    return ok(", ".join(parts))
+
+
+def check_docker_cli(f: DoctorFacts) -> Result:
+    if not f.host.binaries.get("docker"):
+        return Result(Status.warn, "no docker client on PATH", "sudo apt-get install docker.io")
+    return ok(_version(f, "docker"))

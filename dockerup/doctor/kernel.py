@@ -1,0 +1,153 @@
+"""Checks of what the kernel and the machine's configuration allow: namespaces, seccomp,
+/dev/net/tun, subordinate ids and the tools that map them, storage, cgroups."""
+
+from __future__ import annotations
+
+from dockerup import plan as planning
+from dockerup.doctor.model import Result, Status, from_require, mode_of, ok
+from dockerup.errors import DockerUpError
+from dockerup.facts import DoctorFacts, IdRange, subid_lines
+from dockerup.modes import Mode
+
+MIN_SUBIDS = 65536
+
+
+NOBODY = 65534  # the highest id images commonly use (nobody, nogroup)
+
+
+def check_userns(f: DoctorFacts) -> Result:
+    if mode_of(f) is not Mode.rootless:
+        return Result(Status.skip, "not needed: docker-up creates no user namespace here")
+    s = f.sysctls
+    if s.get("user.max_user_namespaces", "1") == "0":
+        return Result(
+            Status.fail,
+            "user.max_user_namespaces is 0",
+            "sudo sysctl -w user.max_user_namespaces=28633",
+        )
+    if s.get("kernel.unprivileged_userns_clone") == "0":
+        return Result(
+            Status.fail,
+            "kernel.unprivileged_userns_clone is 0",
+            "sudo sysctl -w kernel.unprivileged_userns_clone=1",
+        )
+    if s.get("kernel.apparmor_restrict_unprivileged_userns") == "1":
+        return Result(
+            Status.fail,
+            "AppArmor restricts unprivileged user namespaces",
+            "sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0 "
+            "(or an AppArmor profile for docker-up's python, dockerd and runc)",
+        )
+    return ok(f"allowed (max {s.get('user.max_user_namespaces', '?')})")
+
+
+def check_netns(f: DoctorFacts) -> Result:
+    if f.netns_ok:
+        return ok("a new network namespace was created")
+    return Result(
+        Status.fail,
+        f"cannot create a network namespace: {f.netns_error}",
+        "in a container: run it with --security-opt seccomp=unconfined "
+        "--security-opt apparmor=unconfined",
+    )
+
+
+def check_seccomp(f: DoctorFacts) -> Result:
+    if not f.seccomp_actions:
+        return Result(
+            Status.warn, "seccomp is not available", "containers will run without seccomp filters"
+        )
+    notify = "user_notif" in f.seccomp_actions.split()
+    return ok(f"available ({'with' if notify else 'without'} user notification)")
+
+
+def check_tun(f: DoctorFacts) -> Result:
+    return from_require(lambda: planning.require_tun(f.host), "/dev/net/tun opens")
+
+
+def overlapping(mine: tuple[IdRange, ...], all_text: str, user: str, uid: int) -> list[str]:
+    """Other users whose subordinate ranges overlap ours."""
+    return [
+        name
+        for name, o in subid_lines(all_text)
+        if name not in (user, str(uid))
+        and any(o.start < r.start + r.count and r.start < o.start + o.count for r in mine)
+    ]
+
+
+def _check_subids(f: DoctorFacts, kind: str) -> Result:
+    if mode_of(f) is not Mode.rootless:
+        return Result(Status.skip, "not needed: docker-up maps no ids here")
+    file = f"/etc/sub{kind}"
+    ranges = f.host.subuid if kind == "uid" else f.host.subgid
+    text = f.all_subuid if kind == "uid" else f.all_subgid
+    try:
+        usable = planning.require_range(ranges, file, f.host)
+    except DockerUpError as e:
+        return Result(Status.fail, e.message, e.hint or "")
+    total = 1 + sum(r.count for r in usable)  # containers get ids 0 .. total - 1
+    spans = ", ".join(f"{r.start}+{r.count}" for r in usable)
+    others = overlapping(ranges, text, f.host.user, f.host.uid)
+    if others:
+        return Result(
+            Status.fail,
+            f"{file}: {f.host.user}'s range overlaps {', '.join(others)}'s",
+            f"give {f.host.user} a range of its own in {file}",
+        )
+    if total - 1 < NOBODY:  # images commonly have files of nobody's: the highest id needed
+        return Result(
+            Status.warn,
+            f"{file}: containers get {kind}s 0-{total - 1} only ({spans}): an image with "
+            f"files owned by a higher {kind} (nobody's is 65534) will not unpack",
+            f"give {f.host.user} more subordinate ids in {file}",
+        )
+    return ok(f"{file}: containers get {kind}s 0-{total - 1} ({spans})")
+
+
+def check_subuid(f: DoctorFacts) -> Result:
+    return _check_subids(f, "uid")
+
+
+def check_subgid(f: DoctorFacts) -> Result:
+    return _check_subids(f, "gid")
+
+
+def check_idmap_tools(f: DoctorFacts) -> Result:
+    if mode_of(f) is not Mode.rootless:
+        return Result(Status.skip, "not needed here")
+    missing = [n for n in ("newuidmap", "newgidmap") if not f.host.binaries.get(n)]
+    if missing:
+        return Result(Status.fail, f"{', '.join(missing)} not found", "sudo apt-get install uidmap")
+    weak = [n for n in ("newuidmap", "newgidmap") if not f.setuid.get(n)]
+    if weak:
+        return Result(
+            Status.fail,
+            f"{', '.join(weak)} neither setuid root nor with file caps",
+            "sudo chmod u+s /usr/bin/newuidmap /usr/bin/newgidmap",
+        )
+    return ok("newuidmap and newgidmap are setuid")
+
+
+def check_storage(f: DoctorFacts) -> Result:
+    if f.overlay_error is None:
+        return ok("overlay2: overlay mounts in a user namespace")
+    if f.host.binaries.get("fuse-overlayfs") and f.fuse_ok:
+        return Result(Status.ok, f"fuse-overlayfs (overlay failed: {f.overlay_error})")
+    return Result(
+        Status.warn,
+        f"vfs: overlay failed ({f.overlay_error}) and fuse-overlayfs is "
+        "unusable; vfs copies every layer in full",
+        "apt-get install fuse-overlayfs and make /dev/fuse usable (chmod 0666)",
+    )
+
+
+def check_cgroups(f: DoctorFacts) -> Result:
+    if f.cgroup2 and f.cgroup_delegated:
+        return ok("cgroup v2 with delegation: resource limits apply")
+    version = "v2 without delegation to you" if f.cgroup2 else "v1"
+    return Result(
+        Status.warn,
+        f"cgroup {version}: rootless containers run without "
+        "resource limits (--memory, --cpus are ignored)",
+        "boot with cgroup v2 (systemd.unified_cgroup_hierarchy=1) and delegate",
+    )

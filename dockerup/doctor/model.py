@@ -1,0 +1,88 @@
+"""What a doctor check is: a status, a finding and its fix (Result), the check itself as
+data (Check), and the report of a run. Also the two helpers every group of checks uses:
+the planner's require_* rules as checks, and the mode `up` would run in."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from dockerup.errors import DockerUpError
+from dockerup.facts import DoctorFacts
+from dockerup.modes import Mode, resolve_mode
+
+
+class Status(StrEnum):
+    ok = "ok"
+    warn = "warn"
+    fail = "fail"
+    skip = "skip"
+
+
+@dataclass(frozen=True)
+class Result:
+    status: Status
+    detail: str
+    hint: str = ""
+
+
+@dataclass(frozen=True)
+class Check:
+    id: str
+    title: str
+    run: Callable[[DoctorFacts], Result]
+    # Fatal: docker-up cannot start while it fails. `up` itself runs the fatal checks that
+    # are also cheap; the others (each needs a process: a namespace, a --version) fail in
+    # `up` as it starts, with their own error.
+    fatal: bool = False
+    # Cheap: reads only what facts.probe_cheap gives (no process is started for it).
+    cheap: bool = False
+
+
+def ok(detail: str) -> Result:
+    return Result(Status.ok, detail)
+
+
+def from_require(fn: Callable[[], object], detail: str) -> Result:
+    """A require_* rule of the planner as a check: its error becomes the failure."""
+    try:
+        fn()
+    except DockerUpError as e:
+        return Result(Status.fail, e.message, e.hint or "")
+    return ok(detail)
+
+
+def mode_of(f: DoctorFacts) -> Mode:
+    """The mode `up` would run in with this configuration (auto where what it asks for
+    cannot work: check_mode reports that)."""
+    h = f.host
+    try:
+        return resolve_mode(h.uid, h.initial_userns, h.net_admin, f.mode)[0]
+    except DockerUpError:
+        return resolve_mode(h.uid, h.initial_userns, h.net_admin, None)[0]
+
+
+@dataclass(frozen=True)
+class Report:
+    results: tuple[tuple[Check, Result], ...]
+
+    @property
+    def failed(self) -> bool:
+        return any(r.status is Status.fail for _, r in self.results)
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "ok": not self.failed,
+            "checks": [
+                {
+                    "id": c.id,
+                    "title": c.title,
+                    "status": str(r.status),
+                    "detail": r.detail,
+                    "hint": r.hint,
+                    "fatal": c.fatal,
+                }
+                for c, r in self.results
+            ],
+        }

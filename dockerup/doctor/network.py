@@ -1,0 +1,94 @@
+"""Checks of the network: the driver and its helper (slirp4netns, pasta), acceleration,
+IPv6 for containers, and iptables in a namespace."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from dockerup import ipv6
+from dockerup import plan as planning
+from dockerup.doctor.model import Result, Status, from_require, ok
+from dockerup.errors import DockerUpError
+from dockerup.facts import DoctorFacts
+from dockerup.net import pasta, slirp4netns
+
+
+def check_net_driver(f: DoctorFacts) -> Result:
+    running = f.running.get("net") if f.running.get("running") else None
+    now = f" (the running docker-up uses {running})" if running and running != f.net else ""
+    return ok(f"{f.net}{now}")
+
+
+def check_slirp4netns(f: DoctorFacts) -> Result:
+    if not f.host.binaries.get("slirp4netns"):
+        status = Status.fail if f.net == "slirp4netns" else Status.skip
+        return Result(status, "slirp4netns not found", "sudo apt-get install slirp4netns")
+    feats = slirp4netns.parse_features(f.host.slirp_help)
+    have = [n for n, on in (("sandbox", feats.sandbox), ("seccomp", feats.seccomp),
+                            ("api-socket", feats.api_socket), ("netns-by-path", feats.netns_type))
+            if on]  # fmt: skip
+    missing = {"sandbox", "seccomp", "api-socket"} - set(have)
+    detail = f"{feats.version}: {', '.join(have) or 'no optional features'}"
+    if missing:
+        return Result(
+            Status.warn,
+            detail + f"; lacks {', '.join(sorted(missing))}",
+            "a newer slirp4netns (1.0+) adds them",
+        )
+    return ok(detail)
+
+
+def check_pasta(f: DoctorFacts) -> Result:
+    h = f.host
+    chosen = f.net == "pasta"
+    if not h.binaries.get("pasta"):
+        if chosen:
+            return Result(Status.fail, "pasta not found", "sudo apt-get install passt")
+        return Result(Status.skip, "not installed (optional: apt-get install passt)")
+    feats = pasta.parse_features(h.pasta_help, h.pasta_version)
+    r = from_require(lambda: planning.require_pasta(h), f"usable ({feats.version})")
+    # Only a problem when pasta is chosen; otherwise a note about an option not taken.
+    return r if chosen or r.status is Status.ok else replace(r, status=Status.warn)
+
+
+def check_accel(f: DoctorFacts) -> Result:
+    """--net-accel: seccomp user notification, usable by rootless runc. The same probe the
+    planner uses (facts.with_accel), so doctor and `up` cannot disagree."""
+    problems = f.host.accel_problems
+    state = {True: "on", False: "off", None: "auto (on when host loopback is allowed)"}
+    daemon = {True: "on", False: "off", None: "auto (on where supported)"}
+    said = f"containers {state[f.net_accel]}, dockerd's own {daemon[f.daemon_net_accel]}"
+    if problems:
+        asked = f.net_accel or f.daemon_net_accel
+        return Result(Status.fail if asked else Status.skip,
+                      f"{said}; unsupported here: {'; '.join(problems)}",
+                      "drop --net-accel and --daemon-net-accel")  # fmt: skip
+    return ok(f"{said}; supported (seccomp user notification, runc 1.1+)")
+
+
+def check_ipv6(f: DoctorFacts) -> Result:
+    """IPv6 for containers: what `up` would do here (the planner's rule), and why."""
+    from dockerup.config import Config
+
+    config = Config(net=f.net, ipv6=f.ipv6)
+    bins = {k: v for k, v in f.host.binaries.items() if v}
+    try:
+        on, reason = ipv6.resolve_ipv6(config, f.host, bins)
+    except DockerUpError as e:
+        return Result(Status.fail, e.message, e.hint or "")
+    if on and f.host.ipv6_overlap:
+        return Result(Status.warn, reason, "containers reach that network's hosts over IPv4 "
+                      "only (slirp4netns 1.2 cannot move its IPv6 network)")  # fmt: skip
+    return ok(reason)
+
+
+def check_iptables(f: DoctorFacts) -> Result:
+    working = [b for b, err in f.iptables.items() if not err]
+    if working:
+        return ok(f"{working[0]} works in a fresh namespace (docker-up uses it)")
+    errors = "; ".join(f"{b}: {e}" for b, e in f.iptables.items())
+    return Result(
+        Status.fail,
+        f"no iptables backend works in a namespace: {errors}",
+        "sudo apt-get install iptables (and the nf_tables kernel module)",
+    )
