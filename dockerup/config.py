@@ -56,6 +56,13 @@ class Config:
     # Published ports (splice forwarder): a container sees a remote client's own address
     # (IP_TRANSPARENT in docker-up's namespace), not the proxy's.
     client_address: bool = True
+    # Every TCP listener in the namespace (a --network host container, a server started
+    # with `docker-up exec`) answers on the workspace's loopback (programs/autoports.py):
+    # within these port ranges ("3000-3999,8080"; empty: all), not these, at most this many.
+    auto_ports: bool = True
+    auto_ports_include: str = ""
+    auto_ports_exclude: str = ""
+    auto_ports_max: int = 64
     # IPv6 for containers (dockerd ipv6 with a ULA network, NAT to the namespace's address).
     # None (auto): on when the workspace has an IPv6 default route.
     ipv6: bool | None = None
@@ -123,6 +130,16 @@ def _range(lo: float, hi: float) -> Callable[[Any], str | None]:
     return lambda v: None if lo <= v <= hi else f"must be between {lo:g} and {hi:g}"
 
 
+def _ports(v: Any) -> str | None:
+    from dockerup.programs.autoports import parse_ranges
+
+    try:
+        parse_ranges(v)
+    except ValueError as e:
+        return f"port ranges like 3000-3999,8080: {e}"
+    return None
+
+
 def _absolute(v: Any) -> str | None:
     return None if os.path.isabs(v) else "must be an absolute path"
 
@@ -171,6 +188,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("port-forwarder", str, "splice or slirp", _choices(*FORWARDERS)),
     Setting("ipv6", bool, "IPv6 for containers (default: if the workspace has an IPv6 route)"),
     Setting("client-address", bool, "published ports show containers the client's address"),
+    Setting("auto-ports", bool, "namespace listeners answer on the workspace's loopback"),
+    Setting("auto-ports-include", str, "auto-ports only these ports (3000-3999,8080)", _ports),
+    Setting("auto-ports-exclude", str, "auto-ports never these ports (5432,6000-6063)", _ports),
+    Setting("auto-ports-max", int, "at most this many auto-exposed ports", _range(1, 4096)),
     Setting("mode", str, "run mode", _choices("auto", "rootless", "userns-root", "privileged")),
 )
 BY_KEY = {s.key: s for s in SETTINGS}

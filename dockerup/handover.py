@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from dockerup.childlink import ChildLink
 from dockerup.instance import Running, stale_files
 from dockerup.plan import Plan
-from dockerup.programs.specs import KeeperSpec
+from dockerup.programs.specs import AutoPortsSpec, KeeperSpec
 
 if TYPE_CHECKING:
     from dockerup.programs.rlkapi import ApiThread
@@ -111,8 +111,22 @@ def keeper_spec(
         echo=foreground,
         stop_timeout=plan.config.stop_timeout,
         start_timeout=plan.config.start_timeout,
-        remove=[str(p) for p in stale_files(paths)],
+        remove=[str(p) for p in stale_files(paths)] + [str(paths.auto_ports_table)],
+        auto_ports=auto_ports_spec(plan),
     )
+
+
+def auto_ports_spec(plan: Plan) -> AutoPortsSpec | None:
+    """Namespace listeners on the workspace's loopback: only where docker-up has a network
+    namespace of its own (the keeper checks it holds one)."""
+    c = plan.config
+    if not c.auto_ports or c.host_network:
+        return None
+    from dockerup.programs.autoports import parse_ranges
+
+    return AutoPortsSpec(include=parse_ranges(c.auto_ports_include),
+                         exclude=parse_ranges(c.auto_ports_exclude), cap=c.auto_ports_max,
+                         table=str(plan.paths.auto_ports_table))  # fmt: skip
 
 
 def rootlesskit_handover(rlk: ApiThread | None) -> dict[str, Any]:

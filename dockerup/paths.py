@@ -75,6 +75,11 @@ class Paths:
         return self.runtime / "ports.sock"
 
     @property
+    def auto_ports_table(self) -> Path:
+        """What the keeper auto-exposes and refuses (programs/autoports.py), as JSON."""
+        return self.runtime / "auto-ports.json"
+
+    @property
     def rootlesskit_dir(self) -> Path:
         """$ROOTLESSKIT_STATE_DIR for dockerd 28 and later (dockerup/programs/rlkapi.py)."""
         return self.runtime / "rootlesskit"

@@ -125,6 +125,18 @@ def up(
     tls_dir: Annotated[
         str | None, typer.Option(help="ca.pem, cert.pem, key.pem for the TCP listener.")
     ] = None,
+    auto_ports: Annotated[
+        bool | None,
+        typer.Option(
+            "--auto-ports/--no-auto-ports",
+            help="Every TCP listener in the namespace answers on the workspace's loopback "
+            "(default: on).",
+            show_default=False,
+        ),
+    ] = None,
+    auto_ports_exclude: Annotated[
+        str | None, typer.Option(help="Ports never auto-exposed (5432,6000-6063).")
+    ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only.")] = False,
     lazy: Annotated[
         bool,
@@ -153,6 +165,7 @@ def up(
         "data_root": data_root, "dockerd": dockerd, "dockerd_args": dockerd_arg,
         "host_network": host_network,
         "tcp": tcp, "tls_dir": tls_dir,
+        "auto_ports": auto_ports, "auto_ports_exclude": auto_ports_exclude,
     })  # fmt: skip
     result: Result
     if dry_run:

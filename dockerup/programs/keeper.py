@@ -96,6 +96,10 @@ class Keeper:
             from dockerup.programs import accel
 
             accel.start(spec.accel_fd, spec.allow_host_loopback, self.log, self.routes)
+        if spec.auto_ports is not None and "net" in spec.ns_fds:
+            from dockerup.programs import autoports
+
+            autoports.start(spec.auto_ports, spec.ns_fds, self.log, lambda: self.ports)
 
     def rootlesskit_api(self) -> Api | None:
         """dockerd 28+: the RootlessKit API the CLI served while dockerd started."""

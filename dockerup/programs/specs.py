@@ -112,11 +112,22 @@ class ApiInfo(Spec):
 
 
 @dataclasses.dataclass(frozen=True)
+class AutoPortsSpec(Spec):
+    """autoports.py: which namespace listeners the keeper exposes, and where it says so."""
+
+    include: list[list[int]]  # [first, last] port ranges; empty: every port
+    exclude: list[list[int]]
+    cap: int  # at most this many ports exposed at once
+    table: str  # the file `docker-up ports` reads (written atomically)
+
+
+@dataclasses.dataclass(frozen=True)
 class KeeperSpec(Spec):
     """keeper.py: the running processes, the fds it inherits, and how to restart them."""
 
     NESTED: ClassVar[dict[str, type[Spec]]] = {
         "dockerd": Command, "containerd": Command, "rlk_info": ApiInfo,
+        "auto_ports": AutoPortsSpec,
     }  # fmt: skip
     dockerd_pid: int
     dockerd: Command
@@ -152,6 +163,8 @@ class KeeperSpec(Spec):
     rlk_fd: int | None = None
     rlk_info: ApiInfo | None = None
     rlk_ports: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    # Every TCP listener in the namespace answers on the workspace's loopback (None: off).
+    auto_ports: AutoPortsSpec | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,264 @@
+"""Automatic ports (dockerup/programs/autoports.py): the pure decisions, and the keeper's
+bookkeeping against real sockets on this machine's loopback."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dockerup.config import resolve
+from dockerup.errors import DockerUpError
+from dockerup.programs.autoports import (
+    AutoPorts,
+    Listener,
+    Owner,
+    decide,
+    hex_address,
+    own_process,
+    parse_ranges,
+    parse_tcp,
+    routes,
+    shim_container,
+    wanted,
+)
+from dockerup.programs.specs import AutoPortsSpec
+
+TCP = """\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 111 1
+   1: 00000000:0BB8 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 222 1
+   2: 0100007F:A1B2 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 333 1
+"""
+TCP6 = """\
+  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000000000000000000000000000:0BB8 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 444 1
+   1: 00000000000000000000000001000000:2328 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 555 1
+   2: 0000000000000000FFFF00000100007F:2329 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 666 1
+"""  # noqa: E501 - /proc's own lines
+
+RULES = AutoPortsSpec(include=[], exclude=[], cap=64, table="")
+PERSON = Owner(10, "python3 -m http.server")
+
+
+def test_proc_net_tcp_listeners_only() -> None:
+    assert parse_tcp(TCP) == [Listener("127.0.0.1", 8080, 111), Listener("0.0.0.0", 3000, 222)]
+
+
+def test_proc_net_tcp6_addresses() -> None:
+    assert parse_tcp(TCP6) == [
+        Listener("::", 3000, 444), Listener("::1", 9000, 555),
+        Listener("127.0.0.1", 9001, 666),  # v4-mapped: an IPv4 loopback listener
+    ]  # fmt: skip
+    assert hex_address("0100000A") == "10.0.0.1"
+
+
+def test_a_namespace_loopback_listener_answers_on_the_workspace_loopback_only() -> None:
+    assert routes("127.0.0.1") == {"127.0.0.1": "127.0.0.1"}
+    assert routes("::1") == {"::1": "::1"}
+
+
+def test_nothing_is_ever_bound_beyond_the_workspace_loopback() -> None:
+    for address in ("0.0.0.0", "::", "10.0.2.100", "172.17.0.1", "fd00::5", "127.0.0.1"):
+        assert set(routes(address)) <= {"127.0.0.1", "::1"}, address
+    assert routes("10.0.2.100") == {"127.0.0.1": "10.0.2.100"}  # connects to it inside
+
+
+def test_a_port_with_two_listeners_is_one_exposure() -> None:
+    got = wanted([Listener("10.0.2.100", 5000, 1), Listener("0.0.0.0", 5000, 2),
+                  Listener("::", 5000, 3)])  # fmt: skip
+    assert got == {5000: {"127.0.0.1": "127.0.0.1", "::1": "::1"}}
+
+
+def test_port_ranges() -> None:
+    assert parse_ranges("3000-3999, 8080,") == [[3000, 3999], [8080, 8080]]
+    assert parse_ranges("") == []
+    for bad in ("0", "70000", "9-3", "a-b", "1-2-3"):
+        with pytest.raises(ValueError):
+            parse_ranges(bad)
+
+
+def verdict(port: int = 3000, owner: Owner | None = PERSON, rules: AutoPortsSpec = RULES,
+            published: set[int] | None = None, workspace: set[int] | None = None,
+            exposed: int = 0) -> tuple[str, str]:  # fmt: skip
+    v = decide(port, owner, rules, published=published or set(), workspace=workspace or set(),
+               exposed=exposed)  # fmt: skip
+    return v.action, v.reason
+
+
+def test_decide_exposes_a_new_listener() -> None:
+    assert verdict() == ("expose", "")
+    assert verdict(owner=None)[0] == "expose"  # its process could not be read: still a port
+
+
+def test_decide_the_workspace_wins() -> None:
+    action, reason = verdict(workspace={3000})
+    assert action == "refuse"
+    assert "in use in the workspace" in reason
+
+
+def test_decide_docker_ups_own_and_published_ports_are_skipped() -> None:
+    assert verdict(owner=Owner(5, "docker-proxy ...", own=True))[0] == "skip"
+    assert verdict(published={3000}) == ("skip", "published by dockerd")
+
+
+def test_decide_ranges() -> None:
+    only = AutoPortsSpec(include=[[8000, 8999]], exclude=[[8500, 8500]], cap=64, table="")
+    assert verdict(3000, rules=only)[0] == "refuse"
+    assert verdict(8080, rules=only)[0] == "expose"
+    assert verdict(8500, rules=only) == ("refuse", "in auto-ports-exclude")
+
+
+def test_decide_the_cap() -> None:
+    capped = AutoPortsSpec(include=[], exclude=[], cap=2, table="")
+    assert verdict(rules=capped, exposed=1)[0] == "expose"
+    action, reason = verdict(rules=capped, exposed=2)
+    assert action == "refuse"
+    assert "cap of 2" in reason
+
+
+def test_docker_ups_own_processes() -> None:
+    assert own_process("/usr/bin/docker-proxy", ["docker-proxy", "-proto", "tcp"])
+    assert own_process("/usr/sbin/dockerd (deleted)", ["dockerd"])
+    assert own_process(
+        "/usr/bin/python3.11", ["python3", "-S", "/x/dockerup/programs/portproxy.py"]
+    )
+    assert not own_process("/usr/bin/python3.11", ["python3", "-m", "http.server"])
+    assert not own_process("/bin/busybox", ["httpd", "-f", "-p", "8080"])
+
+
+def test_a_containers_id_from_its_shim() -> None:
+    assert shim_container(["containerd-shim-runc-v2", "-namespace", "moby", "-id", "abc",
+                           "-address", "/run/x.sock"]) == "abc"  # fmt: skip
+    assert shim_container(["containerd-shim-runc-v2", "-id"]) is None
+
+
+def test_settings_reach_the_config() -> None:
+    config, _ = resolve({}, {"DOCKER_UP_AUTO_PORTS": "0", "DOCKER_UP_AUTO_PORTS_MAX": "5"},
+                        'auto-ports-exclude = "5432,6000-6063"')  # fmt: skip
+    assert (config.auto_ports, config.auto_ports_max) == (False, 5)
+    assert config.auto_ports_exclude == "5432,6000-6063"
+    assert resolve({}, {}, None)[0].auto_ports  # on by default
+    with pytest.raises(DockerUpError, match="auto-ports-include"):
+        resolve({}, {"DOCKER_UP_AUTO_PORTS_INCLUDE": "80-70"}, None)
+
+
+# -- the keeper's bookkeeping, with namespace listeners made up and real workspace sockets ----
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+class Fake(AutoPorts):
+    """AutoPorts whose namespace is a list the test writes."""
+
+    def __init__(self, spec: AutoPortsSpec) -> None:
+        self.logged: list[str] = []
+        super().__init__(spec, {"net": 0}, self.logged.append, set)
+        self.inside: list[Listener] = []
+
+    def namespace_listeners(self) -> list[Listener]:
+        return self.inside
+
+    def lookup_owners(self, inodes: set[int]) -> None:
+        self.owners.update({i: PERSON for i in inodes})
+
+
+@pytest.fixture
+def auto(tmp_path: Path) -> Iterator[Fake]:
+    a = Fake(AutoPortsSpec(include=[], exclude=[], cap=2, table=str(tmp_path / "t.json")))
+    yield a
+    a.release(list(a.exposed))
+
+
+def listening_here(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def test_a_listener_is_exposed_then_released_at_the_next_poll(auto: Fake) -> None:
+    (port,) = free_ports(1)
+    auto.inside = [Listener("0.0.0.0", port, 1)]
+    auto.poll()
+    assert listening_here(port)
+    assert json.loads(Path(auto.spec.table).read_text())["auto"][0]["port"] == port
+    auto.inside = []
+    auto.poll()
+    assert not listening_here(port)
+    assert json.loads(Path(auto.spec.table).read_text())["auto"] == []
+
+
+def test_a_port_the_workspace_holds_is_refused_once_and_keeps_its_server(auto: Fake) -> None:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    with server:
+        auto.inside = [Listener("0.0.0.0", port, 1)]
+        auto.poll()
+        auto.poll()
+        assert port not in auto.exposed
+        said = [m for m in auto.logged if f"port {port}" in m]
+        assert len(said) == 1  # once, though it was seen twice
+        assert "in use in the workspace" in said[0]
+        with socket.create_connection(("127.0.0.1", port)):
+            conn, _ = server.accept()  # the workspace's own server took it
+            conn.close()
+        table = json.loads(Path(auto.spec.table).read_text())
+        assert [r["port"] for r in table["refused"]] == [port]
+
+
+def test_a_workspace_listener_on_another_address_still_wins(auto: Fake) -> None:
+    """A workspace server on ::1 alone: taking 127.0.0.1 would make `localhost` two servers."""
+    try:
+        server = socket.socket(socket.AF_INET6)
+        server.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        server.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no ::1 here")
+    server.listen()
+    port = server.getsockname()[1]
+    with server:
+        auto.inside = [Listener("0.0.0.0", port, 1)]
+        auto.poll()
+        assert port not in auto.exposed
+        assert not listening_here(port)
+
+
+def test_at_the_cap_the_rest_wait_and_get_in_when_one_goes(auto: Fake) -> None:
+    ports = sorted(free_ports(3))  # taken in port order
+    auto.inside = [Listener("0.0.0.0", p, i) for i, p in enumerate(ports)]
+    auto.poll()
+    assert sorted(auto.exposed) == sorted(ports[:2])
+    assert "cap of 2" in auto.refused[ports[2]].reason
+    assert not listening_here(ports[2])
+    auto.inside = auto.inside[1:]  # the first one's listener closed
+    auto.poll()
+    assert sorted(auto.exposed) == sorted(ports[1:])
+
+
+def test_below_1024_follows_the_published_port_rule(auto: Fake) -> None:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", 81))
+        except PermissionError:
+            pass
+        else:
+            pytest.skip("this user may bind ports below 1024 here")
+    auto.inside = [Listener("0.0.0.0", 81, 1)]
+    auto.poll()
+    assert "below 1024" in auto.refused[81].reason
