@@ -4,9 +4,10 @@ inside the commands, so `docker-up` starts its helpers before paying for them.""
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+import typer.main
 
 from dockerup.cli.choices import ForwarderName, ModeName, NetName, Shell, StorageName
 from dockerup.cli.guard import guarded
@@ -361,20 +362,35 @@ def install_deps() -> None:
 ROOT_OPTIONS = ("--help", "-h", "--version", "--install-completion", "--show-completion")
 
 
-def take_debug(args: list[str]) -> tuple[bool, list[str]]:
+def take_debug(
+    args: list[str], takes_value: frozenset[str] = frozenset()
+) -> tuple[bool, list[str]]:
     """--debug wherever it stands among docker-up's own options, before or after the verb;
-    not after `--` or inside the command that `exec` runs (that one's own --debug)."""
+    not as an option's value (`--dockerd-arg --debug` is dockerd's), not after `--` and not
+    inside the command that `exec` runs (those are the command's own)."""
     debug, rest = False, list[str]()
     for i, arg in enumerate(args):
         if arg == "--":
             return debug, rest + args[i:]
-        if arg == "--debug":
+        if arg == "--debug" and not (rest and rest[-1] in takes_value):
             debug = True
             continue
         rest.append(arg)
         if rest[:1] == ["exec"] and len(rest) > 1 and not arg.startswith("-"):
             return debug, rest + args[i + 1 :]
     return debug, rest
+
+
+def value_options(command: Any) -> frozenset[str]:
+    """Every option of any command that takes a value (the next word is that value). The
+    command is click's, which Typer vendors privately: read by duck typing."""
+    found: set[str] = set()
+    for p in command.params:
+        if p.param_type_name == "option" and not p.is_flag and not p.count:
+            found.update(p.opts)
+    for sub in getattr(command, "commands", {}).values():
+        found |= value_options(sub)
+    return frozenset(found)
 
 
 def default_to_up(args: list[str]) -> list[str]:
@@ -387,12 +403,13 @@ def default_to_up(args: list[str]) -> list[str]:
 
 
 def main() -> None:
-    debug, args = take_debug(sys.argv[1:])
+    command = typer.main.get_command(app)  # what app() builds, built once
+    debug, args = take_debug(sys.argv[1:], value_options(command))
     state["debug"] = debug
 
     def run() -> int:
         try:
-            app(args=default_to_up(args), prog_name="docker-up")
+            command(args=default_to_up(args), prog_name="docker-up")
         except SystemExit as e:  # Typer's (and click's) way to end a command
             return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         return 0

@@ -120,6 +120,18 @@ def test_debug_before_or_after_the_verb(argv: list[str], debug: bool, rest: list
     assert cli.take_debug(argv) == (debug, rest)
 
 
+def test_a_debug_that_is_an_options_value_stays_its_value() -> None:
+    """`--dockerd-arg --debug` asks dockerd for its debug log: not docker-up's --debug."""
+    import typer.main
+
+    takes_value = cli.value_options(typer.main.get_command(cli.app))
+    assert {"--dockerd-arg", "--mtu", "--net", "--shell", "-n"} <= takes_value
+    assert {"--json", "--debug", "--detach", "-d", "--help"} & takes_value == set()
+    argv = ["up", "--dockerd-arg", "--debug", "--debug", "--dry-run"]
+    assert cli.take_debug(argv, takes_value) == (True, ["up", "--dockerd-arg", "--debug",
+                                                        "--dry-run"])  # fmt: skip
+
+
 def test_debug_after_the_verb_shows_the_traceback() -> None:
     broken = {"DOCKER_UP_MTU": "lots"}  # a DockerUpError from the settings
     plain = docker_up("config", "show", **broken)
