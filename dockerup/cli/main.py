@@ -264,7 +264,9 @@ def doctor(
     _exit(emit(verbs.report(verbose), as_json))
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+# The command's own options are its own from its first word on: `exec ls -h` runs `ls -h`.
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                               "allow_interspersed_args": False})  # fmt: skip
 def exec(ctx: typer.Context) -> None:
     """Run a command in the daemon's user, mount and network namespaces: docker-up exec -- CMD"""
     from dockerup.verbs import running, settings

@@ -203,3 +203,22 @@ def test_the_environment_and_the_file_keep_their_own_messages(
         settings.load_config({})
     with pytest.raises(DockerUpError, match="net: must be one of: slirp4netns, pasta"):
         resolve({}, {}, 'net = "vpnkit"\n', "config.toml")
+
+
+@pytest.mark.parametrize(("args", "command"), [
+    (["exec", "ls", "-h"], ["ls", "-h"]),  # -h after the command's first word is its own
+    (["exec", "ls", "--help"], ["ls", "--help"]),
+    (["exec", "--", "ip", "-4", "a"], ["ip", "-4", "a"]),
+])  # fmt: skip
+def test_exec_passes_the_commands_options_through(
+    args: list[str], command: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dockerup.verbs import running, settings
+
+    ran: list[list[str]] = []
+    monkeypatch.setattr(settings, "current_paths", lambda: None)
+    monkeypatch.setattr(running, "enter", lambda _paths, argv: ran.append(argv))
+    r = CliRunner().invoke(cli.app, args, prog_name="docker-up")
+    assert (r.exit_code, ran) == (0, [command]), r.output
+    helped = CliRunner().invoke(cli.app, ["exec", "-h"], prog_name="docker-up")
+    assert helped.exit_code == 0 and "Usage: docker-up exec" in helped.output
