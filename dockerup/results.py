@@ -111,7 +111,7 @@ class Status(Result):
 
     def data(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"schema": STATUS_SCHEMA, "running": self.running,
-                               "state": self.state, "socket": self.socket,
+                               "state": self.state, "lazy": self.lazy, "socket": self.socket,
                                "docker_host": self.docker_host}  # fmt: skip
         if self.lazy:
             doc.update(pid=self.pid)

@@ -9,7 +9,7 @@ import json
 from .harness import Workspace
 
 PUBLISHED = {
-    "schema", "running", "state", "socket", "docker_host", "pid", "dockerd_pid", "net_pid",
+    "schema", "running", "state", "lazy", "socket", "docker_host", "pid", "dockerd_pid", "net_pid",
     "answering", "mode", "mode_reason", "net", "net_options", "mtu", "ipv6", "ipv6_reason",
     "storage", "storage_reason", "data_root", "iptables", "iptables_reason", "engine",
     "started_at", "uptime_s", "restarts",

@@ -30,7 +30,7 @@ RUNNING = instance.Running(
 )  # fmt: skip
 
 PUBLISHED = {
-    "schema", "running", "state", "socket", "docker_host", "pid", "dockerd_pid", "net_pid",
+    "schema", "running", "state", "lazy", "socket", "docker_host", "pid", "dockerd_pid", "net_pid",
     "answering", "mode", "mode_reason", "net", "net_options", "mtu", "ipv6", "ipv6_reason",
     "storage", "storage_reason", "data_root", "iptables", "iptables_reason", "engine",
     "started_at", "uptime_s", "restarts",
@@ -83,10 +83,11 @@ def test_a_state_file_of_an_older_docker_up_still_reads() -> None:
 def test_stopped_and_lazy() -> None:
     stopped = envelope(Status(False, "/s", "unix:///s"))
     assert stopped == {"version": 1, "kind": "status", "schema": STATUS_SCHEMA,
-                       "running": False, "state": "stopped", "socket": "/s",
+                       "running": False, "state": "stopped", "lazy": False, "socket": "/s",
                        "docker_host": "unix:///s"}  # fmt: skip
     lazy = envelope(Status(True, "/s", "unix:///s", lazy=True, pid=7))
-    assert (lazy["state"], lazy["pid"], "dockerd_pid" in lazy) == ("lazy", 7, False)
+    assert (lazy["state"], lazy["lazy"], lazy["pid"]) == ("lazy", True, 7)
+    assert "dockerd_pid" not in lazy
 
 
 def test_the_readme_documents_every_field() -> None:
