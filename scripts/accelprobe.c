@@ -6,8 +6,12 @@
  *                             127.0.0.1:SECRET; also TCP fast open sendto there
  *   listen IP PORT LPORT      connect (swapped), read to EOF, then bind 0.0.0.0:LPORT and
  *                             listen; prints ready and holds the socket 8 s
- *   race IP PORT SECRET SECS  one thread flips the address between IP:PORT and
- *                             127.0.0.1:SECRET while another connects, again and again
+ *   race IP PORT SECRET SECS [EVIL]  one thread flips the address between IP:PORT and
+ *                             EVIL:SECRET (default 127.0.0.1) while another connects,
+ *                             again and again
+ *   dials IP PORT FILE SECS   connect, close, 20 ms pause, for SECS; each connect's time in
+ *                             ms and result appended to FILE (SIGTERM ignored: it outlives
+ *                             a dockerd that stops)
  *   fdrace IP PORT SECRET SECS  a swapped socket and an AF_UNIX socket flip places at one
  *                             fd number while a third thread connects that number to an
  *                             address that flips between AF_UNIX, AF_UNSPEC and SECRET
@@ -26,6 +30,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,7 +154,7 @@ static void *flip_inet(void *unused) {
 
 static int race(char **v) {
   good = addr_of(v[0], atoi(v[1]));
-  evil = addr_of("127.0.0.1", atoi(v[2]));
+  evil = addr_of(v[4] ? v[4] : "127.0.0.1", atoi(v[2]));
   double until = now() + atof(v[3]);
   pthread_t t;
   pthread_create(&t, NULL, flip_inet, NULL);
@@ -198,7 +203,7 @@ static void *flip_family(void *unused) {
 }
 
 static int fdrace(char **v) {
-  evil = addr_of("127.0.0.1", atoi(v[2]));
+  evil = addr_of(v[4] ? v[4] : "127.0.0.1", atoi(v[2]));
   wsock = dial(v[0], atoi(v[1]));
   if (wsock < 0) return 1;
   int l = socket(AF_UNIX, SOCK_STREAM, 0);
@@ -279,6 +284,25 @@ static int latency(char **v) {
   return 0;
 }
 
+static int dials(char **v) {
+  struct sockaddr_in a = addr_of(v[0], atoi(v[1]));
+  FILE *f = fopen(v[2], "a");
+  if (!f) return 1;
+  signal(SIGTERM, SIG_IGN);
+  double until = now() + atof(v[3]);
+  printf("ready\n");
+  while (now() < until) {
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    double t0 = now();
+    int r = connect(s, (struct sockaddr *)&a, sizeof a);
+    fprintf(f, "ms=%.1f r=%s\n", (now() - t0) * 1e3, err(r));
+    fflush(f);
+    close(s);
+    usleep(20000);
+  }
+  return 0;
+}
+
 static struct sockaddr_in stall_to;
 static void *stall_one(void *unused) {
   (void)unused;
@@ -340,7 +364,8 @@ int main(int argc, char **argv) {
   int n = argc - 2;
   if (!strcmp(m, "reaim") && n == 3) return reaim(v);
   if (!strcmp(m, "listen") && n == 3) return listen_mode(v);
-  if (!strcmp(m, "race") && n == 4) return race(v);
+  if (!strcmp(m, "race") && (n == 4 || n == 5)) return race(v);
+  if (!strcmp(m, "dials") && n == 4) return dials(v);
   if (!strcmp(m, "fdrace") && n == 4) return fdrace(v);
   if (!strcmp(m, "thread") && n == 2) return thread_mode(v);
   if (!strcmp(m, "flood") && n == 1) return flood(v);

@@ -636,6 +636,105 @@ def measure_net(runs: int, seconds: int, mtu: int) -> dict[str, dict[str, float]
     return out
 
 
+# Container -> a test host on the workspace's network (issue 27): a network namespace of
+# this machine behind a veth, an address only the default route leads to. docker-up with no
+# options (the fast path on, host loopback closed), docker-up on the helper's path, and
+# Debian's rootless launcher as it ships (host loopback closed), MTU 65520 for it too.
+REMOTE_NET = "192.168.120"
+REMOTE_SETUPS: list[tuple[str, list[str], dict[str, str]]] = [
+    ("docker-up, no options", [], {}),
+    ("docker-up --no-net-accel (slirp4netns path)", ["--no-net-accel"], {}),
+    ("rootlesskit+slirp4netns, MTU 65520", ["--mtu=65520"],
+     {"DOCKERD_ROOTLESS_ROOTLESSKIT_MTU": "65520"}),
+]  # fmt: skip
+REMOTE_WORKSPACE = "the workspace itself"
+REMOTE_COLS = ("1 stream Gbit/s", "connects/s")
+
+
+@contextlib.contextmanager
+def remote_host(tcprr: str, ports: tuple[int, int]) -> Iterator[str]:
+    """A test host: a network namespace with an iperf3 and a tcprr server, NET.2 over a
+    veth whose workspace end is NET.1. Yields NET.2; removes all of it."""
+    holder = subprocess.Popen(["unshare", "--net", "sleep", "infinity"])
+    near, far, peer = "dupbencha", "dupbenchb", f"{REMOTE_NET}.2"
+    servers: list[subprocess.Popen[bytes]] = []
+    try:
+        while os.readlink(f"/proc/{holder.pid}/ns/net") == os.readlink("/proc/self/ns/net"):
+            time.sleep(0.01)
+        ns = ["nsenter", "-t", str(holder.pid), "-n"]
+        for cmd in (["ip", "link", "add", near, "type", "veth", "peer", "name", far,
+                     "netns", str(holder.pid)],
+                    ["ip", "addr", "add", f"{REMOTE_NET}.1/24", "dev", near],
+                    ["ip", "link", "set", near, "up"],
+                    [*ns, "ip", "addr", "add", f"{peer}/24", "dev", far],
+                    [*ns, "ip", "link", "set", far, "up"],
+                    [*ns, "ip", "link", "set", "lo", "up"]):  # fmt: skip
+            subprocess.run(cmd, check=True)
+        for argv in (["iperf3", "-s", "-B", peer, "-p", str(ports[0])],
+                     [tcprr, "-s", str(ports[1]), peer]):  # fmt: skip
+            servers.append(subprocess.Popen([*ns, *argv], stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL))  # fmt: skip
+        time.sleep(0.3)  # the servers bind; the clients retry anyway
+        yield peer
+    finally:
+        for p in (*servers, holder):
+            p.kill()
+            p.wait()
+        subprocess.run(["ip", "link", "del", near], stderr=subprocess.DEVNULL, check=False)
+
+
+def remote_row(client: Callable[[list[str]], str], peer: str, ports: tuple[int, int],
+               seconds: int) -> dict[str, float]:  # fmt: skip
+    """iperf3 (1 stream) and tcprr's connection rate to the test host, from one client."""
+    for _ in range(50):  # the iperf3 server may still be starting
+        with contextlib.suppress(RuntimeError, ValueError):
+            doc = json.loads(client(["iperf3", "-c", peer, "-p", str(ports[0]), "-t",
+                                     str(seconds), "-J"]))  # fmt: skip
+            gbps, _ = iperf_json(doc, "remote")
+            break
+        time.sleep(0.1)
+    else:
+        raise RuntimeError("iperf3 to the test host failed")
+    rr = json.loads(client(["tcprr", peer, str(ports[1]), "2000", "1000"]))
+    return {"1 stream Gbit/s": gbps, "connects/s": float(rr["connects_per_s"])}
+
+
+def measure_remote(runs: int, seconds: int) -> dict[str, dict[str, float]]:
+    """Each round: the workspace itself, then every set-up (a fresh start each), in turn,
+    so drift hits them alike; medians of the rounds."""
+    ports = (25321, 25322)
+    rows: dict[str, list[dict[str, float]]] = {REMOTE_WORKSPACE: []}
+    rows.update({name: [] for name, _, _ in REMOTE_SETUPS})
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dockerup-rr-")))
+        tcprr = str(tmp / "tcprr")
+        subprocess.run(["cc", "-O2", "-o", tcprr, str(Path(__file__).with_name("tcprr.c"))],
+                       check=True)  # fmt: skip
+        peer = stack.enter_context(remote_host(tcprr, ports))
+        tar = stack.enter_context(iperf_image())
+        homes_ = {name: stack.enter_context(fresh_home()) for name, _, _ in REMOTE_SETUPS}
+
+        def here(argv: list[str]) -> str:
+            argv = [tcprr, *argv[1:]] if argv[0] == "tcprr" else argv
+            r = subprocess.run(argv, capture_output=True, text=True)
+            if r.returncode:
+                raise RuntimeError(r.stdout[-300:] + r.stderr[-300:])
+            return r.stdout
+
+        for _ in range(runs):
+            rows[REMOTE_WORKSPACE].append(remote_row(here, peer, ports, seconds))
+            for name, args, env in REMOTE_SETUPS:
+                home = homes_[name]
+                with daemon(home, name, args, env) as run:
+                    docker_cli(home, run.host, "import", str(tar), "iperf:bench")
+
+                    def inside(argv: list[str], home: Home = home, host: str = run.host) -> str:
+                        return docker_cli(home, host, "run", "--rm", "iperf:bench", *argv)
+
+                    rows[name].append(remote_row(inside, peer, ports, seconds))
+    return {name: medians(r) for name, r in rows.items()}
+
+
 # What was tried to tune the default (docs/performance.md): the container's TCP send buffer
 # cap, per driver, at MTU 65520; then the MTU with the chosen cap. "kernel" leaves the
 # container's net.ipv4.tcp_wmem at the kernel's default (max 4 MiB).
@@ -729,12 +828,15 @@ def measure(runs: int) -> dict[str, Any]:
         sys.exit(
             f"{ROOTLESS_SH} and rootlesskit are needed (apt-get install docker.io rootlesskit)"
         )
-    with homes() as (du_home, rl_home):
-        for temp in ("cold", "warm"):
+    with homes() as (du_home, rl_home), iperf_image() as tar:
+        for temp in ("cold", "warm", "used"):
             du, rl = [], []
             if temp == "warm":  # one untimed start fills the data-root for both
                 run_docker_up(du_home)
                 run_rootless_sh(rl_home)
+            if temp == "used":  # a data-root as a working day leaves it
+                fill(du_home, True, tar)
+                fill(rl_home, False, tar)
             for i in range(runs):
                 if temp == "cold":
                     du_home.wipe_data()
@@ -748,6 +850,33 @@ def measure(runs: int) -> dict[str, Any]:
                     du.append(run_docker_up(du_home))
             results[temp] = {"docker-up": du, "dockerd-rootless.sh": rl}
     return results
+
+
+USED_IMAGES = USED_CONTAINERS = 20
+
+
+def fill(home: Home, docker_up: bool, tar: Path) -> None:
+    """20 images (one layer each, their own configs) and 20 stopped containers in the
+    launcher's data-root: what dockerd loads at every start of a home in use."""
+    t0 = time.monotonic()
+    if docker_up:
+        sock = home.root / "run" / "docker-up" / "docker.sock"
+        p = home.popen([str(VENV / "bin" / "docker-up")], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)  # fmt: skip
+    else:
+        sock = home.root / "run" / "docker.sock"
+        p = home.popen([ROOTLESS_SH, f"--data-root={home.root / 'data' / 'docker'}"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_ping(sock, p, t0, "fill")
+        host = f"unix://{sock}"
+        for i in range(USED_IMAGES):
+            docker_cli(home, host, "import", "--change", f"LABEL n={i}", str(tar), f"used{i}:b")
+        for i in range(USED_CONTAINERS):
+            docker_cli(home, host, "run", "--name", f"stopped{i}", f"used{i}:b", "iperf3", "-v")
+    finally:
+        p.send_signal(signal.SIGINT if docker_up else signal.SIGTERM)
+        p.wait(90)
 
 
 def summarize(results: dict[str, Any]) -> dict[str, Any]:
@@ -789,11 +918,13 @@ def render(summary: dict[str, Any], runs: int) -> None:
             f"{s['docker-up_announced_s']:.3f} s",
         )
     c.print(t)
-    b = Table(title="docker-up, by phase (warm, median)")
+    b = Table(title="docker-up, by phase (median), s")
     b.add_column("phase")
-    b.add_column("seconds", justify="right")
-    for k, v in summary["warm"]["docker-up_phases_s"].items():
-        b.add_row(k, f"{v:.3f}")
+    temps = [t for t in ("warm", "used") if t in summary]
+    for temp in temps:
+        b.add_column(temp, justify="right")
+    for k in summary["warm"]["docker-up_phases_s"]:
+        b.add_row(k, *(f"{summary[t]['docker-up_phases_s'][k]:.3f}" for t in temps))
     c.print(b)
     m = Table(title="resident memory of the launcher's own processes, idle (median)")
     m.add_column("docker-up (keeper)", justify="right")
@@ -812,7 +943,7 @@ def main() -> None:
     ap.add_argument("--out", default="bench-results")
     ap.add_argument(
         "--only",
-        choices=("startup", "ports", "shell", "net", "tune", "registry"),
+        choices=("startup", "ports", "shell", "net", "remote", "tune", "registry"),
         help="one part (tune: the tuning sweep, not part of the default report)",
     )
     ap.add_argument("--seconds", type=int, default=3, help="length of each iperf3 run")
@@ -853,6 +984,18 @@ def main() -> None:
         for k, v in targets.items():
             print(f"{k}: {v:.2f}x")
         print(f"written: {out / 'net.json'}")
+    if args.only in (None, "remote"):
+        runs = max(1, min(args.runs, 3))
+        remote = measure_remote(runs, args.seconds)
+        base = remote[REMOTE_WORKSPACE]
+        for row in remote.values():
+            row["x native"] = row["1 stream Gbit/s"] / base["1 stream Gbit/s"]
+        doc = {"version": 1, "runs": runs, "seconds": args.seconds, "results": remote,
+               "machine": machine}  # fmt: skip
+        (out / "remote.json").write_text(json.dumps(doc, indent=2))
+        render_table("container -> a test host on the workspace's network (veth), 1 stream",
+                     remote, runs, REMOTE_WORKSPACE)  # fmt: skip
+        print(f"written: {out / 'remote.json'}")
     if args.only == "tune":
         runs = max(1, min(args.runs, 3))
         tune = measure_tune(runs, args.seconds)

@@ -42,6 +42,7 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import functools
 import os
 import random
 import re
@@ -269,6 +270,7 @@ def read_text(path: str) -> str:
 NONLOCAL_BIND = read_text("/proc/sys/net/ipv4/ip_nonlocal_bind").strip() not in ("", "0")
 
 
+@functools.lru_cache(maxsize=8)
 def connected_networks(route_table: str) -> list[tuple[int, int]]:
     """(network, mask) of every route but the default one, from /proc/PID/net/route of
     docker-up's namespace: docker's bridges and the helper's 10.0.2.0/24. Host order."""
@@ -531,12 +533,13 @@ class Agent:
         if not 0 <= length <= 128:
             raise OSError(errno.EINVAL, "address length")
         raw = read_memory(tid, ptr, length)  # read once; everything acts on this copy
-        self.valid(nfd, nid)  # the memory we read was that caller's
         theirs = fetch_fd(tid, fd)
         try:
+            # Still valid now: the caller was alive and waiting all along, so its TID was
+            # never reused, and the memory read and the fd fetched were that caller's.
+            self.valid(nfd, nid)
             nonblock = bool(fcntl.fcntl(theirs, fcntl.F_GETFL) & os.O_NONBLOCK)
             call = Call(nfd, nid, tid, fd, raw, theirs, nonblock)
-            self.valid(nfd, nid)  # the fd we fetched is that caller's
             if not self.begin(call):
                 return
         except BaseException:
@@ -727,17 +730,25 @@ class Agent:
             raise Gone
 
 
+class _IOVec(ctypes.Structure):
+    _fields_ = (("base", ctypes.c_void_p), ("len", ctypes.c_size_t))
+
+
 def read_memory(tid: int, ptr: int, length: int) -> bytes:
+    """The caller's bytes at ptr, copied once: process_vm_readv, one call (the same
+    ptrace access check as /proc/TID/mem, without opening it each time)."""
     if length == 0:
         return b""
-    with open(f"/proc/{tid}/mem", "rb", buffering=0) as mem:
-        try:
-            raw = os.pread(mem.fileno(), length, ptr)
-        except OSError as e:
-            raise OSError(errno.EFAULT, "bad address") from e
-    if len(raw) != length:
+    buf = ctypes.create_string_buffer(length)
+    local = _IOVec(ctypes.cast(buf, ctypes.c_void_p), length)
+    remote = _IOVec(ptr, length)
+    n = _libc.process_vm_readv(tid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
+    if n != length:
+        e = ctypes.get_errno() if n < 0 else errno.EFAULT
+        if e in (errno.ESRCH, errno.EPERM):
+            raise OSError(e, os.strerror(e))
         raise OSError(errno.EFAULT, "bad address")
-    return raw
+    return buf.raw[:length]
 
 
 def workspace_socket(theirs: socket.socket, source: str,

@@ -125,7 +125,7 @@ def test_other_traffic_keeps_its_path(accel: Workspace) -> None:
     assert r.stdout.strip() == "UDP", r.stdout + r.stderr
 
 
-def test_accel_is_on_by_default_with_host_loopback(
+def test_accel_is_on_by_default_host_loopback_or_not(
     workspace: Workspace, loopback_server: int
 ) -> None:
     r = workspace.docker_up("-d", "--allow-host-loopback")
@@ -139,7 +139,14 @@ def test_accel_is_on_by_default_with_host_loopback(
     assert r.returncode == 0, r.stderr
     try:
         doc = status(workspace)
-        assert "net-accel" not in doc["net_options"]  # type: ignore[operator]  # nothing to do
+        assert "net-accel" in doc["net_options"]  # type: ignore[operator]  # issue 27
+    finally:
+        workspace.docker_up("stop", timeout=90)
+    r = workspace.docker_up("-d", "--no-net-accel")
+    assert r.returncode == 0, r.stderr
+    try:
+        doc = status(workspace)
+        assert "net-accel" not in doc["net_options"]  # type: ignore[operator]
     finally:
         workspace.docker_up("stop", timeout=90)
 
@@ -147,9 +154,9 @@ def test_accel_is_on_by_default_with_host_loopback(
 def test_loopback_rule_holds_with_the_bypass_on(
     workspace: Workspace, busybox_tar: Path, loopback_server: int, net: str
 ) -> None:
-    """--net-accel without host loopback: the agent sees the connect() to 10.0.2.2 and
-    leaves it to the helper, which refuses it, as without the agent."""
-    r = workspace.docker_up("-d", "--net-accel")
+    """No options (the agent on, host loopback closed): the agent sees the connect() to
+    10.0.2.2 and leaves it to the helper, which refuses it, as without the agent."""
+    r = workspace.docker_up("-d")
     assert r.returncode == 0, r.stderr
     try:
         workspace.docker("import", str(busybox_tar), "bb:test")

@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from .test_ports import free_port
 
 def daemon(user: User, busybox_tar: Path, driver: str, *flags: str) -> Iterator[Workspace]:
     ws = Workspace.create(user, "dockerup-hostile-", DOCKER_UP_NET=driver)
-    r = ws.docker_up("-d", "--net-accel", *flags)
+    r = ws.docker_up("-d", *flags)
     assert r.returncode == 0, r.stderr
     try:
         ws.docker("import", str(busybox_tar), "bb:test")
@@ -40,14 +41,15 @@ def daemon(user: User, busybox_tar: Path, driver: str, *flags: str) -> Iterator[
 
 @pytest.fixture(scope="module", params=NET_DRIVERS)
 def closed(request: pytest.FixtureRequest, user: User, busybox_tar: Path) -> Iterator[Workspace]:
-    """Host loopback closed: the workspace's loopback is off limits to containers."""
-    yield from daemon(user, busybox_tar, request.param, "--no-allow-host-loopback")
+    """No options at all (issue 27: the fast path is on by default, host loopback closed):
+    the workspace's loopback and its own addresses are off limits to containers."""
+    yield from daemon(user, busybox_tar, request.param)
 
 
 @pytest.fixture(scope="module", params=NET_DRIVERS)
 def opened(request: pytest.FixtureRequest, user: User, busybox_tar: Path) -> Iterator[Workspace]:
     """Host loopback allowed: 10.0.2.2 is the workspace's 127.0.0.1."""
-    yield from daemon(user, busybox_tar, request.param, "--allow-host-loopback")
+    yield from daemon(user, busybox_tar, request.param, "--allow-host-loopback", "--net-accel")
 
 
 def probe(
@@ -211,3 +213,157 @@ def test_a_connect_loop_with_a_bad_pointer_cannot_flood_the_log(opened: Workspac
     grown = log.stat().st_size - before
     assert grown < 4096, f"docker-up.log grew {grown} bytes"
     assert re.search(r"accel: connect of pid \d+ answered", log.read_text())
+
+
+# -- on by default (issue 27): what no options must still keep out -----------------------
+
+
+def own_address(peer: str) -> str:
+    """The workspace's end of the peer namespace's veth (conftest.veth_to): NET.1."""
+    return peer.rsplit(".", 1)[0] + ".1"
+
+
+def anywhere() -> CountingServer:
+    """A workspace server on every address it has (0.0.0.0), counting who came."""
+    s = socket.socket()
+    s.bind(("0.0.0.0", 0))
+    s.listen(128)
+    return CountingServer(b"secret\n", sock=s)
+
+
+def test_no_options_take_the_fast_path_out(closed: Workspace, peer_namespace: str) -> None:
+    """With no options, a connection to the test host works with the helper frozen: only a
+    workspace socket can carry it."""
+    assert "net-accel" in status(closed)["net_options"]  # type: ignore[operator]
+    helper = int(status(closed)["net_pid"])  # type: ignore[call-overload]
+    os.kill(helper, signal.SIGSTOP)
+    try:
+        nc = f"timeout 10 nc {peer_namespace} 7070 </dev/null"
+        r = closed.docker("run", "--rm", "bb:test", "sh", "-c", nc, check=False)
+    finally:
+        os.kill(helper, signal.SIGCONT)
+    assert r.stdout.strip() == "peer-ns", r.stdout + r.stderr
+
+
+def test_the_workspaces_own_addresses_are_refused(closed: Workspace, peer_namespace: str) -> None:
+    """A workspace service on 0.0.0.0: the container asks for it at the workspace's own
+    address (its veth end, a real interface address): refused at once, nobody came; and
+    10.0.2.2 (the workspace's loopback) stays closed."""
+    srv = anywhere()
+    own = own_address(peer_namespace)
+    try:
+        r = closed.docker("run", "--rm", "bb:test", "sh", "-c",
+                          f"nc {own} {srv.port} </dev/null; echo rc=$?; "
+                          f"timeout 5 nc 10.0.2.2 {srv.port} </dev/null; echo rc=$?",
+                          check=False, timeout=60)  # fmt: skip
+    finally:
+        srv.close()
+    assert "secret" not in r.stdout, r.stdout
+    own_rc, loopback_rc = r.stdout.split()
+    assert own_rc == "rc=1", r.stdout + r.stderr  # refused at once, not a timeout
+    # 10.0.2.2 is the helper's: slirp4netns refuses it, Debian 12's pasta lets it time out.
+    assert loopback_rc in ("rc=1", "rc=143"), r.stdout + r.stderr
+    assert srv.count == 0
+
+
+def test_racing_toward_the_workspaces_own_address_never_reaches_it(
+    closed: Workspace, peer_namespace: str
+) -> None:
+    """The address flips between the test host and the workspace's own address while
+    another thread connects: the agent decides on its one copy and connects that copy, so
+    the workspace server sees nobody (a check-then-reread agent would swap the socket for
+    one aimed at the workspace)."""
+    srv = anywhere()
+    try:
+        out = probe(closed, "race", peer_namespace, "7070", str(srv.port), "4",
+                    own_address(peer_namespace))  # fmt: skip
+    finally:
+        srv.close()
+    assert int(out["connected"]) > 10, out
+    assert int(out["tries"]) > int(out["connected"]), out  # the evil address was seen too
+    assert out["leaks"] == "0"
+    assert srv.count == 0
+
+
+def test_the_opt_out_label_keeps_a_container_on_the_helpers_path(
+    closed: Workspace, peer_namespace: str
+) -> None:
+    """docker-up.net-accel=off: with the helper frozen, that container cannot get out;
+    one without the label can."""
+    helper = int(status(closed)["net_pid"])  # type: ignore[call-overload]
+    nc = f"timeout 3 nc {peer_namespace} 7070 </dev/null"
+    os.kill(helper, signal.SIGSTOP)
+    try:
+        off = closed.docker("run", "--rm", "--label", "docker-up.net-accel=off", "bb:test",
+                            "sh", "-c", nc, check=False)  # fmt: skip
+        on = closed.docker("run", "--rm", "bb:test", "sh", "-c", nc, check=False)
+    finally:
+        os.kill(helper, signal.SIGCONT)
+    assert off.stdout.strip() == "", off.stdout
+    assert on.stdout.strip() == "peer-ns", on.stdout + on.stderr
+
+
+def test_a_connect_storm_starves_neither_the_workspace_nor_the_keeper(opened: Workspace) -> None:
+    """Six containers each hang 80 connects on a full backlog (the agent takes 64 of each,
+    answers the rest EAGAIN) while two more connect as fast as they can: another
+    container's connects stay fast, the keeper answers status, the workspace's own
+    connections are untouched."""
+    ok = CountingServer(b"ok\n")
+    names = [f"storm{i}" for i in range(8)]
+    with full_backlog() as full_port:
+        try:
+            for name in names[:6]:
+                opened.docker("run", "-d", "--name", name, "bb:test", "accelprobe", "stall",
+                              "10.0.2.2", str(full_port), "80")  # fmt: skip
+            for name in names[6:]:
+                opened.docker("run", "-d", "--name", name, "bb:test", "accelprobe", "latency",
+                              "10.0.2.2", str(ok.port), "100000")  # fmt: skip
+            for name in names[:6]:
+                wait_for(lambda n=name: "ready" in opened.docker("logs", n).stdout, 30, name)
+            out = probe(opened, "latency", "10.0.2.2", str(ok.port), "300")
+            t0 = time.monotonic()
+            doc = status(opened)
+            keeper = time.monotonic() - t0
+            t0 = time.monotonic()
+            with socket.create_connection(("127.0.0.1", ok.port), 5):
+                pass
+            workspace = time.monotonic() - t0
+        finally:
+            opened.docker("rm", "-f", *names, check=False)
+            ok.close()
+    print(f"beside a storm: p50 {out['p50_us']} µs, p99 {out['p99_us']} µs; status {keeper:.2f} s")
+    assert out["ok"] == "300"
+    assert int(out["p99_us"]) < 500_000, out
+    assert doc["state"] == "running" and keeper < 5, (doc, keeper)
+    assert workspace < 0.5
+
+
+@pytest.fixture
+def doomed(user: User, busybox_tar: Path) -> Iterator[Workspace]:
+    """A stack of its own, no options: its keeper is killed."""
+    yield from daemon(user, busybox_tar, "slirp4netns")
+
+
+def test_a_dead_agent_fails_new_connects_at_once(doomed: Workspace, peer_namespace: str) -> None:
+    """The agent lives in the keeper; kill -9 the keeper and a running container's next
+    connects come back within 1 s (the kernel answers ENOSYS once the listener is gone),
+    never hang."""
+    closed = doomed
+    out = closed.root / "dials"
+    out.mkdir()
+    os.chown(out, closed.user.uid, closed.user.gid)
+    log = out / "log"
+    closed.docker("run", "-d", "--name", "dialer", "-v", f"{out}:/out", "bb:test",
+                  "accelprobe", "dials", peer_namespace, "7070", "/out/log", "60")  # fmt: skip
+    wait_for(lambda: log.exists() and "r=ok" in log.read_text(), 30, "the first dials")
+    keeper = int(status(closed)["pid"])  # type: ignore[call-overload]
+    os.kill(keeper, signal.SIGKILL)
+    before = len(log.read_text().splitlines())
+    wait_for(lambda: any("r=ok" not in x for x in log.read_text().splitlines()[before:]),
+             10, "a connect after the agent died")  # fmt: skip
+    after = [x for x in log.read_text().splitlines()[before:] if "r=ok" not in x]
+    # The container goes on (SIGTERM ignored) until dockerd's stop kills it.
+    print("after the agent died:", after[:5])
+    worst = max(float(x.split()[0][3:]) for x in after)
+    assert worst < 1000, after
+    assert all("ENOSYS" in x or "ECONNREFUSED" in x or "ENETUNREACH" in x for x in after)
