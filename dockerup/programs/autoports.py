@@ -28,6 +28,7 @@ import ctypes
 import errno
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -338,10 +339,29 @@ class AutoPorts:
         self.helper_fd = -1
         self.conn: socket.socket | None = None
         self.next_poll = 0.0
+        # Held while a helper starts: stop() must not miss one started meanwhile.
+        self.lock = threading.Lock()
+        self.stopping = False
 
     # -- the inside helper --
 
+    def stop(self) -> None:
+        """The keeper is stopping: the helper ends now and no other starts (one started
+        after the keeper's sweep of its namespace would outlive docker-up)."""
+        with self.lock:
+            self.stopping = True
+            if self.helper is None:
+                return
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self.helper_fd, signal.SIGKILL)
+            readable([self.helper_fd], 5.0)
+            self.helper.poll()
+
     def ensure_helper(self) -> bool:
+        with self.lock:
+            return False if self.stopping else self._ensure_helper()
+
+    def _ensure_helper(self) -> bool:
         if self.helper is not None and not readable([self.helper_fd], 0):
             return True
         if self.helper is not None:
@@ -495,7 +515,7 @@ class AutoPorts:
 
     def run(self) -> None:
         self.write_table()
-        while True:
+        while not self.stopping:
             if not self.ensure_helper():
                 time.sleep(1)  # nothing to wait on: the helper could not even start
                 continue

@@ -43,6 +43,7 @@ from dockerup.programs.specs import KeeperSpec
 from dockerup.programs.wire import ping
 
 if TYPE_CHECKING:
+    from dockerup.programs.autoports import AutoPorts
     from dockerup.programs.ports import Api
 
 PR_SET_PDEATHSIG = 1
@@ -86,6 +87,7 @@ class Keeper:
         self.next_cap = 0.0
         self.restarts = 0
         self.ports = None
+        self.auto: AutoPorts | None = None
         if spec.ports_fd is not None:
             from dockerup.programs.ports import PortManager, forwarder
 
@@ -99,7 +101,7 @@ class Keeper:
         if spec.auto_ports is not None and "net" in spec.ns_fds:
             from dockerup.programs import autoports
 
-            autoports.start(spec.auto_ports, spec.ns_fds, self.log, lambda: self.ports)
+            self.auto = autoports.start(spec.auto_ports, spec.ns_fds, self.log, lambda: self.ports)
 
     def rootlesskit_api(self) -> Api | None:
         """dockerd 28+: the RootlessKit API the CLI served while dockerd started."""
@@ -360,14 +362,29 @@ class Keeper:
         state["procs"] = kept | procid.identities({"dockerd": self.dockerd, "net": self.net})
         atomic_write(path, json.dumps(state, indent=2))
 
+    def wait_exit(self, pidfd: int, timeout: float) -> bool:
+        """Until the process ends (True) or the time is up. dockerd, stopping, may still
+        start a port proxy (a restart-policy container it is bringing up), which waits for
+        the port manager; unanswered, it would hold dockerd's stop for its 16 s and outlive
+        it: the port manager keeps answering meanwhile."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            port_fds = self.ports.fds() if self.ports else []
+            ready = readable([pidfd, *port_fds], left)
+            if pidfd in ready:
+                return True
+            for fd in ready:
+                if self.ports and fd in port_fds:
+                    self.ports.handle(fd)
+        return False
+
     def stop_child(self, pid: int | None, pidfd: int | None, timeout: float) -> None:
         if pid is None or pidfd is None:
             return
         # Through the pidfd: it names our child, whatever happened to its PID meanwhile.
         with contextlib.suppress(ProcessLookupError):
             signal.pidfd_send_signal(pidfd, signal.SIGTERM)
-        ready = readable([pidfd], timeout)
-        if not ready:
+        if not self.wait_exit(pidfd, timeout):
             with contextlib.suppress(ProcessLookupError):
                 signal.pidfd_send_signal(pidfd, signal.SIGKILL)
         self.reap(pid)
@@ -376,12 +393,15 @@ class Keeper:
         # Further signals must not cut the cleanup short.
         for s in STOP_SIGNALS:
             signal.signal(s, signal.SIG_IGN)
+        if self.auto:
+            self.auto.stop()  # before the sweep below: its helper is no leftover of dockerd's
         self.stop_child(self.dockerd, self.dockerd_fd, self.spec.stop_timeout)
         # containerd got SIGTERM as dockerd ended (its parent-death signal): it is stopping
         # on its own, and the helper goes next; only then is anything left over.
         self.clear_old_containerd()
         if self.ports:
             self.ports.close()
+            self.ports = None  # its sockets are closed: nothing more to watch or answer
         if self.exit_fd is not None:
             os.close(self.exit_fd)  # slirp4netns' signal to exit
         self.stop_child(self.net, self.net_fd, 5.0)

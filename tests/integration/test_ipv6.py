@@ -6,6 +6,7 @@ is started from a thread that joined it (a thread's sockets and children stay th
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import socket
 import subprocess
@@ -161,8 +162,9 @@ def test_containers_reach_the_workspaces_ipv6_loopback_only_when_allowed(
         there = workspace.docker("run", "--rm", "bb:test", "sh", "-c", out_there, check=False)
         assert there.stdout.strip() == "remote-v6", there
         assert s.stop() == 0
-    status = in_netns(ws6, lambda: workspace.docker_up("doctor"))
-    assert "IPv6 for containers" in status.stdout and "on (auto)" in status.stdout
+    doctor = in_netns(ws6, lambda: workspace.docker_up("doctor", "--json"))
+    ipv6 = {c["id"]: c for c in json.loads(doctor.stdout)["checks"]}["net.ipv6"]
+    assert ipv6["status"] == "ok" and "on (auto)" in ipv6["detail"], ipv6
 
 
 def test_published_ports_answer_on_the_workspaces_ipv6_loopback(

@@ -1,0 +1,228 @@
+"""Auto ports (issue 26): a listener anywhere in docker-up's namespace answers on the
+workspace's loopback by itself, and a hostile container cannot use that against the
+workspace. docker-up is started with no options, as the unprivileged test user."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import CountingServer, listener
+from .harness import VENV, Workspace, wait_for
+from .test_ports import OTHER_ADDR, WEB, free_port, http_get, second_address
+
+__all__ = ["second_address"]  # the module fixture that gives the workspace OTHER_ADDR
+
+SERVER = """
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[2], int(sys.argv[1]))); s.listen(64)
+while True:
+    c, _ = s.accept(); c.sendall(b"ns-server\\n"); c.close()
+"""
+
+
+@pytest.fixture
+def daemon(workspace: Workspace, busybox_tar: Path) -> Iterator[Workspace]:
+    r = workspace.docker_up("-d")
+    assert r.returncode == 0, r.stderr
+    workspace.docker("import", str(busybox_tar), "bb:test")
+    yield workspace
+    workspace.docker("rm", "-f", "web", "hostile", check=False)
+    workspace.docker_up("stop", timeout=90)
+
+
+@contextlib.contextmanager
+def exec_server(
+    ws: Workspace, port: int, address: str = "0.0.0.0"
+) -> Iterator[subprocess.Popen[str]]:
+    """A server the user started in the namespace with `docker-up exec`."""
+    p = subprocess.Popen(
+        [f"{VENV}/bin/docker-up", "exec", "--", "python3", "-c", SERVER, str(port), address],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **ws._as_user(),
+    )  # type: ignore[call-overload]  # fmt: skip
+    try:
+        yield p
+    finally:
+        p.kill()
+        p.wait(10)
+
+
+def answer(port: int, address: str = "127.0.0.1") -> str:
+    try:
+        with socket.create_connection((address, port), timeout=2) as c:
+            return c.recv(100).decode()
+    except OSError as e:
+        return f"error: {e}"
+
+
+def bindable(port: int) -> bool:
+    """Can a workspace server take this port again (with SO_REUSEADDR, as servers do)?"""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            s.listen()
+        except OSError:
+            return False
+    return True
+
+
+def table(ws: Workspace) -> dict[str, list[dict[str, object]]]:
+    path = ws.runtime_dir / "docker-up" / "auto-ports.json"
+    try:
+        doc: dict[str, list[dict[str, object]]] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {"auto": [], "refused": []}
+    return doc
+
+
+def refusal(ws: Workspace, port: int) -> str:
+    return next((str(r["reason"]) for r in table(ws)["refused"] if r["port"] == port), "")
+
+
+def workspace_listeners(port: int) -> list[str]:
+    """The addresses the workspace listens on at this port (the kernel's tables, as root)."""
+    from dockerup.programs.autoports import parse_tcp
+
+    text = Path("/proc/net/tcp").read_text(), Path("/proc/net/tcp6").read_text()
+    return sorted(lst.address for t in text for lst in parse_tcp(t) if lst.port == port)
+
+
+def host_net_web(ws: Workspace, port: int, name: str = "web", bind: str = "") -> None:
+    """A `--network host` container's web server on `port` (busybox httpd)."""
+    serve = WEB.format(body=name).replace("-p 80", f"-p {bind}{port}")
+    ws.docker("run", "-d", "--name", name, "--network", "host", "bb:test", "sh", "-c", serve)
+
+
+def test_done_when(daemon: Workspace) -> None:
+    """Issue 26's check: a --network host container's server and a server started with
+    `docker-up exec` both answer on the workspace's 127.0.0.1 at their own port within 5 s;
+    once they are gone, the workspace can bind those ports again (within 1 s)."""
+    web_port, exec_port = free_port(), free_port()
+    host_net_web(daemon, web_port)
+    with exec_server(daemon, exec_port) as p:
+        start = time.monotonic()
+        wait_for(lambda: "web" in http_get("127.0.0.1", web_port), 5, "the container's server")
+        wait_for(lambda: answer(exec_port) == "ns-server\n", 5, "the exec'd server")
+        print(f"both answered {time.monotonic() - start:.2f} s after the servers started")
+        assert not bindable(web_port)
+        daemon.docker("rm", "-f", "web")
+        gone = time.monotonic()
+        wait_for(lambda: bindable(web_port), 1, "the container's port, free again")
+        print(f"container's port free {time.monotonic() - gone:.2f} s after rm -f returned")
+        p.kill()
+        p.wait(10)
+        gone = time.monotonic()
+        wait_for(lambda: bindable(exec_port), 1, "the exec'd server's port, free again")
+        print(f"exec'd server's port free {time.monotonic() - gone:.2f} s after it died")
+
+
+def test_a_workspace_server_keeps_its_port(daemon: Workspace) -> None:
+    """The workspace wins: a namespace listener on a port a workspace server holds does not
+    take it; connections still reach the workspace's server, and the refusal is said."""
+    ours = CountingServer(b"workspace\n")
+    try:
+        with exec_server(daemon, ours.port):
+            wait_for(lambda: "in use in the workspace" in refusal(daemon, ours.port), 5,
+                     "the refusal")  # fmt: skip
+            for _ in range(3):
+                assert answer(ours.port) == "workspace\n"
+            assert ours.count == 3
+    finally:
+        ours.close()
+    log = (daemon.runtime_dir / "docker-up" / "logs" / "docker-up.log").read_text()
+    assert log.count(f"port {ours.port} not exposed") == 1
+
+
+def test_a_namespace_loopback_listener_is_exposed_on_loopback_only(daemon: Workspace) -> None:
+    port = free_port()
+    with exec_server(daemon, port, "127.0.0.1"):
+        wait_for(lambda: answer(port) == "ns-server\n", 5, "the loopback-only server")
+        assert workspace_listeners(port) == ["127.0.0.1"]
+
+
+# -- a hostile container ----------------------------------------------------------------------
+
+
+def test_hostile_container_cannot_take_a_workspace_port(daemon: Workspace) -> None:
+    """Not on the address the workspace's server holds, and not beside it on the other
+    loopback either (`localhost` would then be two servers)."""
+    for address, family in (("127.0.0.1", socket.AF_INET), (OTHER_ADDR, socket.AF_INET)):
+        sock = listener(family, address)
+        ours = CountingServer(b"workspace\n", sock=sock)
+        try:
+            port = ours.port
+            host_net_web(daemon, port, name="hostile")
+            wait_for(lambda p=port: "in use in the workspace" in refusal(daemon, p), 5,
+                     "the refusal")  # fmt: skip
+            assert workspace_listeners(ours.port) == [address]
+            if address == "127.0.0.1":
+                assert answer(ours.port) == "workspace\n"
+        finally:
+            daemon.docker("rm", "-f", "hostile")
+            ours.close()
+
+
+def test_hostile_container_cannot_listen_on_workspace_addresses(daemon: Workspace) -> None:
+    """A container listening on every address inside gets the workspace's loopback only."""
+    port = free_port()
+    host_net_web(daemon, port, name="hostile")
+    wait_for(lambda: "hostile" in http_get("127.0.0.1", port), 5, "the exposure")
+    assert set(workspace_listeners(port)) <= {"127.0.0.1", "::1"}
+    assert "refused" in http_get(OTHER_ADDR, port)
+
+
+def test_hostile_container_cannot_exhaust_ports_past_the_cap(
+    workspace: Workspace, busybox_tar: Path
+) -> None:
+    """With auto-ports-max 3, six listeners get three ports; the others are refused with
+    the cap as the reason, stay free in the workspace, and get in once one goes."""
+    workspace.extra_env["DOCKER_UP_AUTO_PORTS_MAX"] = "3"
+    r = workspace.docker_up("-d")
+    assert r.returncode == 0, r.stderr
+    try:
+        workspace.docker("import", str(busybox_tar), "bb:test")
+        ports = sorted(free_port() for _ in range(6))
+        many = "mkdir -p /www; echo x > /www/index.html; " + "; ".join(
+            f"httpd -p {p} -h /www" for p in ports) + "; exec sleep 1000"  # fmt: skip
+        workspace.docker("run", "-d", "--name", "hostile", "--network", "host", "bb:test",
+                         "sh", "-c", many)  # fmt: skip
+        wait_for(lambda: len(table(workspace)["refused"]) == 3, 5, "three refusals")
+        exposed = sorted(int(str(e["port"])) for e in table(workspace)["auto"])
+        assert len(exposed) == 3
+        refused = [r for r in table(workspace)["refused"]]
+        assert all("cap of 3" in str(r["reason"]) for r in refused)
+        for r in refused:
+            assert bindable(int(str(r["port"])))
+    finally:
+        workspace.docker("rm", "-f", "hostile", check=False)
+        workspace.docker_up("stop", timeout=90)
+
+
+def test_ports_below_1024_follow_the_published_port_rule(daemon: Workspace) -> None:
+    probe = 'import socket; socket.socket().bind(("127.0.0.1", 81))'
+    if daemon.run(["python3", "-c", probe]).returncode == 0:
+        pytest.skip("the test user may bind port 81 here")
+    host_net_web(daemon, 81, name="hostile")
+    wait_for(lambda: "below 1024" in refusal(daemon, 81), 5, "the refusal")
+
+
+def test_published_ports_are_not_doubled(daemon: Workspace) -> None:
+    port = free_port()
+    daemon.docker("run", "-d", "--name", "web", "-p", f"{port}:80", "bb:test", "sh", "-c",
+                  WEB.format(body="published"))  # fmt: skip
+    wait_for(lambda: "published" in http_get("127.0.0.1", port), 30, "the published port")
+    other = free_port()
+    with exec_server(daemon, other):  # one poll later than the published port's proxy
+        wait_for(lambda: answer(other) == "ns-server\n", 5, "a later auto port")
+    t = table(daemon)
+    assert port not in [e["port"] for e in t["auto"]]
+    assert port not in [e["port"] for e in t["refused"]]
