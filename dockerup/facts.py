@@ -285,7 +285,7 @@ def with_engine(f: HostFacts, dockerd: str | None = None) -> HostFacts:
 def with_accel(f: HostFacts) -> HostFacts:
     """What --net-accel needs (seccomp user notification, runc 1.1+), probed only when it
     may be used."""
-    from dockerup.programs.accel import has_netns_cookie, support_problems
+    from dockerup.programs.accel_support import has_netns_cookie, support_problems
 
     runc = f.binaries.get("runc")
     version = probes(f.env, f.home).output([runc, "--version"]) if runc else ""

@@ -266,8 +266,9 @@ def resolve_accel(config: Config, facts: HostFacts) -> bool:
     """--net-accel: on, off, or (None) on wherever it can work, host loopback allowed or
     not: connections leaving the namespace then cross the workspace's kernel instead of
     the helper (0.3x -> about 1x of the workspace's own speed, docs/performance.md). With
-    host loopback closed the agent refuses what the helper would keep out (accel.decide):
-    10.0.2.2 stays with the helper, which refuses it, and the workspace's own addresses."""
+    host loopback closed the agent refuses what the helper would keep out
+    (accel_policy.decide): 10.0.2.2 stays with the helper, which refuses it, and the
+    workspace's own addresses."""
     if config.net_accel is None:
         return not config.host_network and not facts.accel_problems
     if not config.net_accel:

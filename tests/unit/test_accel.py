@@ -1,5 +1,7 @@
-"""The acceleration agent's pure parts: the kernel ABI it packs, address parsing, and the
-policy that decides every connect() of a container (a table: what each case must get)."""
+"""The acceleration agent's pure parts: the kernel ABI it packs (accel_kernel), address
+parsing and the policy that decides every connect() of a container (accel_policy: a table,
+what each case must get), the namespace's networks (accel_nets), and the agent going on
+after a failed call (accel, accel_calls)."""
 
 from __future__ import annotations
 
@@ -9,17 +11,18 @@ import struct
 
 import pytest
 
-from dockerup.programs import accel
-from dockerup.programs.accel import Decision, Verdict
+from dockerup.programs import accel, accel_calls, accel_nets, accel_policy, accel_support
+from dockerup.programs import accel_kernel as kernel
+from dockerup.programs.accel_policy import Decision, Verdict
 
 
 def test_ioctl_numbers_match_linux_seccomp_h() -> None:
     # From <linux/seccomp.h> on x86-64 (SECCOMP_IOWR/SECCOMP_IOW with '!').
-    assert accel.NOTIF.size == 80 and accel.RESP.size == 24 and accel.ADDFD.size == 24
-    assert accel.IOCTL_RECV == 0xC0502100
-    assert accel.IOCTL_SEND == 0xC0182101
-    assert accel.IOCTL_ID_VALID == 0x40082102
-    assert accel.IOCTL_ADDFD == 0x40182103
+    assert kernel.NOTIF.size == 80 and kernel.RESP.size == 24 and kernel.ADDFD.size == 24
+    assert kernel.IOCTL_RECV == 0xC0502100
+    assert kernel.IOCTL_SEND == 0xC0182101
+    assert kernel.IOCTL_ID_VALID == 0x40082102
+    assert kernel.IOCTL_ADDFD == 0x40182103
 
 
 def sockaddr_in(addr: str, port: int, family: int = socket.AF_INET) -> bytes:
@@ -34,10 +37,10 @@ NETLINK = struct.pack("=HHII", socket.AF_NETLINK, 0, 0, 0)
 
 
 def test_parse_inet_reads_only_ipv4() -> None:
-    assert accel.parse_inet(sockaddr_in("10.0.2.2", 8080)) == (accel.GATEWAY, 8080)
-    assert accel.parse_inet(SIX) is None
-    assert accel.parse_inet(b"\x02\x00") is None  # too short to hold an address
-    assert accel.parse_inet(sockaddr_in("10.0.2.2", 80)[:12]) is None  # the kernel: EINVAL
+    assert accel_policy.parse_inet(sockaddr_in("10.0.2.2", 8080)) == (accel_policy.GATEWAY, 8080)
+    assert accel_policy.parse_inet(SIX) is None
+    assert accel_policy.parse_inet(b"\x02\x00") is None  # too short to hold an address
+    assert accel_policy.parse_inet(sockaddr_in("10.0.2.2", 80)[:12]) is None  # the kernel: EINVAL
 
 
 ROUTES = """Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
@@ -46,20 +49,20 @@ tap0\t0002000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
 docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
 br-1\t000012AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
 """
-NETS = accel.connected_networks(ROUTES)
+NETS = accel_nets.connected_networks(ROUTES)
 
 
 def test_only_addresses_behind_the_default_route_are_outside() -> None:
     assert len(NETS) == 3  # the default route is not a network of ours
 
     def out(a: str) -> bool:
-        return accel.outside(socket.inet_aton(a), NETS)
+        return accel_policy.outside(socket.inet_aton(a), NETS)
 
     assert out("192.168.88.2") and out("8.8.8.8")
     assert not out("172.17.0.5") and not out("172.18.3.4")  # docker networks
     assert not out("10.0.2.3") and not out("10.0.2.2")  # the helper's own network
     assert not out("127.0.0.1") and not out("0.0.0.0")  # the container's own
-    assert not accel.outside(socket.inet_aton("8.8.8.8"), [])  # no table: nothing
+    assert not accel_policy.outside(socket.inet_aton("8.8.8.8"), [])  # no table: nothing
 
 
 PERFORM = Decision(Verdict.perform)
@@ -128,14 +131,14 @@ TABLE = [
 @pytest.mark.parametrize(("raw", "loopback", "swapped", "fresh", "expected"), TABLE)
 def test_policy(raw: bytes, loopback: bool, swapped: bool, fresh: bool,
                 expected: Decision) -> None:  # fmt: skip
-    got = accel.decide(raw, allow_host_loopback=loopback, swapped=swapped, fresh_tcp=fresh,
+    got = accel_policy.decide(raw, allow_host_loopback=loopback, swapped=swapped, fresh_tcp=fresh,
                        nets=lambda: NETS, local=is_own)  # fmt: skip
     assert got == expected
 
 
 def test_the_workspace_s_own_addresses_are_what_the_kernel_binds() -> None:
-    assert accel.workspace_address(socket.inet_aton("127.0.0.1"))
-    assert not accel.workspace_address(socket.inet_aton("192.0.2.254"))  # TEST-NET-1
+    assert accel_nets.workspace_address(socket.inet_aton("127.0.0.1"))
+    assert not accel_nets.workspace_address(socket.inet_aton("192.0.2.254"))  # TEST-NET-1
 
 
 FIB_TRIE = """Main:
@@ -154,7 +157,7 @@ FIB_TRIE = """Main:
 
 
 def test_local_addresses_from_fib_trie() -> None:
-    assert accel.local_addresses(FIB_TRIE) == {socket.inet_aton("192.0.2.2")}
+    assert accel_nets.local_addresses(FIB_TRIE) == {socket.inet_aton("192.0.2.2")}
 
 
 def test_policy_never_swaps_toward_the_workspace_itself() -> None:
@@ -172,7 +175,7 @@ def test_policy_never_swaps_toward_the_workspace_itself() -> None:
             f"192.168.50.{a}",
         ):
             for loopback in (True, False):
-                d = accel.decide(sockaddr_in(addr, 80), allow_host_loopback=loopback,
+                d = accel_policy.decide(sockaddr_in(addr, 80), allow_host_loopback=loopback,
                                  swapped=False, fresh_tcp=True, nets=lambda: NETS,
                                  local=is_own)  # fmt: skip
                 if d.verdict is Verdict.swap:
@@ -181,23 +184,23 @@ def test_policy_never_swaps_toward_the_workspace_itself() -> None:
                     if ip == "127.0.0.1":
                         assert addr == "10.0.2.2" and loopback
                     else:
-                        assert accel.outside(socket.inet_aton(ip), NETS), addr
+                        assert accel_policy.outside(socket.inet_aton(ip), NETS), addr
                         assert loopback or not is_own(socket.inet_aton(ip)), addr
 
 
 def test_support_needs_user_notification_cookie_runc_1_1_and_libseccomp_2_5() -> None:
     runc = "runc version 1.1.5+ds1\ncommit: 1.1.5+ds1-1\nlibseccomp: 2.5.4"
     actions = "kill_process kill_thread trap errno user_notif trace log allow"
-    assert accel.support_problems(actions, runc, True) == []
-    (no_notif,) = accel.support_problems("kill_process errno allow", runc, True)
+    assert accel_support.support_problems(actions, runc, True) == []
+    (no_notif,) = accel_support.support_problems("kill_process errno allow", runc, True)
     assert "no seccomp user notification" in no_notif
-    (no_cookie,) = accel.support_problems(actions, runc, False)
+    (no_cookie,) = accel_support.support_problems(actions, runc, False)
     assert "SO_NETNS_COOKIE" in no_cookie
-    old = accel.support_problems(actions, "runc version 1.0.3\nlibseccomp: 2.5.1", True)
+    old = accel_support.support_problems(actions, "runc version 1.0.3\nlibseccomp: 2.5.1", True)
     assert len(old) == 1 and "runc (1, 0) cannot hand over" in old[0]
     assert (
         "libseccomp (2, 4)"
-        in accel.support_problems(actions, "runc version 1.1.5\nlibseccomp: 2.4.3", True)[0]
+        in accel_support.support_problems(actions, "runc version 1.1.5\nlibseccomp: 2.4.3", True)[0]
     )
 
 
@@ -237,15 +240,15 @@ def test_the_agent_answers_emfile_and_goes_on(monkeypatch: pytest.MonkeyPatch) -
     answers: list[tuple[int, int]] = []
     monkeypatch.setattr(agent, "respond", lambda nfd, nid, err: answers.append((nid, err)))
     monkeypatch.setattr(agent, "valid", lambda nfd, nid: None)
-    monkeypatch.setattr(accel, "read_memory", lambda tid, ptr, n: sockaddr_in("10.0.2.2", 80))
+    monkeypatch.setattr(accel_calls, "read_memory", lambda tid, ptr, n: sockaddr_in("10.0.2.2", 80))
 
     def no_fds(tid: int, fd: int) -> int:
         raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
 
-    monkeypatch.setattr(accel, "fetch_fd", no_fds)
+    monkeypatch.setattr(accel_calls, "fetch_fd", no_fds)
     agent.dispatch(7, 1, os.getpid(), accel.SYS_CONNECT, [3, 0x1000, 16, 0, 0, 0])
     assert answers == [(1, errno.EMFILE)] and agent.calls == {}
-    monkeypatch.setattr(accel, "fetch_fd", lambda tid, fd: os.dup(b.fileno()))
+    monkeypatch.setattr(accel_calls, "fetch_fd", lambda tid, fd: os.dup(b.fileno()))
     agent.dispatch(7, 2, os.getpid(), accel.SYS_CONNECT, [3, 0x1000, 16, 0, 0, 0])
     # The next call is served: here refused, as any socket of the workspace's own network
     # namespace is, however a container came by it.

@@ -17,7 +17,7 @@ import pytest
 from dockerup.config import Config
 from dockerup.errors import DockerUpError
 from dockerup.plan import build_plan
-from dockerup.programs.accel import IOCTL_RECV, IOCTL_SEND, NOTIF, RESP
+from dockerup.programs.accel_kernel import IOCTL_RECV, IOCTL_SEND, NOTIF, RESP
 from dockerup.programs.watch import SYS_CONNECT, connect_unwatched, install_filter
 
 from .test_plan import facts, paths

@@ -12,7 +12,7 @@ import pytest
 from dockerup import doctor
 from dockerup.doctor import DoctorFacts, Status
 from dockerup.facts import IdRange, TunAccess
-from dockerup.programs.accel import support_problems
+from dockerup.programs.accel_support import support_problems
 from dockerup.results import Doctor, envelope
 
 from .test_plan import BINS, CONTAINERD_21, DOCKERD_28, facts, pasta_facts, paths
