@@ -4,9 +4,9 @@ containerd, runc) and the docker client."""
 from __future__ import annotations
 
 from dockerup import plan as planning
+from dockerup.doctor.facts import DoctorFacts
 from dockerup.doctor.model import Result, Status, from_require, mode_of, ok
 from dockerup.engine import Engine
-from dockerup.facts import DoctorFacts
 
 
 def check_programs(f: DoctorFacts) -> Result:

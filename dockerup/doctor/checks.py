@@ -13,6 +13,7 @@ from dockerup.doctor.binaries import (
     check_dockerd,
     check_programs,
 )
+from dockerup.doctor.facts import DoctorFacts
 from dockerup.doctor.kernel import (
     check_cgroups,
     check_idmap_tools,
@@ -41,7 +42,6 @@ from dockerup.doctor.runtime import (
     check_runtime_dir,
     check_socket_path,
 )
-from dockerup.facts import DoctorFacts
 
 CHECKS: tuple[Check, ...] = (
     Check("mode", "mode docker-up would choose", check_mode, cheap=True),
@@ -81,6 +81,6 @@ UP_CHECKS = tuple(c for c in CHECKS if c.fatal and c.cheap)
 
 def up_failures(cheap: DoctorFacts) -> list[tuple[Check, Result]]:
     """What `up` runs before it starts anything: every fatal check that is cheap, on the
-    cheap facts (facts.probe_cheap)."""
+    cheap facts (doctor/facts.probe_cheap)."""
     report = run_checks(cheap, UP_CHECKS)
     return [(c, r) for c, r in report.results if r.status is Status.fail]

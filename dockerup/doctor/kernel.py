@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 from dockerup import plan as planning
+from dockerup.doctor.facts import DoctorFacts
 from dockerup.doctor.model import Result, Status, from_require, mode_of, ok
 from dockerup.errors import DockerUpError
-from dockerup.facts import DoctorFacts, IdRange, subid_lines
+from dockerup.facts import IdRange, subid_lines
 from dockerup.modes import Mode
 
 MIN_SUBIDS = 65536

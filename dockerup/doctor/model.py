@@ -8,8 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from dockerup.doctor.facts import DoctorFacts
 from dockerup.errors import DockerUpError
-from dockerup.facts import DoctorFacts
 from dockerup.modes import Mode, resolve_mode
 
 
@@ -36,7 +36,7 @@ class Check:
     # are also cheap; the others (each needs a process: a namespace, a --version) fail in
     # `up` as it starts, with their own error.
     fatal: bool = False
-    # Cheap: reads only what facts.probe_cheap gives (no process is started for it).
+    # Cheap: reads only what doctor/facts.probe_cheap gives (no process is started for it).
     cheap: bool = False
 
 

@@ -7,9 +7,9 @@ from dataclasses import replace
 
 from dockerup import ipv6
 from dockerup import plan as planning
+from dockerup.doctor.facts import DoctorFacts
 from dockerup.doctor.model import Result, Status, from_require, ok
 from dockerup.errors import DockerUpError
-from dockerup.facts import DoctorFacts
 from dockerup.net import pasta, slirp4netns
 
 

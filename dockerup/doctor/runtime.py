@@ -4,9 +4,9 @@ socket, free disk, other daemons in the way, and a docker-up already running."""
 from __future__ import annotations
 
 from dockerup import plan as planning
+from dockerup.doctor.facts import DoctorFacts
 from dockerup.doctor.model import Result, Status, from_require, ok
 from dockerup.errors import DockerUpError
-from dockerup.facts import DoctorFacts
 from dockerup.modes import resolve_mode
 from dockerup.paths import UNIX_SOCKET_MAX
 

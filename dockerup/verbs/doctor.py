@@ -9,6 +9,7 @@ import pwd
 from dockerup import doctor, proc
 from dockerup import facts as host
 from dockerup.config import Config
+from dockerup.doctor.facts import probe_cheap, probe_doctor
 from dockerup.errors import DockerUpError
 from dockerup.facts import PACKAGES
 from dockerup.plan import paths_for, resolve_mode_of
@@ -28,8 +29,8 @@ def report(verbose: bool = False) -> Doctor:
     h = host.with_engine(h, config.dockerd)
     mode = resolve_mode_of(config, h)[0]  # as `up` would, with the configuration
     paths = paths_for(mode, h, config)
-    cheap = host.probe_cheap(h, paths, config)
-    facts = host.probe_doctor(cheap, status(paths).data())
+    cheap = probe_cheap(h, paths, config)
+    facts = probe_doctor(cheap, status(paths).data())
     return Doctor(doctor.run_checks(facts), verbose)
 
 

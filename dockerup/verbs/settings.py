@@ -79,6 +79,7 @@ def make_plan(config: Config, f: host.HostFacts | None = None) -> Plan:
     """Probe what the configuration needs, refuse what a cheap fatal check of doctor's
     finds (with doctor's words and fix), and plan."""
     from dockerup import doctor
+    from dockerup.doctor.facts import probe_cheap
 
     f = host.with_engine(f or host.probe(), config.dockerd)
     if config.net == "pasta":
@@ -88,7 +89,7 @@ def make_plan(config: Config, f: host.HostFacts | None = None) -> Plan:
     if not config.host_network:
         mode, _ = resolve_mode_of(config, f)
         paths = paths_for(mode, f, config)
-        cheap = host.probe_cheap(f, paths, config)
+        cheap = probe_cheap(f, paths, config)
         failures = doctor.up_failures(cheap)
         if failures:
             check, result = failures[0]

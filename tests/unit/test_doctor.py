@@ -221,7 +221,7 @@ def test_up_runs_every_fatal_check_that_is_cheap() -> None:
         == {c.id for c in doctor.CHECKS if c.fatal and c.cheap}
         >= {"kernel.userns", "ids.tools", "runtime.dir", "tun.access", "runtime.socket"}
     )
-    cheap = good()  # what facts.probe_cheap gives, the rest left at their defaults
+    cheap = good()  # what doctor/facts.probe_cheap gives, the rest left at their defaults
     assert doctor.up_failures(cheap) == []
     for change, failing in (
         ({"setuid": {"newuidmap": False, "newgidmap": True}}, "ids.tools"),
@@ -234,7 +234,7 @@ def test_up_runs_every_fatal_check_that_is_cheap() -> None:
 def test_cheap_checks_read_only_cheap_facts() -> None:
     """A cheap check gives the same answer whatever the expensive facts say: `up` runs it
     without probing them."""
-    from dockerup.facts import DoctorFacts
+    from dockerup.doctor.facts import DoctorFacts
 
     fields = [f.name for f in dataclasses.fields(DoctorFacts)]
     expensive = fields[fields.index("seccomp_actions") :]
