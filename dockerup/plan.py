@@ -285,9 +285,9 @@ def resolve_accel(config: Config, facts: HostFacts) -> bool:
 
 
 def resolve_daemon_accel(config: Config, facts: HostFacts) -> bool:
-    """--daemon-net-accel: on, off, or (None) on wherever the agent can work. Unlike
-    containers' (resolve_accel) it does not wait for host loopback: its win is the
-    registries out there, and 10.0.2.2 stays as closed as without it."""
+    """--daemon-net-accel: on, off, or (None) on wherever the agent can work, host
+    loopback allowed or not, as containers' (resolve_accel): its win is the registries out
+    there, and 10.0.2.2 stays as closed as without it."""
     if config.daemon_net_accel is False:
         return False
     problem = ("it needs docker-up's own network namespace" if config.host_network

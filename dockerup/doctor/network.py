@@ -55,9 +55,10 @@ def check_accel(f: DoctorFacts) -> Result:
     """--net-accel: seccomp user notification, usable by rootless runc. The same probe the
     planner uses (facts.with_accel), so doctor and `up` cannot disagree."""
     problems = f.host.accel_problems
-    state = {True: "on", False: "off", None: "auto (on when host loopback is allowed)"}
-    daemon = {True: "on", False: "off", None: "auto (on where supported)"}
-    said = f"containers {state[f.net_accel]}, dockerd's own {daemon[f.daemon_net_accel]}"
+    # auto, for both: on wherever the agent works, host loopback allowed or not
+    # (plan.resolve_accel, plan.resolve_daemon_accel).
+    state = {True: "on", False: "off", None: "auto (on where supported)"}
+    said = f"containers {state[f.net_accel]}, dockerd's own {state[f.daemon_net_accel]}"
     if problems:
         asked = f.net_accel or f.daemon_net_accel
         return Result(Status.fail if asked else Status.skip,

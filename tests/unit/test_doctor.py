@@ -313,7 +313,7 @@ def test_verbose_shows_every_check_in_full() -> None:
     lines = text(verbose=True, net_accel=None)
     at = lines.index("✓ net.accel         network acceleration")
     finding = " ".join(w for line in lines[at + 1 : at + 4] for w in line.split())
-    assert finding.startswith("containers auto (on when host loopback is allowed), dockerd's")
+    assert finding.startswith("containers auto (on where supported), dockerd's own auto")
     assert "…" not in "".join(lines)
 
 
