@@ -10,8 +10,10 @@ is the attacker; the README's "Network acceleration" states the threat model.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -291,7 +293,9 @@ def test_the_opt_out_label_keeps_a_container_on_the_helpers_path(
     """docker-up.net-accel=off: with the helper frozen, that container cannot get out;
     one without the label can."""
     helper = int(status(closed)["net_pid"])  # type: ignore[call-overload]
-    nc = f"timeout 3 nc {peer_namespace} 7070 </dev/null"
+    # "; true": sh stays the container's init and nc its child, which timeout's SIGTERM can
+    # end (an init ignores it: nc as init would wait out TCP's SYN retries, over a minute).
+    nc = f"timeout 3 nc {peer_namespace} 7070 </dev/null; true"
     os.kill(helper, signal.SIGSTOP)
     try:
         off = closed.docker("run", "--rm", "--label", "docker-up.net-accel=off", "bb:test",
@@ -340,8 +344,37 @@ def test_a_connect_storm_starves_neither_the_workspace_nor_the_keeper(opened: Wo
 
 @pytest.fixture
 def doomed(user: User, busybox_tar: Path) -> Iterator[Workspace]:
-    """A stack of its own, no options: its keeper is killed."""
-    yield from daemon(user, busybox_tar, "slirp4netns")
+    """A stack of its own, no options: its keeper is killed. What the keeper would have
+    ended at its stop (a container that ignores SIGTERM outlives dockerd's shutdown) ends
+    here, so that it cannot count as a later test's leftover."""
+    for ws in daemon(user, busybox_tar, "slirp4netns"):
+        dockerd = int(status(ws)["dockerd_pid"])  # type: ignore[call-overload]
+        userns = os.stat(f"/proc/{dockerd}/ns/user").st_ino
+        try:
+            yield ws
+        finally:
+            end_namespace(userns)
+
+
+def end_namespace(userns: int) -> None:
+    """SIGKILL every process in this user namespace (docker-up's: all of them its own)."""
+    pidfds = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            pidfd = os.pidfd_open(int(d.name))
+            if os.stat(f"/proc/{d.name}/ns/user").st_ino != userns:
+                os.close(pidfd)
+                continue
+        except OSError:
+            continue
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        pidfds.append(pidfd)
+    for pidfd in pidfds:
+        select.select([pidfd], [], [], 10)
+        os.close(pidfd)
 
 
 def test_a_dead_agent_fails_new_connects_at_once(doomed: Workspace, peer_namespace: str) -> None:
