@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 # This package, without site-packages (python -S): see dockerup/programs/__init__.py.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from dockerup.programs import logfiles, procid
+from dockerup.programs import logfiles, procid, sweep
 from dockerup.programs.common import (
     STOP_SIGNALS,
     append_log,
@@ -40,7 +40,7 @@ from dockerup.programs.common import (
 )
 from dockerup.programs.fdwait import readable
 from dockerup.programs.specs import KeeperSpec
-from dockerup.programs.wire import ping
+from dockerup.programs.wire import ping_answered, ping_request
 
 if TYPE_CHECKING:
     from dockerup.programs.autoports import AutoPorts
@@ -242,12 +242,24 @@ class Keeper:
     def wait_ready(self, pid: int, pidfd: int) -> None:
         deadline = time.monotonic() + self.spec.start_timeout
         while time.monotonic() < deadline:
-            if ping(self.spec.socket):
-                return
             # A booting dockerd starts restart-policy containers and waits for their port
-            # proxies, which wait for us: keep serving them meanwhile.
+            # proxies, which wait for us: keep serving them meanwhile, also while it holds
+            # a ping unanswered (a blocking ping made each of those proxies wait 2 s).
+            s = ping_request(self.spec.socket)
+            try:
+                if self.serve_until(time.monotonic() + (2.0 if s else 0.05), pid, pidfd, s):
+                    return
+            finally:
+                if s:
+                    s.close()
+        raise RuntimeError("dockerd did not answer in time")
+
+    def serve_until(self, until: float, pid: int, pidfd: int, s: socket.socket | None) -> bool:
+        """Serve the port manager until the time is up or the ping is answered (True if
+        with 200). Raises on dockerd's death or a stop signal."""
+        while (left := until - time.monotonic()) > 0:
             port_fds = self.ports.fds() if self.ports else []
-            ready = readable([self.wake_r, pidfd, *port_fds], 0.05)
+            ready = readable([self.wake_r, pidfd, *port_fds, *([s.fileno()] if s else [])], left)
             for fd in ready:
                 if fd in port_fds and self.ports:
                     self.ports.handle(fd)
@@ -255,7 +267,11 @@ class Keeper:
                 raise RuntimeError(f"dockerd {self.reap(pid)}")
             if self.wake_r in ready and self.stop_requested():
                 raise Stop
-        raise RuntimeError("dockerd did not answer in time")
+            if s and s.fileno() in ready:
+                if ping_answered(s):
+                    return True
+                s, until = None, min(until, time.monotonic() + 0.05)  # not ready: a pause
+        return False
 
     def restart_dockerd(self, why: str) -> None:
         self.log(f"dockerd {why}; restarting it (restart {self.restarts + 1})")
@@ -415,38 +431,13 @@ class Keeper:
                      what: str = "that dockerd left running") -> None:  # fmt: skip
         """dockerd stops its containers, shims and containerd; where it could not (a
         container that would not die in time, dockerd killed), what is left would outlive
-        docker-up. Every process in the user namespace docker-up made is one it started
-        (dockerd's tree, containers), so whatever still runs there ends now, through a
-        pidfd. (Modes without a user namespace of docker-up's own have no such scope.)"""
+        docker-up: whatever still runs in docker-up's user namespace ends now."""
         user_fd = self.spec.ns_fds.get("user")
         if user_fd is None:
-            return
-        ours = os.fstat(user_fd).st_ino
-        if ours == os.stat("/proc/self/ns/user").st_ino:
-            return  # never the namespace the keeper itself (the workspace) lives in
-        pidfds, names = [], []
-        for name in os.listdir("/proc"):
-            if not name.isdigit() or int(name) in (keep or set()):
-                continue
-            try:
-                if os.stat(f"/proc/{name}/ns/user").st_ino != ours:
-                    continue
-                pidfd = os.pidfd_open(int(name))
-                # Checked again through the pidfd's own process: not a reused PID.
-                if os.stat(f"/proc/{name}/ns/user").st_ino != ours:
-                    os.close(pidfd)
-                    continue
-            except OSError:
-                continue
-            names.append(_comm(name))
-            with contextlib.suppress(ProcessLookupError):
-                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-            pidfds.append(pidfd)
-        if pidfds:
-            self.log(f"ended {len(pidfds)} process(es) {what}: " + ", ".join(names))
-        for pidfd in pidfds:
-            readable([pidfd], 5.0)
-            os.close(pidfd)
+            return  # modes without a user namespace of docker-up's own have no such scope
+        names = sweep.end_namespace(user_fd, {p for p in keep or set() if p})
+        if names:
+            self.log(f"ended {len(names)} process(es) {what}: " + ", ".join(names))
         self.reap_orphans()
 
     def run(self) -> int:
@@ -469,14 +460,6 @@ class Keeper:
             code = 1
         self.shutdown()
         return code
-
-
-def _comm(pid: str) -> str:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f"{f.read().strip()} ({pid})"
-    except OSError:
-        return pid
 
 
 def backoff(first: float, most: float) -> Iterator[float]:

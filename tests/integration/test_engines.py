@@ -77,7 +77,9 @@ def test_core_path_on_each_engine(
         assert ws.docker("run", "--rm", "bb:test", "echo", "hi").stdout.strip() == "hi"
 
         port = free_port()
-        cid = ws.docker("run", "-d", "--restart", "always", "-p", f"{port}:80", "bb:test",
+        # --stop-timeout: httpd, the container's init, ignores SIGTERM (10 s a stop otherwise).
+        cid = ws.docker("run", "-d", "--restart", "always", "--stop-timeout", "2",
+                        "-p", f"{port}:80", "bb:test",
                         "httpd", "-f", "-p", "80", "-h", "/etc").stdout.strip()  # fmt: skip
         hostname = cid[:12]
         wait_for(lambda: answers(port, hostname), 15, "the published port from the workspace")
