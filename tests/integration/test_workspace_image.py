@@ -1,6 +1,6 @@
 """Everything that runs docker-up as real root, which is one daemon per machine
 (/run/docker-up): so one module, which runs on one test worker (scripts/test: --dist
-loadfile), privileged mode first, then the workspace image on its own outer daemon.
+loadscope), privileged mode first, then the workspace image on its own outer daemon.
 
 The product's reason to exist: an unprivileged workspace container (no --privileged, no
 CAP_NET_ADMIN on its node) runs docker-up, and real containers inside it.
