@@ -131,7 +131,7 @@ def _range(lo: float, hi: float) -> Callable[[Any], str | None]:
 
 
 def _ports(v: Any) -> str | None:
-    from dockerup.programs.autoports import parse_ranges
+    from dockerup.programs.autorules import parse_ranges
 
     try:
         parse_ranges(v)

@@ -122,7 +122,7 @@ def auto_ports_spec(plan: Plan) -> AutoPortsSpec | None:
     c = plan.config
     if not c.auto_ports or c.host_network:
         return None
-    from dockerup.programs.autoports import parse_ranges
+    from dockerup.programs.autorules import parse_ranges
 
     return AutoPortsSpec(include=parse_ranges(c.auto_ports_include),
                          exclude=parse_ranges(c.auto_ports_exclude), cap=c.auto_ports_max,

@@ -90,7 +90,7 @@ def refusal(ws: Workspace, port: int) -> str:
 
 def workspace_listeners(port: int) -> list[str]:
     """The addresses the workspace listens on at this port (the kernel's tables, as root)."""
-    from dockerup.programs.autoports import parse_tcp
+    from dockerup.programs.autorules import parse_tcp
 
     text = Path("/proc/net/tcp").read_text(), Path("/proc/net/tcp6").read_text()
     return sorted(lst.address for t in text for lst in parse_tcp(t) if lst.port == port)

@@ -1,5 +1,5 @@
-"""Automatic ports (dockerup/programs/autoports.py): the pure decisions, and the keeper's
-bookkeeping against real sockets on this machine's loopback."""
+"""Automatic ports (dockerup/programs/autorules.py, autoports.py): the pure decisions, and
+the keeper's bookkeeping against real sockets on this machine's loopback."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 
 from dockerup.config import resolve
 from dockerup.errors import DockerUpError
-from dockerup.programs.autoports import (
-    AutoPorts,
+from dockerup.programs.autoports import AutoPorts
+from dockerup.programs.autorules import (
     Listener,
     Owner,
     decide,
