@@ -106,7 +106,10 @@ def bind_one(ws: str, port: int, target: str) -> socket.socket | None:
     try:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        # No SO_REUSEADDR/SO_REUSEPORT: a port someone holds must fail here, not be shared.
+        # SO_REUSEADDR: connections accepted here inherit it, and without it their TIME_WAIT
+        # kept a released port from a workspace server (which sets it) for 60 s. Linux
+        # still refuses this bind beside any listener. Never SO_REUSEPORT: that shares one.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((ws, port))
         sock.listen(128)
     except OSError as e:

@@ -262,3 +262,28 @@ def test_below_1024_follows_the_published_port_rule(auto: Fake) -> None:
     auto.inside = [Listener("0.0.0.0", 81, 1)]
     auto.poll()
     assert "below 1024" in auto.refused[81].reason
+
+
+def test_a_released_port_is_free_at_once_though_its_connections_linger(auto: Fake) -> None:
+    """The keeper's side of a connection closes first and stays in TIME_WAIT for 60 s; a
+    workspace server (SO_REUSEADDR, as servers set it) can still take the port back."""
+    (port,) = free_ports(1)
+    auto.inside = [Listener("127.0.0.1", port, 1)]
+    auto.poll()
+    with socket.create_connection(("127.0.0.1", port)) as client:
+        (fd,) = auto.exposed[port].listeners
+        wait_readable(fd)
+        auto.hand_over(auto.exposed[port], fd)  # no helper: accepted, then closed
+        assert client.recv(1) == b""
+    auto.inside = []
+    auto.poll()
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", port))
+        server.listen()
+
+
+def wait_readable(fd: int) -> None:
+    import select
+
+    assert select.select([fd], [], [], 5)[0]
