@@ -51,6 +51,7 @@ from dockerup.programs.common import atomic_write
 from dockerup.programs.fdwait import readable
 from dockerup.programs.logfiles import QuietLog
 from dockerup.programs.ports import PortRequest, bind_error
+from dockerup.programs.porttables import TABLE_VERSION, AutoPort, AutoTable
 from dockerup.programs.specs import AutoPortsSpec
 
 if TYPE_CHECKING:
@@ -307,19 +308,17 @@ class AutoPorts:
 
     # -- the table `docker-up ports` shows --
 
-    def table(self) -> dict[str, object]:
-        return {
-            "version": 1,
-            "auto": [row(e.port, e.owner) | {"addresses": sorted(
-                s.getsockname()[0] for s, _ in e.listeners.values())}
-                for e in sorted(self.exposed.values(), key=lambda e: e.port)],
-            "refused": [row(r.port, r.owner) | {"reason": r.reason}
-                        for r in sorted(self.refused.values(), key=lambda r: r.port)],
-        }  # fmt: skip
+    def table(self) -> AutoTable:
+        auto = [row(e.port, e.owner, addresses=sorted(
+                    s.getsockname()[0] for s, _ in e.listeners.values()))
+                for e in sorted(self.exposed.values(), key=lambda e: e.port)]  # fmt: skip
+        refused = [row(r.port, r.owner, reason=r.reason)
+                   for r in sorted(self.refused.values(), key=lambda r: r.port)]  # fmt: skip
+        return AutoTable(TABLE_VERSION, auto, refused)
 
     def write_table(self) -> None:
         with contextlib.suppress(OSError):
-            atomic_write(self.spec.table, json.dumps(self.table(), indent=1))
+            atomic_write(self.spec.table, self.table().to_json())
 
     def run(self) -> None:
         self.write_table()
@@ -337,10 +336,10 @@ class AutoPorts:
                 self.next_poll = time.monotonic() + POLL
 
 
-def row(port: int, owner: Owner | None) -> dict[str, object]:
-    return {"port": port, "proto": "tcp", "pid": owner.pid if owner else None,
-            "command": owner.command if owner else "",
-            "container": owner.container if owner else None}  # fmt: skip
+def row(port: int, owner: Owner | None, addresses: list[str] | None = None,
+        reason: str = "") -> AutoPort:  # fmt: skip
+    return AutoPort(port, "tcp", owner.pid if owner else None, owner.command if owner else "",
+                    owner.container if owner else None, addresses or [], reason)  # fmt: skip
 
 
 def describe(owner: Owner | None) -> str:
