@@ -190,7 +190,13 @@ def owner_of(pid: int) -> Owner:
         exe = os.readlink(f"/proc/{pid}/exe")
     except OSError:
         exe = cmd[0] if cmd else ""
-    return Owner(pid, " ".join(cmd)[:120], container_of(pid), own_process(exe, cmd))
+    return Owner(pid, one_line(cmd), container_of(pid), own_process(exe, cmd))
+
+
+def one_line(cmd: list[str]) -> str:
+    """A command as one short line, whatever its arguments hold (python3 -c's script): it
+    goes into the log and the ports table."""
+    return " ".join(" ".join(cmd).split())[:120]
 
 
 def socket_owners(netns: int, inodes: set[int]) -> dict[int, Owner]:

@@ -287,3 +287,12 @@ def wait_readable(fd: int) -> None:
     import select
 
     assert select.select([fd], [], [], 5)[0]
+
+
+def test_an_owners_command_is_one_line() -> None:
+    """python3 -c's script has newlines: the log line and the table's owner stay one line."""
+    from dockerup.programs.autorules import one_line
+
+    assert one_line(["python3", "-c", "import time\n\ttime.sleep(30)\n"]) == (
+        "python3 -c import time time.sleep(30)")  # fmt: skip
+    assert len(one_line(["x" * 200])) == 120
