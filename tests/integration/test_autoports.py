@@ -226,3 +226,57 @@ def test_published_ports_are_not_doubled(daemon: Workspace) -> None:
     t = table(daemon)
     assert port not in [e["port"] for e in t["auto"]]
     assert port not in [e["port"] for e in t["refused"]]
+
+
+# -- docker-up ports ------------------------------------------------------------------------
+
+
+def ports_rows(ws: Workspace) -> dict[int, dict[str, object]]:
+    r = ws.docker_up("ports", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert (doc["version"], doc["kind"], doc["schema"]) == (1, "ports", "docker-up.ports/1")
+    return {int(row["port"]): row for row in doc["ports"]}
+
+
+def test_the_ports_command(daemon: Workspace) -> None:
+    """One row per port, as the user sees it: a -p port (published, the container's name), a
+    --network host container's listener and an exec'd server (auto: the container's name,
+    the command), and one refused because a workspace server holds its port (the reason)."""
+    pub, web, mine = free_port(), free_port(), free_port()
+    ours = CountingServer(b"workspace\n")
+    try:
+        daemon.docker("run", "-d", "--name", "pub", "-p", f"{pub}:80", "bb:test", "sh", "-c",
+                      WEB.format(body="published"))  # fmt: skip
+        host_net_web(daemon, web)
+        host_net_web(daemon, ours.port, name="hostile")
+        with exec_server(daemon, mine):
+            wait_for(lambda: "published" in http_get("127.0.0.1", pub), 30, "the -p port")
+            wait_for(lambda: "web" in http_get("127.0.0.1", web), 5, "the host-net server")
+            wait_for(lambda: answer(mine) == "ns-server\n", 5, "the exec'd server")
+            wait_for(lambda: refusal(daemon, ours.port), 5, "the refusal")
+            rows = ports_rows(daemon)
+            text = daemon.docker_up("ports")
+    finally:
+        daemon.docker("rm", "-f", "pub", check=False)
+        ours.close()
+    print(text.stdout)
+    assert (rows[pub]["how"], rows[pub]["owner"], rows[pub]["container"]) == (
+        "published", "pub", "pub")  # fmt: skip
+    assert "0.0.0.0" in rows[pub]["addresses"]  # type: ignore[operator]
+    assert str(rows[pub]["target"]).endswith(":80")
+    assert (rows[web]["how"], rows[web]["owner"], rows[web]["reason"]) == ("auto", "web", None)
+    assert "127.0.0.1" in rows[web]["addresses"]  # type: ignore[operator]
+    assert rows[mine]["how"] == "auto" and rows[mine]["container"] is None
+    assert str(rows[mine]["owner"]).startswith("python3 -c")
+    hostile = rows[ours.port]
+    assert (hostile["how"], hostile["owner"], hostile["addresses"]) == ("auto", "hostile", [])
+    assert "in use in the workspace" in str(hostile["reason"])
+    assert text.returncode == 0 and "refused" in text.stdout and "hostile" in text.stdout
+
+
+def test_ports_when_docker_up_is_not_running(workspace: Workspace) -> None:
+    r = workspace.docker_up("ports")
+    assert r.returncode != 0
+    assert "not running" in r.stderr and "docker-up -d" in r.stderr
+    assert "Traceback" not in r.stderr

@@ -170,3 +170,16 @@ def test_auto_ports_writes_its_typed_table(tmp_path: Path) -> None:
     assert [(x.port, x.addresses) for x in table.auto] == [(a, ["127.0.0.1"])]
     assert [x.port for x in table.refused] == [b]
     assert "cap of 1" in table.refused[0].reason
+
+
+def test_the_readme_names_every_field() -> None:
+    import re
+
+    import dockerup
+
+    readme = Path(dockerup.__file__).parent.parent / "README.md"
+    if not readme.exists():
+        pytest.skip("an installed copy: no README beside it")
+    text = readme.read_text().split("`ports --json` prints", 1)[1].split("\n\n", 1)[0]
+    fields = {f.name for f in dataclasses.fields(verb.PortRow)}
+    assert fields <= set(re.findall(r"`(\w+)`", text))
