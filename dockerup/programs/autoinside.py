@@ -3,7 +3,9 @@ namespaces (setns must be the first thing a single-threaded process does, so it 
 a thread of the keeper). The keeper (programs/autoports.py) hands it each connection
 accepted on the workspace's loopback, the fd itself with the target's address and port; it
 connects to the listener inside and moves the bytes with splice(2), with the published
-ports' forwarder (portproxy.serve). Stdlib only: `python -S autoinside.py CONN USER NET`
+ports' forwarder (portproxy.serve). A UDP port comes as the bound workspace socket and a
+stop socket, relayed as published UDP ports are (portproxy.UdpRelay) until the stop
+socket's other end closes. Stdlib only: `python -S autoinside.py CONN USER NET`
 (fds; USER -1 when there is no user namespace to enter)."""
 
 from __future__ import annotations
@@ -30,24 +32,29 @@ def inside(conn_fd: int, user_fd: int, net_fd: int) -> None:
             sys.exit(f"docker-up auto-ports: setns: {os.strerror(ctypes.get_errno())}")
         if fd >= 0:
             os.close(fd)
-    from dockerup.programs.portproxy import Slots, serve
+    from dockerup.programs.portproxy import Slots, UdpRelay, serve
 
     conn = socket.socket(fileno=conn_fd)
     slots = Slots()
     while True:
-        msg, fds, _, _ = socket.recv_fds(conn, 512, 1)
+        msg, fds, _, _ = socket.recv_fds(conn, 512, 2)
         if not msg:
             return  # the keeper went away
+        what = json.loads(msg)
+        if what[0] == "udp" and len(fds) == 2:  # ["udp", target, port]: [bound socket, stop]
+            outside, stop = (socket.socket(fileno=fd) for fd in fds)
+            relay = UdpRelay(outside, (what[1], what[2]), stop)
+            threading.Thread(target=relay.run, daemon=True).start()
+            continue
         for fd in fds[1:]:
             os.close(fd)
-        if not fds:
+        if not fds or what[0] == "udp":
             continue
-        client = socket.socket(fileno=fds[0])
-        target, port = json.loads(msg)
+        client = socket.socket(fileno=fds[0])  # [target, port]: a TCP client's connection
         if not slots.take():
             client.close()
             continue
-        threading.Thread(target=serve, args=(client, (target, port), slots), daemon=True).start()
+        threading.Thread(target=serve, args=(client, tuple(what), slots), daemon=True).start()
 
 
 if __name__ == "__main__":
