@@ -127,7 +127,8 @@ def auto_ports_spec(plan: Plan) -> AutoPortsSpec | None:
 
     return AutoPortsSpec(include=parse_ranges(c.auto_ports_include),
                          exclude=parse_ranges(c.auto_ports_exclude), cap=c.auto_ports_max,
-                         table=str(plan.paths.auto_ports_table))  # fmt: skip
+                         table=str(plan.paths.auto_ports_table),
+                         udp=parse_ranges(c.auto_ports_udp))  # fmt: skip
 
 
 def rootlesskit_handover(rlk: ApiThread | None) -> dict[str, Any]:

@@ -41,8 +41,11 @@ from dockerup.programs.autorules import (
     Owner,
     Verdict,
     decide,
+    in_ranges,
     is_v4,
+    parse_sockets,
     parse_tcp,
+    parse_udp,
     read_text,
     socket_owners,
     wanted,
@@ -63,15 +66,22 @@ POLL = 0.25  # seconds between looks at the namespace's listeners
 # -- the keeper's side ----------------------------------------------------------------------
 
 
+Key = tuple[str, int]  # (protocol, port): TCP and UDP ports are apart
+
+
 @dataclass
 class Exposure:
     port: int
     owner: Owner | None
     listeners: dict[int, tuple[socket.socket, str]] = field(default_factory=dict)  # fd ->
+    proto: str = "tcp"
+    stops: list[socket.socket] = field(default_factory=list)  # UDP: the helper's relays end
 
     def close(self) -> None:
         for sock, _ in self.listeners.values():
             sock.close()
+        for stop in self.stops:
+            stop.close()
 
 
 @dataclass
@@ -80,15 +90,17 @@ class Refusal:
     reason: str
     owner: Owner | None
     inodes: frozenset[int]
+    proto: str = "tcp"
 
 
-def bind_loopback(port: int, routes_: dict[str, str]) -> dict[int, tuple[socket.socket, str]]:
-    """The workspace's side of one port: a listener per loopback address, or PortError
+def bind_loopback(port: int, routes_: dict[str, str],
+                  proto: str = "tcp") -> dict[int, tuple[socket.socket, str]]:  # fmt: skip
+    """The workspace's side of one port: a socket per loopback address, or PortError
     (all or nothing: half a port would let `localhost` mean two servers)."""
     out: dict[int, tuple[socket.socket, str]] = {}
     try:
         for ws, target in routes_.items():
-            sock = bind_one(ws, port, target)
+            sock = bind_one(ws, port, target, proto)
             if sock is not None:
                 out[sock.fileno()] = (sock, target)
     except BaseException:
@@ -98,50 +110,58 @@ def bind_loopback(port: int, routes_: dict[str, str]) -> dict[int, tuple[socket.
     return out
 
 
-def bind_one(ws: str, port: int, target: str) -> socket.socket | None:
+def bind_one(ws: str, port: int, target: str, proto: str = "tcp") -> socket.socket | None:
     family = socket.AF_INET if is_v4(ws) else socket.AF_INET6
     try:
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock = socket.socket(family, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
     except OSError:
         return None  # no IPv6 in the workspace
     try:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        # SO_REUSEADDR: connections accepted here inherit it, and without it their TIME_WAIT
-        # kept a released port from a workspace server (which sets it) for 60 s. Linux
-        # still refuses this bind beside any listener. Never SO_REUSEPORT: that shares one.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if proto == "tcp":
+            # SO_REUSEADDR: connections accepted here inherit it, and without it their
+            # TIME_WAIT kept a released port from a workspace server (which sets it) for
+            # 60 s. Linux still refuses this bind beside any listener. Never SO_REUSEPORT:
+            # that shares one. (For UDP, SO_REUSEADDR would share a bound port: never.)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((ws, port))
-        sock.listen(128)
+        if proto == "tcp":
+            sock.listen(128)
     except OSError as e:
         sock.close()
         if family == socket.AF_INET6 and e.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
             return None  # the workspace has no ::1
-        raise bind_error(PortRequest("tcp", ws, port, target, port), e) from e
+        raise bind_error(PortRequest(proto, ws, port, target, port), e) from e
     sock.setblocking(False)
     return sock
 
 
-def workspace_ports() -> set[int]:
-    """Ports a TCP listener holds in the workspace (the keeper's own namespace)."""
+def workspace_ports(udp: bool = False) -> set[Key]:
+    """Ports a TCP listener (or any UDP socket) holds in the workspace (the keeper's own
+    namespace)."""
     text = read_text("/proc/self/net/tcp") + read_text("/proc/self/net/tcp6")
-    return {lst.port for lst in parse_tcp(text)}
+    ports = {("tcp", lst.port) for lst in parse_tcp(text)}
+    if udp:
+        text = read_text("/proc/self/net/udp") + read_text("/proc/self/net/udp6")
+        ports |= {("udp", lst.port) for lst in parse_sockets(text, None)}
+    return ports
 
 
-def published_ports(pm: PortManager | None) -> set[int]:
+def published_ports(pm: PortManager | None) -> set[Key]:
     if pm is None:
         return set()
-    return {p.req.host_port for p in list(pm.pubs.values()) if p.req.proto == "tcp"}
+    return {(p.req.proto, p.req.host_port) for p in list(pm.pubs.values())}
 
 
 class AutoPorts:
     def __init__(self, spec: AutoPortsSpec, ns_fds: dict[str, int], log: Callable[[str], None],
-                 published: Callable[[], set[int]]) -> None:  # fmt: skip
+                 published: Callable[[], set[Key]]) -> None:  # fmt: skip
         self.spec, self.ns_fds, self.log, self.published = spec, ns_fds, log, published
         self.netns = os.fstat(ns_fds["net"]).st_ino
-        self.exposed: dict[int, Exposure] = {}  # port ->
-        self.by_fd: dict[int, Exposure] = {}  # workspace listener fd ->
-        self.refused: dict[int, Refusal] = {}
+        self.exposed: dict[Key, Exposure] = {}
+        self.by_fd: dict[int, Exposure] = {}  # workspace TCP listener fd ->
+        self.refused: dict[Key, Refusal] = {}
         self.owners: dict[int, Owner] = {}  # inode -> (cache: looked up once per socket)
         self.quiet = QuietLog(log, first=3)
         self.helper: subprocess.Popen[bytes] | None = None
@@ -177,6 +197,8 @@ class AutoPorts:
             self.quiet.say("helper", "auto-ports: the inside helper ended; starting another")
             os.close(self.helper_fd)
             self.helper.poll()
+            # Its UDP relays ended with it: exposed anew, to the next helper, at the next poll.
+            self.release([k for k in self.exposed if k[0] == "udp"])
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         fds = [theirs.fileno(), self.ns_fds["user"], self.ns_fds["net"]] if "user" in \
             self.ns_fds else [theirs.fileno(), -1, self.ns_fds["net"]]  # fmt: skip
@@ -200,24 +222,32 @@ class AutoPorts:
 
     # -- polling --
 
-    def namespace_listeners(self) -> list[Listener] | None:
+    def namespace_listeners(self, proto: str = "tcp") -> list[Listener] | None:
+        """The namespace's TCP listeners or UDP servers; None when the helper is gone (next
+        round)."""
         assert self.helper is not None
-        base = f"/proc/{self.helper.pid}/net/"
+        base = f"/proc/{self.helper.pid}/net/{proto}"
         try:
-            with open(base + "tcp") as f4:
+            with open(base) as f4:
                 text = f4.read()
         except OSError:
-            return None  # the helper is gone: next round
-        return parse_tcp(text) + parse_tcp(read_text(base + "tcp6"))
+            return None
+        parse = parse_tcp if proto == "tcp" else parse_udp
+        return parse(text) + parse(read_text(base + "6"))
 
     def poll(self) -> None:
-        listeners = self.namespace_listeners()
-        if listeners is None:
-            return
-        ports = wanted(listeners)
-        inodes: dict[int, frozenset[int]] = {}
-        for lst in listeners:
-            inodes[lst.port] = inodes.get(lst.port, frozenset()) | {lst.inode}
+        ports: dict[Key, dict[str, str]] = {}
+        inodes: dict[Key, frozenset[int]] = {}
+        for proto in ("tcp", "udp") if self.spec.udp else ("tcp",):
+            listeners = self.namespace_listeners(proto)
+            if listeners is None:
+                return
+            if proto == "udp":  # a blanket UDP forward would catch every client's socket
+                listeners = [lst for lst in listeners if in_ranges(lst.port, self.spec.udp)]
+            ports |= {(proto, port): r for port, r in wanted(listeners).items()}
+            for lst in listeners:
+                key = (proto, lst.port)
+                inodes[key] = inodes.get(key, frozenset()) | {lst.inode}
         changed = self.release([p for p in self.exposed if p not in ports])
         for port in [p for p in self.refused if p not in ports]:
             del self.refused[port]
@@ -225,7 +255,7 @@ class AutoPorts:
         new = [p for p in ports if p not in self.exposed and not self.still_refused(p, inodes[p])]
         if new:
             self.lookup_owners({i for p in new for i in inodes[p]})
-            published, workspace = self.published(), workspace_ports()
+            published, workspace = self.published(), workspace_ports(bool(self.spec.udp))
             for port in sorted(new):
                 changed |= self.consider(port, ports[port], inodes[port], published, workspace)
         self.owners = {i: o for i, o in self.owners.items()
@@ -233,7 +263,7 @@ class AutoPorts:
         if changed:
             self.write_table()
 
-    def still_refused(self, port: int, inodes: frozenset[int]) -> bool:
+    def still_refused(self, port: Key, inodes: frozenset[int]) -> bool:
         """A refusal holds while the same sockets listen; the cap's is tried again."""
         r = self.refused.get(port)
         return r is not None and r.inodes == inodes and "cap" not in r.reason
@@ -243,49 +273,69 @@ class AutoPorts:
         if unknown:
             self.owners.update(socket_owners(self.netns, unknown))
 
-    def consider(self, port: int, routes_: dict[str, str], inodes: frozenset[int],
-                 published: set[int], workspace: set[int]) -> bool:  # fmt: skip
+    def consider(self, key: Key, routes_: dict[str, str], inodes: frozenset[int],
+                 published: set[Key], workspace: set[Key]) -> bool:  # fmt: skip
+        proto, port = key
         owner = next((self.owners[i] for i in sorted(inodes) if i in self.owners), None)
-        v = decide(port, owner, self.spec, published=published, workspace=workspace,
-                   exposed=len(self.exposed))  # fmt: skip
+        v = decide(port, owner, self.spec, published={p for k, p in published if k == proto},
+                   workspace={p for k, p in workspace if k == proto}, exposed=len(self.exposed),
+                   proto=proto)  # fmt: skip
         if v.action == "expose":
+            exp = Exposure(port, owner, proto=proto)
             try:
-                socks = bind_loopback(port, routes_)
+                exp.listeners = bind_loopback(port, routes_, proto)
+                if proto == "udp":
+                    self.relay(exp)
             except Exception as e:  # PortError: EADDRINUSE, EACCES below 1024, ...
+                exp.close()
                 v = Verdict("refuse", str(e))
             else:
-                return self.expose(port, owner, socks)
+                return self.expose(exp)
         if v.action == "refuse":
-            return self.refuse(Refusal(port, v.reason, owner, inodes))
+            return self.refuse(Refusal(port, v.reason, owner, inodes, proto))
         return False
 
-    def expose(self, port: int, owner: Owner | None,
-               socks: dict[int, tuple[socket.socket, str]]) -> bool:  # fmt: skip
-        exp = Exposure(port, owner, socks)
-        self.exposed[port] = exp
-        self.by_fd.update(dict.fromkeys(socks, exp))
-        self.refused.pop(port, None)
-        who = describe(owner)
-        where = ", ".join(f"{s.getsockname()[0]}:{port}" for s, _ in socks.values())
-        self.log(f"auto-ports: {where or 'nothing'} -> the namespace's port {port} ({who})")
+    def relay(self, exp: Exposure) -> None:
+        """UDP: each bound workspace socket goes to the inside helper, which relays its
+        datagrams until the stop socket kept here closes (OSError: it cannot take it)."""
+        if self.conn is None:
+            raise OSError("the inside helper is not running")
+        for sock, target in exp.listeners.values():
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            exp.stops.append(ours)
+            with theirs:
+                msg = json.dumps(["udp", target, exp.port]).encode()
+                socket.send_fds(self.conn, [msg], [sock.fileno(), theirs.fileno()])
+
+    def expose(self, exp: Exposure) -> bool:
+        port, key = exp.port, (exp.proto, exp.port)
+        self.exposed[key] = exp
+        if exp.proto == "tcp":
+            self.by_fd.update(dict.fromkeys(exp.listeners, exp))
+        self.refused.pop(key, None)
+        where = ", ".join(f"{s.getsockname()[0]}:{port}" for s, _ in exp.listeners.values())
+        self.log(f"auto-ports: {where or 'nothing'} -> the namespace's port {label(key)} "
+                 f"({describe(exp.owner)})")  # fmt: skip
         return True
 
     def refuse(self, r: Refusal) -> bool:
-        old = self.refused.get(r.port)
-        self.refused[r.port] = r
+        key = (r.proto, r.port)
+        old = self.refused.get(key)
+        self.refused[key] = r
         if old is None or old.reason != r.reason:
-            self.log(f"auto-ports: port {r.port} not exposed ({describe(r.owner)}): {r.reason}")
+            self.log(f"auto-ports: port {label(key)} not exposed ({describe(r.owner)}): "
+                     f"{r.reason}")  # fmt: skip
             return True
         return False
 
-    def release(self, ports: list[int]) -> bool:
-        for port in ports:
-            exp = self.exposed.pop(port)
+    def release(self, keys: list[Key]) -> bool:
+        for key in keys:
+            exp = self.exposed.pop(key)
             for fd in exp.listeners:
                 self.by_fd.pop(fd, None)
             exp.close()
-            self.log(f"auto-ports: released port {port}")
-        return bool(ports)
+            self.log(f"auto-ports: released port {label(key)}")
+        return bool(keys)
 
     # -- connections --
 
@@ -309,12 +359,20 @@ class AutoPorts:
     # -- the table `docker-up ports` shows --
 
     def table(self) -> AutoTable:
-        auto = [row(e.port, e.owner, addresses=sorted(
-                    s.getsockname()[0] for s, _ in e.listeners.values()))
-                for e in sorted(self.exposed.values(), key=lambda e: e.port)]  # fmt: skip
-        refused = [row(r.port, r.owner, reason=r.reason)
-                   for r in sorted(self.refused.values(), key=lambda r: r.port)]  # fmt: skip
-        return AutoTable(TABLE_VERSION, auto, refused)
+        auto = [
+            row(
+                e.port,
+                e.proto,
+                e.owner,
+                addresses=sorted(s.getsockname()[0] for s, _ in e.listeners.values()),
+            )
+            for e in sorted(self.exposed.values(), key=lambda e: (e.port, e.proto))
+        ]
+        refused = [
+            row(r.port, r.proto, r.owner, reason=r.reason)
+            for r in sorted(self.refused.values(), key=lambda r: (r.port, r.proto))
+        ]
+        return AutoTable(TABLE_VERSION, auto, refused)  # fmt: skip
 
     def write_table(self) -> None:
         with contextlib.suppress(OSError):
@@ -336,10 +394,15 @@ class AutoPorts:
                 self.next_poll = time.monotonic() + POLL
 
 
-def row(port: int, owner: Owner | None, addresses: list[str] | None = None,
+def row(port: int, proto: str, owner: Owner | None, addresses: list[str] | None = None,
         reason: str = "") -> AutoPort:  # fmt: skip
-    return AutoPort(port, "tcp", owner.pid if owner else None, owner.command if owner else "",
+    return AutoPort(port, proto, owner.pid if owner else None, owner.command if owner else "",
                     owner.container if owner else None, addresses or [], reason)  # fmt: skip
+
+
+def label(key: Key) -> str:
+    """A port as the log says it: TCP's bare (as it always was), UDP's with /udp."""
+    return str(key[1]) if key[0] == "tcp" else f"{key[1]}/udp"
 
 
 def describe(owner: Owner | None) -> str:

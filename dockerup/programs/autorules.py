@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from dockerup.programs.specs import AutoPortsSpec
 
 TCP_LISTEN = "0A"  # /proc/net/tcp's st column
+UDP_UNCONNECTED = "07"  # /proc/net/udp's: bound, no peer (a server's socket)
 # Executables whose listeners are docker-up's own plumbing (their ports take the
 # published-port path). A container that names its server so only loses auto-exposure.
 OWN_EXES = frozenset({
@@ -45,10 +46,21 @@ def hex_address(text: str) -> str:
 
 def parse_tcp(text: str) -> list[Listener]:
     """The listening sockets of a /proc/net/tcp or tcp6 table."""
+    return parse_sockets(text, TCP_LISTEN)
+
+
+def parse_udp(text: str) -> list[Listener]:
+    """The unconnected bound sockets (servers) of a /proc/net/udp or udp6 table."""
+    return parse_sockets(text, UDP_UNCONNECTED)
+
+
+def parse_sockets(text: str, state: str | None) -> list[Listener]:
+    """The sockets of a /proc/net/{tcp,udp}{,6} table in `state` (None: in any)."""
     out = []
     for line in text.splitlines()[1:]:
         cols = line.split()
-        if len(cols) < 10 or cols[3] != TCP_LISTEN:
+        # (A header line, "sl local_address ...", is no socket: tables may be joined.)
+        if len(cols) < 10 or not cols[0].endswith(":") or state not in (None, cols[3]):
             continue
         address, port = cols[1].rsplit(":", 1)
         out.append(Listener(hex_address(address), int(port, 16), int(cols[9])))
@@ -118,15 +130,16 @@ class Verdict:
 
 
 def decide(port: int, owner: Owner | None, rules: AutoPortsSpec, *, published: set[int],
-           workspace: set[int], exposed: int) -> Verdict:  # fmt: skip
-    """What to do with a new namespace listener's port. `published`: ports the port manager
-    serves (dockerd publishes them); `workspace`: ports a workspace listener holds;
-    `exposed`: how many ports are auto-exposed now."""
+           workspace: set[int], exposed: int, proto: str = "tcp") -> Verdict:  # fmt: skip
+    """What to do with a new namespace listener's port. `published`: ports of `proto` the
+    port manager serves (dockerd publishes them); `workspace`: ports of `proto` a workspace
+    socket holds; `exposed`: how many ports are auto-exposed now. (A UDP port reaches here
+    only when auto-ports-udp names it: that list is its include.)"""
     if owner is not None and owner.own:
         return Verdict("skip", "docker-up's own listener")
     if port in published:
         return Verdict("skip", "published by dockerd")
-    if rules.include and not in_ranges(port, rules.include):
+    if proto == "tcp" and rules.include and not in_ranges(port, rules.include):
         return Verdict("refuse", "not in auto-ports-include")
     if in_ranges(port, rules.exclude):
         return Verdict("refuse", "in auto-ports-exclude")

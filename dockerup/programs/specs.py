@@ -123,6 +123,8 @@ class AutoPortsSpec(Spec):
     exclude: list[list[int]]
     cap: int  # at most this many ports exposed at once
     table: str  # the file `docker-up ports` reads (written atomically)
+    # UDP: only these ports (a blanket UDP forward would catch every client's socket).
+    udp: list[list[int]] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -39,13 +39,21 @@ def daemon(workspace: Workspace, busybox_tar: Path) -> Iterator[Workspace]:
     workspace.docker_up("stop", timeout=90)
 
 
+UDP_SERVER = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((sys.argv[2], int(sys.argv[1])))
+while True:
+    data, peer = s.recvfrom(100); s.sendto(b"ns-udp:" + data, peer)
+"""
+
+
 @contextlib.contextmanager
 def exec_server(
-    ws: Workspace, port: int, address: str = "0.0.0.0"
+    ws: Workspace, port: int, address: str = "0.0.0.0", script: str = SERVER
 ) -> Iterator[subprocess.Popen[str]]:
     """A server the user started in the namespace with `docker-up exec`."""
     p = subprocess.Popen(
-        [f"{VENV}/bin/docker-up", "exec", "--", "python3", "-c", SERVER, str(port), address],
+        [f"{VENV}/bin/docker-up", "exec", "--", "python3", "-c", script, str(port), address],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **ws._as_user(),
     )  # type: ignore[call-overload]  # fmt: skip
     try:
@@ -280,3 +288,51 @@ def test_ports_when_docker_up_is_not_running(workspace: Workspace) -> None:
     assert r.returncode != 0
     assert "not running" in r.stderr and "docker-up -d" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+# -- UDP, on the ports auto-ports-udp names -------------------------------------------------
+
+
+def udp_ask(port: int) -> bytes:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.5)
+        s.sendto(b"hi", ("127.0.0.1", port))
+        try:
+            return s.recv(100)
+        except OSError:
+            return b""
+
+
+def udp_bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_udp_on_a_named_port_only(workspace: Workspace) -> None:
+    """With auto-ports-udp naming one port, a UDP server started with `docker-up exec` on it
+    answers on the workspace's 127.0.0.1 (and `docker-up ports` lists it), one on another
+    port does not; the named port is free again within 1 s after its server ends."""
+    named, other = free_port(), free_port()
+    workspace.extra_env["DOCKER_UP_AUTO_PORTS_UDP"] = str(named)
+    r = workspace.docker_up("-d")
+    assert r.returncode == 0, r.stderr
+    try:
+        with exec_server(workspace, named, script=UDP_SERVER) as p, \
+                exec_server(workspace, other, script=UDP_SERVER):  # fmt: skip
+            wait_for(lambda: udp_ask(named) == b"ns-udp:hi", 5, "the named UDP port")
+            rows = ports_rows(workspace)
+            assert (rows[named]["proto"], rows[named]["how"]) == ("udp", "auto")
+            assert str(rows[named]["owner"]).startswith("python3 -c")
+            assert other not in rows and udp_bindable(other)
+            assert udp_ask(other) == b""
+            p.kill()
+            p.wait(10)
+            gone = time.monotonic()
+            wait_for(lambda: udp_bindable(named), 1, "the UDP port, free again")
+            print(f"UDP port free {time.monotonic() - gone:.2f} s after its server died")
+    finally:
+        workspace.docker_up("stop", timeout=90)
