@@ -61,6 +61,9 @@ if TYPE_CHECKING:
     from dockerup.programs.ports import PortManager
 
 POLL = 0.25  # seconds between looks at the namespace's listeners
+# Refusals that may end without their socket changing, so each poll tries again: the cap,
+# and a UDP port the inside helper could not take (it was being restarted).
+RETRIED = ("cap of", "the inside helper")
 
 
 # -- the keeper's side ----------------------------------------------------------------------
@@ -264,9 +267,9 @@ class AutoPorts:
             self.write_table()
 
     def still_refused(self, port: Key, inodes: frozenset[int]) -> bool:
-        """A refusal holds while the same sockets listen; the cap's is tried again."""
+        """A refusal holds while the same sockets listen; RETRIED ones are tried again."""
         r = self.refused.get(port)
-        return r is not None and r.inodes == inodes and "cap" not in r.reason
+        return r is not None and r.inodes == inodes and not any(w in r.reason for w in RETRIED)
 
     def lookup_owners(self, inodes: set[int]) -> None:
         unknown = inodes - set(self.owners)
@@ -300,12 +303,15 @@ class AutoPorts:
         datagrams until the stop socket kept here closes (OSError: it cannot take it)."""
         if self.conn is None:
             raise OSError("the inside helper is not running")
-        for sock, target in exp.listeners.values():
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            exp.stops.append(ours)
-            with theirs:
-                msg = json.dumps(["udp", target, exp.port]).encode()
-                socket.send_fds(self.conn, [msg], [sock.fileno(), theirs.fileno()])
+        try:
+            for sock, target in exp.listeners.values():
+                ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                exp.stops.append(ours)
+                with theirs:
+                    msg = json.dumps(["udp", target, exp.port]).encode()
+                    socket.send_fds(self.conn, [msg], [sock.fileno(), theirs.fileno()])
+        except OSError as e:  # it ended (EPIPE) or is full (EAGAIN): the next poll tries again
+            raise OSError(f"the inside helper cannot take it: {e}") from e
 
     def expose(self, exp: Exposure) -> bool:
         port, key = exp.port, (exp.proto, exp.port)

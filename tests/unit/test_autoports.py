@@ -409,3 +409,21 @@ def test_without_a_named_udp_port_udp_is_never_read(tmp_path: Path) -> None:
     auto.inside_udp = [Listener("0.0.0.0", 5353, 7)]
     auto.poll()
     assert auto.exposed == {} and auto.refused == {}
+
+
+def test_a_udp_port_waits_for_the_inside_helper(tmp_path: Path) -> None:
+    """No helper to relay it (one being restarted): refused, and taken at a later poll."""
+    (port,) = udp_free_ports(1)
+    auto = udp_fake(tmp_path, [port])
+    auto.inside_udp = [Listener("0.0.0.0", port, 7)]
+    helper_end = None
+    try:
+        auto.poll()
+        assert "inside helper is not running" in auto.refused["udp", port].reason
+        auto.conn, helper_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        auto.poll()  # the same socket inside: tried again all the same
+        assert list(auto.exposed) == [("udp", port)] and auto.refused == {}
+    finally:
+        auto.release(list(auto.exposed))
+        if helper_end is not None:
+            helper_end.close()
