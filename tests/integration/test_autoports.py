@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -334,5 +336,40 @@ def test_udp_on_a_named_port_only(workspace: Workspace) -> None:
             gone = time.monotonic()
             wait_for(lambda: udp_bindable(named), 1, "the UDP port, free again")
             print(f"UDP port free {time.monotonic() - gone:.2f} s after its server died")
+    finally:
+        workspace.docker_up("stop", timeout=90)
+
+
+def inside_helper(ws: Workspace) -> int:
+    """The PID of auto-ports' inside helper: the keeper's child running autoinside.py (0:
+    none right now)."""
+    keeper = json.loads((ws.runtime_dir / "docker-up" / "state.json").read_text())["pid"]
+    for task in Path(f"/proc/{keeper}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            with contextlib.suppress(OSError):
+                if "autoinside.py" in Path(f"/proc/{pid}/cmdline").read_text():
+                    return int(pid)
+    return 0
+
+
+def test_a_new_inside_helper_carries_the_ports_on(workspace: Workspace) -> None:
+    """The inside helper killed: the keeper starts another, and both a TCP and a named UDP
+    port answer again through it."""
+    tcp, udp = free_port(), free_port()
+    workspace.extra_env["DOCKER_UP_AUTO_PORTS_UDP"] = str(udp)
+    r = workspace.docker_up("-d")
+    assert r.returncode == 0, r.stderr
+    try:
+        with exec_server(workspace, tcp), exec_server(workspace, udp, script=UDP_SERVER):
+            wait_for(lambda: answer(tcp) == "ns-server\n", 5, "the TCP port")
+            wait_for(lambda: udp_ask(udp) == b"ns-udp:hi", 5, "the UDP port")
+            old = inside_helper(workspace)
+            assert old
+            os.kill(old, signal.SIGKILL)  # a process of this test's own docker-up
+            killed = time.monotonic()
+            wait_for(lambda: inside_helper(workspace) not in (0, old), 5, "a new inside helper")
+            wait_for(lambda: answer(tcp) == "ns-server\n", 5, "the TCP port again")
+            wait_for(lambda: udp_ask(udp) == b"ns-udp:hi", 5, "the UDP port again")
+            print(f"both answered again {time.monotonic() - killed:.2f} s after the kill")
     finally:
         workspace.docker_up("stop", timeout=90)
