@@ -63,6 +63,8 @@ class Config:
     auto_ports_include: str = ""
     auto_ports_exclude: str = ""
     auto_ports_max: int = 64
+    # UDP sockets bound in the namespace on these ports only ("5353,27015-27020"; empty: none).
+    auto_ports_udp: str = ""
     # IPv6 for containers (dockerd ipv6 with a ULA network, NAT to the namespace's address).
     # None (auto): on when the workspace has an IPv6 default route.
     ipv6: bool | None = None
@@ -131,7 +133,7 @@ def _range(lo: float, hi: float) -> Callable[[Any], str | None]:
 
 
 def _ports(v: Any) -> str | None:
-    from dockerup.programs.autoports import parse_ranges
+    from dockerup.programs.autorules import parse_ranges
 
     try:
         parse_ranges(v)
@@ -192,6 +194,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("auto-ports-include", str, "auto-ports only these ports (3000-3999,8080)", _ports),
     Setting("auto-ports-exclude", str, "auto-ports never these ports (5432,6000-6063)", _ports),
     Setting("auto-ports-max", int, "at most this many auto-exposed ports", _range(1, 4096)),
+    Setting("auto-ports-udp", str, "auto-ports UDP sockets on these ports only (5353)", _ports),
     Setting("mode", str, "run mode", _choices("auto", "rootless", "userns-root", "privileged")),
 )
 BY_KEY = {s.key: s for s in SETTINGS}

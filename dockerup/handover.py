@@ -113,6 +113,7 @@ def keeper_spec(
         start_timeout=plan.config.start_timeout,
         remove=[str(p) for p in stale_files(paths)] + [str(paths.auto_ports_table)],
         auto_ports=auto_ports_spec(plan),
+        ports_table=str(paths.published_ports_table) if handles.ports else None,
     )
 
 
@@ -122,11 +123,12 @@ def auto_ports_spec(plan: Plan) -> AutoPortsSpec | None:
     c = plan.config
     if not c.auto_ports or c.host_network:
         return None
-    from dockerup.programs.autoports import parse_ranges
+    from dockerup.programs.autorules import parse_ranges
 
     return AutoPortsSpec(include=parse_ranges(c.auto_ports_include),
                          exclude=parse_ranges(c.auto_ports_exclude), cap=c.auto_ports_max,
-                         table=str(plan.paths.auto_ports_table))  # fmt: skip
+                         table=str(plan.paths.auto_ports_table),
+                         udp=parse_ranges(c.auto_ports_udp))  # fmt: skip
 
 
 def rootlesskit_handover(rlk: ApiThread | None) -> dict[str, Any]:

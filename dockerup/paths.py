@@ -80,6 +80,11 @@ class Paths:
         return self.runtime / "auto-ports.json"
 
     @property
+    def published_ports_table(self) -> Path:
+        """The ports the keeper publishes for dockerd (programs/ports.py), as JSON."""
+        return self.runtime / "published-ports.json"
+
+    @property
     def rootlesskit_dir(self) -> Path:
         """$ROOTLESSKIT_STATE_DIR for dockerd 28 and later (dockerup/programs/rlkapi.py)."""
         return self.runtime / "rootlesskit"

@@ -240,3 +240,31 @@ class Installed(Result):
 
     def data(self) -> dict[str, Any]:
         return {"packages": self.packages, "installed": self.installed}
+
+
+# `ports --json`'s document, versioned as status's is: fields are added, never renamed.
+PORTS_SCHEMA = "docker-up.ports/1"
+
+
+@dataclass(frozen=True)
+class PortRow:
+    """One port that answers (or was refused) on the workspace's side."""
+
+    port: int
+    proto: str  # "tcp" or "udp"
+    addresses: list[str]  # where it answers in the workspace (empty: refused)
+    how: str  # "published" (docker run -p) or "auto" (a namespace listener)
+    owner: str  # the container's name; a namespace process's command; "" when unknown
+    container: str | None = None  # the container's name, for a container's port
+    pid: int | None = None  # auto: the process holding the listener inside
+    target: str = ""  # published: the container's address and port
+    reason: str | None = None  # auto: why it is not exposed (None: it answers)
+
+
+@dataclass(frozen=True)
+class Ports(Result):
+    kind: ClassVar[str] = "ports"
+    rows: list[PortRow]
+
+    def data(self) -> dict[str, Any]:
+        return {"schema": PORTS_SCHEMA, "ports": [dataclasses.asdict(r) for r in self.rows]}

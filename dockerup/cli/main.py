@@ -214,6 +214,18 @@ def status(
 
 
 @app.command()
+def ports(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """The ports that answer in the workspace: published (-p) or auto-exposed, their owner
+    (container or command), and the namespace listeners refused, with why."""
+    from dockerup.verbs import ports as verbs
+    from dockerup.verbs import settings
+
+    _exit(emit(verbs.ports(settings.current_paths()), as_json))
+
+
+@app.command()
 def stop() -> None:
     """Stop docker-up gracefully and wait until everything is gone."""
     from dockerup.verbs import running, settings

@@ -160,8 +160,27 @@ def _installed(res: Any) -> None:
         print("sudo apt-get update && sudo apt-get install -y " + " ".join(res.packages))
 
 
+def _ports(res: Any) -> None:
+    from rich.table import Table
+
+    c = console(stderr=False)
+    if not res.rows:
+        c.print("docker-up: no port published or auto-exposed")
+        return
+    t = Table(box=None)
+    for col in ("port", "proto", "address", "how", "owner", "note"):
+        t.add_column(col.upper(), no_wrap=col != "note", overflow="ellipsis",
+                     max_width=40 if col == "owner" else None)  # fmt: skip
+    for row in res.rows:
+        how = "refused" if row.reason is not None else row.how
+        note = row.reason or (f"-> {row.target}" if row.target and row.container else "")
+        t.add_row(str(row.port), row.proto, ", ".join(row.addresses) or "-", how,
+                  row.owner or "?", note)  # fmt: skip
+    c.print(t)
+
+
 TEXT: dict[type[r.Result], Callable[[Any], None]] = {
     r.Up: _up, r.Status: _status, r.Stopped: _stopped, r.Logs: _logs, r.Doctor: _doctor,
     r.Fixes: _fixes, r.ConfigShown: _config, r.Snippet: _snippet, r.Autostart: _autostart,
-    r.AutostartState: _autostart_state, r.Installed: _installed,
+    r.AutostartState: _autostart_state, r.Installed: _installed, r.Ports: _ports,
 }  # fmt: skip

@@ -93,7 +93,9 @@ class Keeper:
 
             server = socket.socket(fileno=spec.ports_fd)
             fwd = forwarder(spec.port_forwarder, spec.net_api)
-            self.ports = PortManager(server, fwd, self.log, self.rootlesskit_api())
+            self.ports = PortManager(
+                server, fwd, self.log, self.rootlesskit_api(), spec.ports_table
+            )
         if spec.accel_fd is not None:
             from dockerup.programs import accel
 

@@ -242,18 +242,27 @@ class UdpRelay:
     loop: flows idle for UDP_IDLE end, and there are never more than UDP_FLOWS, so many
     senders cost bounded memory and no threads."""
 
-    def __init__(self, outside: socket.socket, target: tuple[str, int]) -> None:
+    def __init__(self, outside: socket.socket, target: tuple[str, int],
+                 stop: socket.socket | None = None) -> None:  # fmt: skip
         self.outside, self.target = outside, target
         self.flows: dict[tuple[str, int], socket.socket] = {}  # oldest activity first
         self.by_fd: dict[int, tuple[str, int]] = {}
         self.seen: dict[tuple[str, int], float] = {}
         self.poll = select.poll()
         self.poll.register(outside.fileno(), select.POLLIN)
+        # Auto ports: the keeper closes its end when the port is released; the relay ends,
+        # and so does this process's hold on the workspace's port.
+        self.stop = stop
+        if stop is not None:
+            self.poll.register(stop.fileno(), select.POLLIN)
         self.next_expiry = 0.0
 
     def run(self) -> None:
         while True:
             for fd, _ in self.poll.poll(int(UDP_IDLE * 1000 / 4)):
+                if self.stop is not None and fd == self.stop.fileno():
+                    self.close()
+                    return
                 if fd == self.outside.fileno():
                     self.from_client()
                 elif fd in self.by_fd:
@@ -316,6 +325,13 @@ class UdpRelay:
         self.by_fd.pop(sock.fileno(), None)
         self.poll.unregister(sock.fileno())
         sock.close()
+
+    def close(self) -> None:
+        for client in list(self.flows):
+            self.end(client)
+        self.outside.close()
+        if self.stop is not None:
+            self.stop.close()
 
 
 def relay_udp(outside: socket.socket, target: tuple[str, int]) -> None:

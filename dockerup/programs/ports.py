@@ -21,14 +21,16 @@ which relays datagrams to the container.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import socket
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from dockerup.programs.common import FORWARDERS, GUEST_ADDR
+from dockerup.programs.common import FORWARDERS, GUEST_ADDR, atomic_write
 from dockerup.programs.logfiles import QuietLog
+from dockerup.programs.porttables import TABLE_VERSION, PublishedPort, PublishedTable
 
 if TYPE_CHECKING:
     from dockerup.programs.rlkapi import RootlessKitApi
@@ -246,9 +248,11 @@ class PortManager:
     """Runs in the keeper's select loop: fds() to watch, handle(fd) when one is readable."""
 
     def __init__(
-        self, server: socket.socket, fwd: PortForwarder, log: Any, api: Api | None = None
-    ) -> None:
+        self, server: socket.socket, fwd: PortForwarder, log: Any, api: Api | None = None,
+        table: str | None = None,
+    ) -> None:  # fmt: skip
         self.server = server
+        self.table = table  # where `docker-up ports` reads what is published (porttables.py)
         self.fwd = fwd
         self.log = log
         self.api = api  # dockerd 28+: its RootlessKit API (rlkapi.py), served here too
@@ -307,6 +311,7 @@ class PortManager:
         conn.setblocking(False)
         self.log(f"published {req.label()} -> {req.container_ip}:{req.container_port} "
                  f"({type(exposed).__name__})")  # fmt: skip
+        self.write_table()
 
     def drop_stale(self, req: PortRequest) -> None:
         """dockerd binds each host port inside the namespace before it asks for it here,
@@ -339,6 +344,17 @@ class PortManager:
         pub.exposed.close()
         pub.proxy.close()
         self.log(f"unpublished {pub.req.label()}")
+        self.write_table()
+
+    def write_table(self) -> None:
+        """What answers in the workspace now: an address the workspace lacks (::) is left
+        out, as its forwarder did."""
+        if self.table is None:
+            return
+        rows = [PublishedPort(**dataclasses.asdict(p.req)) for p in self.pubs.values()
+                if not isinstance(p.exposed, NothingExposed)]  # fmt: skip
+        with contextlib.suppress(OSError):
+            atomic_write(self.table, PublishedTable(TABLE_VERSION, rows).to_json())
 
     def hand_over(self, pub: Publication) -> None:
         assert isinstance(pub.exposed, SpliceExposed)

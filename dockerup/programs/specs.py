@@ -16,8 +16,9 @@ S = TypeVar("S", bound="Spec")
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
-    # Fields that hold another spec (or None): how from_json rebuilds them.
+    # Fields that hold another spec (or None), or a list of them: how from_json rebuilds them.
     NESTED: ClassVar[dict[str, type[Spec]]] = {}
+    NESTED_LISTS: ClassVar[dict[str, type[Spec]]] = {}
 
     def to_json(self) -> str:
         # Field and key order as written: some carry meaning (preference order).
@@ -33,6 +34,9 @@ class Spec:
         for name, kind in cls.NESTED.items():
             if values.get(name) is not None:
                 values[name] = kind.from_dict(values[name])
+        for name, kind in cls.NESTED_LISTS.items():
+            if isinstance(values.get(name), list):
+                values[name] = [kind.from_dict(v) for v in values[name]]
         return cls(**values)
 
     @classmethod
@@ -119,6 +123,8 @@ class AutoPortsSpec(Spec):
     exclude: list[list[int]]
     cap: int  # at most this many ports exposed at once
     table: str  # the file `docker-up ports` reads (written atomically)
+    # UDP: only these ports (a blanket UDP forward would catch every client's socket).
+    udp: list[list[int]] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +171,7 @@ class KeeperSpec(Spec):
     rlk_ports: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     # Every TCP listener in the namespace answers on the workspace's loopback (None: off).
     auto_ports: AutoPortsSpec | None = None
+    ports_table: str | None = None  # where the published ports are listed (porttables.py)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,6 +4,7 @@ results (dockerup/results.py) that the CLI renders. One module per group:
   settings.py  resolve the configuration, the context of a command, the plan; `config show`
   up.py        up (foreground, detached, lazy, activated) and --dry-run
   running.py   status, stop, logs, exec/shell
+  ports.py     ports: what is published and auto-exposed, and what was refused
   doctor.py    doctor, doctor --fix, install-deps
   shell.py     shell-init, autostart, shell completion
 

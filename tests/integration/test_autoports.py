@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -39,13 +41,21 @@ def daemon(workspace: Workspace, busybox_tar: Path) -> Iterator[Workspace]:
     workspace.docker_up("stop", timeout=90)
 
 
+UDP_SERVER = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((sys.argv[2], int(sys.argv[1])))
+while True:
+    data, peer = s.recvfrom(100); s.sendto(b"ns-udp:" + data, peer)
+"""
+
+
 @contextlib.contextmanager
 def exec_server(
-    ws: Workspace, port: int, address: str = "0.0.0.0"
+    ws: Workspace, port: int, address: str = "0.0.0.0", script: str = SERVER
 ) -> Iterator[subprocess.Popen[str]]:
     """A server the user started in the namespace with `docker-up exec`."""
     p = subprocess.Popen(
-        [f"{VENV}/bin/docker-up", "exec", "--", "python3", "-c", SERVER, str(port), address],
+        [f"{VENV}/bin/docker-up", "exec", "--", "python3", "-c", script, str(port), address],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **ws._as_user(),
     )  # type: ignore[call-overload]  # fmt: skip
     try:
@@ -90,7 +100,7 @@ def refusal(ws: Workspace, port: int) -> str:
 
 def workspace_listeners(port: int) -> list[str]:
     """The addresses the workspace listens on at this port (the kernel's tables, as root)."""
-    from dockerup.programs.autoports import parse_tcp
+    from dockerup.programs.autorules import parse_tcp
 
     text = Path("/proc/net/tcp").read_text(), Path("/proc/net/tcp6").read_text()
     return sorted(lst.address for t in text for lst in parse_tcp(t) if lst.port == port)
@@ -226,3 +236,140 @@ def test_published_ports_are_not_doubled(daemon: Workspace) -> None:
     t = table(daemon)
     assert port not in [e["port"] for e in t["auto"]]
     assert port not in [e["port"] for e in t["refused"]]
+
+
+# -- docker-up ports ------------------------------------------------------------------------
+
+
+def ports_rows(ws: Workspace) -> dict[int, dict[str, object]]:
+    r = ws.docker_up("ports", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert (doc["version"], doc["kind"], doc["schema"]) == (1, "ports", "docker-up.ports/1")
+    return {int(row["port"]): row for row in doc["ports"]}
+
+
+def test_the_ports_command(daemon: Workspace) -> None:
+    """One row per port, as the user sees it: a -p port (published, the container's name), a
+    --network host container's listener and an exec'd server (auto: the container's name,
+    the command), and one refused because a workspace server holds its port (the reason)."""
+    pub, web, mine = free_port(), free_port(), free_port()
+    ours = CountingServer(b"workspace\n")
+    try:
+        daemon.docker("run", "-d", "--name", "pub", "-p", f"{pub}:80", "bb:test", "sh", "-c",
+                      WEB.format(body="published"))  # fmt: skip
+        host_net_web(daemon, web)
+        host_net_web(daemon, ours.port, name="hostile")
+        with exec_server(daemon, mine):
+            wait_for(lambda: "published" in http_get("127.0.0.1", pub), 30, "the -p port")
+            wait_for(lambda: "web" in http_get("127.0.0.1", web), 5, "the host-net server")
+            wait_for(lambda: answer(mine) == "ns-server\n", 5, "the exec'd server")
+            wait_for(lambda: refusal(daemon, ours.port), 5, "the refusal")
+            rows = ports_rows(daemon)
+            text = daemon.docker_up("ports")
+    finally:
+        daemon.docker("rm", "-f", "pub", check=False)
+        ours.close()
+    print(text.stdout)
+    assert (rows[pub]["how"], rows[pub]["owner"], rows[pub]["container"]) == (
+        "published", "pub", "pub")  # fmt: skip
+    assert "0.0.0.0" in rows[pub]["addresses"]  # type: ignore[operator]
+    assert str(rows[pub]["target"]).endswith(":80")
+    assert (rows[web]["how"], rows[web]["owner"], rows[web]["reason"]) == ("auto", "web", None)
+    assert "127.0.0.1" in rows[web]["addresses"]  # type: ignore[operator]
+    assert rows[mine]["how"] == "auto" and rows[mine]["container"] is None
+    assert str(rows[mine]["owner"]).startswith("python3 -c")
+    hostile = rows[ours.port]
+    assert (hostile["how"], hostile["owner"], hostile["addresses"]) == ("auto", "hostile", [])
+    assert "in use in the workspace" in str(hostile["reason"])
+    assert text.returncode == 0 and "refused" in text.stdout and "hostile" in text.stdout
+
+
+def test_ports_when_docker_up_is_not_running(workspace: Workspace) -> None:
+    r = workspace.docker_up("ports")
+    assert r.returncode != 0
+    assert "not running" in r.stderr and "docker-up -d" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+# -- UDP, on the ports auto-ports-udp names -------------------------------------------------
+
+
+def udp_ask(port: int) -> bytes:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.5)
+        s.sendto(b"hi", ("127.0.0.1", port))
+        try:
+            return s.recv(100)
+        except OSError:
+            return b""
+
+
+def udp_bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_udp_on_a_named_port_only(workspace: Workspace) -> None:
+    """With auto-ports-udp naming one port, a UDP server started with `docker-up exec` on it
+    answers on the workspace's 127.0.0.1 (and `docker-up ports` lists it), one on another
+    port does not; the named port is free again within 1 s after its server ends."""
+    named, other = free_port(), free_port()
+    workspace.extra_env["DOCKER_UP_AUTO_PORTS_UDP"] = str(named)
+    r = workspace.docker_up("-d")
+    assert r.returncode == 0, r.stderr
+    try:
+        with exec_server(workspace, named, script=UDP_SERVER) as p, \
+                exec_server(workspace, other, script=UDP_SERVER):  # fmt: skip
+            wait_for(lambda: udp_ask(named) == b"ns-udp:hi", 5, "the named UDP port")
+            rows = ports_rows(workspace)
+            assert (rows[named]["proto"], rows[named]["how"]) == ("udp", "auto")
+            assert str(rows[named]["owner"]).startswith("python3 -c")
+            assert other not in rows and udp_bindable(other)
+            assert udp_ask(other) == b""
+            p.kill()
+            p.wait(10)
+            gone = time.monotonic()
+            wait_for(lambda: udp_bindable(named), 1, "the UDP port, free again")
+            print(f"UDP port free {time.monotonic() - gone:.2f} s after its server died")
+    finally:
+        workspace.docker_up("stop", timeout=90)
+
+
+def inside_helper(ws: Workspace) -> int:
+    """The PID of auto-ports' inside helper: the keeper's child running autoinside.py (0:
+    none right now)."""
+    keeper = json.loads((ws.runtime_dir / "docker-up" / "state.json").read_text())["pid"]
+    for task in Path(f"/proc/{keeper}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            with contextlib.suppress(OSError):
+                if "autoinside.py" in Path(f"/proc/{pid}/cmdline").read_text():
+                    return int(pid)
+    return 0
+
+
+def test_a_new_inside_helper_carries_the_ports_on(workspace: Workspace) -> None:
+    """The inside helper killed: the keeper starts another, and both a TCP and a named UDP
+    port answer again through it."""
+    tcp, udp = free_port(), free_port()
+    workspace.extra_env["DOCKER_UP_AUTO_PORTS_UDP"] = str(udp)
+    r = workspace.docker_up("-d")
+    assert r.returncode == 0, r.stderr
+    try:
+        with exec_server(workspace, tcp), exec_server(workspace, udp, script=UDP_SERVER):
+            wait_for(lambda: answer(tcp) == "ns-server\n", 5, "the TCP port")
+            wait_for(lambda: udp_ask(udp) == b"ns-udp:hi", 5, "the UDP port")
+            old = inside_helper(workspace)
+            assert old
+            os.kill(old, signal.SIGKILL)  # a process of this test's own docker-up
+            killed = time.monotonic()
+            wait_for(lambda: inside_helper(workspace) not in (0, old), 5, "a new inside helper")
+            wait_for(lambda: answer(tcp) == "ns-server\n", 5, "the TCP port again")
+            wait_for(lambda: udp_ask(udp) == b"ns-udp:hi", 5, "the UDP port again")
+            print(f"both answered again {time.monotonic() - killed:.2f} s after the kill")
+    finally:
+        workspace.docker_up("stop", timeout=90)

@@ -1,10 +1,11 @@
-"""Automatic ports (dockerup/programs/autoports.py): the pure decisions, and the keeper's
-bookkeeping against real sockets on this machine's loopback."""
+"""Automatic ports (dockerup/programs/autorules.py, autoports.py): the pure decisions, and
+the keeper's bookkeeping against real sockets on this machine's loopback."""
 
 from __future__ import annotations
 
 import json
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,8 +13,8 @@ import pytest
 
 from dockerup.config import resolve
 from dockerup.errors import DockerUpError
-from dockerup.programs.autoports import (
-    AutoPorts,
+from dockerup.programs.autoports import AutoPorts
+from dockerup.programs.autorules import (
     Listener,
     Owner,
     decide,
@@ -166,9 +167,10 @@ class Fake(AutoPorts):
         self.logged: list[str] = []
         super().__init__(spec, {"net": 0}, self.logged.append, set)
         self.inside: list[Listener] = []
+        self.inside_udp: list[Listener] = []
 
-    def namespace_listeners(self) -> list[Listener]:
-        return self.inside
+    def namespace_listeners(self, proto: str = "tcp") -> list[Listener]:
+        return self.inside if proto == "tcp" else self.inside_udp
 
     def lookup_owners(self, inodes: set[int]) -> None:
         self.owners.update({i: PERSON for i in inodes})
@@ -211,7 +213,7 @@ def test_a_port_the_workspace_holds_is_refused_once_and_keeps_its_server(auto: F
         auto.inside = [Listener("0.0.0.0", port, 1)]
         auto.poll()
         auto.poll()
-        assert port not in auto.exposed
+        assert ("tcp", port) not in auto.exposed
         said = [m for m in auto.logged if f"port {port}" in m]
         assert len(said) == 1  # once, though it was seen twice
         assert "in use in the workspace" in said[0]
@@ -235,7 +237,7 @@ def test_a_workspace_listener_on_another_address_still_wins(auto: Fake) -> None:
     with server:
         auto.inside = [Listener("0.0.0.0", port, 1)]
         auto.poll()
-        assert port not in auto.exposed
+        assert ("tcp", port) not in auto.exposed
         assert not listening_here(port)
 
 
@@ -243,12 +245,12 @@ def test_at_the_cap_the_rest_wait_and_get_in_when_one_goes(auto: Fake) -> None:
     ports = sorted(free_ports(3))  # taken in port order
     auto.inside = [Listener("0.0.0.0", p, i) for i, p in enumerate(ports)]
     auto.poll()
-    assert sorted(auto.exposed) == sorted(ports[:2])
-    assert "cap of 2" in auto.refused[ports[2]].reason
+    assert sorted(auto.exposed) == [("tcp", p) for p in ports[:2]]
+    assert "cap of 2" in auto.refused["tcp", ports[2]].reason
     assert not listening_here(ports[2])
     auto.inside = auto.inside[1:]  # the first one's listener closed
     auto.poll()
-    assert sorted(auto.exposed) == sorted(ports[1:])
+    assert sorted(auto.exposed) == [("tcp", p) for p in ports[1:]]
 
 
 def test_below_1024_follows_the_published_port_rule(auto: Fake) -> None:
@@ -261,4 +263,167 @@ def test_below_1024_follows_the_published_port_rule(auto: Fake) -> None:
             pytest.skip("this user may bind ports below 1024 here")
     auto.inside = [Listener("0.0.0.0", 81, 1)]
     auto.poll()
-    assert "below 1024" in auto.refused[81].reason
+    assert "below 1024" in auto.refused["tcp", 81].reason
+
+
+def test_a_released_port_is_free_at_once_though_its_connections_linger(auto: Fake) -> None:
+    """The keeper's side of a connection closes first and stays in TIME_WAIT for 60 s; a
+    workspace server (SO_REUSEADDR, as servers set it) can still take the port back."""
+    (port,) = free_ports(1)
+    auto.inside = [Listener("127.0.0.1", port, 1)]
+    auto.poll()
+    with socket.create_connection(("127.0.0.1", port)) as client:
+        (fd,) = auto.exposed["tcp", port].listeners
+        wait_readable(fd)
+        auto.hand_over(auto.exposed["tcp", port], fd)  # no helper: accepted, then closed
+        assert client.recv(1) == b""
+    auto.inside = []
+    auto.poll()
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", port))
+        server.listen()
+
+
+def wait_readable(fd: int) -> None:
+    import select
+
+    assert select.select([fd], [], [], 5)[0]
+
+
+def test_an_owners_command_is_one_line() -> None:
+    """python3 -c's script has newlines: the log line and the table's owner stay one line."""
+    from dockerup.programs.autorules import one_line
+
+    assert one_line(["python3", "-c", "import time\n\ttime.sleep(30)\n"]) == (
+        "python3 -c import time time.sleep(30)")  # fmt: skip
+    assert len(one_line(["x" * 200])) == 120
+
+
+# -- UDP, on the ports auto-ports-udp names ---------------------------------------------------
+
+UDP = """\
+   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+  100: 00000000:14E9 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 777 2 0 0
+  101: 0100007F:A1B2 0100007F:14E9 01 00000000:00000000 00:00000000 00000000     0        0 888 2 0 0
+"""  # noqa: E501 - /proc's own lines
+
+
+def test_proc_net_udp_unconnected_sockets_only() -> None:
+    """A server's socket (bound, no peer); a connected client's is no server."""
+    from dockerup.programs.autorules import parse_sockets, parse_udp
+
+    assert parse_udp(UDP) == [Listener("0.0.0.0", 5353, 777)]
+    assert len(parse_sockets(UDP + UDP, None)) == 4  # joined tables: the header is no socket
+
+
+def test_decide_udp_the_named_list_is_its_include() -> None:
+    only = AutoPortsSpec(include=[[8000, 8999]], exclude=[[5354, 5354]], cap=64, table="")
+    v = decide(5353, PERSON, only, published=set(), workspace=set(), exposed=0, proto="udp")
+    assert v.action == "expose"
+    v = decide(5354, PERSON, only, published=set(), workspace=set(), exposed=0, proto="udp")
+    assert (v.action, v.reason) == ("refuse", "in auto-ports-exclude")
+
+
+def udp_free_ports(n: int) -> list[int]:
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def udp_fake(tmp_path: Path, ports: list[int]) -> Fake:
+    spec = AutoPortsSpec(include=[], exclude=[], cap=8, table=str(tmp_path / "t.json"),
+                         udp=[[p, p] for p in ports])  # fmt: skip
+    return Fake(spec)
+
+
+def play_helper(conn: socket.socket) -> threading.Thread:
+    """What the inside helper does with a UDP port (autoinside.py): relay until stopped."""
+    from dockerup.programs.portproxy import UdpRelay
+
+    msg, fds, _, _ = socket.recv_fds(conn, 512, 2)
+    proto, target, port = json.loads(msg)
+    assert proto == "udp" and len(fds) == 2
+    outside, stop = (socket.socket(fileno=fd) for fd in fds)
+    t = threading.Thread(target=UdpRelay(outside, (target, port), stop).run, daemon=True)
+    t.start()
+    return t
+
+
+def test_a_named_udp_port_is_relayed_then_released(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The namespace's server is played by one on 127.0.0.2 (what a server inside on that
+    address would get); the workspace's side is 127.0.0.1 at the same port."""
+    from dockerup.programs import autoports
+
+    (port,) = udp_free_ports(1)
+    monkeypatch.setattr(autoports, "workspace_ports", lambda _udp=False: set())  # the echo's
+    echo = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    echo.bind(("127.0.0.2", port))
+    threading.Thread(target=lambda: echo.sendto(*echo.recvfrom(100)), daemon=True).start()
+    auto = udp_fake(tmp_path, [port])
+    auto.conn, helper_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        auto.inside_udp = [Listener("127.0.0.2", port, 7), Listener("0.0.0.0", port + 1, 8)]
+        auto.poll()
+        assert list(auto.exposed) == [("udp", port)]  # only the named port
+        relay = play_helper(helper_end)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.settimeout(5)
+            client.sendto(b"ping", ("127.0.0.1", port))
+            assert client.recvfrom(100) == (b"ping", ("127.0.0.1", port))
+        table = json.loads(Path(auto.spec.table).read_text())
+        assert [(r["port"], r["proto"]) for r in table["auto"]] == [(port, "udp")]
+        auto.inside_udp = []
+        auto.poll()
+        relay.join(5)
+        assert not relay.is_alive()  # the stop socket closed: the relay ended
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again:
+            again.bind(("127.0.0.1", port))  # free in the workspace again
+    finally:
+        auto.release(list(auto.exposed))
+        echo.close()
+        helper_end.close()
+
+
+def test_a_udp_port_the_workspace_holds_is_refused(tmp_path: Path) -> None:
+    ours = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    ours.bind(("127.0.0.1", 0))
+    port = ours.getsockname()[1]
+    with ours:
+        auto = udp_fake(tmp_path, [port])
+        auto.inside_udp = [Listener("0.0.0.0", port, 7)]
+        auto.poll()
+        assert auto.exposed == {}
+        assert "in use in the workspace" in auto.refused["udp", port].reason
+        assert any(f"port {port}/udp not exposed" in line for line in auto.logged)
+
+
+def test_without_a_named_udp_port_udp_is_never_read(tmp_path: Path) -> None:
+    auto = udp_fake(tmp_path, [])
+    auto.inside_udp = [Listener("0.0.0.0", 5353, 7)]
+    auto.poll()
+    assert auto.exposed == {} and auto.refused == {}
+
+
+def test_a_udp_port_waits_for_the_inside_helper(tmp_path: Path) -> None:
+    """No helper to relay it (one being restarted): refused, and taken at a later poll."""
+    (port,) = udp_free_ports(1)
+    auto = udp_fake(tmp_path, [port])
+    auto.inside_udp = [Listener("0.0.0.0", port, 7)]
+    helper_end = None
+    try:
+        auto.poll()
+        assert "inside helper is not running" in auto.refused["udp", port].reason
+        auto.conn, helper_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        auto.poll()  # the same socket inside: tried again all the same
+        assert list(auto.exposed) == [("udp", port)] and auto.refused == {}
+    finally:
+        auto.release(list(auto.exposed))
+        if helper_end is not None:
+            helper_end.close()
