@@ -276,6 +276,25 @@ def exec(ctx: typer.Context) -> None:
     running.enter(settings.current_paths(), list(ctx.args))
 
 
+@app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                                      "allow_interspersed_args": False})  # fmt: skip
+def run_command(
+    ctx: typer.Context,
+    root: Annotated[bool, typer.Option("--root", help="As root there (as exec).")] = False,
+    fallback: Annotated[bool, typer.Option("--fallback", hidden=True)] = False,
+) -> None:
+    """Your own program in docker-up's network namespace, as you: docker-up run -- CMD
+    (your environment, directory, terminal, signals and exit status)."""
+    from dockerup.cli.lines import YELLOW, say
+    from dockerup.verbs import run as verbs
+    from dockerup.verbs import settings
+
+    def outside(e: DockerUpError) -> None:
+        say(f"docker-up: not in the namespace ({e.message}): running {ctx.args[0]} here", YELLOW)
+
+    verbs.run(settings.current_paths(), list(ctx.args), root, outside if fallback else None)
+
+
 @app.command()
 def shell() -> None:
     """An interactive shell in the daemon's namespaces (root there, with CAP_NET_ADMIN)."""
@@ -369,7 +388,7 @@ def take_debug(
 ) -> tuple[bool, list[str]]:
     """--debug wherever it stands among docker-up's own options, before or after the verb;
     not as an option's value (`--dockerd-arg --debug` is dockerd's), not after `--` and not
-    inside the command that `exec` runs (those are the command's own)."""
+    inside the command that `exec` or `run` runs (those are the command's own)."""
     debug, rest = False, list[str]()
     for i, arg in enumerate(args):
         if arg == "--":
@@ -378,7 +397,7 @@ def take_debug(
             debug = True
             continue
         rest.append(arg)
-        if rest[:1] == ["exec"] and len(rest) > 1 and not arg.startswith("-"):
+        if rest[:1] in (["exec"], ["run"]) and len(rest) > 1 and not arg.startswith("-"):
             return debug, rest + args[i + 1 :]
     return debug, rest
 

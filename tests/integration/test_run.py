@@ -1,0 +1,147 @@
+"""`docker-up run` (issue 26, workspace-wide use): the user's own program in docker-up's
+network namespace, as the user, with no power over that namespace; `--root` has it. One
+docker-up for the module, started with no options by the unprivileged test user."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .harness import VENV, User, Workspace, end_strays, wait_for
+from .test_autoports import SERVER, answer
+from .test_ports import free_port
+
+DU = f"{VENV}/bin/docker-up"
+
+
+@pytest.fixture(scope="module")
+def ws(user: User) -> Iterator[Workspace]:
+    ws = Workspace.create(user, prefix="dockerup-run-")
+    try:
+        r = ws.docker_up("-d")
+        assert r.returncode == 0, r.stderr
+        yield ws
+        ws.docker_up("stop", timeout=90)
+    finally:
+        end_strays(ws.root)
+        shutil.rmtree(ws.root, ignore_errors=True)
+
+
+def run(ws: Workspace, *argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    opts = ws._as_user()
+    if cwd is not None:
+        opts["cwd"] = str(cwd)
+    return subprocess.run([DU, "run", *argv], capture_output=True, text=True, timeout=60,
+                          **opts)  # type: ignore[call-overload]  # fmt: skip
+
+
+def daemon_netns(ws: Workspace) -> str:
+    import json
+
+    state = json.loads((ws.runtime_dir / "docker-up" / "state.json").read_text())
+    return os.readlink(f"/proc/{state['dockerd_pid']}/ns/net")
+
+
+def test_the_program_is_the_user_in_the_namespace(ws: Workspace) -> None:
+    r = run(ws, "--", "sh", "-c", "id -u; id -g; readlink /proc/self/ns/net; "
+            "grep CapEff /proc/self/status")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    uid, gid, netns, caps = r.stdout.splitlines()
+    assert (uid, gid) == (str(ws.user.uid), str(ws.user.gid))
+    assert netns == daemon_netns(ws) != os.readlink("/proc/self/ns/net")
+    assert caps.split() == ["CapEff:", "0000000000000000"]
+    root = run(ws, "--root", "--", "id", "-u")
+    assert root.returncode == 0 and root.stdout.strip() == "0", root.stderr
+
+
+def test_exit_status_and_signals_pass_through(ws: Workspace) -> None:
+    assert run(ws, "--", "sh", "-c", "exit 7").returncode == 7
+    # run becomes the program (same PID): killed by a signal, it shows as 128+N to a shell.
+    script = f"{DU} run -- sh -c 'kill -TERM $$'; echo $?"
+    r = ws.run(["sh", "-c", script])
+    assert r.stdout.strip() == "143", r.stderr
+    assert run(ws, "--", "no-such-program").returncode != 0
+
+
+def test_a_signal_to_run_reaches_the_program(ws: Workspace) -> None:
+    """SIGTERM (or a terminal's Ctrl-C) sent to the `docker-up run` the caller started is
+    the program's: the trap in it runs."""
+    p = subprocess.Popen([DU, "run", "--", "sh", "-c", "trap 'echo got-term; exit 3' TERM; "
+                          "echo ready; while :; do sleep 0.1; done"], stdout=subprocess.PIPE,
+                         text=True, **ws._as_user())  # type: ignore[call-overload]  # fmt: skip
+    try:
+        assert p.stdout is not None and p.stdout.readline() == "ready\n"
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(10) == 3 and p.stdout.read() == "got-term\n"
+    finally:
+        p.kill()
+        p.wait(10)
+
+
+def test_cwd_and_environment_pass_through_and_files_are_the_users(ws: Workspace) -> None:
+    work = ws.root / "src dir"
+    work.mkdir()
+    os.chown(work, ws.user.uid, ws.user.gid)
+    ws.extra_env["MY_SETTING"] = "kept"
+    try:
+        r = run(ws, "--", "sh", "-c", 'pwd; echo "$MY_SETTING $DOCKER_UP_RUN"; echo x > made',
+                cwd=work)  # fmt: skip
+    finally:
+        del ws.extra_env["MY_SETTING"]
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [str(work), "kept user"]
+    st = (work / "made").stat()
+    assert (st.st_uid, st.st_gid) == (ws.user.uid, ws.user.gid)
+
+
+def test_the_program_cannot_change_the_namespace_network_but_root_can(ws: Workspace) -> None:
+    for cmd in (["ip", "link", "set", "lo", "down"], ["ip", "addr", "add", "10.77.0.1/32",
+                                                       "dev", "lo"]):  # fmt: skip
+        r = run(ws, "--", *cmd)
+        assert r.returncode != 0 and "not permitted" in r.stderr, (cmd, r.stderr)
+    add = run(ws, "--root", "--", "ip", "addr", "add", "10.77.0.1/32", "dev", "lo")
+    assert add.returncode == 0, add.stderr
+    try:
+        assert "10.77.0.1/32" in run(ws, "--", "ip", "addr", "show", "lo").stdout
+    finally:
+        run(ws, "--root", "--", "ip", "addr", "del", "10.77.0.1/32", "dev", "lo")
+
+
+def test_a_server_started_by_run_answers_on_the_workspace_loopback(ws: Workspace) -> None:
+    """Auto ports: nothing to publish."""
+    port = free_port()
+    p = subprocess.Popen([DU, "run", "--", "python3", "-c", SERVER, str(port), "0.0.0.0"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         **ws._as_user())  # type: ignore[call-overload]  # fmt: skip
+    try:
+        wait_for(lambda: answer(port) == "ns-server\n", 5, "run's server on 127.0.0.1")
+    finally:
+        p.kill()
+        p.wait(10)
+
+
+def test_inside_run_run_runs_and_root_is_refused(ws: Workspace) -> None:
+    """A shell that run started can run `docker-up run` (the program just runs), but cannot
+    climb back to root in the namespace: that is the point."""
+    r = run(ws, "--", DU, "run", "--", "sh", "-c", "id -u; readlink /proc/self/ns/net")
+    assert r.stdout.splitlines() == [str(ws.user.uid), daemon_netns(ws)], r.stderr
+    r = run(ws, "--", DU, "run", "--root", "--", "true")
+    assert r.returncode == 1 and "cannot become root" in r.stderr
+
+
+def test_not_running_is_said_and_fallback_runs_outside(user: User) -> None:
+    other = Workspace.create(user, prefix="dockerup-run-off-")
+    try:
+        r = other.run([DU, "run", "--", "true"])
+        assert r.returncode == 1 and "not running" in r.stderr and "fix:" in r.stderr
+        r = other.run([DU, "run", "--fallback", "--", "sh", "-c", 'echo "$DOCKER_UP_RUN"'])
+        assert r.returncode == 0 and r.stdout == "outside\n", r.stderr
+        assert "not in the namespace" in r.stderr
+    finally:
+        shutil.rmtree(other.root, ignore_errors=True)
