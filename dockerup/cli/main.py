@@ -305,18 +305,22 @@ def shell() -> None:
     running.enter(settings.current_paths(), [os.environ.get("SHELL") or "/bin/sh"])
 
 
+ENTER_HELP = "Each new interactive shell enters the namespace (docker-up run) when it runs."
+
+
 @app.command("shell-init")
 def shell_init(
     shell: Annotated[Shell, typer.Argument(help="The shell whose rc file runs it.")],
     no_start: Annotated[
         bool, typer.Option("--no-start", help="Only export DOCKER_HOST; start nothing.")
     ] = False,
+    enter: Annotated[bool, typer.Option("--enter", help=ENTER_HELP)] = False,
 ) -> None:
     """Print the snippet for a shell's rc file: DOCKER_HOST, and docker-up started in the
     background when it is not running. Silent, and costs the shell almost nothing."""
     from dockerup.verbs import shell as verbs
 
-    emit(verbs.shell_init(shell.value, start=False if no_start else None))
+    emit(verbs.shell_init(shell.value, start=False if no_start else None, enter=enter))
 
 
 autostart_app = typer.Typer(help="Start docker-up from your shell's rc file.")
@@ -344,12 +348,13 @@ def autostart_enable(
         bool | None,
         typer.Option("--lazy/--no-lazy", help="Socket activation (default: lazy-start)."),
     ] = None,
+    enter: Annotated[bool, typer.Option("--enter", help=ENTER_HELP)] = False,
 ) -> None:
     """Add docker-up's block (and shell completion) to the rc file(s); running it twice
     leaves one block."""
     from dockerup.verbs import shell as verbs
 
-    emit(verbs.autostart(_shells(shell), enable=True, lazy=lazy))
+    emit(verbs.autostart(_shells(shell), enable=True, lazy=lazy, enter=enter))
 
 
 @autostart_app.command("disable")

@@ -4,10 +4,13 @@ docker-up for the module, started with no options by the unprivileged test user.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pty
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -133,6 +136,36 @@ def test_inside_run_run_runs_and_root_is_refused(ws: Workspace) -> None:
     assert r.stdout.splitlines() == [str(ws.user.uid), daemon_netns(ws)], r.stderr
     r = run(ws, "--", DU, "run", "--root", "--", "true")
     assert r.returncode == 1 and "cannot become root" in r.stderr
+
+
+def test_an_interactive_shell_enters_with_shell_init_enter(ws: Workspace) -> None:
+    """The --enter snippet on a terminal: the shell is the user's, in the namespace, and a
+    shell started in it does not enter again."""
+    snippet = ws.docker_up("shell-init", "bash", "--no-start", "--enter")
+    assert snippet.returncode == 0, snippet.stderr
+    rc = ws.root / "rc"
+    rc.write_text(snippet.stdout)
+    typed = b'echo "M=$DOCKER_UP_RUN $(id -u) $(readlink /proc/self/ns/net) $SHLVL"; exit\n'
+    master, slave = pty.openpty()
+    os.write(master, typed)
+    try:
+        r = subprocess.run(["bash", "--rcfile", str(rc), "-i"], stdin=slave, capture_output=True,
+                           text=True, timeout=60, **ws._as_user())  # type: ignore[call-overload]  # fmt: skip
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(slave)
+        os.close(master)
+    line = next((x for x in r.stdout.splitlines() if x.startswith("M=")), "")
+    assert line.split()[:3] == ["M=user", str(ws.user.uid), daemon_netns(ws)], r.stdout + r.stderr
+    # What entering costs a new shell while docker-up runs: one `docker-up run`.
+    t0 = time.monotonic()
+    assert run(ws, "--", "true").returncode == 0
+    print(f"docker-up run -- true: {time.monotonic() - t0:.3f} s")
+
+
+def test_exec_and_shell_mark_their_command_so_an_entering_shell_stays(ws: Workspace) -> None:
+    r = ws.docker_up("exec", "--", "sh", "-c", 'echo "$DOCKER_UP_RUN"')
+    assert r.returncode == 0 and r.stdout == "root\n", r.stderr
 
 
 def test_not_running_is_said_and_fallback_runs_outside(user: User) -> None:

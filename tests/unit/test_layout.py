@@ -106,7 +106,7 @@ ENDS_ALLOWED = {
         "`run` is the user's program: status, signals and terminal pass straight through",
     ("proc.py", "forked", "os._exit"):
         "a forked helper (ns.py's id mapper) ends without running the CLI's exit code",
-    ("verbs/running.py", "enter", "os.execvp"):
+    ("verbs/running.py", "enter", "os.execvpe"):
         "`exec` and `shell` are the command they run: status, signals and terminal pass "
         "straight through",
 }  # fmt: skip
