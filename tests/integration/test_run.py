@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import VENV, User, Workspace, end_strays, wait_for
+from .harness import VENV, DockerUp, User, Workspace, end_strays, wait_for
 from .test_autoports import SERVER, answer
 from .test_ports import free_port
 
@@ -178,3 +178,30 @@ def test_not_running_is_said_and_fallback_runs_outside(user: User) -> None:
         assert "not in the namespace" in r.stderr
     finally:
         shutil.rmtree(other.root, ignore_errors=True)
+
+
+def test_userns_root_stays_root_with_every_id_but_no_power_over_the_namespace(
+    workspace: Workspace, started: list[DockerUp]
+) -> None:
+    """Root in a user namespace (userns-root mode, as `sudo` in a Gitpod workspace): run's
+    program stays uid 0 and sees every id as itself (a nested namespace that maps every id),
+    but cannot change docker-up's network; --root can."""
+    s = workspace.start(prefix=["unshare", "--user", "--map-root-user", "--map-auto"])
+    started.append(s)
+    s.wait_ready()
+    assert s.state["mode"] == "userns-root"
+    # Into docker-up's caller's user namespace, as root there, as a shell of that user's.
+    into = ["nsenter", f"--target={s.p.pid}", "--user", "--", DU, "run"]
+    work = workspace.root / "w"
+    work.mkdir()
+    os.chown(work, workspace.user.uid, workspace.user.gid)
+    r = workspace.run([*into, "--root", "--", "sh", "-c", f"cd {work} && touch f && chown 1000 f"])
+    assert r.returncode == 0, r.stderr
+    r = workspace.run([*into, "--", "sh", "-c", f"id -u; readlink /proc/self/ns/net; "
+                       f"stat -c %u {work}/f; ip link set lo down"])  # fmt: skip
+    lines = r.stdout.splitlines()
+    netns = os.readlink(f"/proc/{s.state['dockerd_pid']}/ns/net")
+    assert lines == ["0", netns, "1000"] and "not permitted" in r.stderr, (r.stdout, r.stderr)
+    r = workspace.run([*into, "--root", "--", "ip", "addr", "add", "10.77.0.2/32", "dev", "lo"])
+    assert r.returncode == 0, r.stderr
+    assert s.stop() == 0
