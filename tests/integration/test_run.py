@@ -24,11 +24,12 @@ DU = f"{VENV}/bin/docker-up"
 
 
 @pytest.fixture(scope="module")
-def ws(user: User) -> Iterator[Workspace]:
+def ws(user: User, busybox_tar: Path) -> Iterator[Workspace]:
     ws = Workspace.create(user, prefix="dockerup-run-")
     try:
         r = ws.docker_up("-d")
         assert r.returncode == 0, r.stderr
+        ws.docker("import", str(busybox_tar), "bb:test")
         yield ws
         ws.docker_up("stop", timeout=90)
     finally:
@@ -127,6 +128,48 @@ def test_a_server_started_by_run_answers_on_the_workspace_loopback(ws: Workspace
     finally:
         p.kill()
         p.wait(10)
+
+
+# A split-tunnel VPN's stand-in, started with `docker-up exec` (root there, as a kernel-mode
+# tailscaled or wg-quick would be): a TUN device, its address and route, and a reader that
+# prints each packet it is sent for the ports below (source, protocol, port).
+VPN = r"""
+import fcntl, os, socket, struct, subprocess
+fd = os.open("/dev/net/tun", os.O_RDWR)
+fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH", b"vpn0", 0x0001 | 0x1000))  # TUN, NO_PI
+for cmd in ("ip addr add 10.202.0.1/24 dev vpn0", "ip link set vpn0 up",
+            "ip route add 10.203.0.0/24 dev vpn0"):
+    subprocess.run(cmd.split(), check=True)
+print("ready", flush=True)
+seen = set()
+while len(seen) < 2:
+    pkt = os.read(fd, 65536)
+    ihl = (pkt[0] & 15) * 4
+    key = (pkt[9], struct.unpack("!H", pkt[ihl + 2:ihl + 4])[0])
+    if pkt[0] >> 4 == 4 and key in ((17, 4243), (6, 4244)) and key not in seen:
+        seen.add(key)
+        print(socket.inet_ntoa(pkt[12:16]), *key, flush=True)
+"""
+
+
+def test_a_vpn_started_with_exec_carries_runs_and_containers_traffic(ws: Workspace) -> None:
+    """The Tailscale/WireGuard recipe's claim: a program started with `docker-up run` and a
+    container both reach the VPN's network through its device in the namespace."""
+    vpn = subprocess.Popen([DU, "exec", "--", "python3", "-c", VPN], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, **ws._as_user())  # type: ignore[call-overload]  # fmt: skip
+    try:
+        assert vpn.stdout is not None and vpn.stdout.readline() == "ready\n", vpn.stderr
+        send = "import socket; socket.socket(2, 2).sendto(b'x', ('10.203.0.7', 4243))"
+        assert run(ws, "--", "python3", "-c", send).returncode == 0
+        ws.docker("run", "-d", "--name", "vpn-client", "bb:test", "nc", "10.203.0.7", "4244")
+        out, err = vpn.communicate(timeout=20)
+        # run's program sends from the VPN's own address; the container's connection is
+        # masqueraded by dockerd's NAT onto the same device.
+        assert sorted(out.splitlines()) == ["10.202.0.1 17 4243", "10.202.0.1 6 4244"], err
+    finally:
+        ws.docker("rm", "-f", "vpn-client", check=False)
+        vpn.kill()
+        vpn.wait(10)
 
 
 def test_inside_run_run_runs_and_root_is_refused(ws: Workspace) -> None:
