@@ -248,3 +248,31 @@ def test_userns_root_stays_root_with_every_id_but_no_power_over_the_namespace(
     r = workspace.run([*into, "--root", "--", "ip", "addr", "add", "10.77.0.2/32", "dev", "lo"])
     assert r.returncode == 0, r.stderr
     assert s.stop() == 0
+
+
+def test_run_wakes_a_lazy_holder(user: User) -> None:
+    """Socket activation: nothing runs but the holder, so there is no namespace yet; the
+    first run starts dockerd and enters its namespace."""
+    lazy = Workspace.create(user, prefix="dockerup-run-lazy-")
+    try:
+        assert lazy.docker_up("up", "--lazy").returncode == 0
+        r = lazy.run([DU, "run", "--", "id", "-u"])
+        assert r.returncode == 0 and r.stdout.strip() == str(user.uid), r.stderr
+        assert lazy.docker_up("stop", timeout=90).returncode == 0
+    finally:
+        end_strays(lazy.root)
+        shutil.rmtree(lazy.root, ignore_errors=True)
+
+
+def test_a_directory_mounted_after_the_start_is_said(ws: Workspace) -> None:
+    """docker-up's mount namespace does not see what the workspace mounts later."""
+    m = ws.root / "later"
+    m.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(m)], check=True)
+    try:
+        (m / "sub").mkdir()
+        os.chown(m / "sub", ws.user.uid, ws.user.gid)
+        r = run(ws, "--", "true", cwd=m / "sub")
+        assert r.returncode == 1 and "not there in docker-up's mount namespace" in r.stderr
+    finally:
+        subprocess.run(["umount", str(m)], check=True)
