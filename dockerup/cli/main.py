@@ -285,14 +285,9 @@ def run_command(
 ) -> None:
     """Your own program in docker-up's network namespace, as you: docker-up run -- CMD
     (your environment, directory, terminal, signals and exit status)."""
-    from dockerup.cli.lines import YELLOW, say
-    from dockerup.verbs import run as verbs
-    from dockerup.verbs import settings
+    from dockerup.cli.run import run_program
 
-    def outside(e: DockerUpError) -> None:
-        say(f"docker-up: not in the namespace ({e.message}): running {ctx.args[0]} here", YELLOW)
-
-    verbs.run(settings.current_paths(), list(ctx.args), root, outside if fallback else None)
+    run_program(list(ctx.args), root, fallback)
 
 
 @app.command()

@@ -80,3 +80,31 @@ def test_run_parses_its_own_options_and_leaves_the_command_its_own(
     assert seen == [(["ls", "-h"], True, True)]
     CliRunner().invoke(cli.app, ["run", "--fallback", "--", "bash"], prog_name="docker-up")
     assert seen[-1] == (["bash"], False, False)
+
+
+@pytest.mark.parametrize("args", [
+    ["--", "id", "-u"], ["id", "-u"], ["--root", "--", "ip", "addr"], ["--root", "ip", "-h"],
+    ["--fallback", "--", "/bin/bash", "-l"], ["--fallback", "--root", "sh"], ["sh", "--", "x"],
+])  # fmt: skip
+def test_the_quick_path_reads_run_as_typer_does(
+    args: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """entry.py's quick path (no Typer) and the Typer command agree on every plain form."""
+    from typer.testing import CliRunner
+
+    from dockerup.cli import main as cli
+    from dockerup.cli import run as cli_run
+    from dockerup.verbs import run as verbs
+
+    seen: list[tuple[list[str], bool, bool]] = []
+    monkeypatch.setattr(verbs, "run", lambda p, c, root, fb: seen.append((c, root, fb is not None)))
+    r = CliRunner().invoke(cli.app, ["run", *args], prog_name="docker-up")
+    assert r.exit_code == 0, r.output
+    assert cli_run.quick_run(args) == seen[0]
+
+
+@pytest.mark.parametrize("args", [[], ["--"], ["-h"], ["--debug", "x"], ["--help"], ["-x", "y"]])
+def test_the_quick_path_leaves_the_rest_to_typer(args: list[str]) -> None:
+    from dockerup.cli import run as cli_run
+
+    assert cli_run.quick_run(args) is None
