@@ -280,7 +280,9 @@ def exec(ctx: typer.Context) -> None:
                                       "allow_interspersed_args": False})  # fmt: skip
 def run_command(
     ctx: typer.Context,
-    root: Annotated[bool, typer.Option("--root", help="As root there (as exec).")] = False,
+    root: Annotated[
+        bool, typer.Option("--root", help="Root there, with CAP_NET_ADMIN (as exec).")
+    ] = False,
     fallback: Annotated[bool, typer.Option("--fallback", hidden=True)] = False,
 ) -> None:
     """Your own program in docker-up's network namespace, as you: docker-up run -- CMD
