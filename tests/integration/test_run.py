@@ -117,6 +117,14 @@ def test_the_program_cannot_change_the_namespace_network_but_root_can(ws: Worksp
         run(ws, "--root", "--", "ip", "addr", "del", "10.77.0.1/32", "dev", "lo")
 
 
+def test_the_program_may_bind_a_low_port(ws: Workspace) -> None:
+    """Without any capability: docker-up's namespace lets every user bind ports below 1024
+    (ip_unprivileged_port_start 0), as a dev server on :80 expects."""
+    bind = "import socket; socket.socket().bind(('127.0.0.1', 81)); print('bound')"
+    r = run(ws, "--", "python3", "-c", bind)
+    assert r.returncode == 0 and r.stdout == "bound\n", r.stderr
+
+
 def test_a_server_started_by_run_answers_on_the_workspace_loopback(ws: Workspace) -> None:
     """Auto ports: nothing to publish."""
     port = free_port()
