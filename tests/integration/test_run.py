@@ -88,6 +88,27 @@ def test_a_signal_to_run_reaches_the_program(ws: Workspace) -> None:
         p.wait(10)
 
 
+def test_the_terminal_and_ctrl_c_are_the_programs(ws: Workspace) -> None:
+    """On a terminal (script(1) gives one): the program sees it, and Ctrl-C typed there
+    interrupts the program (its trap runs; its exit status is run's)."""
+    prog = ("tty; trap 'echo got-int; exit 5' INT; echo ready; "
+            "while :; do sleep 0.1; done")  # fmt: skip
+    p = subprocess.Popen(["script", "-qec", f"exec {DU} run -- sh -c \"{prog}\"", "/dev/null"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                         **ws._as_user())  # type: ignore[call-overload]  # fmt: skip
+    try:
+        assert p.stdin is not None and p.stdout is not None
+        seen = [p.stdout.readline() for _ in range(2)]
+        assert seen[0].startswith("/dev/pts/") and seen[1].strip() == "ready", seen
+        p.stdin.write("\x03")
+        p.stdin.flush()
+        out, _ = p.communicate(timeout=10)
+        assert "got-int" in out and p.returncode == 5, (out, p.returncode)
+    finally:
+        p.kill()
+        p.wait(10)
+
+
 def test_cwd_and_environment_pass_through_and_files_are_the_users(ws: Workspace) -> None:
     work = ws.root / "src dir"
     work.mkdir()
