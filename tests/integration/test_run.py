@@ -239,6 +239,27 @@ def test_an_interactive_shell_enters_with_shell_init_enter(ws: Workspace, shell:
     assert said and said.groups() == ("user", str(ws.user.uid), daemon_netns(ws)), r.stdout
 
 
+def test_autostart_enable_enter_makes_a_new_terminal_enter(ws: Workspace) -> None:
+    """`autostart enable --enter`: the rc block it writes makes the next interactive shell
+    on a terminal enter, DOCKER_HOST set; disabling removes it again."""
+    home = ws.root / "home"
+    home.mkdir()
+    os.chown(home, ws.user.uid, ws.user.gid)
+    ws.extra_env.update(HOME=str(home), TERM="dumb")
+    try:
+        r = ws.docker_up("autostart", "enable", "--enter", "--shell", "bash")
+        assert r.returncode == 0, r.stderr
+        typed = 'echo "M=$DOCKER_UP_RUN $(readlink /proc/self/ns/net) $DOCKER_HOST"; exit\n'
+        r = ws.run(["script", "-qec", "bash -i", "/dev/null"], input=typed, timeout=60)
+        said = re.search(r"M=(\w*) (net:\[\d+\]) (\S+)", r.stdout)
+        sock = f"unix://{ws.runtime_dir}/docker-up/docker.sock"
+        assert said and said.groups() == ("user", daemon_netns(ws), sock), r.stdout
+        assert ws.docker_up("autostart", "disable", "--shell", "bash").returncode == 0
+        assert "run --fallback" not in (home / ".bashrc").read_text()
+    finally:
+        del ws.extra_env["HOME"], ws.extra_env["TERM"]
+
+
 def test_what_entering_costs_a_new_shell(ws: Workspace) -> None:
     """One `docker-up run` while docker-up runs: the quick path, without Typer, against the
     same through Typer (a --debug makes it take that way). Measured, printed."""
