@@ -125,8 +125,12 @@ def prepare(paths: Paths, command: Sequence[str], root: bool) -> RunPlan:
     target = state["dockerd_pid"]
     if not isinstance(target, int):
         raise DockerUpError("docker-up's state file names no dockerd", hint="docker-up status")
+    try:
+        cwd = os.getcwd()
+    except OSError as e:
+        raise DockerUpError(f"this directory is gone: {e.strerror}", hint="cd elsewhere") from e
     return plan_run(state, where_am_i(target, os.environ), command, root=root, uid=os.getuid(),
-                    gid=os.getgid(), cwd=os.getcwd(), env=os.environ)  # fmt: skip
+                    gid=os.getgid(), cwd=cwd, env=os.environ)  # fmt: skip
 
 
 def execute(plan: RunPlan) -> None:

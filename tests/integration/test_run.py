@@ -124,6 +124,12 @@ def test_cwd_and_environment_pass_through_and_files_are_the_users(ws: Workspace)
     assert (st.st_uid, st.st_gid) == (ws.user.uid, ws.user.gid)
 
 
+def test_a_directory_that_is_gone_is_said(ws: Workspace) -> None:
+    gone = ws.root / "gone"
+    r = ws.run(["sh", "-c", f"mkdir {gone} && cd {gone} && rmdir {gone} && {DU} run -- true"])
+    assert r.returncode == 1 and "this directory is gone" in r.stderr, r.stderr
+
+
 def test_the_program_cannot_change_the_namespace_network_but_root_can(ws: Workspace) -> None:
     for cmd in (["ip", "link", "set", "lo", "down"], ["ip", "addr", "add", "10.77.0.1/32",
                                                        "dev", "lo"]):  # fmt: skip
