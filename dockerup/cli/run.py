@@ -38,5 +38,9 @@ def run_program(command: list[str], root: bool, fallback: bool) -> int:
     def outside(e: DockerUpError) -> None:
         lines.outside(e, command[0])
 
-    run.run(settings.current_paths(), command, root, outside if fallback else None)
+    try:
+        run.run(settings.current_paths(), command, root, outside if fallback else None)
+    except run.CannotStart as e:
+        lines.error(e)
+        return e.status
     return 0

@@ -150,11 +150,20 @@ def execute(plan: RunPlan) -> None:
     exec_program(plan.argv, plan.env)
 
 
+class CannotStart(DockerUpError):
+    """The program could not be started: the status a shell gives that (127: not found,
+    126: found but not runnable), for the CLI to exit with."""
+
+    def __init__(self, program: str, e: OSError) -> None:
+        super().__init__(f"cannot run {program}: {e.strerror}")
+        self.status = 127 if isinstance(e, FileNotFoundError) else 126
+
+
 def exec_program(argv: Sequence[str], env: Mapping[str, str]) -> None:
     try:
         os.execvpe(argv[0], list(argv), dict(env))
     except OSError as e:
-        raise DockerUpError(f"cannot run {argv[0]}: {e.strerror}") from e
+        raise CannotStart(argv[0], e) from e
 
 
 def run(

@@ -69,7 +69,10 @@ def test_exit_status_and_signals_pass_through(ws: Workspace) -> None:
     script = f"{DU} run -- sh -c 'kill -TERM $$'; echo $?"
     r = ws.run(["sh", "-c", script])
     assert r.stdout.strip() == "143", r.stderr
-    assert run(ws, "--", "no-such-program").returncode != 0
+    # What cannot start exits as a shell's would: 127 not found, 126 not runnable.
+    missing = run(ws, "--", "no-such-program")
+    assert missing.returncode == 127 and "cannot run no-such-program" in missing.stderr
+    assert run(ws, "--", "/etc/hostname").returncode == 126
 
 
 def test_a_signal_to_run_reaches_the_program(ws: Workspace) -> None:
