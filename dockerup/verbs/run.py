@@ -106,10 +106,15 @@ def where_am_i(target: int, env: Mapping[str, str]) -> Where:
 def running_state(paths: Paths, timeout: float = 60.0) -> dict[str, object]:
     """The running daemon's record. A lazy holder is woken (its first client starts the
     daemon) and waited for: the namespace exists only once dockerd runs."""
+    from dockerup.waiting import wait_until
+
     instance.check_runtime(paths)
     state = instance.read_state(paths)
     if state is None and instance.is_locked(paths):
+        # A connection wakes the holder; the state file comes just after dockerd answers.
         instance.wait_until_answering(paths, timeout)
+        wait_until(lambda: instance.read_state(paths) is not None
+                   or not instance.is_locked(paths), timeout)  # fmt: skip
         state = instance.read_state(paths)
     if not state or not instance.is_locked(paths):
         raise DockerUpError(
