@@ -19,13 +19,17 @@ END = "# <<< docker-up <<<"
 DOCTOR = "see docker-up doctor"
 
 
-def snippet(shell: str, docker_up: str, start: bool = True, lazy: bool = False) -> str:
+def snippet(
+    shell: str, docker_up: str, start: bool = True, lazy: bool = False, enter: bool = False
+) -> str:
     """lazy: start `docker-up up --lazy` (it holds the socket; the first client starts the
-    daemon and waits for it) instead of `docker-up --detach`. docker_up's path is quoted: a
-    space or a `$(...)` in it is a name, never a command."""
+    daemon and waits for it) instead of `docker-up --detach`. enter: an interactive shell
+    becomes itself again inside docker-up's namespace (`enter_lines`). docker_up's path is
+    quoted: a space or a `$(...)` in it is a name, never a command."""
     verb = "up --lazy" if lazy else "--detach"
     if shell == "fish":
-        return _fish(f"{fish_quote(docker_up)} {verb}", lazy, start)
+        fish = fish_quote(docker_up)
+        return _fish(f"{fish} {verb}", lazy, start, _fish_enter(fish) if enter else [])
     command = f"{shlex.quote(docker_up)} {verb}"
     if shell not in SHELLS:
         raise ValueError(shell)
@@ -64,7 +68,55 @@ def snippet(shell: str, docker_up: str, start: bool = True, lazy: bool = False) 
             '  command docker "$@"',
             "}",
         ]
+    if enter:
+        lines += enter_lines(shell, shlex.quote(docker_up))
     return "\n".join([*lines, "fi", "unset _du_rt"]) + "\n"
+
+
+# How each shell starts itself again (the same binary, a login shell if this one is), and
+# how it knows it runs a `-c` command: that command would be lost (IDEs read the user's
+# environment with `$SHELL -i -l -c env`, which must not turn into a shell waiting for input).
+AGAIN = {
+    "bash": ('"$BASH"', "shopt -q login_shell", '[ -z "${BASH_EXECUTION_STRING-}" ]'),
+    "zsh": ("zsh", "[[ -o login ]]", '[ -z "${ZSH_EXECUTION_STRING-}" ]'),
+    "sh": ('"${SHELL:-/bin/sh}"', "true", "true"),  # ~/.profile: read by login shells
+}
+
+
+def enter_lines(shell: str, docker_up: str) -> list[str]:
+    """An interactive shell on a terminal replaces itself with itself inside docker-up's
+    namespace, as the user (`docker-up run`), when docker-up runs; the new shell reads this
+    file again and sees
+    DOCKER_UP_RUN, which `run` sets: it stays. Not running: a read and a kill -0, both
+    built-ins. --fallback: when entering fails after all, the shell opens outside."""
+    again, login, no_command = AGAIN[shell]
+    return [
+        "case $- in *i*)",
+        f'  if [ -z "${{DOCKER_UP_RUN-}}" ] && [ -t 0 ] && {no_command}; then',
+        "    _du_pid=",
+        '    { read -r _du_pid < "$_du_rt/docker-up.pid"; } 2>/dev/null',
+        '    if kill -0 "${_du_pid:-none}" 2>/dev/null; then',
+        f"      _du_l=; {login} && _du_l=-l",
+        f'      exec {docker_up} run --fallback -- {again} ${{_du_l:+"$_du_l"}}',
+        "    fi",
+        "    unset _du_pid",
+        "  fi;;",
+        "esac",
+    ]
+
+
+def _fish_enter(docker_up: str) -> list[str]:
+    run = f"exec {docker_up} run --fallback -- (status fish-path)"
+    return [
+        "if status is-interactive; and not set -q DOCKER_UP_RUN; and test -t 0",
+        "    set -l _du_pid none",
+        "    test -r $_du_rt/docker-up.pid; and read _du_pid < $_du_rt/docker-up.pid",
+        "    if kill -0 $_du_pid 2>/dev/null",
+        f"        status is-login; and {run} -l",
+        f"        {run}",
+        "    end",
+        "end",
+    ]
 
 
 def fish_quote(word: str) -> str:
@@ -72,7 +124,7 @@ def fish_quote(word: str) -> str:
     return "'" + word.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _fish(command: str, lazy: bool, start: bool) -> str:
+def _fish(command: str, lazy: bool, start: bool, enter: list[str]) -> str:
     lines = [
         "set -l _du_rt /tmp/docker-up-(id -u)",
         "set -q XDG_RUNTIME_DIR; and set _du_rt $XDG_RUNTIME_DIR/docker-up",
@@ -100,7 +152,7 @@ def _fish(command: str, lazy: bool, start: bool) -> str:
             "    command docker $argv",
             "end",
         ]
-    return "\n".join([*lines, "end"]) + "\n"
+    return "\n".join([*lines, *enter, "end"]) + "\n"
 
 
 # Shells whose completion docker-up installs (Typer writes the scripts; sh has none).

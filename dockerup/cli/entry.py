@@ -65,6 +65,11 @@ def start(how: str, activated: tuple[int, int] | None, child: early.Child | None
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["run"] and "_DOCKER_UP_COMPLETE" not in os.environ:
+        from dockerup.cli.run import quick_run, run_program
+
+        if (parsed := quick_run(sys.argv[2:])) is not None:
+            sys.exit(guarded(lambda: run_program(*parsed)))
     how = QUICK.get(tuple(sys.argv[1:]))
     # Shell completion calls `docker-up` without arguments too: that is Typer's to answer.
     if how is not None and "_DOCKER_UP_COMPLETE" not in os.environ:

@@ -53,3 +53,9 @@ def error(e: DockerUpError) -> None:
 def internal_error(e: Exception) -> None:
     say(f"docker-up: internal error: {type(e).__name__}: {e}", RED)
     say("run it again with --debug for the traceback, and report it")
+
+
+def outside(e: DockerUpError, program: str) -> None:
+    """`run --fallback` could not enter: the program runs here instead (the shell snippet's
+    new terminal opens outside the namespace), and says why."""
+    say(f"docker-up: not in the namespace ({e.message}): running {program} here", YELLOW)

@@ -288,6 +288,22 @@ def exec(ctx: typer.Context) -> None:
     running.enter(settings.current_paths(), list(ctx.args))
 
 
+@app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                                      "allow_interspersed_args": False})  # fmt: skip
+def run_command(
+    ctx: typer.Context,
+    root: Annotated[
+        bool, typer.Option("--root", help="Root there, with CAP_NET_ADMIN (as exec).")
+    ] = False,
+    fallback: Annotated[bool, typer.Option("--fallback", hidden=True)] = False,
+) -> None:
+    """Your own program in docker-up's network namespace, as you: docker-up run -- CMD
+    (your environment, directory, terminal, signals and exit status)."""
+    from dockerup.cli.run import run_program
+
+    run_program(list(ctx.args), root, fallback)
+
+
 @app.command()
 def shell() -> None:
     """An interactive shell in the daemon's namespaces (root there, with CAP_NET_ADMIN)."""
@@ -298,18 +314,22 @@ def shell() -> None:
     running.enter(settings.current_paths(), [os.environ.get("SHELL") or "/bin/sh"])
 
 
+ENTER_HELP = "Each new interactive shell enters the namespace (docker-up run) when it runs."
+
+
 @app.command("shell-init")
 def shell_init(
     shell: Annotated[Shell, typer.Argument(help="The shell whose rc file runs it.")],
     no_start: Annotated[
         bool, typer.Option("--no-start", help="Only export DOCKER_HOST; start nothing.")
     ] = False,
+    enter: Annotated[bool, typer.Option("--enter", help=ENTER_HELP)] = False,
 ) -> None:
     """Print the snippet for a shell's rc file: DOCKER_HOST, and docker-up started in the
     background when it is not running. Silent, and costs the shell almost nothing."""
     from dockerup.verbs import shell as verbs
 
-    emit(verbs.shell_init(shell.value, start=False if no_start else None))
+    emit(verbs.shell_init(shell.value, start=False if no_start else None, enter=enter))
 
 
 autostart_app = typer.Typer(help="Start docker-up from your shell's rc file.")
@@ -337,12 +357,13 @@ def autostart_enable(
         bool | None,
         typer.Option("--lazy/--no-lazy", help="Socket activation (default: lazy-start)."),
     ] = None,
+    enter: Annotated[bool, typer.Option("--enter", help=ENTER_HELP)] = False,
 ) -> None:
     """Add docker-up's block (and shell completion) to the rc file(s); running it twice
     leaves one block."""
     from dockerup.verbs import shell as verbs
 
-    emit(verbs.autostart(_shells(shell), enable=True, lazy=lazy))
+    emit(verbs.autostart(_shells(shell), enable=True, lazy=lazy, enter=enter))
 
 
 @autostart_app.command("disable")
@@ -381,7 +402,7 @@ def take_debug(
 ) -> tuple[bool, list[str]]:
     """--debug wherever it stands among docker-up's own options, before or after the verb;
     not as an option's value (`--dockerd-arg --debug` is dockerd's), not after `--` and not
-    inside the command that `exec` runs (those are the command's own)."""
+    inside the command that `exec` or `run` runs (those are the command's own)."""
     debug, rest = False, list[str]()
     for i, arg in enumerate(args):
         if arg == "--":
@@ -390,7 +411,7 @@ def take_debug(
             debug = True
             continue
         rest.append(arg)
-        if rest[:1] == ["exec"] and len(rest) > 1 and not arg.startswith("-"):
+        if rest[:1] in (["exec"], ["run"]) and len(rest) > 1 and not arg.startswith("-"):
             return debug, rest + args[i + 1 :]
     return debug, rest
 

@@ -15,6 +15,7 @@ from dockerup.net import NET_DRIVERS
 from dockerup.paths import Paths
 from dockerup.programs import wire
 from dockerup.results import Daemon, Logs, Status, Stopped
+from dockerup.verbs.run import MARKER
 
 LOGS = ("docker-up", "dockerd", *NET_DRIVERS)
 
@@ -106,7 +107,10 @@ def enter(paths: Paths, command: list[str]) -> None:
     if not state or not instance.is_locked(paths):
         raise DockerUpError("docker-up is not running", hint="start it: docker-up -d")
     argv = enter_argv(state, command)
+    # Marked as `run --root` marks its program: a shell started here that reads the
+    # `shell-init --enter` snippet stays (it would enter again, as a user without power).
+    env = {**os.environ, MARKER: "root"}
     try:
-        os.execvp(argv[0], argv)
+        os.execvpe(argv[0], argv, env)
     except FileNotFoundError as e:
         raise DockerUpError(f"cannot run {argv[0]}", hint="apt-get install util-linux") from e

@@ -18,15 +18,17 @@ from dockerup.verbs.settings import load_config
 PROG = "docker-up"
 
 
-def shell_init(shell: str, start: bool | None = None, lazy: bool | None = None) -> Snippet:
+def shell_init(
+    shell: str, start: bool | None = None, lazy: bool | None = None, enter: bool = False
+) -> Snippet:
     """The snippet; whether it starts docker-up, and how, comes from the settings unless
-    given."""
+    given. enter: interactive shells enter docker-up's namespace (`docker-up run`)."""
     if shell not in shellinit.SHELLS:
         raise DockerUpError(f"unknown shell {shell!r}", hint="one of: bash, zsh, fish, sh")
     config = load_config({}).config
     start = config.autostart if start is None else start
     lazy = config.lazy_start if lazy is None else lazy
-    return Snippet(shell, shellinit.snippet(shell, docker_up_path(), start, lazy))
+    return Snippet(shell, shellinit.snippet(shell, docker_up_path(), start, lazy, enter))
 
 
 def write_through(path: Path, text: str) -> None:
@@ -55,7 +57,9 @@ def completion_script(shell: str) -> str | None:
     return get_completion_script(prog_name=PROG, complete_var=complete_var, shell=shell)
 
 
-def autostart(shells: list[str], enable: bool, lazy: bool | None = None) -> Autostart:
+def autostart(
+    shells: list[str], enable: bool, lazy: bool | None = None, enter: bool = False
+) -> Autostart:
     """Add (or remove) docker-up's marked block in each shell's rc file, with shell
     completion where the shell has it. Disabling also removes the docker context and the
     completion scripts (both docker-up's own files)."""
@@ -66,7 +70,7 @@ def autostart(shells: list[str], enable: bool, lazy: bool | None = None) -> Auto
         path = shellinit.rc_file(shell, Path(f.home), f.env.get("XDG_CONFIG_HOME", ""))
         old = path.read_text() if path.exists() else ""
         if enable:
-            body = shell_init(shell, start=True, lazy=lazy).text
+            body = shell_init(shell, start=True, lazy=lazy, enter=enter).text
             body += install_completion(shell, data)
             new = shellinit.with_block(old, body)
         else:

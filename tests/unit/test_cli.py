@@ -115,6 +115,8 @@ def test_a_wrong_choice_stops_before_anything_runs(
     # What follows `--`, or exec's command, is the command's own.
     (["exec", "--debug", "--", "sh", "--debug"], True, ["exec", "--", "sh", "--debug"]),
     (["exec", "tool", "--debug"], False, ["exec", "tool", "--debug"]),
+    (["run", "--root", "tool", "--debug"], False, ["run", "--root", "tool", "--debug"]),
+    (["run", "--debug", "tool", "-h"], True, ["run", "tool", "-h"]),
 ])  # fmt: skip
 def test_debug_before_or_after_the_verb(argv: list[str], debug: bool, rest: list[str]) -> None:
     assert cli.take_debug(argv) == (debug, rest)

@@ -105,7 +105,11 @@ ENDS_ALLOWED = {
         "the forked child becomes the lazy holder (programs/lazy.py)",
     ("handover.py", "exec_keeper", "os.execv"):
         "a started docker-up becomes the keeper (programs/keeper.py), which keeps its PID",
-    ("verbs/running.py", "enter", "os.execvp"):
+    ("verbs/run.py", "exec_program", "os.execvpe"):
+        "`run` is the user's program: status, signals and terminal pass straight through",
+    ("proc.py", "forked", "os._exit"):
+        "a forked helper (ns.py's id mapper) ends without running the CLI's exit code",
+    ("verbs/running.py", "enter", "os.execvpe"):
         "`exec` and `shell` are the command they run: status, signals and terminal pass "
         "straight through",
 }  # fmt: skip

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import pty
+import re
 import shutil
 import subprocess
 import time
@@ -95,3 +98,95 @@ def test_a_last_line_like_the_marker_is_the_users(original: str) -> None:
     once = shellinit.with_block(original, "export X=1\n")
     assert shellinit.with_block(once, "export X=1\n") == once
     assert shellinit.without_block(once) == original
+
+
+SHELL_ARGV = {"bash": ["bash", "-i"], "zsh": ["zsh", "-i"], "sh": ["sh", "-i"],
+              "fish": ["fish", "-i"]}  # fmt: skip
+RC = {"bash": ".bashrc", "zsh": ".zshrc", "sh": "rc", "fish": ".config/fish/config.fish"}
+
+
+def entering(shell: str, tmp_path: Path, running: bool, argv: list[str] | None = None,
+             **env: str) -> str:  # fmt: skip
+    """Run an interactive shell on a terminal, whose rc file is the --enter snippet, with a
+    stand-in docker-up that records its arguments; what it recorded ("" when not run)."""
+    if not shutil.which(shell):
+        pytest.skip(f"{shell} is not installed")
+    rt = tmp_path / "run" / "docker-up"
+    rt.mkdir(parents=True, exist_ok=True)
+    pid = rt / "docker-up.pid"
+    pid.unlink(missing_ok=True)
+    if running:  # a live process: this test's
+        pid.write_text(str(os.getpid()))
+    record, fake = tmp_path / "argv", tmp_path / "docker-up"
+    record.unlink(missing_ok=True)
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > "{record}"\n')
+    fake.chmod(0o755)
+    rc = tmp_path / RC[shell]
+    rc.parent.mkdir(parents=True, exist_ok=True)
+    rc.write_text(shellinit.snippet(shell, str(fake), start=False, enter=True))
+    full = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(rt.parent),
+            "ZDOTDIR": str(tmp_path), "ENV": str(rc), **env}  # fmt: skip
+    master, slave = pty.openpty()
+    os.write(master, b"exit\n")  # what a shell that stays outside reads and does
+    try:
+        subprocess.run(argv or SHELL_ARGV[shell], cwd=tmp_path, env=full, timeout=30,
+                       stdin=slave, capture_output=True, check=False)  # fmt: skip
+    finally:
+        os.close(slave)
+        os.close(master)
+    return record.read_text() if record.exists() else ""
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "sh", "fish"])
+def test_enter_runs_the_shell_again_in_the_namespace_once(shell: str, tmp_path: Path) -> None:
+    """docker-up running: the interactive shell becomes `docker-up run --fallback -- SHELL`;
+    a shell that run started (DOCKER_UP_RUN set) stays; not running: nothing is run."""
+    argv = entering(shell, tmp_path, running=True).splitlines()
+    assert argv[:3] == ["run", "--fallback", "--"], argv
+    assert Path(argv[3]).name in (shell, "dash", "sh"), argv
+    assert entering(shell, tmp_path, running=True, DOCKER_UP_RUN="user") == ""
+    assert entering(shell, tmp_path, running=True, DOCKER_UP_RUN="outside") == ""
+    assert entering(shell, tmp_path, running=False) == ""
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_a_shell_that_runs_a_command_stays(shell: str, tmp_path: Path) -> None:
+    """`bash -i -c env` (how IDEs read the user's environment) must run its command."""
+    assert entering(shell, tmp_path, running=True, argv=[shell, "-i", "-c", "true"]) == ""
+
+
+def test_a_login_shell_enters_as_a_login_shell(tmp_path: Path) -> None:
+    (tmp_path / ".bash_profile").write_text(". ~/.bashrc\n")  # as Debian's ~/.profile does
+    argv = entering("bash", tmp_path, running=True, argv=["bash", "-i", "-l"]).splitlines()
+    assert argv[-1] == "-l", argv
+
+
+def test_enter_is_only_for_interactive_shells_on_a_terminal(tmp_path: Path) -> None:
+    entering("bash", tmp_path, running=True)  # writes the rc file and a live pid
+    (tmp_path / "argv").unlink()
+    script = (tmp_path / ".bashrc").read_text()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path / "run")}
+    subprocess.run(["bash", "-c", script], env=env, check=True, timeout=30)
+    subprocess.run(["bash", "-i"], env=env, check=True, timeout=30, input=b"exit\n",
+                   capture_output=True)  # fmt: skip
+    assert not (tmp_path / "argv").exists()
+
+
+def test_enter_costs_a_stopped_docker_up_no_process(tmp_path: Path) -> None:
+    """Not running: the --enter lines add no fork and no exec to the shell's start (bash:
+    built-ins only), counted with strace."""
+    if not shutil.which("strace"):
+        pytest.skip("strace is not installed")
+    entering("bash", tmp_path, running=False)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path / "run")}
+    master, slave = pty.openpty()
+    os.write(master, b"exit\n")
+    try:
+        r = subprocess.run(["strace", "-f", "-e", "trace=execve,clone,clone3,fork,vfork",
+                            "bash", "-i"], env=env, capture_output=True, text=True,
+                           stdin=slave, timeout=30)  # fmt: skip
+    finally:
+        os.close(slave)
+        os.close(master)
+    calls = [line for line in r.stderr.splitlines() if re.match(r"(\[pid +\d+\] )?\w+\(", line)]
+    assert len(calls) == 1 and "execve" in calls[0], calls  # bash's own exec only
