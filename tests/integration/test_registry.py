@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import worker
 from .harness import DockerUp, Workspace, wait_for
 from .test_core import up
+from .test_ports import free_port
 
 REGISTRY = "/usr/bin/docker-registry"
 
@@ -41,7 +41,11 @@ class Registry:
              REGISTRY, "serve", str(config)],
             stdout=self.log, stderr=subprocess.STDOUT,
         )  # fmt: skip
-        wait_for(self.answers, 20, "the registry")
+        try:
+            wait_for(self.answers, 20, "the registry")
+        except AssertionError as e:
+            self.stop()
+            raise AssertionError(f"{e}; its log:\n{(self.dir / 'log').read_text()[-2000:]}") from e
 
     def answers(self) -> bool:
         try:
@@ -70,7 +74,7 @@ class Registry:
 def registry(workspace: Workspace) -> Iterator[Registry]:
     if not Path(REGISTRY).exists():
         pytest.fail("docker-registry is not installed: run scripts/install")
-    r = Registry(workspace, 15000 + worker())
+    r = Registry(workspace, free_port())
     yield r
     r.stop()
 

@@ -190,7 +190,8 @@ def test_unprivileged_workspace_runs_docker(workspace: None) -> None:
           "> /tmp/ctx/Dockerfile")  # fmt: skip
     inner("docker", "build", "-q", "-t", "bb:built", "/tmp/ctx")
     assert inner("docker", "run", "--rm", "bb:built", "cat", "/b").stdout.strip() == "built"
-    inner("docker", "run", "-d", "-p", "18080:80", "bb:test", "sh", "-c",
+    # --stop-timeout: its init (sh) ignores SIGTERM; the teardown's stop need not wait 10 s.
+    inner("docker", "run", "-d", "--stop-timeout", "1", "-p", "18080:80", "bb:test", "sh", "-c",
           "mkdir /w && echo nested-web > /w/index.html && httpd -f -p 80 -h /w")  # fmt: skip
     get = "printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | busybox nc 127.0.0.1 18080"
     wait_for(
