@@ -231,6 +231,10 @@ class AutoPorts:
         assert self.helper is not None
         base = f"/proc/{self.helper.pid}/net/{proto}"
         try:
+            # Until its setns, a new helper's tables are the workspace's own: every workspace
+            # listener would look like the namespace's (and be refused as in use there).
+            if os.stat(f"/proc/{self.helper.pid}/ns/net").st_ino != self.netns:
+                return None
             with open(base) as f4:
                 text = f4.read()
         except OSError:

@@ -373,3 +373,24 @@ def test_a_new_inside_helper_carries_the_ports_on(workspace: Workspace) -> None:
             print(f"both answered again {time.monotonic() - killed:.2f} s after the kill")
     finally:
         workspace.docker_up("stop", timeout=90)
+
+
+def test_workspace_listeners_are_never_taken_for_the_namespaces(workspace: Workspace) -> None:
+    """A new inside helper shows the workspace's own tables until it has joined the
+    namespace: read then, every workspace listener looked like a namespace listener, and was
+    refused and logged as "in use in the workspace" at each start."""
+    ours = CountingServer(b"workspace\n")
+    try:
+        assert workspace.docker_up("-d").returncode == 0
+        try:
+            wait_for(lambda: table(workspace)["auto"] is not None, 5, "the first table")
+            port = free_port()
+            with exec_server(workspace, port):  # a later poll than the helper's start
+                wait_for(lambda: answer(port) == "ns-server\n", 5, "the exec'd server")
+            assert ours.port not in [r["port"] for r in table(workspace)["refused"]]
+            log = (workspace.runtime_dir / "docker-up" / "logs" / "docker-up.log").read_text()
+            assert f"port {ours.port} not exposed" not in log, log
+        finally:
+            workspace.docker_up("stop", timeout=90)
+    finally:
+        ours.close()
