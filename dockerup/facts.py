@@ -89,7 +89,7 @@ class HostFacts:
 
 def probes(env: Mapping[str, str], home: str) -> ProbeCache:
     """What binaries say about themselves, cached per user (dockerup/probecache.py)."""
-    return ProbeCache(cache_file(env, home), proc.output)
+    return ProbeCache(cache_file(env, home), proc.output, proc.tty_output)
 
 
 def search_path(env_path: str) -> str:
@@ -290,9 +290,10 @@ def with_pasta(f: HostFacts) -> HostFacts:
     if not pasta or f.pasta_help:
         return f
     cache = probes(f.env, f.home)
-    version = cache.output([pasta, "--version"])
+    # With a terminal: Debian 13's pasta loses what it prints into a pipe (proc.tty_output).
+    version = cache.output([pasta, "--version"], tty=True)
     if "unknown version" in version:
         pkg = proc.output(["dpkg-query", "-W", "-f", "${Version}", "passt"]).strip()
         if pkg and " " not in pkg:
             version += f"\npasst {pkg}\n"
-    return replace(f, pasta_help=cache.output([pasta, "--help"]), pasta_version=version)
+    return replace(f, pasta_help=cache.output([pasta, "--help"], tty=True), pasta_version=version)

@@ -31,25 +31,28 @@ def stamp(binary: str) -> list[int] | None:
 
 
 class ProbeCache:
-    def __init__(self, path: Path, run: Callable[[Sequence[str]], str]) -> None:
+    def __init__(self, path: Path, run: Callable[[Sequence[str]], str],
+                 tty_run: Callable[[Sequence[str]], str] | None = None) -> None:  # fmt: skip
         self.path = path
         self.run = run
+        self.tty_run = tty_run or run
         self.entries: dict[str, dict[str, object]] = {}
         with contextlib.suppress(OSError, ValueError):
             doc = json.loads(path.read_text())
             if isinstance(doc, dict):
                 self.entries = doc
 
-    def output(self, argv: Sequence[str]) -> str:
-        """argv's output, from the cache when its binary is unchanged."""
-        key = "\0".join(argv)
+    def output(self, argv: Sequence[str], tty: bool = False) -> str:
+        """argv's output, from the cache when its binary is unchanged (tty: run with a
+        terminal for its output: tty_run; cached apart)."""
+        key = "\0".join(["tty", *argv] if tty else argv)
         now = stamp(argv[0])
         entry = self.entries.get(key)
         if now is not None and isinstance(entry, dict) and entry.get("stamp") == now:
             out = entry.get("out")
             if isinstance(out, str):
                 return out
-        out = self.run(argv)
+        out = self.tty_run(argv) if tty else self.run(argv)
         if now is not None and out:
             self.entries[key] = {"stamp": now, "out": out}
             with contextlib.suppress(OSError):  # a cache that cannot be written is no cache

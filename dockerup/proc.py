@@ -13,7 +13,8 @@ from dockerup.errors import DockerUpError
 from dockerup.programs.common import describe_exit, tail
 
 # One copy of each, shared with the lean programs (dockerup/programs/common.py).
-__all__ = ["describe_exit", "output", "probe", "run", "run_together", "spawn", "stop", "tail"]
+__all__ = ["describe_exit", "output", "probe", "run", "run_together", "spawn", "stop", "tail",
+           "tty_output"]  # fmt: skip
 
 
 def output(argv: Sequence[str], timeout: float = 10.0) -> str:
@@ -23,6 +24,38 @@ def output(argv: Sequence[str], timeout: float = 10.0) -> str:
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return r.stdout + r.stderr
+
+
+def tty_output(argv: Sequence[str], timeout: float = 10.0) -> str:
+    """As output(), with a terminal for stdout and stderr: for a program that leaves the
+    process without flushing stdio (Debian 13's pasta: `--version` printed nothing into a
+    pipe, `--help` its first 4096 bytes), whose terminal output is line-buffered."""
+    import select
+
+    master, slave = os.openpty()
+    try:
+        p = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
+    except OSError:
+        os.close(master)
+        return ""
+    finally:
+        os.close(slave)
+    data = b""
+    try:
+        while select.select([master], [], [], timeout)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: every writer closed the terminal
+                break
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(master)
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+    return data.decode(errors="replace").replace("\r\n", "\n")
 
 
 @dataclass(frozen=True)

@@ -47,3 +47,32 @@ def test_a_damaged_cache_or_a_relative_name_just_runs(tmp_path: Path) -> None:
     assert ProbeCache(cache_path, run).output(["slirp4netns", "--help"]) == "out"
     assert ProbeCache(cache_path, run).output(["slirp4netns", "--help"]) == "out"
     assert len(calls) == 2  # never cached: no file to check it against
+
+
+# A program that leaves without flushing its stdio, as Debian 13's pasta does.
+# (open() of a terminal is line-buffered, of a pipe block-buffered, whatever PYTHONUNBUFFERED.)
+UNFLUSHED = "import os; f = open(1, 'w'); f.write('x' * 5000 + '\\nthe end\\n'); os._exit(0)"
+
+
+def test_a_program_that_leaves_unflushed_is_read_through_a_terminal() -> None:
+    """Into a pipe its output is block-buffered and lost (pasta's --version said nothing,
+    its --help stopped at 4096 bytes, so docker-up refused it as lacking --config-net);
+    on a terminal it is line-buffered, and all of it arrives."""
+    import sys
+
+    from dockerup import proc
+
+    argv = [sys.executable, "-c", UNFLUSHED]
+    assert "the end" not in proc.output(argv)
+    out = proc.tty_output(argv)
+    assert out.endswith("the end\n") and "\r" not in out
+    assert proc.tty_output(["/nonexistent/binary"]) == ""
+
+
+def test_a_terminal_probe_is_cached_apart(tmp_path: Path) -> None:
+    binary = tmp_path / "pasta"
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    cache = ProbeCache(tmp_path / "probes.json", lambda argv: "piped", lambda argv: "tty")
+    assert cache.output([str(binary), "--help"]) == "piped"
+    assert cache.output([str(binary), "--help"], tty=True) == "tty"
