@@ -89,6 +89,7 @@ def keeper_spec(
         net_pid=running.net_pid,
         net_name=plan.net_name,
         net_argv=net_argv,
+        net_ready=str(paths.net_ready) if plan.net and plan.net.ready_fifo else "",
         net_log=str(paths.log_dir / f"{plan.net_name}.log"),
         net_api=str(paths.slirp_api),
         exit_fd=handles.net_exit_fd,

@@ -141,7 +141,8 @@ def stale_files(paths: Paths, keep_socket: bool = False) -> tuple[Path, ...]:
     """What a stopped docker-up leaves behind. With socket activation the socket is ours,
     bound by the lazy holder, not a leftover."""
     files = (paths.pidfile, paths.slirp_api, paths.state_file, paths.ports_sock, paths.main_pid,
-             paths.accel_sock, paths.rootlesskit_api, paths.published_ports_table)  # fmt: skip
+             paths.accel_sock, paths.rootlesskit_api, paths.published_ports_table,
+             paths.net_ready)  # fmt: skip
     return files if keep_socket else (paths.socket, *files)
 
 

@@ -71,6 +71,11 @@ class Paths:
         return self.runtime / "docker-up.pid"
 
     @property
+    def net_ready(self) -> Path:
+        """The named pipe a helper that keeps no inherited fd reports readiness on (pasta)."""
+        return self.runtime / "net-ready"
+
+    @property
     def ports_sock(self) -> Path:
         return self.runtime / "ports.sock"
 

@@ -41,7 +41,13 @@ from dockerup.net import NET_DRIVERS
 from dockerup.paths import Paths
 from dockerup.plan import Plan, WriteFile
 from dockerup.programs import logfiles, procid
-from dockerup.programs.common import STOP_SIGNALS, append_log, atomic_write, wait_ready
+from dockerup.programs.common import (
+    STOP_SIGNALS,
+    append_log,
+    atomic_write,
+    open_ready_fifo,
+    wait_ready,
+)
 from dockerup.programs.wire import ping
 
 if TYPE_CHECKING:
@@ -136,18 +142,23 @@ def start_network(
     plan: Plan, stack: contextlib.ExitStack[bool | None], pid: int
 ) -> tuple[int, int, subprocess.Popen[bytes]]:
     assert plan.net is not None
-    ready_r, ready_w = os.pipe()
+    if plan.net.ready_fifo:
+        ready = str(plan.paths.net_ready)
+        ready_r, ready_w = open_ready_fifo(ready), -1
+    else:
+        ready_r, ready_w = os.pipe()
     exit_r, exit_w = os.pipe()
     for other in NET_DRIVERS:  # `logs` shows the helper of this run only
         with contextlib.suppress(FileNotFoundError):
             (plan.paths.log_dir / f"{other}.log").unlink()
     log = plan.paths.log_dir / f"{plan.net.name}.log"
     logfiles.start_fresh(log)
-    argv = plan.net.argv(pid, ready_fd=ready_w, exit_fd=exit_r)
+    argv = plan.net.argv(pid, ready_fd=ready if ready_w < 0 else ready_w, exit_fd=exit_r)
     try:
-        p = proc.spawn(argv, log=log, pass_fds=(ready_w, exit_r))
+        p = proc.spawn(argv, log=log, pass_fds=(exit_r,) if ready_w < 0 else (ready_w, exit_r))
     finally:
-        os.close(ready_w)
+        if ready_w >= 0:
+            os.close(ready_w)
         os.close(exit_r)
 
     def cleanup() -> None:

@@ -27,6 +27,12 @@ class NetworkDriver(Protocol):
         """The helper carries IPv6 too (GUEST_ADDR6 routed via GATEWAY6)."""
         ...
 
+    @property
+    def ready_fifo(self) -> bool:
+        """The helper closes every fd it inherits (today's pasta): it reports readiness on
+        a named pipe whose path argv() gets as ready_fd, not on an inherited pipe."""
+        ...
+
     def argv(self, target_pid: int | str, ready_fd: int | str, exit_fd: int | str) -> list[str]:
         """The helper's command line; it writes to ready_fd once the namespace is wired,
         and exits when exit_fd is closed (so it never outlives docker-up)."""

@@ -3,8 +3,9 @@ TCP streams onto host sockets instead of running a whole TCP/IP stack.
 
 Debian 12's pasta (passt 2023-03) differs from today's: no --ready-fd, no --exit-fd, no
 version in --version. What it has instead:
-- `-P FILE` writes its PID once the namespace is configured. Pointing it at
-  /proc/self/fd/N of our ready pipe turns that into a ready fd.
+- `-P FILE` writes its PID once the namespace is configured. Pointing it at a named pipe
+  that docker-up reads turns that into a ready fd (Debian 13's pasta closes inherited
+  fds, so /proc/self/fd/N of an inherited pipe no longer does).
 - It needs an interface with a default route in the workspace, even when it is given
   every address explicitly ("External interface not usable" otherwise).
 - It has no way to notice that docker-up died. `setpriv --pdeathsig` gives it one: the
@@ -89,6 +90,10 @@ class Pasta:
     ipv4_only: bool
     ipv6: bool = False
     name: str = "pasta"
+    # Its PID file: a named pipe in the runtime dir. /proc/self/fd/N of an inherited pipe
+    # served Debian 12's pasta; Debian 13's closes inherited fds first ("Couldn't open PID
+    # file /proc/self/fd/10"). Both open the pipe by name before they isolate themselves.
+    ready_fifo: bool = True
 
     @property
     def options_used(self) -> tuple[str, ...]:
@@ -105,7 +110,7 @@ class Pasta:
         # exit_fd is unused: pasta cannot watch one; the parent-death signal stands in.
         argv = [self.setpriv, "--pdeathsig", "TERM", "--", self.binary]
         argv += ["--foreground", "--stderr", "--quiet", "--config-net"]
-        argv += [f"--pid=/proc/self/fd/{ready_fd}"]
+        argv += [f"--pid={ready_fd}"]  # the named pipe (ready_fifo)
         # Its own port forwarding stays off: docker-up's forwarders publish ports, and a
         # splice path from the namespace's loopback to the workspace's would bypass the
         # host-loopback rule.

@@ -81,6 +81,7 @@ class Slirp4netns:
     seccomp: bool
     ipv6: bool = False
     name: str = "slirp4netns"
+    ready_fifo: bool = False  # --ready-fd: an inherited pipe
 
     @property
     def options_used(self) -> tuple[str, ...]:

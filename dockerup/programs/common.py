@@ -93,6 +93,15 @@ def start_containerd(argv: list[str], env: dict[str, str], pidfile: str) -> int:
     return pid
 
 
+def open_ready_fifo(path: str) -> int:
+    """A new named pipe at path (in docker-up's own 0700 runtime dir; an old one of ours is
+    replaced), opened for reading without waiting for a writer: a helper's ready channel."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    os.mkfifo(path, 0o600)
+    return os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+
+
 def wait_ready(ready_fd: int, pidfd: int, timeout: float) -> str:
     """A helper that reports readiness by writing to ready_fd (slirp4netns, pasta through
     setpriv): "ready", "died" (it exited, or closed the pipe without a word) or "timeout"."""
@@ -102,8 +111,12 @@ def wait_ready(ready_fd: int, pidfd: int, timeout: float) -> str:
     while True:
         ready = readable([ready_fd, pidfd], max(0.0, deadline - time.monotonic()))
         if ready_fd in ready:
+            try:
+                data = os.read(ready_fd, 64)
+            except BlockingIOError:  # a named pipe's writer came and went: look again
+                continue
             # End of file means the helper is gone: it wrote nothing.
-            return "ready" if os.read(ready_fd, 64) else "died"
+            return "ready" if data else "died"
         if pidfd in ready:
             return "died"
         if time.monotonic() >= deadline:

@@ -142,6 +142,7 @@ class KeeperSpec(Spec):
     net_pid: int | None
     net_name: str
     net_argv: list[str] | None  # with {target}, {ready_fd} and {exit_fd} to fill in
+    net_ready: str  # "": {ready_fd} is an inherited pipe's fd; else this named pipe's path
     net_log: str
     net_api: str
     exit_fd: int | None

@@ -31,10 +31,12 @@ def test_version_when_nothing_names_it() -> None:
 def test_argv_wires_ready_fd_death_signal_and_fixed_addresses() -> None:
     p = configure("/usr/bin/pasta", "/usr/bin/setpriv", parse_features(HELP, VERSION), 65520,
                   allow_host_loopback=False)  # fmt: skip
-    argv = p.argv(4242, 7, 8)
+    argv = p.argv(4242, "/run/u/docker-up/net-ready", 8)
     # The kernel ends pasta when docker-up (or its keeper, the same PID) is gone.
     assert argv[:5] == ["/usr/bin/setpriv", "--pdeathsig", "TERM", "--", "/usr/bin/pasta"]
-    assert "--pid=/proc/self/fd/7" in argv  # its PID file is our ready pipe
+    # Its PID file is our ready channel: a named pipe, since today's pasta closes the fds
+    # it inherits (Debian 13's: "Couldn't open PID file /proc/self/fd/10").
+    assert p.ready_fifo and "--pid=/run/u/docker-up/net-ready" in argv
     assert "--no-map-gw" in argv  # the gateway must not lead to the workspace's loopback
     for opt in ("--tcp-ports=none", "--udp-ports=none", "--tcp-ns=none", "--udp-ns=none"):
         assert opt in argv
@@ -66,3 +68,25 @@ def test_root_modes_are_refused_with_the_reason() -> None:
     with pytest.raises(DockerUpError) as e:
         configure("/p", "/s", parse_features(HELP, VERSION), 1500, False, makes_userns=False)
     assert "as root" in e.value.message and "--net slirp4netns" in (e.value.hint or "")
+
+
+def test_a_ready_fifo_reports_the_first_write_and_a_writer_without_one() -> None:
+    """The named pipe as pasta uses it: opened by name, written once, closed."""
+    import os
+    import tempfile
+
+    from dockerup.programs.common import open_ready_fifo, wait_ready
+
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "net-ready")
+        for said, verdict in ((b"4242\n", "ready"), (b"", "died")):
+            r = open_ready_fifo(path)  # a new pipe each time, the old one replaced
+            pidfd = os.pidfd_open(os.getpid())  # never readable while we run
+            try:
+                w = os.open(path, os.O_WRONLY)
+                os.write(w, said)
+                os.close(w)
+                assert wait_ready(r, pidfd, 5) == verdict
+            finally:
+                os.close(r)
+                os.close(pidfd)
