@@ -157,8 +157,9 @@ def stop(paths: Paths, timeout: float = 60.0) -> bool:
         return False
     # The lazy holder (until its first client) or the keeper: whichever the records name
     # and still runs as recorded.
-    state = instance.read_state(paths) or {}
-    candidates = [read_json(lazy_file(paths)).get("id"), (state.get("procs") or {}).get("keeper")]
+    state = instance.read_state(paths)
+    keeper = state.procs.get("keeper") if state else None
+    candidates = [read_json(lazy_file(paths)).get("id"), keeper]
     idents = [i for c in candidates if (i := procid.ProcId.from_json(c))]
     ident = next((i for i in idents if procid.send(i, signal.SIGTERM)), None)
     if ident is None:

@@ -10,7 +10,7 @@ import json
 import os
 import stat
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,36 @@ class Running:
     # keeper, dockerd, net: pid, start time and executable (dockerup/programs/procid.py): what any
     # later signal checks first, since a PID alone may name anyone's process by then.
     procs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, doc: object) -> Running | None:
+        """The state file as read back: None when it is not a record of a running daemon
+        (a field of the wrong type or missing); fields a newer docker-up added are ignored,
+        fields an older one did not write yet get their defaults (as in the dataclass)."""
+        if not isinstance(doc, dict):
+            return None
+        known = {f.name: f for f in fields(cls)}
+        values = {k: v for k, v in doc.items() if k in known}
+        try:
+            running = cls(**values)
+        except TypeError:  # a required field missing
+            return None
+        return running if _well_typed(running) else None
+
+
+# Each field's type as the JSON file holds it (what dataclasses' annotations name as text).
+_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,), "int | None": (int, type(None)), "str": (str,), "float": (float, int),
+    "list[str]": (list,), "dict[str, float]": (dict,), "dict[str, dict[str, Any]]": (dict,),
+}  # fmt: skip
+
+
+def _well_typed(running: Running) -> bool:
+    for f in fields(running):
+        value = getattr(running, f.name)
+        if isinstance(value, bool) or not isinstance(value, _TYPES[str(f.type)]):
+            return False
+    return all(isinstance(o, str) for o in running.net_options)
 
 
 class AlreadyRunning(Exception):
@@ -113,22 +143,20 @@ def check_runtime(paths: Paths) -> None:
     require_own_runtime(paths, foreign)
 
 
-def read_state(paths: Paths) -> dict[str, Any] | None:
+def read_state(paths: Paths) -> Running | None:
+    """The running daemon's record (typed); None when there is none or it is unreadable."""
     try:
-        data: dict[str, Any] = json.loads(paths.state_file.read_text())
+        return Running.from_json(json.loads(paths.state_file.read_text()))
     except (OSError, ValueError):
         return None
-    return data
 
 
 def end_orphans(paths: Paths, progress: Progress, keep_socket: bool = False) -> None:
     """Under the lock nothing of ours runs: whatever state.json names and still runs is an
     orphan of a docker-up that was killed. End it, but only if it is the very process that
     was recorded (pid, start time, executable); a PID alone may be anyone's by now."""
-    state = read_state(paths) or {}
-    procs = state.get("procs")
-    if not isinstance(procs, dict):
-        procs = {}  # from before identities were recorded: nothing is signalled
+    state = read_state(paths)
+    procs = state.procs if state else {}  # none recorded: nothing is signalled
     for name in ("dockerd", "net", "keeper"):
         ident = procid.ProcId.from_json(procs.get(name))
         if ident and procid.identify(ident.pid) == ident:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from dockerup import instance, ns
 from dockerup.errors import DockerUpError
+from dockerup.instance import Running
 from dockerup.paths import Paths
 
 # Set in the program's environment: "user", "root", or "outside" (--fallback could not
@@ -58,11 +59,10 @@ class RunPlan:
     env: Mapping[str, str]
 
 
-def plan_run(state: Mapping[str, object], where: Where, command: Sequence[str], *, root: bool,
+def plan_run(state: Running, where: Where, command: Sequence[str], *, root: bool,
              uid: int, gid: int, cwd: str, env: Mapping[str, str]) -> RunPlan:  # fmt: skip
     """What `run` does, from the state file's record of the running daemon (pure)."""
-    target = state["dockerd_pid"]
-    assert isinstance(target, int)
+    target = state.dockerd_pid
     marked = {**env, MARKER: "root" if root else "user"}
     if where.same_net and not where.same_user:
         # Inside `docker-up run` already (its shell): the program is there as it is.
@@ -73,8 +73,8 @@ def plan_run(state: Mapping[str, object], where: Where, command: Sequence[str], 
                 "terminal outside it (one that did not enter)",
             )
         return RunPlan(target, (), None, cwd, tuple(command), marked)
-    host_net = state.get("net") == "host"  # privileged --host-network: no network of its own
-    join = ["user"] if state["mode"] == "rootless" and not where.same_user else []
+    host_net = state.net == "host"  # privileged --host-network: no network of its own
+    join = ["user"] if state.mode == "rootless" and not where.same_user else []
     join += ["mnt"] + ([] if host_net or where.same_net else ["net"])
     nest = None if root else Nest(uid, gid, identity=uid == 0)
     return RunPlan(target, tuple(join), nest, cwd, tuple(command), marked)
@@ -103,7 +103,7 @@ def where_am_i(target: int, env: Mapping[str, str]) -> Where:
         ) from e
 
 
-def running_state(paths: Paths, timeout: float = 60.0) -> dict[str, object]:
+def running_state(paths: Paths, timeout: float = 60.0) -> Running:
     """The running daemon's record. A lazy holder is woken (its first client starts the
     daemon) and waited for: the namespace exists only once dockerd runs."""
     from dockerup.waiting import wait_until
@@ -127,9 +127,7 @@ def prepare(paths: Paths, command: Sequence[str], root: bool) -> RunPlan:
     """Everything that can fail before this process changes namespaces: a failure here
     leaves it where it was (so --fallback can still run the command outside)."""
     state = running_state(paths)
-    target = state["dockerd_pid"]
-    if not isinstance(target, int):
-        raise DockerUpError("docker-up's state file names no dockerd", hint="docker-up status")
+    target = state.dockerd_pid
     try:
         cwd = os.getcwd()
     except OSError as e:

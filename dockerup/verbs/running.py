@@ -11,6 +11,7 @@ from typing import Any
 
 from dockerup import background, instance, proc
 from dockerup.errors import DockerUpError
+from dockerup.instance import Running
 from dockerup.net import NET_DRIVERS
 from dockerup.paths import Paths
 from dockerup.programs import wire
@@ -28,7 +29,7 @@ def status(paths: Paths, debug: bool = False) -> Status:
     sock, host = str(paths.socket), paths.docker_host
     if locked and state is not None:
         d = daemon_of(state)
-        extra = {k: state.get(k) for k in ("timings", "procs")} if debug else None
+        extra = {"timings": state.timings, "procs": state.procs} if debug else None
         return Status(True, sock, host, pid=d.pid, answering=wire.ping(paths.socket),
                       uptime_s=round(time.time() - d.started_at, 1), daemon=d,
                       debug=extra)  # fmt: skip
@@ -38,19 +39,17 @@ def status(paths: Paths, debug: bool = False) -> Status:
     return Status(False, sock, host)
 
 
-def daemon_of(state: dict[str, Any]) -> Daemon:
-    """The published fields from the state file (supervise.Running, as JSON); what an
-    older docker-up did not record yet gets its empty value."""
-    ipv6 = str(state.get("ipv6") or "")
+def daemon_of(state: Running) -> Daemon:
+    """The published fields of the running daemon's record (instance.Running)."""
     return Daemon(
-        pid=state["pid"], dockerd_pid=state["dockerd_pid"], net_pid=state.get("net_pid"),
-        mode=state["mode"], mode_reason=state.get("mode_reason", ""), net=state["net"],
-        net_options=list(state.get("net_options", [])), mtu=state["mtu"],
-        ipv6=ipv6.startswith("on"), ipv6_reason=ipv6,  # plan.ipv6_reason: "on (...)"/"off..."
-        storage=state["storage"], storage_reason=state.get("storage_reason", ""),
-        data_root=state["data_root"], iptables=state.get("iptables", ""),
-        iptables_reason=state.get("iptables_reason", ""), engine=state.get("engine", ""),
-        started_at=state["started_at"], restarts=state.get("restarts", 0),
+        pid=state.pid, dockerd_pid=state.dockerd_pid, net_pid=state.net_pid,
+        mode=state.mode, mode_reason=state.mode_reason, net=state.net,
+        net_options=list(state.net_options), mtu=state.mtu,
+        # plan.ipv6_reason: "on (...)" or "off ..."
+        ipv6=state.ipv6.startswith("on"), ipv6_reason=state.ipv6,
+        storage=state.storage, storage_reason=state.storage_reason, data_root=state.data_root,
+        iptables=state.iptables, iptables_reason=state.iptables_reason, engine=state.engine,
+        started_at=state.started_at, restarts=state.restarts,
     )  # fmt: skip
 
 
@@ -90,13 +89,13 @@ def follow_logs(paths: Paths) -> Iterator[tuple[str, str]]:
             time.sleep(0.2)  # a tail -f: nothing to wait on but new lines
 
 
-def enter_argv(state: dict[str, Any], command: list[str]) -> list[str]:
+def enter_argv(state: Running, command: list[str]) -> list[str]:
     """nsenter into the daemon's namespaces (pure). In rootless mode the user namespace too:
     there the caller is root, with CAP_NET_ADMIN over the network namespace."""
-    ns = ["--user", "--mount", "--net"] if state["mode"] == "rootless" else ["--mount", "--net"]
-    if state.get("net") == "host":
+    ns = ["--user", "--mount", "--net"] if state.mode == "rootless" else ["--mount", "--net"]
+    if state.net == "host":
         ns.remove("--net")
-    return ["nsenter", f"--target={state['dockerd_pid']}", *ns, "--", *command]
+    return ["nsenter", f"--target={state.dockerd_pid}", *ns, "--", *command]
 
 
 def enter(paths: Paths, command: list[str]) -> None:

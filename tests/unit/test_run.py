@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from dockerup import ns
 from dockerup.errors import DockerUpError
 from dockerup.verbs.run import MARKER, Nest, RunPlan, Where, plan_run
+
+from .test_status import RUNNING
 
 OUTSIDE = Where(same_net=False, same_user=False)
 ENV = {"PATH": "/usr/bin:/bin", "HOME": "/home/u", "FOO": "bar"}
@@ -14,7 +18,7 @@ ENV = {"PATH": "/usr/bin:/bin", "HOME": "/home/u", "FOO": "bar"}
 
 def plan(mode: str = "rootless", where: Where = OUTSIDE, root: bool = False, uid: int = 1000,
          net: str = "slirp4netns") -> RunPlan:  # fmt: skip
-    state = {"dockerd_pid": 4242, "mode": mode, "net": net}
+    state = dataclasses.replace(RUNNING, dockerd_pid=4242, mode=mode, net=net)
     return plan_run(state, where, ["id", "-u"], root=root, uid=uid, gid=uid + 1,
                     cwd="/home/u/src", env=ENV)  # fmt: skip
 

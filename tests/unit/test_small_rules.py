@@ -45,13 +45,17 @@ def test_dash_h_is_the_help_everywhere() -> None:
 
 
 def test_enter_argv_joins_the_user_namespace_only_where_docker_up_made_one() -> None:
-    rootless = {"mode": "rootless", "dockerd_pid": 42, "net": "slirp4netns"}
+    from dataclasses import replace
+
+    from .test_status import RUNNING
+
+    rootless = replace(RUNNING, mode="rootless", dockerd_pid=42, net="slirp4netns")
     assert enter_argv(rootless, ["ip", "a"]) == [
         "nsenter", "--target=42", "--user", "--mount", "--net", "--", "ip", "a"]  # fmt: skip
-    assert enter_argv({**rootless, "mode": "userns-root"}, ["sh"]) == [
+    assert enter_argv(replace(rootless, mode="userns-root"), ["sh"]) == [
         "nsenter", "--target=42", "--mount", "--net", "--", "sh"]  # fmt: skip
     # --host-network: dockerd shares the caller's network namespace; nothing to enter there.
-    host = {"mode": "privileged", "dockerd_pid": 7, "net": "host"}
+    host = replace(RUNNING, mode="privileged", dockerd_pid=7, net="host")
     assert enter_argv(host, ["true"]) == ["nsenter", "--target=7", "--mount", "--", "true"]
 
 

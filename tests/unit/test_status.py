@@ -38,7 +38,8 @@ PUBLISHED = {
 
 
 def running_status(monkeypatch: pytest.MonkeyPatch, debug: bool = False) -> Status:
-    state = json.loads(json.dumps(dataclasses.asdict(RUNNING)))  # as read back from the file
+    # As read back from the file.
+    state = instance.Running.from_json(json.loads(json.dumps(dataclasses.asdict(RUNNING))))
     monkeypatch.setattr(instance, "check_runtime", lambda _p: None)
     monkeypatch.setattr(instance, "read_state", lambda _p: state)
     monkeypatch.setattr(instance, "is_locked", lambda _p: True)
@@ -66,18 +67,40 @@ def test_debug_adds_the_timings_and_identity_records(monkeypatch: pytest.MonkeyP
 
 
 def test_ipv6_off_is_false_with_its_reason(monkeypatch: pytest.MonkeyPatch) -> None:
-    state = dataclasses.asdict(dataclasses.replace(RUNNING, ipv6="off (--no-ipv6)"))
-    d = running.daemon_of(state)
+    d = running.daemon_of(dataclasses.replace(RUNNING, ipv6="off (--no-ipv6)"))
     assert (d.ipv6, d.ipv6_reason) == (False, "off (--no-ipv6)")
 
 
 def test_a_state_file_of_an_older_docker_up_still_reads() -> None:
     """Fields added later (engine, ipv6) are empty, not a KeyError."""
-    state = dataclasses.asdict(RUNNING)
+    doc = dataclasses.asdict(RUNNING)
     for late in ("engine", "ipv6", "timings", "procs"):
-        del state[late]
+        del doc[late]
+    state = instance.Running.from_json(doc)
+    assert state is not None
     d = running.daemon_of(state)
     assert (d.engine, d.ipv6, d.ipv6_reason) == ("", False, "")
+
+
+def test_a_state_file_that_is_no_record_reads_as_none() -> None:
+    """Typed on the way in: a field of the wrong type, a missing one, or no object at all is
+    no running daemon (never a KeyError or a traceback further on); a newer field is
+    ignored."""
+    doc = dataclasses.asdict(RUNNING)
+    assert instance.Running.from_json(doc | {"added_later": 1}) == RUNNING
+    assert instance.Running.from_json(doc | {"dockerd_pid": "11"}) is None
+    assert instance.Running.from_json(doc | {"mtu": True}) is None
+    assert instance.Running.from_json(doc | {"net_options": [1]}) is None
+    assert instance.Running.from_json({k: v for k, v in doc.items() if k != "mode"}) is None
+    assert instance.Running.from_json([doc]) is None
+
+
+def test_read_state_of_garbage_is_none(tmp_path: Path) -> None:
+    p = dataclasses.replace(paths(), runtime=tmp_path)
+    assert instance.read_state(p) is None  # no file
+    for text in ("", "{", "[]", '{"pid": 1}'):
+        p.state_file.write_text(text)
+        assert instance.read_state(p) is None, text
 
 
 def test_stopped_and_lazy() -> None:
