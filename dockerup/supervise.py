@@ -45,7 +45,7 @@ from dockerup.programs.common import (
     STOP_SIGNALS,
     append_log,
     atomic_write,
-    open_ready_fifo,
+    ready_channel,
     wait_ready,
 )
 from dockerup.programs.wire import ping
@@ -142,24 +142,22 @@ def start_network(
     plan: Plan, stack: contextlib.ExitStack[bool | None], pid: int
 ) -> tuple[int, int, subprocess.Popen[bytes]]:
     assert plan.net is not None
-    if plan.net.ready_fifo:
-        ready = str(plan.paths.net_ready)
-        ready_r, ready_w = open_ready_fifo(ready), -1
-    else:
-        ready_r, ready_w = os.pipe()
+    ready_r, ready_w, ready = ready_channel(
+        str(plan.paths.net_ready) if plan.net.ready_fifo else ""
+    )
     exit_r, exit_w = os.pipe()
     for other in NET_DRIVERS:  # `logs` shows the helper of this run only
         with contextlib.suppress(FileNotFoundError):
             (plan.paths.log_dir / f"{other}.log").unlink()
     log = plan.paths.log_dir / f"{plan.net.name}.log"
     logfiles.start_fresh(log)
-    argv = plan.net.argv(pid, ready_fd=ready if ready_w < 0 else ready_w, exit_fd=exit_r)
+    argv = plan.net.argv(pid, ready_fd=ready, exit_fd=exit_r)
+    inherited = (exit_r,) if ready_w is None else (ready_w, exit_r)
     try:
-        p = proc.spawn(argv, log=log, pass_fds=(exit_r,) if ready_w < 0 else (ready_w, exit_r))
+        p = proc.spawn(argv, log=log, pass_fds=inherited)
     finally:
-        if ready_w >= 0:
-            os.close(ready_w)
-        os.close(exit_r)
+        for fd in inherited:
+            os.close(fd)
 
     def cleanup() -> None:
         # Closing exit_w is slirp4netns' signal to exit; it also fires if docker-up dies.

@@ -102,6 +102,16 @@ def open_ready_fifo(path: str) -> int:
     return os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
 
 
+def ready_channel(fifo: str = "") -> tuple[int, int | None, str]:
+    """A network helper's ready channel: (the end we read, the end the helper inherits or
+    None, what its argv names: that fd's number or the named pipe's path). fifo: the named
+    pipe for a helper that keeps no inherited fd (net/pasta.py); "" for an inherited pipe."""
+    if fifo:
+        return open_ready_fifo(fifo), None, fifo
+    r, w = os.pipe()
+    return r, w, str(w)
+
+
 def wait_ready(ready_fd: int, pidfd: int, timeout: float) -> str:
     """A helper that reports readiness by writing to ready_fd (slirp4netns, pasta through
     setpriv): "ready", "died" (it exited, or closed the pipe without a word) or "timeout"."""

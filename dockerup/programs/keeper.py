@@ -34,7 +34,7 @@ from dockerup.programs.common import (
     atomic_write,
     describe_status,
     hand_over_socket,
-    open_ready_fifo,
+    ready_channel,
     start_containerd,
     tail,
     wait_ready,
@@ -340,13 +340,11 @@ class Keeper:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(spec.net_api)
         assert spec.net_argv is not None  # a helper that died was started from it
-        if spec.net_ready:  # a helper that keeps no inherited fd (net/pasta.py)
-            ready_r, ready_w = open_ready_fifo(spec.net_ready), -1
-        else:
-            ready_r, ready_w = os.pipe()
+        ready_r, ready_w, ready = ready_channel(spec.net_ready)
         exit_r, self.exit_fd = os.pipe()
+        inherited = (exit_r,) if ready_w is None else (ready_w, exit_r)
         argv = [
-            a.replace("{ready_fd}", spec.net_ready or str(ready_w))
+            a.replace("{ready_fd}", ready)
             .replace("{exit_fd}", str(exit_r))
             .replace("{target}", str(self.dockerd))
             for a in spec.net_argv
@@ -354,11 +352,10 @@ class Keeper:
         with open(spec.net_log, "ab") as log:
             p = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                pass_fds=[f for f in (ready_w, exit_r) if f >= 0], start_new_session=True,
+                pass_fds=inherited, start_new_session=True,
             )  # fmt: skip
-        if ready_w >= 0:
-            os.close(ready_w)
-        os.close(exit_r)
+        for fd in inherited:
+            os.close(fd)
         self.net, self.net_fd = p.pid, os.pidfd_open(p.pid)
         came_up = wait_ready(ready_r, self.net_fd, 30)
         os.close(ready_r)

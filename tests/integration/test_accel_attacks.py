@@ -10,10 +10,8 @@ is the attacker; the README's "Network acceleration" states the threat model.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import select
 import shutil
 import signal
 import socket
@@ -22,6 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from dockerup.programs import sweep
 
 from .conftest import NET_DRIVERS, CountingServer
 from .harness import User, Workspace, full_backlog, listening, wait_for
@@ -349,32 +349,12 @@ def doomed(user: User, busybox_tar: Path) -> Iterator[Workspace]:
     here, so that it cannot count as a later test's leftover."""
     for ws in daemon(user, busybox_tar, "slirp4netns"):
         dockerd = int(status(ws)["dockerd_pid"])  # type: ignore[call-overload]
-        userns = os.stat(f"/proc/{dockerd}/ns/user").st_ino
+        userns = os.open(f"/proc/{dockerd}/ns/user", os.O_RDONLY)
         try:
             yield ws
         finally:
-            end_namespace(userns)
-
-
-def end_namespace(userns: int) -> None:
-    """SIGKILL every process in this user namespace (docker-up's: all of them its own)."""
-    pidfds = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            pidfd = os.pidfd_open(int(d.name))
-            if os.stat(f"/proc/{d.name}/ns/user").st_ino != userns:
-                os.close(pidfd)
-                continue
-        except OSError:
-            continue
-        with contextlib.suppress(ProcessLookupError):
-            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-        pidfds.append(pidfd)
-    for pidfd in pidfds:
-        select.select([pidfd], [], [], 10)
-        os.close(pidfd)
+            sweep.end_namespace(userns, set())  # the keeper's own last sweep
+            os.close(userns)
 
 
 def test_a_dead_agent_fails_new_connects_at_once(doomed: Workspace, peer_namespace: str) -> None:
