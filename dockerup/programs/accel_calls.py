@@ -11,6 +11,7 @@ import fcntl
 import os
 import random
 import select
+import signal
 import socket
 import struct
 import time
@@ -52,7 +53,7 @@ class Call:
     nonblock: bool
     mine: socket.socket | None = None  # swap: the workspace socket, connecting
     target: tuple[str, int] | None = None  # swap: where it connects
-    child: tuple[int, int] | None = None  # delegate: (pid, pipe read end)
+    child: tuple[int, int] | None = None  # delegate: (pidfd, pipe read end)
     deadline: float | None = None  # swap, non-blocking caller: then the normal path
 
     def watch_fd(self) -> int:
@@ -257,12 +258,13 @@ class Calls:
         if err is not None:
             self.respond(call.nfd, call.nid, err)
 
-    def end_child(self, pid: int, r: int) -> None:
+    def end_child(self, pidfd: int, r: int) -> None:
         os.close(r)
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, 9)  # our own child, by PID; done or abandoned
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)  # our own child; done or abandoned
+        with contextlib.suppress(ChildProcessError):  # the keeper's reaper may have been first
+            os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
+        os.close(pidfd)
         self.delegates -= 1
 
     # Methods, so that a test can stand in for the kernel's side.

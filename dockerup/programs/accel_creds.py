@@ -106,16 +106,21 @@ class Caller:
 
 
 def connect_as(caller: Caller, sock: int, raw: bytes) -> tuple[int, int]:
-    """Fork a child that becomes the caller and connects sock to raw; returns (pid, read
-    end of a pipe) that yields connect()'s errno (0: connected) as 4 bytes, or nothing
-    if the child failed to become the caller."""
+    """Fork a child that becomes the caller and connects sock to raw; returns (a pidfd of
+    it, read end of a pipe) that yields connect()'s errno (0: connected) as 4 bytes, or
+    nothing if the child failed to become the caller. A pidfd, not a PID: the keeper reaps
+    every child it has (waitpid(-1)), and pid_max may be 32768, so by the time the agent
+    ends its child that PID may be anyone's, a container's process included."""
     r, w = os.pipe2(os.O_CLOEXEC)
+    hold_r, hold_w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child never returns
         code = 1
         try:
+            os.close(hold_w)
+            os.read(hold_r, 1)  # until the parent holds its pidfd: not reaped before that
             # Only what the call needs survives: the keeper's other fds are the workspace's.
-            wanted = {sock, w, *caller.fds}
+            wanted = {sock, w, hold_r, *caller.fds}
             for fd in os.listdir("/proc/self/fd"):
                 if int(fd) not in wanted:
                     with contextlib.suppress(OSError):
@@ -128,4 +133,9 @@ def connect_as(caller: Caller, sock: int, raw: bytes) -> tuple[int, int]:
         finally:
             os._exit(code)
     os.close(w)
-    return pid, r
+    os.close(hold_r)
+    try:
+        pidfd = os.pidfd_open(pid)
+    finally:
+        os.close(hold_w)  # the child goes on
+    return pidfd, r
