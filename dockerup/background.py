@@ -5,33 +5,29 @@ returns facts, never prints, never exits the caller."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import socket
 import sys
 from pathlib import Path
-from typing import Any
 
 from dockerup import instance, proc, supervise
 from dockerup.errors import DockerUpError
 from dockerup.paths import Paths
 from dockerup.plan import Plan
-from dockerup.programs import procid
-from dockerup.programs.common import atomic_write
+from dockerup.programs import messages, procid, state
+from dockerup.programs.messages import StartReport
 from dockerup.programs.specs import LazySpec
+from dockerup.programs.state import LazyRecord
 
 
 def lazy_file(paths: Paths) -> Path:
     return paths.runtime / "lazy.json"
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data
+def read_lazy(paths: Paths) -> LazyRecord | None:
+    """The lazy holder's record: socket activation waits for its first client."""
+    return state.read(lazy_file(paths), LazyRecord)
 
 
 def wait_for_other(plan: Plan) -> str:
@@ -66,12 +62,18 @@ def start_detached(plan: Plan) -> tuple[str, bool]:
             hint=f"see {plan.paths.log_dir / 'docker-up.log'}",
             detail=proc.tail(plan.paths.log_dir / "dockerd.log"),
         )
-    msg = json.loads(line)
-    if "error" in msg:
-        raise DockerUpError(msg["error"], hint=msg.get("hint"), detail=msg.get("detail"))
-    if msg.get("already"):
+    try:
+        msg = StartReport.from_json(line)
+    except ValueError as e:
+        raise DockerUpError(
+            f"the background docker-up said what this one does not understand: {e}",
+            hint="is another docker-up version installed beside this one?",
+        ) from None
+    if msg.error is not None:
+        raise DockerUpError(msg.error, hint=msg.hint, detail=msg.detail)
+    if msg.already:
         return wait_for_other(plan), True
-    return msg["docker_host"], False
+    return msg.docker_host, False
 
 
 def daemonize(paths: Paths) -> None:
@@ -90,23 +92,26 @@ def daemonize(paths: Paths) -> None:
 
 
 def report_and_run(plan: Plan, w: int) -> None:
-    def send(**msg: Any) -> None:
+    def send(report: StartReport) -> None:
         with contextlib.suppress(OSError):
-            os.write(w, (json.dumps(msg) + "\n").encode())
+            os.write(w, messages.line(report))
 
     code = 1
     try:
         # on_ready reports before the exec into the keeper; w is close-on-exec.
         code = supervise.run(
-            plan, lambda _msg: None, lambda r: send(docker_host=r.docker_host), foreground=False
+            plan,
+            lambda _msg: None,
+            lambda r: send(StartReport(docker_host=r.docker_host)),
+            foreground=False,
         )
     except instance.AlreadyRunning:
-        send(already=True)
+        send(StartReport(already=True))
         code = 0
     except DockerUpError as e:
-        send(error=e.message, hint=e.hint, detail=e.detail)
+        send(StartReport(error=e.message, hint=e.hint, detail=e.detail))
     except BaseException as e:
-        send(error=f"internal error: {type(e).__name__}: {e}")
+        send(StartReport(error=f"internal error: {type(e).__name__}: {e}"))
     finally:
         os._exit(code)
 
@@ -132,9 +137,7 @@ def hold_socket(plan: Plan, docker_up: str) -> bool:
     pid = os.fork()
     if pid == 0:
         daemonize(paths)
-        me = procid.identify(os.getpid())
-        doc = {"pid": os.getpid(), "lazy": True, "id": me.to_json() if me else None}
-        atomic_write(lazy_file(paths), json.dumps(doc))
+        state.write(lazy_file(paths), LazyRecord(os.getpid(), procid.identify(os.getpid())))
         paths.main_pid.write_text(str(os.getpid()))
         for fd in (lock, server.fileno()):
             os.set_inheritable(fd, True)
@@ -157,10 +160,10 @@ def stop(paths: Paths, timeout: float = 60.0) -> bool:
         return False
     # The lazy holder (until its first client) or the keeper: whichever the records name
     # and still runs as recorded.
-    state = instance.read_state(paths)
-    keeper = state.procs.get("keeper") if state else None
-    candidates = [read_json(lazy_file(paths)).get("id"), keeper]
-    idents = [i for c in candidates if (i := procid.ProcId.from_json(c))]
+    running = instance.read_state(paths)
+    lazy = read_lazy(paths)
+    candidates = [lazy.id if lazy else None, running.procs.get("keeper") if running else None]
+    idents = [i for i in candidates if i is not None]
     ident = next((i for i in idents if procid.send(i, signal.SIGTERM)), None)
     if ident is None:
         raise DockerUpError(

@@ -3,16 +3,19 @@ conversation, and what to say when it, or a helper, dies while the parent waits.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 from dockerup import proc
 from dockerup.errors import DockerUpError
 from dockerup.programs.fdwait import readable
+from dockerup.programs.messages import Step, StepFailed, read_step
+from dockerup.programs.specs import SpecError
+
+T = TypeVar("T", bound=Step)
 
 
 class ChildLink:
@@ -25,10 +28,10 @@ class ChildLink:
         # The child process execs dockerd once told to go: errors name what it is by then.
         self.name = "docker-up's namespace child"
 
-    def send(self, **msg: Any) -> None:
-        os.write(self.wfd, (json.dumps(msg) + "\n").encode())
+    def send(self, msg: Step) -> None:
+        os.write(self.wfd, msg.line())
 
-    def recv(self, what: str, deadline: float) -> dict[str, Any]:
+    def recv(self, kind: type[T], what: str, deadline: float) -> T:
         while b"\n" not in self.buf:
             wait_readable(self.rfd, self.p, self.name, what, self.log, deadline)
             chunk = os.read(self.rfd, 65536)
@@ -36,12 +39,15 @@ class ChildLink:
                 raise helper_died(self.p, self.name, what, self.log)
             self.buf += chunk
         line, self.buf = self.buf.split(b"\n", 1)
-        msg: dict[str, Any] = json.loads(line)
-        if msg.get("step") == "error":
+        try:
+            return read_step(line, kind)
+        except StepFailed as e:
             raise DockerUpError(
-                f"setting up the namespace failed: {msg['error']}", hint=f"log: {self.log}"
-            )
-        return msg
+                f"setting up the namespace failed: {e}", hint=f"log: {self.log}"
+            ) from None
+        except SpecError as e:  # a child of another docker-up version, or a bug
+            raise DockerUpError(f"{self.name} said what docker-up does not understand: {e}",
+                                hint=f"log: {self.log}") from None  # fmt: skip
 
 
 def wait_readable(

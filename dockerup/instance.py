@@ -6,80 +6,18 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import stat
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
 
 from dockerup.paths import Paths
 from dockerup.plan import require_own_runtime
-from dockerup.programs import procid
-from dockerup.programs.common import atomic_write
+from dockerup.programs import procid, state
+from dockerup.programs.state import Running as Running
 from dockerup.programs.wire import ping
 
 Progress = Callable[[str], None]
-
-
-@dataclass
-class Running:
-    """What `status` shows; written to state.json (the keeper updates it)."""
-
-    pid: int
-    dockerd_pid: int
-    net_pid: int | None
-    socket: str
-    docker_host: str
-    mode: str
-    mode_reason: str
-    data_root: str
-    storage: str
-    storage_reason: str
-    iptables: str
-    iptables_reason: str
-    net: str
-    net_options: list[str]
-    mtu: int
-    started_at: float
-    restarts: int = 0
-    ipv6: str = ""  # on or off, and why (plan.ipv6_reason)
-    engine: str = ""  # "dockerd 28.5.2, containerd 2.1.9" (plan.engine)
-    timings: dict[str, float] = field(default_factory=dict)
-    # keeper, dockerd, net: pid, start time and executable (dockerup/programs/procid.py): what any
-    # later signal checks first, since a PID alone may name anyone's process by then.
-    procs: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @classmethod
-    def from_json(cls, doc: object) -> Running | None:
-        """The state file as read back: None when it is not a record of a running daemon
-        (a field of the wrong type or missing); fields a newer docker-up added are ignored,
-        fields an older one did not write yet get their defaults (as in the dataclass)."""
-        if not isinstance(doc, dict):
-            return None
-        known = {f.name: f for f in fields(cls)}
-        values = {k: v for k, v in doc.items() if k in known}
-        try:
-            running = cls(**values)
-        except TypeError:  # a required field missing
-            return None
-        return running if _well_typed(running) else None
-
-
-# Each field's type as the JSON file holds it (what dataclasses' annotations name as text).
-_TYPES: dict[str, tuple[type, ...]] = {
-    "int": (int,), "int | None": (int, type(None)), "str": (str,), "float": (float, int),
-    "list[str]": (list,), "dict[str, float]": (dict,), "dict[str, dict[str, Any]]": (dict,),
-}  # fmt: skip
-
-
-def _well_typed(running: Running) -> bool:
-    for f in fields(running):
-        value = getattr(running, f.name)
-        if isinstance(value, bool) or not isinstance(value, _TYPES[str(f.type)]):
-            return False
-    return all(isinstance(o, str) for o in running.net_options)
 
 
 class AlreadyRunning(Exception):
@@ -145,20 +83,17 @@ def check_runtime(paths: Paths) -> None:
 
 def read_state(paths: Paths) -> Running | None:
     """The running daemon's record (typed); None when there is none or it is unreadable."""
-    try:
-        return Running.from_json(json.loads(paths.state_file.read_text()))
-    except (OSError, ValueError):
-        return None
+    return state.read(paths.state_file, Running)
 
 
 def end_orphans(paths: Paths, progress: Progress, keep_socket: bool = False) -> None:
     """Under the lock nothing of ours runs: whatever state.json names and still runs is an
     orphan of a docker-up that was killed. End it, but only if it is the very process that
     was recorded (pid, start time, executable); a PID alone may be anyone's by now."""
-    state = read_state(paths)
-    procs = state.procs if state else {}  # none recorded: nothing is signalled
+    record = read_state(paths)
+    procs = record.procs if record else {}  # none recorded: nothing is signalled
     for name in ("dockerd", "net", "keeper"):
-        ident = procid.ProcId.from_json(procs.get(name))
+        ident = procs.get(name)
         if ident and procid.identify(ident.pid) == ident:
             progress(f"ending orphaned {name} (pid {ident.pid}) of an earlier docker-up")
             procid.terminate(ident, 15)
@@ -199,4 +134,4 @@ def wait_until_answering(paths: Paths, timeout: float) -> bool:
 
 
 def write_state(paths: Paths, running: Running) -> None:
-    atomic_write(paths.state_file, json.dumps(asdict(running), indent=2))
+    state.write(paths.state_file, running)

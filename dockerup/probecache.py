@@ -7,12 +7,26 @@ means running the program, as without a cache."""
 from __future__ import annotations
 
 import contextlib
-import json
+import dataclasses
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from dockerup.programs.common import atomic_write
+from dockerup.programs.specs import Spec
+
+
+@dataclasses.dataclass(frozen=True)
+class Probe(Spec):
+    stamp: list[int]  # the binary's size, mtime and inode when it said out
+    out: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeFile(Spec):
+    """probes.json: the whole cache is dropped when any of it is not as declared."""
+
+    entries: dict[str, Probe]  # the command line, NUL-joined -> what it said
 
 
 def cache_file(env: Mapping[str, str], home: str) -> Path:
@@ -36,11 +50,9 @@ class ProbeCache:
         self.path = path
         self.run = run
         self.tty_run = tty_run or run
-        self.entries: dict[str, dict[str, object]] = {}
+        self.entries: dict[str, Probe] = {}
         with contextlib.suppress(OSError, ValueError):
-            doc = json.loads(path.read_text())
-            if isinstance(doc, dict):
-                self.entries = doc
+            self.entries = ProbeFile.from_json(path.read_text()).entries
 
     def output(self, argv: Sequence[str], tty: bool = False) -> str:
         """argv's output, from the cache when its binary is unchanged (tty: run with a
@@ -48,14 +60,12 @@ class ProbeCache:
         key = "\0".join(["tty", *argv] if tty else argv)
         now = stamp(argv[0])
         entry = self.entries.get(key)
-        if now is not None and isinstance(entry, dict) and entry.get("stamp") == now:
-            out = entry.get("out")
-            if isinstance(out, str):
-                return out
+        if now is not None and entry is not None and entry.stamp == now:
+            return entry.out
         out = self.tty_run(argv) if tty else self.run(argv)
         if now is not None and out:
-            self.entries[key] = {"stamp": now, "out": out}
+            self.entries[key] = Probe(now, out)
             with contextlib.suppress(OSError):  # a cache that cannot be written is no cache
                 self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                atomic_write(self.path, json.dumps(self.entries), 0o600)
+                atomic_write(self.path, ProbeFile(self.entries).to_json(), 0o600)
         return out

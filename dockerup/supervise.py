@@ -12,7 +12,6 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,6 +47,7 @@ from dockerup.programs.common import (
     ready_channel,
     wait_ready,
 )
+from dockerup.programs.messages import Go, Mapped, Prepared, Start, Unshared, Verified
 from dockerup.programs.wire import ping
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ def spawn_child(plan: Plan, early: Child | None = None) -> Iterator[ChildLink]:
     link = ChildLink(child.p, child.rfd, child.wfd, log)
     link.spawned_at = child.spawned_at
     try:
-        link.send(step="spec", spec=asdict(plan.child))
+        link.send(Start(plan.child))
         yield link
     finally:
         os.close(child.wfd)
@@ -187,14 +187,13 @@ def start(
 
     progress("creating namespaces: " + ", ".join(plan.child.unshare))
     child = stack.enter_context(spawn_child(plan, early))
-    unshared = child.recv("the child to unshare its namespaces", deadline)
+    unshared = child.recv(Unshared, "the child to unshare its namespaces", deadline)
     # The child's own steps, and this process's, on this timeline (negative: before
     # start() was called).
     timings["child_spawned"] = child.spawned_at - t0
     timings.update({f"cli_{step}": t - t0 for step, t in MARKS.items()})
-    for step in ("started", "imported", "spec"):
-        if isinstance(unshared.get(f"t_{step}"), float):
-            timings[f"child_{step}"] = unshared[f"t_{step}"] - t0
+    timings.update(child_started=unshared.t_started - t0, child_imported=unshared.t_imported - t0,
+                   child_spec=unshared.t_spec - t0)  # fmt: skip
     timings["unshared"] = time.monotonic() - t0
     if plan.uidmap and plan.gidmap:
         proc.run_together(
@@ -204,19 +203,19 @@ def start(
             ]
         )
     ns_fds = open_namespaces(plan, child.p.pid, stack)
-    child.send(step="mapped")
+    child.send(Mapped())
     timings["namespaces"] = time.monotonic() - t0
 
     net = exit_w = ready_r = None
     if plan.net:
         progress(f"starting {plan.net.name} ({', '.join(plan.net.options_used) or 'no options'})")
         ready_r, exit_w, net = start_network(plan, stack, child.p.pid)
-    ns = child.recv("the namespace set-up", deadline)
-    progress(f"storage {ns['storage']}: {ns['storage_reason']}")
-    progress(f"iptables {ns['iptables']}: {ns['iptables_reason']}")
-    if ns.get("client_address"):  # "" when it works, "off", or why not
-        progress(f"published ports show containers the proxy's address: {ns['client_address']}")
-    atomic_write(paths.daemon_json, plan.daemon_json[ns["storage"]])
+    ns = child.recv(Prepared, "the namespace set-up", deadline)
+    progress(f"storage {ns.storage}: {ns.storage_reason}")
+    progress(f"iptables {ns.iptables}: {ns.iptables_reason}")
+    if ns.client_address:  # "" when it works, "off", or why not
+        progress(f"published ports show containers the proxy's address: {ns.client_address}")
+    atomic_write(paths.daemon_json, plan.daemon_json[ns.storage])
     ports = open_port_manager(plan, stack)
     accel = open_listener(plan.paths.accel_sock, stack) if plan.agent else None
     if plan.net and net and ready_r is not None:
@@ -225,17 +224,17 @@ def start(
 
     rlk = serve_rootlesskit_api(plan, child.p.pid, stack)
     progress("starting dockerd")
-    child.send(step="go")
-    verified = child.recv("the network check", deadline)
-    if verified.get("watch"):
+    child.send(Go())
+    verified = child.recv(Verified, "the network check", deadline)
+    if verified.watch:
         raise DockerUpError(
-            f"dockerd's connections cannot go to the acceleration agent: {verified['watch']}",
+            f"dockerd's connections cannot go to the acceleration agent: {verified.watch}",
             hint="start with --no-daemon-net-accel",
         )
-    if not verified.get("ok"):
+    if not verified.ok:
         raise DockerUpError(
             f"the namespace's network is not as {plan.net_name} should have set it: "
-            + "; ".join(verified.get("problems", []))
+            + "; ".join(verified.problems)
         )
     child.name = "dockerd"
     t_exec = time.monotonic()
@@ -257,15 +256,15 @@ def start(
         mode=str(plan.mode),
         mode_reason=plan.mode_reason,
         data_root=str(paths.data_root),
-        storage=ns["storage"],
-        storage_reason=ns["storage_reason"],
-        iptables=ns["iptables"],
-        iptables_reason=ns["iptables_reason"],
+        storage=ns.storage,
+        storage_reason=ns.storage_reason,
+        iptables=ns.iptables,
+        iptables_reason=ns.iptables_reason,
         net=plan.net_name,
         net_options=(list(plan.net.options_used) if plan.net else [])
         + (["net-accel"] if plan.accel else [])
         + (["daemon-net-accel"] if plan.daemon_accel else [])
-        + (["client-address"] if ns.get("client_address") == "" else []),
+        + (["client-address"] if ns.client_address == "" else []),
         mtu=plan.config.mtu,
         ipv6=plan.ipv6_reason,
         engine=plan.engine.describe(),

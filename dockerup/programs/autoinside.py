@@ -11,7 +11,6 @@ socket's other end closes. Stdlib only: `python -S autoinside.py CONN USER NET`
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import socket
 import sys
@@ -32,6 +31,7 @@ def inside(conn_fd: int, user_fd: int, net_fd: int) -> None:
             sys.exit(f"docker-up auto-ports: setns: {os.strerror(ctypes.get_errno())}")
         if fd >= 0:
             os.close(fd)
+    from dockerup.programs.messages import Connect
     from dockerup.programs.portproxy import Slots, UdpRelay, serve
 
     conn = socket.socket(fileno=conn_fd)
@@ -40,21 +40,26 @@ def inside(conn_fd: int, user_fd: int, net_fd: int) -> None:
         msg, fds, _, _ = socket.recv_fds(conn, 512, 2)
         if not msg:
             return  # the keeper went away
-        what = json.loads(msg)
-        if what[0] == "udp" and len(fds) == 2:  # ["udp", target, port]: [bound socket, stop]
+        try:
+            what = Connect.from_json(msg)
+        except ValueError:
+            what = None  # not ours to act on: its fds are closed below
+        target = (what.host, what.port) if what else ("", 0)
+        if what and what.proto == "udp" and len(fds) == 2:  # [bound socket, stop]
             outside, stop = (socket.socket(fileno=fd) for fd in fds)
-            relay = UdpRelay(outside, (what[1], what[2]), stop)
-            threading.Thread(target=relay.run, daemon=True).start()
+            threading.Thread(target=UdpRelay(outside, target, stop).run, daemon=True).start()
             continue
         for fd in fds[1:]:
             os.close(fd)
-        if not fds or what[0] == "udp":
+        if not fds or not what or what.proto != "tcp":
+            for fd in fds[:1]:
+                os.close(fd)
             continue
-        client = socket.socket(fileno=fds[0])  # [target, port]: a TCP client's connection
+        client = socket.socket(fileno=fds[0])  # a TCP client's connection
         if not slots.take():
             client.close()
             continue
-        threading.Thread(target=serve, args=(client, tuple(what), slots), daemon=True).start()
+        threading.Thread(target=serve, args=(client, target, slots), daemon=True).start()
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import signal
 import socket
@@ -53,7 +52,8 @@ from dockerup.programs.autorules import (
 from dockerup.programs.common import atomic_write
 from dockerup.programs.fdwait import readable
 from dockerup.programs.logfiles import QuietLog
-from dockerup.programs.ports import PortRequest, bind_error
+from dockerup.programs.messages import Connect, PortRequest
+from dockerup.programs.ports import bind_error
 from dockerup.programs.porttables import TABLE_VERSION, AutoPort, AutoTable
 from dockerup.programs.specs import AutoPortsSpec
 
@@ -312,7 +312,7 @@ class AutoPorts:
                 ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
                 exp.stops.append(ours)
                 with theirs:
-                    msg = json.dumps(["udp", target, exp.port]).encode()
+                    msg = Connect("udp", target, exp.port).to_json().encode()
                     socket.send_fds(self.conn, [msg], [sock.fileno(), theirs.fileno()])
         except OSError as e:  # it ended (EPIPE) or is full (EAGAIN): the next poll tries again
             raise OSError(f"the inside helper cannot take it: {e}") from e
@@ -360,7 +360,7 @@ class AutoPorts:
                 if self.conn is None:
                     return
                 try:
-                    msg = json.dumps([target, exp.port]).encode()
+                    msg = Connect("tcp", target, exp.port).to_json().encode()
                     socket.send_fds(self.conn, [msg], [client.fileno()])
                 except OSError:
                     self.quiet.say("busy", f"auto-ports: port {exp.port}: the inside "

@@ -21,7 +21,6 @@ import contextlib
 import ctypes
 import errno
 import fcntl
-import json
 import os
 import shutil
 import signal
@@ -29,15 +28,28 @@ import socket
 import struct
 import subprocess
 import sys
-from typing import Any
+from typing import TypeVar
 
 # This package, without site-packages (python -S): see dockerup/programs/__init__.py.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from dockerup.programs import netcheck
 from dockerup.programs.common import hand_over_socket, start_containerd
-from dockerup.programs.specs import ChildSpec
+from dockerup.programs.messages import (
+    Failed,
+    Go,
+    Mapped,
+    Prepared,
+    Start,
+    Step,
+    StepFailed,
+    Unshared,
+    Verified,
+    read_step,
+)
+from dockerup.programs.specs import ChildSpec, SpecError
 
 T_IMPORTED = time.monotonic()
+T = TypeVar("T", bound=Step)
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
@@ -92,15 +104,17 @@ class Channel:
         self.r = os.fdopen(rfd, "r", buffering=1)
         self.wfd = wfd
 
-    def send(self, **msg: Any) -> None:
-        os.write(self.wfd, (json.dumps(msg) + "\n").encode())
+    def send(self, msg: Step) -> None:
+        os.write(self.wfd, msg.line())
 
-    def recv(self) -> dict[str, Any]:
+    def recv(self, kind: type[T]) -> T:
         line = self.r.readline()
         if not line:
             raise ChildError("parent went away")
-        msg: dict[str, Any] = json.loads(line)
-        return msg
+        try:
+            return read_step(line, kind)
+        except (SpecError, StepFailed) as e:
+            raise ChildError(f"the parent said: {e}") from None
 
 
 def copy_up(base: str, dirs: list[str], resolv_conf: str | None) -> None:
@@ -315,10 +329,7 @@ def take_spec(ch: Channel) -> ChildSpec:
     """The first message is the spec: the child may be started before docker-up has planned
     (its Python start then overlaps the CLI's imports). From here on it writes to the log
     and runs with the environment dockerd will have (the iptables probe uses its PATH)."""
-    msg = ch.recv()
-    if msg.get("step") != "spec":
-        raise ChildError(f"expected the spec, got {msg.get('step')!r}")
-    spec = ChildSpec.from_dict(msg["spec"])
+    spec = ch.recv(Start).spec
     log = os.open(spec.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     os.dup2(log, 1)
     os.dup2(log, 2)
@@ -347,9 +358,8 @@ def main() -> None:
         for ns in spec.unshare:
             flags |= NAMESPACES[ns]
         unshare(flags)
-        ch.send(step="unshared", t_started=T_STARTED, t_imported=T_IMPORTED, t_spec=t_spec)
-        if ch.recv().get("step") != "mapped":
-            raise ChildError("id mapping failed")
+        ch.send(Unshared(T_STARTED, T_IMPORTED, t_spec))
+        ch.recv(Mapped)  # the ids are mapped: from here on this process is root in it
         os.chdir("/")
         mount("none", "/", None, MS_REC | MS_PRIVATE)
         if spec.copyup:
@@ -369,18 +379,13 @@ def main() -> None:
         # containerd boots while the network helper comes up and dockerd starts.
         start_containerd(spec.containerd.argv, spec.containerd.env, spec.containerd_pidfile)
     except (ChildError, OSError) as e:
-        ch.send(step="error", error=str(e))
+        ch.send(Failed(str(e)))
         sys.exit(1)
-    ch.send(
-        step="ready",
-        storage=storage,
-        storage_reason=storage_reason,
-        iptables=iptables,
-        iptables_reason=iptables_reason,
-        client_address=client_address,
-    )
-    if ch.recv().get("step") != "go":
-        sys.exit(1)
+    ch.send(Prepared(storage, storage_reason, iptables, iptables_reason, client_address))
+    try:
+        ch.recv(Go)
+    except ChildError:
+        sys.exit(1)  # the parent gave up (it reports why)
     # The helper is ready (the parent said go): check its work before dockerd relies on it.
     found = run_all(spec.ipv6_commands)
     if spec.verify and not found:
@@ -388,7 +393,7 @@ def main() -> None:
                                   *(read(f"/proc/net/{t}") for t in ("if_inet6", "ipv6_route")
                                     if spec.ipv6))  # fmt: skip
     watch = watch_dockerd(spec.watch_connects) if spec.watch_connects and not found else ""
-    ch.send(step="verified", ok=not found and not watch, problems=found, watch=watch)
+    ch.send(Verified(ok=not found and not watch, problems=found, watch=watch))
     if found or watch:
         sys.exit(1)
     # dockerd gets SIGTERM if docker-up dies without stopping it (kill -9): no orphan daemon.

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
+import dataclasses
 import os
 import signal
 import socket
@@ -27,11 +27,10 @@ from typing import TYPE_CHECKING
 
 # This package, without site-packages (python -S): see dockerup/programs/__init__.py.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from dockerup.programs import logfiles, procid, sweep
+from dockerup.programs import logfiles, procid, state, sweep
 from dockerup.programs.common import (
     STOP_SIGNALS,
     append_log,
-    atomic_write,
     describe_status,
     hand_over_socket,
     ready_channel,
@@ -114,8 +113,8 @@ class Keeper:
         from dockerup.programs.ports import Api
         from dockerup.programs.rlkapi import RootlessKitApi
 
-        state = RootlessKitApi.restore(spec.rlk_info, spec.rlk_ports)
-        return Api(state, socket.socket(fileno=spec.rlk_fd))
+        table = RootlessKitApi.restore(spec.rlk_info, spec.rlk_ports)
+        return Api(table, socket.socket(fileno=spec.rlk_fd))
 
     def routes(self) -> str:
         """The route table of docker-up's network namespace (for the acceleration agent)."""
@@ -370,17 +369,15 @@ class Keeper:
     # -- state and shutdown --------------------------------------------------------------------
 
     def update_state(self) -> None:
-        path = self.spec.state_file
-        try:
-            with open(path) as f:
-                state = json.load(f)
-        except (OSError, ValueError):
+        running = state.read(self.spec.state_file, state.Running)
+        if running is None:
             return
-        state.update(dockerd_pid=self.dockerd, net_pid=self.net, restarts=self.restarts)
         # What a later `up` checks before it ends an orphan: the very processes now running.
-        kept = {k: v for k, v in (state.get("procs") or {}).items() if k not in ("dockerd", "net")}
-        state["procs"] = kept | procid.identities({"dockerd": self.dockerd, "net": self.net})
-        atomic_write(path, json.dumps(state, indent=2))
+        kept = {k: v for k, v in running.procs.items() if k not in ("dockerd", "net")}
+        procs = kept | procid.identities({"dockerd": self.dockerd, "net": self.net})
+        state.write(self.spec.state_file, dataclasses.replace(
+            running, dockerd_pid=self.dockerd, net_pid=self.net, restarts=self.restarts,
+            procs=procs))  # fmt: skip
 
     def wait_exit(self, pidfd: int, timeout: float) -> bool:
         """Until the process ends (True) or the time is up. dockerd, stopping, may still

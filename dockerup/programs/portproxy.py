@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import select
 import signal
@@ -29,6 +28,7 @@ from typing import NoReturn
 # The rest of docker-up's package sits beside this script (stdlib-only modules only).
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from dockerup.programs.logfiles import QuietLog
+from dockerup.programs.messages import PortReply, PortRequest, line
 from dockerup.programs.specs import ProxySpec
 from dockerup.programs.watch import connect_unwatched
 
@@ -345,29 +345,29 @@ def main() -> None:
     TRANSPARENT["marker"] = spec.transparent
     opts = dict(zip(args[::2], args[1::2], strict=False))
     target = (opts.get("-container-ip", ""), int(opts.get("-container-port", "0")))
-    request: dict[str, str | int] = {
-        "proto": opts.get("-proto", "tcp"),
-        "host_ip": opts.get("-host-ip", "0.0.0.0"),
-        "host_port": int(opts.get("-host-port", "0")),
-        "container_ip": opts.get("-container-ip", ""),
-        "container_port": int(opts.get("-container-port", "0")),
-    }
+    request = PortRequest(
+        proto=opts.get("-proto", "tcp"),
+        host_ip=opts.get("-host-ip", "0.0.0.0"),
+        host_port=int(opts.get("-host-port", "0")),
+        container_ip=target[0],
+        container_port=target[1],
+    )
     conn = socket.socket(socket.AF_UNIX)
     try:
         conn.connect(manager_path)
-        conn.sendall((json.dumps(request) + "\n").encode())
+        conn.sendall(line(request))
         stream = FdStream(conn)
-        reply = json.loads(stream.readline() or "{}")
+        reply = PortReply.from_json(stream.readline())
     except (OSError, ValueError) as e:
         report_failure(f"docker-up could not publish the port in the workspace: {e}")
-    if "error" in reply:
-        report_failure(reply["error"])
+    if reply.error is not None:
+        report_failure(reply.error)
     # dockerd 28+ binds the namespace's socket itself and hands it over as fd 4.
     listen_fd = "-use-listen-fd" in args
-    if reply.get("rewrite_host_ip") and not listen_fd:
+    if reply.rewrite_host_ip and not listen_fd:
         # slirp4netns delivers to the tap address: a loopback-only bind inside would miss it
         # (dockerd 28+ binds the tap address itself: the API says the child IP is that).
-        args[args.index("-host-ip") + 1] = reply["rewrite_host_ip"]
+        args[args.index("-host-ip") + 1] = reply.rewrite_host_ip
     fds = (3, 4) if listen_fd else (3,)
     child = subprocess.Popen([real_proxy, *args], pass_fds=fds, preexec_fn=die_with_parent)
     for passed in fds:
@@ -380,14 +380,14 @@ def main() -> None:
 
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, stop)
-    if reply.get("udp_relay"):
+    if reply.udp_relay:
         fd = stream.next_fd()
         if fd is None:
             sys.exit(child.wait())
         outside = socket.socket(fileno=fd)
         threading.Thread(target=lambda: os._exit(child.wait()), daemon=True).start()
         relay_udp(outside, target)
-    if not reply.get("hand_over"):
+    if not reply.hand_over:
         sys.exit(child.wait())
     watcher = threading.Thread(target=lambda: os._exit(child.wait()), daemon=True)
     watcher.start()

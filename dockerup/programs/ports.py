@@ -30,22 +30,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from dockerup.programs.common import FORWARDERS, GUEST_ADDR, atomic_write
 from dockerup.programs.logfiles import QuietLog
+from dockerup.programs.messages import PortReply, PortRequest, line
 from dockerup.programs.porttables import TABLE_VERSION, PublishedPort, PublishedTable
 
 if TYPE_CHECKING:
     from dockerup.programs.rlkapi import RootlessKitApi
-
-
-@dataclass(frozen=True)
-class PortRequest:
-    proto: str  # "tcp" or "udp"
-    host_ip: str
-    host_port: int
-    container_ip: str
-    container_port: int
-
-    def label(self) -> str:
-        return f"{self.host_ip}:{self.host_port}/{self.proto}"
 
 
 class PortError(Exception):
@@ -281,30 +270,30 @@ class PortManager:
         # hold the keeper (it serves every port and restarts dockerd) for long.
         conn.settimeout(2)
         try:
-            line = conn.makefile().readline()
-            req = self.workspace_side(PortRequest(**json.loads(line)))
+            text = conn.makefile().readline()
+            req = self.workspace_side(PortRequest.from_json(text))
             self.drop_stale(req)
             exposed = self.fwd.expose(req, conn)
         except PortError as e:
-            self.reply(conn, {"error": str(e)})
+            self.reply(conn, PortReply(error=str(e)))
             conn.close()
-            self.log(f"port {line.strip()}: {e}")
+            self.log(f"port {text.strip()}: {e}")
             return
-        except (OSError, ValueError, TypeError) as e:
-            self.reply(conn, {"error": f"docker-up: bad port request: {e}"})
+        except (OSError, ValueError) as e:
+            self.reply(conn, PortReply(error=f"docker-up: bad port request: {e}"))
             conn.close()
             return
         pub = Publication(req, conn, exposed)
         self.pubs[conn.fileno()] = pub
-        reply: dict[str, Any] = {"ok": True}
         if isinstance(exposed, SpliceExposed):
             self.listeners[exposed.listener.fileno()] = pub
-            reply["hand_over"] = True
-        elif isinstance(exposed, UdpExposed):
-            reply["udp_relay"] = True
-        elif req.host_ip.startswith("127."):
-            reply["rewrite_host_ip"] = "0.0.0.0"
-        self.reply(conn, reply)
+        self.reply(conn, PortReply(
+            hand_over=isinstance(exposed, SpliceExposed),
+            udp_relay=isinstance(exposed, UdpExposed),
+            # slirp4netns delivers to the tap address: a loopback-only bind inside would
+            # miss it (dockerd 28+ binds the tap address itself: the API says so).
+            rewrite_host_ip="0.0.0.0" if req.host_ip.startswith("127.")
+            and not isinstance(exposed, (SpliceExposed, UdpExposed)) else None))  # fmt: skip
         if isinstance(exposed, UdpExposed):
             send_fd(conn, exposed.sock.fileno())
         # From now on only hand-overs go this way: never wait for a proxy that does not read.
@@ -333,9 +322,9 @@ class PortManager:
         return replace(req, host_ip=parent) if parent else req
 
     @staticmethod
-    def reply(conn: socket.socket, msg: dict[str, Any]) -> None:
+    def reply(conn: socket.socket, msg: PortReply) -> None:
         with contextlib.suppress(OSError):
-            conn.sendall((json.dumps(msg) + "\n").encode())
+            conn.sendall(line(msg))
 
     def unpublish(self, fd: int) -> None:
         pub = self.pubs.pop(fd)

@@ -7,7 +7,6 @@ keeper and a CLI of different versions fail by name, not by a missing key later.
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
 
 from dockerup.programs.specs import Spec
 
@@ -27,7 +26,6 @@ class PublishedPort(Spec):
 
 @dataclasses.dataclass(frozen=True)
 class PublishedTable(Spec):
-    NESTED_LISTS: ClassVar[dict[str, type[Spec]]] = {"ports": PublishedPort}
     version: int
     ports: list[PublishedPort]
 
@@ -47,7 +45,6 @@ class AutoPort(Spec):
 
 @dataclasses.dataclass(frozen=True)
 class AutoTable(Spec):
-    NESTED_LISTS: ClassVar[dict[str, type[Spec]]] = {"auto": AutoPort, "refused": AutoPort}
     version: int
     auto: list[AutoPort]
     refused: list[AutoPort]

@@ -14,29 +14,17 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 from dockerup.programs.fdwait import readable
+from dockerup.programs.specs import Spec
 
 
 @dataclass(frozen=True)
-class ProcId:
+class ProcId(Spec):
     pid: int
     start: int  # clock ticks after boot
     exe: str
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, doc: object) -> ProcId | None:
-        if not isinstance(doc, dict):
-            return None
-        try:
-            return cls(int(doc["pid"]), int(doc["start"]), str(doc["exe"]))
-        except (KeyError, TypeError, ValueError):
-            return None
 
 
 def start_time(stat: str) -> int:
@@ -59,13 +47,13 @@ def identify(pid: int) -> ProcId | None:
     return ProcId(pid, start_time(stat), exe)
 
 
-def identities(pids: dict[str, int | None]) -> dict[str, dict[str, Any]]:
+def identities(pids: dict[str, int | None]) -> dict[str, ProcId]:
     """What state.json records of each named process that runs now, to recognise it
     later."""
     out = {}
     for name, pid in pids.items():
         if pid is not None and (ident := identify(pid)):
-            out[name] = ident.to_json()
+            out[name] = ident
     return out
 
 

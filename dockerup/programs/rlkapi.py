@@ -25,10 +25,10 @@ import json
 import socket
 import threading
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from typing import Any
 
-from dockerup.programs.specs import ApiInfo
+from dockerup.programs.specs import ApiInfo, PortSpec, SpecError
 
 API_VERSION = "1.1.1"
 MAX_HEAD = 16384  # bytes of request line and headers
@@ -45,72 +45,24 @@ class ApiError(Exception):
         self.status = status
 
 
-@dataclass(frozen=True)
-class PortSpec:
-    """port.Spec of rootlesskit: parent = the workspace side, child = the namespace side.
-    The field names are the wire's."""
-
-    proto: str
-    parentIP: str = ""
-    parentPort: int = 0
-    childIP: str = ""
-    childPort: int = 0
-
-    @classmethod
-    def parse(cls, doc: object, protos: Sequence[str]) -> PortSpec:
-        if not isinstance(doc, dict):
-            raise ApiError(400, "a port spec is a JSON object")
-        unknown = set(doc) - {"proto", "parentIP", "parentPort", "childIP", "childPort"}
-        if unknown:
-            raise ApiError(400, f"unknown fields {sorted(unknown)}")
-        spec = cls(**doc)
-        if spec.proto not in protos:
-            raise ApiError(
-                400, f"protocol {spec.proto!r} is not supported (only {', '.join(protos)})"
-            )
-        for port in (spec.parentPort, spec.childPort):
-            if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
-                raise ApiError(400, f"port {port!r} is not in 1-65535")
-        for ip in (spec.parentIP, spec.childIP):
-            if not isinstance(ip, str):
-                raise ApiError(400, f"address {ip!r} is not a string")
-            if ip:
-                try:
-                    ipaddress.ip_address(ip)
-                except ValueError:
-                    raise ApiError(400, f"{ip!r} is not an IP address") from None
-        return spec
-
-    @property
-    def kind(self) -> str:
-        return self.proto.rstrip("46")
-
-    @property
-    def families(self) -> frozenset[int]:
-        """The address families the forward listens on: by the proto's suffix, else by
-        the address, else (tcp on no address) both, as Go's net.Listen would."""
-        if self.proto.endswith("4"):
-            return frozenset({4})
-        if self.proto.endswith("6"):
-            return frozenset({6})
-        if self.parentIP:
-            return frozenset({ipaddress.ip_address(self.parentIP).version})
-        return frozenset({4, 6})
-
-    def overlaps(self, other: PortSpec) -> bool:
-        """Two forwards that would take the same workspace port: same protocol and port,
-        a family in common, and the same address or an unspecified one. (0.0.0.0 and ::
-        on one port do not: each family has its own socket, IPV6_V6ONLY.)"""
-        if self.kind != other.kind or self.parentPort != other.parentPort:
-            return False
-        if not self.families & other.families:
-            return False
-        a, b = self.parentIP, other.parentIP
-        return a == b or not a or not b or _unspecified(a) or _unspecified(b)
-
-
-def _unspecified(ip: str) -> bool:
-    return ipaddress.ip_address(ip).is_unspecified
+def parse_port(doc: object, protos: Sequence[str]) -> PortSpec:
+    """A POST /v1/ports body as a PortSpec, or ApiError 400 saying what is wrong."""
+    try:
+        spec = PortSpec.from_dict(doc)
+    except SpecError as e:
+        raise ApiError(400, str(e)) from None
+    if spec.proto not in protos:
+        raise ApiError(400, f"protocol {spec.proto!r} is not supported (only {', '.join(protos)})")
+    for port in (spec.parentPort, spec.childPort):
+        if not 1 <= port <= 65535:
+            raise ApiError(400, f"port {port!r} is not in 1-65535")
+    for ip in (spec.parentIP, spec.childIP):
+        if ip:
+            try:
+                ipaddress.ip_address(ip)
+            except ValueError:
+                raise ApiError(400, f"{ip!r} is not an IP address") from None
+    return spec
 
 
 def info_document(info: ApiInfo) -> dict[str, Any]:
@@ -183,13 +135,13 @@ class RootlessKitApi:
         return None
 
     @classmethod
-    def restore(cls, info: ApiInfo, snapshot: dict[str, dict[str, Any]]) -> RootlessKitApi:
+    def restore(cls, info: ApiInfo, snapshot: dict[str, PortSpec]) -> RootlessKitApi:
         """The API as the CLI left it (snapshot()), in the keeper."""
-        return cls(info, {int(k): PortSpec(**v) for k, v in snapshot.items()})
+        return cls(info, {int(k): v for k, v in snapshot.items()})
 
-    def snapshot(self) -> dict[str, dict[str, Any]]:
+    def snapshot(self) -> dict[str, PortSpec]:
         with self.lock:
-            return {str(k): asdict(v) for k, v in self.ports.items()}
+            return {str(k): v for k, v in self.ports.items()}
 
     # -- HTTP -----------------------------------------------------------------------------
 
@@ -205,7 +157,7 @@ class RootlessKitApi:
                 doc = json.loads(body or b"null")
             except ValueError:
                 raise ApiError(400, "the body is not JSON") from None
-            spec = PortSpec.parse(doc, self.info.protos)
+            spec = parse_port(doc, self.info.protos)
             return 201, {"id": self.add(spec), "spec": asdict(spec)}
         if path.startswith("/v1/ports/") and method == "DELETE":
             tail = path.removeprefix("/v1/ports/")

@@ -7,41 +7,102 @@ field renamed on one side is renamed on the other, and mypy checks every read.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import ipaddress
 import json
+import types
+import typing
 from typing import Any, ClassVar, TypeVar
 
 S = TypeVar("S", bound="Spec")
 
 
+class SpecError(ValueError):
+    """A document that is not what its class says: unknown or missing fields, wrong types."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Spec:
-    # Fields that hold another spec (or None), or a list of them: how from_json rebuilds them.
-    NESTED: ClassVar[dict[str, type[Spec]]] = {}
-    NESTED_LISTS: ClassVar[dict[str, type[Spec]]] = {}
+    """A typed document that crosses a process boundary as JSON. from_dict checks every
+    field against its annotation and builds nested specs from theirs, so a reader gets
+    the declared types or a SpecError, never a KeyError or a str where an int was meant."""
+
+    # Unknown fields: refused (a renamed field is a bug), unless a newer writer may add some.
+    EXTRA_OK: ClassVar[bool] = False
 
     def to_json(self) -> str:
         # Field and key order as written: some carry meaning (preference order).
         return json.dumps(dataclasses.asdict(self))
 
     @classmethod
-    def from_dict(cls: type[S], doc: dict[str, Any]) -> S:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(doc) - names
-        if unknown:
-            raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
-        values = dict(doc)
-        for name, kind in cls.NESTED.items():
-            if values.get(name) is not None:
-                values[name] = kind.from_dict(values[name])
-        for name, kind in cls.NESTED_LISTS.items():
-            if isinstance(values.get(name), list):
-                values[name] = [kind.from_dict(v) for v in values[name]]
-        return cls(**values)
+    def from_dict(cls: type[S], doc: object) -> S:
+        if not isinstance(doc, dict):
+            raise SpecError(f"{cls.__name__}: not an object: {type(doc).__name__}")
+        hints = _hints(cls)
+        unknown = set(doc) - set(hints)
+        if unknown and not cls.EXTRA_OK:
+            raise SpecError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
+        values = {k: _convert(v, hints[k], f"{cls.__name__}.{k}")
+                  for k, v in doc.items() if k in hints}  # fmt: skip
+        try:
+            return cls(**values)
+        except TypeError as e:  # a required field missing
+            raise SpecError(f"{cls.__name__}: {e}") from None
 
     @classmethod
-    def from_json(cls: type[S], text: str) -> S:
-        return cls.from_dict(json.loads(text))
+    def from_json(cls: type[S], text: str | bytes) -> S:
+        try:
+            doc = json.loads(text)
+        except ValueError as e:
+            raise SpecError(f"{cls.__name__}: not JSON: {e}") from None
+        return cls.from_dict(doc)
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    """Each field's annotation, evaluated once per class (they are strings until then)."""
+    if cls not in _HINTS:
+        names = {f.name for f in dataclasses.fields(cls)}
+        _HINTS[cls] = {k: v for k, v in typing.get_type_hints(cls).items() if k in names}
+    return _HINTS[cls]
+
+
+def _convert(value: object, hint: Any, where: str) -> Any:
+    """value as the annotation hint says (nested specs built), or SpecError."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arm in args:
+            with contextlib.suppress(SpecError):
+                return _convert(value, arm, where)
+    elif isinstance(hint, type) and issubclass(hint, Spec):
+        return hint.from_dict(value)
+    elif origin is list and isinstance(value, list):
+        return [_convert(v, args[0], f"{where}[]") for v in value]
+    elif origin is dict and isinstance(value, dict):
+        return {_convert(k, args[0], where): _convert(v, args[1], f"{where}.{k}")
+                for k, v in value.items()}  # fmt: skip
+    elif _plain(value, hint):
+        return float(value) if hint is float else value  # type: ignore[arg-type]
+    raise SpecError(f"{where}: expected {_name(hint)}, got {type(value).__name__}")
+
+
+def _plain(value: object, hint: Any) -> bool:
+    if hint is type(None) or hint is None:
+        return value is None
+    if isinstance(value, bool):  # a bool is an int to Python, not to JSON
+        return hint is bool
+    if hint is float:
+        return isinstance(value, (int, float))
+    return hint in (int, str, bool) and isinstance(value, hint)
+
+
+def _name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,9 +128,6 @@ class NetCheck(Spec):
 class ChildSpec(Spec):
     """child.py: the namespaces to make, how to set them up, and the dockerd to exec."""
 
-    NESTED: ClassVar[dict[str, type[Spec]]] = {
-        "verify": NetCheck, "dockerd": Command, "containerd": Command,
-    }  # fmt: skip
     unshare: list[str]
     copyup: list[str]
     copyup_base: str
@@ -128,13 +186,52 @@ class AutoPortsSpec(Spec):
 
 
 @dataclasses.dataclass(frozen=True)
+class PortSpec(Spec):
+    """port.Spec of RootlessKit's API (rlkapi.py): parent = the workspace side, child = the
+    namespace side. The field names are the wire's."""
+
+    proto: str
+    parentIP: str = ""
+    parentPort: int = 0
+    childIP: str = ""
+    childPort: int = 0
+
+    @property
+    def kind(self) -> str:
+        return self.proto.rstrip("46")
+
+    @property
+    def families(self) -> frozenset[int]:
+        """The address families the forward listens on: by the proto's suffix, else by
+        the address, else (tcp on no address) both, as Go's net.Listen would."""
+        if self.proto.endswith("4"):
+            return frozenset({4})
+        if self.proto.endswith("6"):
+            return frozenset({6})
+        if self.parentIP:
+            return frozenset({ipaddress.ip_address(self.parentIP).version})
+        return frozenset({4, 6})
+
+    def overlaps(self, other: PortSpec) -> bool:
+        """Two forwards that would take the same workspace port: same protocol and port,
+        a family in common, and the same address or an unspecified one. (0.0.0.0 and ::
+        on one port do not: each family has its own socket, IPV6_V6ONLY.)"""
+        if self.kind != other.kind or self.parentPort != other.parentPort:
+            return False
+        if not self.families & other.families:
+            return False
+        a, b = self.parentIP, other.parentIP
+        return a == b or not a or not b or _unspecified(a) or _unspecified(b)
+
+
+def _unspecified(ip: str) -> bool:
+    return ipaddress.ip_address(ip).is_unspecified
+
+
+@dataclasses.dataclass(frozen=True)
 class KeeperSpec(Spec):
     """keeper.py: the running processes, the fds it inherits, and how to restart them."""
 
-    NESTED: ClassVar[dict[str, type[Spec]]] = {
-        "dockerd": Command, "containerd": Command, "rlk_info": ApiInfo,
-        "auto_ports": AutoPortsSpec,
-    }  # fmt: skip
     dockerd_pid: int
     dockerd: Command
     containerd: Command
@@ -169,7 +266,7 @@ class KeeperSpec(Spec):
     live_restore: bool = False  # dockerd --live-restore: its containers outlive it
     rlk_fd: int | None = None
     rlk_info: ApiInfo | None = None
-    rlk_ports: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    rlk_ports: dict[str, PortSpec] = dataclasses.field(default_factory=dict)
     # Every TCP listener in the namespace answers on the workspace's loopback (None: off).
     auto_ports: AutoPortsSpec | None = None
     ports_table: str | None = None  # where the published ports are listed (porttables.py)

@@ -29,11 +29,7 @@ class Container:
 def ports(paths: Paths) -> Ports:
     instance.check_runtime(paths)
     running = instance.is_locked(paths) and instance.read_state(paths) is not None
-    if (
-        not running
-        and instance.is_locked(paths)
-        and background.read_json(background.lazy_file(paths))
-    ):
+    if not running and instance.is_locked(paths) and background.read_lazy(paths):
         raise DockerUpError("dockerd has not started yet (socket activation): no ports",
                             hint="any docker command starts it: docker ps")  # fmt: skip
     if not running:

@@ -6,6 +6,7 @@ import contextlib
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +30,17 @@ def status(paths: Paths, debug: bool = False) -> Status:
     sock, host = str(paths.socket), paths.docker_host
     if locked and state is not None:
         d = daemon_of(state)
-        extra = {"timings": state.timings, "procs": state.procs} if debug else None
+        extra = (
+            {"timings": state.timings, "procs": {k: asdict(v) for k, v in state.procs.items()}}
+            if debug
+            else None
+        )
         return Status(True, sock, host, pid=d.pid, answering=wire.ping(paths.socket),
                       uptime_s=round(time.time() - d.started_at, 1), daemon=d,
                       debug=extra)  # fmt: skip
-    if locked and (lazy := background.read_json(background.lazy_file(paths))):
+    if locked and (lazy := background.read_lazy(paths)):
         # Socket activation: nothing runs yet but the holder; the first client starts it.
-        return Status(True, sock, host, lazy=True, pid=lazy.get("pid"))
+        return Status(True, sock, host, lazy=True, pid=lazy.pid)
     return Status(False, sock, host)
 
 

@@ -26,6 +26,7 @@ from dockerup.programs.autorules import (
     shim_container,
     wanted,
 )
+from dockerup.programs.messages import Connect
 from dockerup.programs.specs import AutoPortsSpec
 
 TCP = """\
@@ -346,10 +347,10 @@ def play_helper(conn: socket.socket) -> threading.Thread:
     from dockerup.programs.portproxy import UdpRelay
 
     msg, fds, _, _ = socket.recv_fds(conn, 512, 2)
-    proto, target, port = json.loads(msg)
-    assert proto == "udp" and len(fds) == 2
+    what = Connect.from_json(msg)
+    assert what.proto == "udp" and len(fds) == 2
     outside, stop = (socket.socket(fileno=fd) for fd in fds)
-    t = threading.Thread(target=UdpRelay(outside, (target, port), stop).run, daemon=True)
+    t = threading.Thread(target=UdpRelay(outside, (what.host, what.port), stop).run, daemon=True)
     t.start()
     return t
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from dockerup.programs.fdwait import readable
+from dockerup.programs.messages import PortReply
 from dockerup.programs.portproxy import FdStream
 from dockerup.programs.ports import PortManager, SpliceForwarder
 
@@ -55,7 +56,7 @@ def test_a_published_port_hands_each_client_to_the_proxy(
     proxy = request(addr, host_port=port)
     serve_ready(m)
     stream = FdStream(proxy)
-    assert json.loads(stream.readline()) == {"ok": True, "hand_over": True}
+    assert PortReply.from_json(stream.readline()) == PortReply(hand_over=True)
     client = socket.create_connection(("127.0.0.1", port), timeout=2)
     serve_ready(m)  # the listener is readable: the client goes to the proxy
     fd = stream.next_fd()

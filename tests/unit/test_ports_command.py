@@ -15,6 +15,7 @@ from dockerup import background, instance
 from dockerup.errors import DockerUpError
 from dockerup.programs.ports import PortManager, SpliceForwarder
 from dockerup.programs.porttables import AutoPort, AutoTable, PublishedPort, PublishedTable
+from dockerup.programs.state import LazyRecord
 from dockerup.results import PORTS_SCHEMA, envelope
 from dockerup.verbs import ports as verb
 
@@ -96,7 +97,7 @@ def test_not_running_is_an_error_with_a_hint(monkeypatch: pytest.MonkeyPatch) ->
     assert e.value.hint == "start it: docker-up -d"
     monkeypatch.setattr(instance, "is_locked", lambda _p: True)  # the lazy holder
     monkeypatch.setattr(instance, "read_state", lambda _p: None)
-    monkeypatch.setattr(background, "read_json", lambda _p: {"pid": 5})
+    monkeypatch.setattr(background, "read_lazy", lambda _p: LazyRecord(5, None))
     with pytest.raises(DockerUpError, match="socket activation"):
         verb.ports(paths())
 

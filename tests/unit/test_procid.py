@@ -6,8 +6,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from dockerup.programs import procid
 from dockerup.programs.procid import ProcId
+from dockerup.programs.specs import SpecError
 
 
 def test_start_time_survives_a_command_name_with_spaces_and_parens() -> None:
@@ -26,7 +29,9 @@ def test_this_process_is_recognised_and_a_wrong_record_is_not() -> None:
     assert procid.open_if_same(ProcId(me.pid, me.start + 1, me.exe)) is None
     assert procid.open_if_same(ProcId(me.pid, me.start, "/usr/sbin/dockerd")) is None
     assert not procid.send(ProcId(me.pid, me.start - 1, me.exe), 0)
-    assert ProcId.from_json({"pid": "x"}) is None and ProcId.from_json(None) is None
+    for wrong in ('{"pid": "x", "start": 1, "exe": "/x"}', "null", '{"pid": 1}'):
+        with pytest.raises(SpecError):
+            ProcId.from_json(wrong)
 
 
 def test_terminate_ends_the_recorded_process_only() -> None:

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from dockerup.programs.ports import Api, PortManager, PortRequest
-from dockerup.programs.rlkapi import PROTOS_SPLICE, ApiThread, PortSpec, RootlessKitApi
-from dockerup.programs.specs import ApiInfo
+from dockerup.programs.messages import PortRequest
+from dockerup.programs.ports import Api, PortManager
+from dockerup.programs.rlkapi import PROTOS_SPLICE, ApiThread, RootlessKitApi, parse_port
+from dockerup.programs.specs import ApiInfo, PortSpec
 
 INFO = ApiInfo(version="docker-up-0.1.0", state_dir="/run/x/rootlesskit", child_pid=42,
                network_driver="slirp4netns", dns="10.0.2.3", child_ip="10.0.2.100",
@@ -103,7 +104,9 @@ def test_a_port_taken_twice_is_refused_with_a_message(served: tuple[RootlessKitA
         ({"proto": "tcp", "parentPort": 0, "childPort": 1}, "not in 1-65535"),
         ({"proto": "tcp", "parentPort": 1, "childPort": 1, "parentIP": "x"}, "not an IP"),
         ({"proto": "tcp", "parentPort": 1, "childPort": 1, "evil": 1}, "unknown fields"),
-        ([1, 2], "JSON object"),
+        ({"proto": "tcp", "parentPort": "80", "childPort": 1}, "expected int"),
+        ({"proto": "tcp", "parentPort": True, "childPort": 1}, "expected int"),
+        ([1, 2], "not an object"),
     ],
 )
 def test_bad_specs_are_refused(served: tuple[RootlessKitApi, str], body: object,
@@ -143,8 +146,8 @@ def test_a_client_that_sends_nothing_cannot_hold_the_server(
 
 def test_the_keeper_learns_the_workspace_address_of_a_proxy_request(tmp_path: Path) -> None:
     api = RootlessKitApi(INFO)
-    api.add(PortSpec.parse(spec("tcp4", "0.0.0.0", 8080, "127.0.0.1"), PROTOS_SPLICE))
-    api.add(PortSpec.parse(spec("tcp6", "", 8080, "::1"), PROTOS_SPLICE))
+    api.add(parse_port(spec("tcp4", "0.0.0.0", 8080, "127.0.0.1"), PROTOS_SPLICE))
+    api.add(parse_port(spec("tcp6", "", 8080, "::1"), PROTOS_SPLICE))
     server = socket.socket(socket.AF_UNIX)
     api_sock = socket.socket(socket.AF_UNIX)
     pm = PortManager(server, None, lambda m: None, Api(api, api_sock))  # type: ignore[arg-type]
@@ -161,7 +164,7 @@ def test_the_keeper_learns_the_workspace_address_of_a_proxy_request(tmp_path: Pa
 
 def test_a_restarted_dockerd_starts_with_an_empty_table_and_its_own_pid() -> None:
     api = RootlessKitApi(INFO)
-    api.add(PortSpec.parse(spec("tcp4", "0.0.0.0", 8080, "127.0.0.1"), PROTOS_SPLICE))
+    api.add(parse_port(spec("tcp4", "0.0.0.0", 8080, "127.0.0.1"), PROTOS_SPLICE))
     again = RootlessKitApi.restore(INFO, api.snapshot())
     assert again.ports == api.ports and again.next_id == 2
     again.restarted(77)

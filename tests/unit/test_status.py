@@ -12,6 +12,7 @@ import pytest
 
 import dockerup
 from dockerup import instance
+from dockerup.programs.procid import ProcId
 from dockerup.results import STATUS_SCHEMA, Status, envelope
 from dockerup.verbs import running
 
@@ -26,7 +27,7 @@ RUNNING = instance.Running(
     mtu=65520, started_at=1000.0, restarts=2,
     ipv6="on (auto): the workspace has an IPv6 default route",
     engine="dockerd 20.10.24, containerd 1.6.20", timings={"total": 0.45},
-    procs={"keeper": {"pid": 10, "start": 5, "exe": "/usr/bin/python3"}},
+    procs={"keeper": ProcId(pid=10, start=5, exe="/usr/bin/python3")},
 )  # fmt: skip
 
 PUBLISHED = {
@@ -39,7 +40,7 @@ PUBLISHED = {
 
 def running_status(monkeypatch: pytest.MonkeyPatch, debug: bool = False) -> Status:
     # As read back from the file.
-    state = instance.Running.from_json(json.loads(json.dumps(dataclasses.asdict(RUNNING))))
+    state = instance.Running.from_json(json.dumps(dataclasses.asdict(RUNNING)))
     monkeypatch.setattr(instance, "check_runtime", lambda _p: None)
     monkeypatch.setattr(instance, "read_state", lambda _p: state)
     monkeypatch.setattr(instance, "is_locked", lambda _p: True)
@@ -63,7 +64,8 @@ def test_the_document_has_the_published_fields_only(monkeypatch: pytest.MonkeyPa
 def test_debug_adds_the_timings_and_identity_records(monkeypatch: pytest.MonkeyPatch) -> None:
     doc = envelope(running_status(monkeypatch, debug=True))
     assert set(doc) - PUBLISHED == {"version", "kind", "debug"}
-    assert doc["debug"] == {"timings": RUNNING.timings, "procs": RUNNING.procs}
+    procs = {"keeper": {"pid": 10, "start": 5, "exe": "/usr/bin/python3"}}
+    assert doc["debug"] == {"timings": RUNNING.timings, "procs": procs}
 
 
 def test_ipv6_off_is_false_with_its_reason(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -71,28 +73,37 @@ def test_ipv6_off_is_false_with_its_reason(monkeypatch: pytest.MonkeyPatch) -> N
     assert (d.ipv6, d.ipv6_reason) == (False, "off (--no-ipv6)")
 
 
-def test_a_state_file_of_an_older_docker_up_still_reads() -> None:
+def read_back(tmp_path: Path, doc: object) -> instance.Running | None:
+    """What every reader of state.json gets for a file holding doc."""
+    p = dataclasses.replace(paths(), runtime=tmp_path)
+    p.state_file.write_text(json.dumps(doc))
+    return instance.read_state(p)
+
+
+def test_a_state_file_of_an_older_docker_up_still_reads(tmp_path: Path) -> None:
     """Fields added later (engine, ipv6) are empty, not a KeyError."""
     doc = dataclasses.asdict(RUNNING)
     for late in ("engine", "ipv6", "timings", "procs"):
         del doc[late]
-    state = instance.Running.from_json(doc)
+    state = read_back(tmp_path, doc)
     assert state is not None
     d = running.daemon_of(state)
     assert (d.engine, d.ipv6, d.ipv6_reason) == ("", False, "")
 
 
-def test_a_state_file_that_is_no_record_reads_as_none() -> None:
+def test_a_state_file_that_is_no_record_reads_as_none(tmp_path: Path) -> None:
     """Typed on the way in: a field of the wrong type, a missing one, or no object at all is
     no running daemon (never a KeyError or a traceback further on); a newer field is
     ignored."""
     doc = dataclasses.asdict(RUNNING)
-    assert instance.Running.from_json(doc | {"added_later": 1}) == RUNNING
-    assert instance.Running.from_json(doc | {"dockerd_pid": "11"}) is None
-    assert instance.Running.from_json(doc | {"mtu": True}) is None
-    assert instance.Running.from_json(doc | {"net_options": [1]}) is None
-    assert instance.Running.from_json({k: v for k, v in doc.items() if k != "mode"}) is None
-    assert instance.Running.from_json([doc]) is None
+    assert read_back(tmp_path, doc) == RUNNING
+    assert read_back(tmp_path, doc | {"added_later": 1}) == RUNNING
+    assert read_back(tmp_path, doc | {"dockerd_pid": "11"}) is None
+    assert read_back(tmp_path, doc | {"mtu": True}) is None
+    assert read_back(tmp_path, doc | {"net_options": [1]}) is None
+    assert read_back(tmp_path, doc | {"procs": {"keeper": {"pid": 10}}}) is None
+    assert read_back(tmp_path, {k: v for k, v in doc.items() if k != "mode"}) is None
+    assert read_back(tmp_path, [doc]) is None
 
 
 def test_read_state_of_garbage_is_none(tmp_path: Path) -> None:
