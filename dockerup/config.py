@@ -198,6 +198,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("mode", str, "run mode", _choices("auto", "rootless", "userns-root", "privileged")),
 )
 BY_KEY = {s.key: s for s in SETTINGS}
+CONFIG_FIELDS = frozenset(f.name for f in fields(Config))
 TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
@@ -245,7 +246,12 @@ def resolve(
     file_text: str | None,
     file_path: str = "config.toml",
 ) -> tuple[Config, dict[str, str]]:
-    """(config, where each setting came from: default, file, env or cli). Pure."""
+    """(config, where each setting came from: default, file, env or cli). Pure. cli holds
+    Config fields only (None: not given); any other key is the CLI layer's mistake, refused
+    here rather than silently dropped (ValueError)."""
+    unknown = sorted(set(cli) - CONFIG_FIELDS)
+    if unknown:
+        raise ValueError(f"resolve(): not Config fields: {', '.join(unknown)}")
     values: dict[str, Any] = {}
     sources = {s.key: "default" for s in SETTINGS}
     if file_text is not None:
@@ -286,7 +292,7 @@ def resolve(
                 raise _fail(where[sources[s.key]], s, s.key, problem)
     if "storage" in values:
         values["storage"] = Storage(values["storage"])
-    extra = {k: v for k, v in cli.items() if k not in {s.field for s in SETTINGS}}
-    known = {f.name for f in fields(Config)}
-    values.update({k: v for k, v in extra.items() if v is not None and k in known})
+    # What only the command line gives (no setting: host_network, tcp, listen_fd ...).
+    settings = {s.field for s in SETTINGS}
+    values.update({k: v for k, v in cli.items() if k not in settings and v is not None})
     return Config(**values), sources

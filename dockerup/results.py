@@ -218,12 +218,22 @@ class Autostart(Result):
 
 
 @dataclass(frozen=True)
+class RcState:
+    """One shell's rc file, and whether docker-up's block is in it."""
+
+    shell: str
+    file: Path
+    installed: bool
+
+
+@dataclass(frozen=True)
 class AutostartState(Result):
     kind: ClassVar[str] = "autostart-status"
-    shells: list[dict[str, Any]]  # shell, file, installed
+    shells: list[RcState]
 
     def data(self) -> dict[str, Any]:
-        return {"shells": self.shells}
+        return {"shells": [{"shell": s.shell, "file": str(s.file), "installed": s.installed}
+                           for s in self.shells]}  # fmt: skip
 
 
 @dataclass(frozen=True)

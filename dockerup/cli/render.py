@@ -146,9 +146,9 @@ def _autostart(res: Any) -> None:
             console().print(f"docker-up: {ch.shell}: removed from {ch.file}")
 
 
-def _autostart_state(res: Any) -> None:
+def _autostart_state(res: r.AutostartState) -> None:
     for row in res.shells:
-        print(f"{row['shell']:5} {'installed' if row['installed'] else '-':10} {row['file']}")
+        print(f"{row.shell:5} {'installed' if row.installed else '-':10} {row.file}")
 
 
 def _installed(res: Any) -> None:

@@ -20,7 +20,17 @@ from dockerup.programs import script, wire
 from dockerup.programs.common import IPTABLES_BACKENDS
 
 if TYPE_CHECKING:
+    from dockerup import results
     from dockerup.config import Config
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What the running daemon says of itself, through the Engine API (/version, /info)."""
+
+    version: str  # "28.5.2"; "?" when it does not say
+    containers: int  # running ones
+    storage: str  # its storage driver; "?" when it does not say
 
 
 @dataclass(frozen=True)
@@ -56,8 +66,8 @@ class DoctorFacts:
     docker_host_env: str = ""
     other_daemon: str = ""  # a daemon answering on DOCKER_HOST that is not docker-up's
     stale_socket: bool = False
-    running: dict[str, object] = field(default_factory=dict)  # docker-up's own status
-    engine: dict[str, object] = field(default_factory=dict)  # what its daemon says of itself
+    docker_up: results.Status | None = None  # docker-up's own `status` (None: not probed)
+    engine: EngineInfo | None = None  # None: no daemon of docker-up's answers
 
 
 SYSCTLS = (
@@ -92,9 +102,9 @@ def probe_cheap(h: HostFacts, paths: Paths, config: Config) -> DoctorFacts:
     )
 
 
-def probe_doctor(cheap: DoctorFacts, running: dict[str, object]) -> DoctorFacts:
+def probe_doctor(cheap: DoctorFacts, docker_up: results.Status) -> DoctorFacts:
     """Everything doctor checks: the cheap facts, then what needs a process (a throwaway
-    namespace, each program's --version, an overlay mount). running: docker-up's status."""
+    namespace, each program's --version, an overlay mount). docker_up: its `status`."""
     h = with_accel(with_pasta(cheap.host))
     paths = cheap.paths
     netns = proc.probe(_in_fresh_ns(h, ["--net"], ["true"]))
@@ -111,7 +121,7 @@ def probe_doctor(cheap: DoctorFacts, running: dict[str, object]) -> DoctorFacts:
     unix = docker_host.startswith("unix://") and docker_host != paths.docker_host
     if unix and wire.ping(Path(docker_host.removeprefix("unix://"))):
         other = docker_host
-    stale = paths.socket.exists() and not running.get("running") and not wire.ping(paths.socket)
+    stale = paths.socket.exists() and not docker_up.running and not wire.ping(paths.socket)
     return replace(
         cheap,
         host=h,
@@ -128,27 +138,40 @@ def probe_doctor(cheap: DoctorFacts, running: dict[str, object]) -> DoctorFacts:
         docker_host_env=docker_host,
         other_daemon=other,
         stale_socket=stale,
-        running=running,
-        engine=probe_engine(paths.docker_host) if running.get("answering") else {},
+        docker_up=docker_up,
+        engine=probe_engine(paths.docker_host) if docker_up.answering else None,
     )
 
 
-def probe_engine(docker_host: str) -> dict[str, object]:
+def probe_engine(docker_host: str) -> EngineInfo | None:
     """The running daemon's own account, through the Engine API (the docker SDK): its
-    version, and how many containers it runs. {} when it does not answer."""
+    version, how many containers it runs, its storage driver. None when it does not
+    answer, or answers with something else than the Engine API's documents."""
     import docker
 
     try:
         client = docker.DockerClient(base_url=docker_host, timeout=5)
         try:
-            info = client.info()
-            return {"version": client.version().get("Version", "?"),
-                    "containers": info.get("ContainersRunning", 0),
-                    "storage": info.get("Driver", "?")}  # fmt: skip
+            info, version = client.info(), client.version()
         finally:
             client.close()
     except Exception:  # docker.errors.DockerException, or the transport's own errors
-        return {}
+        return None
+    return engine_info(version, info)
+
+
+def engine_info(version: object, info: object) -> EngineInfo | None:
+    """The Engine API's /version and /info documents, checked: the SDK hands over whatever
+    JSON came back (None when it is not what the Engine API publishes)."""
+    if not isinstance(version, dict) or not isinstance(info, dict):
+        return None
+    running, release = info.get("ContainersRunning", 0), version.get("Version", "?")
+    storage = info.get("Driver", "?")
+    if not isinstance(running, int) or isinstance(running, bool):
+        return None
+    if not isinstance(release, str) or not isinstance(storage, str):
+        return None
+    return EngineInfo(release, running, storage)
 
 
 def probe_iptables(h: HostFacts) -> dict[str, str]:

@@ -14,7 +14,9 @@ from dockerup.net import pasta, slirp4netns
 
 
 def check_net_driver(f: DoctorFacts) -> Result:
-    running = f.running.get("net") if f.running.get("running") else None
+    # The daemon's record (status's): none while stopped, or lazy (nothing runs yet).
+    daemon = f.docker_up.daemon if f.docker_up else None
+    running = daemon.net if daemon else None
     now = f" (the running docker-up uses {running})" if running and running != f.net else ""
     return ok(f"{f.net}{now}")
 

@@ -71,17 +71,17 @@ def check_existing_daemon(f: DoctorFacts) -> Result:
 
 
 def check_running(f: DoctorFacts) -> Result:
-    r = f.running
-    if not r.get("running"):
+    s = f.docker_up
+    if s is None or not s.running:
         return ok("not running")
-    if not r.get("answering"):
+    if not s.answering:
         return Result(
             Status.warn,
-            f"running (pid {r.get('pid')}) but the API does not answer",
+            f"running (pid {s.pid}) but the API does not answer",
             "docker-up logs; docker-up stop && docker-up",
         )
     e = f.engine
-    engine = (f" (Docker {e['version']}, {e['containers']} containers running, {e['storage']})"
+    engine = (f" (Docker {e.version}, {e.containers} containers running, {e.storage})"
               if e else "")  # fmt: skip
-    return ok(f"running (pid {r.get('pid')}), the API answers{engine}, "
-              f"{r.get('restarts', 0)} restarts")  # fmt: skip
+    restarts = s.daemon.restarts if s.daemon else 0
+    return ok(f"running (pid {s.pid}), the API answers{engine}, {restarts} restarts")

@@ -30,7 +30,7 @@ def report(verbose: bool = False) -> Doctor:
     mode = resolve_mode_of(config, h)[0]  # as `up` would, with the configuration
     paths = paths_for(mode, h, config)
     cheap = probe_cheap(h, paths, config)
-    facts = probe_doctor(cheap, status(paths).data())
+    facts = probe_doctor(cheap, status(paths))
     return Doctor(doctor.run_checks(facts), verbose)
 
 

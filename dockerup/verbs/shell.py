@@ -12,7 +12,7 @@ from dockerup.background import docker_up_path
 from dockerup.errors import DockerUpError
 from dockerup.paths import resolve_paths
 from dockerup.programs.common import atomic_write
-from dockerup.results import Autostart, AutostartState, RcChange, Snippet
+from dockerup.results import Autostart, AutostartState, RcChange, RcState, Snippet
 from dockerup.verbs.settings import load_config
 
 PROG = "docker-up"
@@ -107,5 +107,5 @@ def autostart_status() -> AutostartState:
     for shell in shellinit.SHELLS:
         path = shellinit.rc_file(shell, Path(f.home), f.env.get("XDG_CONFIG_HOME", ""))
         text = path.read_text() if path.exists() else ""
-        rows.append({"shell": shell, "file": str(path), "installed": shellinit.has_block(text)})
+        rows.append(RcState(shell, path, shellinit.has_block(text)))
     return AutostartState(rows)

@@ -187,6 +187,29 @@ def test_up_in_the_foreground_says_so_first(monkeypatch: pytest.MonkeyPatch) -> 
     assert r.stderr.splitlines()[0] == NOTICE
 
 
+def test_up_gives_resolve_config_fields_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every option of `up` reaches resolve() as a Config field: a key it does not know
+    would fail there (ValueError) rather than be dropped."""
+    from dockerup.config import CONFIG_FIELDS, resolve
+    from dockerup.results import DryRun
+    from dockerup.verbs import settings
+    from dockerup.verbs import up as verbs
+
+    seen: list[dict[str, Any]] = []
+
+    def load(given: dict[str, Any]) -> None:
+        seen.append(given)
+        resolve(given, {}, None)
+
+    monkeypatch.setattr(settings, "load_config", load)
+    monkeypatch.setattr(verbs, "dry_run", lambda _loaded: DryRun({}))
+    r = CliRunner().invoke(cli.app, ["up", "--dry-run", "--mtu", "1500"], prog_name="docker-up")
+    assert r.exit_code == 0, r.output
+    (given,) = seen
+    assert given["mtu"] == 1500 and set(given) <= CONFIG_FIELDS
+    assert len(given) > 15  # every option of `up`, given or not (None)
+
+
 def test_the_notice_is_said_by_lines(capsys: pytest.CaptureFixture[str]) -> None:
     lines.foreground_notice()
     assert capsys.readouterr().err == NOTICE + "\n"

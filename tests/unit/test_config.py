@@ -74,6 +74,23 @@ def test_bad_cli_value_names_the_command_line() -> None:
         resolve({"port_forwarder": "carrier-pigeon"}, {}, None)
 
 
+def test_a_cli_key_that_is_no_config_field_is_refused_by_name() -> None:
+    """The CLI layer's mistake (a typo, a setting's file spelling, a field removed from
+    Config) fails at once instead of leaving the setting at its default unnoticed."""
+    with pytest.raises(ValueError, match=r"not Config fields: colour, tcp_wmem$"):
+        resolve({"mtu": 1500, "tcp_wmem": 1, "colour": None}, {}, None)
+    with pytest.raises(ValueError, match="allow-host-loopback"):
+        resolve({"allow-host-loopback": True}, {}, None)
+
+
+def test_config_fields_without_a_setting_come_from_the_command_line_only() -> None:
+    cli = {"host_network": True, "tcp": "127.0.0.1:2376", "tls_dir": "/t", "listen_fd": None}
+    config, sources = resolve(cli, {}, None)
+    assert (config.host_network, config.tcp, config.tls_dir) == (True, "127.0.0.1:2376", "/t")
+    assert config.listen_fd is None and "tcp" not in sources
+    assert resolve({"listen_fd": 3}, {}, None)[0].listen_fd == 3
+
+
 def test_allowed_dockerd_args() -> None:
     config, _ = resolve({"dockerd_args": ["--debug", "--dns=1.1.1.1", "--log-level", "warn"]},
                         {}, None)  # fmt: skip

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from dataclasses import replace
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, ClassVar
 
 import pytest
 
-from dockerup import doctor
+from dockerup import doctor, results
 from dockerup.doctor import DoctorFacts, Status
+from dockerup.doctor.facts import EngineInfo
 from dockerup.facts import IdRange, TunAccess
 from dockerup.programs.accel_support import support_problems
 from dockerup.results import Doctor, envelope
+from dockerup.verbs.running import daemon_of
 
 from .test_plan import BINS, CONTAINERD_21, DOCKERD_28, facts, pasta_facts, paths
+from .test_status import RUNNING
 
 RUNC_115 = "runc version 1.1.5+ds1\ncommit: 1.1.5+ds1-1\nlibseccomp: 2.5.4"
 ACTIONS = "kill_process kill_thread trap errno user_notif trace log allow"
@@ -34,6 +39,18 @@ VERSIONS = {
     "slirp4netns": "slirp4netns version 1.2.0\ncommit: 656041d",
     "pasta": "pasta unknown version",
 }
+
+
+SOCKET = str(paths().socket)
+STOPPED = results.Status(False, SOCKET, paths().docker_host)  # docker-up's own `status`
+LAZY = replace(STOPPED, running=True, lazy=True, pid=7)  # socket activation: nothing runs yet
+ENGINE = EngineInfo("20.10.24", 2, "overlay2")
+
+
+def up(answering: bool = True, **daemon: Any) -> results.Status:
+    """`status` of a running docker-up (pid 7, 2 restarts; its record otherwise RUNNING's)."""
+    d = daemon_of(replace(RUNNING, pid=7, **daemon))
+    return replace(STOPPED, running=True, pid=7, answering=answering, daemon=d)
 
 
 def good(**kw: Any) -> DoctorFacts:
@@ -57,7 +74,7 @@ def good(**kw: Any) -> DoctorFacts:
         docker_host_env="",
         other_daemon="",
         stale_socket=False,
-        running={"running": False},
+        docker_up=STOPPED,
     )
     return replace(base, **kw)
 
@@ -130,7 +147,7 @@ CASES = [
                                 ipv6_gateways=("fd00::1",), ipv6_overlap=True)},
      Status.warn, "fd00::/64 network is hidden from containers"),
     ("net.ipv6", {"ipv6": True}, Status.fail, "sysctl net.ipv6.conf.all.disable_ipv6=0"),
-    ("net.driver", {"net": "pasta", "running": {"running": True, "net": "slirp4netns"}},
+    ("net.driver", {"net": "pasta", "docker_up": up(net="slirp4netns")},
      Status.ok, "pasta (the running docker-up uses slirp4netns)"),
     ("docker.dockerd", {"host": facts(dockerd_version="Docker version 19.03.1, b")},
      Status.fail, "needs 20.10"),
@@ -157,12 +174,16 @@ CASES = [
                         "docker_host_env": "unix:///run/docker.sock"}, Status.warn,
      "unset DOCKER_HOST"),
     ("runtime.daemon", {"stale_socket": True}, Status.warn, "stale socket"),
-    ("runtime.docker-up", {"running": {"running": True, "answering": False, "pid": 7}},
-     Status.warn, "does not answer"),
-    ("runtime.docker-up", {"running": {"running": True, "answering": True, "pid": 7},
-                           "engine": {"version": "20.10.24", "containers": 2,
-                                      "storage": "overlay2"}},
-     Status.ok, "Docker 20.10.24, 2 containers running, overlay2"),
+    ("runtime.docker-up", {}, Status.ok, "not running"),
+    ("runtime.docker-up", {"docker_up": None}, Status.ok, "not running"),  # not probed
+    ("runtime.docker-up", {"docker_up": up(answering=False)}, Status.warn,
+     "running (pid 7) but the API does not answer"),
+    ("runtime.docker-up", {"docker_up": LAZY}, Status.warn, "does not answer"),
+    ("runtime.docker-up", {"docker_up": up(), "engine": ENGINE}, Status.ok,
+     "running (pid 7), the API answers (Docker 20.10.24, 2 containers running, overlay2), "
+     "2 restarts"),
+    ("runtime.docker-up", {"docker_up": up()}, Status.ok,
+     "running (pid 7), the API answers, 2 restarts"),  # the daemon's own account failed
 ]  # fmt: skip
 
 
@@ -174,6 +195,60 @@ def test_check(check_id: str, change: dict[str, Any], status: Status, words: str
     r = check(check_id, f)
     assert r.status is status, r
     assert words in r.detail + " " + r.hint
+
+
+def test_net_driver_names_the_running_daemons_only_where_it_differs() -> None:
+    for own, said in ((up(net="slirp4netns"), "pasta (the running docker-up uses slirp4netns)"),
+                      (up(net="pasta"), "pasta"), (LAZY, "pasta"), (STOPPED, "pasta"),
+                      (None, "pasta")):  # fmt: skip
+        assert check("net.driver", good(net="pasta", docker_up=own)).detail == said
+
+
+class FakeClient:
+    """The docker SDK's client, as probe_engine uses it: what /version and /info return."""
+
+    answers: ClassVar[tuple[object, object]] = ({}, {})
+
+    def __init__(self, base_url: str, timeout: int) -> None:
+        assert base_url == "unix:///run/u/docker.sock"
+
+    def version(self) -> object:
+        return self.answers[0]
+
+    def info(self) -> object:
+        return self.answers[1]
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("version", "info", "engine"), [
+    ({"Version": "28.5.2"}, {"ContainersRunning": 3, "Driver": "overlay2"},
+     EngineInfo("28.5.2", 3, "overlay2")),
+    ({}, {}, EngineInfo("?", 0, "?")),  # an engine that says little
+    ({"Version": 28}, {}, None),  # not the Engine API's documents: no account at all
+    ({}, {"ContainersRunning": "3"}, None),
+    ({}, {"ContainersRunning": True}, None),
+    ([], {}, None),
+])  # fmt: skip
+def test_the_engines_account_is_typed_on_the_way_in(
+    monkeypatch: pytest.MonkeyPatch, version: object, info: object, engine: EngineInfo | None
+) -> None:
+    from dockerup.doctor.facts import probe_engine
+
+    monkeypatch.setattr(FakeClient, "answers", (version, info))
+    monkeypatch.setitem(sys.modules, "docker", SimpleNamespace(DockerClient=FakeClient))
+    assert probe_engine("unix:///run/u/docker.sock") == engine
+
+
+def test_an_engine_that_does_not_answer_gives_no_account(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dockerup.doctor.facts import probe_engine
+
+    def refused(**_kw: object) -> None:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setitem(sys.modules, "docker", SimpleNamespace(DockerClient=refused))
+    assert probe_engine("unix:///run/u/docker.sock") is None
 
 
 def test_every_check_has_a_case_or_is_informational() -> None:

@@ -190,3 +190,25 @@ def test_enter_costs_a_stopped_docker_up_no_process(tmp_path: Path) -> None:
         os.close(master)
     calls = [line for line in r.stderr.splitlines() if re.match(r"(\[pid +\d+\] )?\w+\(", line)]
     assert len(calls) == 1 and "execve" in calls[0], calls  # bash's own exec only
+
+
+def test_autostart_status_is_typed_and_says_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One RcState per shell (its file a Path), the JSON and the text as they always were."""
+    from dockerup import facts as host
+    from dockerup.cli.render import emit
+    from dockerup.results import RcState, envelope
+    from dockerup.verbs import shell
+
+    from .test_plan import facts
+
+    monkeypatch.setattr(host, "probe", lambda: facts(home=str(tmp_path), env={}))
+    (tmp_path / ".bashrc").write_text("set -o vi\n" + shellinit.block("true\n", False))
+    state = shell.autostart_status()
+    assert state.shells[:2] == [RcState("bash", tmp_path / ".bashrc", True),
+                                RcState("zsh", tmp_path / ".zshrc", False)]  # fmt: skip
+    fish = str(tmp_path / ".config/fish/config.fish")
+    assert envelope(state)["shells"][2] == {"shell": "fish", "file": fish, "installed": False}
+    assert emit(state) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"bash  installed  {tmp_path}/.bashrc"
