@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from dockerup.childlink import ChildLink
 from dockerup.instance import Running, stale_files
+from dockerup.net import argv_template
 from dockerup.plan import Plan
 from dockerup.programs.specs import AutoPortsSpec, KeeperSpec
 
@@ -80,7 +81,7 @@ def keeper_spec(
     paths = plan.paths
     # A new slirp4netns attaches by dockerd's PID, as the first did: by namespace path it
     # would have to join the user namespace itself, which its --enable-sandbox cannot do.
-    net_argv = plan.net.argv("{target}", "{ready_fd}", "{exit_fd}") if plan.net else None
+    net_argv = argv_template(plan.net) if plan.net else None
     return KeeperSpec(
         dockerd_pid=running.dockerd_pid,
         dockerd=plan.child.dockerd,

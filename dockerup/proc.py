@@ -5,15 +5,14 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from dockerup.errors import DockerUpError
 from dockerup.programs.common import describe_exit, tail
 
 # One copy of each, shared with the lean programs (dockerup/programs/common.py).
-__all__ = ["describe_exit", "output", "probe", "run", "run_together", "spawn", "stop", "tail",
+__all__ = ["describe_exit", "output", "probe", "run", "run_together", "stop", "tail",
            "tty_output"]  # fmt: skip
 
 
@@ -120,33 +119,6 @@ def run_together(commands: Sequence[tuple[Sequence[str], str]], timeout: float =
                 detail=out.strip()))  # fmt: skip
     if failed:
         raise failed[0]
-
-
-def spawn(
-    argv: Sequence[str],
-    env: Mapping[str, str] | None = None,
-    log: Path | None = None,
-    pass_fds: Sequence[int] = (),
-    new_session: bool = True,
-) -> subprocess.Popen[bytes]:
-    """Start a long-running helper. Its own session keeps the terminal's Ctrl-C away from it:
-    docker-up alone decides the order in which things stop."""
-    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
-    try:
-        return subprocess.Popen(
-            list(argv),
-            env=dict(env) if env is not None else None,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            pass_fds=tuple(pass_fds),
-            start_new_session=new_session,
-        )
-    except OSError as e:
-        raise DockerUpError(f"cannot start {argv[0]}: {e.strerror}") from e
-    finally:
-        if log and not isinstance(out, int):
-            out.close()
 
 
 def stop(p: subprocess.Popen[bytes], timeout: float, sig: int = signal.SIGTERM) -> int:

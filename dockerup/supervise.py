@@ -36,7 +36,7 @@ from dockerup.instance import (
     remove_stale,
     write_state,
 )
-from dockerup.net import NET_DRIVERS
+from dockerup.net import NET_DRIVERS, argv_template
 from dockerup.paths import Paths
 from dockerup.plan import Plan, WriteFile
 from dockerup.programs import logfiles, procid
@@ -44,10 +44,9 @@ from dockerup.programs.common import (
     STOP_SIGNALS,
     append_log,
     atomic_write,
-    ready_channel,
-    wait_ready,
 )
 from dockerup.programs.messages import Go, Mapped, Prepared, Start, Unshared, Verified
+from dockerup.programs.netstart import start_net, wait_ready
 from dockerup.programs.wire import ping
 
 if TYPE_CHECKING:
@@ -142,31 +141,26 @@ def start_network(
     plan: Plan, stack: contextlib.ExitStack[bool | None], pid: int
 ) -> tuple[int, int, subprocess.Popen[bytes]]:
     assert plan.net is not None
-    ready_r, ready_w, ready = ready_channel(
-        str(plan.paths.net_ready) if plan.net.ready_fifo else ""
-    )
-    exit_r, exit_w = os.pipe()
     for other in NET_DRIVERS:  # `logs` shows the helper of this run only
         with contextlib.suppress(FileNotFoundError):
             (plan.paths.log_dir / f"{other}.log").unlink()
     log = plan.paths.log_dir / f"{plan.net.name}.log"
     logfiles.start_fresh(log)
-    argv = plan.net.argv(pid, ready_fd=ready, exit_fd=exit_r)
-    inherited = (exit_r,) if ready_w is None else (ready_w, exit_r)
+    fifo = str(plan.paths.net_ready) if plan.net.ready_fifo else ""
     try:
-        p = proc.spawn(argv, log=log, pass_fds=inherited)
-    finally:
-        for fd in inherited:
-            os.close(fd)
+        net = start_net(argv_template(plan.net), pid, fifo, str(log))
+    except OSError as e:
+        raise DockerUpError(f"cannot start {plan.net.name}: {e.strerror}",
+                            hint=f"see `docker-up doctor`; log: {log}") from e  # fmt: skip
 
     def cleanup() -> None:
-        # Closing exit_w is slirp4netns' signal to exit; it also fires if docker-up dies.
-        os.close(exit_w)
-        os.close(ready_r)
-        proc.stop(p, 5.0)
+        # Closing exit_w is the helper's signal to exit; it also fires if docker-up dies.
+        os.close(net.exit_w)
+        os.close(net.ready_r)
+        proc.stop(net.p, 5.0)
 
     stack.callback(cleanup)
-    return ready_r, exit_w, p
+    return net.ready_r, net.exit_w, net.p
 
 
 def start(

@@ -42,3 +42,9 @@ class NetworkDriver(Protocol):
         """What the namespace itself must run (with iproute2's `ip`) once the helper is
         ready, for the IPv6 address and route the helper does not set."""
         ...
+
+
+def argv_template(net: NetworkDriver) -> list[str]:
+    """The helper's command line with {target}, {ready_fd} and {exit_fd} left to fill in:
+    what programs/netstart.py starts, at first and after every restart."""
+    return net.argv("{target}", "{ready_fd}", "{exit_fd}")

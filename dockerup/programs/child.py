@@ -33,7 +33,7 @@ from typing import TypeVar
 # This package, without site-packages (python -S): see dockerup/programs/__init__.py.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from dockerup.programs import netcheck
-from dockerup.programs.common import hand_over_socket, start_containerd
+from dockerup.programs.common import exec_dockerd, start_containerd
 from dockerup.programs.messages import (
     Failed,
     Go,
@@ -400,11 +400,7 @@ def main() -> None:
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent:
         sys.exit(1)
-    os.set_inheritable(ch.wfd, False)
-    ch.r.close()
-    env = dict(spec.dockerd.env)
-    hand_over_socket(spec.listen_fd, env)  # exec keeps the PID: dockerd's
-    os.execve(spec.dockerd.argv[0], spec.dockerd.argv, env)
+    exec_dockerd(spec.dockerd.argv, spec.dockerd.env, spec.listen_fd)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import time
+from typing import NoReturn
 
 # Signals that stop docker-up, its keeper and the lazy holder in order.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -75,6 +76,18 @@ def hand_over_socket(listen_fd: int | None, env: dict[str, str]) -> int:
     return 4
 
 
+def exec_dockerd(argv: list[str], env: dict[str, str], listen_fd: int | None) -> NoReturn:
+    """Become dockerd: the one way it starts, in the namespace child at first (child.py)
+    and in the keeper's fork after each restart (keeper.py), both already in the
+    namespaces. exec keeps the PID (socket activation names it); nothing of docker-up's
+    (the lock, the child's pipes, the helper's exit pipe, the namespaces' fds) may
+    outlive this process inside dockerd."""
+    env = dict(env)
+    keep = hand_over_socket(listen_fd, env)
+    os.closerange(keep, 65536)
+    os.execve(argv[0], argv, env)
+
+
 def start_containerd(argv: list[str], env: dict[str, str], pidfile: str) -> int:
     """containerd, as a child of this process, which is about to become dockerd: it gets
     SIGTERM when dockerd ends (as dockerd's own containerd would), inherits no fd but
@@ -91,46 +104,6 @@ def start_containerd(argv: list[str], env: dict[str, str], pidfile: str) -> int:
             os._exit(127)
     atomic_write(pidfile, str(pid), 0o644)
     return pid
-
-
-def open_ready_fifo(path: str) -> int:
-    """A new named pipe at path (in docker-up's own 0700 runtime dir; an old one of ours is
-    replaced), opened for reading without waiting for a writer: a helper's ready channel."""
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-    os.mkfifo(path, 0o600)
-    return os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-
-
-def ready_channel(fifo: str = "") -> tuple[int, int | None, str]:
-    """A network helper's ready channel: (the end we read, the end the helper inherits or
-    None, what its argv names: that fd's number or the named pipe's path). fifo: the named
-    pipe for a helper that keeps no inherited fd (net/pasta.py); "" for an inherited pipe."""
-    if fifo:
-        return open_ready_fifo(fifo), None, fifo
-    r, w = os.pipe()
-    return r, w, str(w)
-
-
-def wait_ready(ready_fd: int, pidfd: int, timeout: float) -> str:
-    """A helper that reports readiness by writing to ready_fd (slirp4netns, pasta through
-    setpriv): "ready", "died" (it exited, or closed the pipe without a word) or "timeout"."""
-    from dockerup.programs.fdwait import readable
-
-    deadline = time.monotonic() + timeout
-    while True:
-        ready = readable([ready_fd, pidfd], max(0.0, deadline - time.monotonic()))
-        if ready_fd in ready:
-            try:
-                data = os.read(ready_fd, 64)
-            except BlockingIOError:  # a named pipe's writer came and went: look again
-                continue
-            # End of file means the helper is gone: it wrote nothing.
-            return "ready" if data else "died"
-        if pidfd in ready:
-            return "died"
-        if time.monotonic() >= deadline:
-            return "timeout"
 
 
 # iptables backends in docker-up's order of preference: legacy deletes a rule in ~2 ms, nft

@@ -19,7 +19,6 @@ import dataclasses
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -32,13 +31,12 @@ from dockerup.programs.common import (
     STOP_SIGNALS,
     append_log,
     describe_status,
-    hand_over_socket,
-    ready_channel,
+    exec_dockerd,
     start_containerd,
     tail,
-    wait_ready,
 )
 from dockerup.programs.fdwait import readable
+from dockerup.programs.netstart import start_net, wait_ready
 from dockerup.programs.specs import KeeperSpec
 from dockerup.programs.wire import ping_answered, ping_request
 
@@ -229,13 +227,7 @@ class Keeper:
                     from dockerup.programs.watch import watch_connects
 
                     watch_connects(spec.watch_connects)  # fails: exit 127, restart again
-                argv = spec.dockerd.argv
-                env = dict(spec.dockerd.env)
-                keep = hand_over_socket(spec.listen_fd, env)
-                # Nothing of ours (the lock, slirp4netns' exit fd, the namespaces) may
-                # outlive this keeper inside dockerd.
-                os.closerange(keep, 65536)
-                os.execve(argv[0], argv, env)
+                exec_dockerd(spec.dockerd.argv, spec.dockerd.env, spec.listen_fd)
             finally:
                 os._exit(127)
         os.close(log)
@@ -339,25 +331,15 @@ class Keeper:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(spec.net_api)
         assert spec.net_argv is not None  # a helper that died was started from it
-        ready_r, ready_w, ready = ready_channel(spec.net_ready)
-        exit_r, self.exit_fd = os.pipe()
-        inherited = (exit_r,) if ready_w is None else (ready_w, exit_r)
-        argv = [
-            a.replace("{ready_fd}", ready)
-            .replace("{exit_fd}", str(exit_r))
-            .replace("{target}", str(self.dockerd))
-            for a in spec.net_argv
-        ]
-        with open(spec.net_log, "ab") as log:
-            p = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                pass_fds=inherited, start_new_session=True,
-            )  # fmt: skip
-        for fd in inherited:
-            os.close(fd)
+        self.exit_fd = self.net_fd = None
+        try:
+            net = start_net(spec.net_argv, self.dockerd, spec.net_ready, spec.net_log)
+        except OSError as e:
+            raise GiveUp(f"cannot start a new {spec.net_name}: {e}") from e
+        p, self.exit_fd = net.p, net.exit_w
         self.net, self.net_fd = p.pid, os.pidfd_open(p.pid)
-        came_up = wait_ready(ready_r, self.net_fd, 30)
-        os.close(ready_r)
+        came_up = wait_ready(net.ready_r, self.net_fd, 30)
+        os.close(net.ready_r)
         if came_up != "ready":
             raise GiveUp(f"a new {spec.net_name} did not come up; see {spec.net_log}")
         # Popen's own bookkeeping is not needed: we reap by pid.

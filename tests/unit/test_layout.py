@@ -283,3 +283,42 @@ def test_no_module_is_over_500_lines(path: Path) -> None:
     if str(path.relative_to(PKG)) in LONG_ALLOWED:
         pytest.skip("being split by its owner")
     assert len(path.read_text().splitlines()) <= MAX_LINES
+
+
+# Every place a process starts another program (or becomes one), and what it starts: one
+# launcher for each program, so a restart starts it exactly as the first start did.
+LAUNCHERS = {
+    ("programs/common.py", "exec_dockerd"): "dockerd (first start in child.py, restarts)",
+    ("programs/common.py", "start_containerd"): "containerd, beside each dockerd",
+    ("programs/netstart.py", "start_net"): "the network helper (supervise.py, keeper.py)",
+    ("programs/runtime.py", "main"): "runc, under docker-up's runtime wrapper",
+    ("programs/lazy.py", "main"): "docker-up up, on socket activation's first client",
+    ("programs/portproxy.py", "main"): "docker-proxy, for one published port",
+    ("programs/autoports.py", "_ensure_helper"): "auto ports' inside helper",
+    ("programs/child.py", "try_iptables"): "iptables -S, the backend probe in the namespace",
+    ("programs/child.py", "run_all"): "ip, for the IPv6 address and route in the namespace",
+    ("verbs/running.py", "enter"): "nsenter, which `docker-up exec` becomes",
+    ("verbs/run.py", "exec_program"): "the user's program, which `docker-up run` becomes",
+    ("handover.py", "exec_keeper"): "the keeper, which the CLI becomes",
+    ("early.py", "start_child"): "the namespace child",
+    ("background.py", "hold_socket"): "the lazy holder",
+    ("proc.py", "*"): "every short-lived command (id maps, probes, fixes)",
+}
+STARTS = re.compile(r"^(subprocess\.(Popen|run|check_output)|os\.exec\w+)$")
+
+
+def launch_sites() -> set[tuple[str, str]]:
+    found = set()
+    for path in PKG.rglob("*.py"):
+        rel = str(path.relative_to(PKG))
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(fn, ast.FunctionDef):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Call) and STARTS.match(ast.unparse(node.func)):
+                    found.add((rel, "*" if rel == "proc.py" else fn.name))
+    return found
+
+
+def test_each_program_has_one_launcher() -> None:
+    assert launch_sites() == set(LAUNCHERS)
