@@ -59,8 +59,8 @@ def start_detached(plan: Plan) -> tuple[str, bool]:
     if not line:
         raise DockerUpError(
             "the background docker-up died while starting",
-            hint=f"see {plan.paths.log_dir / 'docker-up.log'}",
-            detail=proc.tail(plan.paths.log_dir / "dockerd.log"),
+            hint=f"see {plan.paths.log('docker-up')}",
+            detail=proc.tail(plan.paths.log("dockerd")),
         )
     try:
         msg = StartReport.from_json(line)
@@ -84,7 +84,7 @@ def daemonize(paths: Paths) -> None:
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     paths.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    log = os.open(paths.log_dir / "docker-up.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    log = os.open(paths.log("docker-up"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(devnull, 1)
     os.dup2(log, 2)
     os.close(devnull)

@@ -127,6 +127,10 @@ class Paths:
     def log_dir(self) -> Path:
         return self.runtime / "logs"
 
+    def log(self, name: str) -> Path:
+        """A program's log: docker-up, dockerd, slirp4netns, pasta, ... (`docker-up logs`)."""
+        return self.log_dir / f"{name}.log"
+
     @property
     def data_root(self) -> Path:
         return self.data_root_override or self.data / "docker"

@@ -486,7 +486,7 @@ def child_spec(
         verify=check if own_netns else None,
         dockerd=Command(argv=argv, env=env),
         listen_fd=config.listen_fd,
-        log=str(paths.log_dir / "dockerd.log"),
+        log=str(paths.log("dockerd")),
         containerd=Command(argv=daemon.containerd_argv(bins["containerd"], paths), env=env),
         containerd_pidfile=str(paths.containerd_pidfile),
         transparent_ip=bins["ip"] if own_netns and client_address(config, bins) else None,

@@ -1,4 +1,6 @@
-"""The one place that starts processes."""
+"""Commands the CLI side runs and waits for: one copy of running, probing and stopping them.
+Each long-running program has its own one launcher instead (tests/unit/test_layout.py lists
+them all)."""
 
 from __future__ import annotations
 

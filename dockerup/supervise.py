@@ -1,6 +1,6 @@
-"""Carry out a Plan: the only module that changes the system. Every helper is a context
-manager or callback on one ExitStack, so a failure or Ctrl-C half-way unwinds what was
-started, in reverse. Once dockerd answers, the process execs the lean keeper (keeper.py).
+"""Carry out a Plan: the executor of `up`, where a start changes the system. Every helper
+is a context manager or callback on one ExitStack, so a failure or Ctrl-C half-way unwinds
+what was started, in reverse. Once dockerd answers, the process execs the lean keeper (keeper.py).
 """
 
 from __future__ import annotations
@@ -143,8 +143,8 @@ def start_network(
     assert plan.net is not None
     for other in NET_DRIVERS:  # `logs` shows the helper of this run only
         with contextlib.suppress(FileNotFoundError):
-            (plan.paths.log_dir / f"{other}.log").unlink()
-    log = plan.paths.log_dir / f"{plan.net.name}.log"
+            (plan.paths.log(other)).unlink()
+    log = plan.paths.log(plan.net.name)
     logfiles.start_fresh(log)
     fifo = str(plan.paths.net_ready) if plan.net.ready_fifo else ""
     try:
@@ -213,7 +213,7 @@ def start(
     ports = open_port_manager(plan, stack)
     accel = open_listener(plan.paths.accel_sock, stack) if plan.agent else None
     if plan.net and net and ready_r is not None:
-        wait_network(plan.net.name, net, ready_r, paths.log_dir, deadline)
+        wait_network(plan.net.name, net, ready_r, paths.log(plan.net.name), deadline)
     timings["network_ready"] = time.monotonic() - t0
 
     rlk = serve_rootlesskit_api(plan, child.p.pid, stack)
@@ -271,9 +271,8 @@ def start(
     return running, Handles(child, net, exit_w, ns_fds, ports, accel, rlk)
 
 
-def wait_network(name: str, net: subprocess.Popen[bytes], ready_r: int, log_dir: Path,
+def wait_network(name: str, net: subprocess.Popen[bytes], ready_r: int, log: Path,
                  deadline: float) -> None:  # fmt: skip
-    log = log_dir / f"{name}.log"
     pidfd = os.pidfd_open(net.pid)
     try:
         came_up = wait_ready(ready_r, pidfd, max(0.0, deadline - time.monotonic()))
@@ -286,58 +285,39 @@ def wait_network(name: str, net: subprocess.Popen[bytes], ready_r: int, log_dir:
         raise helper_died(net, name, "the network to be ready", log)
 
 
-class _NotYet(Exception):
-    pass
-
-
 def wait_socket(sock: Path, child: ChildLink, deadline: float) -> None:
-    def attempt() -> None:
+    def connects() -> bool:
         if child.p.poll() is not None:
             raise helper_died(child.p, child.name, "its socket", child.log)
         with socket.socket(socket.AF_UNIX) as s:
             try:
                 s.connect(str(sock))
-            except OSError as e:
-                raise _NotYet from e
+            except OSError:
+                return False
+        return True
 
-    retry(attempt, deadline, "dockerd's socket", child.log)
+    wait_for(connects, deadline, "dockerd's socket", child.log)
 
 
 def wait_api(sock: Path, child: ChildLink, deadline: float) -> None:
     """Until GET /_ping answers 200: a raw request (wire.ping). The docker SDK would cost
     about 0.1 s to import on the start-up path for this one call."""
 
-    def attempt() -> None:
+    def answers() -> bool:
         if child.p.poll() is not None:
             raise helper_died(child.p, child.name, "the Engine API", child.log)
-        if not ping(sock):
-            raise _NotYet
+        return ping(sock)
 
-    retry(attempt, deadline, "the Engine API to answer", child.log)
+    wait_for(answers, deadline, "the Engine API to answer", child.log)
 
 
-def retry(attempt: Callable[[], None], deadline: float, what: str, log: Path) -> None:
-    from tenacity import (
-        RetryError,
-        Retrying,
-        retry_if_exception_type,
-        stop_before_delay,
-        wait_fixed,
-    )
+def wait_for(condition: Callable[[], bool], deadline: float, what: str, log: Path) -> None:
+    from dockerup.waiting import wait_until  # tenacity: only when a start waits
 
-    try:
-        for a in Retrying(
-            retry=retry_if_exception_type(_NotYet),
-            stop=stop_before_delay(max(0.0, deadline - time.monotonic())),
-            # A fixed short period: the wait ends within 10 ms of readiness, at little cost.
-            wait=wait_fixed(0.01),
-        ):
-            with a:
-                attempt()
-    except RetryError as e:
-        raise DockerUpError(
-            f"timed out waiting for {what}", hint=f"log: {log}", detail=proc.tail(log)
-        ) from e
+    # A fixed short period: the wait ends within 10 ms of readiness, at little cost.
+    if not wait_until(condition, deadline - time.monotonic(), period=0.01):
+        raise DockerUpError(f"timed out waiting for {what}", hint=f"log: {log}",
+                            detail=proc.tail(log))  # fmt: skip
 
 
 def raise_on_stop_signals() -> None:
@@ -359,7 +339,7 @@ def logged(paths: Paths, progress: Progress) -> Progress:
     """docker-up's own lines go to its log file too (`docker-up logs` shows them)."""
 
     def both(msg: str) -> None:
-        append_log(paths.log_dir / "docker-up.log", msg)
+        append_log(paths.log("docker-up"), msg)
         progress(msg)
 
     return both

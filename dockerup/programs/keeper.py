@@ -1,6 +1,6 @@
 """What stays resident: the supervisor docker-up turns into once dockerd answers.
 
-docker-up needs typer, rich, the docker SDK and pyroute2 to start (about 30 MB of Python);
+The CLI needs typer, rich and tenacity (tens of MB of Python, the docker SDK for some verbs);
 none of them to keep watch. So once the daemon is ready, the CLI process execs this
 stdlib-only script (`python -S`), which keeps the same PID, the same children (dockerd and
 the network helper, still reapable) and the fds it needs: the instance lock, the pipe whose
@@ -153,7 +153,7 @@ class Keeper:
             self.exited[pid] = status
 
     def sleep(self, seconds: float) -> None:
-        """A sleep that a stop signal cuts short (tenacity's sleep hook)."""
+        """A sleep that a stop signal cuts short (between dockerd restarts)."""
         ready = readable([self.wake_r], seconds)
         if ready and self.stop_requested():
             raise Stop

@@ -63,7 +63,7 @@ def stop(paths: Paths, timeout: float = 60.0) -> Stopped:
 
 
 def log_files(paths: Paths) -> dict[str, Path]:
-    return {name: paths.log_dir / f"{name}.log" for name in LOGS}
+    return {name: paths.log(name) for name in LOGS}
 
 
 def read_logs(paths: Paths, lines: int) -> Logs:

@@ -322,3 +322,10 @@ def launch_sites() -> set[tuple[str, str]]:
 
 def test_each_program_has_one_launcher() -> None:
     assert launch_sites() == set(LAUNCHERS)
+
+
+def test_one_way_to_wait_on_the_cli_side() -> None:
+    """waiting.py owns polling (tenacity); a second wrapper elsewhere would drift from it."""
+    users = {str(p.relative_to(PKG)) for p in PKG.rglob("*.py")
+             if re.search(r"^\s*(from|import) tenacity", p.read_text(), re.M)}  # fmt: skip
+    assert users == {"waiting.py"}
