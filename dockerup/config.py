@@ -39,7 +39,7 @@ class Config:
     tcp: str | None = None
     tls_dir: str | None = None  # holds ca.pem, cert.pem, key.pem
     port_forwarder: str = "splice"  # or "slirp": see dockerup/programs/ports.py
-    net: str = "slirp4netns"
+    net: str = NET_DRIVERS[0]
     # Cap on each container's TCP send buffer (net.ipv4.tcp_wmem's max), 0: the kernel's.
     # A container's TCP ends at the network helper, a hop away, so a small buffer costs
     # nothing there, while the kernel's 4 MiB floods the helper (docs/performance.md).

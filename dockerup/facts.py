@@ -10,33 +10,31 @@ import shutil
 import socket
 import struct
 import sys
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from dockerup import proc
-from dockerup.probecache import ProbeCache, cache_file
+from dockerup.net.kinds import KINDS
+from dockerup.probecache import probes
 from dockerup.programs.common import ipv6_addresses, ipv6_default_gateways, routes
 
 # Debian's PATH for a normal user lacks the sbin directories, where dockerd and runc live.
 EXTRA_PATH = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 
-# Program -> the Debian package that provides it (for the error a user sees).
-PACKAGES: dict[str, str] = {
+# Program -> the Debian package that provides it (for the error a user sees). Every start
+# needs these; each network driver's own programs (its kind's) only with that driver.
+REQUIRED_PACKAGES: dict[str, str] = {
     "dockerd": "docker.io",
     "containerd": "containerd",
     "runc": "runc",
-    "slirp4netns": "slirp4netns",
     "newuidmap": "uidmap",
     "newgidmap": "uidmap",
     "iptables": "iptables",
     "docker-proxy": "docker.io",
-    "pasta": "passt",
-    "setpriv": "util-linux",
 }
-# Always needed; slirp4netns only with its driver (see plan.missing_programs).
-REQUIRED = tuple(p for p in PACKAGES if p not in ("pasta", "setpriv"))
-OPTIONAL = ("fuse-overlayfs", "docker", "pasta", "setpriv", "ip")
+DRIVER_PACKAGES = {p: pkg for kind in KINDS.values() for p, pkg in kind.programs.items()}
+PACKAGES = REQUIRED_PACKAGES | DRIVER_PACKAGES
+REQUIRED = tuple(REQUIRED_PACKAGES)  # see plan.missing_programs
+OPTIONAL = ("fuse-overlayfs", "docker", "ip")
 
 
 @dataclass(frozen=True)
@@ -64,7 +62,7 @@ class HostFacts:
     subgid: tuple[IdRange, ...]
     tun: TunAccess
     slirp_help: str = ""
-    pasta_help: str = ""  # probed only when pasta is chosen (see with_pasta)
+    pasta_help: str = ""  # probed only when pasta is chosen (net/pasta.py's probe)
     pasta_version: str = ""
     python: str = sys.executable
     env: dict[str, str] = field(default_factory=dict)
@@ -85,11 +83,6 @@ class HostFacts:
     # What the engine's programs say of themselves (`--version`; see dockerup/engine.py).
     dockerd_version: str = ""
     containerd_version: str = ""
-
-
-def probes(env: Mapping[str, str], home: str) -> ProbeCache:
-    """What binaries say about themselves, cached per user (dockerup/probecache.py)."""
-    return ProbeCache(cache_file(env, home), proc.output, proc.tty_output)
 
 
 def search_path(env_path: str) -> str:
@@ -198,7 +191,8 @@ def probe(env: dict[str, str] | None = None) -> HostFacts:
     except KeyError:
         user, home = str(uid), env.get("HOME", "/")
     path = search_path(env.get("PATH", "/usr/bin:/bin"))
-    binaries = {name: shutil.which(name, path=path) for name in REQUIRED + OPTIONAL}
+    names = (*REQUIRED, *DRIVER_PACKAGES, *OPTIONAL)
+    binaries = {name: shutil.which(name, path=path) for name in names}
     slirp = binaries.get("slirp4netns")
     uid_map, gid_map = read_text("/proc/self/uid_map"), read_text("/proc/self/gid_map")
     if_inet6 = read_text("/proc/net/if_inet6")
@@ -281,19 +275,3 @@ def with_accel(f: HostFacts) -> HostFacts:
     actions = read_text("/proc/sys/kernel/seccomp/actions_avail")
     cookie = has_netns_cookie()
     return replace(f, accel_problems=tuple(support_problems(actions, version, cookie)))
-
-
-def with_pasta(f: HostFacts) -> HostFacts:
-    """pasta's --help and version, probed only when it is chosen (it costs ~10 ms).
-    Debian's pasta prints "unknown version", so the package's version is added."""
-    pasta = f.binaries.get("pasta")
-    if not pasta or f.pasta_help:
-        return f
-    cache = probes(f.env, f.home)
-    # With a terminal: Debian 13's pasta loses what it prints into a pipe (proc.tty_output).
-    version = cache.output([pasta, "--version"], tty=True)
-    if "unknown version" in version:
-        pkg = proc.output(["dpkg-query", "-W", "-f", "${Version}", "passt"]).strip()
-        if pkg and " " not in pkg:
-            version += f"\npasst {pkg}\n"
-    return replace(f, pasta_help=cache.output([pasta, "--help"], tty=True), pasta_version=version)

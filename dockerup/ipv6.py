@@ -6,7 +6,8 @@ from __future__ import annotations
 from dockerup.config import Config
 from dockerup.errors import DockerUpError
 from dockerup.facts import HostFacts
-from dockerup.net import NetworkDriver, slirp4netns
+from dockerup.net import NetworkDriver
+from dockerup.net.kinds import kind_of
 from dockerup.programs.common import GATEWAY6
 
 IPV6_SYSCTLS = {
@@ -55,12 +56,7 @@ def ipv6_problem(config: Config, facts: HostFacts, bins: dict[str, str]) -> tupl
         return "the workspace has no IPv6 (no ::1 on lo)", hint
     if "ip" not in bins:
         return "iproute2's ip is not installed", "sudo apt-get install iproute2"
-    if config.net == "pasta" and not facts.ipv6_gateways:
-        return ("pasta carries IPv6 only for a workspace with an IPv6 default route",
-                "use --net slirp4netns, or give the workspace an IPv6 route")  # fmt: skip
-    if config.net == "slirp4netns" and not slirp4netns.parse_features(facts.slirp_help).ipv6:
-        return "this slirp4netns has no --enable-ipv6", "install slirp4netns 0.4 or newer"
-    return "", ""
+    return kind_of(config.net).ipv6_problem(facts)
 
 
 def ipv6_commands(net: NetworkDriver, bins: dict[str, str], config: Config) -> list[list[str]]:

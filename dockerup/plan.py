@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from dockerup import context, daemon
 from dockerup.config import Config, Storage
@@ -14,6 +13,7 @@ from dockerup.facts import PACKAGES, REQUIRED, HostFacts, IdRange, usable_ranges
 from dockerup.ipv6 import IPV6_SYSCTLS, ipv6_commands, resolve_ipv6
 from dockerup.modes import Mode, resolve_mode
 from dockerup.net import NetworkDriver, slirp4netns
+from dockerup.net.kinds import kind_of
 from dockerup.paths import UNIX_SOCKET_MAX, Paths, resolve_paths, system_paths
 from dockerup.programs import script
 from dockerup.programs.common import (
@@ -28,9 +28,6 @@ from dockerup.programs.common import (
     PREFIXLEN6,
 )
 from dockerup.programs.specs import ApiInfo, ChildSpec, Command, NetCheck
-
-if TYPE_CHECKING:
-    from dockerup.net import pasta
 
 
 def sysctls(gids: int, config: Config, ipv6: bool = False) -> dict[str, str]:
@@ -143,10 +140,8 @@ class Plan:
 def missing_programs(facts: HostFacts, mode: Mode, net: str | None) -> list[str]:
     """net: the network driver, None for the host's network."""
     needed = [n for n in REQUIRED if mode.needs_userns() or n not in ("newuidmap", "newgidmap")]
-    if net != "slirp4netns":
-        needed.remove("slirp4netns")
-    if net == "pasta":
-        needed += ["pasta", "setpriv"]
+    if net is not None:
+        needed += kind_of(net).programs
     return [name for name in needed if not facts.binaries.get(name)]
 
 
@@ -234,32 +229,7 @@ def network_driver(
     ipv6: bool = False,
 ) -> NetworkDriver:  # fmt: skip
     require_tun(facts)
-    if config.net == "pasta":
-        from dockerup.net import pasta
-
-        return pasta.configure(
-            bins["pasta"], bins["setpriv"], require_pasta(facts),
-            config.mtu, config.allow_host_loopback, mode.needs_userns(), ipv6,
-        )  # fmt: skip
-    return slirp4netns.configure(
-        bins["slirp4netns"], slirp4netns.parse_features(facts.slirp_help),
-        config.mtu, config.allow_host_loopback, paths.slirp_api, ipv6,
-    )  # fmt: skip
-
-
-def require_pasta(facts: HostFacts) -> pasta.PastaFeatures:
-    """What pasta needs of the workspace and of itself (doctor's net.pasta check too)."""
-    from dockerup.net import pasta
-
-    features = pasta.parse_features(facts.pasta_help, facts.pasta_version)
-    pasta.require_features(features)
-    if not facts.default_route:
-        raise DockerUpError(
-            "pasta needs a network interface with a default route in the workspace, "
-            "and this network namespace has none",
-            hint="use --net slirp4netns, which needs none",
-        )
-    return features
+    return kind_of(config.net).configure(config, facts, bins, paths, mode, ipv6)
 
 
 def resolve_accel(config: Config, facts: HostFacts) -> bool:
@@ -306,7 +276,9 @@ def require_forwarder(config: Config) -> None:
     if config.port_forwarder not in FORWARDERS:
         raise DockerUpError(f"unknown port forwarder {config.port_forwarder!r}",
                             hint=f"choose one of: {', '.join(FORWARDERS)}")  # fmt: skip
-    if config.port_forwarder == "slirp" and (config.net != "slirp4netns" or config.host_network):
+    if config.port_forwarder == "slirp" and (
+        config.host_network or not kind_of(config.net).api_port_forwarder
+    ):
         raise DockerUpError(
             "the slirp port forwarder needs the slirp4netns network driver "
             f"(here: {'the host network' if config.host_network else config.net})",

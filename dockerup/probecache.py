@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from dockerup import proc
 from dockerup.programs.common import atomic_write
 from dockerup.programs.specs import Spec
 
@@ -27,6 +28,11 @@ class ProbeFile(Spec):
     """probes.json: the whole cache is dropped when any of it is not as declared."""
 
     entries: dict[str, Probe]  # the command line, NUL-joined -> what it said
+
+
+def probes(env: Mapping[str, str], home: str) -> ProbeCache:
+    """What binaries say about themselves, cached per user."""
+    return ProbeCache(cache_file(env, home), proc.output, proc.tty_output)
 
 
 def cache_file(env: Mapping[str, str], home: str) -> Path:

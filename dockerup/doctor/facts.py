@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dockerup import proc
-from dockerup.facts import HostFacts, read_text, with_accel, with_pasta
+from dockerup.facts import HostFacts, read_text, with_accel
+from dockerup.net import NET_DRIVERS
+from dockerup.net.kinds import probe_all
 from dockerup.paths import Paths
 from dockerup.programs import script, wire
 from dockerup.programs.common import IPTABLES_BACKENDS
@@ -47,7 +49,7 @@ class DoctorFacts:
     all_subgid: str = ""
     runtime_writable: bool = True  # can we create the runtime dir (its parent is writable)
     runtime_foreign: bool = False  # it exists but is someone else's, or a symlink
-    net: str = "slirp4netns"  # the network driver the configuration chooses
+    net: str = NET_DRIVERS[0]  # the network driver the configuration chooses
     net_accel: bool | None = None  # None: auto
     mode: str = "auto"  # the mode the configuration asks for
     ipv6: bool | None = None  # None: auto
@@ -105,7 +107,7 @@ def probe_cheap(h: HostFacts, paths: Paths, config: Config) -> DoctorFacts:
 def probe_doctor(cheap: DoctorFacts, docker_up: results.Status) -> DoctorFacts:
     """Everything doctor checks: the cheap facts, then what needs a process (a throwaway
     namespace, each program's --version, an overlay mount). docker_up: its `status`."""
-    h = with_accel(with_pasta(cheap.host))
+    h = with_accel(probe_all(cheap.host))
     paths = cheap.paths
     netns = proc.probe(_in_fresh_ns(h, ["--net"], ["true"]))
     versions = {

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 from dockerup import ipv6
-from dockerup import plan as planning
 from dockerup.doctor.facts import DoctorFacts
 from dockerup.doctor.model import Result, Status, from_require, ok
 from dockerup.errors import DockerUpError
@@ -23,7 +22,7 @@ def check_net_driver(f: DoctorFacts) -> Result:
 
 def check_slirp4netns(f: DoctorFacts) -> Result:
     if not f.host.binaries.get("slirp4netns"):
-        status = Status.fail if f.net == "slirp4netns" else Status.skip
+        status = Status.fail if f.net == slirp4netns.NAME else Status.skip
         return Result(status, "slirp4netns not found", "sudo apt-get install slirp4netns")
     feats = slirp4netns.parse_features(f.host.slirp_help)
     have = [n for n, on in (("sandbox", feats.sandbox), ("seccomp", feats.seccomp),
@@ -42,13 +41,13 @@ def check_slirp4netns(f: DoctorFacts) -> Result:
 
 def check_pasta(f: DoctorFacts) -> Result:
     h = f.host
-    chosen = f.net == "pasta"
+    chosen = f.net == pasta.NAME
     if not h.binaries.get("pasta"):
         if chosen:
             return Result(Status.fail, "pasta not found", "sudo apt-get install passt")
         return Result(Status.skip, "not installed (optional: apt-get install passt)")
     feats = pasta.parse_features(h.pasta_help, h.pasta_version)
-    r = from_require(lambda: planning.require_pasta(h), f"usable ({feats.version})")
+    r = from_require(lambda: pasta.require_usable(h), f"usable ({feats.version})")
     # Only a problem when pasta is chosen; otherwise a note about an option not taken.
     return r if chosen or r.status is Status.ok else replace(r, status=Status.warn)
 

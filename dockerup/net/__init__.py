@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
-# The drivers docker-up knows; the first is the default.
-NET_DRIVERS = ("slirp4netns", "pasta")
+from dockerup.net.kinds import KINDS
+
+# The drivers docker-up knows (one NetKind each, net/kinds.py); the first is the default.
+NET_DRIVERS = tuple(KINDS)
 
 
 class NetworkDriver(Protocol):

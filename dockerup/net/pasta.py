@@ -16,10 +16,18 @@ version in --version. What it has instead:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
+from dockerup import proc
 from dockerup.errors import DockerUpError
 from dockerup.net import slirp4netns
+from dockerup.probecache import probes
+
+if TYPE_CHECKING:
+    from dockerup.facts import HostFacts
+
+NAME = "pasta"
 
 # The same addresses as slirp4netns, so the namespace looks the same to everything
 # above it (resolv.conf, the verifier, the host-loopback rule on 10.0.2.2).
@@ -89,7 +97,7 @@ class Pasta:
     dns_forward: bool
     ipv4_only: bool
     ipv6: bool = False
-    name: str = "pasta"
+    name: str = NAME
     # Its PID file: a named pipe in the runtime dir. /proc/self/fd/N of an inherited pipe
     # served Debian 12's pasta; Debian 13's closes inherited fds first ("Couldn't open PID
     # file /proc/self/fd/10"). Both open the pipe by name before they isolate themselves.
@@ -131,6 +139,35 @@ class Pasta:
 
     def ipv6_commands(self, ip: str) -> list[list[str]]:
         return []  # --config-net sets the IPv6 address and route too
+
+
+def probe(f: HostFacts) -> HostFacts:
+    """pasta's --help and version, probed only when it is chosen (it costs ~10 ms).
+    Debian's pasta prints "unknown version", so the package's version is added."""
+    pasta = f.binaries.get("pasta")
+    if not pasta or f.pasta_help:
+        return f
+    cache = probes(f.env, f.home)
+    # With a terminal: Debian 13's pasta loses what it prints into a pipe (proc.tty_output).
+    version = cache.output([pasta, "--version"], tty=True)
+    if "unknown version" in version:
+        pkg = proc.output(["dpkg-query", "-W", "-f", "${Version}", "passt"]).strip()
+        if pkg and " " not in pkg:
+            version += f"\npasst {pkg}\n"
+    return replace(f, pasta_help=cache.output([pasta, "--help"], tty=True), pasta_version=version)
+
+
+def require_usable(facts: HostFacts) -> PastaFeatures:
+    """What pasta needs of the workspace and of itself (doctor's net.pasta check too)."""
+    features = parse_features(facts.pasta_help, facts.pasta_version)
+    require_features(features)
+    if not facts.default_route:
+        raise DockerUpError(
+            "pasta needs a network interface with a default route in the workspace, "
+            "and this network namespace has none",
+            hint="use --net slirp4netns, which needs none",
+        )
+    return features
 
 
 def require_features(features: PastaFeatures) -> None:

@@ -17,6 +17,7 @@ from dockerup.programs.common import (
     PREFIXLEN6,
 )
 
+NAME = "slirp4netns"
 TAP = "tap0"
 # slirp4netns' fixed addresses in its default 10.0.2.0/24 network (pasta uses the same).
 __all__ = [
@@ -80,7 +81,7 @@ class Slirp4netns:
     sandbox: bool
     seccomp: bool
     ipv6: bool = False
-    name: str = "slirp4netns"
+    name: str = NAME
     ready_fifo: bool = False  # --ready-fd: an inherited pipe
 
     @property

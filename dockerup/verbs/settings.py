@@ -12,6 +12,7 @@ from dockerup.config import Config
 from dockerup.early import mark
 from dockerup.errors import DockerUpError
 from dockerup.modes import Mode, resolve_mode
+from dockerup.net.kinds import kind_of
 from dockerup.paths import Paths
 from dockerup.plan import Plan, build_plan, paths_for, resolve_mode_of
 
@@ -82,8 +83,7 @@ def make_plan(config: Config, f: host.HostFacts | None = None) -> Plan:
     from dockerup.doctor.facts import probe_cheap
 
     f = host.with_engine(f or host.probe(), config.dockerd)
-    if config.net == "pasta":
-        f = host.with_pasta(f)
+    f = kind_of(config.net).probe(f)
     if wants_agent(config):
         f = host.with_accel(f)
     if not config.host_network:

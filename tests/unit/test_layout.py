@@ -329,3 +329,45 @@ def test_one_way_to_wait_on_the_cli_side() -> None:
     users = {str(p.relative_to(PKG)) for p in PKG.rglob("*.py")
              if re.search(r"^\s*(from|import) tenacity", p.read_text(), re.M)}  # fmt: skip
     assert users == {"waiting.py"}
+
+
+def driver_name_branches(tree: ast.AST, names: set[str]) -> list[str]:
+    """Every comparison (==, !=, in, not in, a match case) with a driver's name as a
+    string literal: a caller asking "is it pasta?" instead of asking the driver's kind."""
+
+    def literal(node: ast.AST) -> bool:
+        if isinstance(node, ast.Constant):
+            return node.value in names
+        elems = node.elts if isinstance(node, ast.Tuple | ast.List | ast.Set) else []
+        return any(literal(e) for e in elems)
+
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare) and any(map(literal, [node.left, *node.comparators])):
+            found.append(ast.unparse(node))
+        elif isinstance(node, ast.MatchValue) and literal(node.value):
+            found.append(f"case {ast.unparse(node.value)}")
+    return found
+
+
+def test_no_caller_branches_on_a_network_drivers_name() -> None:
+    """What differs between drivers is their kind's to say (net/kinds.py), so that a driver
+    has one owner; outside dockerup/net nothing compares a name with "pasta" or
+    "slirp4netns" (doctor's "is this the chosen driver?" compares with the driver's NAME)."""
+    from dockerup.net.kinds import KINDS
+
+    found = {
+        str(p.relative_to(PKG)): hits
+        for p in PKG.rglob("*.py")
+        if p.relative_to(PKG).parts[0] != "net"
+        and (hits := driver_name_branches(ast.parse(p.read_text()), set(KINDS)))
+    }
+    assert found == {}
+
+
+def test_a_branch_on_a_driver_name_is_found() -> None:
+    code = ('if config.net == "pasta": pass\nok = net != other\nx = n in ("a", "slirp4netns")\n'
+            'match net:\n    case "pasta": pass\nnames = ["pasta"]\n')  # fmt: skip
+    assert driver_name_branches(ast.parse(code), {"pasta", "slirp4netns"}) == [
+        "config.net == 'pasta'", "n in ('a', 'slirp4netns')", "case 'pasta'",
+    ]  # fmt: skip
