@@ -62,6 +62,7 @@ class HostFacts:
     subgid: tuple[IdRange, ...]
     tun: TunAccess
     slirp_help: str = ""
+    slirp_version: str = ""  # its --version: 1.2's --help does not say it
     pasta_help: str = ""  # probed only when pasta is chosen (net/pasta.py's probe)
     pasta_version: str = ""
     python: str = sys.executable
@@ -207,6 +208,7 @@ def probe(env: dict[str, str] | None = None) -> HostFacts:
         subgid=parse_subid(read_text("/etc/subgid"), user, uid),
         tun=probe_tun(),
         slirp_help=probes(env, home).output([slirp, "--help"]) if slirp else "",
+        slirp_version=probes(env, home).output([slirp, "--version"]) if slirp else "",
         env=env,
         initial_userns=is_initial_userns(uid_map),
         net_admin=probe_net_admin(),

@@ -24,7 +24,7 @@ def check_slirp4netns(f: DoctorFacts) -> Result:
     if not f.host.binaries.get("slirp4netns"):
         status = Status.fail if f.net == slirp4netns.NAME else Status.skip
         return Result(status, "slirp4netns not found", "sudo apt-get install slirp4netns")
-    feats = slirp4netns.parse_features(f.host.slirp_help)
+    feats = slirp4netns.parse_features(f.host.slirp_help, f.host.slirp_version)
     have = [n for n, on in (("sandbox", feats.sandbox), ("seccomp", feats.seccomp),
                             ("api-socket", feats.api_socket), ("netns-by-path", feats.netns_type))
             if on]  # fmt: skip

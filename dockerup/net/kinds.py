@@ -51,7 +51,7 @@ def _configure_slirp4netns(config: Config, facts: HostFacts, bins: dict[str, str
     from dockerup.net import slirp4netns
 
     return slirp4netns.configure(
-        bins["slirp4netns"], slirp4netns.parse_features(facts.slirp_help),
+        bins["slirp4netns"], slirp4netns.parse_features(facts.slirp_help, facts.slirp_version),
         config.mtu, config.allow_host_loopback, paths.slirp_api, ipv6,
     )  # fmt: skip
 
@@ -59,7 +59,7 @@ def _configure_slirp4netns(config: Config, facts: HostFacts, bins: dict[str, str
 def _slirp4netns_ipv6(facts: HostFacts) -> tuple[str, str]:
     from dockerup.net import slirp4netns
 
-    if not slirp4netns.parse_features(facts.slirp_help).ipv6:
+    if not slirp4netns.parse_features(facts.slirp_help, facts.slirp_version).ipv6:
         return "this slirp4netns has no --enable-ipv6", "install slirp4netns 0.4 or newer"
     return "", ""
 

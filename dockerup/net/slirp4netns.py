@@ -49,15 +49,15 @@ class SlirpFeatures:
     ipv6: bool = False
 
 
-def parse_features(help_text: str) -> SlirpFeatures:
-    """slirp4netns --help ends with its version ("slirp4netns version 1.2.0"): one run of
-    the binary tells both."""
+def parse_features(help_text: str, version_text: str = "") -> SlirpFeatures:
+    """What slirp4netns can do, from its --help; its version ("slirp4netns version 1.2.0")
+    from --version (some builds end --help with it too)."""
 
     def has(flag: str) -> bool:
         return re.search(rf"(^|[\s,]){re.escape(flag)}\b", help_text, re.M) is not None
 
     m = re.search(r"max=(\d+)", help_text)
-    v = re.search(r"^slirp4netns version (\S+)", help_text, re.M)
+    v = re.search(r"^slirp4netns version (\S+)", f"{version_text}\n{help_text}", re.M)
     return SlirpFeatures(
         version=v.group(1) if v else "unknown",
         sandbox=has("--enable-sandbox"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import socket
@@ -31,6 +32,8 @@ def test_doctor_on_this_machine_passes(workspace: Workspace) -> None:
     v = verdicts(r)
     assert v["mode"]["detail"].startswith("rootless")
     assert v["iptables"]["status"] == "ok" and v["storage"]["status"] == "ok"
+    # Each helper's version as the installed one says it (1.2's --help does not).
+    assert re.match(r"\d+\.\d+", v["net.slirp4netns"]["detail"]), v["net.slirp4netns"]
     # The table renders without a TTY and with NO_COLOR.
     r = workspace.docker_up("doctor")
     assert r.returncode == 0 and "docker-up doctor" in r.stdout and "\x1b[" not in r.stdout

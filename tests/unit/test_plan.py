@@ -51,6 +51,7 @@ def facts(**kw: object) -> HostFacts:
         subgid=(IdRange(200000, 65536),),
         tun=TunAccess(True, True),
         slirp_help=HELP_12,
+        slirp_version=(DATA / "slirp4netns-1.2.0.version").read_text(),
         python="/usr/bin/python3",
         env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "SECRET": "x"},
         dockerd_version=DOCKERD_20,

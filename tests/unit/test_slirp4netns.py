@@ -11,7 +11,10 @@ DATA = Path(__file__).parent / "data"
 
 
 def test_features_of_debian_bookworm_slirp4netns() -> None:
-    f = parse_features((DATA / "slirp4netns-1.2.0.help").read_text())
+    """Its --help and --version as they are (1.2's --help does not name its version)."""
+    help_text = (DATA / "slirp4netns-1.2.0.help").read_text()
+    assert parse_features(help_text).version == "unknown"
+    f = parse_features(help_text, (DATA / "slirp4netns-1.2.0.version").read_text())
     assert f.version == "1.2.0"
     assert (f.sandbox, f.seccomp, f.api_socket, f.exit_fd, f.ready_fd) == (True,) * 5
     assert f.netns_type and f.disable_host_loopback
