@@ -29,6 +29,26 @@ def processes_of(uid: int) -> list[int]:
     return out
 
 
+def describe(pids: list[int]) -> str:
+    out = []
+    for pid in pids:
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            ppid = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+        except OSError:
+            continue
+        out.append(f"{pid} (parent {ppid}): {cmd[:200]}")
+    return "; ".join(out)
+
+
+def nothing_left(uid: int, what: str = "nothing left") -> None:
+    """Every process of the user ends; if not, the failure names what is left."""
+    try:
+        wait_for(lambda: not processes_of(uid), 30, what)
+    except AssertionError as e:
+        raise AssertionError(f"{e}: {describe(processes_of(uid))}") from None
+
+
 def status(ws: Workspace) -> dict[str, object]:
     r = ws.docker_up("status", "--json")
     doc: dict[str, object] = json.loads(r.stdout)
@@ -44,7 +64,7 @@ def detached(workspace: Workspace) -> Workspace:
     """A workspace whose background docker-up is stopped (and checked gone) at the end."""
     yield workspace  # type: ignore[misc]
     workspace.docker_up("stop", timeout=90)
-    wait_for(lambda: not processes_of(workspace.user.uid), 30, "all of the user's processes")
+    nothing_left(workspace.user.uid, "all of the user's processes")
 
 
 def test_detach_status_logs_stop(detached: Workspace, busybox_tar: Path) -> None:
@@ -93,7 +113,7 @@ def test_detach_failure_returns_nonzero_with_the_log_tail(workspace: Workspace) 
     assert "dockerd exited with code 7" in r.stderr
     assert "dockerd-went-boom" in r.stderr
     assert "Traceback" not in r.stderr
-    wait_for(lambda: not processes_of(workspace.user.uid), 30, "nothing left")
+    nothing_left(workspace.user.uid)
 
 
 def test_twenty_detached_starts_at_once_make_one_daemon(detached: Workspace) -> None:
@@ -232,7 +252,7 @@ def test_sigterm_while_starting_leaves_nothing(
         s.p.send_signal(signal.SIGTERM)
         assert s.p.wait(60) == 130
         s.log.close()  # type: ignore[attr-defined]
-        wait_for(lambda: not processes_of(workspace.user.uid), 30, "nothing left")
+        nothing_left(workspace.user.uid)
         assert not (workspace.runtime_dir / "docker-up" / "docker.sock").exists()
 
 
@@ -248,7 +268,7 @@ def test_start_stop_cycles_leak_nothing(workspace: Workspace, started: list[Dock
         s.wait_ready()
         assert s.stop() == 0
         started.remove(s)
-    wait_for(lambda: not processes_of(workspace.user.uid), 30, "nothing left")
+    nothing_left(workspace.user.uid)
     run_dir = workspace.runtime_dir / "docker-up"
     assert [n for n in STALE if (run_dir / n).exists()] == []
 
@@ -265,7 +285,7 @@ def test_userns_root_mode(workspace: Workspace, started: list[DockerUp], busybox
     r = workspace.docker("run", "--rm", "bb:test", "sh", "-c", "echo ok; id -u")
     assert r.stdout.split() == ["ok", "0"]
     assert s.stop() == 0
-    wait_for(lambda: not processes_of(workspace.user.uid), 30, "nothing left")
+    nothing_left(workspace.user.uid)
 
 
 def test_modes_that_cannot_work_are_refused(workspace: Workspace) -> None:
