@@ -3,12 +3,10 @@ What only doctor reads, and its probes, are dockerup/doctor/facts.py's."""
 
 from __future__ import annotations
 
-import fcntl
 import os
 import pwd
 import shutil
 import socket
-import struct
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -164,12 +162,11 @@ def is_initial_userns(uid_map: str) -> bool:
 def probe_net_admin() -> bool:
     """Do we hold CAP_NET_ADMIN over our network namespace? Set lo's flags to what they
     already are: the kernel checks the capability first, and nothing changes either way."""
-    siocgifflags, siocsifflags = 0x8913, 0x8914
+    from dockerup.programs import linux  # ctypes: only for the probe, not every fact reader
+
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            req = struct.pack("16sH14x", b"lo", 0)
-            flags = fcntl.ioctl(s, siocgifflags, req)
-            fcntl.ioctl(s, siocsifflags, flags)
+            linux.set_if_flags(s, "lo", linux.if_flags(s, "lo"))
     except OSError:
         return False
     return True

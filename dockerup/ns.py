@@ -1,7 +1,7 @@
 """Joining docker-up's namespaces and nesting a user namespace inside them (for `run`).
 
-Python 3.11 has neither os.setns nor os.unshare: libc's, through ctypes. Kernel rules that
-shape the order of things (user_namespaces(7), setns(2)):
+Python 3.11 has neither os.setns nor os.unshare: libc's, through programs/linux.py. Kernel
+rules that shape the order of things (user_namespaces(7), setns(2)):
 - setns into a user namespace needs a single-threaded caller, and gives every capability
   there; the mount and network namespaces are joined after it, with those capabilities.
 - Joining a mount namespace resets the working directory to its root: the caller's directory
@@ -12,26 +12,12 @@ shape the order of things (user_namespaces(7), setns(2)):
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import os
 from collections.abc import Sequence
 
 from dockerup import proc
 from dockerup.errors import DockerUpError
-
-CLONE_NEWNS = 0x00020000
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWNET = 0x40000000
-# /proc/PID/ns names, in the order they are joined.
-KINDS = {"user": CLONE_NEWUSER, "mnt": CLONE_NEWNS, "net": CLONE_NEWNET}
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _fail(what: str) -> DockerUpError:
-    e = ctypes.get_errno()
-    return DockerUpError(f"{what}: {os.strerror(e)} (errno {errno.errorcode.get(e, e)})")
+from dockerup.programs import linux
 
 
 def open_namespaces(pid: int, kinds: Sequence[str]) -> list[tuple[str, int]]:
@@ -53,8 +39,10 @@ def open_namespaces(pid: int, kinds: Sequence[str]) -> list[tuple[str, int]]:
 
 def join(fds: list[tuple[str, int]]) -> None:
     for kind, fd in fds:
-        if _libc.setns(fd, KINDS[kind]) != 0:
-            raise _fail(f"joining docker-up's {kind} namespace")
+        try:
+            linux.setns(fd, linux.NAMESPACES[kind], f"joining docker-up's {kind} namespace")
+        except linux.LinuxError as e:
+            raise DockerUpError(str(e)) from e
         os.close(fd)
 
 
@@ -63,8 +51,7 @@ def nest_own_ids(inner_uid: int, inner_gid: int) -> None:
     are inner_uid/inner_gid: not root, so no capability survives the exec, and none reaches
     the namespaces docker-up's user namespace owns."""
     outer_uid, outer_gid = os.geteuid(), os.getegid()
-    if _libc.unshare(CLONE_NEWUSER) != 0:
-        raise _fail("creating the user namespace for the program")
+    _new_userns()
     _write("/proc/self/setgroups", "deny")
     _write("/proc/self/uid_map", f"{inner_uid} {outer_uid} 1\n")
     _write("/proc/self/gid_map", f"{inner_gid} {outer_gid} 1\n")
@@ -95,14 +82,20 @@ def nest_identity() -> None:
     pid = proc.forked(write_maps)
     os.close(r)
     try:
-        if _libc.unshare(CLONE_NEWUSER) != 0:
-            raise _fail("creating the user namespace for the program")
+        _new_userns()
         os.write(w, b"u")
     finally:
         os.close(w)
         status = os.waitpid(pid, 0)[1]
     if status != 0:
         raise DockerUpError("mapping ids into the program's user namespace failed")
+
+
+def _new_userns() -> None:
+    try:
+        linux.unshare(linux.CLONE_NEWUSER, "creating the user namespace for the program")
+    except linux.LinuxError as e:
+        raise DockerUpError(str(e)) from e
 
 
 def _read(path: str) -> str:

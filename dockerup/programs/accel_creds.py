@@ -20,20 +20,10 @@ import ctypes
 import os
 import struct
 
-CLONE_NEWNS = 0x00020000
-CLONE_NEWUSER = 0x10000000
-PR_SET_KEEPCAPS = 8
+from dockerup.programs import linux
+
 SYS_CAPSET = {"x86_64": 126, "aarch64": 91}[os.uname().machine]
 CAP_VERSION_3 = 0x20080522
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _check(r: int) -> int:
-    if r < 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
-    return r
 
 
 def parse_status(text: str) -> dict[str, list[int]]:
@@ -56,7 +46,7 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
         effective & 0xFFFFFFFF, permitted & 0xFFFFFFFF, inheritable & 0xFFFFFFFF,
         effective >> 32, permitted >> 32, inheritable >> 32,
     )  # fmt: skip
-    _check(_libc.syscall(SYS_CAPSET, header, data))
+    linux.check(linux.libc.syscall(SYS_CAPSET, header, data), "capset")
 
 
 class Caller:
@@ -88,20 +78,20 @@ class Caller:
     def become(self) -> None:
         """In the forked child only: no way back."""
         if self.user >= 0:
-            _check(_libc.setns(self.user, CLONE_NEWUSER))
+            linux.setns(self.user, linux.CLONE_NEWUSER)
         # Read after joining: the kernel translates ids into the reader's namespace.
         with open(f"/proc/{self.tid}/status") as f:
             st = parse_status(f.read())
-        _check(_libc.setns(self.mnt, CLONE_NEWNS))
+        linux.setns(self.mnt, linux.CLONE_NEWNS)
         os.fchdir(self.root)
         os.chroot(".")
         os.fchdir(self.cwd)
-        _check(_libc.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0))
+        linux.prctl(linux.PR_SET_KEEPCAPS, 1)
         os.setgroups(st.get("Groups", []))
         os.setresgid(*st["Gid"][:3])
         os.setresuid(*st["Uid"][:3])
-        _libc.setfsgid(st["Gid"][3])
-        _libc.setfsuid(st["Uid"][3])
+        linux.libc.setfsgid(st["Gid"][3])
+        linux.libc.setfsuid(st["Uid"][3])
         capset(st["CapEff"][0], st["CapPrm"][0], st["CapInh"][0])
 
 
@@ -126,7 +116,7 @@ def connect_as(caller: Caller, sock: int, raw: bytes) -> tuple[int, int]:
                     with contextlib.suppress(OSError):
                         os.close(int(fd))
             caller.become()
-            res = _libc.connect(sock, raw, len(raw))
+            res = linux.libc.connect(sock, raw, len(raw))
             err = 0 if res == 0 else ctypes.get_errno()
             os.write(w, struct.pack("=i", err))
             code = 0

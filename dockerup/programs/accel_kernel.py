@@ -15,7 +15,7 @@ import select
 import socket
 import struct
 
-from dockerup.programs.watch import LIBC
+from dockerup.programs.linux import libc
 
 # <linux/seccomp.h>, x86-64 and arm64 alike.
 NOTIF = struct.Struct("=QII iIQ6Q")  # id, pid, flags, data{nr, arch, ip, args[6]}
@@ -41,8 +41,6 @@ SYS_PIDFD_GETFD = 438
 PIDFD_THREAD = os.O_EXCL  # Linux 6.9+: a pidfd for any thread, not only a leader
 SO_NETNS_COOKIE = 71  # Linux 5.14+: which network namespace a socket lives in
 SO_PROTOCOL = 38
-
-_libc = LIBC
 
 
 class Gone(Exception):
@@ -96,7 +94,7 @@ def read_memory(tid: int, ptr: int, length: int) -> bytes:
     buf = ctypes.create_string_buffer(length)
     local = _IOVec(ctypes.cast(buf, ctypes.c_void_p), length)
     remote = _IOVec(ptr, length)
-    n = _libc.process_vm_readv(tid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
+    n = libc.process_vm_readv(tid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
     if n != length:
         e = ctypes.get_errno() if n < 0 else errno.EFAULT
         if e in (errno.ESRCH, errno.EPERM):
@@ -106,7 +104,7 @@ def read_memory(tid: int, ptr: int, length: int) -> bytes:
 
 
 def pidfd_getfd(pidfd: int, fd: int) -> int:
-    r: int = _libc.syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
+    r: int = libc.syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
     if r < 0:
         e = ctypes.get_errno()
         raise OSError(e, os.strerror(e))
@@ -151,7 +149,7 @@ def fd_cloexec(tid: int, fd: int) -> bool:
 
 def raw_connect(fd: int, raw: bytes) -> int:
     """connect() to the bytes as they are; 0 or the errno."""
-    return 0 if _libc.connect(fd, raw, len(raw)) == 0 else ctypes.get_errno()
+    return 0 if libc.connect(fd, raw, len(raw)) == 0 else ctypes.get_errno()
 
 
 _INT = ctypes.c_int
@@ -159,9 +157,7 @@ _INT = ctypes.c_int
 
 def so_error(fd: int) -> int:
     value, size = _INT(0), ctypes.c_uint32(4)
-    _libc.getsockopt(
-        fd, socket.SOL_SOCKET, socket.SO_ERROR, ctypes.byref(value), ctypes.byref(size)
-    )
+    libc.getsockopt(fd, socket.SOL_SOCKET, socket.SO_ERROR, ctypes.byref(value), ctypes.byref(size))
     return value.value
 
 

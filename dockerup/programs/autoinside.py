@@ -10,26 +10,25 @@ socket's other end closes. Stdlib only: `python -S autoinside.py CONN USER NET`
 
 from __future__ import annotations
 
-import ctypes
 import os
+import signal
 import socket
 import sys
 import threading
 
 # This package, without site-packages (python -S): see dockerup/programs/__init__.py.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-CLONE_NEWUSER, CLONE_NEWNET = 0x10000000, 0x40000000
-PR_SET_PDEATHSIG = 1
+from dockerup.programs import linux
 
 
 def inside(conn_fd: int, user_fd: int, net_fd: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, 9)
-    for fd, kind in ((user_fd, CLONE_NEWUSER), (net_fd, CLONE_NEWNET)):
-        if fd >= 0 and libc.setns(fd, kind) != 0:
-            sys.exit(f"docker-up auto-ports: setns: {os.strerror(ctypes.get_errno())}")
+    linux.die_with_parent(signal.SIGKILL)
+    for fd, kind in ((user_fd, linux.CLONE_NEWUSER), (net_fd, linux.CLONE_NEWNET)):
         if fd >= 0:
+            try:
+                linux.setns(fd, kind)
+            except OSError as e:
+                sys.exit(f"docker-up auto-ports: {e}")
             os.close(fd)
     from dockerup.programs.messages import Connect
     from dockerup.programs.portproxy import Slots, UdpRelay, serve

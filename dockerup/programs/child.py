@@ -18,21 +18,17 @@ import time
 T_STARTED = time.monotonic()
 
 import contextlib
-import ctypes
-import errno
-import fcntl
 import os
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 from typing import TypeVar
 
 # This package, without site-packages (python -S): see dockerup/programs/__init__.py.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from dockerup.programs import netcheck
+from dockerup.programs import linux, netcheck
 from dockerup.programs.common import exec_dockerd, start_containerd
 from dockerup.programs.messages import (
     Failed,
@@ -51,52 +47,17 @@ from dockerup.programs.specs import ChildSpec, SpecError
 T_IMPORTED = time.monotonic()
 T = TypeVar("T", bound=Step)
 
-CLONE_NEWNS = 0x00020000
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWNET = 0x40000000
-NAMESPACES = {"user": CLONE_NEWUSER, "mount": CLONE_NEWNS, "net": CLONE_NEWNET}
-MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 4096, 16384, 1 << 18
-MS_SHARED = 1 << 20
-PR_SET_PDEATHSIG = 1
-SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+# The names the plan gives the namespaces (ChildSpec.unshare).
+NAMESPACES = {"user": linux.CLONE_NEWUSER, "mount": linux.CLONE_NEWNS, "net": linux.CLONE_NEWNET}
 
 # Host /run entries that must not show through the copy-up: things dockerd (or iptables, for
 # its lock) creates for itself, which would otherwise point at root-owned host files.
 RUN_PRIVATE = {"xtables.lock", "docker", "docker.sock", "docker.pid", "containerd"}
 ETC_PRIVATE = {"resolv.conf"}
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
 
 class ChildError(Exception):
     pass
-
-
-def _check(ret: int, what: str) -> None:
-    if ret != 0:
-        e = ctypes.get_errno()
-        raise ChildError(f"{what}: {os.strerror(e)} (errno {errno.errorcode.get(e, e)})")
-
-
-def unshare(flags: int) -> None:
-    _check(_libc.unshare(flags), "unshare")
-
-
-def mount(src: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    _check(
-        _libc.mount(
-            src.encode(),
-            target.encode(),
-            fstype.encode() if fstype else None,
-            ctypes.c_ulong(flags),
-            data.encode() if data else None,
-        ),
-        f"mount {fstype or 'bind'} {src} on {target}",
-    )
-
-
-def umount(target: str) -> None:
-    _check(_libc.umount2(target.encode(), 0), f"umount {target}")
 
 
 class Channel:
@@ -125,10 +86,10 @@ def copy_up(base: str, dirs: list[str], resolv_conf: str | None) -> None:
     for d in dirs:
         ro = os.path.join(base, d.strip("/"))
         os.makedirs(ro, exist_ok=True)
-        mount(d, ro, None, MS_BIND | MS_REC)
+        linux.mount(d, ro, None, linux.MS_BIND | linux.MS_REC)
         originals[d] = ro
     for d, ro in originals.items():
-        mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755")
+        linux.mount("tmpfs", d, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=755")
         private = RUN_PRIVATE if d == "/run" else ETC_PRIVATE if d == "/etc" else set()
         for entry in os.listdir(ro):
             if entry not in private:
@@ -150,9 +111,7 @@ def set_sysctls(sysctls: dict[str, str]) -> None:
 
 def loopback_up() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        req = struct.pack("16sH14x", b"lo", 0)
-        flags = struct.unpack("16sH14x", fcntl.ioctl(s, SIOCGIFFLAGS, req))[1]
-        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+        linux.set_if_flags(s, "lo", linux.if_flags(s, "lo") | linux.IFF_UP)
 
 
 def probe_overlay(probe_dir: str) -> str | None:
@@ -167,11 +126,11 @@ def probe_overlay(probe_dir: str) -> str | None:
     try:
         for extra in ("", ",userxattr"):
             try:
-                mount("overlay", parts["merged"], "overlay", 0, opts + extra)
-            except ChildError as e:
+                linux.mount("overlay", parts["merged"], "overlay", 0, opts + extra)
+            except linux.LinuxError as e:
                 error = str(e)
                 continue
-            umount(parts["merged"])
+            linux.umount(parts["merged"])
             return None
         return error
     finally:
@@ -220,7 +179,7 @@ def run_probe(what: str, arg: str) -> None:
     the answer on stdout ("" for works)."""
     if what == "iptables":
         # A /run of its own, as the copy-up gives dockerd: legacy's lock must be writable.
-        mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=755")
+        linux.mount("tmpfs", "/run", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=755")
         failed = try_iptables(arg)
     else:
         failed = probe_overlay(arg)
@@ -357,11 +316,11 @@ def main() -> None:
         flags = 0
         for ns in spec.unshare:
             flags |= NAMESPACES[ns]
-        unshare(flags)
+        linux.unshare(flags)
         ch.send(Unshared(T_STARTED, T_IMPORTED, t_spec))
         ch.recv(Mapped)  # the ids are mapped: from here on this process is root in it
         os.chdir("/")
-        mount("none", "/", None, MS_REC | MS_PRIVATE)
+        linux.mount("none", "/", None, linux.MS_REC | linux.MS_PRIVATE)
         if spec.copyup:
             copy_up(spec.copyup_base, spec.copyup, spec.resolv_conf)
         set_sysctls(spec.sysctls)
@@ -375,7 +334,7 @@ def main() -> None:
         # Shared again, as dockerd expects (rshared/rslave binds need the source's mount to
         # be shared). Everything was made private above, so these peer groups are new and
         # live in this namespace only: nothing propagates to or from the workspace.
-        mount("none", "/", None, MS_REC | MS_SHARED)
+        linux.mount("none", "/", None, linux.MS_REC | linux.MS_SHARED)
         # containerd boots while the network helper comes up and dockerd starts.
         start_containerd(spec.containerd.argv, spec.containerd.env, spec.containerd_pidfile)
     except (ChildError, OSError) as e:
@@ -397,7 +356,7 @@ def main() -> None:
     if found or watch:
         sys.exit(1)
     # dockerd gets SIGTERM if docker-up dies without stopping it (kill -9): no orphan daemon.
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    linux.die_with_parent(signal.SIGTERM)
     if os.getppid() != parent:
         sys.exit(1)
     exec_dockerd(spec.dockerd.argv, spec.dockerd.env, spec.listen_fd)

@@ -92,12 +92,12 @@ def start_containerd(argv: list[str], env: dict[str, str], pidfile: str) -> int:
     """containerd, as a child of this process, which is about to become dockerd: it gets
     SIGTERM when dockerd ends (as dockerd's own containerd would), inherits no fd but
     stdin, stdout and stderr, and its pid goes where the keeper looks before a restart."""
-    import ctypes
+    from dockerup.programs import linux  # not for the CLI's many other users of this module
 
     pid = os.fork()
     if pid == 0:
         try:
-            ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+            linux.die_with_parent(signal.SIGTERM)
             os.closerange(3, 65536)
             os.execve(argv[0], argv, env)
         finally:

@@ -14,7 +14,6 @@ When slirp4netns dies, it attaches a new one to the same network namespace (thro
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import os
 import signal
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING
 
 # This package, without site-packages (python -S): see dockerup/programs/__init__.py.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from dockerup.programs import logfiles, procid, state, sweep
+from dockerup.programs import linux, logfiles, procid, state, sweep
 from dockerup.programs.common import (
     STOP_SIGNALS,
     append_log,
@@ -44,9 +43,7 @@ if TYPE_CHECKING:
     from dockerup.programs.autoports import AutoPorts
     from dockerup.programs.ports import Api
 
-PR_SET_PDEATHSIG = 1
 LOG_CHECK = 5.0  # seconds between looks at the logs' sizes
-PR_SET_CHILD_SUBREAPER = 36
 # A burst: this many dockerd failures within WINDOW seconds and the keeper gives up.
 BURST, WINDOW = 8, 60.0
 # Waits between restart attempts: doubling from FIRST_WAIT up to MAX_WAIT seconds.
@@ -64,11 +61,10 @@ class GiveUp(Exception):
 class Keeper:
     def __init__(self, spec: KeeperSpec) -> None:
         self.spec = spec
-        self.libc = ctypes.CDLL(None, use_errno=True)
         # Orphans of a dead dockerd (its containerd, say) become our children instead of
         # init's, and we reap them at once: a zombie containerd would make a new dockerd
         # believe the old one still runs, and wait for it forever.
-        self.libc.prctl(PR_SET_CHILD_SUBREAPER, 1)
+        linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
         self.exited: dict[int, int] = {}
         self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
@@ -206,10 +202,10 @@ class Keeper:
         if pid == 0:  # the child: only async-signal-safe-ish work, then exec
             try:
                 os.setsid()
-                self.libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-                for kind in ("user", "mnt", "net"):
+                linux.die_with_parent(signal.SIGTERM)
+                for kind in linux.NAMESPACES:
                     fd = spec.ns_fds.get(kind)
-                    if fd is not None and self.libc.setns(fd, 0) != 0:
+                    if fd is not None and linux.libc.setns(fd, 0) != 0:
                         os._exit(126)
                 os.chdir("/")
                 os.dup2(log, 1)

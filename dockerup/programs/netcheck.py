@@ -4,21 +4,14 @@ a booting dockerd, cost every start about 30 ms, docs/performance.md)."""
 
 from __future__ import annotations
 
-import fcntl
 import socket
 import struct
 
+from dockerup.programs import linux
 from dockerup.programs.common import default_gateways, ipv6_addresses, ipv6_default_gateways
 from dockerup.programs.specs import NetCheck
 
 __all__ = ["default_gateways", "problems"]
-
-SIOCGIFFLAGS, SIOCGIFADDR, SIOCGIFNETMASK, SIOCGIFMTU = 0x8913, 0x8915, 0x891B, 0x8921
-IFF_UP = 0x1
-
-
-def _ifreq(s: socket.socket, request: int, name: str) -> bytes:
-    return fcntl.ioctl(s, request, struct.pack("16s16x", name.encode()))
 
 
 def _ipv4(ifreq: bytes) -> str:
@@ -44,18 +37,17 @@ def problems(spec: NetCheck, route_table: str, if_inet6: str = "",
     """What differs from what the helper should have set up; [] when all is as planned."""
     found = []
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        lo_flags = struct.unpack_from("H", _ifreq(s, SIOCGIFFLAGS, "lo"), 16)[0]
-        if not lo_flags & IFF_UP:
+        if not linux.if_flags(s, "lo") & linux.IFF_UP:
             found.append("lo is not up")
         try:
-            mtu = struct.unpack_from("i", _ifreq(s, SIOCGIFMTU, spec.tap), 16)[0]
+            mtu = struct.unpack_from("i", linux.ifreq(s, linux.SIOCGIFMTU, spec.tap), 16)[0]
         except OSError:
             return [*found, f"{spec.tap} does not exist"]
         if mtu != spec.mtu:
             found.append(f"{spec.tap} MTU is {mtu}, not {spec.mtu}")
         try:
-            addr = _ipv4(_ifreq(s, SIOCGIFADDR, spec.tap))
-            mask = _ipv4(_ifreq(s, SIOCGIFNETMASK, spec.tap))
+            addr = _ipv4(linux.ifreq(s, linux.SIOCGIFADDR, spec.tap))
+            mask = _ipv4(linux.ifreq(s, linux.SIOCGIFNETMASK, spec.tap))
         except OSError:
             addr, mask = "no address", "0.0.0.0"
         prefixlen = bin(struct.unpack("!I", socket.inet_aton(mask))[0]).count("1")

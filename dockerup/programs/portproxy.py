@@ -27,6 +27,7 @@ from typing import NoReturn
 
 # The rest of docker-up's package sits beside this script (stdlib-only modules only).
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from dockerup.programs import linux
 from dockerup.programs.logfiles import QuietLog
 from dockerup.programs.messages import PortReply, PortRequest, line
 from dockerup.programs.specs import ProxySpec
@@ -34,7 +35,6 @@ from dockerup.programs.watch import connect_unwatched
 
 CHUNK = 1 << 20
 F_SETPIPE_SZ = 1031
-PR_SET_PDEATHSIG = 1
 # Connections one published port serves at once; more are closed at once, with a log line.
 MAX_CONNECTIONS = 512
 # UDP: a client's flow ends after this long without a datagram either way; at most this
@@ -59,9 +59,7 @@ def die_with_parent() -> None:
     container's next start fails with "address already in use". A proxy that dockerd stops
     while this one starts may be gone before the death signal is set, which then never
     comes: checked once it is set."""
-    import ctypes
-
-    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    linux.die_with_parent(signal.SIGKILL)
     if os.getppid() != PARENT:
         os._exit(1)
 

@@ -26,6 +26,8 @@ import select
 import socket
 import struct
 
+from dockerup.programs.linux import libc
+
 MACHINE = os.uname().machine
 SYS_CONNECT = {"x86_64": 42, "aarch64": 203}[MACHINE]
 SYS_SECCOMP = {"x86_64": 317, "aarch64": 277}[MACHINE]
@@ -33,7 +35,6 @@ AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}[MACHINE]
 SET_MODE_FILTER, FLAG_NEW_LISTENER = 1, 8
 RET_USER_NOTIF, RET_ALLOW = 0x7FC00000, 0x7FFF0000
 SOCKADDR_IN = 16
-LIBC = ctypes.CDLL(None, use_errno=True)
 
 # BPF: struct sock_filter {u16 code; u8 jt; u8 jf; u32 k}; seccomp_data: nr at 0, arch at
 # 4, args[i] at 16 + 8 i (the low half first on these little-endian machines).
@@ -62,7 +63,7 @@ def install_filter() -> int:
     code = ctypes.create_string_buffer(connect_filter())
     fprog = ctypes.create_string_buffer(struct.pack("=HxxxxxxQ", len(code.raw) // INSN.size,
                                                     ctypes.addressof(code)))  # fmt: skip
-    fd: int = LIBC.syscall(ctypes.c_long(SYS_SECCOMP), ctypes.c_long(SET_MODE_FILTER),
+    fd: int = libc.syscall(ctypes.c_long(SYS_SECCOMP), ctypes.c_long(SET_MODE_FILTER),
                            ctypes.c_long(FLAG_NEW_LISTENER), fprog)  # fmt: skip
     if fd < 0:
         e = ctypes.get_errno()
@@ -100,7 +101,7 @@ def connect_unwatched(sock: socket.socket, target: tuple[str, int], timeout: flo
     raw = struct.pack("=H", socket.AF_INET) + struct.pack("!H", target[1])
     raw += socket.inet_aton(target[0]) + bytes(LONG_SOCKADDR_IN - 8)
     sock.setblocking(False)
-    if LIBC.connect(sock.fileno(), raw, len(raw)) != 0:
+    if libc.connect(sock.fileno(), raw, len(raw)) != 0:
         err = ctypes.get_errno()
         if err != errno.EINPROGRESS:
             raise OSError(err, os.strerror(err))

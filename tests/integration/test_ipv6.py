@@ -5,7 +5,6 @@ is started from a thread that joined it (a thread's sockets and children stay th
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import socket
@@ -18,6 +17,8 @@ from typing import TypeVar
 import pytest
 from pyroute2 import NetNS
 
+from dockerup.programs import linux
+
 from .conftest import CountingServer, listener
 from .harness import DockerUp, Workspace, nc_read, wait_for
 
@@ -26,9 +27,7 @@ from .harness import DockerUp, Workspace, nc_read, wait_for
 QUICK_STOP = ("--stop-timeout", "1")
 
 T = TypeVar("T")
-CLONE_NEWNET = 0x40000000
 IFA_F_NODAD = 0x02
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def in_netns(pid: int, fn: Callable[[], T]) -> T:
@@ -38,8 +37,7 @@ def in_netns(pid: int, fn: Callable[[], T]) -> T:
     def run() -> None:
         fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
         try:
-            if _libc.setns(fd, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns")
+            linux.setns(fd, linux.CLONE_NEWNET)
             out["value"] = fn()
         except BaseException as e:  # handed to the caller's thread
             out["error"] = e

@@ -3,7 +3,6 @@ filter itself (installed for real in a forked child, answered here as the agent 
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import json
@@ -17,6 +16,7 @@ import pytest
 from dockerup.config import Config
 from dockerup.errors import DockerUpError
 from dockerup.plan import build_plan
+from dockerup.programs import linux
 from dockerup.programs.accel_kernel import IOCTL_RECV, IOCTL_SEND, NOTIF, RESP
 from dockerup.programs.watch import SYS_CONNECT, connect_unwatched, install_filter
 
@@ -70,7 +70,7 @@ def test_the_filter_sends_ipv4_connects_to_the_agent_and_nothing_else() -> None:
     pid = os.fork()
     if pid == 0:  # the "dockerd": unprivileged, so no_new_privs first
         try:
-            ctypes.CDLL(None).prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
+            linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
             nfd = install_filter()
             socket.send_fds(theirs, [b"dockerd"], [nfd])
             for family, addr in ((socket.AF_UNIX, "\0docker-up-test-none"),

@@ -371,3 +371,56 @@ def test_a_branch_on_a_driver_name_is_found() -> None:
     assert driver_name_branches(ast.parse(code), {"pasta", "slirp4netns"}) == [
         "config.net == 'pasta'", "n in ('a', 'slirp4netns')", "case 'pasta'",
     ]  # fmt: skip
+
+
+# Linux's ABI has one owner, programs/linux.py: the libc handle, the flag and ioctl numbers.
+# A second copy is how a number drifts (a bare prctl(1, ...) once hid among them).
+ABI_NAME = re.compile(r"(CLONE_NEW|PR_(SET|GET)_|SIOC|IFF_|MS_)\w+", re.IGNORECASE)
+# The calls that take such a number, and where: prctl's option, setns' kind, ioctl's request.
+NUMBER_AT = {"prctl": 0, "unshare": 0, "setns": 1, "ioctl": 1}
+
+
+def abi_copies(tree: ast.AST) -> set[str]:
+    """What a module holds of Linux's ABI itself: a library handle it opens, a constant it
+    names, or a bare number it hands a libc call or an ioctl."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = ast.unparse(node.func)
+            if func.rpartition(".")[2] in ("CDLL", "PyDLL", "LoadLibrary"):
+                found.add(func)
+            at = NUMBER_AT.get(func.rpartition(".")[2])
+            arg = node.args[at] if at is not None and len(node.args) > at else None
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, int) and arg.value:
+                found.add(f"{func} with a bare number")
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) and (
+            ABI_NAME.fullmatch(node.id)
+        ):  # fmt: skip
+            found.add(node.id)
+    return found
+
+
+def test_abi_copies_finds_each_kind_of_copy() -> None:
+    code = ("import ctypes, fcntl\nlibc = ctypes.CDLL(None)\nPR_SET_PDEATHSIG = 1\n"
+            "def f(s, fd):\n    siocgifflags = 0x8913\n    fcntl.ioctl(s, 0x8914, b'')\n"
+            "    libc.prctl(1, 15)\n    libc.setns(fd, 0x40000000)\n"
+            "    CLONE_NEWNET, x = 0x40000000, 1\n"
+            "from dockerup.programs import linux\n"
+            "linux.prctl(linux.PR_SET_KEEPCAPS, 1)\nlinux.libc.setns(fd, 0)\n")  # fmt: skip
+    assert abi_copies(ast.parse(code)) == {
+        "ctypes.CDLL", "PR_SET_PDEATHSIG", "siocgifflags", "fcntl.ioctl with a bare number",
+        "libc.prctl with a bare number", "libc.setns with a bare number", "CLONE_NEWNET",
+    }  # fmt: skip
+
+
+TESTS = Path(__file__).parent.parent
+# The owner, and its tests, which spell out a few numbers of their own to check it.
+ABI_USERS = [p for p in sorted([*PKG.rglob("*.py"), *TESTS.rglob("*.py")])
+             if p.name not in ("linux.py", "test_linux.py")]  # fmt: skip
+
+
+@pytest.mark.parametrize("path", ABI_USERS,
+                         ids=lambda p: str(p.relative_to(PKG.parent if PKG in p.parents
+                                                         else TESTS.parent)))  # fmt: skip
+def test_linux_abi_has_one_owner(path: Path) -> None:
+    assert abi_copies(ast.parse(path.read_text())) == set(), "take it from programs/linux.py"

@@ -1,0 +1,118 @@
+"""Linux's ABI, in one place: the libc handle, the flag and ioctl numbers, and the few
+calls docker-up makes through ctypes (Python 3.11 has no os.setns, os.unshare, prctl or
+mount). Stdlib only, and cheap to import (ctypes, about 3 ms): the namespace child loads it
+on the start path, and the keeper's fork calls it between fork and exec.
+
+One handle for the whole process, opened at import: a fork child must not dlopen, and
+ctypes keeps each function it has looked up on the handle. Its calls keep errno
+(use_errno), which check() turns into a LinuxError that names the call and the errno.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import os
+import socket
+import struct
+
+libc = ctypes.CDLL(None, use_errno=True)
+
+# clone(2) flags, as unshare(2) and setns(2) take them.
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWNET = 0x40000000
+# /proc/PID/ns names and their flags, in the order they are joined: the user namespace
+# first, whose capabilities the other two need (user_namespaces(7)).
+NAMESPACES = {"user": CLONE_NEWUSER, "mnt": CLONE_NEWNS, "net": CLONE_NEWNET}
+
+# prctl(2) options.
+PR_SET_PDEATHSIG = 1
+PR_SET_KEEPCAPS = 8
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+
+# mount(2) flags.
+MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 4096, 16384, 1 << 18
+MS_SHARED = 1 << 20
+
+# netdevice(7) ioctls, and the interface flag docker-up reads and sets.
+SIOCGIFFLAGS, SIOCSIFFLAGS = 0x8913, 0x8914
+SIOCGIFADDR, SIOCGIFNETMASK, SIOCGIFMTU = 0x8915, 0x891B, 0x8921
+IFF_UP = 0x1
+# struct ifreq as these ioctls use it: the name, then a union whose first member is read
+# (flags: a short; an int MTU or a sockaddr_in from the same offset, 16).
+IFREQ = struct.Struct("16sH14x")
+
+
+class LinuxError(OSError):
+    """A libc call failed. Its text names the call and the errno, as the user sees it:
+    "mount overlay overlay on /x: Operation not permitted (errno EPERM)"."""
+
+    def __init__(self, err: int, what: str) -> None:
+        super().__init__(err, os.strerror(err))
+        self.what = what
+        self.name = errno.errorcode.get(err, str(err))
+
+    def __str__(self) -> str:
+        return f"{self.what}: {self.strerror} (errno {self.name})"
+
+
+def check(ret: int, what: str) -> int:
+    """A libc call's result, unless it failed (-1): then a LinuxError with its errno."""
+    if ret < 0:
+        raise LinuxError(ctypes.get_errno(), what)
+    return ret
+
+
+def setns(fd: int, nstype: int, what: str = "setns") -> None:
+    """Join the namespace fd is open on (nstype 0: whichever kind it is)."""
+    check(libc.setns(fd, nstype), what)
+
+
+def unshare(flags: int, what: str = "unshare") -> None:
+    check(libc.unshare(flags), what)
+
+
+def prctl(option: int, arg: int) -> None:
+    """One of the PR_SET_* options above (prctl(2) wants the unused arguments 0)."""
+    check(libc.prctl(option, arg, 0, 0, 0), f"prctl({option}, {arg})")
+
+
+def die_with_parent(sig: int) -> None:
+    """sig for this process when its parent thread ends (PR_SET_PDEATHSIG), kill -9
+    included; an exec keeps it. Safe between fork and exec: one call through the handle."""
+    prctl(PR_SET_PDEATHSIG, sig)
+
+
+def mount(src: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    check(
+        libc.mount(
+            src.encode(),
+            target.encode(),
+            fstype.encode() if fstype else None,
+            ctypes.c_ulong(flags),
+            data.encode() if data else None,
+        ),
+        f"mount {fstype or 'bind'} {src} on {target}",
+    )
+
+
+def umount(target: str) -> None:
+    check(libc.umount2(target.encode(), 0), f"umount {target}")
+
+
+def ifreq(sock: socket.socket, request: int, name: str, flags: int = 0) -> bytes:
+    """One netdevice(7) ioctl on interface name; the struct ifreq the kernel filled in."""
+    return fcntl.ioctl(sock, request, IFREQ.pack(name.encode(), flags))
+
+
+def if_flags(sock: socket.socket, name: str) -> int:
+    flags: int = IFREQ.unpack(ifreq(sock, SIOCGIFFLAGS, name))[1]
+    return flags
+
+
+def set_if_flags(sock: socket.socket, name: str, flags: int) -> None:
+    """Needs CAP_NET_ADMIN over the socket's network namespace, even to change nothing."""
+    ifreq(sock, SIOCSIFFLAGS, name, flags)
