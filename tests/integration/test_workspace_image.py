@@ -267,6 +267,9 @@ def test_dev_container_feature(outer_daemon: OuterDaemon, busybox_tar: Path) -> 
         assert r.stdout.strip() == "from-the-feature", r.stderr
         data_root = json.loads(as_user("docker-up", "status", "--json").stdout)["data_root"]
         assert data_root == "/var/lib/docker-up-data/docker"  # on the feature's volume
+    except AssertionError as e:  # what docker-up said inside, or the failure says nothing
+        logs = as_user("tail -n 25 /tmp/docker-up-*/logs/*.log").stdout
+        raise AssertionError(f"{e}\n--- docker-up's logs in the dev container:\n{logs}") from None
     finally:
         outer("exec", "-u", "vscode", "dc", "docker-up", "stop", check=False)
         outer("rm", "-f", "dc", check=False)
