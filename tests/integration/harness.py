@@ -117,12 +117,59 @@ def listening(port: int) -> bool:
     return False
 
 
-def processes_in_netns(inode: str) -> list[int]:
-    return live_pids_where(lambda d: os.readlink(d / "ns" / "net") == inode)
+def kill_recorded(state: dict[str, object]) -> None:
+    """SIGKILL each process state.json records (dockerd, the network helper) that is still
+    the very process recorded: same PID and start time, checked through a pidfd."""
+    procs = state.get("procs")
+    for rec in procs.values() if isinstance(procs, dict) else ():
+        with contextlib.suppress(OSError, KeyError, ValueError, IndexError):
+            pidfd = os.pidfd_open(rec["pid"])
+            try:
+                stat = Path(f"/proc/{rec['pid']}/stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[19]) == rec["start"]:
+                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            finally:
+                os.close(pidfd)
 
 
-def processes_in_userns(inode: str) -> list[int]:
-    return live_pids_where(lambda d: os.readlink(d / "ns" / "user") == inode)
+class Namespace:
+    """A namespace of docker-up's, held open by an fd so that its members are recognised by
+    inode. A name read once ("net:[4026532712]") is not enough: when the namespace ends,
+    the kernel hands its inode number to the next new namespace, which may be another
+    test's, whose processes would then look like this one's leftovers, and be killed."""
+
+    def __init__(self, pid: int, kind: str) -> None:
+        self.kind = kind
+        self.fd = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
+        self.ino = os.fstat(self.fd).st_ino
+
+    def has(self, pid: int | str) -> bool:
+        return os.stat(f"/proc/{pid}/ns/{self.kind}").st_ino == self.ino
+
+    def members(self) -> list[int]:
+        return live_pids_where(lambda d: self.has(d.name))
+
+    def kill_members(self) -> None:
+        """SIGKILL every member, each through a pidfd checked to be a member still."""
+        for pid in self.members():
+            with contextlib.suppress(OSError):
+                pidfd = os.pidfd_open(pid)
+                try:
+                    if self.has(pid):
+                        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                finally:
+                    os.close(pidfd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> Namespace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass
@@ -268,7 +315,7 @@ class DockerUp:
     log: object
     docker_host: str = ""
     state: dict[str, object] = field(default_factory=dict)
-    netns: str = ""
+    netns: Namespace | None = None
 
     def stderr(self) -> str:
         return (self.ws.root / "docker-up.err").read_text()
@@ -288,7 +335,7 @@ class DockerUp:
             raise AssertionError("docker-up did not print DOCKER_HOST in time")
         state_file = self.ws.runtime_dir / "docker-up" / "state.json"
         self.state = json.loads(state_file.read_text())
-        self.netns = os.readlink(f"/proc/{self.state['dockerd_pid']}/ns/net")
+        self.netns = Namespace(int(self.state["dockerd_pid"]), "net")  # type: ignore[call-overload]
         return self
 
     def pids(self) -> list[int]:
@@ -309,12 +356,17 @@ class DockerUp:
         """Everything of this stack still running: its helpers and anything in its netns."""
         left = [pid for pid in self.pids() if pid_alive(pid)]
         if self.netns:
-            left += processes_in_netns(self.netns)
+            left += self.netns.members()
         return sorted(set(left))
 
     def kill_all(self) -> None:
-        """Last-resort cleanup so one failed test cannot break the next: by PID only."""
-        for pid in [self.p.pid, *self.leftovers()] if self.state else [self.p.pid]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        """Last-resort cleanup so one failed test cannot break the next: docker-up itself
+        (our child: its PID is ours until we reap it), then what is left in its network
+        namespace, through pidfds."""
+        with contextlib.suppress(ProcessLookupError):
+            self.p.kill()
         self.p.wait(10)
+        kill_recorded(self.state)
+        if self.netns:
+            self.netns.kill_members()
+            self.netns.close()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import DockerUp, Workspace, pid_alive, processes_in_userns, wait_for
+from .harness import DockerUp, Namespace, Workspace, pid_alive, wait_for
 from .test_core import reach_host_loopback
 
 
@@ -306,8 +306,8 @@ def test_stop_ends_what_dockerd_could_not(workspace: Workspace, busybox_tar: Pat
     assert workspace.docker_up("-d").returncode == 0
     workspace.docker("import", str(busybox_tar), "bb:test")
     workspace.docker("run", "-d", "--name", "stuck", "bb:test", "sleep", "3600")
-    ns = os.readlink(f"/proc/{status(workspace)['dockerd_pid']}/ns/user")
-    shims = [p for p in processes_in_userns(ns)
+    ns = Namespace(int(status(workspace)["dockerd_pid"]), "user")  # type: ignore[call-overload]
+    shims = [p for p in ns.members()
              if Path(f"/proc/{p}/comm").read_text().startswith("containerd-shim")]  # fmt: skip
     assert shims
     for p in shims:
@@ -316,8 +316,7 @@ def test_stop_ends_what_dockerd_could_not(workspace: Workspace, busybox_tar: Pat
         r = workspace.docker_up("stop", timeout=180)
         assert r.returncode == 0, r.stderr
         left = "nothing left in docker-up's user namespace"
-        wait_for(lambda: not processes_in_userns(ns), 30, left)
+        wait_for(lambda: not ns.members(), 30, left)
     finally:
-        for p in processes_in_userns(ns):  # what this test started, if the check failed
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p, signal.SIGKILL)
+        ns.kill_members()  # what this test started, if the check failed
+        ns.close()

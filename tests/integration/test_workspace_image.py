@@ -24,7 +24,7 @@ import pytest
 
 from tests.manifest import docker_run_options, load
 
-from .harness import VENV, pid_alive, processes_in_netns, wait_for
+from .harness import VENV, Namespace, pid_alive, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "docker-up-workspace"
@@ -63,8 +63,8 @@ def test_privileged_mode(tmp_path: Path, busybox_tar: Path, host_network: bool) 
         )  # type: ignore[union-attr]
         state = json.loads(Path("/run/docker-up/state.json").read_text())
         assert state["mode"] == "privileged"
-        netns = os.readlink(f"/proc/{state['dockerd_pid']}/ns/net")
-        assert (netns == os.readlink("/proc/self/ns/net")) == host_network
+        netns = Namespace(state["dockerd_pid"], "net")
+        assert netns.has("self") == host_network
         denv = {**env, "DOCKER_HOST": "unix:///run/docker-up/docker.sock"}
         subprocess.run(
             ["docker", "import", str(busybox_tar), "bb:test"],
@@ -83,7 +83,8 @@ def test_privileged_mode(tmp_path: Path, busybox_tar: Path, host_network: bool) 
     finally:
         p.send_signal(signal.SIGINT)
         assert p.wait(60) == 0
-    wait_for(lambda: not processes_in_netns(netns) or host_network, 30, "nothing left")
+    with netns:
+        wait_for(lambda: host_network or not netns.members(), 30, "nothing left")
     helper = state.get("net_pid")
     assert (helper is None) == host_network
     wait_for(lambda: helper is None or not pid_alive(helper), 30, "slirp4netns gone")
