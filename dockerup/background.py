@@ -142,10 +142,13 @@ def hold_socket(plan: Plan, docker_up: str) -> bool:
         for fd in (lock, server.fileno()):
             os.set_inheritable(fd, True)
         spec = LazySpec(
-            listen_fd=server.fileno(), lock_fd=lock, socket=str(paths.socket),
-            lazy_file=str(lazy_file(paths)), main_pid=str(paths.main_pid),
+            listen_fd=server.fileno(),
+            lock_fd=lock,
+            socket=str(paths.socket),
+            lazy_file=str(lazy_file(paths)),
+            main_pid=str(paths.main_pid),
             argv=[docker_up, "up"],
-        )  # fmt: skip
+        )
         argv = plan.program_argv("lazy", spec.to_json())
         os.execv(argv[0], argv)
     os.waitpid(pid, 0)

@@ -46,8 +46,9 @@ class ChildLink:
                 f"setting up the namespace failed: {e}", hint=f"log: {self.log}"
             ) from None
         except SpecError as e:  # a child of another docker-up version, or a bug
-            raise DockerUpError(f"{self.name} said what docker-up does not understand: {e}",
-                                hint=f"log: {self.log}") from None  # fmt: skip
+            raise DockerUpError(
+                f"{self.name} said what docker-up does not understand: {e}", hint=f"log: {self.log}"
+            ) from None
 
 
 def wait_readable(

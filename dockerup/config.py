@@ -88,17 +88,39 @@ class Config:
 # dockerd flags a user may add. Everything else is refused: docker-up owns the socket, the
 # paths, the network and the storage, and a flag that also sits in daemon.json makes
 # dockerd refuse to start.
-DOCKERD_FLAGS_ALLOWED = frozenset({
-    "--debug", "-D", "--log-level", "-l", "--experimental", "--insecure-registry",
-    "--registry-mirror", "--dns", "--dns-search", "--dns-opt", "--default-ulimit",
-    "--max-concurrent-downloads", "--max-concurrent-uploads", "--max-download-attempts",
-    "--live-restore", "--bip", "--default-address-pool", "--fixed-cidr", "--label",
-    "--log-driver", "--log-opt", "--icc", "--ip-masq", "--default-shm-size",
-    "--seccomp-profile", "--no-new-privileges",
-    # Real root only (dockerd refuses it rootless): every container in a user namespace of
-    # the named user's subordinate ids, as a Kubernetes pod with hostUsers: false is.
-    "--userns-remap",
-})  # fmt: skip
+DOCKERD_FLAGS_ALLOWED = frozenset(
+    {
+        "--debug",
+        "-D",
+        "--log-level",
+        "-l",
+        "--experimental",
+        "--insecure-registry",
+        "--registry-mirror",
+        "--dns",
+        "--dns-search",
+        "--dns-opt",
+        "--default-ulimit",
+        "--max-concurrent-downloads",
+        "--max-concurrent-uploads",
+        "--max-download-attempts",
+        "--live-restore",
+        "--bip",
+        "--default-address-pool",
+        "--fixed-cidr",
+        "--label",
+        "--log-driver",
+        "--log-opt",
+        "--icc",
+        "--ip-masq",
+        "--default-shm-size",
+        "--seccomp-profile",
+        "--no-new-privileges",
+        # Real root only (dockerd refuses it rootless): every container in a user namespace of
+        # the named user's subordinate ids, as a Kubernetes pod with hostUsers: false is.
+        "--userns-remap",
+    }
+)
 DOCKERD_FLAGS_WHY = {
     "-H": "docker-up owns the socket; for TCP use --tcp with --tls-dir",
     "--host": "docker-up owns the socket; for TCP use --tcp with --tls-dir",
@@ -231,8 +253,13 @@ def _coerce_env(s: Setting, text: str) -> Any:
 
 
 def _kind_name(kind: type) -> str:
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string",
-            list: "a list of strings"}[kind]  # fmt: skip
+    return {
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        str: "a string",
+        list: "a list of strings",
+    }[kind]
 
 
 def _fail(where: str, s: Setting | None, key: str, problem: str) -> DockerUpError:

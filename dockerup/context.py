@@ -24,8 +24,11 @@ def meta_path(config_dir: Path, name: str = NAME) -> Path:
 
 
 def meta_json(docker_host: str, name: str = NAME) -> str:
-    return json.dumps({
-        "Name": name,
-        "Metadata": {"Description": "docker-up's rootless daemon"},
-        "Endpoints": {"docker": {"Host": docker_host, "SkipTLSVerify": False}},
-    }, separators=(",", ":"))  # fmt: skip
+    return json.dumps(
+        {
+            "Name": name,
+            "Metadata": {"Description": "docker-up's rootless daemon"},
+            "Endpoints": {"docker": {"Host": docker_host, "SkipTLSVerify": False}},
+        },
+        separators=(",", ":"),
+    )

@@ -64,9 +64,14 @@ def ipv6_config(config: Config, engine: Engine) -> dict[str, Any]:
 
 
 def daemon_config(
-    config: Config, paths: Paths, storage: str, own_netns: bool = True, accel: bool = False,
-    ipv6: bool = False, engine: Engine = DEFAULT_ENGINE,
-) -> dict[str, Any]:  # fmt: skip
+    config: Config,
+    paths: Paths,
+    storage: str,
+    own_netns: bool = True,
+    accel: bool = False,
+    ipv6: bool = False,
+    engine: Engine = DEFAULT_ENGINE,
+) -> dict[str, Any]:
     """daemon.json. Everything lives under the user's own directories; the MTU matches the
     network helper's so that docker0's packets fit the tap device."""
     tcp = tcp_listener(config)
@@ -124,19 +129,26 @@ def local_registries(config: Config, own_netns: bool) -> dict[str, Any]:
 
 
 def render_daemon_json(
-    config: Config, paths: Paths, storage: str, own_netns: bool = True, accel: bool = False,
-    ipv6: bool = False, engine: Engine = DEFAULT_ENGINE,
-) -> str:  # fmt: skip
+    config: Config,
+    paths: Paths,
+    storage: str,
+    own_netns: bool = True,
+    accel: bool = False,
+    ipv6: bool = False,
+    engine: Engine = DEFAULT_ENGINE,
+) -> str:
     doc = daemon_config(config, paths, storage, own_netns, accel, ipv6, engine)
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
-def proxy_script(python: str, paths: Paths, docker_proxy: str,
-                 transparent: str | None = None) -> str:  # fmt: skip
+def proxy_script(
+    python: str, paths: Paths, docker_proxy: str, transparent: str | None = None
+) -> str:
     """What dockerd runs as its userland proxy (it takes a path, not an argv). Every path
     quoted: a venv or runtime dir with a space or a `$` in its name is still one word."""
-    spec = ProxySpec(manager=str(paths.ports_sock), docker_proxy=docker_proxy,
-                     transparent=transparent)  # fmt: skip
+    spec = ProxySpec(
+        manager=str(paths.ports_sock), docker_proxy=docker_proxy, transparent=transparent
+    )
     argv = " ".join(shlex.quote(a) for a in (python, "-S", script("portproxy"), spec.to_json()))
     return f'#!/bin/sh\nexec {argv} "$@"\n'
 
@@ -170,8 +182,11 @@ def runtime_script(python: str, spec: RuntimeSpec) -> str:
 
 def dockerd_argv(dockerd: str, paths: Paths, rootless: bool = True) -> list[str]:
     # containerd is docker-up's to start (see containerd_config): dockerd only connects.
-    argv = [dockerd, f"--config-file={paths.daemon_json}",
-            f"--containerd={paths.containerd_socket}"]  # fmt: skip
+    argv = [
+        dockerd,
+        f"--config-file={paths.daemon_json}",
+        f"--containerd={paths.containerd_socket}",
+    ]
     return [*argv, "--rootless"] if rootless else argv
 
 
@@ -186,34 +201,45 @@ def containerd_config(paths: Paths, version: int = 2) -> str:
     docs/performance.md). version: the configuration format the containerd reads (2 for
     containerd 1.x, 3 for 2.x, engine.py); the keys below mean the same in both."""
     q = json.dumps  # a TOML basic string is a JSON string
-    return "\n".join([
-        f"version = {version}",
-        f"root = {q(str(paths.data_root / 'containerd' / 'daemon'))}",
-        f"state = {q(str(paths.containerd_dir / 'daemon'))}",
-        # Kubernetes' CRI is not used by dockerd; its plugins cost start-up time.
-        f"disabled_plugins = {q(list(CRI_PLUGINS))}",
-        "",
-        "[grpc]",
-        f"  address = {q(str(paths.containerd_socket))}",
-        "",
-        "[debug]",
-        f"  address = {q(str(paths.containerd_dir / 'containerd-debug.sock'))}",
-        '  level = "info"',
-        "",
-        # Its default, /opt/containerd, is the host's (and not ours to create).
-        '[plugins."io.containerd.internal.v1.opt"]',
-        f"  path = {q(str(paths.data_root / 'containerd' / 'opt'))}",
-    ]) + "\n"  # fmt: skip
+    return (
+        "\n".join(
+            [
+                f"version = {version}",
+                f"root = {q(str(paths.data_root / 'containerd' / 'daemon'))}",
+                f"state = {q(str(paths.containerd_dir / 'daemon'))}",
+                # Kubernetes' CRI is not used by dockerd; its plugins cost start-up time.
+                f"disabled_plugins = {q(list(CRI_PLUGINS))}",
+                "",
+                "[grpc]",
+                f"  address = {q(str(paths.containerd_socket))}",
+                "",
+                "[debug]",
+                f"  address = {q(str(paths.containerd_dir / 'containerd-debug.sock'))}",
+                '  level = "info"',
+                "",
+                # Its default, /opt/containerd, is the host's (and not ours to create).
+                '[plugins."io.containerd.internal.v1.opt"]',
+                f"  path = {q(str(paths.data_root / 'containerd' / 'opt'))}",
+            ]
+        )
+        + "\n"
+    )
 
 
-CRI_PLUGINS = ("io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime",
-               "io.containerd.cri.v1.images")  # fmt: skip
+CRI_PLUGINS = (
+    "io.containerd.grpc.v1.cri",
+    "io.containerd.cri.v1.runtime",
+    "io.containerd.cri.v1.images",
+)
 
 
 def dockerd_env(
-    base: dict[str, str], paths: Paths, search_path: str, home: str,
+    base: dict[str, str],
+    paths: Paths,
+    search_path: str,
+    home: str,
     rootlesskit_api: bool = False,
-) -> dict[str, str]:  # fmt: skip
+) -> dict[str, str]:
     """A small, explicit environment: our bin dir first (the working iptables backend),
     then the user's PATH with the sbin directories where Debian keeps runc."""
     env = {

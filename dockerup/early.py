@@ -53,9 +53,11 @@ def start_child(python: str, listen_fd: int | None) -> Child:
         # Its own session: the terminal's Ctrl-C is docker-up's to handle, in order.
         p = subprocess.Popen(
             [python, "-S", script("child"), str(p2c_r), str(c2p_w)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            pass_fds=(p2c_r, c2p_w, *listen), start_new_session=True,
-        )  # fmt: skip
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            pass_fds=(p2c_r, c2p_w, *listen),
+            start_new_session=True,
+        )
     finally:
         os.close(p2c_r)
         os.close(c2p_w)

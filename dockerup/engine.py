@@ -77,8 +77,9 @@ class Engine:
         and status say it)."""
         out = []
         if self.rootlesskit_api:
-            out.append("serves a RootlessKit API for dockerd's published ports "
-                       "($ROOTLESSKIT_STATE_DIR)")  # fmt: skip
+            out.append(
+                "serves a RootlessKit API for dockerd's published ports ($ROOTLESSKIT_STATE_DIR)"
+            )
         if self.ipv6_needs_experimental:
             out.append("turns on `experimental` for IPv6 (ip6tables)")
         out.append(f"containerd configuration version {self.containerd_config_version}")

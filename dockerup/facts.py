@@ -259,9 +259,13 @@ def with_engine(f: HostFacts, dockerd: str | None = None) -> HostFacts:
         binary = binaries.get(name)
         return cache.output([binary, "--version"]) if binary else ""
 
-    return replace(f, binaries=binaries, search_path=path,
-                   dockerd_version=version("dockerd"),
-                   containerd_version=version("containerd"))  # fmt: skip
+    return replace(
+        f,
+        binaries=binaries,
+        search_path=path,
+        dockerd_version=version("dockerd"),
+        containerd_version=version("containerd"),
+    )
 
 
 def with_accel(f: HostFacts) -> HostFacts:

@@ -127,10 +127,13 @@ def auto_ports_spec(plan: Plan) -> AutoPortsSpec | None:
         return None
     from dockerup.programs.autorules import parse_ranges
 
-    return AutoPortsSpec(include=parse_ranges(c.auto_ports_include),
-                         exclude=parse_ranges(c.auto_ports_exclude), cap=c.auto_ports_max,
-                         table=str(plan.paths.auto_ports_table),
-                         udp=parse_ranges(c.auto_ports_udp))  # fmt: skip
+    return AutoPortsSpec(
+        include=parse_ranges(c.auto_ports_include),
+        exclude=parse_ranges(c.auto_ports_exclude),
+        cap=c.auto_ports_max,
+        table=str(plan.paths.auto_ports_table),
+        udp=parse_ranges(c.auto_ports_udp),
+    )
 
 
 def rootlesskit_handover(rlk: ApiThread | None) -> dict[str, Any]:
@@ -151,8 +154,15 @@ def exec_keeper(
     accel_fd = handles.accel.fileno() if handles.accel else None
     listen = plan.config.listen_fd
     rlk_fd = handles.rlk.server.fileno() if handles.rlk else None
-    for fd in (handles.net_exit_fd, lock_fd, port_fd, accel_fd, rlk_fd, listen,
-               *handles.ns_fds.values()):  # fmt: skip
+    for fd in (
+        handles.net_exit_fd,
+        lock_fd,
+        port_fd,
+        accel_fd,
+        rlk_fd,
+        listen,
+        *handles.ns_fds.values(),
+    ):
         if fd is not None:
             os.set_inheritable(fd, True)
     sys.stdout.flush()

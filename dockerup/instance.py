@@ -103,9 +103,17 @@ def end_orphans(paths: Paths, progress: Progress, keep_socket: bool = False) -> 
 def stale_files(paths: Paths, keep_socket: bool = False) -> tuple[Path, ...]:
     """What a stopped docker-up leaves behind. With socket activation the socket is ours,
     bound by the lazy holder, not a leftover."""
-    files = (paths.pidfile, paths.slirp_api, paths.state_file, paths.ports_sock, paths.main_pid,
-             paths.accel_sock, paths.rootlesskit_api, paths.published_ports_table,
-             paths.net_ready)  # fmt: skip
+    files = (
+        paths.pidfile,
+        paths.slirp_api,
+        paths.state_file,
+        paths.ports_sock,
+        paths.main_pid,
+        paths.accel_sock,
+        paths.rootlesskit_api,
+        paths.published_ports_table,
+        paths.net_ready,
+    )
     return files if keep_socket else (paths.socket, *files)
 
 

@@ -35,8 +35,12 @@ def resolve_ipv6(config: Config, facts: HostFacts, bins: dict[str, str]) -> tupl
         return False, f"off: {problem}"
     if facts.ipv6_gateways:
         how = "--ipv6" if asked else "auto"
-        hidden = ("; the workspace's own fd00::/64 network is hidden from containers (the "
-                  "namespace uses it)" if facts.ipv6_overlap else "")  # fmt: skip
+        hidden = (
+            "; the workspace's own fd00::/64 network is hidden from containers (the "
+            "namespace uses it)"
+            if facts.ipv6_overlap
+            else ""
+        )
         return True, f"on ({how}): the workspace has an IPv6 default route{hidden}"
     if asked:
         return (

@@ -225,9 +225,13 @@ def require_socket_path(paths: Paths) -> None:
 
 
 def network_driver(
-    config: Config, facts: HostFacts, bins: dict[str, str], paths: Paths, mode: Mode,
+    config: Config,
+    facts: HostFacts,
+    bins: dict[str, str],
+    paths: Paths,
+    mode: Mode,
     ipv6: bool = False,
-) -> NetworkDriver:  # fmt: skip
+) -> NetworkDriver:
     require_tun(facts)
     return kind_of(config.net).configure(config, facts, bins, paths, mode, ipv6)
 
@@ -244,8 +248,10 @@ def resolve_accel(config: Config, facts: HostFacts) -> bool:
     if not config.net_accel:
         return False
     if config.host_network:
-        raise DockerUpError("--net-accel needs docker-up's own network namespace",
-                            hint="drop --host-network or --net-accel")  # fmt: skip
+        raise DockerUpError(
+            "--net-accel needs docker-up's own network namespace",
+            hint="drop --host-network or --net-accel",
+        )
     if facts.accel_problems:
         raise DockerUpError(
             f"--net-accel cannot work here: {'; '.join(facts.accel_problems)}",
@@ -260,8 +266,11 @@ def resolve_daemon_accel(config: Config, facts: HostFacts) -> bool:
     there, and 10.0.2.2 stays as closed as without it."""
     if config.daemon_net_accel is False:
         return False
-    problem = ("it needs docker-up's own network namespace" if config.host_network
-               else "; ".join(facts.accel_problems))  # fmt: skip
+    problem = (
+        "it needs docker-up's own network namespace"
+        if config.host_network
+        else "; ".join(facts.accel_problems)
+    )
     if not problem:
         return True
     if config.daemon_net_accel:
@@ -274,8 +283,10 @@ def resolve_daemon_accel(config: Config, facts: HostFacts) -> bool:
 
 def require_forwarder(config: Config) -> None:
     if config.port_forwarder not in FORWARDERS:
-        raise DockerUpError(f"unknown port forwarder {config.port_forwarder!r}",
-                            hint=f"choose one of: {', '.join(FORWARDERS)}")  # fmt: skip
+        raise DockerUpError(
+            f"unknown port forwarder {config.port_forwarder!r}",
+            hint=f"choose one of: {', '.join(FORWARDERS)}",
+        )
     if config.port_forwarder == "slirp" and (
         config.host_network or not kind_of(config.net).api_port_forwarder
     ):
@@ -353,8 +364,7 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
         if engine.rootlesskit_api and rootless and net
         else None
     )
-    env = daemon.dockerd_env(facts.env, paths, facts.search_path, facts.home,
-                             rlk is not None)  # fmt: skip
+    env = daemon.dockerd_env(facts.env, paths, facts.search_path, facts.home, rlk is not None)
     own = net is not None
     return Plan(
         paths=paths,
@@ -434,10 +444,15 @@ def child_spec(
     own_netns = net is not None
     ipv6 = net is not None and net.ipv6
     iptables_dir = str(Path(bins["iptables"]).parent)
-    check = NetCheck(tap=slirp4netns.TAP, address=GUEST_ADDR, prefixlen=PREFIXLEN,
-                     gateway=GATEWAY, mtu=config.mtu,
-                     address6=f"{GUEST_ADDR6}/{PREFIXLEN6}" if ipv6 else None,
-                     gateway6=GATEWAY6 if ipv6 else None)  # fmt: skip
+    check = NetCheck(
+        tap=slirp4netns.TAP,
+        address=GUEST_ADDR,
+        prefixlen=PREFIXLEN,
+        gateway=GATEWAY,
+        mtu=config.mtu,
+        address6=f"{GUEST_ADDR6}/{PREFIXLEN6}" if ipv6 else None,
+        gateway6=GATEWAY6 if ipv6 else None,
+    )
     return ChildSpec(
         unshare=(["user"] if mode.needs_userns() else [])
         + ["mount"]

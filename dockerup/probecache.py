@@ -51,8 +51,12 @@ def stamp(binary: str) -> list[int] | None:
 
 
 class ProbeCache:
-    def __init__(self, path: Path, run: Callable[[Sequence[str]], str],
-                 tty_run: Callable[[Sequence[str]], str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        path: Path,
+        run: Callable[[Sequence[str]], str],
+        tty_run: Callable[[Sequence[str]], str] | None = None,
+    ) -> None:
         self.path = path
         self.run = run
         self.tty_run = tty_run or run

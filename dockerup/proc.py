@@ -14,8 +14,7 @@ from dockerup.errors import DockerUpError
 from dockerup.programs.common import describe_exit, tail
 
 # One copy of each, shared with the lean programs (dockerup/programs/common.py).
-__all__ = ["describe_exit", "output", "probe", "run", "run_together", "stop", "tail",
-           "tty_output"]  # fmt: skip
+__all__ = ["describe_exit", "output", "probe", "run", "run_together", "stop", "tail", "tty_output"]
 
 
 def output(argv: Sequence[str], timeout: float = 10.0) -> str:
@@ -101,8 +100,13 @@ def run_together(commands: Sequence[tuple[Sequence[str], str]], timeout: float =
     started = []
     for argv, what in commands:
         try:
-            p = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True)  # fmt: skip
+            p = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
         except OSError as e:
             raise DockerUpError(f"{what}: cannot run {argv[0]}: {e.strerror}") from e
         started.append((p, argv, what))
@@ -116,9 +120,12 @@ def run_together(commands: Sequence[tuple[Sequence[str], str]], timeout: float =
             failed.append(DockerUpError(f"{what}: {argv[0]} did not finish in {timeout:.0f} s"))
             continue
         if p.returncode != 0:
-            failed.append(DockerUpError(
-                f"{what} failed: {' '.join(argv)} exited with {p.returncode}",
-                detail=out.strip()))  # fmt: skip
+            failed.append(
+                DockerUpError(
+                    f"{what} failed: {' '.join(argv)} exited with {p.returncode}",
+                    detail=out.strip(),
+                )
+            )
     if failed:
         raise failed[0]
 

@@ -110,14 +110,20 @@ class Status(Result):
         return "lazy" if self.lazy else "running" if self.running else "stopped"
 
     def data(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"schema": STATUS_SCHEMA, "running": self.running,
-                               "state": self.state, "lazy": self.lazy, "socket": self.socket,
-                               "docker_host": self.docker_host}  # fmt: skip
+        doc: dict[str, Any] = {
+            "schema": STATUS_SCHEMA,
+            "running": self.running,
+            "state": self.state,
+            "lazy": self.lazy,
+            "socket": self.socket,
+            "docker_host": self.docker_host,
+        }
         if self.lazy:
             doc.update(pid=self.pid)
         elif self.daemon is not None:
-            doc.update(dataclasses.asdict(self.daemon), answering=self.answering,
-                       uptime_s=self.uptime_s)  # fmt: skip
+            doc.update(
+                dataclasses.asdict(self.daemon), answering=self.answering, uptime_s=self.uptime_s
+            )
         if self.debug is not None:
             doc["debug"] = self.debug
         return doc
@@ -165,8 +171,11 @@ class Fixes(Result):
     user: str | None = None
 
     def data(self) -> dict[str, Any]:
-        return {"applied": self.applied, "user": self.user,
-                "fixes": [{"what": f.what, "argv": list(f.argv)} for f in self.fixes]}  # fmt: skip
+        return {
+            "applied": self.applied,
+            "user": self.user,
+            "fixes": [{"what": f.what, "argv": list(f.argv)} for f in self.fixes],
+        }
 
 
 @dataclass(frozen=True)
@@ -183,9 +192,10 @@ class ConfigShown(Result):
     settings: list[Setting]
 
     def data(self) -> dict[str, Any]:
-        return {"file": str(self.file),
-                "settings": {s.key: {"value": s.value, "source": s.source}
-                             for s in self.settings}}  # fmt: skip
+        return {
+            "file": str(self.file),
+            "settings": {s.key: {"value": s.value, "source": s.source} for s in self.settings},
+        }
 
 
 @dataclass(frozen=True)
@@ -212,9 +222,12 @@ class Autostart(Result):
     changes: list[RcChange]
 
     def data(self) -> dict[str, Any]:
-        return {"enabled": self.enabled,
-                "changes": [{"shell": c.shell, "file": str(c.file), "changed": c.changed}
-                            for c in self.changes]}  # fmt: skip
+        return {
+            "enabled": self.enabled,
+            "changes": [
+                {"shell": c.shell, "file": str(c.file), "changed": c.changed} for c in self.changes
+            ],
+        }
 
 
 @dataclass(frozen=True)
@@ -232,8 +245,12 @@ class AutostartState(Result):
     shells: list[RcState]
 
     def data(self) -> dict[str, Any]:
-        return {"shells": [{"shell": s.shell, "file": str(s.file), "installed": s.installed}
-                           for s in self.shells]}  # fmt: skip
+        return {
+            "shells": [
+                {"shell": s.shell, "file": str(s.file), "installed": s.installed}
+                for s in self.shells
+            ]
+        }
 
 
 @dataclass(frozen=True)

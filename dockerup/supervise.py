@@ -86,8 +86,10 @@ def claim_data_root(root: Path, custom: bool) -> None:
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         marker.write_text("docker-up's data-root: dockerd's images, containers and volumes.\n")
     except OSError as e:
-        raise DockerUpError(f"cannot use data-root {root}: {e.strerror}",
-                            hint="set data-root to a directory you own") from e  # fmt: skip
+        raise DockerUpError(
+            f"cannot use data-root {root}: {e.strerror}",
+            hint="set data-root to a directory you own",
+        ) from e
 
 
 def write_files(files: tuple[WriteFile, ...]) -> None:
@@ -150,8 +152,10 @@ def start_network(
     try:
         net = start_net(argv_template(plan.net), pid, fifo, str(log))
     except OSError as e:
-        raise DockerUpError(f"cannot start {plan.net.name}: {e.strerror}",
-                            hint=f"see `docker-up doctor`; log: {log}") from e  # fmt: skip
+        raise DockerUpError(
+            f"cannot start {plan.net.name}: {e.strerror}",
+            hint=f"see `docker-up doctor`; log: {log}",
+        ) from e
 
     def cleanup() -> None:
         # Closing exit_w is the helper's signal to exit; it also fires if docker-up dies.
@@ -186,8 +190,11 @@ def start(
     # start() was called).
     timings["child_spawned"] = child.spawned_at - t0
     timings.update({f"cli_{step}": t - t0 for step, t in MARKS.items()})
-    timings.update(child_started=unshared.t_started - t0, child_imported=unshared.t_imported - t0,
-                   child_spec=unshared.t_spec - t0)  # fmt: skip
+    timings.update(
+        child_started=unshared.t_started - t0,
+        child_imported=unshared.t_imported - t0,
+        child_spec=unshared.t_spec - t0,
+    )
     timings["unshared"] = time.monotonic() - t0
     if plan.uidmap and plan.gidmap:
         proc.run_together(
@@ -271,16 +278,20 @@ def start(
     return running, Handles(child, net, exit_w, ns_fds, ports, accel, rlk)
 
 
-def wait_network(name: str, net: subprocess.Popen[bytes], ready_r: int, log: Path,
-                 deadline: float) -> None:  # fmt: skip
+def wait_network(
+    name: str, net: subprocess.Popen[bytes], ready_r: int, log: Path, deadline: float
+) -> None:
     pidfd = os.pidfd_open(net.pid)
     try:
         came_up = wait_ready(ready_r, pidfd, max(0.0, deadline - time.monotonic()))
     finally:
         os.close(pidfd)
     if came_up == "timeout":
-        raise DockerUpError("timed out waiting for the network to be ready", hint=f"log: {log}",
-                            detail=proc.tail(log))  # fmt: skip
+        raise DockerUpError(
+            "timed out waiting for the network to be ready",
+            hint=f"log: {log}",
+            detail=proc.tail(log),
+        )
     if came_up == "died":
         raise helper_died(net, name, "the network to be ready", log)
 
@@ -316,8 +327,9 @@ def wait_for(condition: Callable[[], bool], deadline: float, what: str, log: Pat
 
     # A fixed short period: the wait ends within 10 ms of readiness, at little cost.
     if not wait_until(condition, deadline - time.monotonic(), period=0.01):
-        raise DockerUpError(f"timed out waiting for {what}", hint=f"log: {log}",
-                            detail=proc.tail(log))  # fmt: skip
+        raise DockerUpError(
+            f"timed out waiting for {what}", hint=f"log: {log}", detail=proc.tail(log)
+        )
 
 
 def raise_on_stop_signals() -> None:

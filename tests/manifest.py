@@ -36,8 +36,16 @@ def workspace_container(pod_spec: dict[str, Any]) -> dict[str, Any]:
 
 # Every securityContext field the manifest may set, and what the translation does with it:
 # a field added to the manifest that is not here fails the translation (no silent drift).
-KNOWN = {"privileged", "runAsUser", "runAsGroup", "allowPrivilegeEscalation", "capabilities",
-         "seccompProfile", "appArmorProfile", "procMount"}  # fmt: skip
+KNOWN = {
+    "privileged",
+    "runAsUser",
+    "runAsGroup",
+    "allowPrivilegeEscalation",
+    "capabilities",
+    "seccompProfile",
+    "appArmorProfile",
+    "procMount",
+}
 
 
 def docker_run_options(pod_spec: dict[str, Any]) -> tuple[list[Needed], list[str]]:
@@ -61,23 +69,38 @@ def docker_run_options(pod_spec: dict[str, Any]) -> tuple[list[Needed], list[str
             )
         )
     if sc["procMount"] == "Unmasked":
-        needed.append(Needed("securityContext.procMount",
-                             ("--security-opt", "systempaths=unconfined"),
-                             "Read-only file system"))  # fmt: skip
+        needed.append(
+            Needed(
+                "securityContext.procMount",
+                ("--security-opt", "systempaths=unconfined"),
+                "Read-only file system",
+            )
+        )
     mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
     volumes = {v["name"]: v for v in pod_spec["volumes"]}
     for name, path in mounts.items():
         v = volumes.get(name, {})
         if v.get("hostPath", {}).get("type") == "CharDevice":
             assert v["hostPath"]["path"] == path, "a device appears where the node has it"
-            needed.append(Needed(f"volumes.{name} (hostPath CharDevice)", ("--device", path),
-                                 f"{path} is missing"))  # fmt: skip
+            needed.append(
+                Needed(
+                    f"volumes.{name} (hostPath CharDevice)",
+                    ("--device", path),
+                    f"{path} is missing",
+                )
+            )
     for cap in sc["capabilities"]["add"]:
-        needed.append(Needed(f"securityContext.capabilities.add {cap}", ("--cap-add", cap),
-                             "write to uid_map failed" if cap == "SYS_ADMIN" else ""))  # fmt: skip
+        needed.append(
+            Needed(
+                f"securityContext.capabilities.add {cap}",
+                ("--cap-add", cap),
+                "write to uid_map failed" if cap == "SYS_ADMIN" else "",
+            )
+        )
     if sc["appArmorProfile"] == {"type": "Unconfined"} and apparmor_active():
-        needed.append(Needed("securityContext.appArmorProfile",
-                             ("--security-opt", "apparmor=unconfined"), ""))  # fmt: skip
+        needed.append(
+            Needed("securityContext.appArmorProfile", ("--security-opt", "apparmor=unconfined"), "")
+        )
     other = ["--user", f"{sc['runAsUser']}:{sc['runAsGroup']}"]
     for name, path in mounts.items():
         if "emptyDir" in volumes.get(name, {}):

@@ -32,8 +32,10 @@ def doctor_lines(
         head = f"{marks[str(result.status)]} {check.id:<{column}} "
         out += check_lines(head, check, result, width, verbose)
     failed = any(str(r.status) == "fail" for _, r in results)
-    out += [("fail" if failed else "", line) for line in wrapped(summary(results, verbose),
-                                                                 width, "", INDENT)]  # fmt: skip
+    out += [
+        ("fail" if failed else "", line)
+        for line in wrapped(summary(results, verbose), width, "", INDENT)
+    ]
     return out
 
 
@@ -60,8 +62,9 @@ def wrapped(text: str, width: int, first: str, rest: str) -> list[str]:
     lines: list[str] = []
     for paragraph in text.splitlines() or [""]:
         lead = rest if lines else first
-        lines += textwrap.wrap(paragraph, width, initial_indent=lead, subsequent_indent=rest,
-                               break_on_hyphens=False) or [lead.rstrip()]  # fmt: skip
+        lines += textwrap.wrap(
+            paragraph, width, initial_indent=lead, subsequent_indent=rest, break_on_hyphens=False
+        ) or [lead.rstrip()]
     return lines
 
 
@@ -73,8 +76,10 @@ def summary(results: Sequence[tuple[Check, Result]], verbose: bool) -> str:
     counts: dict[str, int] = {}
     for _, r in results:
         counts[str(r.status)] = counts.get(str(r.status), 0) + 1
-    said = ", ".join(f"{counts[s]} {word}" for s, word in (
-        ("fail", "fail"), ("warn", "warn"), ("ok", "ok"), ("skip", "skipped"))
-        if counts.get(s))  # fmt: skip
+    said = ", ".join(
+        f"{counts[s]} {word}"
+        for s, word in (("fail", "fail"), ("warn", "warn"), ("ok", "ok"), ("skip", "skipped"))
+        if counts.get(s)
+    )
     verdict = "" if counts.get("fail") else "; nothing fails"
     return f"docker-up doctor: {said}{verdict}" + ("" if verbose else " (--verbose: in full)")

@@ -18,11 +18,14 @@ if TYPE_CHECKING:
 
 # Exact argument lists that need no parser: how each starts.
 QUICK: dict[tuple[str, ...], str] = {
-    (): "foreground", ("up",): "foreground",
-    ("-d",): "detach", ("--detach",): "detach", ("up", "-d"): "detach",
+    (): "foreground",
+    ("up",): "foreground",
+    ("-d",): "detach",
+    ("--detach",): "detach",
+    ("up", "-d"): "detach",
     ("up", "--detach"): "detach",
     ("up", "--lazy"): "lazy",
-}  # fmt: skip
+}
 
 
 def quick(how: str) -> int:

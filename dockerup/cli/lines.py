@@ -25,8 +25,11 @@ def foreground_notice() -> None:
     """The first line of a foreground start: `docker-up` typed to see what it is starts a
     daemon (the seed's default), so say so, and how to stop it or see the commands."""
     # (Not "starting dockerd": that is the progress line of the step itself.)
-    say("docker-up: runs dockerd in the foreground until Ctrl-C or `docker-up stop`; "
-        "`docker-up --help` lists the commands", DIM)  # fmt: skip
+    say(
+        "docker-up: runs dockerd in the foreground until Ctrl-C or `docker-up stop`; "
+        "`docker-up --help` lists the commands",
+        DIM,
+    )
 
 
 def progress(msg: str) -> None:
@@ -35,8 +38,11 @@ def progress(msg: str) -> None:
 
 def announce(running: Running) -> None:
     t = running.timings.get("total", 0.0)
-    say(f"docker-up: dockerd is ready in {t:.2f} s (mode {running.mode}, storage "
-        f"{running.storage}, {running.net} MTU {running.mtu})", GREEN)  # fmt: skip
+    say(
+        f"docker-up: dockerd is ready in {t:.2f} s (mode {running.mode}, storage "
+        f"{running.storage}, {running.net} MTU {running.mtu})",
+        GREEN,
+    )
     # stdout carries only the line a shell can eval.
     print(f"export DOCKER_HOST={running.docker_host}", flush=True)
 

@@ -158,16 +158,28 @@ def up(
         if installed.packages:
             _exit(emit(installed))
     # (A start by the lazy holder is `docker-up up` exactly: cli/entry.py's quick path.)
-    loaded = settings.load_config({
-        "mtu": mtu, "allow_host_loopback": allow_host_loopback, "mode": mode,
-        "net": net, "net_accel": net_accel, "start_timeout": timeout, "storage": storage,
-        "port_forwarder": port_forwarder, "ipv6": ipv6,
-        "daemon_net_accel": daemon_net_accel,
-        "data_root": data_root, "dockerd": dockerd, "dockerd_args": dockerd_arg,
-        "host_network": host_network,
-        "tcp": tcp, "tls_dir": tls_dir,
-        "auto_ports": auto_ports, "auto_ports_exclude": auto_ports_exclude,
-    })  # fmt: skip
+    loaded = settings.load_config(
+        {
+            "mtu": mtu,
+            "allow_host_loopback": allow_host_loopback,
+            "mode": mode,
+            "net": net,
+            "net_accel": net_accel,
+            "start_timeout": timeout,
+            "storage": storage,
+            "port_forwarder": port_forwarder,
+            "ipv6": ipv6,
+            "daemon_net_accel": daemon_net_accel,
+            "data_root": data_root,
+            "dockerd": dockerd,
+            "dockerd_args": dockerd_arg,
+            "host_network": host_network,
+            "tcp": tcp,
+            "tls_dir": tls_dir,
+            "auto_ports": auto_ports,
+            "auto_ports_exclude": auto_ports_exclude,
+        }
+    )
     result: Result
     if dry_run:
         result = verbs.dry_run(loaded)
@@ -277,8 +289,13 @@ def doctor(
 
 
 # The command's own options are its own from its first word on: `exec ls -h` runs `ls -h`.
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
-                               "allow_interspersed_args": False})  # fmt: skip
+@app.command(
+    context_settings={
+        "allow_extra_args": True,
+        "ignore_unknown_options": True,
+        "allow_interspersed_args": False,
+    }
+)
 def exec(ctx: typer.Context) -> None:
     """Run a command in the daemon's user, mount and network namespaces: docker-up exec -- CMD"""
     from dockerup.verbs import running, settings
@@ -288,8 +305,14 @@ def exec(ctx: typer.Context) -> None:
     running.enter(settings.current_paths(), list(ctx.args))
 
 
-@app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
-                                      "allow_interspersed_args": False})  # fmt: skip
+@app.command(
+    "run",
+    context_settings={
+        "allow_extra_args": True,
+        "ignore_unknown_options": True,
+        "allow_interspersed_args": False,
+    },
+)
 def run_command(
     ctx: typer.Context,
     root: Annotated[

@@ -52,8 +52,9 @@ def _status(res: Any) -> None:
         c.print(f"docker-up is not running (socket would be {res.socket})")
         return
     if res.lazy or res.daemon is None:
-        c.print(f"docker-up holds {res.socket} (pid {res.pid}): dockerd starts on the "
-                "first connection")  # fmt: skip
+        c.print(
+            f"docker-up holds {res.socket} (pid {res.pid}): dockerd starts on the first connection"
+        )
         return
     d: r.Daemon = res.daemon
     t = Table(show_header=False, box=None)
@@ -140,8 +141,9 @@ def _snippet(res: Any) -> None:
 def _autostart(res: Any) -> None:
     for ch in res.changes:
         if res.enabled:
-            console().print(f"docker-up: {ch.shell}: {ch.file} "
-                            f"{'updated' if ch.changed else 'already set'}")  # fmt: skip
+            console().print(
+                f"docker-up: {ch.shell}: {ch.file} {'updated' if ch.changed else 'already set'}"
+            )
         elif ch.changed:
             console().print(f"docker-up: {ch.shell}: removed from {ch.file}")
 
@@ -169,18 +171,32 @@ def _ports(res: Any) -> None:
         return
     t = Table(box=None)
     for col in ("port", "proto", "address", "how", "owner", "note"):
-        t.add_column(col.upper(), no_wrap=col != "note", overflow="ellipsis",
-                     max_width=40 if col == "owner" else None)  # fmt: skip
+        t.add_column(
+            col.upper(),
+            no_wrap=col != "note",
+            overflow="ellipsis",
+            max_width=40 if col == "owner" else None,
+        )
     for row in res.rows:
         how = "refused" if row.reason is not None else row.how
         note = row.reason or (f"-> {row.target}" if row.target and row.container else "")
-        t.add_row(str(row.port), row.proto, ", ".join(row.addresses) or "-", how,
-                  row.owner or "?", note)  # fmt: skip
+        t.add_row(
+            str(row.port), row.proto, ", ".join(row.addresses) or "-", how, row.owner or "?", note
+        )
     c.print(t)
 
 
 TEXT: dict[type[r.Result], Callable[[Any], None]] = {
-    r.Up: _up, r.Status: _status, r.Stopped: _stopped, r.Logs: _logs, r.Doctor: _doctor,
-    r.Fixes: _fixes, r.ConfigShown: _config, r.Snippet: _snippet, r.Autostart: _autostart,
-    r.AutostartState: _autostart_state, r.Installed: _installed, r.Ports: _ports,
-}  # fmt: skip
+    r.Up: _up,
+    r.Status: _status,
+    r.Stopped: _stopped,
+    r.Logs: _logs,
+    r.Doctor: _doctor,
+    r.Fixes: _fixes,
+    r.ConfigShown: _config,
+    r.Snippet: _snippet,
+    r.Autostart: _autostart,
+    r.AutostartState: _autostart_state,
+    r.Installed: _installed,
+    r.Ports: _ports,
+}

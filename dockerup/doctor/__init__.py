@@ -13,7 +13,18 @@ from dockerup.doctor.kernel import MIN_SUBIDS
 from dockerup.doctor.model import Check, Report, Result, Status
 
 __all__ = [
-    "CHECKS", "MIN_SUBIDS", "UP_CHECKS", "Check", "DoctorFacts", "Fix",
-    "Report", "Result", "Status", "free_subid_start", "package_fixes", "plan_fixes",
-    "run_checks", "up_failures",
-]  # fmt: skip
+    "CHECKS",
+    "MIN_SUBIDS",
+    "UP_CHECKS",
+    "Check",
+    "DoctorFacts",
+    "Fix",
+    "Report",
+    "Result",
+    "Status",
+    "free_subid_start",
+    "package_fixes",
+    "plan_fixes",
+    "run_checks",
+    "up_failures",
+]

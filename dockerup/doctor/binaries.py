@@ -25,12 +25,16 @@ def check_dockerd(f: DoctorFacts) -> Result:
     """The engine: its versions, and what docker-up does for it (engine.py, as `up`)."""
     dockerd = f.host.binaries.get("dockerd")
     if not dockerd:
-        return Result(Status.fail, "dockerd not found", "sudo apt-get install docker.io "
-                      "(or docker-up --dockerd PATH)")  # fmt: skip
+        return Result(
+            Status.fail,
+            "dockerd not found",
+            "sudo apt-get install docker.io (or docker-up --dockerd PATH)",
+        )
     engine = Engine.probed(f.host.dockerd_version, f.host.containerd_version)
     if engine.dockerd is None:
-        return Result(Status.warn, f"cannot read {dockerd}'s version: "
-                      f"{f.host.dockerd_version.strip()!r}")  # fmt: skip
+        return Result(
+            Status.warn, f"cannot read {dockerd}'s version: {f.host.dockerd_version.strip()!r}"
+        )
     found = from_require(lambda: engine.require_supported(dockerd), "")
     if found.status is not Status.ok:
         return found

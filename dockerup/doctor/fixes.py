@@ -50,6 +50,10 @@ def plan_fixes(
             if not parse_subid(text, name, uid):
                 start = free_subid_start(text)
                 span = f"{start}-{start + MIN_SUBIDS - 1}"
-                fixes.append(Fix(f"give {name} subordinate {kind} {span}",
-                                 ("usermod", f"--add-sub{kind}", span, name)))  # fmt: skip
+                fixes.append(
+                    Fix(
+                        f"give {name} subordinate {kind} {span}",
+                        ("usermod", f"--add-sub{kind}", span, name),
+                    )
+                )
     return fixes

@@ -25,9 +25,16 @@ def check_slirp4netns(f: DoctorFacts) -> Result:
         status = Status.fail if f.net == slirp4netns.NAME else Status.skip
         return Result(status, "slirp4netns not found", "sudo apt-get install slirp4netns")
     feats = slirp4netns.parse_features(f.host.slirp_help, f.host.slirp_version)
-    have = [n for n, on in (("sandbox", feats.sandbox), ("seccomp", feats.seccomp),
-                            ("api-socket", feats.api_socket), ("netns-by-path", feats.netns_type))
-            if on]  # fmt: skip
+    have = [
+        n
+        for n, on in (
+            ("sandbox", feats.sandbox),
+            ("seccomp", feats.seccomp),
+            ("api-socket", feats.api_socket),
+            ("netns-by-path", feats.netns_type),
+        )
+        if on
+    ]
     missing = {"sandbox", "seccomp", "api-socket"} - set(have)
     detail = f"{feats.version}: {', '.join(have) or 'no optional features'}"
     if missing:
@@ -62,9 +69,11 @@ def check_accel(f: DoctorFacts) -> Result:
     said = f"containers {state[f.net_accel]}, dockerd's own {state[f.daemon_net_accel]}"
     if problems:
         asked = f.net_accel or f.daemon_net_accel
-        return Result(Status.fail if asked else Status.skip,
-                      f"{said}; unsupported here: {'; '.join(problems)}",
-                      "drop --net-accel and --daemon-net-accel")  # fmt: skip
+        return Result(
+            Status.fail if asked else Status.skip,
+            f"{said}; unsupported here: {'; '.join(problems)}",
+            "drop --net-accel and --daemon-net-accel",
+        )
     return ok(f"{said}; supported (seccomp user notification, runc 1.1+)")
 
 
@@ -79,8 +88,12 @@ def check_ipv6(f: DoctorFacts) -> Result:
     except DockerUpError as e:
         return Result(Status.fail, e.message, e.hint or "")
     if on and f.host.ipv6_overlap:
-        return Result(Status.warn, reason, "containers reach that network's hosts over IPv4 "
-                      "only (slirp4netns 1.2 cannot move its IPv6 network)")  # fmt: skip
+        return Result(
+            Status.warn,
+            reason,
+            "containers reach that network's hosts over IPv4 "
+            "only (slirp4netns 1.2 cannot move its IPv6 network)",
+        )
     return ok(reason)
 
 

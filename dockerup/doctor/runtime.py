@@ -26,15 +26,19 @@ def check_runtime_dir(f: DoctorFacts) -> Result:
     if f.runtime_foreign:
         return from_require(lambda: planning.require_own_runtime(f.paths, True), "")
     if not f.runtime_writable:
-        return Result(Status.fail, f"{rt.parent} is not writable for you",
-                      "set XDG_RUNTIME_DIR to a directory of your own")  # fmt: skip
+        return Result(
+            Status.fail,
+            f"{rt.parent} is not writable for you",
+            "set XDG_RUNTIME_DIR to a directory of your own",
+        )
     return ok(f"{rt} ({where})")
 
 
 def check_socket_path(f: DoctorFacts) -> Result:
     n = len(str(f.paths.socket))
-    return from_require(lambda: planning.require_socket_path(f.paths),
-                        f"{n} of {UNIX_SOCKET_MAX} bytes")  # fmt: skip
+    return from_require(
+        lambda: planning.require_socket_path(f.paths), f"{n} of {UNIX_SOCKET_MAX} bytes"
+    )
 
 
 def check_disk(f: DoctorFacts) -> Result:
@@ -81,7 +85,6 @@ def check_running(f: DoctorFacts) -> Result:
             "docker-up logs; docker-up stop && docker-up",
         )
     e = f.engine
-    engine = (f" (Docker {e.version}, {e.containers} containers running, {e.storage})"
-              if e else "")  # fmt: skip
+    engine = f" (Docker {e.version}, {e.containers} containers running, {e.storage})" if e else ""
     restarts = s.daemon.restarts if s.daemon else 0
     return ok(f"running (pid {s.pid}), the API answers{engine}, {restarts} restarts")

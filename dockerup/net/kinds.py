@@ -46,14 +46,19 @@ class NetKind(NamedTuple):
     api_port_forwarder: bool = False
 
 
-def _configure_slirp4netns(config: Config, facts: HostFacts, bins: dict[str, str],
-                           paths: Paths, mode: Mode, ipv6: bool) -> NetworkDriver:  # fmt: skip
+def _configure_slirp4netns(
+    config: Config, facts: HostFacts, bins: dict[str, str], paths: Paths, mode: Mode, ipv6: bool
+) -> NetworkDriver:
     from dockerup.net import slirp4netns
 
     return slirp4netns.configure(
-        bins["slirp4netns"], slirp4netns.parse_features(facts.slirp_help, facts.slirp_version),
-        config.mtu, config.allow_host_loopback, paths.slirp_api, ipv6,
-    )  # fmt: skip
+        bins["slirp4netns"],
+        slirp4netns.parse_features(facts.slirp_help, facts.slirp_version),
+        config.mtu,
+        config.allow_host_loopback,
+        paths.slirp_api,
+        ipv6,
+    )
 
 
 def _slirp4netns_ipv6(facts: HostFacts) -> tuple[str, str]:
@@ -64,20 +69,28 @@ def _slirp4netns_ipv6(facts: HostFacts) -> tuple[str, str]:
     return "", ""
 
 
-def _configure_pasta(config: Config, facts: HostFacts, bins: dict[str, str],
-                     paths: Paths, mode: Mode, ipv6: bool) -> NetworkDriver:  # fmt: skip
+def _configure_pasta(
+    config: Config, facts: HostFacts, bins: dict[str, str], paths: Paths, mode: Mode, ipv6: bool
+) -> NetworkDriver:
     from dockerup.net import pasta
 
     return pasta.configure(
-        bins["pasta"], bins["setpriv"], pasta.require_usable(facts),
-        config.mtu, config.allow_host_loopback, mode.needs_userns(), ipv6,
-    )  # fmt: skip
+        bins["pasta"],
+        bins["setpriv"],
+        pasta.require_usable(facts),
+        config.mtu,
+        config.allow_host_loopback,
+        mode.needs_userns(),
+        ipv6,
+    )
 
 
 def _pasta_ipv6(facts: HostFacts) -> tuple[str, str]:
     if not facts.ipv6_gateways:
-        return ("pasta carries IPv6 only for a workspace with an IPv6 default route",
-                "use --net slirp4netns, or give the workspace an IPv6 route")  # fmt: skip
+        return (
+            "pasta carries IPv6 only for a workspace with an IPv6 default route",
+            "use --net slirp4netns, or give the workspace an IPv6 route",
+        )
     return "", ""
 
 
@@ -116,8 +129,9 @@ def kind_of(name: str) -> NetKind:
     try:
         return KINDS[name]
     except KeyError:
-        raise DockerUpError(f"unknown network driver {name!r}",
-                            hint=f"choose one of: {', '.join(KINDS)}") from None  # fmt: skip
+        raise DockerUpError(
+            f"unknown network driver {name!r}", hint=f"choose one of: {', '.join(KINDS)}"
+        ) from None
 
 
 def probe_all(f: HostFacts) -> HostFacts:

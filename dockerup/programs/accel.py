@@ -69,8 +69,13 @@ class Agent(Calls):
     notifications themselves, and the timers; each connect() read is a call in flight
     (accel_calls.Calls) until it is answered."""
 
-    def __init__(self, listener: socket.socket, allow_host_loopback: bool,
-                 log: Callable[[str], None], routes: Callable[[], str]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        listener: socket.socket,
+        allow_host_loopback: bool,
+        log: Callable[[str], None],
+        routes: Callable[[], str],
+    ) -> None:
         super().__init__(allow_host_loopback, log, routes)
         self.listener = listener
         self.notify_fds: set[int] = set()
@@ -195,8 +200,9 @@ def raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def start(listen_fd: int, allow_host_loopback: bool, log: Callable[[str], None],
-          routes: Callable[[], str]) -> Agent:  # fmt: skip
+def start(
+    listen_fd: int, allow_host_loopback: bool, log: Callable[[str], None], routes: Callable[[], str]
+) -> Agent:
     """Run the agent in a daemon thread of the keeper; if its loop ever fails, it starts
     again on the same sockets (pending calls wait in the kernel meanwhile)."""
     listener = socket.socket(fileno=listen_fd)

@@ -66,8 +66,9 @@ class Calls:
     """The calls in flight, by the fd the poll loop watches for each, and how each is
     begun, carried on and answered."""
 
-    def __init__(self, allow_host_loopback: bool, log: Callable[[str], None],
-                 routes: Callable[[], str]) -> None:  # fmt: skip
+    def __init__(
+        self, allow_host_loopback: bool, log: Callable[[str], None], routes: Callable[[], str]
+    ) -> None:
         self.allow = allow_host_loopback
         self.routes = routes  # docker-up's namespace's route table, read afresh each time
         self.quiet = QuietLog(log, prefix="accel: ")
@@ -111,10 +112,14 @@ class Calls:
             return self.perform(call)
         try:
             fresh, cookie = describe(theirs)
-            d = decide(call.raw, allow_host_loopback=self.allow, swapped=cookie == self.cookie,
-                       fresh_tcp=fresh,
-                       nets=lambda: connected_networks(self.routes()),
-                       local=workspace_address)  # fmt: skip
+            d = decide(
+                call.raw,
+                allow_host_loopback=self.allow,
+                swapped=cookie == self.cookie,
+                fresh_tcp=fresh,
+                nets=lambda: connected_networks(self.routes()),
+                local=workspace_address,
+            )
             if d.verdict is Verdict.swap and d.target:
                 return self.swap(call, theirs, d.target, d.source)
         finally:
@@ -148,8 +153,7 @@ class Calls:
             return True  # in flight: answered when the kernel completes it
         return self.answer(call, err)
 
-    def swap(self, call: Call, theirs: socket.socket, target: tuple[str, int],
-             source: str) -> bool:  # fmt: skip
+    def swap(self, call: Call, theirs: socket.socket, target: tuple[str, int], source: str) -> bool:
         mine = workspace_socket(theirs, source, self.ports)
         if mine is None:
             self.quiet.say("ports", "no free local port in the workspace; normal path")
@@ -229,8 +233,11 @@ class Calls:
         self.bypassed += 1
         if self.dockerd_fds.get(call.nfd) is False:
             self.dockerd_fds[call.nfd] = True
-            self.quiet.say("dockerd", "dockerd's own connections leave from the workspace "
-                           f"(the first: to {call.target[0]}:{call.target[1]})")  # fmt: skip
+            self.quiet.say(
+                "dockerd",
+                "dockerd's own connections leave from the workspace "
+                f"(the first: to {call.target[0]}:{call.target[1]})",
+            )
         self.finish(call, 0)
         return False
 
@@ -279,14 +286,17 @@ class Calls:
             raise Gone
 
 
-def workspace_socket(theirs: socket.socket, source: str,
-                     ports: tuple[int, int]) -> socket.socket | None:  # fmt: skip
+def workspace_socket(
+    theirs: socket.socket, source: str, ports: tuple[int, int]
+) -> socket.socket | None:
     """A non-blocking TCP/IPv4 socket of the workspace, bound to a port of its own (the
     kernel keeps an explicitly bound port for the socket's life, so the container can never
     bind it elsewhere), with the options that matter copied from the container's."""
     mine = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    for level, opt in ((socket.IPPROTO_TCP, socket.TCP_NODELAY),
-                       (socket.SOL_SOCKET, socket.SO_KEEPALIVE)):  # fmt: skip
+    for level, opt in (
+        (socket.IPPROTO_TCP, socket.TCP_NODELAY),
+        (socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+    ):
         with contextlib.suppress(OSError):
             if value := theirs.getsockopt(level, opt):
                 mine.setsockopt(level, opt, value)

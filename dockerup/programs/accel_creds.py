@@ -43,9 +43,13 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
     header = struct.pack("=Ii", CAP_VERSION_3, 0)
     data = struct.pack(
         "=6I",
-        effective & 0xFFFFFFFF, permitted & 0xFFFFFFFF, inheritable & 0xFFFFFFFF,
-        effective >> 32, permitted >> 32, inheritable >> 32,
-    )  # fmt: skip
+        effective & 0xFFFFFFFF,
+        permitted & 0xFFFFFFFF,
+        inheritable & 0xFFFFFFFF,
+        effective >> 32,
+        permitted >> 32,
+        inheritable >> 32,
+    )
     linux.check(linux.libc.syscall(SYS_CAPSET, header, data), "capset")
 
 

@@ -164,9 +164,12 @@ def so_error(fd: int) -> int:
 def describe(s: socket.socket) -> tuple[bool, bytes]:
     """(a fresh TCP/IPv4 socket: unbound, unconnected; its netns cookie)."""
     cookie = s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8)
-    fresh = (s.family == socket.AF_INET and s.type == socket.SOCK_STREAM
-             and s.getsockopt(socket.SOL_SOCKET, SO_PROTOCOL) == socket.IPPROTO_TCP
-             and s.getsockname()[1] == 0)  # fmt: skip
+    fresh = (
+        s.family == socket.AF_INET
+        and s.type == socket.SOCK_STREAM
+        and s.getsockopt(socket.SOL_SOCKET, SO_PROTOCOL) == socket.IPPROTO_TCP
+        and s.getsockname()[1] == 0
+    )
     return fresh, cookie
 
 

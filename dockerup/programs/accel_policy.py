@@ -65,9 +65,15 @@ def parse_inet(raw: bytes) -> tuple[bytes, int] | None:
     return raw[4:8], struct.unpack_from("!H", raw, 2)[0]
 
 
-def decide(raw: bytes, *, allow_host_loopback: bool, swapped: bool, fresh_tcp: bool,
-           nets: Callable[[], list[tuple[int, int]]],
-           local: Callable[[bytes], bool] = lambda _: False) -> Decision:  # fmt: skip
+def decide(
+    raw: bytes,
+    *,
+    allow_host_loopback: bool,
+    swapped: bool,
+    fresh_tcp: bool,
+    nets: Callable[[], list[tuple[int, int]]],
+    local: Callable[[bytes], bool] = lambda _: False,
+) -> Decision:
     """What to do with one connect(): raw is the agent's copy of the address; swapped: the
     socket already lives in the workspace (the agent put it there); fresh_tcp: an unbound,
     unconnected TCP/IPv4 socket, the only kind that may be swapped; nets: the networks of

@@ -96,8 +96,9 @@ class Refusal:
     proto: str = "tcp"
 
 
-def bind_loopback(port: int, routes_: dict[str, str],
-                  proto: str = "tcp") -> dict[int, tuple[socket.socket, str]]:  # fmt: skip
+def bind_loopback(
+    port: int, routes_: dict[str, str], proto: str = "tcp"
+) -> dict[int, tuple[socket.socket, str]]:
     """The workspace's side of one port: a socket per loopback address, or PortError
     (all or nothing: half a port would let `localhost` mean two servers)."""
     out: dict[int, tuple[socket.socket, str]] = {}
@@ -158,8 +159,13 @@ def published_ports(pm: PortManager | None) -> set[Key]:
 
 
 class AutoPorts:
-    def __init__(self, spec: AutoPortsSpec, ns_fds: dict[str, int], log: Callable[[str], None],
-                 published: Callable[[], set[Key]]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        spec: AutoPortsSpec,
+        ns_fds: dict[str, int],
+        log: Callable[[str], None],
+        published: Callable[[], set[Key]],
+    ) -> None:
         self.spec, self.ns_fds, self.log, self.published = spec, ns_fds, log, published
         self.netns = os.fstat(ns_fds["net"]).st_ino
         self.exposed: dict[Key, Exposure] = {}
@@ -203,12 +209,16 @@ class AutoPorts:
             # Its UDP relays ended with it: exposed anew, to the next helper, at the next poll.
             self.release([k for k in self.exposed if k[0] == "udp"])
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        fds = [theirs.fileno(), self.ns_fds["user"], self.ns_fds["net"]] if "user" in \
-            self.ns_fds else [theirs.fileno(), -1, self.ns_fds["net"]]  # fmt: skip
+        fds = (
+            [theirs.fileno(), self.ns_fds["user"], self.ns_fds["net"]]
+            if "user" in self.ns_fds
+            else [theirs.fileno(), -1, self.ns_fds["net"]]
+        )
         argv = [sys.executable, "-S", script("autoinside"), *map(str, fds)]
         try:
-            self.helper = subprocess.Popen(argv, pass_fds=[f for f in fds if f >= 0],
-                                           stdin=subprocess.DEVNULL)  # fmt: skip
+            self.helper = subprocess.Popen(
+                argv, pass_fds=[f for f in fds if f >= 0], stdin=subprocess.DEVNULL
+            )
         except OSError as e:
             self.quiet.say("helper-start", f"auto-ports: cannot start the inside helper: {e}")
             ours.close()
@@ -265,8 +275,7 @@ class AutoPorts:
             published, workspace = self.published(), workspace_ports(bool(self.spec.udp))
             for port in sorted(new):
                 changed |= self.consider(port, ports[port], inodes[port], published, workspace)
-        self.owners = {i: o for i, o in self.owners.items()
-                       if any(i in s for s in inodes.values())}  # fmt: skip
+        self.owners = {i: o for i, o in self.owners.items() if any(i in s for s in inodes.values())}
         if changed:
             self.write_table()
 
@@ -280,13 +289,25 @@ class AutoPorts:
         if unknown:
             self.owners.update(socket_owners(self.netns, unknown))
 
-    def consider(self, key: Key, routes_: dict[str, str], inodes: frozenset[int],
-                 published: set[Key], workspace: set[Key]) -> bool:  # fmt: skip
+    def consider(
+        self,
+        key: Key,
+        routes_: dict[str, str],
+        inodes: frozenset[int],
+        published: set[Key],
+        workspace: set[Key],
+    ) -> bool:
         proto, port = key
         owner = next((self.owners[i] for i in sorted(inodes) if i in self.owners), None)
-        v = decide(port, owner, self.spec, published={p for k, p in published if k == proto},
-                   workspace={p for k, p in workspace if k == proto}, exposed=len(self.exposed),
-                   proto=proto)  # fmt: skip
+        v = decide(
+            port,
+            owner,
+            self.spec,
+            published={p for k, p in published if k == proto},
+            workspace={p for k, p in workspace if k == proto},
+            exposed=len(self.exposed),
+            proto=proto,
+        )
         if v.action == "expose":
             exp = Exposure(port, owner, proto=proto)
             try:
@@ -324,8 +345,10 @@ class AutoPorts:
             self.by_fd.update(dict.fromkeys(exp.listeners, exp))
         self.refused.pop(key, None)
         where = ", ".join(f"{s.getsockname()[0]}:{port}" for s, _ in exp.listeners.values())
-        self.log(f"auto-ports: {where or 'nothing'} -> the namespace's port {label(key)} "
-                 f"({describe(exp.owner)})")  # fmt: skip
+        self.log(
+            f"auto-ports: {where or 'nothing'} -> the namespace's port {label(key)} "
+            f"({describe(exp.owner)})"
+        )
         return True
 
     def refuse(self, r: Refusal) -> bool:
@@ -333,8 +356,7 @@ class AutoPorts:
         old = self.refused.get(key)
         self.refused[key] = r
         if old is None or old.reason != r.reason:
-            self.log(f"auto-ports: port {label(key)} not exposed ({describe(r.owner)}): "
-                     f"{r.reason}")  # fmt: skip
+            self.log(f"auto-ports: port {label(key)} not exposed ({describe(r.owner)}): {r.reason}")
             return True
         return False
 
@@ -363,8 +385,11 @@ class AutoPorts:
                     msg = Connect("tcp", target, exp.port).to_json().encode()
                     socket.send_fds(self.conn, [msg], [client.fileno()])
                 except OSError:
-                    self.quiet.say("busy", f"auto-ports: port {exp.port}: the inside "
-                                   "helper is not keeping up; closing connections")  # fmt: skip
+                    self.quiet.say(
+                        "busy",
+                        f"auto-ports: port {exp.port}: the inside "
+                        "helper is not keeping up; closing connections",
+                    )
 
     # -- the table `docker-up ports` shows --
 
@@ -382,7 +407,7 @@ class AutoPorts:
             row(r.port, r.proto, r.owner, reason=r.reason)
             for r in sorted(self.refused.values(), key=lambda r: (r.port, r.proto))
         ]
-        return AutoTable(TABLE_VERSION, auto, refused)  # fmt: skip
+        return AutoTable(TABLE_VERSION, auto, refused)
 
     def write_table(self) -> None:
         with contextlib.suppress(OSError):
@@ -404,10 +429,18 @@ class AutoPorts:
                 self.next_poll = time.monotonic() + POLL
 
 
-def row(port: int, proto: str, owner: Owner | None, addresses: list[str] | None = None,
-        reason: str = "") -> AutoPort:  # fmt: skip
-    return AutoPort(port, proto, owner.pid if owner else None, owner.command if owner else "",
-                    owner.container if owner else None, addresses or [], reason)  # fmt: skip
+def row(
+    port: int, proto: str, owner: Owner | None, addresses: list[str] | None = None, reason: str = ""
+) -> AutoPort:
+    return AutoPort(
+        port,
+        proto,
+        owner.pid if owner else None,
+        owner.command if owner else "",
+        owner.container if owner else None,
+        addresses or [],
+        reason,
+    )
 
 
 def label(key: Key) -> str:
@@ -423,8 +456,12 @@ def describe(owner: Owner | None) -> str:
     return f"pid {owner.pid}, {owner.command[:40]}"
 
 
-def start(spec: AutoPortsSpec, ns_fds: dict[str, int], log: Callable[[str], None],
-          ports: Callable[[], PortManager | None]) -> AutoPorts:  # fmt: skip
+def start(
+    spec: AutoPortsSpec,
+    ns_fds: dict[str, int],
+    log: Callable[[str], None],
+    ports: Callable[[], PortManager | None],
+) -> AutoPorts:
     """On a thread of the keeper, for as long as it runs."""
     auto = AutoPorts(spec, ns_fds, log, lambda: published_ports(ports()))
 

@@ -16,10 +16,21 @@ TCP_LISTEN = "0A"  # /proc/net/tcp's st column
 UDP_UNCONNECTED = "07"  # /proc/net/udp's: bound, no peer (a server's socket)
 # Executables whose listeners are docker-up's own plumbing (their ports take the
 # published-port path). A container that names its server so only loses auto-exposure.
-OWN_EXES = frozenset({
-    "dockerd", "docker-proxy", "containerd", "containerd-shim-runc-v2", "rootlesskit",
-    "rootlesskit-docker-proxy", "slirp4netns", "pasta", "passt", "docker-init", "runc",
-})  # fmt: skip
+OWN_EXES = frozenset(
+    {
+        "dockerd",
+        "docker-proxy",
+        "containerd",
+        "containerd-shim-runc-v2",
+        "rootlesskit",
+        "rootlesskit-docker-proxy",
+        "slirp4netns",
+        "pasta",
+        "passt",
+        "docker-init",
+        "runc",
+    }
+)
 OWN_SCRIPTS = "/dockerup/programs/"  # python -S .../dockerup/programs/portproxy.py, ...
 WORKSPACE_V4, WORKSPACE_V6 = "127.0.0.1", "::1"
 
@@ -129,8 +140,16 @@ class Verdict:
     reason: str = ""
 
 
-def decide(port: int, owner: Owner | None, rules: AutoPortsSpec, *, published: set[int],
-           workspace: set[int], exposed: int, proto: str = "tcp") -> Verdict:  # fmt: skip
+def decide(
+    port: int,
+    owner: Owner | None,
+    rules: AutoPortsSpec,
+    *,
+    published: set[int],
+    workspace: set[int],
+    exposed: int,
+    proto: str = "tcp",
+) -> Verdict:
     """What to do with a new namespace listener's port. `published`: ports of `proto` the
     port manager serves (dockerd publishes them); `workspace`: ports of `proto` a workspace
     socket holds; `exposed`: how many ports are auto-exposed now. (A UDP port reaches here
@@ -146,8 +165,9 @@ def decide(port: int, owner: Owner | None, rules: AutoPortsSpec, *, published: s
     if port in workspace:
         return Verdict("refuse", "in use in the workspace (the workspace's listener keeps it)")
     if exposed >= rules.cap:
-        return Verdict("refuse", f"the cap of {rules.cap} auto-exposed ports is reached "
-                       "(auto-ports-max)")  # fmt: skip
+        return Verdict(
+            "refuse", f"the cap of {rules.cap} auto-exposed ports is reached (auto-ports-max)"
+        )
     return Verdict("expose")
 
 

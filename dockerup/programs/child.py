@@ -225,17 +225,33 @@ def route_back_family(spec: ChildSpec, family: str) -> str:
     tables = os.path.join(spec.bin_dir, "iptables" if family == "4" else "ip6tables")
     ip = [spec.transparent_ip, f"-{family}"]
     anywhere = "0.0.0.0/0" if family == "4" else "::/0"
-    failed = run_all([
-        [tables, "-w", "-t", "mangle", "-A", "PREROUTING", "-m", "socket", "--transparent",
-         "-j", "MARK", "--set-mark", MARK],
-        [*ip, "rule", "add", "fwmark", MARK, "lookup", TABLE],
-        [*ip, "route", "add", "local", anywhere, "dev", "lo", "table", TABLE],
-    ])  # fmt: skip
+    failed = run_all(
+        [
+            [
+                tables,
+                "-w",
+                "-t",
+                "mangle",
+                "-A",
+                "PREROUTING",
+                "-m",
+                "socket",
+                "--transparent",
+                "-j",
+                "MARK",
+                "--set-mark",
+                MARK,
+            ],
+            [*ip, "rule", "add", "fwmark", MARK, "lookup", TABLE],
+            [*ip, "route", "add", "local", anywhere, "dev", "lo", "table", TABLE],
+        ]
+    )
     return f"IPv{family} {failed[0]}" if failed else ""
 
 
-def choose_iptables(candidates: list[list[str]], bin_dir: str,
-                    ipv6: bool = False) -> tuple[str, str]:  # fmt: skip
+def choose_iptables(
+    candidates: list[list[str]], bin_dir: str, ipv6: bool = False
+) -> tuple[str, str]:
     """Try each backend for real in this namespace (its ip6tables too with IPv6: dockerd
     sets up both); link the first that works into the directory that comes first on
     dockerd's PATH."""
@@ -348,9 +364,11 @@ def main() -> None:
     # The helper is ready (the parent said go): check its work before dockerd relies on it.
     found = run_all(spec.ipv6_commands)
     if spec.verify and not found:
-        found = netcheck.problems(spec.verify, read("/proc/net/route"),
-                                  *(read(f"/proc/net/{t}") for t in ("if_inet6", "ipv6_route")
-                                    if spec.ipv6))  # fmt: skip
+        found = netcheck.problems(
+            spec.verify,
+            read("/proc/net/route"),
+            *(read(f"/proc/net/{t}") for t in ("if_inet6", "ipv6_route") if spec.ipv6),
+        )
     watch = watch_dockerd(spec.watch_connects) if spec.watch_connects and not found else ""
     ch.send(Verified(ok=not found and not watch, problems=found, watch=watch))
     if found or watch:

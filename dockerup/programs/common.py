@@ -180,5 +180,8 @@ def default_gateways(route_table: str) -> list[str]:
     import socket
     import struct
 
-    return [socket.inet_ntoa(struct.pack("!I", gw))
-            for dest, gw, mask in route_rows(route_table) if dest == 0 and mask == 0]  # fmt: skip
+    return [
+        socket.inet_ntoa(struct.pack("!I", gw))
+        for dest, gw, mask in route_rows(route_table)
+        if dest == 0 and mask == 0
+    ]

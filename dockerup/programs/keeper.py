@@ -159,8 +159,10 @@ class Keeper:
         spec = self.spec
         for path in (spec.dockerd_log, spec.net_log, spec.log_file):
             if logfiles.cap(path, spec.log_max):
-                self.log(f"{os.path.basename(path)} reached {spec.log_max} bytes; "
-                         f"the rest is in {os.path.basename(path)}.1")  # fmt: skip
+                self.log(
+                    f"{os.path.basename(path)} reached {spec.log_max} bytes; "
+                    f"the rest is in {os.path.basename(path)}.1"
+                )
 
     def watch(self) -> str:
         while True:
@@ -217,8 +219,7 @@ class Keeper:
                     signal.signal(s, signal.SIG_DFL)
                 # The old containerd ended with the old dockerd (clear_old_containerd
                 # waited for it): a new one, in the same namespaces, for the new dockerd.
-                start_containerd(spec.containerd.argv, spec.containerd.env,
-                                 spec.containerd_pidfile)  # fmt: skip
+                start_containerd(spec.containerd.argv, spec.containerd.env, spec.containerd_pidfile)
                 if spec.watch_connects:
                     from dockerup.programs.watch import watch_connects
 
@@ -353,9 +354,16 @@ class Keeper:
         # What a later `up` checks before it ends an orphan: the very processes now running.
         kept = {k: v for k, v in running.procs.items() if k not in ("dockerd", "net")}
         procs = kept | procid.identities({"dockerd": self.dockerd, "net": self.net})
-        state.write(self.spec.state_file, dataclasses.replace(
-            running, dockerd_pid=self.dockerd, net_pid=self.net, restarts=self.restarts,
-            procs=procs))  # fmt: skip
+        state.write(
+            self.spec.state_file,
+            dataclasses.replace(
+                running,
+                dockerd_pid=self.dockerd,
+                net_pid=self.net,
+                restarts=self.restarts,
+                procs=procs,
+            ),
+        )
 
     def wait_exit(self, pidfd: int, timeout: float) -> bool:
         """Until the process ends (True) or the time is up. dockerd, stopping, may still
@@ -406,8 +414,9 @@ class Keeper:
                 os.unlink(path)
         os.close(self.spec.lock_fd)
 
-    def end_the_rest(self, keep: set[int | None] | None = None,
-                     what: str = "that dockerd left running") -> None:  # fmt: skip
+    def end_the_rest(
+        self, keep: set[int | None] | None = None, what: str = "that dockerd left running"
+    ) -> None:
         """dockerd stops its containers, shims and containerd; where it could not (a
         container that would not die in time, dockerd killed), what is left would outlive
         docker-up: whatever still runs in docker-up's user namespace ends now."""

@@ -21,8 +21,9 @@ class QuietLog:
     container looping on a bad connect(), a flood of connections to a published port) can
     grow a log. The agent, the port manager and the port proxy all log through one."""
 
-    def __init__(self, log: Callable[[str], None], first: int = 5, window: float = 60,
-                 prefix: str = "") -> None:  # fmt: skip
+    def __init__(
+        self, log: Callable[[str], None], first: int = 5, window: float = 60, prefix: str = ""
+    ) -> None:
         self.log, self.first, self.window, self.prefix = log, first, window, prefix
         self.seen: dict[str, int] = {}
         self.quiet: dict[str, int] = {}

@@ -32,8 +32,9 @@ def ipv6_problems(spec: NetCheck, if_inet6: str, ipv6_route: str) -> list[str]:
     return found
 
 
-def problems(spec: NetCheck, route_table: str, if_inet6: str = "",
-             ipv6_route: str = "") -> list[str]:  # fmt: skip
+def problems(
+    spec: NetCheck, route_table: str, if_inet6: str = "", ipv6_route: str = ""
+) -> list[str]:
     """What differs from what the helper should have set up; [] when all is as planned."""
     found = []
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:

@@ -24,8 +24,12 @@ class Started:
 
 
 def fill(template: list[str], target: int, ready: str, exit_fd: int) -> list[str]:
-    return [a.replace("{target}", str(target)).replace("{ready_fd}", ready)
-            .replace("{exit_fd}", str(exit_fd)) for a in template]  # fmt: skip
+    return [
+        a.replace("{target}", str(target))
+        .replace("{ready_fd}", ready)
+        .replace("{exit_fd}", str(exit_fd))
+        for a in template
+    ]
 
 
 def start_net(template: list[str], target: int, fifo: str, log: str) -> Started:
@@ -38,9 +42,14 @@ def start_net(template: list[str], target: int, fifo: str, log: str) -> Started:
     try:
         with open(log, "ab") as out:
             # Its own session: the terminal's Ctrl-C is for docker-up, which stops it in order.
-            p = subprocess.Popen(fill(template, target, ready, exit_r), stdin=subprocess.DEVNULL,
-                                 stdout=out, stderr=out, pass_fds=inherited,
-                                 start_new_session=True)  # fmt: skip
+            p = subprocess.Popen(
+                fill(template, target, ready, exit_r),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                pass_fds=inherited,
+                start_new_session=True,
+            )
     except OSError:
         os.close(ready_r)
         os.close(exit_w)

@@ -155,8 +155,11 @@ def upstream_socket(kind: int, source: str | None, family: int = socket.AF_INET)
     "::" binding the container's IPv6 address."""
     sock = socket.socket(family, kind)
     if source is not None:
-        level, option = ((socket.IPPROTO_IPV6, IPV6_TRANSPARENT) if family == socket.AF_INET6
-                         else (socket.SOL_IP, IP_TRANSPARENT))  # fmt: skip
+        level, option = (
+            (socket.IPPROTO_IPV6, IPV6_TRANSPARENT)
+            if family == socket.AF_INET6
+            else (socket.SOL_IP, IP_TRANSPARENT)
+        )
         try:
             sock.setsockopt(level, option, 1)
             sock.bind((source, 0))
@@ -240,8 +243,9 @@ class UdpRelay:
     loop: flows idle for UDP_IDLE end, and there are never more than UDP_FLOWS, so many
     senders cost bounded memory and no threads."""
 
-    def __init__(self, outside: socket.socket, target: tuple[str, int],
-                 stop: socket.socket | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, outside: socket.socket, target: tuple[str, int], stop: socket.socket | None = None
+    ) -> None:
         self.outside, self.target = outside, target
         self.flows: dict[tuple[str, int], socket.socket] = {}  # oldest activity first
         self.by_fd: dict[int, tuple[str, int]] = {}
@@ -399,8 +403,11 @@ def main() -> None:
             break  # the keeper went away
         client = socket.socket(fileno=fd)
         if not slots.take():
-            QUIET.say("busy", f"{MAX_CONNECTIONS} connections at once on this port: "
-                      "closing new ones until some end")  # fmt: skip
+            QUIET.say(
+                "busy",
+                f"{MAX_CONNECTIONS} connections at once on this port: "
+                "closing new ones until some end",
+            )
             client.close()
             continue
         threading.Thread(target=serve, args=(client, target, slots), daemon=True).start()

@@ -105,9 +105,19 @@ class SlirpForwarder:
             # of this request serves the workspace.
             return NothingExposed()
         # slirp4netns delivers to the namespace's tap address; the proxy listens there.
-        reply = slirp_api(self.api, {"execute": "add_hostfwd", "arguments": {
-            "proto": req.proto, "host_addr": req.host_ip, "host_port": req.host_port,
-            "guest_addr": GUEST_ADDR, "guest_port": req.host_port}})  # fmt: skip
+        reply = slirp_api(
+            self.api,
+            {
+                "execute": "add_hostfwd",
+                "arguments": {
+                    "proto": req.proto,
+                    "host_addr": req.host_ip,
+                    "host_port": req.host_port,
+                    "guest_addr": GUEST_ADDR,
+                    "guest_port": req.host_port,
+                },
+            },
+        )
         if "error" in reply:
             desc = str(reply["error"].get("desc", reply["error"]))
             probe = try_bind(req)  # say why in the user's terms where we can
@@ -237,9 +247,13 @@ class PortManager:
     """Runs in the keeper's select loop: fds() to watch, handle(fd) when one is readable."""
 
     def __init__(
-        self, server: socket.socket, fwd: PortForwarder, log: Any, api: Api | None = None,
+        self,
+        server: socket.socket,
+        fwd: PortForwarder,
+        log: Any,
+        api: Api | None = None,
         table: str | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.server = server
         self.table = table  # where `docker-up ports` reads what is published (porttables.py)
         self.fwd = fwd
@@ -287,19 +301,27 @@ class PortManager:
         self.pubs[conn.fileno()] = pub
         if isinstance(exposed, SpliceExposed):
             self.listeners[exposed.listener.fileno()] = pub
-        self.reply(conn, PortReply(
-            hand_over=isinstance(exposed, SpliceExposed),
-            udp_relay=isinstance(exposed, UdpExposed),
-            # slirp4netns delivers to the tap address: a loopback-only bind inside would
-            # miss it (dockerd 28+ binds the tap address itself: the API says so).
-            rewrite_host_ip="0.0.0.0" if req.host_ip.startswith("127.")
-            and not isinstance(exposed, (SpliceExposed, UdpExposed)) else None))  # fmt: skip
+        self.reply(
+            conn,
+            PortReply(
+                hand_over=isinstance(exposed, SpliceExposed),
+                udp_relay=isinstance(exposed, UdpExposed),
+                # slirp4netns delivers to the tap address: a loopback-only bind inside would
+                # miss it (dockerd 28+ binds the tap address itself: the API says so).
+                rewrite_host_ip="0.0.0.0"
+                if req.host_ip.startswith("127.")
+                and not isinstance(exposed, (SpliceExposed, UdpExposed))
+                else None,
+            ),
+        )
         if isinstance(exposed, UdpExposed):
             send_fd(conn, exposed.sock.fileno())
         # From now on only hand-overs go this way: never wait for a proxy that does not read.
         conn.setblocking(False)
-        self.log(f"published {req.label()} -> {req.container_ip}:{req.container_port} "
-                 f"({type(exposed).__name__})")  # fmt: skip
+        self.log(
+            f"published {req.label()} -> {req.container_ip}:{req.container_port} "
+            f"({type(exposed).__name__})"
+        )
         self.write_table()
 
     def drop_stale(self, req: PortRequest) -> None:
@@ -340,8 +362,11 @@ class PortManager:
         out, as its forwarder did."""
         if self.table is None:
             return
-        rows = [PublishedPort(**dataclasses.asdict(p.req)) for p in self.pubs.values()
-                if not isinstance(p.exposed, NothingExposed)]  # fmt: skip
+        rows = [
+            PublishedPort(**dataclasses.asdict(p.req))
+            for p in self.pubs.values()
+            if not isinstance(p.exposed, NothingExposed)
+        ]
         with contextlib.suppress(OSError):
             atomic_write(self.table, PublishedTable(TABLE_VERSION, rows).to_json())
 
@@ -358,9 +383,12 @@ class PortManager:
                 except BlockingIOError:
                     # The proxy is not taking connections (its queue is full): this client
                     # is closed rather than the keeper waiting.
-                    self.quiet.say(f"busy {pub.req.label()}", f"port {pub.req.label()}: the "
-                                   "proxy is not keeping up; closing connections it cannot "
-                                   "take")  # fmt: skip
+                    self.quiet.say(
+                        f"busy {pub.req.label()}",
+                        f"port {pub.req.label()}: the "
+                        "proxy is not keeping up; closing connections it cannot "
+                        "take",
+                    )
                 except OSError:
                     return
 

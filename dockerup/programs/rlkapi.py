@@ -189,8 +189,14 @@ def _same_ip(a: str, b: str) -> bool:
         return False
 
 
-REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 404: "Not Found", 409: "Conflict",
-           500: "Internal Server Error"}  # fmt: skip
+REASONS = {
+    200: "OK",
+    201: "Created",
+    400: "Bad Request",
+    404: "Not Found",
+    409: "Conflict",
+    500: "Internal Server Error",
+}
 
 
 def response(status: int, doc: object) -> bytes:

@@ -43,8 +43,9 @@ class Spec:
         unknown = set(doc) - set(hints)
         if unknown and not cls.EXTRA_OK:
             raise SpecError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
-        values = {k: _convert(v, hints[k], f"{cls.__name__}.{k}")
-                  for k, v in doc.items() if k in hints}  # fmt: skip
+        values = {
+            k: _convert(v, hints[k], f"{cls.__name__}.{k}") for k, v in doc.items() if k in hints
+        }
         try:
             return cls(**values)
         except TypeError as e:  # a required field missing
@@ -84,8 +85,10 @@ def _convert(value: object, hint: Any, where: str) -> Any:
     elif origin is list and isinstance(value, list):
         return [_convert(v, args[0], f"{where}[]") for v in value]
     elif origin is dict and isinstance(value, dict):
-        return {_convert(k, args[0], where): _convert(v, args[1], f"{where}.{k}")
-                for k, v in value.items()}  # fmt: skip
+        return {
+            _convert(k, args[0], where): _convert(v, args[1], f"{where}.{k}")
+            for k, v in value.items()
+        }
     elif _plain(value, hint):
         return float(value) if hint is float else value  # type: ignore[arg-type]
     raise SpecError(f"{where}: expected {_name(hint)}, got {type(value).__name__}")

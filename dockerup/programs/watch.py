@@ -61,10 +61,15 @@ def install_filter() -> int:
     """The filter, on this thread and whatever it execs and forks; the notification fd.
     Needs CAP_SYS_ADMIN in this user namespace (dockerd's root has it) or no_new_privs."""
     code = ctypes.create_string_buffer(connect_filter())
-    fprog = ctypes.create_string_buffer(struct.pack("=HxxxxxxQ", len(code.raw) // INSN.size,
-                                                    ctypes.addressof(code)))  # fmt: skip
-    fd: int = libc.syscall(ctypes.c_long(SYS_SECCOMP), ctypes.c_long(SET_MODE_FILTER),
-                           ctypes.c_long(FLAG_NEW_LISTENER), fprog)  # fmt: skip
+    fprog = ctypes.create_string_buffer(
+        struct.pack("=HxxxxxxQ", len(code.raw) // INSN.size, ctypes.addressof(code))
+    )
+    fd: int = libc.syscall(
+        ctypes.c_long(SYS_SECCOMP),
+        ctypes.c_long(SET_MODE_FILTER),
+        ctypes.c_long(FLAG_NEW_LISTENER),
+        fprog,
+    )
     if fd < 0:
         e = ctypes.get_errno()
         raise OSError(e, f"seccomp: {os.strerror(e)}")

@@ -30,8 +30,10 @@ def ports(paths: Paths) -> Ports:
     instance.check_runtime(paths)
     running = instance.is_locked(paths) and instance.read_state(paths) is not None
     if not running and instance.is_locked(paths) and background.read_lazy(paths):
-        raise DockerUpError("dockerd has not started yet (socket activation): no ports",
-                            hint="any docker command starts it: docker ps")  # fmt: skip
+        raise DockerUpError(
+            "dockerd has not started yet (socket activation): no ports",
+            hint="any docker command starts it: docker ps",
+        )
     if not running:
         raise DockerUpError("docker-up is not running", hint="start it: docker-up -d")
     published = read_table(paths.published_ports_table, PublishedTable)
@@ -51,11 +53,11 @@ def read_table(path: Path, kind: type[T]) -> T | None:
     try:
         table = kind.from_json(text)
     except (ValueError, TypeError) as e:
-        raise DockerUpError(f"{path} is not a table this docker-up reads: {e}",
-                            hint=RESTART) from e  # fmt: skip
+        raise DockerUpError(f"{path} is not a table this docker-up reads: {e}", hint=RESTART) from e
     if table.version != TABLE_VERSION:
-        raise DockerUpError(f"{path}: table version {table.version}, not {TABLE_VERSION}",
-                            hint=RESTART)  # fmt: skip
+        raise DockerUpError(
+            f"{path}: table version {table.version}, not {TABLE_VERSION}", hint=RESTART
+        )
     return table
 
 
@@ -79,14 +81,18 @@ def containers_from_api(docs: Iterable[dict[str, Any]]) -> list[Container]:
     out = []
     for doc in docs:
         names = doc.get("Names") or [""]
-        published = frozenset((str(p.get("Type", "tcp")), int(p["PublicPort"]))
-                              for p in doc.get("Ports") or [] if p.get("PublicPort"))  # fmt: skip
+        published = frozenset(
+            (str(p.get("Type", "tcp")), int(p["PublicPort"]))
+            for p in doc.get("Ports") or []
+            if p.get("PublicPort")
+        )
         out.append(Container(str(doc.get("Id", "")), names[0].lstrip("/"), published))
     return out
 
 
-def rows(published: PublishedTable | None, auto: AutoTable | None,
-         known: list[Container]) -> list[PortRow]:  # fmt: skip
+def rows(
+    published: PublishedTable | None, auto: AutoTable | None, known: list[Container]
+) -> list[PortRow]:
     """One row per port and owner: a published port's addresses (0.0.0.0 and ::) on one."""
     out = published_rows(published, known) + auto_rows(auto, known)
     return sorted(out, key=lambda r: (r.port, r.proto, r.how != "published"))
@@ -101,8 +107,17 @@ def published_rows(table: PublishedTable | None, known: list[Container]) -> list
     for (proto, port, ip, cport), addresses in groups.items():
         name = next((c.name for c in known if (proto, port) in c.published), None)
         target = f"[{ip}]:{cport}" if ":" in ip else f"{ip}:{cport}"
-        out.append(PortRow(port, proto, sorted(set(addresses)), "published", name or target,
-                           container=name, target=target))  # fmt: skip
+        out.append(
+            PortRow(
+                port,
+                proto,
+                sorted(set(addresses)),
+                "published",
+                name or target,
+                container=name,
+                target=target,
+            )
+        )
     return out
 
 
@@ -118,5 +133,13 @@ def auto_row(a: AutoPort, known: list[Container], reason: str | None) -> PortRow
     name = next((c.name for c in known if a.container and c.id == a.container), None)
     if a.container and name is None:
         name = a.container[:12]  # a container dockerd no longer lists: its short id
-    return PortRow(a.port, a.proto, list(a.addresses), "auto", name or a.command,
-                   container=name, pid=a.pid, reason=reason)  # fmt: skip
+    return PortRow(
+        a.port,
+        a.proto,
+        list(a.addresses),
+        "auto",
+        name or a.command,
+        container=name,
+        pid=a.pid,
+        reason=reason,
+    )

@@ -59,8 +59,17 @@ class RunPlan:
     env: Mapping[str, str]
 
 
-def plan_run(state: Running, where: Where, command: Sequence[str], *, root: bool,
-             uid: int, gid: int, cwd: str, env: Mapping[str, str]) -> RunPlan:  # fmt: skip
+def plan_run(
+    state: Running,
+    where: Where,
+    command: Sequence[str],
+    *,
+    root: bool,
+    uid: int,
+    gid: int,
+    cwd: str,
+    env: Mapping[str, str],
+) -> RunPlan:
     """What `run` does, from the state file's record of the running daemon (pure)."""
     target = state.dockerd_pid
     marked = {**env, MARKER: "root" if root else "user"}
@@ -113,8 +122,9 @@ def running_state(paths: Paths, timeout: float = 60.0) -> Running:
     if state is None and instance.is_locked(paths):
         # A connection wakes the holder; the state file comes just after dockerd answers.
         instance.wait_until_answering(paths, timeout)
-        wait_until(lambda: instance.read_state(paths) is not None
-                   or not instance.is_locked(paths), timeout)  # fmt: skip
+        wait_until(
+            lambda: instance.read_state(paths) is not None or not instance.is_locked(paths), timeout
+        )
         state = instance.read_state(paths)
     if not state or not instance.is_locked(paths):
         raise DockerUpError(
@@ -132,8 +142,16 @@ def prepare(paths: Paths, command: Sequence[str], root: bool) -> RunPlan:
         cwd = os.getcwd()
     except OSError as e:
         raise DockerUpError(f"this directory is gone: {e.strerror}", hint="cd elsewhere") from e
-    return plan_run(state, where_am_i(target, os.environ), command, root=root, uid=os.getuid(),
-                    gid=os.getgid(), cwd=cwd, env=os.environ)  # fmt: skip
+    return plan_run(
+        state,
+        where_am_i(target, os.environ),
+        command,
+        root=root,
+        uid=os.getuid(),
+        gid=os.getgid(),
+        cwd=cwd,
+        env=os.environ,
+    )
 
 
 def execute(plan: RunPlan) -> None:

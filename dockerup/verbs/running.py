@@ -35,9 +35,16 @@ def status(paths: Paths, debug: bool = False) -> Status:
             if debug
             else None
         )
-        return Status(True, sock, host, pid=d.pid, answering=wire.ping(paths.socket),
-                      uptime_s=round(time.time() - d.started_at, 1), daemon=d,
-                      debug=extra)  # fmt: skip
+        return Status(
+            True,
+            sock,
+            host,
+            pid=d.pid,
+            answering=wire.ping(paths.socket),
+            uptime_s=round(time.time() - d.started_at, 1),
+            daemon=d,
+            debug=extra,
+        )
     if locked and (lazy := background.read_lazy(paths)):
         # Socket activation: nothing runs yet but the holder; the first client starts it.
         return Status(True, sock, host, lazy=True, pid=lazy.pid)
@@ -47,15 +54,26 @@ def status(paths: Paths, debug: bool = False) -> Status:
 def daemon_of(state: Running) -> Daemon:
     """The published fields of the running daemon's record (instance.Running)."""
     return Daemon(
-        pid=state.pid, dockerd_pid=state.dockerd_pid, net_pid=state.net_pid,
-        mode=state.mode, mode_reason=state.mode_reason, net=state.net,
-        net_options=list(state.net_options), mtu=state.mtu,
+        pid=state.pid,
+        dockerd_pid=state.dockerd_pid,
+        net_pid=state.net_pid,
+        mode=state.mode,
+        mode_reason=state.mode_reason,
+        net=state.net,
+        net_options=list(state.net_options),
+        mtu=state.mtu,
         # plan.ipv6_reason: "on (...)" or "off ..."
-        ipv6=state.ipv6.startswith("on"), ipv6_reason=state.ipv6,
-        storage=state.storage, storage_reason=state.storage_reason, data_root=state.data_root,
-        iptables=state.iptables, iptables_reason=state.iptables_reason, engine=state.engine,
-        started_at=state.started_at, restarts=state.restarts,
-    )  # fmt: skip
+        ipv6=state.ipv6.startswith("on"),
+        ipv6_reason=state.ipv6,
+        storage=state.storage,
+        storage_reason=state.storage_reason,
+        data_root=state.data_root,
+        iptables=state.iptables,
+        iptables_reason=state.iptables_reason,
+        engine=state.engine,
+        started_at=state.started_at,
+        restarts=state.restarts,
+    )
 
 
 def stop(paths: Paths, timeout: float = 60.0) -> Stopped:

@@ -108,9 +108,10 @@ def config_show(loaded: Loaded) -> ConfigShown:
     from dockerup.results import ConfigShown, Setting
 
     c = loaded.config
-    return ConfigShown(loaded.file, [
-        Setting(s.key, _plain(getattr(c, s.field)), loaded.sources[s.key]) for s in SETTINGS
-    ])  # fmt: skip
+    return ConfigShown(
+        loaded.file,
+        [Setting(s.key, _plain(getattr(c, s.field)), loaded.sources[s.key]) for s in SETTINGS],
+    )
 
 
 def _plain(v: Any) -> Any:

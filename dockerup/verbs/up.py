@@ -87,6 +87,7 @@ def up_activated(loaded: Loaded, lock_fd: int, early: Child | None = None) -> Up
     from dockerup.results import Up
 
     plan = make_plan(loaded.config, loaded.facts)
-    code = supervise.run(plan, lambda _m: None, lambda _r: None, foreground=False,
-                         lock_fd=lock_fd, early=early)  # fmt: skip
+    code = supervise.run(
+        plan, lambda _m: None, lambda _r: None, foreground=False, lock_fd=lock_fd, early=early
+    )
     return Up(plan.paths.docker_host, already_running=False, stopped=True, code=code)

@@ -22,8 +22,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # The longest modules, first: parallel workers (scripts/test) then end together instead of
 # one of them starting the longest module last.
-SLOW_FIRST = ["test_engines", "test_workspace_image", "test_accel_attacks", "test_ipv6",
-              "test_registry", "test_accel", "test_lifecycle", "test_autoports"]  # fmt: skip
+SLOW_FIRST = [
+    "test_engines",
+    "test_workspace_image",
+    "test_accel_attacks",
+    "test_ipv6",
+    "test_registry",
+    "test_accel",
+    "test_lifecycle",
+    "test_autoports",
+]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -134,8 +142,9 @@ def loopback_server() -> Iterator[int]:
     srv.close()
 
 
-def listener(family: int = socket.AF_INET, address: str = "127.0.0.1",
-             backlog: int = 128) -> socket.socket:  # fmt: skip
+def listener(
+    family: int = socket.AF_INET, address: str = "127.0.0.1", backlog: int = 128
+) -> socket.socket:
     """A listening TCP socket on a free port of `address`."""
     sock = socket.socket(family)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -148,8 +157,9 @@ class CountingServer:
     """A TCP server (the workspace's 127.0.0.1 unless given a listening socket) that answers
     `reply` and counts who came: what a container reached, seen from the server's side."""
 
-    def __init__(self, reply: bytes = b"secret\n", backlog: int = 128,
-                 sock: socket.socket | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, reply: bytes = b"secret\n", backlog: int = 128, sock: socket.socket | None = None
+    ) -> None:
         self.sock = sock or listener(backlog=backlog)
         self.sock.settimeout(0.2)
         self.port: int = self.sock.getsockname()[1]
@@ -231,8 +241,11 @@ def peer_namespace() -> Iterator[str]:
     server = None
     try:
         ns = ["nsenter", "-t", str(holder.pid), "-n"]
-        wait_for(lambda: os.readlink(f"/proc/{holder.pid}/ns/net")
-                 != os.readlink("/proc/self/ns/net"), 10, "the peer namespace")  # fmt: skip
+        wait_for(
+            lambda: os.readlink(f"/proc/{holder.pid}/ns/net") != os.readlink("/proc/self/ns/net"),
+            10,
+            "the peer namespace",
+        )
         veth_to(holder.pid, near, far, net)
         server = subprocess.Popen([*ns, "/usr/bin/python3", "-c", PEER_SERVER])
         wait_for(lambda: peer_answers(f"{net}.2"), 10, "the peer server")

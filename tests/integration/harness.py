@@ -41,8 +41,10 @@ def nc_read(host: str, port: int | str, timeout: int = 10) -> str:
     """A container's shell line that prints what a TCP server sends, without closing its own
     side first: nc's stdin is a FIFO this shell holds open until nc is done (a half-close
     meeting the server's close is what Debian 12's pasta mishandles; no sleep needed)."""
-    return (f"cd $(mktemp -d) && mkfifo f && {{ timeout {timeout} nc -w 3 {host} {port} <f & "
-            "exec 3>f; wait $!; }")  # fmt: skip
+    return (
+        f"cd $(mktemp -d) && mkfifo f && {{ timeout {timeout} nc -w 3 {host} {port} <f & "
+        "exec 3>f; wait $!; }"
+    )
 
 
 def pid_alive(pid: int) -> bool:

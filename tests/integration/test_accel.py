@@ -42,15 +42,31 @@ def test_connections_to_workspace_loopback_skip_the_helper(
         assert reach_host_loopback(accel, loopback_server) == "hello"
         # Without the seccomp filter (unconfined) the container takes the normal path, which
         # the frozen helper does not serve.
-        r = accel.docker("run", "--rm", "--security-opt", "seccomp=unconfined", "bb:test",
-                         "sh", "-c", f"timeout 3 nc 10.0.2.2 {loopback_server} </dev/null",
-                         check=False)  # fmt: skip
+        r = accel.docker(
+            "run",
+            "--rm",
+            "--security-opt",
+            "seccomp=unconfined",
+            "bb:test",
+            "sh",
+            "-c",
+            f"timeout 3 nc 10.0.2.2 {loopback_server} </dev/null",
+            check=False,
+        )
         assert r.stdout.strip() == ""
     finally:
         os.kill(helper, signal.SIGCONT)
     # And the normal path still works once the helper runs again.
-    r = accel.docker("run", "--rm", "--security-opt", "seccomp=unconfined", "bb:test", "sh",
-                     "-c", nc_read("10.0.2.2", loopback_server))  # fmt: skip
+    r = accel.docker(
+        "run",
+        "--rm",
+        "--security-opt",
+        "seccomp=unconfined",
+        "bb:test",
+        "sh",
+        "-c",
+        nc_read("10.0.2.2", loopback_server),
+    )
     assert r.stdout.strip() == "hello"
 
 
@@ -74,8 +90,15 @@ def test_refused_connection_is_refused_in_the_container(accel: Workspace) -> Non
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    r = accel.docker("run", "--rm", "bb:test", "sh", "-c",
-                     f"nc 10.0.2.2 {port} </dev/null; echo rc=$?", check=False)  # fmt: skip
+    r = accel.docker(
+        "run",
+        "--rm",
+        "bb:test",
+        "sh",
+        "-c",
+        f"nc 10.0.2.2 {port} </dev/null; echo rc=$?",
+        check=False,
+    )
     assert "rc=1" in r.stdout, r.stdout + r.stderr
 
 
@@ -87,10 +110,30 @@ def test_other_traffic_keeps_its_path(accel: Workspace) -> None:
     try:
         web = "mkdir /www && echo peer > /www/index.html && exec httpd -f -p 80 -h /www"
         port = free_port()
-        ws.docker("run", "-d", "--name", "srv", "--network", "accelnet", "-p", f"{port}:80",
-                  "bb:test", "sh", "-c", web)  # fmt: skip
-        r = ws.docker("run", "--rm", "--network", "accelnet", "bb:test", "sh", "-c",
-                      "echo 'GET / HTTP/1.0' | timeout 10 nc srv 80")  # fmt: skip
+        ws.docker(
+            "run",
+            "-d",
+            "--name",
+            "srv",
+            "--network",
+            "accelnet",
+            "-p",
+            f"{port}:80",
+            "bb:test",
+            "sh",
+            "-c",
+            web,
+        )
+        r = ws.docker(
+            "run",
+            "--rm",
+            "--network",
+            "accelnet",
+            "bb:test",
+            "sh",
+            "-c",
+            "echo 'GET / HTTP/1.0' | timeout 10 nc srv 80",
+        )
         assert r.stdout.strip().endswith("peer"), r.stdout + r.stderr
         with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
             c.sendall(b"GET / HTTP/1.0\r\n\r\n")
@@ -117,8 +160,9 @@ def test_other_traffic_keeps_its_path(accel: Workspace) -> None:
         t = threading.Thread(target=echo, daemon=True)
         t.start()
         try:
-            r = ws.docker("run", "--rm", "bb:test", "udpecho", "10.0.2.2", str(port), "udp",
-                          check=False)  # fmt: skip
+            r = ws.docker(
+                "run", "--rm", "bb:test", "udpecho", "10.0.2.2", str(port), "udp", check=False
+            )
         finally:
             stop.set()
             t.join()

@@ -57,8 +57,9 @@ def opened(request: pytest.FixtureRequest, user: User, busybox_tar: Path) -> Ite
 def probe(
     ws: Workspace, *args: str, opts: tuple[str, ...] = (), timeout: float = 120
 ) -> dict[str, str]:
-    r = ws.docker("run", "--rm", *opts, "bb:test", "accelprobe", *args, timeout=timeout,
-                  check=False)  # fmt: skip
+    r = ws.docker(
+        "run", "--rm", *opts, "bb:test", "accelprobe", *args, timeout=timeout, check=False
+    )
     out = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
     assert r.returncode == 0, r.stdout + r.stderr
     return out
@@ -132,8 +133,18 @@ def test_a_swapped_socket_never_listens_in_the_workspace(
     fail, and the workspace has no listener on that port while the container holds it."""
     port = free_port()
     name = f"listener-{port}"
-    closed.docker("run", "-d", "--name", name, "bb:test", "accelprobe", "listen",
-                  peer_namespace, "7070", str(port))  # fmt: skip
+    closed.docker(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "bb:test",
+        "accelprobe",
+        "listen",
+        peer_namespace,
+        "7070",
+        str(port),
+    )
     try:
         wait_for(lambda: "ready" in closed.docker("logs", name).stdout, 30, "the attempt")
         logs = closed.docker("logs", name).stdout
@@ -193,12 +204,24 @@ def test_a_stalled_target_costs_only_its_caller(opened: Workspace) -> None:
 
 def _stall_beside(opened: Workspace, ok: CountingServer, name: str, full_port: int) -> None:
     try:
-        opened.docker("run", "-d", "--name", name, "bb:test", "accelprobe", "stall",
-                      "10.0.2.2", str(full_port), "40")  # fmt: skip
+        opened.docker(
+            "run",
+            "-d",
+            "--name",
+            name,
+            "bb:test",
+            "accelprobe",
+            "stall",
+            "10.0.2.2",
+            str(full_port),
+            "40",
+        )
         wait_for(lambda: "ready" in opened.docker("logs", name).stdout, 30, "the staller")
         out = probe(opened, "latency", "10.0.2.2", str(ok.port), "300")
-        print(f"connect latency beside a stalled container: p50 {out['p50_us']} µs, "
-              f"p99 {out['p99_us']} µs")  # fmt: skip
+        print(
+            f"connect latency beside a stalled container: p50 {out['p50_us']} µs, "
+            f"p99 {out['p99_us']} µs"
+        )
         assert out["ok"] == "300"
         # The old agent made every caller wait behind a stuck connect (up to 10 s each).
         assert int(out["p99_us"]) < 500_000, out
@@ -254,10 +277,17 @@ def test_the_workspaces_own_addresses_are_refused(closed: Workspace, peer_namesp
     srv = anywhere()
     own = own_address(peer_namespace)
     try:
-        r = closed.docker("run", "--rm", "bb:test", "sh", "-c",
-                          f"nc {own} {srv.port} </dev/null; echo rc=$?; "
-                          f"timeout 5 nc 10.0.2.2 {srv.port} </dev/null; echo rc=$?",
-                          check=False, timeout=60)  # fmt: skip
+        r = closed.docker(
+            "run",
+            "--rm",
+            "bb:test",
+            "sh",
+            "-c",
+            f"nc {own} {srv.port} </dev/null; echo rc=$?; "
+            f"timeout 5 nc 10.0.2.2 {srv.port} </dev/null; echo rc=$?",
+            check=False,
+            timeout=60,
+        )
     finally:
         srv.close()
     assert "secret" not in r.stdout, r.stdout
@@ -277,8 +307,9 @@ def test_racing_toward_the_workspaces_own_address_never_reaches_it(
     one aimed at the workspace)."""
     srv = anywhere()
     try:
-        out = probe(closed, "race", peer_namespace, "7070", str(srv.port), "4",
-                    own_address(peer_namespace))  # fmt: skip
+        out = probe(
+            closed, "race", peer_namespace, "7070", str(srv.port), "4", own_address(peer_namespace)
+        )
     finally:
         srv.close()
     assert int(out["connected"]) > 10, out
@@ -298,8 +329,17 @@ def test_the_opt_out_label_keeps_a_container_on_the_helpers_path(
     nc = f"timeout 3 nc {peer_namespace} 7070 </dev/null; true"
     os.kill(helper, signal.SIGSTOP)
     try:
-        off = closed.docker("run", "--rm", "--label", "docker-up.net-accel=off", "bb:test",
-                            "sh", "-c", nc, check=False)  # fmt: skip
+        off = closed.docker(
+            "run",
+            "--rm",
+            "--label",
+            "docker-up.net-accel=off",
+            "bb:test",
+            "sh",
+            "-c",
+            nc,
+            check=False,
+        )
         on = closed.docker("run", "--rm", "bb:test", "sh", "-c", nc, check=False)
     finally:
         os.kill(helper, signal.SIGCONT)
@@ -317,11 +357,31 @@ def test_a_connect_storm_starves_neither_the_workspace_nor_the_keeper(opened: Wo
     with full_backlog() as full_port:
         try:
             for name in names[:6]:
-                opened.docker("run", "-d", "--name", name, "bb:test", "accelprobe", "stall",
-                              "10.0.2.2", str(full_port), "80")  # fmt: skip
+                opened.docker(
+                    "run",
+                    "-d",
+                    "--name",
+                    name,
+                    "bb:test",
+                    "accelprobe",
+                    "stall",
+                    "10.0.2.2",
+                    str(full_port),
+                    "80",
+                )
             for name in names[6:]:
-                opened.docker("run", "-d", "--name", name, "bb:test", "accelprobe", "latency",
-                              "10.0.2.2", str(ok.port), "100000")  # fmt: skip
+                opened.docker(
+                    "run",
+                    "-d",
+                    "--name",
+                    name,
+                    "bb:test",
+                    "accelprobe",
+                    "latency",
+                    "10.0.2.2",
+                    str(ok.port),
+                    "100000",
+                )
             for name in names[:6]:
                 wait_for(lambda n=name: "ready" in opened.docker("logs", n).stdout, 30, name)
             out = probe(opened, "latency", "10.0.2.2", str(ok.port), "300")
@@ -366,14 +426,30 @@ def test_a_dead_agent_fails_new_connects_at_once(doomed: Workspace, peer_namespa
     out.mkdir()
     os.chown(out, closed.user.uid, closed.user.gid)
     log = out / "log"
-    closed.docker("run", "-d", "--name", "dialer", "-v", f"{out}:/out", "bb:test",
-                  "accelprobe", "dials", peer_namespace, "7070", "/out/log", "60")  # fmt: skip
+    closed.docker(
+        "run",
+        "-d",
+        "--name",
+        "dialer",
+        "-v",
+        f"{out}:/out",
+        "bb:test",
+        "accelprobe",
+        "dials",
+        peer_namespace,
+        "7070",
+        "/out/log",
+        "60",
+    )
     wait_for(lambda: log.exists() and "r=ok" in log.read_text(), 30, "the first dials")
     keeper = int(status(closed)["pid"])  # type: ignore[call-overload]
     os.kill(keeper, signal.SIGKILL)
     before = len(log.read_text().splitlines())
-    wait_for(lambda: any("r=ok" not in x for x in log.read_text().splitlines()[before:]),
-             10, "a connect after the agent died")  # fmt: skip
+    wait_for(
+        lambda: any("r=ok" not in x for x in log.read_text().splitlines()[before:]),
+        10,
+        "a connect after the agent died",
+    )
     after = [x for x in log.read_text().splitlines()[before:] if "r=ok" not in x]
     # The container goes on (SIGTERM ignored) until dockerd's stop kills it.
     print("after the agent died:", after[:5])

@@ -56,8 +56,11 @@ def exec_server(
     """A server the user started in the namespace with `docker-up exec`."""
     p = subprocess.Popen(
         [f"{VENV}/bin/docker-up", "exec", "--", "python3", "-c", script, str(port), address],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **ws._as_user(),
-    )  # type: ignore[call-overload]  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        **ws._as_user(),
+    )  # type: ignore[call-overload]
     try:
         yield p
     finally:
@@ -141,8 +144,9 @@ def test_a_workspace_server_keeps_its_port(daemon: Workspace) -> None:
     ours = CountingServer(b"workspace\n")
     try:
         with exec_server(daemon, ours.port):
-            wait_for(lambda: "in use in the workspace" in refusal(daemon, ours.port), 5,
-                     "the refusal")  # fmt: skip
+            wait_for(
+                lambda: "in use in the workspace" in refusal(daemon, ours.port), 5, "the refusal"
+            )
             for _ in range(3):
                 assert answer(ours.port) == "workspace\n"
             assert ours.count == 3
@@ -171,8 +175,9 @@ def test_hostile_container_cannot_take_a_workspace_port(daemon: Workspace) -> No
         try:
             port = ours.port
             host_net_web(daemon, port, name="hostile")
-            wait_for(lambda p=port: "in use in the workspace" in refusal(daemon, p), 5,
-                     "the refusal")  # fmt: skip
+            wait_for(
+                lambda p=port: "in use in the workspace" in refusal(daemon, p), 5, "the refusal"
+            )
             assert workspace_listeners(ours.port) == [address]
             if address == "127.0.0.1":
                 assert answer(ours.port) == "workspace\n"
@@ -201,10 +206,14 @@ def test_hostile_container_cannot_exhaust_ports_past_the_cap(
     try:
         workspace.docker("import", str(busybox_tar), "bb:test")
         ports = sorted(free_port() for _ in range(6))
-        many = "mkdir -p /www; echo x > /www/index.html; " + "; ".join(
-            f"httpd -p {p} -h /www" for p in ports) + "; exec sleep 1000"  # fmt: skip
-        workspace.docker("run", "-d", "--name", "hostile", "--network", "host", "bb:test",
-                         "sh", "-c", many)  # fmt: skip
+        many = (
+            "mkdir -p /www; echo x > /www/index.html; "
+            + "; ".join(f"httpd -p {p} -h /www" for p in ports)
+            + "; exec sleep 1000"
+        )
+        workspace.docker(
+            "run", "-d", "--name", "hostile", "--network", "host", "bb:test", "sh", "-c", many
+        )
         wait_for(lambda: len(table(workspace)["refused"]) == 3, 5, "three refusals")
         exposed = sorted(int(str(e["port"])) for e in table(workspace)["auto"])
         assert len(exposed) == 3
@@ -227,8 +236,18 @@ def test_ports_below_1024_follow_the_published_port_rule(daemon: Workspace) -> N
 
 def test_published_ports_are_not_doubled(daemon: Workspace) -> None:
     port = free_port()
-    daemon.docker("run", "-d", "--name", "web", "-p", f"{port}:80", "bb:test", "sh", "-c",
-                  WEB.format(body="published"))  # fmt: skip
+    daemon.docker(
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        f"{port}:80",
+        "bb:test",
+        "sh",
+        "-c",
+        WEB.format(body="published"),
+    )
     wait_for(lambda: "published" in http_get("127.0.0.1", port), 30, "the published port")
     other = free_port()
     with exec_server(daemon, other):  # one poll later than the published port's proxy
@@ -256,8 +275,18 @@ def test_the_ports_command(daemon: Workspace) -> None:
     pub, web, mine = free_port(), free_port(), free_port()
     ours = CountingServer(b"workspace\n")
     try:
-        daemon.docker("run", "-d", "--name", "pub", "-p", f"{pub}:80", "bb:test", "sh", "-c",
-                      WEB.format(body="published"))  # fmt: skip
+        daemon.docker(
+            "run",
+            "-d",
+            "--name",
+            "pub",
+            "-p",
+            f"{pub}:80",
+            "bb:test",
+            "sh",
+            "-c",
+            WEB.format(body="published"),
+        )
         host_net_web(daemon, web)
         host_net_web(daemon, ours.port, name="hostile")
         with exec_server(daemon, mine):
@@ -272,7 +301,10 @@ def test_the_ports_command(daemon: Workspace) -> None:
         ours.close()
     print(text.stdout)
     assert (rows[pub]["how"], rows[pub]["owner"], rows[pub]["container"]) == (
-        "published", "pub", "pub")  # fmt: skip
+        "published",
+        "pub",
+        "pub",
+    )
     assert "0.0.0.0" in rows[pub]["addresses"]  # type: ignore[operator]
     assert str(rows[pub]["target"]).endswith(":80")
     assert (rows[web]["how"], rows[web]["owner"], rows[web]["reason"]) == ("auto", "web", None)
@@ -323,8 +355,10 @@ def test_udp_on_a_named_port_only(workspace: Workspace) -> None:
     r = workspace.docker_up("-d")
     assert r.returncode == 0, r.stderr
     try:
-        with exec_server(workspace, named, script=UDP_SERVER) as p, \
-                exec_server(workspace, other, script=UDP_SERVER):  # fmt: skip
+        with (
+            exec_server(workspace, named, script=UDP_SERVER) as p,
+            exec_server(workspace, other, script=UDP_SERVER),
+        ):
             wait_for(lambda: udp_ask(named) == b"ns-udp:hi", 5, "the named UDP port")
             rows = ports_rows(workspace)
             assert (rows[named]["proto"], rows[named]["how"]) == ("udp", "auto")

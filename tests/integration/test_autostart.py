@@ -41,8 +41,11 @@ def home(workspace: Workspace) -> Iterator[Workspace]:
 
 
 def in_shell(ws: Workspace, shell: str, command: str) -> tuple[int, str]:
-    argv = {"bash": ["bash", "-i", "-c", command], "zsh": ["zsh", "-i", "-c", command],
-            "fish": ["fish", "-c", command]}[shell]  # fmt: skip
+    argv = {
+        "bash": ["bash", "-i", "-c", command],
+        "zsh": ["zsh", "-i", "-c", command],
+        "fish": ["fish", "-c", command],
+    }[shell]
     r = ws.run(argv, timeout=120)
     return r.returncode, r.stdout
 
@@ -73,8 +76,10 @@ def test_autostart_installs_shell_completion(home: Workspace, sh: str) -> None:
     assert home.docker_up("autostart", "enable", "--no-lazy", "--shell", sh).returncode == 0
     if sh == "bash":
         # What bash's completion asks, answered by docker-up itself (Typer's protocol).
-        ask = (f"PATH={VENV}/bin:$PATH; complete -p docker-up && COMP_WORDS='docker-up st' "
-               "COMP_CWORD=1 _DOCKER_UP_COMPLETE=complete_bash docker-up")  # fmt: skip
+        ask = (
+            f"PATH={VENV}/bin:$PATH; complete -p docker-up && COMP_WORDS='docker-up st' "
+            "COMP_CWORD=1 _DOCKER_UP_COMPLETE=complete_bash docker-up"
+        )
     else:
         ask = f"set -x PATH {VENV}/bin $PATH; complete -C 'docker-up st'"
     code, out = in_shell(home, sh, ask)
@@ -84,8 +89,11 @@ def test_autostart_installs_shell_completion(home: Workspace, sh: str) -> None:
     assert home.docker_up("autostart", "disable").returncode == 0
     assert not (data / f"completion.{sh}").exists()
     # The shell also started docker-up (the block's other half): stop it once it runs.
-    wait_for(lambda: json.loads(home.docker_up("status", "--json").stdout)["running"], 60,
-             "the daemon the shell started")  # fmt: skip
+    wait_for(
+        lambda: json.loads(home.docker_up("status", "--json").stdout)["running"],
+        60,
+        "the daemon the shell started",
+    )
     assert home.docker_up("stop").returncode == 0
 
 
@@ -138,8 +146,7 @@ def test_twenty_shells_at_once_start_one_daemon(home: Workspace, lazy: str) -> N
 def test_docker_context(home: Workspace) -> None:
     assert home.docker_up("-d").returncode == 0
     env_host = home.extra_env.pop("DOCKER_HOST", None)
-    r = home.run(["docker", "--context", "docker-up", "version", "--format",
-                  "{{.Server.Version}}"])  # fmt: skip
+    r = home.run(["docker", "--context", "docker-up", "version", "--format", "{{.Server.Version}}"])
     assert r.returncode == 0 and r.stdout.startswith("20.10"), r.stderr
     assert home.docker_up("autostart", "disable").returncode == 0
     r = home.run(["docker", "--context", "docker-up", "version"])
@@ -184,8 +191,12 @@ def test_snippet_starts_docker_up_only_when_not_running(home: Workspace, shell: 
     rc = shellinit.rc_file(shell, h, home.env()["XDG_CONFIG_HOME"])
     rc.parent.mkdir(parents=True, exist_ok=True)
     rc.write_text(shellinit.snippet(shell, str(fake)))
-    run = {"bash": ["bash", "-i", "-c", "true"], "zsh": ["zsh", "-i", "-c", "true"],
-           "fish": ["fish", "-c", "true"], "sh": ["sh", "-c", f". {rc}"]}[shell]  # fmt: skip
+    run = {
+        "bash": ["bash", "-i", "-c", "true"],
+        "zsh": ["zsh", "-i", "-c", "true"],
+        "fish": ["fish", "-c", "true"],
+        "sh": ["sh", "-c", f". {rc}"],
+    }[shell]
     os.chmod(home.root, 0o777)  # the fake writes its record here
     assert home.docker_up("-d").returncode == 0
     assert home.run(run).returncode == 0

@@ -75,7 +75,8 @@ def test_nothing_left_after_a_failed_start(workspace: Workspace) -> None:
 
 
 def test_install_deps_without_root_prints_the_command(workspace: Workspace) -> None:
-    r = workspace.docker_up_on_broken_host("mount --bind /dev/null /usr/bin/slirp4netns",
-                                           "install-deps")  # fmt: skip
+    r = workspace.docker_up_on_broken_host(
+        "mount --bind /dev/null /usr/bin/slirp4netns", "install-deps"
+    )
     assert r.returncode == 1
     assert "sudo apt-get update && sudo apt-get install -y slirp4netns" in r.stdout

@@ -69,8 +69,12 @@ def docker_cleanup() -> list[str]:
 
 
 def compose(*args: str, project: str = PROJECT) -> str:
-    r = subprocess.run(["docker-compose", "-f", str(COMPOSE_FILE), "-p", project, *args],
-                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    r = subprocess.run(
+        ["docker-compose", "-f", str(COMPOSE_FILE), "-p", project, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     return r.stdout
 
@@ -86,8 +90,9 @@ def http_get(port: int) -> str:
 
 def test_compose_stack(docker_services: Services) -> None:
     port = docker_services.port_for("web", 80)
-    docker_services.wait_until_responsive(lambda: "hello-from-web" in http_get(port),
-                                          timeout=30, pause=0.1)  # fmt: skip
+    docker_services.wait_until_responsive(
+        lambda: "hello-from-web" in http_get(port), timeout=30, pause=0.1
+    )
     # Service-to-service name resolution on the user-defined network (busybox's nslookup
     # has its own resolver; the static binary's getaddrinfo has no NSS).
     out = compose("exec", "-T", "client", "nslookup", "web")
@@ -95,8 +100,14 @@ def test_compose_stack(docker_services: Services) -> None:
     found = re.search(r"Name:\s*web\S*\s*\nAddress:\s*(\d+\.\d+\.\d+\.\d+)", out)
     assert found, out
     ip = found.group(1)
-    page = compose("exec", "-T", "client", "sh", "-c",
-                   f"printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc {ip} 80")  # fmt: skip
+    page = compose(
+        "exec",
+        "-T",
+        "client",
+        "sh",
+        "-c",
+        f"printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc {ip} 80",
+    )
     assert "hello-from-web" in page
     # The user-defined network has the tap device's MTU.
     assert compose("exec", "-T", "client", "cat", "/sys/class/net/eth0/mtu").strip() == "65520"
@@ -108,8 +119,7 @@ def test_second_run_finds_the_volume(compose_daemon: Workspace) -> None:
     project = f"{PROJECT}-volume"
     up = ["up -d"]
     with get_docker_services("docker-compose", str(COMPOSE_FILE), project, up, ["down"]):
-        compose("exec", "-T", "client", "sh", "-c", "echo persisted > /data/file",
-                project=project)  # fmt: skip
+        compose("exec", "-T", "client", "sh", "-c", "echo persisted > /data/file", project=project)
     with get_docker_services("docker-compose", str(COMPOSE_FILE), project, up, ["down -v"]):
         got = compose("exec", "-T", "client", "cat", "/data/file", project=project)
         assert got.strip() == "persisted"

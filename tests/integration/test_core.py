@@ -92,8 +92,17 @@ def via_host_gateway(ws: Workspace, port: int) -> tuple[str, str]:
     """(the address host.docker.internal got, what a connection to it read)."""
     connect = nc_read("host.docker.internal", port)
     script = f"grep host.docker.internal /etc/hosts | cut -f1; {connect}"
-    r = ws.docker("run", "--rm", "--add-host", "host.docker.internal:host-gateway", "bb:test",
-                  "sh", "-c", script, check=False)  # fmt: skip
+    r = ws.docker(
+        "run",
+        "--rm",
+        "--add-host",
+        "host.docker.internal:host-gateway",
+        "bb:test",
+        "sh",
+        "-c",
+        script,
+        check=False,
+    )
     lines = r.stdout.split()
     return (lines[0] if lines else ""), " ".join(lines[1:])
 
@@ -160,10 +169,13 @@ def test_namespace_is_wired_as_planned(
     # the container sets its own; a container in dockerd's namespace gets no net sysctl.
     wmem = "cat /proc/sys/net/ipv4/tcp_wmem"
     assert workspace.docker("run", "--rm", "bb:test", "sh", "-c", wmem).stdout.split() == [
-        "4096", "16384", "131072",
-    ]  # fmt: skip
-    own = workspace.docker("run", "--rm", "--sysctl", "net.ipv4.tcp_wmem=4096 16384 65536",
-                           "bb:test", "sh", "-c", wmem)  # fmt: skip
+        "4096",
+        "16384",
+        "131072",
+    ]
+    own = workspace.docker(
+        "run", "--rm", "--sysctl", "net.ipv4.tcp_wmem=4096 16384 65536", "bb:test", "sh", "-c", wmem
+    )
     assert own.stdout.split()[-1] == "65536"
     host = workspace.docker("run", "--rm", "--network", "host", "bb:test", "sh", "-c", wmem)
     assert host.stdout.split()[-1] == "131072"  # dockerd's namespace has the same cap
@@ -225,7 +237,8 @@ def test_shared_bind_propagation_stays_inside(
     os.chmod(src, 0o755)
     os.chmod(src / "f", 0o644)
     for mode in ("rshared", "rslave"):
-        r = workspace.docker("run", "--rm", "-v", f"{src}:/mnt:{mode}", "bb:test", "cat",
-                             "/mnt/f", check=False)  # fmt: skip
+        r = workspace.docker(
+            "run", "--rm", "-v", f"{src}:/mnt:{mode}", "bb:test", "cat", "/mnt/f", check=False
+        )
         assert r.returncode == 0 and r.stdout == "seen\n", (mode, r.stderr)
     assert Path("/proc/self/mountinfo").read_text() == before

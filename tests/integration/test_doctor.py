@@ -16,8 +16,10 @@ import pytest
 from .harness import VENV, User, Workspace
 
 # A real character device for tun at the mode a new machine has (0600, root's).
-TUN_0600 = "d=$(mktemp -d) && mknod $d/tun c 10 200 && chmod 0600 $d/tun && " \
-           "mount --bind $d/tun /dev/net/tun"  # fmt: skip
+TUN_0600 = (
+    "d=$(mktemp -d) && mknod $d/tun c 10 200 && chmod 0600 $d/tun && "
+    "mount --bind $d/tun /dev/net/tun"
+)
 
 
 def verdicts(r: subprocess.CompletedProcess[str]) -> dict[str, dict[str, str]]:
@@ -137,8 +139,9 @@ def throwaway_user() -> Iterator[User]:
     """A user with no subordinate id range (useradd gives one by default on Debian)."""
     name = "dockerup-nosub"
     subprocess.run(["userdel", "-r", name], capture_output=True)
-    subprocess.run(["useradd", "-m", "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0", name],
-                   check=True)  # fmt: skip
+    subprocess.run(
+        ["useradd", "-m", "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0", name], check=True
+    )
     try:
         yield User.get(name)
     finally:

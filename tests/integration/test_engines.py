@@ -93,9 +93,23 @@ def core_path(ws: Workspace, engine: Path | None, busybox_tar: Path) -> None:
 
         port = free_port()
         # --stop-timeout: httpd, the container's init, ignores SIGTERM (10 s a stop otherwise).
-        cid = ws.docker("run", "-d", "--restart", "always", "--stop-timeout", "2",
-                        "-p", f"{port}:80", "bb:test",
-                        "httpd", "-f", "-p", "80", "-h", "/etc").stdout.strip()  # fmt: skip
+        cid = ws.docker(
+            "run",
+            "-d",
+            "--restart",
+            "always",
+            "--stop-timeout",
+            "2",
+            "-p",
+            f"{port}:80",
+            "bb:test",
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/etc",
+        ).stdout.strip()
         hostname = cid[:12]
         wait_for(lambda: answers(port, hostname), 15, "the published port from the workspace")
 
@@ -117,13 +131,17 @@ def core_path(ws: Workspace, engine: Path | None, busybox_tar: Path) -> None:
         old = int(doc["dockerd_pid"])  # type: ignore[call-overload]
         os.kill(old, signal.SIGKILL)
         wait_for(lambda: not pid_alive(old), 10, "dockerd to die")
-        wait_for(lambda: status(ws).get("restarts") == 1 and status(ws).get("answering"),
-                 60, "the restarted dockerd")  # fmt: skip
+        wait_for(
+            lambda: status(ws).get("restarts") == 1 and status(ws).get("answering"),
+            60,
+            "the restarted dockerd",
+        )
         # A new container publishes a port through the new dockerd (on 28+: the API's table
         # starts anew, and the workspace port of the dead dockerd's forward is free again).
         port2 = free_port()
-        cid2 = ws.docker("run", "-d", "-p", f"{port2}:80", "bb:test",
-                         "httpd", "-f", "-p", "80", "-h", "/etc").stdout.strip()  # fmt: skip
+        cid2 = ws.docker(
+            "run", "-d", "-p", f"{port2}:80", "bb:test", "httpd", "-f", "-p", "80", "-h", "/etc"
+        ).stdout.strip()
         wait_for(lambda: answers(port2, cid2[:12]), 15, "a port published after the restart")
         # The restart-policy container runs again, with its port: the keeper ended the dead
         # dockerd's shims first (containerd 2.1 would otherwise keep the old bundle and

@@ -9,11 +9,33 @@ import json
 from .harness import Workspace
 
 PUBLISHED = {
-    "schema", "running", "state", "lazy", "socket", "docker_host", "pid", "dockerd_pid", "net_pid",
-    "answering", "mode", "mode_reason", "net", "net_options", "mtu", "ipv6", "ipv6_reason",
-    "storage", "storage_reason", "data_root", "iptables", "iptables_reason", "engine",
-    "started_at", "uptime_s", "restarts",
-}  # fmt: skip
+    "schema",
+    "running",
+    "state",
+    "lazy",
+    "socket",
+    "docker_host",
+    "pid",
+    "dockerd_pid",
+    "net_pid",
+    "answering",
+    "mode",
+    "mode_reason",
+    "net",
+    "net_options",
+    "mtu",
+    "ipv6",
+    "ipv6_reason",
+    "storage",
+    "storage_reason",
+    "data_root",
+    "iptables",
+    "iptables_reason",
+    "engine",
+    "started_at",
+    "uptime_s",
+    "restarts",
+}
 
 
 def test_version_help_and_completion(workspace: Workspace) -> None:
@@ -33,7 +55,10 @@ def test_status_json_is_the_published_document(workspace: Workspace) -> None:
         assert (doc.pop("version"), doc.pop("kind")) == (1, "status")
         assert set(doc) == PUBLISHED  # no timings, no identity records
         assert (doc["schema"], doc["state"], doc["answering"]) == (
-            "docker-up.status/1", "running", True)  # fmt: skip
+            "docker-up.status/1",
+            "running",
+            True,
+        )
         assert doc["engine"].startswith("dockerd 20.10")
         debug = json.loads(workspace.docker_up("status", "--json", "--debug").stdout)
         assert debug["debug"]["timings"]["total"] > 0

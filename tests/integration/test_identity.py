@@ -26,8 +26,9 @@ def test_a_process_that_looks_like_ours_is_never_signalled(workspace: Workspace)
     assert workspace.docker_up("stop", timeout=90).returncode == 0
     decoy = subprocess.Popen(
         ["python3", "-c", "import time; time.sleep(120)", "dockerd", "keeper.py", "slirp4netns"],
-        user=workspace.user.uid, group=workspace.user.gid,
-    )  # fmt: skip
+        user=workspace.user.uid,
+        group=workspace.user.gid,
+    )
     try:
         stale = dict(state, pid=decoy.pid, dockerd_pid=decoy.pid, net_pid=decoy.pid)
         # As recorded for an earlier process that had this PID: another start time.
@@ -63,12 +64,22 @@ def test_lazy_start_after_a_killed_keeper_can_be_stopped(workspace: Workspace) -
 def test_every_verb_sees_the_mode_and_paths_up_would() -> None:
     """As root with DOCKER_UP_MODE=userns-root, `up --dry-run` planned /tmp/docker-up-0 while
     `status` looked in /run/docker-up: each verb resolved the mode without the settings."""
-    env = {"PATH": f"{VENV}/bin:/usr/bin:/bin", "HOME": "/root", "NO_COLOR": "1",
-           "DOCKER_UP_MODE": "userns-root"}  # fmt: skip
+    env = {
+        "PATH": f"{VENV}/bin:/usr/bin:/bin",
+        "HOME": "/root",
+        "NO_COLOR": "1",
+        "DOCKER_UP_MODE": "userns-root",
+    }
 
     def socket_of(*args: str) -> str:
-        r = subprocess.run([f"{VENV}/bin/docker-up", *args], env=env, capture_output=True,
-                           text=True, timeout=60, cwd="/")  # fmt: skip
+        r = subprocess.run(
+            [f"{VENV}/bin/docker-up", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd="/",
+        )
         found = re.search(r'"socket": "([^"]+)"', r.stdout)
         assert found, (args, r.stdout, r.stderr)
         return found.group(1)

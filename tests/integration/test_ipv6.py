@@ -60,8 +60,11 @@ def server6(netns: int, address: str = "::1", reply: bytes = b"workspace-v6\n") 
 
 def holder() -> subprocess.Popen[bytes]:
     p = subprocess.Popen(["unshare", "--net", "sleep", "infinity"])
-    wait_for(lambda: os.readlink(f"/proc/{p.pid}/ns/net") != os.readlink("/proc/self/ns/net"),
-             10, "a new network namespace")  # fmt: skip
+    wait_for(
+        lambda: os.readlink(f"/proc/{p.pid}/ns/net") != os.readlink("/proc/self/ns/net"),
+        10,
+        "a new network namespace",
+    )
     return p
 
 
@@ -175,10 +178,32 @@ def test_published_ports_answer_on_the_workspaces_ipv6_loopback(
     up_in(ws6, workspace, started)
     workspace.docker("import", str(busybox_tar), "bb:test")
     serve = "while true; do echo web-$0 | nc -l -p 80; done"
-    workspace.docker("run", "-d", *QUICK_STOP, "--name", "any", "-p", "18080:80", "bb:test",
-                     "sh", "-c", serve.replace("$0", "any"))  # fmt: skip
-    workspace.docker("run", "-d", *QUICK_STOP, "--name", "one", "-p", "[::1]:18081:80",
-                     "bb:test", "sh", "-c", serve.replace("$0", "one"))  # fmt: skip
+    workspace.docker(
+        "run",
+        "-d",
+        *QUICK_STOP,
+        "--name",
+        "any",
+        "-p",
+        "18080:80",
+        "bb:test",
+        "sh",
+        "-c",
+        serve.replace("$0", "any"),
+    )
+    workspace.docker(
+        "run",
+        "-d",
+        *QUICK_STOP,
+        "--name",
+        "one",
+        "-p",
+        "[::1]:18081:80",
+        "bb:test",
+        "sh",
+        "-c",
+        serve.replace("$0", "one"),
+    )
     address = workspace.docker("inspect", "-f", "{{.NetworkSettings.GlobalIPv6Address}}", "any")
     assert address.stdout.startswith("fd00:d0c::"), "the container has no IPv6 address"
     # (nc serves one connection at a time: a client in between finds the port closed.)
@@ -198,8 +223,9 @@ def test_no_ipv6_gives_containers_none(
     s = up_in(ws6, workspace, started, "--no-ipv6")
     assert s.state["ipv6"] == "off (--no-ipv6)"
     workspace.docker("import", str(busybox_tar), "bb:test")
-    addrs = workspace.docker("run", "--rm", "bb:test", "ip", "-6", "addr", "show", "scope",
-                             "global").stdout  # fmt: skip
+    addrs = workspace.docker(
+        "run", "--rm", "bb:test", "ip", "-6", "addr", "show", "scope", "global"
+    ).stdout
     assert "inet6" not in addrs
 
 
@@ -211,8 +237,19 @@ def test_a_container_sees_a_remote_ipv6_clients_own_address(
     s = up_in(ws6, workspace, started)
     assert "client-address" in s.state["net_options"]  # type: ignore[operator]
     workspace.docker("import", str(busybox_tar), "bb:test")
-    workspace.docker("run", "-d", *QUICK_STOP, "--name", "seen6", "-p", "18082:80", "bb:test",
-                     "sh", "-c", "while true; do nc -l -p 80; done")  # fmt: skip
+    workspace.docker(
+        "run",
+        "-d",
+        *QUICK_STOP,
+        "--name",
+        "seen6",
+        "-p",
+        "18082:80",
+        "bb:test",
+        "sh",
+        "-c",
+        "while true; do nc -l -p 80; done",
+    )
 
     def hold() -> socket.socket:
         return socket.create_connection(("fd79::1", 18082), timeout=10)
@@ -225,8 +262,11 @@ def test_a_container_sees_a_remote_ipv6_clients_own_address(
 
     client = wait_for(lambda: _try(lambda: in_netns(PEERS[ws6], hold)), 20, "a connection")
     try:
-        wait_for(lambda: any(p.startswith("fd79::2") or p.startswith("[fd79::2]")
-                             for p in peers()), 20, "the container to see fd79::2")  # fmt: skip
+        wait_for(
+            lambda: any(p.startswith("fd79::2") or p.startswith("[fd79::2]") for p in peers()),
+            20,
+            "the container to see fd79::2",
+        )
     finally:
         client.close()  # type: ignore[attr-defined]
 

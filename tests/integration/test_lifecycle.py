@@ -199,10 +199,12 @@ def test_killed_dockerd_is_restarted_with_its_data(detached: Workspace, busybox_
         assert "bb:test" in ws.docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout
         # A container with a restart policy is running again.
         wait_for(
-            lambda: ws.docker("inspect", "-f", "{{.State.Running}}", "keeps").stdout.strip()
-            == "true",
-            30, "the restart-policy container",
-        )  # fmt: skip
+            lambda: (
+                ws.docker("inspect", "-f", "{{.State.Running}}", "keeps").stdout.strip() == "true"
+            ),
+            30,
+            "the restart-policy container",
+        )
     assert ws.docker("run", "--rm", "bb:test", "echo", "alive").stdout.strip() == "alive"
     assert "restarting it" in ws.docker_up("logs").stdout
 
@@ -256,8 +258,16 @@ def test_sigterm_while_starting_leaves_nothing(
         assert not (workspace.runtime_dir / "docker-up" / "docker.sock").exists()
 
 
-STALE = ("docker.sock", "state.json", "dockerd.pid", "docker-up.pid", "ports.sock",
-         "accel.sock", "slirp4netns.sock", "lazy.json")  # fmt: skip
+STALE = (
+    "docker.sock",
+    "state.json",
+    "dockerd.pid",
+    "docker-up.pid",
+    "ports.sock",
+    "accel.sock",
+    "slirp4netns.sock",
+    "lazy.json",
+)
 
 
 def test_start_stop_cycles_leak_nothing(workspace: Workspace, started: list[DockerUp]) -> None:
@@ -307,8 +317,9 @@ def test_stop_ends_what_dockerd_could_not(workspace: Workspace, busybox_tar: Pat
     workspace.docker("import", str(busybox_tar), "bb:test")
     workspace.docker("run", "-d", "--name", "stuck", "bb:test", "sleep", "3600")
     ns = Namespace(int(status(workspace)["dockerd_pid"]), "user")  # type: ignore[call-overload]
-    shims = [p for p in ns.members()
-             if Path(f"/proc/{p}/comm").read_text().startswith("containerd-shim")]  # fmt: skip
+    shims = [
+        p for p in ns.members() if Path(f"/proc/{p}/comm").read_text().startswith("containerd-shim")
+    ]
     assert shims
     for p in shims:
         os.kill(p, signal.SIGSTOP)

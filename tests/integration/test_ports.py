@@ -271,32 +271,53 @@ def test_a_container_sees_a_remote_clients_own_address(
         return
     assert "client-address" in options
     port = free_port()
-    daemon.docker("run", "-d", "--name", "seen", "-p", f"{port}:80", "bb:test",
-                  "sh", "-c", "while true; do nc -l -p 80; done")  # fmt: skip
+    daemon.docker(
+        "run",
+        "-d",
+        "--name",
+        "seen",
+        "-p",
+        f"{port}:80",
+        "bb:test",
+        "sh",
+        "-c",
+        "while true; do nc -l -p 80; done",
+    )
     ours = peer_namespace.rsplit(".", 1)[0] + ".1"  # the workspace's end of the veth
-    hold = ("import socket, sys, time\n"
-            f"s = socket.create_connection(('{ours}', {port}), timeout=10)\n"
-            "sys.stdout.write('connected\\n'); sys.stdout.flush(); time.sleep(60)\n")  # fmt: skip
+    hold = (
+        "import socket, sys, time\n"
+        f"s = socket.create_connection(('{ours}', {port}), timeout=10)\n"
+        "sys.stdout.write('connected\\n'); sys.stdout.flush(); time.sleep(60)\n"
+    )
     pid = str(peer_namespace.pid)  # type: ignore[attr-defined]
     argv = ["nsenter", "-t", pid, "-n", "/usr/bin/python3", "-c", hold]
     client = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     try:
         assert client.stdout is not None and client.stdout.readline().strip() == "connected"
-        wait_for(lambda: peer_namespace in container_peers(daemon, "seen"), 20,
-                 f"the container to see {peer_namespace}")  # fmt: skip
+        wait_for(
+            lambda: peer_namespace in container_peers(daemon, "seen"),
+            20,
+            f"the container to see {peer_namespace}",
+        )
     finally:
         client.kill()
         client.wait()
     daemon.docker("rm", "-f", "seen")
     # A container of its own (nc serves one connection at a time).
     port = free_port()
-    daemon.docker("run", "-d", "--name", "seen-lo", "-p", f"{port}:80", "bb:test",
-                  "nc", "-l", "-p", "80")  # fmt: skip
+    daemon.docker(
+        "run", "-d", "--name", "seen-lo", "-p", f"{port}:80", "bb:test", "nc", "-l", "-p", "80"
+    )
     wait_for(lambda: listening(port), 20, "the published port")
     with socket.create_connection(("127.0.0.1", port), timeout=10):
-        wait_for(lambda: any(p.startswith("172.") and p.endswith(".1")
-                             for p in container_peers(daemon, "seen-lo")), 20,
-                 "the loopback client as the bridge's gateway")  # fmt: skip
+        wait_for(
+            lambda: any(
+                p.startswith("172.") and p.endswith(".1")
+                for p in container_peers(daemon, "seen-lo")
+            ),
+            20,
+            "the loopback client as the bridge's gateway",
+        )
     daemon.docker("rm", "-f", "seen-lo")
 
 
@@ -309,16 +330,23 @@ def test_a_container_sees_a_remote_udp_clients_own_address(
     if forwarder == "slirp":
         return  # no client addresses there (checked above)
     port = free_port()
-    daemon.docker("run", "-d", "--name", "seen-udp", "-p", f"{port}:5353/udp", "bb:test",
-                  "udpecho", "5353")  # fmt: skip
+    daemon.docker(
+        "run", "-d", "--name", "seen-udp", "-p", f"{port}:5353/udp", "bb:test", "udpecho", "5353"
+    )
     wait_for(lambda: udp_bound(daemon, "seen-udp", 5353), 20, "udpecho to bind its port")
     ours = peer_namespace.rsplit(".", 1)[0] + ".1"
-    ask = ("import socket\n"
-           "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)\n"
-           f"s.sendto(b'ping', ('{ours}', {port})); print(s.recv(100).decode())\n")  # fmt: skip
+    ask = (
+        "import socket\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)\n"
+        f"s.sendto(b'ping', ('{ours}', {port})); print(s.recv(100).decode())\n"
+    )
     pid = str(peer_namespace.pid)  # type: ignore[attr-defined]
-    r = subprocess.run(["nsenter", "-t", pid, "-n", "/usr/bin/python3", "-c", ask],
-                       capture_output=True, text=True, timeout=30)  # fmt: skip
+    r = subprocess.run(
+        ["nsenter", "-t", pid, "-n", "/usr/bin/python3", "-c", ask],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.stdout.strip() == "ping", r.stderr  # the echo came back to the peer
     logs = daemon.docker("logs", "seen-udp").stdout
     assert f"from {peer_namespace}" in logs, logs

@@ -51,15 +51,28 @@ def test_idle_connections_do_not_starve_a_published_port(daemon: Workspace) -> N
     """200 connections held open (each a splice pair in the proxy): the user's pipe budget
     ran out after about 32 before, and every later connection was closed."""
     port = free_port()
-    daemon.docker("run", "-d", "--name", "web", "-p", f"{port}:80", "bb:test", "sh", "-c",
-                  WEB.format(body="alive"))  # fmt: skip
+    daemon.docker(
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        f"{port}:80",
+        "bb:test",
+        "sh",
+        "-c",
+        WEB.format(body="alive"),
+    )
     wait_for(lambda: "alive" in http_get("127.0.0.1", port), 30, "the web server")
     idle = []
     try:
         for _ in range(200):
             idle.append(socket.create_connection(("127.0.0.1", port), timeout=10))
-        wait_for(lambda: status_field(proxy_of(port), "Threads") > 200, 30,
-                 "the idle connections to be served")  # fmt: skip
+        wait_for(
+            lambda: status_field(proxy_of(port), "Threads") > 200,
+            30,
+            "the idle connections to be served",
+        )
         assert "alive" in http_get("127.0.0.1", port)
     finally:
         for c in idle:
@@ -70,8 +83,9 @@ def test_many_udp_senders_cost_bounded_memory(daemon: Workspace) -> None:
     """10 000 senders, one datagram each: the relay keeps at most a bounded number of flows,
     in one thread, and still answers a normal client."""
     port = free_port()
-    daemon.docker("run", "-d", "--name", "echo", "-p", f"{port}:5353/udp", "bb:test",
-                  "udpecho", "5353")  # fmt: skip
+    daemon.docker(
+        "run", "-d", "--name", "echo", "-p", f"{port}:5353/udp", "bb:test", "udpecho", "5353"
+    )
     wait_for(lambda: udp_bound(daemon, "echo", 5353), 20, "udpecho to bind its port")
     assert udp_echo(port) == b"ping"
     proxy = proxy_of(port)
@@ -112,16 +126,37 @@ def _many_stalls_then_a_port(
     keeper = int(json.loads(workspace.docker_up("status", "--json").stdout)["pid"])
     for i in range(9):
         names.append(f"staller{i}")
-        workspace.docker("run", "-d", "--name", names[-1], "bb:test", "accelprobe", "stall",
-                         "10.0.2.2", str(full_port), "60")  # fmt: skip
+        workspace.docker(
+            "run",
+            "-d",
+            "--name",
+            names[-1],
+            "bb:test",
+            "accelprobe",
+            "stall",
+            "10.0.2.2",
+            str(full_port),
+            "60",
+        )
     # 512 calls in flight at most (the agent's bound), two fds each: the next fd the
     # keeper opens is numbered above 1024.
-    wait_for(lambda: len(os.listdir(f"/proc/{keeper}/fd")) > 1040, 60,
-             "more than 1040 fds in the keeper")  # fmt: skip
+    wait_for(
+        lambda: len(os.listdir(f"/proc/{keeper}/fd")) > 1040, 60, "more than 1040 fds in the keeper"
+    )
     port = free_port()
     names.append("web")
-    workspace.docker("run", "-d", "--name", "web", "-p", f"{port}:80", "bb:test", "sh", "-c",
-                     WEB.format(body="high-fd"))  # fmt: skip
+    workspace.docker(
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        f"{port}:80",
+        "bb:test",
+        "sh",
+        "-c",
+        WEB.format(body="high-fd"),
+    )
     wait_for(lambda: "high-fd" in http_get("127.0.0.1", port), 30, "the port, fd > 1023")
     assert json.loads(workspace.docker_up("status", "--json").stdout)["pid"] == keeper
     assert listener_fd(keeper, port) >= 1024  # what the test is about

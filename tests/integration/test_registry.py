@@ -37,10 +37,18 @@ class Registry:
         os.chown(self.dir, ws.user.uid, ws.user.gid)
         self.log = open(self.dir / "log", "w")  # noqa: SIM115 - closed in stop()
         self.p = subprocess.Popen(
-            ["setpriv", f"--reuid={ws.user.uid}", f"--regid={ws.user.gid}", "--clear-groups",
-             REGISTRY, "serve", str(config)],
-            stdout=self.log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                "setpriv",
+                f"--reuid={ws.user.uid}",
+                f"--regid={ws.user.gid}",
+                "--clear-groups",
+                REGISTRY,
+                "serve",
+                str(config),
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             wait_for(self.answers, 20, "the registry")
         except AssertionError as e:
@@ -133,8 +141,11 @@ def test_dockerd_reaches_the_workspaces_loopback_only_when_allowed(
     s = up(workspace, started)
     assert "daemon-net-accel" in s.state["net_options"]  # type: ignore[operator]
     before = registry.requests()
-    for where in (f"10.0.2.2:{registry.port}", f"127.0.0.1:{registry.port}",
-                  f"localhost:{registry.port}"):  # fmt: skip
+    for where in (
+        f"10.0.2.2:{registry.port}",
+        f"127.0.0.1:{registry.port}",
+        f"localhost:{registry.port}",
+    ):
         r = workspace.docker("pull", f"{where}/team/bb:1", check=False, timeout=60)
         assert r.returncode != 0, r
     assert registry.requests() == before, "dockerd reached the workspace's loopback"

@@ -40,8 +40,7 @@ def run(ws: Workspace, *argv: str, cwd: Path | None = None) -> subprocess.Comple
     opts = ws._as_user()
     if cwd is not None:
         opts["cwd"] = str(cwd)
-    return subprocess.run([DU, "run", *argv], capture_output=True, text=True, timeout=60,
-                          **opts)  # type: ignore[call-overload]  # fmt: skip
+    return subprocess.run([DU, "run", *argv], capture_output=True, text=True, timeout=60, **opts)  # type: ignore[call-overload]
 
 
 def daemon_netns(ws: Workspace) -> str:
@@ -52,8 +51,13 @@ def daemon_netns(ws: Workspace) -> str:
 
 
 def test_the_program_is_the_user_in_the_namespace(ws: Workspace) -> None:
-    r = run(ws, "--", "sh", "-c", "id -u; id -g; readlink /proc/self/ns/net; "
-            "grep CapEff /proc/self/status")  # fmt: skip
+    r = run(
+        ws,
+        "--",
+        "sh",
+        "-c",
+        "id -u; id -g; readlink /proc/self/ns/net; grep CapEff /proc/self/status",
+    )
     assert r.returncode == 0, r.stderr
     uid, gid, netns, caps = r.stdout.splitlines()
     assert (uid, gid) == (str(ws.user.uid), str(ws.user.gid))
@@ -78,9 +82,19 @@ def test_exit_status_and_signals_pass_through(ws: Workspace) -> None:
 def test_a_signal_to_run_reaches_the_program(ws: Workspace) -> None:
     """SIGTERM (or a terminal's Ctrl-C) sent to the `docker-up run` the caller started is
     the program's: the trap in it runs."""
-    p = subprocess.Popen([DU, "run", "--", "sh", "-c", "trap 'echo got-term; exit 3' TERM; "
-                          "echo ready; while :; do sleep 0.1; done"], stdout=subprocess.PIPE,
-                         text=True, **ws._as_user())  # type: ignore[call-overload]  # fmt: skip
+    p = subprocess.Popen(
+        [
+            DU,
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 3' TERM; echo ready; while :; do sleep 0.1; done",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        **ws._as_user(),
+    )  # type: ignore[call-overload]
     try:
         assert p.stdout is not None and p.stdout.readline() == "ready\n"
         p.send_signal(signal.SIGTERM)
@@ -93,11 +107,14 @@ def test_a_signal_to_run_reaches_the_program(ws: Workspace) -> None:
 def test_the_terminal_and_ctrl_c_are_the_programs(ws: Workspace) -> None:
     """On a terminal (script(1) gives one): the program sees it, and Ctrl-C typed there
     interrupts the program (its trap runs; its exit status is run's)."""
-    prog = ("tty; trap 'echo got-int; exit 5' INT; echo ready; "
-            "while :; do sleep 0.1; done")  # fmt: skip
-    p = subprocess.Popen(["script", "-qec", f"exec {DU} run -- sh -c \"{prog}\"", "/dev/null"],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                         **ws._as_user())  # type: ignore[call-overload]  # fmt: skip
+    prog = "tty; trap 'echo got-int; exit 5' INT; echo ready; while :; do sleep 0.1; done"
+    p = subprocess.Popen(
+        ["script", "-qec", f'exec {DU} run -- sh -c "{prog}"', "/dev/null"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        **ws._as_user(),
+    )  # type: ignore[call-overload]
     try:
         assert p.stdin is not None and p.stdout is not None
         seen = [p.stdout.readline() for _ in range(2)]
@@ -117,8 +134,9 @@ def test_cwd_and_environment_pass_through_and_files_are_the_users(ws: Workspace)
     os.chown(work, ws.user.uid, ws.user.gid)
     ws.extra_env["MY_SETTING"] = "kept"
     try:
-        r = run(ws, "--", "sh", "-c", 'pwd; echo "$MY_SETTING $DOCKER_UP_RUN"; echo x > made',
-                cwd=work)  # fmt: skip
+        r = run(
+            ws, "--", "sh", "-c", 'pwd; echo "$MY_SETTING $DOCKER_UP_RUN"; echo x > made', cwd=work
+        )
     finally:
         del ws.extra_env["MY_SETTING"]
     assert r.returncode == 0, r.stderr
@@ -134,8 +152,10 @@ def test_a_directory_that_is_gone_is_said(ws: Workspace) -> None:
 
 
 def test_the_program_cannot_change_the_namespace_network_but_root_can(ws: Workspace) -> None:
-    for cmd in (["ip", "link", "set", "lo", "down"], ["ip", "addr", "add", "10.77.0.1/32",
-                                                       "dev", "lo"]):  # fmt: skip
+    for cmd in (
+        ["ip", "link", "set", "lo", "down"],
+        ["ip", "addr", "add", "10.77.0.1/32", "dev", "lo"],
+    ):
         r = run(ws, "--", *cmd)
         assert r.returncode != 0 and "not permitted" in r.stderr, (cmd, r.stderr)
     add = run(ws, "--root", "--", "ip", "addr", "add", "10.77.0.1/32", "dev", "lo")
@@ -157,9 +177,13 @@ def test_the_program_may_bind_a_low_port(ws: Workspace) -> None:
 def test_a_server_started_by_run_answers_on_the_workspace_loopback(ws: Workspace) -> None:
     """Auto ports: nothing to publish."""
     port = free_port()
-    p = subprocess.Popen([DU, "run", "--", "python3", "-c", SERVER, str(port), "0.0.0.0"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                         **ws._as_user())  # type: ignore[call-overload]  # fmt: skip
+    p = subprocess.Popen(
+        [DU, "run", "--", "python3", "-c", SERVER, str(port), "0.0.0.0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        **ws._as_user(),
+    )  # type: ignore[call-overload]
     try:
         wait_for(lambda: answer(port) == "ns-server\n", 5, "run's server on 127.0.0.1")
     finally:
@@ -192,8 +216,13 @@ while len(seen) < 2:
 def test_a_vpn_started_with_exec_carries_runs_and_containers_traffic(ws: Workspace) -> None:
     """The Tailscale/WireGuard recipe's claim: a program started with `docker-up run` and a
     container both reach the VPN's network through its device in the namespace."""
-    vpn = subprocess.Popen([DU, "exec", "--", "python3", "-c", VPN], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True, **ws._as_user())  # type: ignore[call-overload]  # fmt: skip
+    vpn = subprocess.Popen(
+        [DU, "exec", "--", "python3", "-c", VPN],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **ws._as_user(),
+    )  # type: ignore[call-overload]
     try:
         assert vpn.stdout is not None and vpn.stdout.readline() == "ready\n", vpn.stderr
         send = "import socket; socket.socket(2, 2).sendto(b'x', ('10.203.0.7', 4243))"
@@ -315,8 +344,15 @@ def test_userns_root_stays_root_with_every_id_but_no_power_over_the_namespace(
     os.chown(work, workspace.user.uid, workspace.user.gid)
     r = workspace.run([*into, "--root", "--", "sh", "-c", f"cd {work} && touch f && chown 1000 f"])
     assert r.returncode == 0, r.stderr
-    r = workspace.run([*into, "--", "sh", "-c", f"id -u; readlink /proc/self/ns/net; "
-                       f"stat -c %u {work}/f; ip link set lo down"])  # fmt: skip
+    r = workspace.run(
+        [
+            *into,
+            "--",
+            "sh",
+            "-c",
+            f"id -u; readlink /proc/self/ns/net; stat -c %u {work}/f; ip link set lo down",
+        ]
+    )
     lines = r.stdout.splitlines()
     netns = os.readlink(f"/proc/{s.state['dockerd_pid']}/ns/net")
     assert lines == ["0", netns, "1000"] and "not permitted" in r.stderr, (r.stdout, r.stderr)

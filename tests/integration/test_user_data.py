@@ -102,8 +102,11 @@ def test_logs_keep_the_last_run_and_stay_under_their_cap(workspace: Workspace) -
         wait_for(lambda: (logs / "dockerd.log").stat().st_size < 65536, 30, "the cap")
         assert "the last line before the cap" in (logs / "dockerd.log.1").read_text()
         # Said once the cap is done (the message follows the copy).
-        wait_for(lambda: "reached 65536 bytes" in (logs / "docker-up.log").read_text(), 5,
-                 "the cap's message")  # fmt: skip
+        wait_for(
+            lambda: "reached 65536 bytes" in (logs / "docker-up.log").read_text(),
+            5,
+            "the cap's message",
+        )
     finally:
         workspace.docker_up("stop", timeout=90)
 
@@ -143,20 +146,38 @@ def test_a_squatted_runtime_fallback_is_never_used(
     snippet = workspace.docker_up("shell-init", "sh").stdout
     script = f'{snippet}\necho "DOCKER_HOST=${{DOCKER_HOST:-unset}}"\n'
     for shell in ("sh", "bash", "zsh"):
-        r = subprocess.run([shell, "-c", script], env=env, user=workspace.user.uid,
-                           group=workspace.user.gid, capture_output=True, text=True,
-                           timeout=30)  # fmt: skip
+        r = subprocess.run(
+            [shell, "-c", script],
+            env=env,
+            user=workspace.user.uid,
+            group=workspace.user.gid,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert "DOCKER_HOST=unset" in r.stdout, (shell, r.stdout, r.stderr)
         assert "is not yours" in r.stderr
     fish = workspace.docker_up("shell-init", "fish").stdout + '\necho "DH=$DOCKER_HOST"\n'
-    r = subprocess.run(["fish", "-c", fish], env=env, user=workspace.user.uid,
-                       group=workspace.user.gid, capture_output=True, text=True,
-                       timeout=30)  # fmt: skip
+    r = subprocess.run(
+        ["fish", "-c", fish],
+        env=env,
+        user=workspace.user.uid,
+        group=workspace.user.gid,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.stdout.strip() == "DH=" and "is not yours" in r.stderr, (r.stdout, r.stderr)
     for args in (("status",), ("logs",), ("stop",), ("exec", "--", "true"), ("-d",)):
-        r = subprocess.run([*workspace_cmd(), *args], env=env, user=workspace.user.uid,
-                           group=workspace.user.gid, capture_output=True, text=True,
-                           timeout=60)  # fmt: skip
+        r = subprocess.run(
+            [*workspace_cmd(), *args],
+            env=env,
+            user=workspace.user.uid,
+            group=workspace.user.gid,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert r.returncode != 0 and "not a directory owned by you" in r.stderr, (args, r)
         assert "Traceback" not in r.stderr
     with pytest.raises(BlockingIOError):

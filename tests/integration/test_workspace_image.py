@@ -34,8 +34,11 @@ IMAGE = "docker-up-workspace"
 NEEDED, OTHER = docker_run_options(load()["spec"])
 RUN_OPTS = [arg for n in NEEDED for arg in n.options] + OTHER
 INNER_HOST = "unix:///tmp/docker-up-33333/docker.sock"
-ENV = {"PATH": f"{VENV}/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME": "/root",
-       "NO_COLOR": "1"}  # fmt: skip
+ENV = {
+    "PATH": f"{VENV}/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+    "HOME": "/root",
+    "NO_COLOR": "1",
+}
 
 
 @pytest.mark.parametrize("host_network", [False, True])
@@ -94,8 +97,7 @@ def test_privileged_mode(tmp_path: Path, busybox_tar: Path, host_network: bool) 
 
 def outer(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     env = {**ENV, "DOCKER_HOST": "unix:///run/docker-up/docker.sock", "DOCKER_BUILDKIT": "0"}
-    r = subprocess.run(["docker", *args], env=env, capture_output=True, text=True,
-                       timeout=timeout)  # fmt: skip
+    r = subprocess.run(["docker", *args], env=env, capture_output=True, text=True, timeout=timeout)
     if check and r.returncode != 0:
         raise AssertionError(f"docker {args}: {r.stderr}")
     return r
@@ -103,8 +105,18 @@ def outer(*args: str, check: bool = True, timeout: float = 600) -> subprocess.Co
 
 def inner(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """A command in the workspace container, as its user, with the inner DOCKER_HOST."""
-    return outer("exec", "-u", "gitpod", "-e", f"DOCKER_HOST={INNER_HOST}",
-                 "-e", "DOCKER_BUILDKIT=0", "ws", *cmd, check=check)  # fmt: skip
+    return outer(
+        "exec",
+        "-u",
+        "gitpod",
+        "-e",
+        f"DOCKER_HOST={INNER_HOST}",
+        "-e",
+        "DOCKER_BUILDKIT=0",
+        "ws",
+        *cmd,
+        check=check,
+    )
 
 
 class OuterDaemon:
@@ -121,8 +133,13 @@ class OuterDaemon:
             env["DOCKER_UP_DATA_ROOT"] = data
         if remap:
             env["DOCKER_UP_DOCKERD_ARGS"] = "--userns-remap=dockerup-remap"
-        self.p = subprocess.Popen([f"{VENV}/bin/docker-up"], env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True)  # fmt: skip
+        self.p = subprocess.Popen(
+            [f"{VENV}/bin/docker-up"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert self.p.stdout is not None
         line = self.p.stdout.readline()
         assert line.startswith("export DOCKER_HOST="), self.p.stderr.read()  # type: ignore[union-attr]
@@ -146,8 +163,7 @@ def outer_daemon() -> Iterator[OuterDaemon]:
 
 def build_image(tag: str = IMAGE, dockerfile: Path | None = None) -> None:
     t0 = time.monotonic()
-    env = {**ENV, "DOCKER_HOST": "unix:///run/docker-up/docker.sock",
-           "DOCKER_UP_VENV": str(VENV)}  # fmt: skip
+    env = {**ENV, "DOCKER_HOST": "unix:///run/docker-up/docker.sock", "DOCKER_UP_VENV": str(VENV)}
     if cache := os.environ.get("DOCKER_UP_CACHE"):
         env["DOCKER_UP_CACHE"] = cache
     argv = [str(ROOT / "scripts" / "build-image"), tag, *([str(dockerfile)] if dockerfile else [])]
@@ -187,13 +203,27 @@ def test_unprivileged_workspace_runs_docker(workspace: None) -> None:
     assert (
         inner("docker", "run", "--rm", "bb:test", "echo", "nested hi").stdout.strip() == "nested hi"
     )
-    inner("sh", "-c", "mkdir -p /tmp/ctx && printf 'FROM bb:test\\nRUN echo built > /b\\n' "
-          "> /tmp/ctx/Dockerfile")  # fmt: skip
+    inner(
+        "sh",
+        "-c",
+        "mkdir -p /tmp/ctx && printf 'FROM bb:test\\nRUN echo built > /b\\n' > /tmp/ctx/Dockerfile",
+    )
     inner("docker", "build", "-q", "-t", "bb:built", "/tmp/ctx")
     assert inner("docker", "run", "--rm", "bb:built", "cat", "/b").stdout.strip() == "built"
     # --stop-timeout: its init (sh) ignores SIGTERM; the teardown's stop need not wait 10 s.
-    inner("docker", "run", "-d", "--stop-timeout", "1", "-p", "18080:80", "bb:test", "sh", "-c",
-          "mkdir /w && echo nested-web > /w/index.html && httpd -f -p 80 -h /w")  # fmt: skip
+    inner(
+        "docker",
+        "run",
+        "-d",
+        "--stop-timeout",
+        "1",
+        "-p",
+        "18080:80",
+        "bb:test",
+        "sh",
+        "-c",
+        "mkdir /w && echo nested-web > /w/index.html && httpd -f -p 80 -h /w",
+    )
     get = "printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | busybox nc 127.0.0.1 18080"
     wait_for(
         lambda: "nested-web" in inner("sh", "-c", get, check=False).stdout,
@@ -210,9 +240,11 @@ def test_each_run_option_is_needed(workspace_image: str, busybox_tar: Path, drop
     outer("run", "-d", "--name", "ws", *opts, workspace_image, "sleep", "infinity")
     try:
         outer("cp", str(busybox_tar), "ws:/tmp/bb.tar")
-        steps = (("docker-up", "--detach", "--timeout", "30"),
-                 ("docker", "import", "/tmp/bb.tar", "bb:test"),
-                 ("docker", "run", "--rm", "bb:test", "true"))  # fmt: skip
+        steps = (
+            ("docker-up", "--detach", "--timeout", "30"),
+            ("docker", "import", "/tmp/bb.tar", "bb:test"),
+            ("docker", "run", "--rm", "bb:test", "true"),
+        )
         failed = next((r for step in steps if (r := inner(*step, check=False)).returncode), None)
         assert failed is not None, f"works without {NEEDED[drop].field}: drop it"
         # It fails for the reason the field is there, not for any other (a timeout, a
@@ -257,8 +289,7 @@ def test_dev_container_feature(outer_daemon: OuterDaemon, busybox_tar: Path) -> 
 
         def as_user(*cmd: str) -> subprocess.CompletedProcess[str]:
             # A login shell: the feature's profile.d names DOCKER_HOST.
-            return outer("exec", "-u", "vscode", "dc", "bash", "-lc", " ".join(cmd),
-                         check=False)  # fmt: skip
+            return outer("exec", "-u", "vscode", "dc", "bash", "-lc", " ".join(cmd), check=False)
 
         holder = as_user("docker-up", "status", "--json")
         assert json.loads(holder.stdout).get("lazy") is True, holder.stdout + holder.stderr
@@ -299,8 +330,17 @@ def test_workspace_in_a_pod_user_namespace_of_65536_ids(
         assert r.returncode == 0, r.stderr
         inner("docker", "import", "/tmp/bb.tar", "bb:test")
         # nobody (65534), the highest id containers get, owns a file and runs a process.
-        out = inner("docker", "run", "--rm", "-u", "65534:65534", "bb:test", "sh", "-c",
-                    "touch /tmp/n && stat -c %u /tmp/n && id -u").stdout.split()  # fmt: skip
+        out = inner(
+            "docker",
+            "run",
+            "--rm",
+            "-u",
+            "65534:65534",
+            "bb:test",
+            "sh",
+            "-c",
+            "touch /tmp/n && stat -c %u /tmp/n && id -u",
+        ).stdout.split()
         assert out == ["65534", "65534"], out
     finally:
         inner("docker-up", "stop", check=False)

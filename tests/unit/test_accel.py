@@ -26,8 +26,7 @@ def test_ioctl_numbers_match_linux_seccomp_h() -> None:
 
 
 def sockaddr_in(addr: str, port: int, family: int = socket.AF_INET) -> bytes:
-    return struct.pack("=H", family) + struct.pack("!H", port) + \
-        socket.inet_aton(addr) + b"\0" * 8  # fmt: skip
+    return struct.pack("=H", family) + struct.pack("!H", port) + socket.inet_aton(addr) + b"\0" * 8
 
 
 SIX = struct.pack("=H", socket.AF_INET6) + b"\0" * 26
@@ -129,10 +128,15 @@ TABLE = [
 
 
 @pytest.mark.parametrize(("raw", "loopback", "swapped", "fresh", "expected"), TABLE)
-def test_policy(raw: bytes, loopback: bool, swapped: bool, fresh: bool,
-                expected: Decision) -> None:  # fmt: skip
-    got = accel_policy.decide(raw, allow_host_loopback=loopback, swapped=swapped, fresh_tcp=fresh,
-                       nets=lambda: NETS, local=is_own)  # fmt: skip
+def test_policy(raw: bytes, loopback: bool, swapped: bool, fresh: bool, expected: Decision) -> None:
+    got = accel_policy.decide(
+        raw,
+        allow_host_loopback=loopback,
+        swapped=swapped,
+        fresh_tcp=fresh,
+        nets=lambda: NETS,
+        local=is_own,
+    )
     assert got == expected
 
 
@@ -175,9 +179,14 @@ def test_policy_never_swaps_toward_the_workspace_itself() -> None:
             f"192.168.50.{a}",
         ):
             for loopback in (True, False):
-                d = accel_policy.decide(sockaddr_in(addr, 80), allow_host_loopback=loopback,
-                                 swapped=False, fresh_tcp=True, nets=lambda: NETS,
-                                 local=is_own)  # fmt: skip
+                d = accel_policy.decide(
+                    sockaddr_in(addr, 80),
+                    allow_host_loopback=loopback,
+                    swapped=False,
+                    fresh_tcp=True,
+                    nets=lambda: NETS,
+                    local=is_own,
+                )
                 if d.verdict is Verdict.swap:
                     assert d.target is not None
                     ip = d.target[0]

@@ -52,9 +52,10 @@ def test_proc_net_tcp_listeners_only() -> None:
 
 def test_proc_net_tcp6_addresses() -> None:
     assert parse_tcp(TCP6) == [
-        Listener("::", 3000, 444), Listener("::1", 9000, 555),
+        Listener("::", 3000, 444),
+        Listener("::1", 9000, 555),
         Listener("127.0.0.1", 9001, 666),  # v4-mapped: an IPv4 loopback listener
-    ]  # fmt: skip
+    ]
     assert hex_address("0100000A") == "10.0.0.1"
 
 
@@ -70,8 +71,9 @@ def test_nothing_is_ever_bound_beyond_the_workspace_loopback() -> None:
 
 
 def test_a_port_with_two_listeners_is_one_exposure() -> None:
-    got = wanted([Listener("10.0.2.100", 5000, 1), Listener("0.0.0.0", 5000, 2),
-                  Listener("::", 5000, 3)])  # fmt: skip
+    got = wanted(
+        [Listener("10.0.2.100", 5000, 1), Listener("0.0.0.0", 5000, 2), Listener("::", 5000, 3)]
+    )
     assert got == {5000: {"127.0.0.1": "127.0.0.1", "::1": "::1"}}
 
 
@@ -83,11 +85,22 @@ def test_port_ranges() -> None:
             parse_ranges(bad)
 
 
-def verdict(port: int = 3000, owner: Owner | None = PERSON, rules: AutoPortsSpec = RULES,
-            published: set[int] | None = None, workspace: set[int] | None = None,
-            exposed: int = 0) -> tuple[str, str]:  # fmt: skip
-    v = decide(port, owner, rules, published=published or set(), workspace=workspace or set(),
-               exposed=exposed)  # fmt: skip
+def verdict(
+    port: int = 3000,
+    owner: Owner | None = PERSON,
+    rules: AutoPortsSpec = RULES,
+    published: set[int] | None = None,
+    workspace: set[int] | None = None,
+    exposed: int = 0,
+) -> tuple[str, str]:
+    v = decide(
+        port,
+        owner,
+        rules,
+        published=published or set(),
+        workspace=workspace or set(),
+        exposed=exposed,
+    )
     return v.action, v.reason
 
 
@@ -133,14 +146,29 @@ def test_docker_ups_own_processes() -> None:
 
 
 def test_a_containers_id_from_its_shim() -> None:
-    assert shim_container(["containerd-shim-runc-v2", "-namespace", "moby", "-id", "abc",
-                           "-address", "/run/x.sock"]) == "abc"  # fmt: skip
+    assert (
+        shim_container(
+            [
+                "containerd-shim-runc-v2",
+                "-namespace",
+                "moby",
+                "-id",
+                "abc",
+                "-address",
+                "/run/x.sock",
+            ]
+        )
+        == "abc"
+    )
     assert shim_container(["containerd-shim-runc-v2", "-id"]) is None
 
 
 def test_settings_reach_the_config() -> None:
-    config, _ = resolve({}, {"DOCKER_UP_AUTO_PORTS": "0", "DOCKER_UP_AUTO_PORTS_MAX": "5"},
-                        'auto-ports-exclude = "5432,6000-6063"')  # fmt: skip
+    config, _ = resolve(
+        {},
+        {"DOCKER_UP_AUTO_PORTS": "0", "DOCKER_UP_AUTO_PORTS_MAX": "5"},
+        'auto-ports-exclude = "5432,6000-6063"',
+    )
     assert (config.auto_ports, config.auto_ports_max) == (False, 5)
     assert config.auto_ports_exclude == "5432,6000-6063"
     assert resolve({}, {}, None)[0].auto_ports  # on by default
@@ -297,7 +325,8 @@ def test_an_owners_command_is_one_line() -> None:
     from dockerup.programs.autorules import one_line
 
     assert one_line(["python3", "-c", "import time\n\ttime.sleep(30)\n"]) == (
-        "python3 -c import time time.sleep(30)")  # fmt: skip
+        "python3 -c import time time.sleep(30)"
+    )
     assert len(one_line(["x" * 200])) == 120
 
 
@@ -337,8 +366,9 @@ def udp_free_ports(n: int) -> list[int]:
 
 
 def udp_fake(tmp_path: Path, ports: list[int]) -> Fake:
-    spec = AutoPortsSpec(include=[], exclude=[], cap=8, table=str(tmp_path / "t.json"),
-                         udp=[[p, p] for p in ports])  # fmt: skip
+    spec = AutoPortsSpec(
+        include=[], exclude=[], cap=8, table=str(tmp_path / "t.json"), udp=[[p, p] for p in ports]
+    )
     return Fake(spec)
 
 

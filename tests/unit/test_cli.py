@@ -28,9 +28,14 @@ PKG_PARENT = Path(dockerup.__file__).parent.parent
 
 def docker_up(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """The real entry point (cli/entry.py), as the console script runs it."""
-    return subprocess.run([sys.executable, "-m", "dockerup", *args], cwd=PKG_PARENT,
-                          env={**os.environ, "NO_COLOR": "1", **env}, capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "dockerup", *args],
+        cwd=PKG_PARENT,
+        env={**os.environ, "NO_COLOR": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_version_prints_it_and_exits_0() -> None:
@@ -61,14 +66,17 @@ def complete(words: str) -> list[str]:
     return r.stdout.split()
 
 
-@pytest.mark.parametrize(("words", "expected"), [
-    ("docker-up up --net ", ["slirp4netns", "pasta"]),
-    ("docker-up up --mode ", ["auto", "rootless", "userns-root", "privileged"]),
-    ("docker-up up --storage ", ["auto", "overlay2", "fuse-overlayfs", "vfs"]),
-    ("docker-up up --port-forwarder ", ["splice", "slirp"]),
-    ("docker-up shell-init ", ["bash", "zsh", "fish", "sh"]),
-    ("docker-up autostart enable --shell f", ["fish"]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        ("docker-up up --net ", ["slirp4netns", "pasta"]),
+        ("docker-up up --mode ", ["auto", "rootless", "userns-root", "privileged"]),
+        ("docker-up up --storage ", ["auto", "overlay2", "fuse-overlayfs", "vfs"]),
+        ("docker-up up --port-forwarder ", ["splice", "slirp"]),
+        ("docker-up shell-init ", ["bash", "zsh", "fish", "sh"]),
+        ("docker-up autostart enable --shell f", ["fish"]),
+    ],
+)
 def test_choices_complete(words: str, expected: list[str]) -> None:
     assert complete(words) == expected
 
@@ -82,14 +90,17 @@ def test_the_choices_are_the_configurations() -> None:
     assert tuple(s.value for s in choices.Shell) == shellinit.SHELLS
 
 
-@pytest.mark.parametrize(("args", "option"), [
-    (["up", "--mode", "bogus"], "'--mode'"),
-    (["up", "--net", "vpnkit"], "'--net'"),
-    (["up", "--storage", "btrfs"], "'--storage'"),
-    (["up", "--port-forwarder", "socat"], "'--port-forwarder'"),
-    (["shell-init", "tcsh"], "'shell'"),
-    (["autostart", "enable", "--shell", "csh"], "'--shell'"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["up", "--mode", "bogus"], "'--mode'"),
+        (["up", "--net", "vpnkit"], "'--net'"),
+        (["up", "--storage", "btrfs"], "'--storage'"),
+        (["up", "--port-forwarder", "socat"], "'--port-forwarder'"),
+        (["shell-init", "tcsh"], "'shell'"),
+        (["autostart", "enable", "--shell", "csh"], "'--shell'"),
+    ],
+)
 def test_a_wrong_choice_stops_before_anything_runs(
     args: list[str], option: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -106,18 +117,21 @@ def test_a_wrong_choice_stops_before_anything_runs(
     assert r.exception is None or isinstance(r.exception, SystemExit)
 
 
-@pytest.mark.parametrize(("argv", "debug", "rest"), [
-    (["--debug", "status"], True, ["status"]),
-    (["status", "--debug"], True, ["status"]),
-    (["config", "show", "--debug", "--json"], True, ["config", "show", "--json"]),
-    (["--debug"], True, []),
-    (["status"], False, ["status"]),
-    # What follows `--`, or exec's command, is the command's own.
-    (["exec", "--debug", "--", "sh", "--debug"], True, ["exec", "--", "sh", "--debug"]),
-    (["exec", "tool", "--debug"], False, ["exec", "tool", "--debug"]),
-    (["run", "--root", "tool", "--debug"], False, ["run", "--root", "tool", "--debug"]),
-    (["run", "--debug", "tool", "-h"], True, ["run", "tool", "-h"]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("argv", "debug", "rest"),
+    [
+        (["--debug", "status"], True, ["status"]),
+        (["status", "--debug"], True, ["status"]),
+        (["config", "show", "--debug", "--json"], True, ["config", "show", "--json"]),
+        (["--debug"], True, []),
+        (["status"], False, ["status"]),
+        # What follows `--`, or exec's command, is the command's own.
+        (["exec", "--debug", "--", "sh", "--debug"], True, ["exec", "--", "sh", "--debug"]),
+        (["exec", "tool", "--debug"], False, ["exec", "tool", "--debug"]),
+        (["run", "--root", "tool", "--debug"], False, ["run", "--root", "tool", "--debug"]),
+        (["run", "--debug", "tool", "-h"], True, ["run", "tool", "-h"]),
+    ],
+)
 def test_debug_before_or_after_the_verb(argv: list[str], debug: bool, rest: list[str]) -> None:
     assert cli.take_debug(argv) == (debug, rest)
 
@@ -130,8 +144,10 @@ def test_a_debug_that_is_an_options_value_stays_its_value() -> None:
     assert {"--dockerd-arg", "--mtu", "--net", "--shell", "-n"} <= takes_value
     assert {"--json", "--debug", "--detach", "-d", "--help"} & takes_value == set()
     argv = ["up", "--dockerd-arg", "--debug", "--debug", "--dry-run"]
-    assert cli.take_debug(argv, takes_value) == (True, ["up", "--dockerd-arg", "--debug",
-                                                        "--dry-run"])  # fmt: skip
+    assert cli.take_debug(argv, takes_value) == (
+        True,
+        ["up", "--dockerd-arg", "--debug", "--dry-run"],
+    )
 
 
 def test_debug_after_the_verb_shows_the_traceback() -> None:
@@ -147,8 +163,10 @@ def first_line(capsys: pytest.CaptureFixture[str]) -> str:
     return capsys.readouterr().err.splitlines()[0]
 
 
-NOTICE = ("docker-up: runs dockerd in the foreground until Ctrl-C or `docker-up stop`; "
-          "`docker-up --help` lists the commands")  # fmt: skip
+NOTICE = (
+    "docker-up: runs dockerd in the foreground until Ctrl-C or `docker-up stop`; "
+    "`docker-up --help` lists the commands"
+)
 
 
 def test_a_bare_docker_up_says_first_that_it_runs_in_the_foreground(
@@ -180,8 +198,9 @@ def test_up_in_the_foreground_says_so_first(monkeypatch: pytest.MonkeyPatch) -> 
     from dockerup.verbs import up as verbs
 
     monkeypatch.setattr(settings, "load_config", lambda _cli: None)
-    monkeypatch.setattr(verbs, "up", lambda *_a: Up("unix:///s", already_running=False,
-                                                    stopped=True))  # fmt: skip
+    monkeypatch.setattr(
+        verbs, "up", lambda *_a: Up("unix:///s", already_running=False, stopped=True)
+    )
     r = CliRunner().invoke(cli.app, ["up", "--mtu", "1500"], prog_name="docker-up")
     assert r.exit_code == 0, r.output
     assert r.stderr.splitlines()[0] == NOTICE
@@ -230,11 +249,14 @@ def test_the_environment_and_the_file_keep_their_own_messages(
         resolve({}, {}, 'net = "vpnkit"\n', "config.toml")
 
 
-@pytest.mark.parametrize(("args", "command"), [
-    (["exec", "ls", "-h"], ["ls", "-h"]),  # -h after the command's first word is its own
-    (["exec", "ls", "--help"], ["ls", "--help"]),
-    (["exec", "--", "ip", "-4", "a"], ["ip", "-4", "a"]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("args", "command"),
+    [
+        (["exec", "ls", "-h"], ["ls", "-h"]),  # -h after the command's first word is its own
+        (["exec", "ls", "--help"], ["ls", "--help"]),
+        (["exec", "--", "ip", "-4", "a"], ["ip", "-4", "a"]),
+    ],
+)
 def test_exec_passes_the_commands_options_through(
     args: list[str], command: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

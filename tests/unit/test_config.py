@@ -37,20 +37,25 @@ def test_env_parsing() -> None:
     assert config.dockerd_args == ("--debug", "--dns", "1.1.1.1")
 
 
-@pytest.mark.parametrize(("text", "words"), [
-    ("mtu = 70000", ["/c.toml: mtu: must be between 1280 and 65520"]),
-    ("mtu = 1000", ["mtu: must be between 1280"]),
-    ('mtu = "big"', ["mtu: must be an integer, not str"]),
-    ("mtu = true", ["mtu: must be an integer, not bool"]),
-    ("colour = 1", ["colour: unknown setting", "allowed: mtu, net"]),
-    ('storage = "zfs"', ["storage: must be one of: auto, overlay2"]),
-    ('data-root = "rel/dir"', ["data-root: must be an absolute path"]),
-    ('dockerd-args = ["-H", "tcp://0.0.0.0:2375"]', ["dockerd flag -H is not allowed",
-                                                      "use --tcp with --tls-dir"]),
-    ('dockerd-args = ["--data-root=/x"]', ["use the data-root setting"]),
-    ('dockerd-args = "--debug"', ["must be a list of strings"]),
-    ("mtu = ", ["not valid TOML"]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("mtu = 70000", ["/c.toml: mtu: must be between 1280 and 65520"]),
+        ("mtu = 1000", ["mtu: must be between 1280"]),
+        ('mtu = "big"', ["mtu: must be an integer, not str"]),
+        ("mtu = true", ["mtu: must be an integer, not bool"]),
+        ("colour = 1", ["colour: unknown setting", "allowed: mtu, net"]),
+        ('storage = "zfs"', ["storage: must be one of: auto, overlay2"]),
+        ('data-root = "rel/dir"', ["data-root: must be an absolute path"]),
+        (
+            'dockerd-args = ["-H", "tcp://0.0.0.0:2375"]',
+            ["dockerd flag -H is not allowed", "use --tcp with --tls-dir"],
+        ),
+        ('dockerd-args = ["--data-root=/x"]', ["use the data-root setting"]),
+        ('dockerd-args = "--debug"', ["must be a list of strings"]),
+        ("mtu = ", ["not valid TOML"]),
+    ],
+)
 def test_bad_file_input(text: str, words: list[str]) -> None:
     with pytest.raises(DockerUpError) as e:
         resolve({}, {}, text, "/c.toml")
@@ -59,11 +64,14 @@ def test_bad_file_input(text: str, words: list[str]) -> None:
         assert w in full
 
 
-@pytest.mark.parametrize(("env", "words"), [
-    ({"DOCKER_UP_MTU": "x"}, "environment: DOCKER_UP_MTU: must be an integer"),
-    ({"DOCKER_UP_AUTOSTART": "maybe"}, "DOCKER_UP_AUTOSTART: must be true or false"),
-    ({"DOCKER_UP_MTU": "100"}, "environment: mtu: must be between"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"DOCKER_UP_MTU": "x"}, "environment: DOCKER_UP_MTU: must be an integer"),
+        ({"DOCKER_UP_AUTOSTART": "maybe"}, "DOCKER_UP_AUTOSTART: must be true or false"),
+        ({"DOCKER_UP_MTU": "100"}, "environment: mtu: must be between"),
+    ],
+)
 def test_bad_env_input(env: dict[str, str], words: str) -> None:
     with pytest.raises(DockerUpError, match=words):
         resolve({}, env, None)
@@ -92,8 +100,9 @@ def test_config_fields_without_a_setting_come_from_the_command_line_only() -> No
 
 
 def test_allowed_dockerd_args() -> None:
-    config, _ = resolve({"dockerd_args": ["--debug", "--dns=1.1.1.1", "--log-level", "warn"]},
-                        {}, None)  # fmt: skip
+    config, _ = resolve(
+        {"dockerd_args": ["--debug", "--dns=1.1.1.1", "--log-level", "warn"]}, {}, None
+    )
     assert config.dockerd_args == ("--debug", "--dns=1.1.1.1", "--log-level", "warn")
 
 
@@ -108,9 +117,12 @@ def test_runtime_flags_are_refused(flag: str) -> None:
 
 
 toml_values = st.one_of(
-    st.integers(), st.floats(allow_nan=False), st.booleans(), st.text(max_size=20),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.booleans(),
+    st.text(max_size=20),
     st.lists(st.text(max_size=10), max_size=3),
-)  # fmt: skip
+)
 keys = st.one_of(st.sampled_from([s.key for s in SETTINGS]), st.text(min_size=1, max_size=12))
 
 

@@ -73,9 +73,11 @@ def test_the_filter_sends_ipv4_connects_to_the_agent_and_nothing_else() -> None:
             linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
             nfd = install_filter()
             socket.send_fds(theirs, [b"dockerd"], [nfd])
-            for family, addr in ((socket.AF_UNIX, "\0docker-up-test-none"),
-                                 (socket.AF_INET6, ("::1", 9)),
-                                 (socket.AF_INET, ("127.0.0.1", 9))):  # fmt: skip
+            for family, addr in (
+                (socket.AF_UNIX, "\0docker-up-test-none"),
+                (socket.AF_INET6, ("::1", 9)),
+                (socket.AF_INET, ("127.0.0.1", 9)),
+            ):
                 with socket.socket(family) as s:
                     code = s.connect_ex(addr)
                 theirs.sendall(f"{family}:{code}\n".encode())

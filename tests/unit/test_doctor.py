@@ -93,98 +93,225 @@ def test_a_good_machine_is_all_ok() -> None:
 
 CASES = [
     # id, facts change, status, words in detail or hint
-    ("kernel.userns", {"sysctls": {"user.max_user_namespaces": "0"}}, Status.fail,
-     "max_user_namespaces=28633"),
-    ("kernel.userns", {"sysctls": {"kernel.unprivileged_userns_clone": "0"}}, Status.fail,
-     "unprivileged_userns_clone=1"),
-    ("kernel.userns", {"sysctls": {"kernel.apparmor_restrict_unprivileged_userns": "1"}},
-     Status.fail, "apparmor_restrict_unprivileged_userns=0"),
-    ("kernel.netns", {"netns_ok": False, "netns_error": "Operation not permitted"},
-     Status.fail, "seccomp=unconfined"),
+    (
+        "kernel.userns",
+        {"sysctls": {"user.max_user_namespaces": "0"}},
+        Status.fail,
+        "max_user_namespaces=28633",
+    ),
+    (
+        "kernel.userns",
+        {"sysctls": {"kernel.unprivileged_userns_clone": "0"}},
+        Status.fail,
+        "unprivileged_userns_clone=1",
+    ),
+    (
+        "kernel.userns",
+        {"sysctls": {"kernel.apparmor_restrict_unprivileged_userns": "1"}},
+        Status.fail,
+        "apparmor_restrict_unprivileged_userns=0",
+    ),
+    (
+        "kernel.netns",
+        {"netns_ok": False, "netns_error": "Operation not permitted"},
+        Status.fail,
+        "seccomp=unconfined",
+    ),
     ("kernel.seccomp", {"seccomp_actions": ""}, Status.warn, "without seccomp"),
-    ("tun.access", {"host": facts(tun=TunAccess(True, False, "Permission denied"))},
-     Status.fail, "chmod 0666 /dev/net/tun"),
-    ("tun.access", {"host": facts(tun=TunAccess(False, False, "missing"))}, Status.fail,
-     "mknod /dev/net/tun c 10 200"),
+    (
+        "tun.access",
+        {"host": facts(tun=TunAccess(True, False, "Permission denied"))},
+        Status.fail,
+        "chmod 0666 /dev/net/tun",
+    ),
+    (
+        "tun.access",
+        {"host": facts(tun=TunAccess(False, False, "missing"))},
+        Status.fail,
+        "mknod /dev/net/tun c 10 200",
+    ),
     ("ids.subuid", {"host": facts(subuid=())}, Status.fail, "alice:100000:65536"),
     ("ids.subgid", {"host": facts(subgid=())}, Status.fail, "/etc/subgid"),
-    ("ids.subuid", {"all_subuid": "alice:100000:65536\nbob:120000:65536\n"}, Status.fail,
-     "overlaps bob"),
-    ("ids.subuid", {"host": facts(subuid=(IdRange(100000, 1000),))}, Status.warn,
-     "containers get uids 0-1000 only"),
-    ("ids.tools", {"setuid": {"newuidmap": False, "newgidmap": True}}, Status.fail,
-     "chmod u+s"),
-    ("ids.tools", {"host": facts(binaries={**BINS, "newuidmap": None})}, Status.fail,
-     "apt-get install uidmap"),
-    ("programs", {"host": facts(binaries={**BINS, "dockerd": None})}, Status.fail,
-     "apt-get install docker.io"),
-    ("net.slirp4netns", {"host": facts(binaries={**BINS, "slirp4netns": None})}, Status.fail,
-     "apt-get install slirp4netns"),
-    ("net.slirp4netns", {"host": facts(slirp_help="-c, --configure\n--exit-fd\n--ready-fd\n")},
-     Status.warn, "lacks api-socket, sandbox, seccomp"),
+    (
+        "ids.subuid",
+        {"all_subuid": "alice:100000:65536\nbob:120000:65536\n"},
+        Status.fail,
+        "overlaps bob",
+    ),
+    (
+        "ids.subuid",
+        {"host": facts(subuid=(IdRange(100000, 1000),))},
+        Status.warn,
+        "containers get uids 0-1000 only",
+    ),
+    ("ids.tools", {"setuid": {"newuidmap": False, "newgidmap": True}}, Status.fail, "chmod u+s"),
+    (
+        "ids.tools",
+        {"host": facts(binaries={**BINS, "newuidmap": None})},
+        Status.fail,
+        "apt-get install uidmap",
+    ),
+    (
+        "programs",
+        {"host": facts(binaries={**BINS, "dockerd": None})},
+        Status.fail,
+        "apt-get install docker.io",
+    ),
+    (
+        "net.slirp4netns",
+        {"host": facts(binaries={**BINS, "slirp4netns": None})},
+        Status.fail,
+        "apt-get install slirp4netns",
+    ),
+    (
+        "net.slirp4netns",
+        {"host": facts(slirp_help="-c, --configure\n--exit-fd\n--ready-fd\n")},
+        Status.warn,
+        "lacks api-socket, sandbox, seccomp",
+    ),
     ("net.pasta", {}, Status.skip, "apt-get install passt"),
     ("net.pasta", {"net": "pasta"}, Status.fail, "apt-get install passt"),
     ("net.pasta", {"net": "pasta", "host": PASTA_HOST}, Status.ok, "passt 0.0~git20230309"),
-    ("net.pasta", {"net": "pasta", "host": replace(PASTA_HOST, default_route=False)},
-     Status.fail, "default route in the workspace"),
-    ("net.pasta", {"host": replace(PASTA_HOST, pasta_help="--pid\n")}, Status.warn,
-     "lacks --config-net"),
+    (
+        "net.pasta",
+        {"net": "pasta", "host": replace(PASTA_HOST, default_route=False)},
+        Status.fail,
+        "default route in the workspace",
+    ),
+    (
+        "net.pasta",
+        {"host": replace(PASTA_HOST, pasta_help="--pid\n")},
+        Status.warn,
+        "lacks --config-net",
+    ),
     ("net.accel", {"net_accel": True}, Status.ok, "containers on, dockerd's own auto"),
     ("net.accel", {"net_accel": True}, Status.ok, "supported"),
-    ("net.accel", {"net_accel": True, "host": facts(accel_problems=NO_NOTIF)},
-     Status.fail, "unsupported here"),
-    ("net.accel", {"daemon_net_accel": True, "host": facts(accel_problems=NO_NOTIF)},
-     Status.fail, "dockerd's own on; unsupported here"),
-    ("net.accel", {"net_accel": True, "host": facts(accel_problems=NO_NOTIF)},
-     Status.fail, "drop --net-accel"),
-    ("net.accel", {"host": facts(accel_problems=OLD_RUNC)}, Status.skip,
-     "dockerd's own auto (on where supported); unsupported here"),
+    (
+        "net.accel",
+        {"net_accel": True, "host": facts(accel_problems=NO_NOTIF)},
+        Status.fail,
+        "unsupported here",
+    ),
+    (
+        "net.accel",
+        {"daemon_net_accel": True, "host": facts(accel_problems=NO_NOTIF)},
+        Status.fail,
+        "dockerd's own on; unsupported here",
+    ),
+    (
+        "net.accel",
+        {"net_accel": True, "host": facts(accel_problems=NO_NOTIF)},
+        Status.fail,
+        "drop --net-accel",
+    ),
+    (
+        "net.accel",
+        {"host": facts(accel_problems=OLD_RUNC)},
+        Status.skip,
+        "dockerd's own auto (on where supported); unsupported here",
+    ),
     ("net.ipv6", {}, Status.ok, "off: the workspace has no IPv6 (no ::1 on lo)"),
-    ("net.ipv6", {"host": facts(binaries={**BINS, "ip": "/usr/sbin/ip"}, ipv6_loopback=True,
-                                ipv6_gateways=("fd79::2",))},
-     Status.ok, "on (auto): the workspace has an IPv6 default route"),
-    ("net.ipv6", {"host": facts(binaries={**BINS, "ip": "/usr/sbin/ip"}, ipv6_loopback=True,
-                                ipv6_gateways=("fd00::1",), ipv6_overlap=True)},
-     Status.warn, "fd00::/64 network is hidden from containers"),
+    (
+        "net.ipv6",
+        {
+            "host": facts(
+                binaries={**BINS, "ip": "/usr/sbin/ip"},
+                ipv6_loopback=True,
+                ipv6_gateways=("fd79::2",),
+            )
+        },
+        Status.ok,
+        "on (auto): the workspace has an IPv6 default route",
+    ),
+    (
+        "net.ipv6",
+        {
+            "host": facts(
+                binaries={**BINS, "ip": "/usr/sbin/ip"},
+                ipv6_loopback=True,
+                ipv6_gateways=("fd00::1",),
+                ipv6_overlap=True,
+            )
+        },
+        Status.warn,
+        "fd00::/64 network is hidden from containers",
+    ),
     ("net.ipv6", {"ipv6": True}, Status.fail, "sysctl net.ipv6.conf.all.disable_ipv6=0"),
-    ("net.driver", {"net": "pasta", "docker_up": up(net="slirp4netns")},
-     Status.ok, "pasta (the running docker-up uses slirp4netns)"),
-    ("docker.dockerd", {"host": facts(dockerd_version="Docker version 19.03.1, b")},
-     Status.fail, "needs 20.10"),
+    (
+        "net.driver",
+        {"net": "pasta", "docker_up": up(net="slirp4netns")},
+        Status.ok,
+        "pasta (the running docker-up uses slirp4netns)",
+    ),
+    (
+        "docker.dockerd",
+        {"host": facts(dockerd_version="Docker version 19.03.1, b")},
+        Status.fail,
+        "needs 20.10",
+    ),
     ("docker.dockerd", {"host": facts(dockerd_version="weird")}, Status.warn, "cannot read"),
-    ("docker.dockerd", {"host": facts(dockerd_version=DOCKERD_28,
-                                      containerd_version=CONTAINERD_21)},
-     Status.ok, "dockerd 28.5.2, containerd 2.1.9 (/usr/sbin/dockerd); docker-up: serves a "
-     "RootlessKit API"),
+    (
+        "docker.dockerd",
+        {"host": facts(dockerd_version=DOCKERD_28, containerd_version=CONTAINERD_21)},
+        Status.ok,
+        "dockerd 28.5.2, containerd 2.1.9 (/usr/sbin/dockerd); docker-up: serves a RootlessKit API",
+    ),
     ("docker.dockerd", {}, Status.ok, "dockerd 20.10.24, containerd 1.6.20"),
-    ("docker.runtime", {"host": facts(binaries={**BINS, "runc": None})}, Status.fail,
-     "apt-get install runc"),
+    (
+        "docker.runtime",
+        {"host": facts(binaries={**BINS, "runc": None})},
+        Status.fail,
+        "apt-get install runc",
+    ),
     ("docker.cli", {}, Status.warn, "no docker client"),
-    ("iptables", {"iptables": {"nft": "no nf_tables", "legacy": "lock"}}, Status.fail,
-     "nft: no nf_tables"),
+    (
+        "iptables",
+        {"iptables": {"nft": "no nf_tables", "legacy": "lock"}},
+        Status.fail,
+        "nft: no nf_tables",
+    ),
     ("storage", {"overlay_error": "EPERM"}, Status.warn, "vfs"),
     ("cgroups", {"cgroup2": False, "cgroup_delegated": False}, Status.warn, "cgroup v1"),
     ("runtime.dir", {"runtime_foreign": True}, Status.fail, "not a directory owned by you"),
     ("runtime.dir", {"runtime_writable": False}, Status.fail, "set XDG_RUNTIME_DIR"),
-    ("runtime.socket", {"paths": paths({"XDG_RUNTIME_DIR": "/" + "x" * 120})}, Status.fail,
-     "longer than 107 bytes"),
+    (
+        "runtime.socket",
+        {"paths": paths({"XDG_RUNTIME_DIR": "/" + "x" * 120})},
+        Status.fail,
+        "longer than 107 bytes",
+    ),
     ("runtime.disk", {"free_bytes": 2**29}, Status.fail, "0.5 GiB"),
     ("runtime.disk", {"free_bytes": 3 * 2**30}, Status.warn, "3.0 GiB"),
-    ("runtime.daemon", {"other_daemon": "unix:///run/docker.sock",
-                        "docker_host_env": "unix:///run/docker.sock"}, Status.warn,
-     "unset DOCKER_HOST"),
+    (
+        "runtime.daemon",
+        {"other_daemon": "unix:///run/docker.sock", "docker_host_env": "unix:///run/docker.sock"},
+        Status.warn,
+        "unset DOCKER_HOST",
+    ),
     ("runtime.daemon", {"stale_socket": True}, Status.warn, "stale socket"),
     ("runtime.docker-up", {}, Status.ok, "not running"),
     ("runtime.docker-up", {"docker_up": None}, Status.ok, "not running"),  # not probed
-    ("runtime.docker-up", {"docker_up": up(answering=False)}, Status.warn,
-     "running (pid 7) but the API does not answer"),
+    (
+        "runtime.docker-up",
+        {"docker_up": up(answering=False)},
+        Status.warn,
+        "running (pid 7) but the API does not answer",
+    ),
     ("runtime.docker-up", {"docker_up": LAZY}, Status.warn, "does not answer"),
-    ("runtime.docker-up", {"docker_up": up(), "engine": ENGINE}, Status.ok,
-     "running (pid 7), the API answers (Docker 20.10.24, 2 containers running, overlay2), "
-     "2 restarts"),
-    ("runtime.docker-up", {"docker_up": up()}, Status.ok,
-     "running (pid 7), the API answers, 2 restarts"),  # the daemon's own account failed
-]  # fmt: skip
+    (
+        "runtime.docker-up",
+        {"docker_up": up(), "engine": ENGINE},
+        Status.ok,
+        "running (pid 7), the API answers (Docker 20.10.24, 2 containers running, overlay2), "
+        "2 restarts",
+    ),
+    (
+        "runtime.docker-up",
+        {"docker_up": up()},
+        Status.ok,
+        "running (pid 7), the API answers, 2 restarts",
+    ),  # the daemon's own account failed
+]
 
 
 @pytest.mark.parametrize(("check_id", "change", "status", "words"), CASES)
@@ -198,9 +325,13 @@ def test_check(check_id: str, change: dict[str, Any], status: Status, words: str
 
 
 def test_net_driver_names_the_running_daemons_only_where_it_differs() -> None:
-    for own, said in ((up(net="slirp4netns"), "pasta (the running docker-up uses slirp4netns)"),
-                      (up(net="pasta"), "pasta"), (LAZY, "pasta"), (STOPPED, "pasta"),
-                      (None, "pasta")):  # fmt: skip
+    for own, said in (
+        (up(net="slirp4netns"), "pasta (the running docker-up uses slirp4netns)"),
+        (up(net="pasta"), "pasta"),
+        (LAZY, "pasta"),
+        (STOPPED, "pasta"),
+        (None, "pasta"),
+    ):
         assert check("net.driver", good(net="pasta", docker_up=own)).detail == said
 
 
@@ -222,15 +353,21 @@ class FakeClient:
         pass
 
 
-@pytest.mark.parametrize(("version", "info", "engine"), [
-    ({"Version": "28.5.2"}, {"ContainersRunning": 3, "Driver": "overlay2"},
-     EngineInfo("28.5.2", 3, "overlay2")),
-    ({}, {}, EngineInfo("?", 0, "?")),  # an engine that says little
-    ({"Version": 28}, {}, None),  # not the Engine API's documents: no account at all
-    ({}, {"ContainersRunning": "3"}, None),
-    ({}, {"ContainersRunning": True}, None),
-    ([], {}, None),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("version", "info", "engine"),
+    [
+        (
+            {"Version": "28.5.2"},
+            {"ContainersRunning": 3, "Driver": "overlay2"},
+            EngineInfo("28.5.2", 3, "overlay2"),
+        ),
+        ({}, {}, EngineInfo("?", 0, "?")),  # an engine that says little
+        ({"Version": 28}, {}, None),  # not the Engine API's documents: no account at all
+        ({}, {"ContainersRunning": "3"}, None),
+        ({}, {"ContainersRunning": True}, None),
+        ([], {}, None),
+    ],
+)
 def test_the_engines_account_is_typed_on_the_way_in(
     monkeypatch: pytest.MonkeyPatch, version: object, info: object, engine: EngineInfo | None
 ) -> None:
@@ -337,8 +474,12 @@ def test_up_refuses_with_doctors_words_before_starting_anything() -> None:
 
 # -- the text form ----------------------------------------------------------------------------
 
-CLOSED_TUN = {"host": facts(binaries={**BINS, "docker": "/usr/bin/docker"},
-                            tun=TunAccess(True, False, "Permission denied"))}  # fmt: skip
+CLOSED_TUN = {
+    "host": facts(
+        binaries={**BINS, "docker": "/usr/bin/docker"},
+        tun=TunAccess(True, False, "Permission denied"),
+    )
+}
 
 
 def text(width: int = 80, verbose: bool = False, **change: Any) -> list[str]:
@@ -394,8 +535,9 @@ def test_verbose_shows_every_check_in_full() -> None:
 
 def test_the_summary_counts_and_says_whether_anything_fails() -> None:
     assert text()[-1] == "docker-up doctor: 24 ok, 1 skipped; nothing fails (--verbose: in full)"
-    assert text(**CLOSED_TUN)[-1] == ("docker-up doctor: 1 fail, 23 ok, 1 skipped "
-                                      "(--verbose: in full)")  # fmt: skip
+    assert text(**CLOSED_TUN)[-1] == (
+        "docker-up doctor: 1 fail, 23 ok, 1 skipped (--verbose: in full)"
+    )
 
 
 def test_the_text_has_no_colour_off_a_terminal(

@@ -61,8 +61,9 @@ def test_an_unreadable_version_is_taken_as_a_new_engine() -> None:
 
 
 def test_dockerd_28_gets_the_rootlesskit_api_and_its_state_dir() -> None:
-    plan = build_plan(Config(), facts(dockerd_version=DOCKERD_28,
-                                      containerd_version=CONTAINERD_21), paths())  # fmt: skip
+    plan = build_plan(
+        Config(), facts(dockerd_version=DOCKERD_28, containerd_version=CONTAINERD_21), paths()
+    )
     assert plan.dockerd_env["ROOTLESSKIT_STATE_DIR"] == "/tmp/docker-up-1001/rootlesskit"
     assert plan.rlk_info is not None
     assert plan.rlk_info.state_dir == plan.dockerd_env["ROOTLESSKIT_STATE_DIR"]
@@ -99,8 +100,9 @@ def test_ipv6_turns_on_experimental_only_where_ip6tables_needs_it() -> None:
 
 def test_an_engine_older_than_supported_is_refused_with_what_to_do() -> None:
     with pytest.raises(DockerUpError) as e:
-        build_plan(Config(), facts(dockerd_version="Docker version 19.03.15, build 99e3ed8"),
-                   paths())  # fmt: skip
+        build_plan(
+            Config(), facts(dockerd_version="Docker version 19.03.15, build 99e3ed8"), paths()
+        )
     assert "19.3" in str(e.value) and "20.10 or newer" in str(e.value)
     assert e.value.hint is not None and "--dockerd" in e.value.hint
 
@@ -121,8 +123,9 @@ def fake_engine(d: Path, version: str, names: tuple[str, ...]) -> None:
 
 def test_with_engine_takes_the_engine_programs_from_beside_dockerd(tmp_path: Path) -> None:
     system, engine = tmp_path / "system", tmp_path / "engine"
-    fake_engine(system, "Docker version 20.10.24", ("dockerd", "containerd", "runc",
-                                                     "docker-proxy"))  # fmt: skip
+    fake_engine(
+        system, "Docker version 20.10.24", ("dockerd", "containerd", "runc", "docker-proxy")
+    )
     fake_engine(engine, "Docker version 28.5.2", ("dockerd", "containerd", "docker-proxy"))
     env = {"PATH": str(system), "XDG_CACHE_HOME": str(tmp_path / "cache")}
     f = host.probe(env)

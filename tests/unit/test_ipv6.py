@@ -143,8 +143,15 @@ def test_pasta_gets_the_same_ipv6_addresses_and_sets_them_itself() -> None:
 
 
 def test_the_check_finds_a_missing_address_or_route() -> None:
-    spec = NetCheck(tap="tap0", address="10.0.2.100", prefixlen=24, gateway="10.0.2.2",
-                    mtu=65520, address6="fd00::100/64", gateway6="fd00::2")  # fmt: skip
+    spec = NetCheck(
+        tap="tap0",
+        address="10.0.2.100",
+        prefixlen=24,
+        gateway="10.0.2.2",
+        mtu=65520,
+        address6="fd00::100/64",
+        gateway6="fd00::2",
+    )
     route = ROUTE6.replace("fd790000000000000000000000000002", "fd000000000000000000000000000002")
     assert ipv6_problems(spec, IF_INET6, route) == []
     assert ipv6_problems(spec, IF_INET6.splitlines()[0], ROUTE6) == [

@@ -13,8 +13,15 @@ import pytest
 
 from tests.manifest import POD, STATEFULSET, Needed, docker_run_options, load
 
-PRIMITIVES = {"str": str, "bool": bool, "int": int, "float": (int, float), "object": object,
-              "datetime": str, "date": str}  # fmt: skip
+PRIMITIVES = {
+    "str": str,
+    "bool": bool,
+    "int": int,
+    "float": (int, float),
+    "object": object,
+    "datetime": str,
+    "date": str,
+}
 
 
 def problems(value: Any, kind: str, where: str) -> list[str]:
@@ -47,8 +54,9 @@ def problems(value: Any, kind: str, where: str) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize(("path", "kind"), [(POD, "V1Pod"), (STATEFULSET, "V1StatefulSet")],
-                         ids=["pod", "statefulset"])  # fmt: skip
+@pytest.mark.parametrize(
+    ("path", "kind"), [(POD, "V1Pod"), (STATEFULSET, "V1StatefulSet")], ids=["pod", "statefulset"]
+)
 def test_manifests_are_valid_kubernetes_objects(path: Path, kind: str) -> None:
     assert problems(load(path), kind, path.name) == []
 
@@ -75,8 +83,12 @@ def test_the_statefulset_asks_for_what_the_pod_asks_for() -> None:
 def test_the_manifest_translates_to_the_proven_docker_run_options() -> None:
     needed, other = docker_run_options(load(POD)["spec"])
     opts = {n.options for n in needed}
-    assert {("--security-opt", "seccomp=unconfined"), ("--security-opt", "systempaths=unconfined"),
-            ("--device", "/dev/net/tun"), ("--cap-add", "SYS_ADMIN")} <= opts  # fmt: skip
+    assert {
+        ("--security-opt", "seccomp=unconfined"),
+        ("--security-opt", "systempaths=unconfined"),
+        ("--device", "/dev/net/tun"),
+        ("--cap-add", "SYS_ADMIN"),
+    } <= opts
     assert all(isinstance(n, Needed) for n in needed)
     assert other[:2] == ["--user", "33333:33333"]
     assert "ws-docker-data:/home/gitpod/.local/share" in other

@@ -35,10 +35,12 @@ def imports(path: Path) -> set[str]:
 @pytest.mark.parametrize("path", PROGRAMS, ids=lambda p: p.name)
 def test_lean_programs_import_only_the_stdlib_and_their_own_package(path: Path) -> None:
     bad = {
-        m for m in imports(path)
-        if m.split(".")[0] not in sys.stdlib_module_names and m.split(".")[0] != "__future__"
+        m
+        for m in imports(path)
+        if m.split(".")[0] not in sys.stdlib_module_names
+        and m.split(".")[0] != "__future__"
         and not (m == "dockerup.programs" or m.startswith("dockerup.programs."))
-    }  # fmt: skip
+    }
     assert bad == set(), f"{path.name} imports {sorted(bad)}"
 
 
@@ -58,8 +60,13 @@ def test_lean_programs_load_under_python_s_from_any_directory(path: Path) -> Non
         f"s = importlib.util.spec_from_file_location('lean', {str(path)!r}); "
         "m = importlib.util.module_from_spec(s); s.loader.exec_module(m)"
     )
-    r = subprocess.run(["/usr/bin/python3", "-S", "-I", "-c", loader], cwd="/",
-                       capture_output=True, text=True, timeout=30)  # fmt: skip
+    r = subprocess.run(
+        ["/usr/bin/python3", "-S", "-I", "-c", loader],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 0, r.stderr
 
 
@@ -84,35 +91,61 @@ def test_a_spec_refuses_fields_it_does_not_know() -> None:
         specs.ProxySpec.from_dict(doc)
 
 
-CORE = [p for p in PKG.rglob("*.py")
-        if not {"cli", "programs"} & set(p.relative_to(PKG).parts)
-        and p.name not in ("__main__.py", "netcheck.py")]  # fmt: skip
+CORE = [
+    p
+    for p in PKG.rglob("*.py")
+    if not {"cli", "programs"} & set(p.relative_to(PKG).parts)
+    and p.name not in ("__main__.py", "netcheck.py")
+]
 
 
 # Any way out of the process: exit, abort, or becoming another program (exec*).
-ENDS = re.compile(r"print|exit|quit|SystemExit|(sys\.|os\.)?(_exit|exit|abort|exec[lv]p?e?)"
-                  r"|typer\.Exit")  # fmt: skip
+ENDS = re.compile(
+    r"print|exit|quit|SystemExit|(sys\.|os\.)?(_exit|exit|abort|exec[lv]p?e?)"
+    r"|typer\.Exit"
+)
 
 # Where the core is a process of its own (a fork) or turns into one (an exec), so ending the
 # process or replacing it is the point; (file, function, call): why.
 ENDS_ALLOWED = {
-    ("background.py", "daemonize", "os._exit"):
-        "the middle process of the double fork: it must end without running the CLI's exit "
-        "code (atexit, buffered output) a second time",
-    ("background.py", "report_and_run", "os._exit"):
-        "the forked background docker-up: its status goes to the pipe, never to the CLI",
-    ("background.py", "hold_socket", "os.execv"):
-        "the forked child becomes the lazy holder (programs/lazy.py)",
-    ("handover.py", "exec_keeper", "os.execv"):
-        "a started docker-up becomes the keeper (programs/keeper.py), which keeps its PID",
-    ("verbs/run.py", "exec_program", "os.execvpe"):
-        "`run` is the user's program: status, signals and terminal pass straight through",
-    ("proc.py", "forked", "os._exit"):
-        "a forked helper (ns.py's id mapper) ends without running the CLI's exit code",
-    ("verbs/running.py", "enter", "os.execvpe"):
-        "`exec` and `shell` are the command they run: status, signals and terminal pass "
-        "straight through",
-}  # fmt: skip
+    (
+        "background.py",
+        "daemonize",
+        "os._exit",
+    ): "the middle process of the double fork: it must end without running the CLI's exit "
+    "code (atexit, buffered output) a second time",
+    (
+        "background.py",
+        "report_and_run",
+        "os._exit",
+    ): "the forked background docker-up: its status goes to the pipe, never to the CLI",
+    (
+        "background.py",
+        "hold_socket",
+        "os.execv",
+    ): "the forked child becomes the lazy holder (programs/lazy.py)",
+    (
+        "handover.py",
+        "exec_keeper",
+        "os.execv",
+    ): "a started docker-up becomes the keeper (programs/keeper.py), which keeps its PID",
+    (
+        "verbs/run.py",
+        "exec_program",
+        "os.execvpe",
+    ): "`run` is the user's program: status, signals and terminal pass straight through",
+    (
+        "proc.py",
+        "forked",
+        "os._exit",
+    ): "a forked helper (ns.py's id mapper) ends without running the CLI's exit code",
+    (
+        "verbs/running.py",
+        "enter",
+        "os.execvpe",
+    ): "`exec` and `shell` are the command they run: status, signals and terminal pass "
+    "straight through",
+}
 
 
 def ends_and_prints(tree: ast.AST) -> set[tuple[str, str]]:
@@ -134,13 +167,20 @@ def ends_and_prints(tree: ast.AST) -> set[tuple[str, str]]:
 
 
 def test_ends_and_prints_sees_every_way_out() -> None:
-    code = ("import os, sys\nprint(1)\ndef f():\n    os._exit(0)\ndef g():\n"
-            "    os.execv('/bin/true', ['true'])\n    os.execvp('x', [])\n    sys.exit(1)\n"
-            "    raise SystemExit(2)\ndef h():\n    raise SystemExit\n")  # fmt: skip
+    code = (
+        "import os, sys\nprint(1)\ndef f():\n    os._exit(0)\ndef g():\n"
+        "    os.execv('/bin/true', ['true'])\n    os.execvp('x', [])\n    sys.exit(1)\n"
+        "    raise SystemExit(2)\ndef h():\n    raise SystemExit\n"
+    )
     assert ends_and_prints(ast.parse(code)) == {
-        ("<module>", "print"), ("f", "os._exit"), ("g", "os.execv"), ("g", "os.execvp"),
-        ("g", "sys.exit"), ("g", "SystemExit"), ("h", "raise SystemExit"),
-    }  # fmt: skip
+        ("<module>", "print"),
+        ("f", "os._exit"),
+        ("g", "os.execv"),
+        ("g", "os.execvp"),
+        ("g", "sys.exit"),
+        ("g", "SystemExit"),
+        ("h", "raise SystemExit"),
+    }
 
 
 @pytest.mark.parametrize("path", CORE, ids=lambda p: str(p.relative_to(PKG)))
@@ -186,8 +226,9 @@ def module_graph(root: Path) -> dict[str, set[str]]:
 def runtime_nodes(tree: ast.AST) -> Iterator[ast.AST]:
     for node in ast.iter_child_nodes(tree):
         if isinstance(node, ast.If) and ast.unparse(node.test) in (
-            "TYPE_CHECKING", "typing.TYPE_CHECKING"
-        ):  # fmt: skip
+            "TYPE_CHECKING",
+            "typing.TYPE_CHECKING",
+        ):
             for other in node.orelse:
                 yield other
                 yield from runtime_nodes(other)
@@ -239,8 +280,9 @@ def test_an_import_cycle_through_a_lazy_import_is_found(tmp_path: Path) -> None:
     (pkg / "cli" / "__init__.py").write_text("")
     (pkg / "cli" / "entry.py").write_text("def main():\n    from pkg.cli.main import run\n")
     (pkg / "cli" / "main.py").write_text("from pkg.cli import entry\n")
-    (pkg / "typed.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
-                                  "    from pkg import other\n")  # fmt: skip
+    (pkg / "typed.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg import other\n"
+    )
     (pkg / "other.py").write_text("from . import typed\n")
     graph = module_graph(pkg)
     assert graph["pkg.other"] == {"pkg.typed"} and graph["pkg.typed"] == set()
@@ -257,8 +299,11 @@ def test_every_result_has_a_text_form_and_the_envelope() -> None:
     from dockerup.cli.render import TEXT
 
     base = results.Result
-    kinds = [c for c in vars(results).values()
-             if isinstance(c, type) and issubclass(c, base) and c is not base]  # fmt: skip
+    kinds = [
+        c
+        for c in vars(results).values()
+        if isinstance(c, type) and issubclass(c, base) and c is not base
+    ]
     assert set(kinds) - {results.DryRun} == set(TEXT)
     doc = results.envelope(results.Stopped(was_running=True))
     assert doc == {"version": 1, "kind": "stop", "was_running": True}
@@ -266,8 +311,13 @@ def test_every_result_has_a_text_form_and_the_envelope() -> None:
 
 
 def test_python_m_dockerup_is_the_cli() -> None:
-    r = subprocess.run([sys.executable, "-m", "dockerup", "status", "--help"], cwd=PKG.parent,
-                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "dockerup", "status", "--help"],
+        cwd=PKG.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0 and "Is docker-up running" in r.stdout, r.stderr
 
 
@@ -326,8 +376,11 @@ def test_each_program_has_one_launcher() -> None:
 
 def test_one_way_to_wait_on_the_cli_side() -> None:
     """waiting.py owns polling (tenacity); a second wrapper elsewhere would drift from it."""
-    users = {str(p.relative_to(PKG)) for p in PKG.rglob("*.py")
-             if re.search(r"^\s*(from|import) tenacity", p.read_text(), re.M)}  # fmt: skip
+    users = {
+        str(p.relative_to(PKG))
+        for p in PKG.rglob("*.py")
+        if re.search(r"^\s*(from|import) tenacity", p.read_text(), re.M)
+    }
     assert users == {"waiting.py"}
 
 
@@ -366,11 +419,15 @@ def test_no_caller_branches_on_a_network_drivers_name() -> None:
 
 
 def test_a_branch_on_a_driver_name_is_found() -> None:
-    code = ('if config.net == "pasta": pass\nok = net != other\nx = n in ("a", "slirp4netns")\n'
-            'match net:\n    case "pasta": pass\nnames = ["pasta"]\n')  # fmt: skip
+    code = (
+        'if config.net == "pasta": pass\nok = net != other\nx = n in ("a", "slirp4netns")\n'
+        'match net:\n    case "pasta": pass\nnames = ["pasta"]\n'
+    )
     assert driver_name_branches(ast.parse(code), {"pasta", "slirp4netns"}) == [
-        "config.net == 'pasta'", "n in ('a', 'slirp4netns')", "case 'pasta'",
-    ]  # fmt: skip
+        "config.net == 'pasta'",
+        "n in ('a', 'slirp4netns')",
+        "case 'pasta'",
+    ]
 
 
 # Linux's ABI has one owner, programs/linux.py: the libc handle, the flag and ioctl numbers.
@@ -393,34 +450,48 @@ def abi_copies(tree: ast.AST) -> set[str]:
             arg = node.args[at] if at is not None and len(node.args) > at else None
             if isinstance(arg, ast.Constant) and isinstance(arg.value, int) and arg.value:
                 found.add(f"{func} with a bare number")
-        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) and (
-            ABI_NAME.fullmatch(node.id)
-        ):  # fmt: skip
+        elif (
+            isinstance(node, ast.Name)
+            and isinstance(node.ctx, ast.Store)
+            and (ABI_NAME.fullmatch(node.id))
+        ):
             found.add(node.id)
     return found
 
 
 def test_abi_copies_finds_each_kind_of_copy() -> None:
-    code = ("import ctypes, fcntl\nlibc = ctypes.CDLL(None)\nPR_SET_PDEATHSIG = 1\n"
-            "def f(s, fd):\n    siocgifflags = 0x8913\n    fcntl.ioctl(s, 0x8914, b'')\n"
-            "    libc.prctl(1, 15)\n    libc.setns(fd, 0x40000000)\n"
-            "    CLONE_NEWNET, x = 0x40000000, 1\n"
-            "from dockerup.programs import linux\n"
-            "linux.prctl(linux.PR_SET_KEEPCAPS, 1)\nlinux.libc.setns(fd, 0)\n")  # fmt: skip
+    code = (
+        "import ctypes, fcntl\nlibc = ctypes.CDLL(None)\nPR_SET_PDEATHSIG = 1\n"
+        "def f(s, fd):\n    siocgifflags = 0x8913\n    fcntl.ioctl(s, 0x8914, b'')\n"
+        "    libc.prctl(1, 15)\n    libc.setns(fd, 0x40000000)\n"
+        "    CLONE_NEWNET, x = 0x40000000, 1\n"
+        "from dockerup.programs import linux\n"
+        "linux.prctl(linux.PR_SET_KEEPCAPS, 1)\nlinux.libc.setns(fd, 0)\n"
+    )
     assert abi_copies(ast.parse(code)) == {
-        "ctypes.CDLL", "PR_SET_PDEATHSIG", "siocgifflags", "fcntl.ioctl with a bare number",
-        "libc.prctl with a bare number", "libc.setns with a bare number", "CLONE_NEWNET",
-    }  # fmt: skip
+        "ctypes.CDLL",
+        "PR_SET_PDEATHSIG",
+        "siocgifflags",
+        "fcntl.ioctl with a bare number",
+        "libc.prctl with a bare number",
+        "libc.setns with a bare number",
+        "CLONE_NEWNET",
+    }
 
 
 TESTS = Path(__file__).parent.parent
 # The owner, and its tests, which spell out a few numbers of their own to check it.
-ABI_USERS = [p for p in sorted([*PKG.rglob("*.py"), *TESTS.rglob("*.py")])
-             if p.name not in ("linux.py", "test_linux.py")]  # fmt: skip
+ABI_USERS = [
+    p
+    for p in sorted([*PKG.rglob("*.py"), *TESTS.rglob("*.py")])
+    if p.name not in ("linux.py", "test_linux.py")
+]
 
 
-@pytest.mark.parametrize("path", ABI_USERS,
-                         ids=lambda p: str(p.relative_to(PKG.parent if PKG in p.parents
-                                                         else TESTS.parent)))  # fmt: skip
+@pytest.mark.parametrize(
+    "path",
+    ABI_USERS,
+    ids=lambda p: str(p.relative_to(PKG.parent if PKG in p.parents else TESTS.parent)),
+)
 def test_linux_abi_has_one_owner(path: Path) -> None:
     assert abi_copies(ast.parse(path.read_text())) == set(), "take it from programs/linux.py"

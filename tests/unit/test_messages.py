@@ -20,9 +20,12 @@ from dockerup.programs.specs import Command, KeeperSpec, PortSpec, Spec, SpecErr
 from .test_plan import facts, paths
 
 STEPS: list[m.Step] = [
-    m.Unshared(1.5, 2.5, 3.0), m.Mapped(), m.Go(), m.Verified(True, [], ""),
+    m.Unshared(1.5, 2.5, 3.0),
+    m.Mapped(),
+    m.Go(),
+    m.Verified(True, [], ""),
     m.Prepared("overlay2", "overlay mounts", "nft", "it works", ""),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("step", STEPS, ids=lambda s: type(s).__name__)
@@ -60,8 +63,13 @@ def test_the_childs_error_is_its_own_exception() -> None:
 def test_port_messages_survive_and_refuse_wrong_types() -> None:
     req = m.PortRequest("tcp", "0.0.0.0", 8080, "172.17.0.2", 80)
     assert m.PortRequest.from_json(m.line(req)) == req
-    for reply in (m.PortReply(), m.PortReply(error="in use"), m.PortReply(hand_over=True),
-                  m.PortReply(udp_relay=True), m.PortReply(rewrite_host_ip="0.0.0.0")):  # fmt: skip
+    for reply in (
+        m.PortReply(),
+        m.PortReply(error="in use"),
+        m.PortReply(hand_over=True),
+        m.PortReply(udp_relay=True),
+        m.PortReply(rewrite_host_ip="0.0.0.0"),
+    ):
         assert m.PortReply.from_json(m.line(reply)) == reply
     doc = dataclasses.asdict(req)
     with pytest.raises(SpecError, match="host_port: expected int, got str"):
@@ -91,13 +99,37 @@ def test_a_keepers_port_table_is_typed_across_the_exec() -> None:
 def plan_keeper_spec(ports: dict[str, PortSpec]) -> KeeperSpec:
     cmd = Command(["/usr/sbin/dockerd"], {})
     return KeeperSpec(
-        dockerd_pid=1, dockerd=cmd, containerd=cmd, dockerd_log="/l", net_pid=None,
-        net_name="slirp4netns", net_argv=None, net_ready="", net_log="/l", net_api="/a",
-        exit_fd=None, ns_fds={"net": 5}, lock_fd=3, listen_fd=None, ports_fd=None,
-        accel_fd=None, allow_host_loopback=False, watch_connects=None, port_forwarder="splice",
-        socket="/s", pidfile="/p", containerd_pidfile="/c", state_file="/st", log_file="/l",
-        log_max=1, echo=False, stop_timeout=1.0, start_timeout=2, remove=[], rlk_ports=ports,
-    )  # fmt: skip
+        dockerd_pid=1,
+        dockerd=cmd,
+        containerd=cmd,
+        dockerd_log="/l",
+        net_pid=None,
+        net_name="slirp4netns",
+        net_argv=None,
+        net_ready="",
+        net_log="/l",
+        net_api="/a",
+        exit_fd=None,
+        ns_fds={"net": 5},
+        lock_fd=3,
+        listen_fd=None,
+        ports_fd=None,
+        accel_fd=None,
+        allow_host_loopback=False,
+        watch_connects=None,
+        port_forwarder="splice",
+        socket="/s",
+        pidfile="/p",
+        containerd_pidfile="/c",
+        state_file="/st",
+        log_file="/l",
+        log_max=1,
+        echo=False,
+        stop_timeout=1.0,
+        start_timeout=2,
+        remove=[],
+        rlk_ports=ports,
+    )
 
 
 def test_plain_types_are_json_types() -> None:
@@ -131,7 +163,11 @@ def test_json_is_read_into_typed_documents_only() -> None:
     readers = set()
     for path in pkg.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if (isinstance(node, ast.Attribute) and node.attr in ("load", "loads")
-                    and isinstance(node.value, ast.Name) and node.value.id == "json"):  # fmt: skip
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr in ("load", "loads")
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "json"
+            ):
                 readers.add(str(path.relative_to(pkg)))
     assert readers == set(OTHERS_JSON)

@@ -29,6 +29,7 @@ def test_what_is_as_planned_passes_and_each_difference_is_named() -> None:
         "lo has 127.0.0.1/8, not 10.0.2.100/24",
         "default route via ['10.0.2.2'], not 10.0.2.9",
     ]
-    missing = NetCheck(tap="du-none0", address="10.0.2.100", prefixlen=24, gateway="10.0.2.2",
-                       mtu=65520)  # fmt: skip
+    missing = NetCheck(
+        tap="du-none0", address="10.0.2.100", prefixlen=24, gateway="10.0.2.2", mtu=65520
+    )
     assert problems(missing, ROUTES) == ["du-none0 does not exist"]

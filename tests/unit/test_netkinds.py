@@ -68,9 +68,12 @@ def test_a_kind_probes_only_what_it_needs() -> None:
 
 def test_the_start_path_does_not_import_pasta() -> None:
     """pasta's module loads only when pasta is chosen: the registry names it lazily."""
-    code = ("import sys, dockerup.verbs.settings, dockerup.plan, dockerup.ipv6; "
-            "print('dockerup.net.pasta' in sys.modules)")  # fmt: skip
+    code = (
+        "import sys, dockerup.verbs.settings, dockerup.plan, dockerup.ipv6; "
+        "print('dockerup.net.pasta' in sys.modules)"
+    )
     root = Path(host.__file__).parent.parent
-    r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
-                       timeout=60)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60
+    )
     assert r.stdout.strip() == "False", r.stderr

@@ -14,15 +14,22 @@ from dockerup.programs.netstart import fill, start_net, wait_ready
 # What slirp4netns does with its fds: write to the ready fd once wired, exit at EOF on the
 # exit fd. The target is echoed so the test sees what it was given. (bash: dash redirects
 # single-digit fds only.)
-HELPER = ["/bin/bash", "-c",
-          "echo target={target}; echo up >&{ready_fd}; read x <&{exit_fd}; echo gone"]  # fmt: skip
+HELPER = [
+    "/bin/bash",
+    "-c",
+    "echo target={target}; echo up >&{ready_fd}; read x <&{exit_fd}; echo gone",
+]
 FIFO_HELPER = ["/bin/bash", "-c", "echo up > {ready_fd}; read x <&{exit_fd}; echo gone"]
 
 
 def test_fill_names_each_placeholder() -> None:
     assert fill(["x", "--pid={target}", "{ready_fd}", "-e", "{exit_fd}"], 42, "7", 8) == [
-        "x", "--pid=42", "7", "-e", "8",
-    ]  # fmt: skip
+        "x",
+        "--pid=42",
+        "7",
+        "-e",
+        "8",
+    ]
 
 
 @pytest.mark.parametrize(("template", "fifo"), [(HELPER, False), (FIFO_HELPER, True)])

@@ -29,8 +29,13 @@ def test_version_when_nothing_names_it() -> None:
 
 
 def test_argv_wires_ready_fd_death_signal_and_fixed_addresses() -> None:
-    p = configure("/usr/bin/pasta", "/usr/bin/setpriv", parse_features(HELP, VERSION), 65520,
-                  allow_host_loopback=False)  # fmt: skip
+    p = configure(
+        "/usr/bin/pasta",
+        "/usr/bin/setpriv",
+        parse_features(HELP, VERSION),
+        65520,
+        allow_host_loopback=False,
+    )
     argv = p.argv(4242, "/run/u/docker-up/net-ready", 8)
     # The kernel ends pasta when docker-up (or its keeper, the same PID) is gone.
     assert argv[:5] == ["/usr/bin/setpriv", "--pdeathsig", "TERM", "--", "/usr/bin/pasta"]

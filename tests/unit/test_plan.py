@@ -104,8 +104,17 @@ def test_plan_maps_every_subordinate_range_one_after_the_other() -> None:
     f = facts(subuid=(IdRange(500000, 65536), IdRange(100000, 1000)))
     uidmap = build_plan(Config(), f, paths()).uidmap
     assert uidmap is not None and uidmap.count == 1 + 1000 + 65536
-    assert uidmap.argv(7)[2:] == ["0", "1001", "1", "1", "100000", "1000",
-                                  "1001", "500000", "65536"]  # fmt: skip
+    assert uidmap.argv(7)[2:] == [
+        "0",
+        "1001",
+        "1",
+        "1",
+        "100000",
+        "1000",
+        "1001",
+        "500000",
+        "65536",
+    ]
 
 
 def test_in_a_pod_of_65536_ids_the_ranges_around_the_users_own_id_are_used() -> None:
@@ -113,13 +122,28 @@ def test_in_a_pod_of_65536_ids_the_ranges_around_the_users_own_id_are_used() -> 
     has 1-33332 and 33334-65535 (and an old 100000+65536 the pod cannot map): containers
     get ids 0-65534, nobody's 65534 included."""
     pod = IdRange(0, 65536)
-    f = facts(uid=33333, gid=33333, uid_map=(pod,), gid_map=(pod,), max_gid=65535,
-              subuid=(IdRange(1, 33332), IdRange(33334, 32202), IdRange(100000, 65536)),
-              subgid=(IdRange(1, 65535),))  # fmt: skip
+    f = facts(
+        uid=33333,
+        gid=33333,
+        uid_map=(pod,),
+        gid_map=(pod,),
+        max_gid=65535,
+        subuid=(IdRange(1, 33332), IdRange(33334, 32202), IdRange(100000, 65536)),
+        subgid=(IdRange(1, 65535),),
+    )
     plan = build_plan(Config(), f, paths())
     assert plan.uidmap is not None and plan.gidmap is not None
-    assert plan.uidmap.argv(7)[2:] == ["0", "33333", "1", "1", "1", "33332",
-                                       "33333", "33334", "32202"]  # fmt: skip
+    assert plan.uidmap.argv(7)[2:] == [
+        "0",
+        "33333",
+        "1",
+        "1",
+        "1",
+        "33332",
+        "33333",
+        "33334",
+        "32202",
+    ]
     assert plan.uidmap.count == 65535
     # The gid range holds the user's own gid: split around it.
     assert plan.gidmap.argv(7)[5:] == ["1", "1", "33332", "33333", "33334", "32202"]
@@ -169,9 +193,12 @@ def test_dockerd_argv_env_and_daemon_json() -> None:
     )
     # containerd is started by the child, with the configuration dockerd would write.
     assert plan.child.containerd.argv == [
-        "/usr/bin/containerd", "--config", "/tmp/docker-up-1001/exec/containerd/containerd.toml",
-        "--log-level", "info",
-    ]  # fmt: skip
+        "/usr/bin/containerd",
+        "--config",
+        "/tmp/docker-up-1001/exec/containerd/containerd.toml",
+        "--log-level",
+        "info",
+    ]
     assert plan.child.containerd_pidfile == "/tmp/docker-up-1001/exec/containerd/containerd.pid"
     toml = written(plan, "/tmp/docker-up-1001/exec/containerd/containerd.toml")
     assert 'address = "/tmp/docker-up-1001/exec/containerd/containerd.sock"' in toml
@@ -321,8 +348,10 @@ WITH_PASTA = {**BINS, "pasta": "/usr/bin/pasta", "setpriv": "/usr/bin/setpriv"}
 
 def pasta_facts(**kw: object) -> HostFacts:
     base: dict[str, object] = {
-        "binaries": WITH_PASTA, "pasta_help": PASTA_HELP, "pasta_version": PASTA_VERSION,
-    }  # fmt: skip
+        "binaries": WITH_PASTA,
+        "pasta_help": PASTA_HELP,
+        "pasta_version": PASTA_VERSION,
+    }
     return facts(**{**base, **kw})
 
 

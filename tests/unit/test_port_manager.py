@@ -36,8 +36,13 @@ def serve_ready(m: PortManager) -> None:
 def request(addr: str, **req: object) -> socket.socket:
     proxy = socket.socket(socket.AF_UNIX)
     proxy.connect(addr)
-    doc = {"proto": "tcp", "host_ip": "127.0.0.1", "host_port": 0,
-           "container_ip": "172.17.0.2", "container_port": 80} | req  # fmt: skip
+    doc = {
+        "proto": "tcp",
+        "host_ip": "127.0.0.1",
+        "host_port": 0,
+        "container_ip": "172.17.0.2",
+        "container_port": 80,
+    } | req
     proxy.sendall((json.dumps(doc) + "\n").encode())
     return proxy
 

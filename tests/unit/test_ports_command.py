@@ -23,26 +23,37 @@ from .test_autoports import Fake, free_ports
 from .test_plan import paths
 from .test_port_manager import request, serve_ready
 
-PUBLISHED = PublishedTable(1, [
-    PublishedPort("tcp", "0.0.0.0", 8080, "172.17.0.2", 80),
-    PublishedPort("tcp", "::", 8080, "172.17.0.2", 80),
-    PublishedPort("udp", "127.0.0.1", 5353, "172.17.0.3", 53),
-])  # fmt: skip
-AUTO = AutoTable(1, auto=[
-    AutoPort(3000, "tcp", 40, "httpd -f -p 3000", "c0ffee" * 10, ["127.0.0.1", "::1"]),
-    AutoPort(4000, "tcp", 41, "python3 -m http.server 4000", None, ["127.0.0.1"]),
-], refused=[
-    AutoPort(2000, "tcp", 42, "nc -l -p 2000", "beef" * 16, reason="in use in the workspace"),
-])  # fmt: skip
+PUBLISHED = PublishedTable(
+    1,
+    [
+        PublishedPort("tcp", "0.0.0.0", 8080, "172.17.0.2", 80),
+        PublishedPort("tcp", "::", 8080, "172.17.0.2", 80),
+        PublishedPort("udp", "127.0.0.1", 5353, "172.17.0.3", 53),
+    ],
+)
+AUTO = AutoTable(
+    1,
+    auto=[
+        AutoPort(3000, "tcp", 40, "httpd -f -p 3000", "c0ffee" * 10, ["127.0.0.1", "::1"]),
+        AutoPort(4000, "tcp", 41, "python3 -m http.server 4000", None, ["127.0.0.1"]),
+    ],
+    refused=[
+        AutoPort(2000, "tcp", 42, "nc -l -p 2000", "beef" * 16, reason="in use in the workspace"),
+    ],
+)
 # GET /containers/json, as dockerd answers (the fields read, and one more).
 API = [
     {"Id": "c0ffee" * 10, "Names": ["/web"], "Ports": [], "State": "running"},
-    {"Id": "ab" * 32, "Names": ["/pub"], "Ports": [
-        {"IP": "0.0.0.0", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"},
-        {"IP": "::", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"},
-        {"PrivatePort": 443, "Type": "tcp"},  # exposed, not published
-    ]},
-]  # fmt: skip
+    {
+        "Id": "ab" * 32,
+        "Names": ["/pub"],
+        "Ports": [
+            {"IP": "0.0.0.0", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"},
+            {"IP": "::", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"},
+            {"PrivatePort": 443, "Type": "tcp"},  # exposed, not published
+        ],
+    },
+]
 
 
 def test_the_tables_survive_json_and_refuse_fields_they_do_not_know() -> None:
@@ -109,8 +120,17 @@ def result() -> verb.Ports:
 def test_json_is_the_versioned_envelope() -> None:
     doc = envelope(result())
     assert (doc["version"], doc["kind"], doc["schema"]) == (1, "ports", PORTS_SCHEMA)
-    assert set(doc["ports"][0]) == {"port", "proto", "addresses", "how", "owner",
-                                    "container", "pid", "target", "reason"}  # fmt: skip
+    assert set(doc["ports"][0]) == {
+        "port",
+        "proto",
+        "addresses",
+        "how",
+        "owner",
+        "container",
+        "pid",
+        "target",
+        "reason",
+    }
     assert doc["ports"][0]["reason"] == "in use in the workspace"
     json.dumps(doc)
 

@@ -17,10 +17,17 @@ from dockerup.programs.ports import Api, PortManager
 from dockerup.programs.rlkapi import PROTOS_SPLICE, ApiThread, RootlessKitApi, parse_port
 from dockerup.programs.specs import ApiInfo, PortSpec
 
-INFO = ApiInfo(version="docker-up-0.1.0", state_dir="/run/x/rootlesskit", child_pid=42,
-               network_driver="slirp4netns", dns="10.0.2.3", child_ip="10.0.2.100",
-               port_driver="docker-up-splice", protos=list(PROTOS_SPLICE),
-               disallow_loopback_child_ip=False)  # fmt: skip
+INFO = ApiInfo(
+    version="docker-up-0.1.0",
+    state_dir="/run/x/rootlesskit",
+    child_pid=42,
+    network_driver="slirp4netns",
+    dns="10.0.2.3",
+    child_ip="10.0.2.100",
+    port_driver="docker-up-splice",
+    protos=list(PROTOS_SPLICE),
+    disallow_loopback_child_ip=False,
+)
 
 
 class UnixHTTP(http.client.HTTPConnection):
@@ -60,16 +67,23 @@ def test_info_says_what_dockerds_client_reads(served: tuple[RootlessKitApi, str]
     status, doc = call(served[1], "GET", "/v1/info")
     assert status == 200
     assert doc == {
-        "apiVersion": "1.1.1", "version": "docker-up-0.1.0", "stateDir": "/run/x/rootlesskit",
+        "apiVersion": "1.1.1",
+        "version": "docker-up-0.1.0",
+        "stateDir": "/run/x/rootlesskit",
         "childPID": 42,
         "networkDriver": {"driver": "slirp4netns", "dns": ["10.0.2.3"], "childIP": "10.0.2.100"},
         "portDriver": {"driver": "docker-up-splice", "protos": list(PROTOS_SPLICE)},
-    }  # fmt: skip
+    }
 
 
 def spec(proto: str, parent: str, port: int, child: str) -> dict[str, object]:
-    return {"proto": proto, "parentIP": parent, "parentPort": port, "childIP": child,
-            "childPort": port}  # fmt: skip
+    return {
+        "proto": proto,
+        "parentIP": parent,
+        "parentPort": port,
+        "childIP": child,
+        "childPort": port,
+    }
 
 
 def test_ports_are_added_listed_and_removed(served: tuple[RootlessKitApi, str]) -> None:
@@ -109,8 +123,9 @@ def test_a_port_taken_twice_is_refused_with_a_message(served: tuple[RootlessKitA
         ([1, 2], "not an object"),
     ],
 )
-def test_bad_specs_are_refused(served: tuple[RootlessKitApi, str], body: object,
-                               words: str) -> None:  # fmt: skip
+def test_bad_specs_are_refused(
+    served: tuple[RootlessKitApi, str], body: object, words: str
+) -> None:
     status, err = call(served[1], "POST", "/v1/ports", body)
     assert status == 400 and isinstance(err, dict) and words in err["message"]
     assert served[0].ports == {}
@@ -186,7 +201,21 @@ def test_stopping_the_thread_leaves_later_clients_to_the_next_server(tmp_path: P
     second = RootlessKitApi(INFO, {5: PortSpec("tcp4", "0.0.0.0", 1, "127.0.0.1", 1)})
     second.serve(server.accept()[0])
     t.join(10)
-    assert result == [(200, [{"id": 5, "spec": {"proto": "tcp4", "parentIP": "0.0.0.0",
-                                               "parentPort": 1, "childIP": "127.0.0.1",
-                                               "childPort": 1}}])]  # fmt: skip
+    assert result == [
+        (
+            200,
+            [
+                {
+                    "id": 5,
+                    "spec": {
+                        "proto": "tcp4",
+                        "parentIP": "0.0.0.0",
+                        "parentPort": 1,
+                        "childIP": "127.0.0.1",
+                        "childPort": 1,
+                    },
+                }
+            ],
+        )
+    ]
     server.close()

@@ -16,11 +16,17 @@ OUTSIDE = Where(same_net=False, same_user=False)
 ENV = {"PATH": "/usr/bin:/bin", "HOME": "/home/u", "FOO": "bar"}
 
 
-def plan(mode: str = "rootless", where: Where = OUTSIDE, root: bool = False, uid: int = 1000,
-         net: str = "slirp4netns") -> RunPlan:  # fmt: skip
+def plan(
+    mode: str = "rootless",
+    where: Where = OUTSIDE,
+    root: bool = False,
+    uid: int = 1000,
+    net: str = "slirp4netns",
+) -> RunPlan:
     state = dataclasses.replace(RUNNING, dockerd_pid=4242, mode=mode, net=net)
-    return plan_run(state, where, ["id", "-u"], root=root, uid=uid, gid=uid + 1,
-                    cwd="/home/u/src", env=ENV)  # fmt: skip
+    return plan_run(
+        state, where, ["id", "-u"], root=root, uid=uid, gid=uid + 1, cwd="/home/u/src", env=ENV
+    )
 
 
 def test_rootless_joins_all_three_and_runs_as_the_user() -> None:
@@ -86,10 +92,18 @@ def test_run_parses_its_own_options_and_leaves_the_command_its_own(
     assert seen[-1] == (["bash"], False, False)
 
 
-@pytest.mark.parametrize("args", [
-    ["--", "id", "-u"], ["id", "-u"], ["--root", "--", "ip", "addr"], ["--root", "ip", "-h"],
-    ["--fallback", "--", "/bin/bash", "-l"], ["--fallback", "--root", "sh"], ["sh", "--", "x"],
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--", "id", "-u"],
+        ["id", "-u"],
+        ["--root", "--", "ip", "addr"],
+        ["--root", "ip", "-h"],
+        ["--fallback", "--", "/bin/bash", "-l"],
+        ["--fallback", "--root", "sh"],
+        ["sh", "--", "x"],
+    ],
+)
 def test_the_quick_path_reads_run_as_typer_does(
     args: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -78,8 +78,9 @@ def test_accel_notifies_on_connect_through_the_listener() -> None:
     assert sc["syscalls"][2] == {"names": ["connect"], "action": "SCMP_ACT_NOTIFY"}
     assert sc["syscalls"][3] == {
         "names": ["io_uring_setup", "io_uring_enter", "io_uring_register"],
-        "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
-    }  # fmt: skip
+        "action": "SCMP_ACT_ERRNO",
+        "errnoRet": 1,
+    }
 
 
 def test_accel_leaves_unconfined_and_shared_netns_containers_as_they_are() -> None:
@@ -94,9 +95,11 @@ def test_accel_leaves_unconfined_and_shared_netns_containers_as_they_are() -> No
 
 def test_accel_keeps_a_conditional_rule_about_connect() -> None:
     s = spec([{"type": "network"}])
-    s["linux"]["seccomp"] = {"syscalls": [
-        {"names": ["connect"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 1}]},
-    ]}  # fmt: skip
+    s["linux"]["seccomp"] = {
+        "syscalls": [
+            {"names": ["connect"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 1}]},
+        ]
+    }
     assert not add_listener(s, "/l")  # one syscall cannot carry two actions
 
 

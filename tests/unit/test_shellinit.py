@@ -100,13 +100,18 @@ def test_a_last_line_like_the_marker_is_the_users(original: str) -> None:
     assert shellinit.without_block(once) == original
 
 
-SHELL_ARGV = {"bash": ["bash", "-i"], "zsh": ["zsh", "-i"], "sh": ["sh", "-i"],
-              "fish": ["fish", "-i"]}  # fmt: skip
+SHELL_ARGV = {
+    "bash": ["bash", "-i"],
+    "zsh": ["zsh", "-i"],
+    "sh": ["sh", "-i"],
+    "fish": ["fish", "-i"],
+}
 RC = {"bash": ".bashrc", "zsh": ".zshrc", "sh": "rc", "fish": ".config/fish/config.fish"}
 
 
-def entering(shell: str, tmp_path: Path, running: bool, argv: list[str] | None = None,
-             **env: str) -> str:  # fmt: skip
+def entering(
+    shell: str, tmp_path: Path, running: bool, argv: list[str] | None = None, **env: str
+) -> str:
     """Run an interactive shell on a terminal, whose rc file is the --enter snippet, with a
     stand-in docker-up that records its arguments; what it recorded ("" when not run)."""
     if not shutil.which(shell):
@@ -124,13 +129,26 @@ def entering(shell: str, tmp_path: Path, running: bool, argv: list[str] | None =
     rc = tmp_path / RC[shell]
     rc.parent.mkdir(parents=True, exist_ok=True)
     rc.write_text(shellinit.snippet(shell, str(fake), start=False, enter=True))
-    full = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(rt.parent),
-            "ZDOTDIR": str(tmp_path), "ENV": str(rc), **env}  # fmt: skip
+    full = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "XDG_RUNTIME_DIR": str(rt.parent),
+        "ZDOTDIR": str(tmp_path),
+        "ENV": str(rc),
+        **env,
+    }
     master, slave = pty.openpty()
     os.write(master, b"exit\n")  # what a shell that stays outside reads and does
     try:
-        subprocess.run(argv or SHELL_ARGV[shell], cwd=tmp_path, env=full, timeout=30,
-                       stdin=slave, capture_output=True, check=False)  # fmt: skip
+        subprocess.run(
+            argv or SHELL_ARGV[shell],
+            cwd=tmp_path,
+            env=full,
+            timeout=30,
+            stdin=slave,
+            capture_output=True,
+            check=False,
+        )
     finally:
         os.close(slave)
         os.close(master)
@@ -167,8 +185,9 @@ def test_enter_is_only_for_interactive_shells_on_a_terminal(tmp_path: Path) -> N
     script = (tmp_path / ".bashrc").read_text()
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path / "run")}
     subprocess.run(["bash", "-c", script], env=env, check=True, timeout=30)
-    subprocess.run(["bash", "-i"], env=env, check=True, timeout=30, input=b"exit\n",
-                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        ["bash", "-i"], env=env, check=True, timeout=30, input=b"exit\n", capture_output=True
+    )
     assert not (tmp_path / "argv").exists()
 
 
@@ -182,9 +201,14 @@ def test_enter_costs_a_stopped_docker_up_no_process(tmp_path: Path) -> None:
     master, slave = pty.openpty()
     os.write(master, b"exit\n")
     try:
-        r = subprocess.run(["strace", "-f", "-e", "trace=execve,clone,clone3,fork,vfork",
-                            "bash", "-i"], env=env, capture_output=True, text=True,
-                           stdin=slave, timeout=30)  # fmt: skip
+        r = subprocess.run(
+            ["strace", "-f", "-e", "trace=execve,clone,clone3,fork,vfork", "bash", "-i"],
+            env=env,
+            capture_output=True,
+            text=True,
+            stdin=slave,
+            timeout=30,
+        )
     finally:
         os.close(slave)
         os.close(master)
@@ -206,8 +230,10 @@ def test_autostart_status_is_typed_and_says_the_same(
     monkeypatch.setattr(host, "probe", lambda: facts(home=str(tmp_path), env={}))
     (tmp_path / ".bashrc").write_text("set -o vi\n" + shellinit.block("true\n", False))
     state = shell.autostart_status()
-    assert state.shells[:2] == [RcState("bash", tmp_path / ".bashrc", True),
-                                RcState("zsh", tmp_path / ".zshrc", False)]  # fmt: skip
+    assert state.shells[:2] == [
+        RcState("bash", tmp_path / ".bashrc", True),
+        RcState("zsh", tmp_path / ".zshrc", False),
+    ]
     fish = str(tmp_path / ".config/fish/config.fish")
     assert envelope(state)["shells"][2] == {"shell": "fish", "file": fish, "installed": False}
     assert emit(state) == 0

@@ -15,16 +15,19 @@ from dockerup.programs.portproxy import FdStream
 from dockerup.verbs.running import enter_argv
 
 
-@pytest.mark.parametrize(("args", "expected"), [
-    ([], ["up"]),
-    (["-d"], ["up", "-d"]),
-    (["--mtu", "1500"], ["up", "--mtu", "1500"]),
-    (["status"], ["status"]),
-    (["--help"], ["--help"]),  # the top-level help, not up's
-    (["--version"], ["--version"]),
-    (["--show-completion", "bash"], ["--show-completion", "bash"]),
-    (["--install-completion=zsh"], ["--install-completion=zsh"]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ([], ["up"]),
+        (["-d"], ["up", "-d"]),
+        (["--mtu", "1500"], ["up", "--mtu", "1500"]),
+        (["status"], ["status"]),
+        (["--help"], ["--help"]),  # the top-level help, not up's
+        (["--version"], ["--version"]),
+        (["--show-completion", "bash"], ["--show-completion", "bash"]),
+        (["--install-completion=zsh"], ["--install-completion=zsh"]),
+    ],
+)
 def test_docker_up_alone_means_up(args: list[str], expected: list[str]) -> None:
     assert default_to_up(args) == expected
 
@@ -51,9 +54,23 @@ def test_enter_argv_joins_the_user_namespace_only_where_docker_up_made_one() -> 
 
     rootless = replace(RUNNING, mode="rootless", dockerd_pid=42, net="slirp4netns")
     assert enter_argv(rootless, ["ip", "a"]) == [
-        "nsenter", "--target=42", "--user", "--mount", "--net", "--", "ip", "a"]  # fmt: skip
+        "nsenter",
+        "--target=42",
+        "--user",
+        "--mount",
+        "--net",
+        "--",
+        "ip",
+        "a",
+    ]
     assert enter_argv(replace(rootless, mode="userns-root"), ["sh"]) == [
-        "nsenter", "--target=42", "--mount", "--net", "--", "sh"]  # fmt: skip
+        "nsenter",
+        "--target=42",
+        "--mount",
+        "--net",
+        "--",
+        "sh",
+    ]
     # --host-network: dockerd shares the caller's network namespace; nothing to enter there.
     host = replace(RUNNING, mode="privileged", dockerd_pid=7, net="host")
     assert enter_argv(host, ["true"]) == ["nsenter", "--target=7", "--mount", "--", "true"]
