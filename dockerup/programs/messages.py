@@ -139,6 +139,33 @@ def line(msg: Spec) -> bytes:
     return (msg.to_json() + "\n").encode()
 
 
+# -- slirp4netns' API (ports.py's slirp forwarder): its own protocol, typed on our side ---------
+
+
+@dataclasses.dataclass(frozen=True)
+class HostFwd(Spec):
+    """add_hostfwd's arguments: slirp4netns listens on host_addr:host_port in the workspace
+    and delivers to guest_addr:guest_port in the namespace."""
+
+    proto: str
+    host_addr: str
+    host_port: int
+    guest_addr: str
+    guest_port: int
+
+
+@dataclasses.dataclass(frozen=True)
+class HostFwdId(Spec):
+    EXTRA_OK: ClassVar[bool] = True  # a newer slirp4netns may say more
+    id: int
+
+
+@dataclasses.dataclass(frozen=True)
+class SlirpRefusal(Spec):
+    EXTRA_OK: ClassVar[bool] = True
+    desc: str = "(no description)"
+
+
 # -- auto ports: the keeper (autoports.py) to its inside helper (autoinside.py) -------------
 
 

@@ -30,8 +30,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from dockerup.programs.common import FORWARDERS, GUEST_ADDR, atomic_write
 from dockerup.programs.logfiles import QuietLog
-from dockerup.programs.messages import PortReply, PortRequest, line
+from dockerup.programs.messages import (
+    HostFwd,
+    HostFwdId,
+    PortReply,
+    PortRequest,
+    SlirpRefusal,
+    line,
+)
 from dockerup.programs.porttables import TABLE_VERSION, PublishedPort, PublishedTable
+from dockerup.programs.specs import Spec, SpecError
 
 if TYPE_CHECKING:
     from dockerup.programs.rlkapi import RootlessKitApi
@@ -69,7 +77,10 @@ class PortForwarder(Protocol):
 # -- slirp4netns API ------------------------------------------------------------------------------
 
 
-def slirp_api(path: str, request: dict[str, Any]) -> dict[str, Any]:
+def slirp_api(path: str, execute: str, arguments: Spec) -> HostFwdId:
+    """One call: {"execute", "arguments"} in, {"return": ...} or {"error": {"desc"}} out.
+    PortError: slirp4netns refused (its desc); OSError, ValueError: no proper answer."""
+    request = {"execute": execute, "arguments": dataclasses.asdict(arguments)}
     with socket.socket(socket.AF_UNIX) as s:
         s.settimeout(10)
         s.connect(path)
@@ -78,8 +89,12 @@ def slirp_api(path: str, request: dict[str, Any]) -> dict[str, Any]:
         data = b""
         while chunk := s.recv(4096):
             data += chunk
-    reply: dict[str, Any] = json.loads(data or b"{}")
-    return reply
+    reply = json.loads(data or b"{}")
+    if not isinstance(reply, dict):
+        raise SpecError(f"slirp4netns' API answered {data[:80]!r}")
+    if "error" in reply:
+        raise PortError(SlirpRefusal.from_dict(reply["error"]).desc)
+    return HostFwdId.from_dict(reply.get("return") or {"id": -1})
 
 
 @dataclass
@@ -89,7 +104,7 @@ class SlirpExposed:
 
     def close(self) -> None:
         with contextlib.suppress(OSError, ValueError):
-            slirp_api(self.api, {"execute": "remove_hostfwd", "arguments": {"id": self.id}})
+            slirp_api(self.api, "remove_hostfwd", HostFwdId(self.id))
 
 
 @dataclass
@@ -105,24 +120,13 @@ class SlirpForwarder:
             # of this request serves the workspace.
             return NothingExposed()
         # slirp4netns delivers to the namespace's tap address; the proxy listens there.
-        reply = slirp_api(
-            self.api,
-            {
-                "execute": "add_hostfwd",
-                "arguments": {
-                    "proto": req.proto,
-                    "host_addr": req.host_ip,
-                    "host_port": req.host_port,
-                    "guest_addr": GUEST_ADDR,
-                    "guest_port": req.host_port,
-                },
-            },
-        )
-        if "error" in reply:
-            desc = str(reply["error"].get("desc", reply["error"]))
+        fwd = HostFwd(req.proto, req.host_ip, req.host_port, GUEST_ADDR, req.host_port)
+        try:
+            added = slirp_api(self.api, "add_hostfwd", fwd)
+        except PortError as e:
             probe = try_bind(req)  # say why in the user's terms where we can
-            raise probe or PortError(f"slirp4netns refused {req.label()}: {desc}")
-        return SlirpExposed(self.api, int(reply["return"]["id"]))
+            raise probe or PortError(f"slirp4netns refused {req.label()}: {e}") from None
+        return SlirpExposed(self.api, added.id)
 
 
 def try_bind(req: PortRequest) -> PortError | None:

@@ -25,10 +25,9 @@ import json
 import socket
 import threading
 from collections.abc import Sequence
-from dataclasses import asdict, replace
-from typing import Any
+from dataclasses import asdict, dataclass, replace
 
-from dockerup.programs.specs import ApiInfo, PortSpec, SpecError
+from dockerup.programs.specs import ApiInfo, PortSpec, Spec, SpecError
 
 API_VERSION = "1.1.1"
 MAX_HEAD = 16384  # bytes of request line and headers
@@ -65,23 +64,40 @@ def parse_port(doc: object, protos: Sequence[str]) -> PortSpec:
     return spec
 
 
-def info_document(info: ApiInfo) -> dict[str, Any]:
-    """GET /v1/info's answer (rootlesskit api.Info)."""
-    port: dict[str, Any] = {"driver": info.port_driver, "protos": list(info.protos)}
-    if info.disallow_loopback_child_ip:
-        port["disallowLoopbackChildIP"] = True
-    return {
-        "apiVersion": API_VERSION,
-        "version": info.version,
-        "stateDir": info.state_dir,
-        "childPID": info.child_pid,
-        "networkDriver": {
-            "driver": info.network_driver,
-            "dns": [info.dns],
-            "childIP": info.child_ip,
-        },
-        "portDriver": port,
-    }
+# GET /v1/info's answer, as rootlesskit's api.Info spells it (the field names are the wire's).
+@dataclass(frozen=True)
+class NetworkDriverInfo(Spec):
+    driver: str
+    dns: list[str]
+    childIP: str
+
+
+@dataclass(frozen=True)
+class PortDriverInfo(Spec):
+    driver: str
+    protos: list[str]
+    disallowLoopbackChildIP: bool
+
+
+@dataclass(frozen=True)
+class InfoDocument(Spec):
+    apiVersion: str
+    version: str
+    stateDir: str
+    childPID: int
+    networkDriver: NetworkDriverInfo
+    portDriver: PortDriverInfo
+
+
+def info_document(info: ApiInfo) -> InfoDocument:
+    return InfoDocument(
+        API_VERSION,
+        info.version,
+        info.state_dir,
+        info.child_pid,
+        NetworkDriverInfo(info.network_driver, [info.dns], info.child_ip),
+        PortDriverInfo(info.port_driver, list(info.protos), info.disallow_loopback_child_ip),
+    )
 
 
 class RootlessKitApi:
@@ -148,7 +164,7 @@ class RootlessKitApi:
     def answer(self, method: str, path: str, body: bytes) -> tuple[int, object]:
         path = path.split("?", 1)[0].rstrip("/")
         if path == "/v1/info" and method == "GET":
-            return 200, info_document(self.info)
+            return 200, asdict(info_document(self.info))
         if path == "/v1/ports" and method == "GET":
             with self.lock:
                 return 200, [{"id": k, "spec": asdict(v)} for k, v in self.ports.items()]

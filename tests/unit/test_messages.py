@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,53 @@ def test_json_is_read_into_typed_documents_only() -> None:
             ):
                 readers.add(str(path.relative_to(pkg)))
     assert readers == set(OTHERS_JSON)
+
+
+@pytest.mark.parametrize(
+    ("answer", "outcome"),
+    [
+        (b'{"return": {"id": 5}}', 5),
+        (b'{"error": {"desc": "bad request: port in use"}}', "port in use"),
+        (b'{"return": {"id": "5"}}', SpecError),
+        (b"[]", SpecError),
+        (b"{not json", ValueError),
+    ],
+)
+def test_slirp4netns_answers_are_read_typed(tmp_path: Path, answer: bytes, outcome: object) -> None:
+    """The slirp forwarder's calls (ports.slirp_api) against a stand-in API socket."""
+    import socket
+    import threading
+
+    from dockerup.programs.ports import PortError, slirp_api
+
+    path = str(tmp_path / "api.sock")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen()
+    asked: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            data = b""
+            while chunk := conn.recv(4096):
+                data += chunk
+            asked.append(data)
+            conn.sendall(answer)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    fwd = m.HostFwd("tcp", "127.0.0.1", 8080, "10.0.2.100", 8080)
+    try:
+        if isinstance(outcome, int):
+            assert slirp_api(path, "add_hostfwd", fwd).id == outcome
+        elif isinstance(outcome, str):
+            with pytest.raises(PortError, match=outcome):
+                slirp_api(path, "add_hostfwd", fwd)
+        else:
+            with pytest.raises(outcome):  # type: ignore[call-overload]
+                slirp_api(path, "add_hostfwd", fwd)
+    finally:
+        t.join(5)
+        server.close()
+    assert json.loads(asked[0]) == {"execute": "add_hostfwd", "arguments": dataclasses.asdict(fwd)}

@@ -72,7 +72,11 @@ def test_info_says_what_dockerds_client_reads(served: tuple[RootlessKitApi, str]
         "stateDir": "/run/x/rootlesskit",
         "childPID": 42,
         "networkDriver": {"driver": "slirp4netns", "dns": ["10.0.2.3"], "childIP": "10.0.2.100"},
-        "portDriver": {"driver": "docker-up-splice", "protos": list(PROTOS_SPLICE)},
+        "portDriver": {
+            "driver": "docker-up-splice",
+            "protos": list(PROTOS_SPLICE),
+            "disallowLoopbackChildIP": False,
+        },
     }
 
 
