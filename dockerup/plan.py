@@ -171,10 +171,10 @@ def require_range(ranges: tuple[IdRange, ...], file: str, facts: HostFacts) -> t
     """The user's subordinate ranges that this namespace can hand on (usable_ranges)."""
     if not ranges:
         raise DockerUpError(
-            f"no subordinate id range for user {facts.user} in {file}",
-            hint=f"add a line such as '{facts.user}:100000:65536' to {file} "
-            f"(as root: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 "
-            f"{facts.user})",
+            f"no subordinate ids for {facts.user} in {file}",
+            # One command for both files: the subuid and subgid checks give the same fix.
+            hint=f"as root: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 "
+            f"{facts.user}",
         )
     uid = file.endswith("subuid")
     mapped = facts.uid_map if uid else facts.gid_map
@@ -199,9 +199,10 @@ def require_tun(facts: HostFacts) -> None:
         )
     if not facts.tun.openable:
         raise DockerUpError(
-            f"/dev/net/tun cannot be opened by {facts.user}: {facts.tun.error}",
-            hint="as root: chmod 0666 /dev/net/tun (opening it grants nothing by itself: "
-            "a tap device needs CAP_NET_ADMIN in its own namespace)",
+            # Short enough for one line each in doctor at 80 columns (issue 28). Harmless:
+            # opening it grants nothing by itself, a tap device needs CAP_NET_ADMIN.
+            f"/dev/net/tun cannot be opened: {facts.tun.error}",
+            hint="as root: chmod 0666 /dev/net/tun (harmless: tap needs CAP_NET_ADMIN)",
         )
 
 

@@ -28,9 +28,12 @@ def doctor_lines(
     width = max(width, 40)
     column = max((len(c.id) for c, _ in results), default=0)
     out: list[tuple[str, str]] = []
+    shown: dict[str, str] = {}  # each fix said so far -> the first check that said it
     for check, result in results:
         head = f"{marks[str(result.status)]} {check.id:<{column}} "
-        out += check_lines(head, check, result, width, verbose)
+        out += check_lines(head, check, result, width, verbose, shown.get(result.hint))
+        if result.hint:
+            shown.setdefault(result.hint, check.id)
     failed = any(str(r.status) == "fail" for _, r in results)
     out += [
         ("fail" if failed else "", line)
@@ -40,8 +43,9 @@ def doctor_lines(
 
 
 def check_lines(
-    head: str, check: Check, result: Result, width: int, verbose: bool
+    head: str, check: Check, result: Result, width: int, verbose: bool, said_by: str | None = None
 ) -> list[tuple[str, str]]:
+    """said_by: the check that already showed this very fix (it is not repeated)."""
     status = str(result.status)
     loud = status in ("warn", "fail")
     if verbose:  # the title on the check's line, the finding in full below
@@ -52,7 +56,8 @@ def check_lines(
     else:
         lines = [cut(head + result.detail, width)]
     if result.hint and (loud or verbose):
-        lines += wrapped("fix: " + result.hint, width, INDENT, INDENT + "     ")
+        fix = f"as for {said_by}" if said_by and not verbose else result.hint
+        lines += wrapped("fix: " + fix, width, INDENT, INDENT + "     ")
     return [(status, lines[0]), *(("", line) for line in lines[1:])]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dockerup import plan as planning
 from dockerup.doctor.facts import DoctorFacts
-from dockerup.doctor.model import Result, Status, from_require, mode_of, ok
+from dockerup.doctor.model import Result, Status, from_require, mode_of, ok, see_programs
 from dockerup.engine import Engine
 
 
@@ -25,11 +25,7 @@ def check_dockerd(f: DoctorFacts) -> Result:
     """The engine: its versions, and what docker-up does for it (engine.py, as `up`)."""
     dockerd = f.host.binaries.get("dockerd")
     if not dockerd:
-        return Result(
-            Status.fail,
-            "dockerd not found",
-            "sudo apt-get install docker.io (or docker-up --dockerd PATH)",
-        )
+        return see_programs(["dockerd"])
     engine = Engine.probed(f.host.dockerd_version, f.host.containerd_version)
     if engine.dockerd is None:
         return Result(
@@ -49,11 +45,7 @@ def check_containerd_runc(f: DoctorFacts) -> Result:
     ]
     missing = [n for n in ("containerd", "runc") if not f.host.binaries.get(n)]
     if missing:
-        return Result(
-            Status.fail,
-            f"{', '.join(missing)} not found",
-            f"sudo apt-get install {' '.join(missing)}",
-        )
+        return see_programs(missing)
     return ok(", ".join(parts))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dockerup import plan as planning
 from dockerup.doctor.facts import DoctorFacts
-from dockerup.doctor.model import Result, Status, from_require, mode_of, ok
+from dockerup.doctor.model import Result, Status, from_require, mode_of, ok, see_programs
 from dockerup.errors import DockerUpError
 from dockerup.facts import IdRange, subid_lines
 from dockerup.modes import Mode
@@ -118,7 +118,7 @@ def check_idmap_tools(f: DoctorFacts) -> Result:
         return Result(Status.skip, "not needed here")
     missing = [n for n in ("newuidmap", "newgidmap") if not f.host.binaries.get(n)]
     if missing:
-        return Result(Status.fail, f"{', '.join(missing)} not found", "sudo apt-get install uidmap")
+        return see_programs(missing)
     weak = [n for n in ("newuidmap", "newgidmap") if not f.setuid.get(n)]
     if weak:
         return Result(

@@ -40,6 +40,12 @@ class Check:
     cheap: bool = False
 
 
+def see_programs(missing: list[str]) -> Result:
+    """A program this check needs is not installed: the programs check owns that finding
+    and its fix (every missing program, in one apt-get line), so it is not said twice."""
+    return Result(Status.skip, f"{', '.join(missing)} not installed (see programs)")
+
+
 def ok(detail: str) -> Result:
     return Result(Status.ok, detail)
 

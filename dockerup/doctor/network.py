@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from dockerup import ipv6
 from dockerup.doctor.facts import DoctorFacts
-from dockerup.doctor.model import Result, Status, from_require, ok
+from dockerup.doctor.model import Result, Status, from_require, ok, see_programs
 from dockerup.errors import DockerUpError
 from dockerup.net import pasta, slirp4netns
 
@@ -22,8 +22,9 @@ def check_net_driver(f: DoctorFacts) -> Result:
 
 def check_slirp4netns(f: DoctorFacts) -> Result:
     if not f.host.binaries.get("slirp4netns"):
-        status = Status.fail if f.net == slirp4netns.NAME else Status.skip
-        return Result(status, "slirp4netns not found", "sudo apt-get install slirp4netns")
+        if f.net == slirp4netns.NAME:
+            return see_programs(["slirp4netns"])
+        return Result(Status.skip, "not installed (optional: apt-get install slirp4netns)")
     feats = slirp4netns.parse_features(f.host.slirp_help, f.host.slirp_version)
     have = [
         n
@@ -51,7 +52,7 @@ def check_pasta(f: DoctorFacts) -> Result:
     chosen = f.net == pasta.NAME
     if not h.binaries.get("pasta"):
         if chosen:
-            return Result(Status.fail, "pasta not found", "sudo apt-get install passt")
+            return see_programs(["pasta"])
         return Result(Status.skip, "not installed (optional: apt-get install passt)")
     feats = pasta.parse_features(h.pasta_help, h.pasta_version)
     r = from_require(lambda: pasta.require_usable(h), f"usable ({feats.version})")

@@ -57,8 +57,8 @@ def test_no_subordinate_range(workspace: Workspace, file: str) -> None:
     r = workspace.docker_up_on_broken_host(f"mount --bind /dev/null {file}")
     assert_clean_failure(
         r,
-        f"no subordinate id range for user {workspace.user.name} in {file}",
-        f"{workspace.user.name}:100000:65536",
+        f"no subordinate ids for {workspace.user.name} in {file}",
+        f"usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {workspace.user.name}",
     )
 
 

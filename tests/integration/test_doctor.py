@@ -41,7 +41,16 @@ def test_doctor_on_this_machine_passes(workspace: Workspace) -> None:
     assert r.returncode == 0 and "docker-up doctor" in r.stdout and "\x1b[" not in r.stdout
 
 
-@pytest.mark.parametrize("breakage", ["true", TUN_0600], ids=["fine", "tun-0600"])
+# A new machine before its set-up: tun 0600, no subordinate ids, no engine, no slirp4netns.
+NEW_MACHINE = (
+    f"{TUN_0600} && for f in /etc/subuid /etc/subgid /usr/sbin/dockerd /usr/bin/slirp4netns; "
+    "do mount --bind /dev/null $f; done"
+)
+
+
+@pytest.mark.parametrize(
+    "breakage", ["true", TUN_0600, NEW_MACHINE], ids=["fine", "tun-0600", "new-machine"]
+)
 def test_doctor_at_80_columns_takes_at_most_a_line_and_a_half_a_check(
     workspace: Workspace, breakage: str
 ) -> None:
@@ -53,7 +62,7 @@ def test_doctor_at_80_columns_takes_at_most_a_line_and_a_half_a_check(
     lines = r.stdout.splitlines()
     assert max(len(line) for line in lines) <= 80, r.stdout
     assert len(lines) <= 1.5 * checks, r.stdout
-    if breakage == TUN_0600:
+    if breakage != "true":
         assert r.returncode == 1
         at = next(i for i, line in enumerate(lines) if line.startswith("✗ tun.access "))
         assert "fix: as root: chmod 0666 /dev/net/tun" in " ".join(lines[at : at + 4])
@@ -75,7 +84,7 @@ def test_doctor_shows_the_chosen_driver(workspace: Workspace, net: str) -> None:
         (TUN_0600, "tun.access", "chmod 0666 /dev/net/tun"),
         ("mount --bind /dev/null /etc/subuid", "ids.subuid", "usermod --add-subuids"),
         ("mount --bind /dev/null /usr/bin/slirp4netns", "programs", "apt-get install slirp4netns"),
-        ("mount --bind /dev/null /usr/sbin/dockerd", "docker.dockerd", "apt-get install docker.io"),
+        ("mount --bind /dev/null /usr/sbin/dockerd", "programs", "apt-get install docker.io"),
     ],
 )
 def test_doctor_names_the_problem_and_the_fix(

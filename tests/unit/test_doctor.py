@@ -130,7 +130,7 @@ CASES = [
         Status.fail,
         "mknod /dev/net/tun c 10 200",
     ),
-    ("ids.subuid", {"host": facts(subuid=())}, Status.fail, "alice:100000:65536"),
+    ("ids.subuid", {"host": facts(subuid=())}, Status.fail, "usermod --add-subuids 100000-165535"),
     ("ids.subgid", {"host": facts(subgid=())}, Status.fail, "/etc/subgid"),
     (
         "ids.subuid",
@@ -145,11 +145,13 @@ CASES = [
         "containers get uids 0-1000 only",
     ),
     ("ids.tools", {"setuid": {"newuidmap": False, "newgidmap": True}}, Status.fail, "chmod u+s"),
+    # A missing program is the programs check's finding, with the one fix for all of them;
+    # the checks that need it say so in a line (see test_a_missing_program_is_said_once).
     (
         "ids.tools",
         {"host": facts(binaries={**BINS, "newuidmap": None})},
-        Status.fail,
-        "apt-get install uidmap",
+        Status.skip,
+        "newuidmap not installed (see programs)",
     ),
     (
         "programs",
@@ -158,7 +160,19 @@ CASES = [
         "apt-get install docker.io",
     ),
     (
+        "programs",
+        {"host": facts(binaries={**BINS, "newuidmap": None})},
+        Status.fail,
+        "apt-get install uidmap",
+    ),
+    (
         "net.slirp4netns",
+        {"host": facts(binaries={**BINS, "slirp4netns": None})},
+        Status.skip,
+        "slirp4netns not installed (see programs)",
+    ),
+    (
+        "programs",
         {"host": facts(binaries={**BINS, "slirp4netns": None})},
         Status.fail,
         "apt-get install slirp4netns",
@@ -170,7 +184,8 @@ CASES = [
         "lacks api-socket, sandbox, seccomp",
     ),
     ("net.pasta", {}, Status.skip, "apt-get install passt"),
-    ("net.pasta", {"net": "pasta"}, Status.fail, "apt-get install passt"),
+    ("net.pasta", {"net": "pasta"}, Status.skip, "pasta not installed (see programs)"),
+    ("programs", {"net": "pasta"}, Status.fail, "apt-get install passt"),
     ("net.pasta", {"net": "pasta", "host": PASTA_HOST}, Status.ok, "passt 0.0~git20230309"),
     (
         "net.pasta",
@@ -259,6 +274,12 @@ CASES = [
     ("docker.dockerd", {}, Status.ok, "dockerd 20.10.24, containerd 1.6.20"),
     (
         "docker.runtime",
+        {"host": facts(binaries={**BINS, "runc": None})},
+        Status.skip,
+        "runc not installed (see programs)",
+    ),
+    (
+        "programs",
         {"host": facts(binaries={**BINS, "runc": None})},
         Status.fail,
         "apt-get install runc",
@@ -506,9 +527,10 @@ def test_a_failing_check_gets_its_finding_and_the_exact_fix_below() -> None:
             break
         below.append(line)
     said = " ".join(w for line in [lines[at], *below] for w in line.split())
-    assert "/dev/net/tun cannot be opened by alice: Permission denied" in said
+    assert "/dev/net/tun cannot be opened: Permission denied" in said
     assert "fix: as root: chmod 0666 /dev/net/tun" in said
-    assert below[-2].startswith("    fix: as root: chmod 0666 /dev/net/tun")
+    fix = "fix: as root: chmod 0666 /dev/net/tun (harmless: tap needs CAP_NET_ADMIN)"
+    assert below[-1] == "    " + fix  # one line, the last below the finding
 
 
 @pytest.mark.parametrize("width", [40, 80, 132])
@@ -523,6 +545,43 @@ def test_at_80_columns_a_check_takes_at_most_one_and_a_half_lines() -> None:
     here (tun closed, cgroup v1, little disk, no docker client) still fits."""
     lines = text(cgroup2=False, free_bytes=3 * 2**30, **CLOSED_TUN)
     assert len(lines) <= 1.5 * len(doctor.CHECKS), "\n".join(lines)
+
+
+# A new machine before anything is set up: tun closed, no subordinate ids, no engine and no
+# slirp4netns, cgroup v1.
+NEW_MACHINE = {
+    "host": facts(
+        binaries={**BINS, "docker": "/usr/bin/docker", "dockerd": None, "slirp4netns": None},
+        tun=TunAccess(True, False, "Permission denied"),
+        subuid=(),
+        subgid=(),
+    ),
+    "cgroup2": False,
+}
+
+
+def test_on_a_new_machine_too_a_check_takes_at_most_one_and_a_half_lines() -> None:
+    lines = text(**NEW_MACHINE)
+    assert len(lines) <= 1.5 * len(doctor.CHECKS), "\n".join(lines)
+
+
+def test_a_missing_program_is_said_once() -> None:
+    """The programs check names every missing program and the one apt-get line; the checks
+    that need one say so in a line, without a fix of their own."""
+    lines = text(**NEW_MACHINE)
+    fixes = [line for line in lines if line.lstrip().startswith("fix:") and "apt-get" in line]
+    assert fixes == ["    fix: install it: sudo apt-get install docker.io slirp4netns"]
+    assert "- docker.dockerd    dockerd not installed (see programs)" in lines
+    assert "- net.slirp4netns   slirp4netns not installed (see programs)" in lines
+
+
+def test_a_fix_already_shown_is_not_repeated() -> None:
+    lines = text(**NEW_MACHINE)
+    at = next(i for i, line in enumerate(lines) if line.startswith("✗ ids.subgid "))
+    assert lines[at + 1] == "    fix: as for ids.subuid"
+    assert sum("usermod --add-subuids" in line for line in lines) == 1
+    # In full, each check says its own fix.
+    assert sum("usermod --add-subuids" in line for line in text(verbose=True, **NEW_MACHINE)) == 2
 
 
 def test_verbose_shows_every_check_in_full() -> None:
