@@ -65,6 +65,11 @@ def probe(
     return out
 
 
+def probe_running(ws: Workspace, name: str, *args: str, opts: tuple[str, ...] = ()) -> None:
+    """A probe container `name` left running (`accelprobe ARGS`): read with docker logs."""
+    ws.docker("run", "-d", "--name", name, *opts, "bb:test", "accelprobe", *args)
+
+
 # -- a swapped socket stays what it was made for -----------------------------------------
 
 
@@ -133,18 +138,7 @@ def test_a_swapped_socket_never_listens_in_the_workspace(
     fail, and the workspace has no listener on that port while the container holds it."""
     port = free_port()
     name = f"listener-{port}"
-    closed.docker(
-        "run",
-        "-d",
-        "--name",
-        name,
-        "bb:test",
-        "accelprobe",
-        "listen",
-        peer_namespace,
-        "7070",
-        str(port),
-    )
+    probe_running(closed, name, "listen", peer_namespace, "7070", str(port))
     try:
         wait_for(lambda: "ready" in closed.docker("logs", name).stdout, 30, "the attempt")
         logs = closed.docker("logs", name).stdout
@@ -204,18 +198,7 @@ def test_a_stalled_target_costs_only_its_caller(opened: Workspace) -> None:
 
 def _stall_beside(opened: Workspace, ok: CountingServer, name: str, full_port: int) -> None:
     try:
-        opened.docker(
-            "run",
-            "-d",
-            "--name",
-            name,
-            "bb:test",
-            "accelprobe",
-            "stall",
-            "10.0.2.2",
-            str(full_port),
-            "40",
-        )
+        probe_running(opened, name, "stall", "10.0.2.2", str(full_port), "40")
         wait_for(lambda: "ready" in opened.docker("logs", name).stdout, 30, "the staller")
         out = probe(opened, "latency", "10.0.2.2", str(ok.port), "300")
         print(
@@ -357,31 +340,9 @@ def test_a_connect_storm_starves_neither_the_workspace_nor_the_keeper(opened: Wo
     with full_backlog() as full_port:
         try:
             for name in names[:6]:
-                opened.docker(
-                    "run",
-                    "-d",
-                    "--name",
-                    name,
-                    "bb:test",
-                    "accelprobe",
-                    "stall",
-                    "10.0.2.2",
-                    str(full_port),
-                    "80",
-                )
+                probe_running(opened, name, "stall", "10.0.2.2", str(full_port), "80")
             for name in names[6:]:
-                opened.docker(
-                    "run",
-                    "-d",
-                    "--name",
-                    name,
-                    "bb:test",
-                    "accelprobe",
-                    "latency",
-                    "10.0.2.2",
-                    str(ok.port),
-                    "100000",
-                )
+                probe_running(opened, name, "latency", "10.0.2.2", str(ok.port), "100000")
             for name in names[:6]:
                 wait_for(lambda n=name: "ready" in opened.docker("logs", n).stdout, 30, name)
             out = probe(opened, "latency", "10.0.2.2", str(ok.port), "300")
@@ -426,20 +387,15 @@ def test_a_dead_agent_fails_new_connects_at_once(doomed: Workspace, peer_namespa
     out.mkdir()
     os.chown(out, closed.user.uid, closed.user.gid)
     log = out / "log"
-    closed.docker(
-        "run",
-        "-d",
-        "--name",
+    probe_running(
+        closed,
         "dialer",
-        "-v",
-        f"{out}:/out",
-        "bb:test",
-        "accelprobe",
         "dials",
         peer_namespace,
         "7070",
         "/out/log",
         "60",
+        opts=("-v", f"{out}:/out"),
     )
     wait_for(lambda: log.exists() and "r=ok" in log.read_text(), 30, "the first dials")
     keeper = int(status(closed)["pid"])  # type: ignore[call-overload]

@@ -18,7 +18,7 @@ import pytest
 
 from .conftest import CountingServer, listener
 from .harness import VENV, Workspace, wait_for
-from .test_ports import OTHER_ADDR, WEB, free_port, http_get, second_address
+from .test_ports import OTHER_ADDR, WEB, free_port, http_get, second_address, web_container
 
 __all__ = ["second_address"]  # the module fixture that gives the workspace OTHER_ADDR
 
@@ -236,18 +236,7 @@ def test_ports_below_1024_follow_the_published_port_rule(daemon: Workspace) -> N
 
 def test_published_ports_are_not_doubled(daemon: Workspace) -> None:
     port = free_port()
-    daemon.docker(
-        "run",
-        "-d",
-        "--name",
-        "web",
-        "-p",
-        f"{port}:80",
-        "bb:test",
-        "sh",
-        "-c",
-        WEB.format(body="published"),
-    )
+    web_container(daemon, "web", "published", "-p", f"{port}:80")
     wait_for(lambda: "published" in http_get("127.0.0.1", port), 30, "the published port")
     other = free_port()
     with exec_server(daemon, other):  # one poll later than the published port's proxy
@@ -275,18 +264,7 @@ def test_the_ports_command(daemon: Workspace) -> None:
     pub, web, mine = free_port(), free_port(), free_port()
     ours = CountingServer(b"workspace\n")
     try:
-        daemon.docker(
-            "run",
-            "-d",
-            "--name",
-            "pub",
-            "-p",
-            f"{pub}:80",
-            "bb:test",
-            "sh",
-            "-c",
-            WEB.format(body="published"),
-        )
+        web_container(daemon, "pub", "published", "-p", f"{pub}:80")
         host_net_web(daemon, web)
         host_net_web(daemon, ours.port, name="hostile")
         with exec_server(daemon, mine):

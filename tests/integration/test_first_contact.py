@@ -6,36 +6,11 @@ from __future__ import annotations
 
 import json
 
+from tests.unit.test_status import PUBLISHED
+
 from .harness import Workspace
 
-PUBLISHED = {
-    "schema",
-    "running",
-    "state",
-    "lazy",
-    "socket",
-    "docker_host",
-    "pid",
-    "dockerd_pid",
-    "net_pid",
-    "answering",
-    "mode",
-    "mode_reason",
-    "net",
-    "net_options",
-    "mtu",
-    "ipv6",
-    "ipv6_reason",
-    "storage",
-    "storage_reason",
-    "data_root",
-    "iptables",
-    "iptables_reason",
-    "engine",
-    "started_at",
-    "uptime_s",
-    "restarts",
-}
+# The status document's published fields: the unit test's list, checked here on a real daemon.
 
 
 def test_version_help_and_completion(workspace: Workspace) -> None:

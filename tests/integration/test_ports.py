@@ -75,6 +75,12 @@ def udp_bound(ws: Workspace, container: str, port: int) -> bool:
 WEB = "mkdir -p /www && echo {body} > /www/index.html && exec httpd -f -p 80 -h /www"
 
 
+def web_container(ws: Workspace, name: str, body: str, *publish: str) -> None:
+    """A container `name` whose web server on port 80 answers `body`, published as asked
+    (-p HOST:80, -P --expose 80, or nothing)."""
+    ws.docker("run", "-d", "--name", name, *publish, "bb:test", "sh", "-c", WEB.format(body=body))
+
+
 # Each forwarder with each driver it works with (slirp's forwarder is slirp4netns' API).
 @pytest.fixture(
     params=[("splice", "slirp4netns"), ("slirp", "slirp4netns"), ("splice", "pasta")],
@@ -94,43 +100,9 @@ def daemon(
 def test_published_tcp_ports(daemon: Workspace) -> None:
     ws = daemon
     p_all, p_lo = free_port(), free_port()
-    ws.docker(
-        "run",
-        "-d",
-        "--name",
-        "all",
-        "-p",
-        f"{p_all}:80",
-        "bb:test",
-        "sh",
-        "-c",
-        WEB.format(body="from-all"),
-    )
-    ws.docker(
-        "run",
-        "-d",
-        "--name",
-        "lo",
-        "-p",
-        f"127.0.0.1:{p_lo}:80",
-        "bb:test",
-        "sh",
-        "-c",
-        WEB.format(body="from-lo"),
-    )
-    ws.docker(
-        "run",
-        "-d",
-        "--name",
-        "rand",
-        "-P",
-        "--expose",
-        "80",
-        "bb:test",
-        "sh",
-        "-c",
-        WEB.format(body="from-rand"),
-    )
+    web_container(ws, "all", "from-all", "-p", f"{p_all}:80")
+    web_container(ws, "lo", "from-lo", "-p", f"127.0.0.1:{p_lo}:80")
+    web_container(ws, "rand", "from-rand", "-P", "--expose", "80")
     wait_for(lambda: "from-all" in http_get("127.0.0.1", p_all), 20, "the 0.0.0.0 port")
     assert "from-all" in http_get(OTHER_ADDR, p_all)
     assert "from-lo" in http_get("127.0.0.1", p_lo)
@@ -230,7 +202,7 @@ def test_exec_and_a_tun_device_inside(daemon: Workspace) -> None:
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "10.201.0.7 through-the-tunnel"
     # Containers' bridge addresses are reachable from inside.
-    ws.docker("run", "-d", "--name", "web", "bb:test", "sh", "-c", WEB.format(body="bridge"))
+    web_container(ws, "web", "bridge")
     ip = ws.docker("inspect", "-f", "{{.NetworkSettings.IPAddress}}", "web").stdout.strip()
     get = f"printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | busybox nc {ip} 80"
     wait_for(

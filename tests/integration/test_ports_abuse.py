@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from .harness import Workspace, full_backlog, wait_for
-from .test_ports import WEB, free_port, http_get, udp_bound, udp_echo
+from .test_ports import free_port, http_get, udp_bound, udp_echo, web_container
 
 
 @pytest.fixture
@@ -51,18 +51,7 @@ def test_idle_connections_do_not_starve_a_published_port(daemon: Workspace) -> N
     """200 connections held open (each a splice pair in the proxy): the user's pipe budget
     ran out after about 32 before, and every later connection was closed."""
     port = free_port()
-    daemon.docker(
-        "run",
-        "-d",
-        "--name",
-        "web",
-        "-p",
-        f"{port}:80",
-        "bb:test",
-        "sh",
-        "-c",
-        WEB.format(body="alive"),
-    )
+    web_container(daemon, "web", "alive", "-p", f"{port}:80")
     wait_for(lambda: "alive" in http_get("127.0.0.1", port), 30, "the web server")
     idle = []
     try:
@@ -145,18 +134,7 @@ def _many_stalls_then_a_port(
     )
     port = free_port()
     names.append("web")
-    workspace.docker(
-        "run",
-        "-d",
-        "--name",
-        "web",
-        "-p",
-        f"{port}:80",
-        "bb:test",
-        "sh",
-        "-c",
-        WEB.format(body="high-fd"),
-    )
+    web_container(workspace, "web", "high-fd", "-p", f"{port}:80")
     wait_for(lambda: "high-fd" in http_get("127.0.0.1", port), 30, "the port, fd > 1023")
     assert json.loads(workspace.docker_up("status", "--json").stdout)["pid"] == keeper
     assert listener_fd(keeper, port) >= 1024  # what the test is about
