@@ -192,6 +192,7 @@ def probe(env: dict[str, str] | None = None) -> HostFacts:
     names = (*REQUIRED, *DRIVER_PACKAGES, *OPTIONAL)
     binaries = {name: shutil.which(name, path=path) for name in names}
     slirp = binaries.get("slirp4netns")
+    cache = probes(env, home)
     uid_map, gid_map = read_text("/proc/self/uid_map"), read_text("/proc/self/gid_map")
     if_inet6 = read_text("/proc/net/if_inet6")
     return HostFacts(
@@ -204,8 +205,8 @@ def probe(env: dict[str, str] | None = None) -> HostFacts:
         subuid=parse_subid(read_text("/etc/subuid"), user, uid),
         subgid=parse_subid(read_text("/etc/subgid"), user, uid),
         tun=probe_tun(),
-        slirp_help=probes(env, home).output([slirp, "--help"]) if slirp else "",
-        slirp_version=probes(env, home).output([slirp, "--version"]) if slirp else "",
+        slirp_help=cache.output([slirp, "--help"]) if slirp else "",
+        slirp_version=cache.output([slirp, "--version"]) if slirp else "",
         env=env,
         initial_userns=is_initial_userns(uid_map),
         net_admin=probe_net_admin(),

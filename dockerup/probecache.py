@@ -30,9 +30,16 @@ class ProbeFile(Spec):
     entries: dict[str, Probe]  # the command line, NUL-joined -> what it said
 
 
+_OPEN: dict[Path, ProbeCache] = {}
+
+
 def probes(env: Mapping[str, str], home: str) -> ProbeCache:
-    """What binaries say about themselves, cached per user."""
-    return ProbeCache(cache_file(env, home), proc.output, proc.tty_output)
+    """What binaries say about themselves, cached per user: one cache for the process, so
+    a start reads probes.json once, not once for each group of facts it probes."""
+    path = cache_file(env, home)
+    if path not in _OPEN:
+        _OPEN[path] = ProbeCache(path, proc.output, proc.tty_output)
+    return _OPEN[path]
 
 
 def cache_file(env: Mapping[str, str], home: str) -> Path:

@@ -76,3 +76,12 @@ def test_a_terminal_probe_is_cached_apart(tmp_path: Path) -> None:
     cache = ProbeCache(tmp_path / "probes.json", lambda argv: "piped", lambda argv: "tty")
     assert cache.output([str(binary), "--help"]) == "piped"
     assert cache.output([str(binary), "--help"], tty=True) == "tty"
+
+
+def test_a_process_reads_the_cache_file_once(tmp_path: Path) -> None:
+    """Every group of facts a start probes (host, engine, accel, pasta) shares one cache."""
+    from dockerup.probecache import probes
+
+    env = {"XDG_CACHE_HOME": str(tmp_path)}
+    assert probes(env, "/nonexistent") is probes(env, "/nonexistent")
+    assert probes({"XDG_CACHE_HOME": str(tmp_path / "other")}, "/x") is not probes(env, "/x")
