@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dockerup.programs import procid
+
 VENV = Path(os.environ.get("DOCKER_UP_VENV", "/opt/docker-up-venv"))
 USER = os.environ.get("DOCKER_UP_TEST_USER", "dockerup-test")
 DOCKER_CLI = shutil.which("docker") or "/usr/bin/docker"
@@ -128,7 +130,7 @@ def kill_recorded(state: dict[str, object]) -> None:
             pidfd = os.pidfd_open(rec["pid"])
             try:
                 stat = Path(f"/proc/{rec['pid']}/stat").read_text()
-                if int(stat.rsplit(")", 1)[1].split()[19]) == rec["start"]:
+                if procid.start_time(stat) == rec["start"]:
                     signal.pidfd_send_signal(pidfd, signal.SIGKILL)
             finally:
                 os.close(pidfd)
