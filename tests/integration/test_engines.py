@@ -81,6 +81,13 @@ class TestSid:
         core_path(workspace, engine_dir("sid", workspace), busybox_tar)
 
 
+def tail(path: Path, lines: int) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as e:
+        return str(e)
+
+
 def core_path(ws: Workspace, engine: Path | None, busybox_tar: Path) -> None:
     try:
         r = detach(ws)
@@ -146,7 +153,13 @@ def core_path(ws: Workspace, engine: Path | None, busybox_tar: Path) -> None:
         # The restart-policy container runs again, with its port: the keeper ended the dead
         # dockerd's shims first (containerd 2.1 would otherwise keep the old bundle and
         # refuse to start it again, moby#50040).
-        wait_for(lambda: answers(port, hostname), 30, "the port after dockerd's restart")
+        try:
+            wait_for(lambda: answers(port, hostname), 30, "the port after dockerd's restart")
+        except AssertionError as e:  # a CI run under load once timed out here: say why
+            logs = ws.runtime_dir / "docker-up" / "logs"
+            said = [ws.docker("ps", "-a", check=False).stdout]
+            said += [f"--- {n}:\n" + tail(logs / n, 30) for n in ("docker-up.log", "dockerd.log")]
+            raise AssertionError("\n".join([str(e), *said])) from None
     finally:
         ws.docker_up("stop", timeout=90)
     wait_for(lambda: not processes_of(ws.user.uid), 30, "all of the user's processes")
