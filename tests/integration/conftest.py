@@ -62,6 +62,10 @@ def user() -> User:
         pytest.fail(f"{VENV} has no docker-up: run scripts/install first")
     n = worker()
     name, first = (USER, 300000) if n == 0 else (f"{USER}{n}", 1_000_000 + 65536 * n)
+    # Two suites at once on one machine (DOCKER_UP_TEST_USER differs) must not share
+    # subordinate ids either: DOCKER_UP_TEST_SUBID_BASE moves the whole suite's ranges.
+    if "DOCKER_UP_TEST_SUBID_BASE" in os.environ:
+        first = int(os.environ["DOCKER_UP_TEST_SUBID_BASE"]) + 65536 * n
     subprocess.run([str(ROOT / "scripts" / "test-user"), name, str(first)], check=True)
     return User.get(name)
 
