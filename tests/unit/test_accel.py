@@ -11,7 +11,7 @@ import struct
 
 import pytest
 
-from dockerup.programs import accel, accel_calls, accel_nets, accel_policy, accel_support
+from dockerup.programs import accel, accel_calls, accel_nets, accel_policy, accel_support, linux
 from dockerup.programs import accel_kernel as kernel
 from dockerup.programs.accel_policy import Decision, Verdict
 
@@ -255,10 +255,10 @@ def test_the_agent_answers_emfile_and_goes_on(monkeypatch: pytest.MonkeyPatch) -
         raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
 
     monkeypatch.setattr(accel_calls, "fetch_fd", no_fds)
-    agent.dispatch(7, 1, os.getpid(), accel.SYS_CONNECT, [3, 0x1000, 16, 0, 0, 0])
+    agent.dispatch(7, 1, os.getpid(), linux.syscall_number("connect"), [3, 0x1000, 16, 0, 0, 0])
     assert answers == [(1, errno.EMFILE)] and agent.calls == {}
     monkeypatch.setattr(accel_calls, "fetch_fd", lambda tid, fd: os.dup(b.fileno()))
-    agent.dispatch(7, 2, os.getpid(), accel.SYS_CONNECT, [3, 0x1000, 16, 0, 0, 0])
+    agent.dispatch(7, 2, os.getpid(), linux.syscall_number("connect"), [3, 0x1000, 16, 0, 0, 0])
     # The next call is served: here refused, as any socket of the workspace's own network
     # namespace is, however a container came by it.
     assert answers[1] == (2, errno.EISCONN)
