@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import DockerUp, Namespace, Workspace, pid_alive, wait_for
-from .test_core import reach_host_loopback
+from .harness import DockerUp, Namespace, Workspace, pid_alive, reach_host_loopback, wait_for
 
 
 def processes_of(uid: int) -> list[int]:
