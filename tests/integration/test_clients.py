@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -302,3 +303,51 @@ def test_testcontainers_in_a_container_with_the_socket(daemon: Workspace) -> Non
         "/tc_test.py",
     )
     assert "hello-tc" in out, out
+
+
+class WriteRefused(AssertionError):
+    """The dev container's user may not write the workspace folder (README: dev containers
+    with a non-root user)."""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=WriteRefused,
+    reason="docker-up's namespace maps the user to root: a remoteUser that updateRemoteUserUID "
+    "gives the user's uid is a subordinate id there (README: dev containers, non-root user)",
+)
+def test_devcontainer_with_a_non_root_remote_user(daemon: Workspace) -> None:
+    """`devcontainer up` (the Dev Containers CLI, all defaults) on a folder whose image adds
+    user dev (uid 1000) with "remoteUser": "dev": dev writes the workspace folder, and the
+    workspace user edits and deletes what it wrote. Nothing in devcontainer.json for
+    docker-up."""
+    cli = str(clients_dir() / "devcontainers" / "node_modules" / ".bin" / "devcontainer")
+    folder = copy_tree(daemon, TESTS / "devcontainer" / "nonroot", "project")
+    up = daemon.run([cli, "up", "--workspace-folder", str(folder)], timeout=300)
+    assert up.returncode == 0, up.stderr[-3000:]
+    result = json.loads(up.stdout.strip().splitlines()[-1])
+    assert result["outcome"] == "success" and result["remoteUser"] == "dev", result
+    inside = f"{result['remoteWorkspaceFolder']}/from-dev"
+    try:
+
+        def in_dev(script: str) -> subprocess.CompletedProcess[str]:
+            argv = [cli, "exec", "--workspace-folder", str(folder), "sh", "-c", script]
+            return daemon.run(argv, timeout=120)
+
+        # updateRemoteUserUID gave dev the workspace user's uid, and dev reads the folder.
+        ids = in_dev("id -u; id -un; cat .devcontainer/devcontainer.json >/dev/null && echo READ")
+        assert ids.stdout.split() == [str(daemon.user.uid), "dev", "READ"], ids
+        wrote = in_dev(f"echo from-dev > {inside}")
+        if wrote.returncode != 0:
+            raise WriteRefused(wrote.stderr)
+        made = folder / "from-dev"
+        # The workspace user edits it and deletes it.
+        daemon.run(["sh", "-c", f"echo edited >> {made}"], check=True)
+        assert made.read_text() == "from-dev\nedited\n"
+        daemon.run(["rm", str(made)], check=True)
+        assert not made.exists()
+    finally:
+        label = f"label=devcontainer.local_folder={folder}"
+        ids_left = docker(daemon, "ps", "-aq", "--filter", label).split()
+        if ids_left:
+            docker(daemon, "rm", "-f", *ids_left)
