@@ -52,3 +52,12 @@ def test_not_exported_when_the_runtime_dir_is_not_ours(tmp_path: Path) -> None:
     (tmp_path / "run" / "docker-up").symlink_to("/tmp")
     got = shell_env("sh", shellinit.snippet("sh", "/nonexistent/docker-up", start=False), tmp_path)
     assert "DOCKER_HOST" not in got and not set(WANT) & set(got)
+
+
+def test_the_dev_container_feature_exports_the_same() -> None:
+    """The feature's profile.d is written at image build, without docker-up's Python on a
+    shell's path: its lines are clientenv's, held here."""
+    install = Path(__file__).resolve().parents[2] / "deploy/devcontainer/src/docker-up/install.sh"
+    text = install.read_text()
+    for line in clientenv.posix_exports():
+        assert f"\n{line}\n" in text, line
