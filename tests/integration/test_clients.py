@@ -310,20 +310,12 @@ class WriteRefused(AssertionError):
     with a non-root user)."""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=WriteRefused,
-    reason="docker-up's namespace maps the user to root: a remoteUser that updateRemoteUserUID "
-    "gives the user's uid is a subordinate id there (README: dev containers, non-root user)",
-)
-def test_devcontainer_with_a_non_root_remote_user(daemon: Workspace) -> None:
+def devcontainer_round_trip(ws: Workspace, folder: Path) -> None:
     """`devcontainer up` (the Dev Containers CLI, all defaults) on a folder whose image adds
     user dev (uid 1000) with "remoteUser": "dev": dev writes the workspace folder, and the
-    workspace user edits and deletes what it wrote. Nothing in devcontainer.json for
-    docker-up."""
+    workspace user edits and deletes what it wrote. WriteRefused: dev could not write."""
     cli = str(clients_dir() / "devcontainers" / "node_modules" / ".bin" / "devcontainer")
-    folder = copy_tree(daemon, TESTS / "devcontainer" / "nonroot", "project")
-    up = daemon.run([cli, "up", "--workspace-folder", str(folder)], timeout=300)
+    up = ws.run([cli, "up", "--workspace-folder", str(folder)], timeout=300)
     assert up.returncode == 0, up.stderr[-3000:]
     result = json.loads(up.stdout.strip().splitlines()[-1])
     assert result["outcome"] == "success" and result["remoteUser"] == "dev", result
@@ -332,22 +324,72 @@ def test_devcontainer_with_a_non_root_remote_user(daemon: Workspace) -> None:
 
         def in_dev(script: str) -> subprocess.CompletedProcess[str]:
             argv = [cli, "exec", "--workspace-folder", str(folder), "sh", "-c", script]
-            return daemon.run(argv, timeout=120)
+            return ws.run(argv, timeout=120)
 
         # updateRemoteUserUID gave dev the workspace user's uid, and dev reads the folder.
         ids = in_dev("id -u; id -un; cat .devcontainer/devcontainer.json >/dev/null && echo READ")
-        assert ids.stdout.split() == [str(daemon.user.uid), "dev", "READ"], ids
+        assert ids.stdout.split() == [str(ws.user.uid), "dev", "READ"], ids
         wrote = in_dev(f"echo from-dev > {inside}")
         if wrote.returncode != 0:
             raise WriteRefused(wrote.stderr)
         made = folder / "from-dev"
         # The workspace user edits it and deletes it.
-        daemon.run(["sh", "-c", f"echo edited >> {made}"], check=True)
+        ws.run(["sh", "-c", f"echo edited >> {made}"], check=True)
         assert made.read_text() == "from-dev\nedited\n"
-        daemon.run(["rm", str(made)], check=True)
+        ws.run(["rm", str(made)], check=True)
         assert not made.exists()
     finally:
         label = f"label=devcontainer.local_folder={folder}"
-        ids_left = docker(daemon, "ps", "-aq", "--filter", label).split()
+        ids_left = docker(ws, "ps", "-aq", "--filter", label).split()
         if ids_left:
-            docker(daemon, "rm", "-f", *ids_left)
+            docker(ws, "rm", "-f", *ids_left)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=WriteRefused,
+    reason="docker-up's namespace maps the user to root: a remoteUser that updateRemoteUserUID "
+    "gives the user's uid is a subordinate id there (README: dev containers, non-root user)",
+)
+def test_devcontainer_with_a_non_root_remote_user(daemon: Workspace) -> None:
+    """Nothing in devcontainer.json for docker-up, nothing done to the folder."""
+    devcontainer_round_trip(
+        daemon, copy_tree(daemon, TESTS / "devcontainer" / "nonroot", "project")
+    )
+
+
+# The README's workaround, as `setfacl -m u:ID:rwX,d:u:ID:rwX,d:u:$USER:rwX FOLDER` sets it
+# (the acl package is not needed for the test): the POSIX ACL xattrs, written by the user.
+GRANT = """
+import os, struct, sys
+folder, dev, me = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+UNDEF = 0xFFFFFFFF
+def acl(named):
+    entries = [(0x01, 7, UNDEF), *[(0x02, 7, i) for i in sorted(named)], (0x04, 5, UNDEF),
+               (0x10, 7, UNDEF), (0x20, 5, UNDEF)]
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+os.setxattr(folder, "system.posix_acl_access", acl([dev]))
+os.setxattr(folder, "system.posix_acl_default", acl([dev, me]))
+"""
+
+
+def subordinate_id(user: User, inside: int) -> int:
+    """The host id of `inside` (>= 1) in docker-up's namespace: the subordinate ranges follow
+    the user's own id, one after the other (plan.IdMap)."""
+    for line in Path("/etc/subuid").read_text().splitlines():
+        name, start, count = line.split(":")
+        if name in (user.name, str(user.uid)):
+            assert inside - 1 < int(count)
+            return int(start) + inside - 1
+    raise AssertionError(f"{user.name} has no subordinate ids")
+
+
+def test_devcontainer_with_a_non_root_remote_user_and_an_acl(daemon: Workspace) -> None:
+    """What works today (README): the user grants the dev user's host id (a subordinate
+    id) the folder by an ACL whose default entries keep what it writes editable by the
+    user. Still nothing in devcontainer.json."""
+    folder = copy_tree(daemon, TESTS / "devcontainer" / "nonroot", "project-acl")
+    dev = subordinate_id(daemon.user, daemon.user.uid)
+    grant = [f"{VENV}/bin/python", "-c", GRANT, str(folder), str(dev), str(daemon.user.uid)]
+    daemon.run(grant, check=True)
+    devcontainer_round_trip(daemon, folder)
