@@ -98,7 +98,11 @@ def test_compose_v2(daemon: Workspace) -> None:
     compose = [DOCKER_CLI, "compose", "-f", str(project / "compose.yml"), "-p", "duclients"]
     label = "label=com.docker.compose.project=duclients"
     try:
-        daemon.run([*compose, "up", "-d", "--build", "--wait"], timeout=300, check=True)
+        daemon.run(
+            [*compose, "up", "-d", "--build", "--wait", "--wait-timeout", "240"],
+            timeout=300,
+            check=True,
+        )
         ps = daemon.run([*compose, "ps", "--format", "json"], check=True).stdout
         states = {s["Service"]: s for s in map(json.loads, ps.splitlines())}
         assert states["web"]["Health"] == "healthy", states
