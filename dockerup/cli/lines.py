@@ -6,6 +6,8 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
+from dockerup.clientenv import export_lines
+
 if TYPE_CHECKING:
     from dockerup.errors import DockerUpError
     from dockerup.supervise import Running
@@ -43,8 +45,8 @@ def announce(running: Running) -> None:
         f"{running.storage}, {running.net} MTU {running.mtu})",
         GREEN,
     )
-    # stdout carries only the line a shell can eval.
-    print(f"export DOCKER_HOST={running.docker_host}", flush=True)
+    # stdout carries only the lines a shell can eval.
+    print(export_lines(running.docker_host), flush=True)
 
 
 def error(e: DockerUpError) -> None:

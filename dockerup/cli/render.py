@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from dockerup import results as r
 from dockerup.cli.lines import GREEN, announce, error, internal_error, progress, say
+from dockerup.clientenv import export_lines
 
 __all__ = ["announce", "emit", "error", "internal_error", "progress"]
 
@@ -41,7 +42,7 @@ def _up(res: Any) -> None:
         say("docker-up: already running")
     else:
         say("docker-up: dockerd is ready (running in the background)", GREEN)
-    print(f"export DOCKER_HOST={res.docker_host}", flush=True)
+    print(export_lines(res.docker_host), flush=True)
 
 
 def _status(res: Any) -> None:

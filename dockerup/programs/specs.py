@@ -159,6 +159,9 @@ class ChildSpec(Spec):
     ipv6_commands: list[list[str]] = dataclasses.field(default_factory=list)
     # The acceleration agent's socket: dockerd's own IPv4 connects go to it (watch.py).
     watch_connects: str | None = None
+    # Symlinks made in the copied-up /run (name -> target): the daemon's socket where
+    # containers look for it (/run/docker.sock, and /var/run/docker.sock through /var/run).
+    run_links: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
