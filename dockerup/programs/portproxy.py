@@ -50,18 +50,14 @@ def _stderr(line: str) -> None:
 QUIET = QuietLog(_stderr, first=1, prefix="docker-up port proxy: ")
 
 
-PARENT = os.getpid()
-
-
-def die_with_parent() -> None:
-    """In the real docker-proxy, before exec: it goes when this proxy goes, however that
-    happens (kill -9 included). Left behind, it holds the port inside the namespace, and the
-    container's next start fails with "address already in use". A proxy that dockerd stops
-    while this one starts may be gone before the death signal is set, which then never
-    comes: checked once it is set."""
-    linux.die_with_parent(signal.SIGKILL)
-    if os.getppid() != PARENT:
-        os._exit(1)
+def start_real_proxy(argv: list[str], fds: tuple[int, ...]) -> subprocess.Popen[bytes]:
+    """The real docker-proxy, which goes when this proxy goes, however that happens (kill
+    -9 included). Left behind, it would hold the port inside the namespace, and the
+    container's next start would fail with "address already in use"."""
+    proxy = os.getpid()
+    return subprocess.Popen(
+        argv, pass_fds=fds, preexec_fn=lambda: linux.die_with_parent(signal.SIGKILL, proxy)
+    )
 
 
 def report_failure(message: str) -> NoReturn:
@@ -371,7 +367,7 @@ def main() -> None:
         # (dockerd 28+ binds the tap address itself: the API says the child IP is that).
         args[args.index("-host-ip") + 1] = reply.rewrite_host_ip
     fds = (3, 4) if listen_fd else (3,)
-    child = subprocess.Popen([real_proxy, *args], pass_fds=fds, preexec_fn=die_with_parent)
+    child = start_real_proxy([real_proxy, *args], fds)
     for passed in fds:
         os.close(passed)
 
