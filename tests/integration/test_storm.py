@@ -93,9 +93,18 @@ def settled(ws: Workspace) -> str:
 def dies(ws: Workspace, fake: Path) -> Outcome:
     t0 = time.monotonic()
     r = ws.docker_up_on_broken_host(f"mount --bind {fake} /usr/sbin/dockerd", "--detach")
+    answered = time.monotonic()
     ok = r.returncode == 1 and "dockerd exited with code 7" in r.stderr
-    detail = "dockerd exited 7: answered" if ok else f"UNEXPECTED exit {r.returncode}: {r.stderr}"
-    return Outcome("dies", detail, time.monotonic() - t0, settled(ws))
+    left = settled(ws)
+    detail = (
+        f"dockerd exited 7: answered in {answered - t0:.1f}s, nothing left "
+        f"{time.monotonic() - answered:.2f}s later"
+        if ok and not left
+        else f"exit {r.returncode}"
+        if ok
+        else f"UNEXPECTED exit {r.returncode}: {r.stderr}"
+    )
+    return Outcome("dies", detail, time.monotonic() - t0, left)
 
 
 def cmdline(pid: int) -> str:
