@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from dockerup.programs import common, linux, portproxy
+from dockerup.programs import common, linux, netstart, portproxy
 from dockerup.programs.keeper import Keeper
 from dockerup.programs.specs import Command
 
@@ -58,10 +58,15 @@ def real_docker_proxy(argv: list[str], tmp: Path) -> None:
     portproxy.start_real_proxy(argv, ())
 
 
+def network_helper(argv: list[str], tmp: Path) -> None:
+    netstart.start_net(argv, 0, "", str(tmp / "net.log"))
+
+
 LAUNCHERS: dict[str, Launch] = {
     "common.start_containerd": containerd,
     "keeper.spawn_dockerd": keepers_dockerd,
     "portproxy.start_real_proxy": real_docker_proxy,
+    "netstart.start_net": network_helper,
 }
 
 
