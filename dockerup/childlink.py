@@ -29,7 +29,10 @@ class ChildLink:
         self.name = "docker-up's namespace child"
 
     def send(self, msg: Step) -> None:
-        os.write(self.wfd, msg.line())
+        try:
+            os.write(self.wfd, msg.line())
+        except BrokenPipeError:  # it ended (killed, say) before reading: say how, as recv does
+            raise helper_died(self.p, self.name, "the namespace set-up", self.log) from None
 
     def recv(self, kind: type[T], what: str, deadline: float) -> T:
         while b"\n" not in self.buf:

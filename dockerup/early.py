@@ -52,7 +52,7 @@ def start_child(python: str, listen_fd: int | None) -> Child:
     try:
         # Its own session: the terminal's Ctrl-C is docker-up's to handle, in order.
         p = subprocess.Popen(
-            [python, "-S", script("child"), str(p2c_r), str(c2p_w)],
+            [python, "-S", script("child"), str(p2c_r), str(c2p_w), str(os.getpid())],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             pass_fds=(p2c_r, c2p_w, *listen),

@@ -76,7 +76,6 @@ def _configure_pasta(
 
     return pasta.configure(
         bins["pasta"],
-        bins["setpriv"],
         pasta.require_usable(facts),
         config.mtu,
         config.allow_host_loopback,
@@ -113,8 +112,7 @@ KINDS: dict[str, NetKind] = {
         ),
         NetKind(
             "pasta",
-            # setpriv gives pasta a parent-death signal (net/pasta.py).
-            programs={"pasta": "passt", "setpriv": "util-linux"},
+            programs={"pasta": "passt"},
             configure=_configure_pasta,
             ipv6_problem=_pasta_ipv6,
             probe=_probe_pasta,  # --help and --version: ~10 ms

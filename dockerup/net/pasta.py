@@ -8,9 +8,10 @@ version in --version. What it has instead:
   fds, so /proc/self/fd/N of an inherited pipe no longer does).
 - It needs an interface with a default route in the workspace, even when it is given
   every address explicitly ("External interface not usable" otherwise).
-- It has no way to notice that docker-up died. `setpriv --pdeathsig` gives it one: the
-  kernel sends it SIGTERM when the process that started it (docker-up, later the keeper,
-  the same PID) is gone.
+- It has no way to notice that docker-up died (it watches no exit pipe). The launcher
+  (programs/netstart.py) gives it a parent-death signal, checked: SIGTERM when the process
+  that started it (docker-up, later the keeper, the same PID) is gone, even if it was gone
+  before the signal was set (`setpriv --pdeathsig` did this before, unchecked).
 """
 
 from __future__ import annotations
@@ -91,7 +92,6 @@ def parse_version(text: str) -> str:
 @dataclass(frozen=True)
 class Pasta:
     binary: str
-    setpriv: str
     mtu: int
     allow_host_loopback: bool
     dns_forward: bool
@@ -105,7 +105,7 @@ class Pasta:
 
     @property
     def options_used(self) -> tuple[str, ...]:
-        used = ["pdeathsig"]
+        used = []
         if self.dns_forward:
             used.append("dns-forward")
         if not self.allow_host_loopback:
@@ -116,8 +116,7 @@ class Pasta:
 
     def argv(self, target_pid: int | str, ready_fd: int | str, exit_fd: int | str) -> list[str]:
         # exit_fd is unused: pasta cannot watch one; the parent-death signal stands in.
-        argv = [self.setpriv, "--pdeathsig", "TERM", "--", self.binary]
-        argv += ["--foreground", "--stderr", "--quiet", "--config-net"]
+        argv = [self.binary, "--foreground", "--stderr", "--quiet", "--config-net"]
         argv += [f"--pid={ready_fd}"]  # the named pipe (ready_fifo)
         # Its own port forwarding stays off: docker-up's forwarders publish ports, and a
         # splice path from the namespace's loopback to the workspace's would bypass the
@@ -182,7 +181,6 @@ def require_features(features: PastaFeatures) -> None:
 
 def configure(
     binary: str,
-    setpriv: str,
     features: PastaFeatures,
     mtu: int,
     allow_host_loopback: bool,
@@ -208,7 +206,6 @@ def configure(
         )
     return Pasta(
         binary=binary,
-        setpriv=setpriv,
         mtu=mtu,
         allow_host_loopback=allow_host_loopback,
         dns_forward=features.dns_forward,

@@ -5,8 +5,8 @@ accepted on the workspace's loopback, the fd itself with the target's address an
 connects to the listener inside and moves the bytes with splice(2), with the published
 ports' forwarder (portproxy.serve). A UDP port comes as the bound workspace socket and a
 stop socket, relayed as published UDP ports are (portproxy.UdpRelay) until the stop
-socket's other end closes. Stdlib only: `python -S autoinside.py CONN USER NET`
-(fds; USER -1 when there is no user namespace to enter)."""
+socket's other end closes. Stdlib only: `python -S autoinside.py CONN USER NET KEEPER`
+(fds; USER -1 when there is no user namespace to enter; KEEPER: the keeper's PID)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 from dockerup.programs import linux
 
 
-def inside(conn_fd: int, user_fd: int, net_fd: int) -> None:
-    linux.die_with_parent(signal.SIGKILL)
+def inside(conn_fd: int, user_fd: int, net_fd: int, keeper: int) -> None:
+    linux.die_with_parent(signal.SIGKILL, keeper)
     for fd, kind in ((user_fd, linux.CLONE_NEWUSER), (net_fd, linux.CLONE_NEWNET)):
         if fd >= 0:
             try:
@@ -62,4 +62,4 @@ def inside(conn_fd: int, user_fd: int, net_fd: int) -> None:
 
 
 if __name__ == "__main__":
-    inside(*(int(a) for a in sys.argv[1:4]))
+    inside(*(int(a) for a in sys.argv[1:5]))

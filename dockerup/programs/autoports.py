@@ -214,7 +214,7 @@ class AutoPorts:
             if "user" in self.ns_fds
             else [theirs.fileno(), -1, self.ns_fds["net"]]
         )
-        argv = [sys.executable, "-S", script("autoinside"), *map(str, fds)]
+        argv = [sys.executable, "-S", script("autoinside"), *map(str, fds), str(os.getpid())]
         try:
             self.helper = subprocess.Popen(
                 argv, pass_fds=[f for f in fds if f >= 0], stdin=subprocess.DEVNULL

@@ -326,7 +326,7 @@ def main() -> None:
             sys.stdout.write(str(e))
         return
     ch = Channel(int(sys.argv[1]), int(sys.argv[2]))
-    parent = os.getppid()
+    parent = int(sys.argv[3])  # docker-up, which becomes the keeper: dockerd's parent
     try:
         spec = take_spec(ch)
         t_spec = time.monotonic()
@@ -378,9 +378,7 @@ def main() -> None:
     if found or watch:
         sys.exit(1)
     # dockerd gets SIGTERM if docker-up dies without stopping it (kill -9): no orphan daemon.
-    linux.die_with_parent(signal.SIGTERM)
-    if os.getppid() != parent:
-        sys.exit(1)
+    linux.die_with_parent(signal.SIGTERM, parent)
     exec_dockerd(spec.dockerd.argv, spec.dockerd.env, spec.listen_fd)
 
 

@@ -94,10 +94,11 @@ def start_containerd(argv: list[str], env: dict[str, str], pidfile: str) -> int:
     stdin, stdout and stderr, and its pid goes where the keeper looks before a restart."""
     from dockerup.programs import linux  # not for the CLI's many other users of this module
 
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:
         try:
-            linux.die_with_parent(signal.SIGTERM)
+            linux.die_with_parent(signal.SIGTERM, parent)
             os.closerange(3, 65536)
             os.execve(argv[0], argv, env)
         finally:

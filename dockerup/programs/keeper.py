@@ -200,11 +200,12 @@ class Keeper:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(spec.pidfile)
         log = os.open(spec.dockerd_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        keeper = os.getpid()
         pid = os.fork()
         if pid == 0:  # the child: only async-signal-safe-ish work, then exec
             try:
                 os.setsid()
-                linux.die_with_parent(signal.SIGTERM)
+                linux.die_with_parent(signal.SIGTERM, keeper)
                 for kind in linux.NAMESPACES:
                     fd = spec.ns_fds.get(kind)
                     if fd is not None and linux.libc.setns(fd, 0) != 0:

@@ -104,10 +104,18 @@ def prctl(option: int, arg: int) -> None:
     check(libc.prctl(option, arg, 0, 0, 0), f"prctl({option}, {arg})")
 
 
-def die_with_parent(sig: int) -> None:
+def die_with_parent(sig: int, parent: int) -> None:
     """sig for this process when its parent thread ends (PR_SET_PDEATHSIG), kill -9
-    included; an exec keeps it. Safe between fork and exec: one call through the handle."""
+    included; an exec keeps it. parent: the PID of the process that started this one, read
+    by that process before it forked (os.getpid() there; never getppid() here, which may
+    already name init). The kernel sends the signal only for a parent that ends after the
+    prctl: one that was gone before it (a busy machine may run a new child late) never
+    sends it, and this process would live on, adopted by init. So once the prctl holds,
+    a parent that is no longer `parent` ends this process at once, before it runs or execs
+    anything else (exit status 1). Safe between fork and exec: two system calls."""
     prctl(PR_SET_PDEATHSIG, sig)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def mount(src: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:

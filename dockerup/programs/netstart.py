@@ -5,13 +5,16 @@ slirp4netns or pasta is started exactly as the first was.
 
 The helper reports readiness on a pipe it inherits, or on a named pipe for one that closes
 inherited fds (trixie's pasta), and exits when the exit pipe's other end closes: when its
-starter closes it on purpose, or dies."""
+starter closes it on purpose, or dies. A helper that cannot watch an exit pipe (pasta) has
+the parent-death signal instead, which start_net gives every helper, checked
+(linux.die_with_parent): its starter is docker-up, later the keeper, the same PID."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import os
+import signal
 import subprocess
 import time
 
@@ -36,9 +39,12 @@ def start_net(template: list[str], target: int, fifo: str, log: str) -> Started:
     """The helper for target's namespaces, its output appended to log. fifo: the named pipe
     to report readiness on ("" for an inherited pipe). OSError: it could not be started
     (nothing is left open then)."""
+    from dockerup.programs import linux  # ctypes: only when a helper starts
+
     ready_r, ready_w, ready = ready_channel(fifo)
     exit_r, exit_w = os.pipe()
     inherited = (exit_r,) if ready_w is None else (ready_w, exit_r)
+    starter = os.getpid()
     try:
         with open(log, "ab") as out:
             # Its own session: the terminal's Ctrl-C is for docker-up, which stops it in order.
@@ -49,6 +55,7 @@ def start_net(template: list[str], target: int, fifo: str, log: str) -> Started:
                 stderr=out,
                 pass_fds=inherited,
                 start_new_session=True,
+                preexec_fn=lambda: linux.die_with_parent(signal.SIGTERM, starter),
             )
     except OSError:
         os.close(ready_r)
@@ -80,8 +87,8 @@ def ready_channel(fifo: str = "") -> tuple[int, int | None, str]:
 
 
 def wait_ready(ready_fd: int, pidfd: int, timeout: float) -> str:
-    """A helper that reports readiness by writing to ready_fd (slirp4netns, pasta through
-    setpriv): "ready", "died" (it exited, or closed the pipe without a word) or "timeout"."""
+    """A helper that reports readiness by writing to ready_fd (slirp4netns, pasta): "ready",
+    "died" (it exited, or closed the pipe without a word) or "timeout"."""
     from dockerup.programs.fdwait import readable
 
     deadline = time.monotonic() + timeout

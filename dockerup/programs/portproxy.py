@@ -28,6 +28,7 @@ from typing import NoReturn
 # The rest of docker-up's package sits beside this script (stdlib-only modules only).
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from dockerup.programs import linux
+from dockerup.programs.fdwait import readable
 from dockerup.programs.logfiles import QuietLog
 from dockerup.programs.messages import PortReply, PortRequest, line
 from dockerup.programs.specs import ProxySpec
@@ -37,6 +38,8 @@ CHUNK = 1 << 20
 F_SETPIPE_SZ = 1031
 # Connections one published port serves at once; more are closed at once, with a log line.
 MAX_CONNECTIONS = 512
+# Asked to stop, the proxy waits this long for the real docker-proxy to end, then kills it.
+STOP_WAIT = 2.0
 # UDP: a client's flow ends after this long without a datagram either way; at most this
 # many flows at once (the oldest idle one makes room).
 UDP_IDLE = 60.0
@@ -50,18 +53,14 @@ def _stderr(line: str) -> None:
 QUIET = QuietLog(_stderr, first=1, prefix="docker-up port proxy: ")
 
 
-PARENT = os.getpid()
-
-
-def die_with_parent() -> None:
-    """In the real docker-proxy, before exec: it goes when this proxy goes, however that
-    happens (kill -9 included). Left behind, it holds the port inside the namespace, and the
-    container's next start fails with "address already in use". A proxy that dockerd stops
-    while this one starts may be gone before the death signal is set, which then never
-    comes: checked once it is set."""
-    linux.die_with_parent(signal.SIGKILL)
-    if os.getppid() != PARENT:
-        os._exit(1)
+def start_real_proxy(argv: list[str], fds: tuple[int, ...]) -> subprocess.Popen[bytes]:
+    """The real docker-proxy, which goes when this proxy goes, however that happens (kill
+    -9 included). Left behind, it would hold the port inside the namespace, and the
+    container's next start would fail with "address already in use"."""
+    proxy = os.getpid()
+    return subprocess.Popen(
+        argv, pass_fds=fds, preexec_fn=lambda: linux.die_with_parent(signal.SIGKILL, proxy)
+    )
 
 
 def report_failure(message: str) -> NoReturn:
@@ -371,14 +370,34 @@ def main() -> None:
         # (dockerd 28+ binds the tap address itself: the API says the child IP is that).
         args[args.index("-host-ip") + 1] = reply.rewrite_host_ip
     fds = (3, 4) if listen_fd else (3,)
-    child = subprocess.Popen([real_proxy, *args], pass_fds=fds, preexec_fn=die_with_parent)
+    child = start_real_proxy([real_proxy, *args], fds)
     for passed in fds:
         os.close(passed)
 
+    pidfd = os.pidfd_open(child.pid)  # readable once it has ended, reaped or not
+    stopping = threading.Event()
+
     # dockerd stops its proxies with SIGINT (docker-proxy's convention); SIGTERM likewise.
     def stop(signum: int, frame: object) -> None:
-        child.terminate()
+        # Only once the real docker-proxy has ended, its port inside the namespace closed:
+        # dockerd takes this process's end for the port's release and may start the next
+        # proxy for it at once (a restarted dockerd drops a stale endpoint, then starts its
+        # restart-policy container). Ending first left the real one's death to the parent-
+        # death signal, which a loaded machine delivers late: the next real docker-proxy's
+        # bind failed "address already in use", and the container was left stopped.
+        # Through a pidfd, not Popen.wait: this handler may run inside the main thread's
+        # own child.wait(), whose lock it would then wait for forever.
+        stopping.set()
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+            if not readable([pidfd], STOP_WAIT):
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                readable([pidfd])
         os._exit(0)
+
+    def watch() -> None:  # the real docker-proxy ended on its own: so does this one
+        code = child.wait()
+        os._exit(0 if stopping.is_set() else code)
 
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, stop)
@@ -387,11 +406,11 @@ def main() -> None:
         if fd is None:
             sys.exit(child.wait())
         outside = socket.socket(fileno=fd)
-        threading.Thread(target=lambda: os._exit(child.wait()), daemon=True).start()
+        threading.Thread(target=watch, daemon=True).start()
         relay_udp(outside, target)
     if not reply.hand_over:
         sys.exit(child.wait())
-    watcher = threading.Thread(target=lambda: os._exit(child.wait()), daemon=True)
+    watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     slots = Slots()
     while True:

@@ -28,7 +28,7 @@ def plan_view(plan: Plan) -> dict[str, Any]:
         "uidmap": plan.uidmap.argv(0) if plan.uidmap else None,
         "gidmap": plan.gidmap.argv(0) if plan.gidmap else None,
         # The spec goes over the pipe, as the first message (the child may start first).
-        "child": [*plan.child_argv, "P2C_FD", "C2P_FD"],
+        "child": [*plan.child_argv, "P2C_FD", "C2P_FD", "PARENT_PID"],
         "child_spec": dataclasses.asdict(plan.child),
         "dockerd": list(plan.dockerd_argv),
         "dockerd_env": plan.dockerd_env,

@@ -151,7 +151,7 @@ def test_namespace_is_wired_as_planned(
     s = up(workspace, started, "--mtu", "9000")
     assert s.state["mtu"] == 9000
     assert s.state["storage"] == "overlay2"  # kernel 6.18 mounts overlay in a user namespace
-    expected = "sandbox" if net == "slirp4netns" else "pdeathsig"
+    expected = "sandbox" if net == "slirp4netns" else "no-map-gw"
     assert expected in s.state["net_options"]  # type: ignore[operator]
     workspace.docker("import", str(busybox_tar), "bb:test")
     # The bridge MTU follows the tap device's, and DNS points at the helper's forwarder.

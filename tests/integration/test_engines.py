@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from .harness import Workspace, pid_alive, wait_for
-from .test_lifecycle import detach, processes_of, status
+from .harness import Workspace, pid_alive, processes_of, wait_for
+from .test_lifecycle import detach, status
 from .test_ports import free_port
 
 

@@ -15,39 +15,16 @@ import pytest
 
 from dockerup.clientenv import export_lines
 
-from .harness import DockerUp, Namespace, Workspace, pid_alive, reach_host_loopback, wait_for
-
-
-def processes_of(uid: int) -> list[int]:
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if d.stat().st_uid == uid and pid_alive(int(d.name)):
-                    out.append(int(d.name))
-            except OSError:
-                continue
-    return out
-
-
-def describe(pids: list[int]) -> str:
-    out = []
-    for pid in pids:
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            ppid = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
-        except OSError:
-            continue
-        out.append(f"{pid} (parent {ppid}): {cmd[:200]}")
-    return "; ".join(out)
-
-
-def nothing_left(uid: int, what: str = "nothing left") -> None:
-    """Every process of the user ends; if not, the failure names what is left."""
-    try:
-        wait_for(lambda: not processes_of(uid), 30, what)
-    except AssertionError as e:
-        raise AssertionError(f"{e}: {describe(processes_of(uid))}") from None
+from .harness import (
+    DockerUp,
+    Namespace,
+    Workspace,
+    nothing_left,
+    pid_alive,
+    processes_of,
+    reach_host_loopback,
+    wait_for,
+)
 
 
 def status(ws: Workspace) -> dict[str, object]:

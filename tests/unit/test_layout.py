@@ -343,7 +343,7 @@ LAUNCHERS = {
     ("programs/netstart.py", "start_net"): "the network helper (supervise.py, keeper.py)",
     ("programs/runtime.py", "main"): "runc, under docker-up's runtime wrapper",
     ("programs/lazy.py", "main"): "docker-up up, on socket activation's first client",
-    ("programs/portproxy.py", "main"): "docker-proxy, for one published port",
+    ("programs/portproxy.py", "start_real_proxy"): "docker-proxy, for one published port",
     ("programs/autoports.py", "_ensure_helper"): "auto ports' inside helper",
     ("programs/child.py", "try_iptables"): "iptables -S, the backend probe in the namespace",
     ("programs/child.py", "run_all"): "ip, for the IPv6 address and route in the namespace",
@@ -495,3 +495,30 @@ ABI_USERS = [
 )
 def test_linux_abi_has_one_owner(path: Path) -> None:
     assert abi_copies(ast.parse(path.read_text())) == set(), "take it from programs/linux.py"
+
+
+def parent_death_copies(tree: ast.AST) -> set[str]:
+    """The parent-death signal set, or the parent compared, other than through
+    linux.die_with_parent (issue 33): a copy that sets PR_SET_PDEATHSIG without checking the
+    parent afterwards leaves the child to init when the parent ended first."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in ("PR_SET_PDEATHSIG", "getppid"):
+            found.add(node.attr)
+    return found
+
+
+def test_parent_death_copies_finds_each_kind() -> None:
+    code = "linux.prctl(linux.PR_SET_PDEATHSIG, 9)\nif os.getppid() != p:\n    os._exit(1)\n"
+    assert parent_death_copies(ast.parse(code)) == {"PR_SET_PDEATHSIG", "getppid"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in sorted(PKG.rglob("*.py")) if p.name != "linux.py"],
+    ids=lambda p: str(p.relative_to(PKG.parent)),
+)
+def test_a_child_dies_with_its_parent_through_one_helper(path: Path) -> None:
+    assert parent_death_copies(ast.parse(path.read_text())) == set(), (
+        "use linux.die_with_parent(sig, parent), with the parent's PID read before the fork"
+    )

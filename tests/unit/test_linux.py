@@ -68,8 +68,10 @@ def forked(body: object) -> int:
 
 
 def test_die_with_parent_sets_the_death_signal() -> None:
+    parent = os.getpid()
+
     def body() -> int:
-        linux.die_with_parent(signal.SIGUSR1)
+        linux.die_with_parent(signal.SIGUSR1, parent)
         sig = ctypes.c_int(0)
         linux.check(linux.libc.prctl(PR_GET_PDEATHSIG, ctypes.byref(sig)), "prctl")
         return sig.value
@@ -85,9 +87,10 @@ def test_die_with_parent_ends_the_child_when_its_parent_ends() -> None:
     def middle() -> int:
         os.close(r)
         ready_r, ready_w = os.pipe()
+        parent = os.getpid()
         if os.fork() == 0:
             try:
-                linux.die_with_parent(signal.SIGKILL)
+                linux.die_with_parent(signal.SIGKILL, parent)
                 os.write(ready_w, b"r")
                 select.select([], [], [], 60)
             finally:

@@ -31,14 +31,13 @@ def test_version_when_nothing_names_it() -> None:
 def test_argv_wires_ready_fd_death_signal_and_fixed_addresses() -> None:
     p = configure(
         "/usr/bin/pasta",
-        "/usr/bin/setpriv",
         parse_features(HELP, VERSION),
         65520,
         allow_host_loopback=False,
     )
     argv = p.argv(4242, "/run/u/docker-up/net-ready", 8)
-    # The kernel ends pasta when docker-up (or its keeper, the same PID) is gone.
-    assert argv[:5] == ["/usr/bin/setpriv", "--pdeathsig", "TERM", "--", "/usr/bin/pasta"]
+    # pasta itself: its parent-death signal comes from the launcher (test_parent_death).
+    assert argv[0] == "/usr/bin/pasta"
     # Its PID file is our ready channel: a named pipe, since today's pasta closes the fds
     # it inherits (Debian 13's: "Couldn't open PID file /proc/self/fd/10").
     assert p.ready_fifo and "--pid=/run/u/docker-up/net-ready" in argv
@@ -48,30 +47,30 @@ def test_argv_wires_ready_fd_death_signal_and_fixed_addresses() -> None:
     for opt in ("--ns-ifname=tap0", "--address=10.0.2.100", "--gateway=10.0.2.2", "--mtu=65520"):
         assert opt in argv
     assert argv[-1] == "4242"
-    assert p.options_used == ("pdeathsig", "dns-forward", "no-map-gw")
+    assert p.options_used == ("dns-forward", "no-map-gw")
 
 
 def test_host_loopback_allowed_maps_the_gateway() -> None:
-    p = configure("/p", "/s", parse_features(HELP, VERSION), 1500, True)
+    p = configure("/p", parse_features(HELP, VERSION), 1500, True)
     assert "--no-map-gw" not in p.argv(1, 3, 4)
 
 
 def test_a_pasta_without_needed_options_is_refused_by_name_and_version() -> None:
     old = "\n".join(ln for ln in HELP.splitlines() if "--no-map-gw" not in ln and "--pid" not in ln)
     with pytest.raises(DockerUpError) as e:
-        configure("/p", "/s", parse_features(old, VERSION), 1500, False)
+        configure("/p", parse_features(old, VERSION), 1500, False)
     assert "pasta (passt 0.0~git20230309.7c7625d-1) lacks --pid, --no-map-gw" in e.value.message
     assert "slirp4netns" in (e.value.hint or "")
 
 
 def test_mtu_above_pastas_limit_is_refused() -> None:
     with pytest.raises(DockerUpError, match="65520"):
-        configure("/p", "/s", parse_features(HELP, VERSION), pasta.MAX_MTU + 1, False)
+        configure("/p", parse_features(HELP, VERSION), pasta.MAX_MTU + 1, False)
 
 
 def test_root_modes_are_refused_with_the_reason() -> None:
     with pytest.raises(DockerUpError) as e:
-        configure("/p", "/s", parse_features(HELP, VERSION), 1500, False, makes_userns=False)
+        configure("/p", parse_features(HELP, VERSION), 1500, False, makes_userns=False)
     assert "as root" in e.value.message and "--net slirp4netns" in (e.value.hint or "")
 
 

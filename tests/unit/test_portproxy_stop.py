@@ -1,0 +1,84 @@
+"""The port proxy, stopped by dockerd, ends only after the real docker-proxy has (issue 33).
+
+dockerd takes the proxy's end for the release of the port inside the namespace and may
+start the next proxy for that port at once: a restarted dockerd drops a stale endpoint,
+then starts its restart-policy container. The proxy used to end at once and leave its real
+docker-proxy to the parent-death signal, which a loaded machine delivers late; the next
+real docker-proxy's bind then failed ("address already in use") and the container stayed
+stopped (test_engines, on 20.10 and 26.1, under CI's load). The stand-in for the real
+docker-proxy here takes a moment to let its port go after SIGTERM, as a loaded machine
+would make it: the proxy must not end before it has."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from dockerup.programs import common
+from dockerup.programs.messages import PortReply, PortRequest, line
+from dockerup.programs.specs import ProxySpec
+
+REAL = """#!/bin/sh
+trap 'sleep 1; echo released > {mark}; exit 0' TERM
+echo up > {up}
+while :; do sleep 0.05; done
+"""
+
+
+def keeper_answers(server: socket.socket) -> None:
+    """The keeper's port manager, for one request: published, nothing to hand over."""
+    conn, _ = server.accept()
+    with conn:
+        PortRequest.from_json(conn.makefile().readline())
+        conn.sendall(line(PortReply()))
+        conn.recv(1)  # until the proxy's end
+
+
+def wait_for(path: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"no {path.name} in {timeout} s"
+        time.sleep(0.01)
+
+
+def test_a_stopped_proxy_ends_after_its_real_docker_proxy(tmp_path: Path) -> None:
+    real = tmp_path / "docker-proxy"
+    up, mark = tmp_path / "up", tmp_path / "released"
+    real.write_text(REAL.format(mark=mark, up=up))
+    real.chmod(0o755)
+    sock = str(tmp_path / "ports.sock")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(sock)
+    server.listen()
+    threading.Thread(target=keeper_answers, args=(server,), daemon=True).start()
+    spec = ProxySpec(manager=sock, docker_proxy=str(real)).to_json()
+    script = Path(common.__file__).with_name("portproxy.py")
+    args = "-proto tcp -host-ip 0.0.0.0 -host-port 8080 -container-ip 172.17.0.2 -container-port 80"
+    # fd 3: docker-proxy's report channel to dockerd, which the proxy passes on.
+    proxy = subprocess.Popen(
+        [
+            "sh",
+            "-c",
+            'exec "$@" 3>/dev/null',
+            "sh",
+            sys.executable,
+            "-S",
+            str(script),
+            spec,
+            *args.split(),
+        ]
+    )
+    try:
+        wait_for(up, 20)
+        proxy.send_signal(signal.SIGINT)  # dockerd's way to stop a proxy
+        assert proxy.wait(20) == 0
+        assert mark.exists(), "the proxy ended while its real docker-proxy still held the port"
+    finally:
+        proxy.kill()
+        proxy.wait()
+        server.close()
