@@ -57,7 +57,15 @@ def test_a_stopped_proxy_ends_after_its_real_docker_proxy(tmp_path: Path) -> Non
     server.listen()
     threading.Thread(target=keeper_answers, args=(server,), daemon=True).start()
     spec = ProxySpec(manager=sock, docker_proxy=str(real)).to_json()
-    script = Path(common.__file__).with_name("portproxy.py")
+    # The proxy as dockerd runs it (python -S), but with all the time in the world for the
+    # real one's end: the stand-in's second of grace must never race the proxy's own
+    # deadline on a loaded machine; only the order of the two ends is under test.
+    root = Path(common.__file__).parents[2]
+    run = (
+        f"import sys; sys.path.insert(0, {str(root)!r}); sys.argv[0] = 'portproxy'; "
+        "from dockerup.programs import portproxy; portproxy.STOP_WAIT = 600.0; "
+        "portproxy.main()"
+    )
     args = "-proto tcp -host-ip 0.0.0.0 -host-port 8080 -container-ip 172.17.0.2 -container-port 80"
     # fd 3: docker-proxy's report channel to dockerd, which the proxy passes on.
     proxy = subprocess.Popen(
@@ -68,7 +76,8 @@ def test_a_stopped_proxy_ends_after_its_real_docker_proxy(tmp_path: Path) -> Non
             "sh",
             sys.executable,
             "-S",
-            str(script),
+            "-c",
+            run,
             spec,
             *args.split(),
         ]
