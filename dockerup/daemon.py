@@ -71,9 +71,11 @@ def daemon_config(
     accel: bool = False,
     ipv6: bool = False,
     engine: Engine = DEFAULT_ENGINE,
+    cgroup_exec_opt: str | None = None,
 ) -> dict[str, Any]:
     """daemon.json. Everything lives under the user's own directories; the MTU matches the
-    network helper's so that docker0's packets fit the tap device."""
+    network helper's so that docker0's packets fit the tap device. cgroup_exec_opt: the
+    cgroup driver the plan chose (dockerup/cgroups.py), None: dockerd's own default."""
     tcp = tcp_listener(config)
     return (
         tcp
@@ -113,6 +115,7 @@ def daemon_config(
         )
         | (ipv6_config(config, engine) if own_netns and ipv6 else {})
         | local_registries(config, own_netns)
+        | ({"exec-opts": [cgroup_exec_opt]} if cgroup_exec_opt else {})
     )
 
 
@@ -136,8 +139,9 @@ def render_daemon_json(
     accel: bool = False,
     ipv6: bool = False,
     engine: Engine = DEFAULT_ENGINE,
+    cgroup_exec_opt: str | None = None,
 ) -> str:
-    doc = daemon_config(config, paths, storage, own_netns, accel, ipv6, engine)
+    doc = daemon_config(config, paths, storage, own_netns, accel, ipv6, engine, cgroup_exec_opt)
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dockerup import context, daemon
+from dockerup.cgroups import UNDECIDED, Cgroups, decide
 from dockerup.config import Config, Storage
 from dockerup.engine import Engine
 from dockerup.errors import DockerUpError
@@ -109,6 +110,8 @@ class Plan:
     engine: Engine = daemon.DEFAULT_ENGINE  # what dockerd and containerd say they are
     # dockerd 28+: what docker-up's RootlessKit API says (child_pid filled in at the start).
     rlk_info: ApiInfo | None = None
+    # The cgroup driver dockerd gets, why, and which limits apply (cgroups.decide).
+    cgroups: Cgroups = UNDECIDED
 
     @property
     def agent(self) -> bool:
@@ -365,7 +368,9 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
         if engine.rootlesskit_api and rootless and net
         else None
     )
+    cg = decide(facts.cgroups, mode, facts.uid, bins.get("busctl"))
     env = daemon.dockerd_env(facts.env, paths, facts.search_path, facts.home, rlk is not None)
+    env |= cg.env
     own = net is not None
     return Plan(
         paths=paths,
@@ -393,7 +398,9 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
         ),
         context_file=context_file(facts, paths),
         daemon_json={
-            storage: daemon.render_daemon_json(config, paths, storage, own, accel, ipv6, engine)
+            storage: daemon.render_daemon_json(
+                config, paths, storage, own, accel, ipv6, engine, cg.exec_opt
+            )
             for storage in storage_candidates(config)
         },
         accel=accel,
@@ -402,6 +409,7 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
         daemon_accel=daemon_accel,
         engine=engine,
         rlk_info=rlk,
+        cgroups=cg,
     )
 
 

@@ -43,6 +43,10 @@ def announce(running: Running) -> None:
         f"{running.storage}, {running.net} MTU {running.mtu})",
         GREEN,
     )
+    from dockerup.cgroups import limits_notice
+
+    if notice := limits_notice(running.cgroup_limits, running.cgroup_reason, running.cgroup_fix):
+        say(f"docker-up: {notice}", YELLOW)
     # stdout carries only the line a shell can eval.
     print(f"export DOCKER_HOST={running.docker_host}", flush=True)
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dockerup import results as r
-from dockerup.cli.lines import GREEN, announce, error, internal_error, progress, say
+from dockerup.cli.lines import GREEN, YELLOW, announce, error, internal_error, progress, say
 
 __all__ = ["announce", "emit", "error", "internal_error", "progress"]
 
@@ -41,7 +41,15 @@ def _up(res: Any) -> None:
         say("docker-up: already running")
     else:
         say("docker-up: dockerd is ready (running in the background)", GREEN)
+        if res.notice:
+            say(f"docker-up: {res.notice}", YELLOW)
     print(f"export DOCKER_HOST={res.docker_host}", flush=True)
+
+
+def _cgroups(d: r.Daemon) -> str:
+    limits = ", ".join(d.cgroup_limits) or "no limits apply"
+    fix = f"; fix: {d.cgroup_fix}" if d.cgroup_fix else ""
+    return f"{d.cgroup_driver or '?'} ({limits}: {d.cgroup_reason or '?'}{fix})"
 
 
 def _status(res: Any) -> None:
@@ -68,6 +76,7 @@ def _status(res: Any) -> None:
         ("IPv6", d.ipv6_reason or ("on" if d.ipv6 else "off")),
         ("data-root", d.data_root),
         ("storage", f"{d.storage} ({d.storage_reason})"),
+        ("cgroups", _cgroups(d)),
         ("iptables", d.iptables),
         ("uptime", f"{res.uptime_s:.0f} s"),
         ("restarts", str(d.restarts)),
