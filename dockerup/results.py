@@ -238,6 +238,26 @@ class Autostart(Result):
 
 
 @dataclass(frozen=True)
+class UnitState(Result):
+    """`autostart enable|disable|status --systemd`: docker-up's systemd --user unit."""
+
+    kind: ClassVar[str] = "autostart-systemd"
+    file: Path
+    installed: bool  # docker-up's unit is there
+    state: str  # systemctl --user is-active's word, "not installed" or "removed"
+    linger: bool  # loginctl enable-linger: the user manager runs without a login
+    user: str
+
+    def data(self) -> dict[str, Any]:
+        return {
+            "file": str(self.file),
+            "installed": self.installed,
+            "state": self.state,
+            "linger": self.linger,
+        }
+
+
+@dataclass(frozen=True)
 class RcState:
     """One shell's rc file, and whether docker-up's block is in it."""
 

@@ -157,6 +157,19 @@ def _autostart(res: Any) -> None:
             console().print(f"docker-up: {ch.shell}: removed from {ch.file}")
 
 
+def _unit(res: r.UnitState) -> None:
+    if not res.installed:
+        say(f"docker-up: no systemd --user unit of docker-up's ({res.file}: {res.state})")
+        return
+    say(f"docker-up: {res.file}: enabled, {res.state}", GREEN)
+    if not res.linger:
+        say(
+            "docker-up: your user manager, and docker-up with it, stops at your last logout; "
+            f"to keep it running: sudo loginctl enable-linger {res.user}",
+            YELLOW,
+        )
+
+
 def _autostart_state(res: r.AutostartState) -> None:
     for row in res.shells:
         print(f"{row.shell:5} {'installed' if row.installed else '-':10} {row.file}")
@@ -206,6 +219,7 @@ TEXT: dict[type[r.Result], Callable[[Any], None]] = {
     r.Snippet: _snippet,
     r.Autostart: _autostart,
     r.AutostartState: _autostart_state,
+    r.UnitState: _unit,
     r.Installed: _installed,
     r.Ports: _ports,
 }
