@@ -49,6 +49,17 @@ class Cgroups:
     def notice(self) -> str:
         return limits_notice(self.limits, self.reason, self.fix)
 
+    @property
+    def refused(self) -> tuple[str, ...]:
+        """The controllers whose limits a container asking for them is refused (docker-up's
+        runtime says why and the fix): where docker-up pinned the driver and dockerd would
+        drop them without a word (withRootless keeps only the delegated controllers'; with
+        "none", none). Not on cgroup v1 nor for real root: dockerd decides there, as
+        before."""
+        if self.exec_opt is None:
+            return ()
+        return tuple(c for c in LIMITS if c not in self.limits)
+
     def describe(self) -> str:
         """One line for `status`: the driver, what applies, and why."""
         applies = ", ".join(self.limits) if self.limits else "no limits"

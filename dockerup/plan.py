@@ -394,13 +394,11 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
                 daemon.containerd_config(paths, engine.containerd_config_version),
                 0o644,
             ),
-            *(scripts(facts.python, bins, config, paths, accel) if own else ()),
+            *(scripts(facts.python, bins, config, paths, accel, cg) if own else ()),
         ),
         context_file=context_file(facts, paths),
         daemon_json={
-            storage: daemon.render_daemon_json(
-                config, paths, storage, own, accel, ipv6, engine, cg.exec_opt
-            )
+            storage: daemon.render_daemon_json(config, paths, storage, own, accel, ipv6, engine, cg)
             for storage in storage_candidates(config)
         },
         accel=accel,
@@ -427,13 +425,13 @@ def context_file(facts: HostFacts, paths: Paths) -> WriteFile:
 
 
 def scripts(
-    python: str, bins: dict[str, str], config: Config, paths: Paths, accel: bool
+    python: str, bins: dict[str, str], config: Config, paths: Paths, accel: bool, cg: Cgroups
 ) -> tuple[WriteFile, ...]:
     """dockerd's userland proxy and (with container defaults) its default runtime."""
     marker = str(paths.client_address_marker) if client_address(config, bins) else None
     proxy = daemon.proxy_script(python, paths, bins["docker-proxy"], marker)
     files = [WriteFile(paths.proxy_script, proxy, 0o755)]
-    spec = daemon.runtime_spec(config, paths, bins["runc"], accel)
+    spec = daemon.runtime_spec(config, paths, bins["runc"], accel, cg)
     if spec is not None:
         files.append(WriteFile(paths.runtime_script, daemon.runtime_script(python, spec), 0o755))
     return tuple(files)

@@ -305,3 +305,7 @@ class RuntimeSpec(Spec):
     runc: str
     sysctls: dict[str, str]
     listener: str | None  # the acceleration agent's socket (--net-accel)
+    # The controllers (memory, cpu, pids) whose limits cannot apply here: a container that
+    # asks for one is refused, with why and the fix (dockerup/cgroups.py: Cgroups.refused).
+    refused: list[str] = dataclasses.field(default_factory=list)
+    refused_why: str = ""

@@ -4,9 +4,12 @@ reaches the plan: daemon.json's exec-opts, dockerd's environment, the start's no
 from __future__ import annotations
 
 import json
+import shlex
 import socket
 from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 from dockerup import cgroups
 from dockerup.cgroups import DELEGATE_FIX, LIMITS, Cgroups, decide
@@ -14,6 +17,8 @@ from dockerup.config import Config
 from dockerup.facts import CgroupFacts, bus_path, own_cgroup, probe_cgroups, reach_bus
 from dockerup.modes import Mode
 from dockerup.plan import build_plan
+from dockerup.programs import runtime
+from dockerup.programs.specs import RuntimeSpec
 
 from .test_plan import facts, paths
 
@@ -179,3 +184,59 @@ def test_probe_reads_a_cgroup_v2_root(tmp_path: Path) -> None:
 
 def test_status_line() -> None:
     assert cgroups.Cgroups("none", "why").describe() == "none (no limits): why"
+
+
+def test_only_a_pinned_driver_refuses_the_limits_it_cannot_apply() -> None:
+    assert decide(DEBIAN13, Mode.rootless, 1001, BUSCTL).refused == ()
+    partial = decide(replace(DEBIAN13, manager_controllers=("pids",)), Mode.rootless, 1, BUSCTL)
+    assert partial.refused == ("memory", "cpu")
+    assert decide(replace(DEBIAN13, bus=""), Mode.rootless, 1001, BUSCTL).refused == LIMITS
+    # cgroup v1 and real root: dockerd decides, as before this (nothing refused).
+    assert decide(CgroupFacts(), Mode.rootless, 1001, BUSCTL).refused == ()
+    assert decide(DEBIAN13, Mode.privileged, 0, BUSCTL).refused == ()
+
+
+def test_without_limits_every_container_passes_docker_ups_runtime() -> None:
+    plan = plan_for(replace(DEBIAN13, bus="", bus_error="gone"), env={})
+    for doc in plan.daemon_json.values():
+        assert json.loads(doc)["default-runtime"] == "docker-up"
+    (script,) = [f.content for f in plan.files if f.path == plan.paths.runtime_script]
+    spec = RuntimeSpec.from_json(shlex.split(script.splitlines()[2])[5])
+    assert (spec.refused, spec.refused_why) == (
+        list(LIMITS),
+        f"{plan.cgroups.reason}. Fix: {plan.cgroups.fix}",
+    )
+
+
+def container(tmp_path: Path, hostconfig: dict[str, object]) -> dict[str, object]:
+    """An OCI spec as dockerd writes it, with the container's own directory beside."""
+    (tmp_path / "hostconfig.json").write_text(json.dumps(hostconfig))
+    return {"mounts": [{"destination": "/etc/hostname", "source": str(tmp_path / "hostname")}]}
+
+
+def test_the_runtime_refuses_a_limit_that_cannot_apply_and_says_why(tmp_path: Path) -> None:
+    defaults = RuntimeSpec("/usr/sbin/runc", {}, None, ["memory", "cpu", "pids"], "why. Fix: x")
+    spec = container(tmp_path, {"Memory": 67108864, "NanoCpus": 0, "PidsLimit": 10})
+    with pytest.raises(runtime.Refused) as e:
+        runtime.refuse_limits(spec, defaults)
+    assert str(e.value) == (
+        "docker-up: --memory, --pids-limit cannot apply here: why. Fix: x (or run the "
+        "container without --memory, --pids-limit)"
+    )
+    plain = container(tmp_path, {"Memory": 0, "PidsLimit": None, "CpuShares": 0})
+    runtime.refuse_limits(plain, defaults)  # asks for nothing: runs
+    only_pids = replace(defaults, refused=["pids"])
+    runtime.refuse_limits(container(tmp_path, {"Memory": 67108864}), only_pids)
+
+
+def test_the_refusal_goes_where_containerds_shim_reads_runcs_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "log.json"
+    args = ["--root", "/r", "--log", str(log), "--log-format", "json", "create", "--bundle", "b"]
+    runtime.say_refused(args, "docker-up: --memory cannot apply here")
+    assert json.loads(log.read_text()) == {
+        "level": "error",
+        "msg": "docker-up: --memory cannot apply here",
+    }
+    assert capsys.readouterr().err == "docker-up: --memory cannot apply here\n"
