@@ -487,4 +487,5 @@ def child_spec(
         transparent_marker=str(paths.client_address_marker),
         ipv6=ipv6,
         ipv6_commands=ipv6_commands(net, bins, config) if net is not None and ipv6 else [],
+        sysfs=own_netns,
     )

@@ -159,6 +159,10 @@ class ChildSpec(Spec):
     ipv6_commands: list[list[str]] = dataclasses.field(default_factory=list)
     # The acceleration agent's socket: dockerd's own IPv4 connects go to it (watch.py).
     watch_connects: str | None = None
+    # A sysfs of the namespace's own on /sys, the host's cgroup tree kept on /sys/fs/cgroup
+    # (as RootlessKit's child does): /sys/class/net is the namespace's, and the host's
+    # securityfs is out of sight (dockerd would try to load its AppArmor profile there).
+    sysfs: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
