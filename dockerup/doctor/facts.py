@@ -57,6 +57,7 @@ class DoctorFacts:
     # The real path of the interpreter that creates the user namespace (child.py): what an
     # AppArmor profile attaches to.
     interpreter: str = ""
+    apparmor: bool = False  # the AppArmor module is on (/sys/module/apparmor/parameters/enabled)
     # -- probed by doctor only
     seccomp_actions: str = ""
     netns_ok: bool = True
@@ -103,6 +104,7 @@ def probe_cheap(h: HostFacts, paths: Paths, config: Config) -> DoctorFacts:
         ipv6=config.ipv6,
         daemon_net_accel=config.daemon_net_accel,
         interpreter=os.path.realpath(h.python),
+        apparmor=read_text("/sys/module/apparmor/parameters/enabled").startswith("Y"),
     )
 
 

@@ -66,6 +66,19 @@ def apparmor_fix(interpreter: str) -> str:
     )
 
 
+def check_apparmor(f: DoctorFacts) -> Result:
+    """What AppArmor does to docker-up here. Where it restricts user namespaces (Ubuntu's
+    sysctl) kernel.userns fails with the fix. Where it is merely on (Debian 13: no such
+    sysctl), dockerd would try to load its docker-default profile, which a user namespace
+    may not: docker-up's namespace has a sysfs of its own, without securityfs, so dockerd
+    sees no AppArmor and containers run without a profile, as in Docker's rootless mode."""
+    if not f.apparmor:
+        return Result(Status.skip, "AppArmor is off")
+    if f.sysctls.get("kernel.apparmor_restrict_unprivileged_userns") == "1":
+        return Result(Status.skip, "it restricts user namespaces (see kernel.userns)")
+    return ok("on, not restricting user namespaces; containers run without AppArmor profiles")
+
+
 def check_netns(f: DoctorFacts) -> Result:
     if f.netns_ok:
         return ok("a new network namespace was created")

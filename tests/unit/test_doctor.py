@@ -426,7 +426,7 @@ def test_an_engine_that_does_not_answer_gives_no_account(monkeypatch: pytest.Mon
 
 
 def test_every_check_has_a_case_or_is_informational() -> None:
-    covered = {c[0] for c in CASES} | {"mode"}
+    covered = {c[0] for c in CASES} | {"mode", "kernel.apparmor"}  # says, never warns
     assert {c.id for c in doctor.CHECKS} <= covered
 
 
@@ -605,9 +605,9 @@ def test_verbose_shows_every_check_in_full() -> None:
 
 
 def test_the_summary_counts_and_says_whether_anything_fails() -> None:
-    assert text()[-1] == "docker-up doctor: 24 ok, 1 skipped; nothing fails (--verbose: in full)"
+    assert text()[-1] == "docker-up doctor: 24 ok, 2 skipped; nothing fails (--verbose: in full)"
     assert text(**CLOSED_TUN)[-1] == (
-        "docker-up doctor: 1 fail, 23 ok, 1 skipped (--verbose: in full)"
+        "docker-up doctor: 1 fail, 23 ok, 2 skipped (--verbose: in full)"
     )
 
 
@@ -644,3 +644,15 @@ def test_apparmor_restriction_gets_a_profile_for_the_interpreter_that_unshares()
     )
     assert "> /etc/apparmor.d/docker-up && apparmor_parser -r /etc/apparmor.d/docker-up" in r.hint
     assert check("kernel.userns", good(interpreter="/usr/bin/python3.12")).status is Status.ok
+
+
+def test_apparmor_on_debian_13_is_said_and_does_not_fail() -> None:
+    """Debian 13: AppArmor on, no restriction sysctl (vm-FACTS): containers run, unconfined."""
+    assert check("kernel.apparmor", good()).status is Status.skip
+    on = check("kernel.apparmor", good(apparmor=True))
+    assert (on.status, on.detail) == (
+        Status.ok,
+        "on, not restricting user namespaces; containers run without AppArmor profiles",
+    )
+    restricted = good(apparmor=True, sysctls={"kernel.apparmor_restrict_unprivileged_userns": "1"})
+    assert check("kernel.apparmor", restricted).status is Status.skip
