@@ -360,9 +360,11 @@ def with_accel(f: HostFacts) -> HostFacts:
     """What --net-accel needs (seccomp user notification, runc 1.1+), probed only when it
     may be used."""
     from dockerup.programs.accel_support import has_netns_cookie, support_problems
+    from dockerup.programs.linux import machine_problem
 
     runc = f.binaries.get("runc")
     version = probes(f.env, f.home).output([runc, "--version"]) if runc else ""
     actions = read_text("/proc/sys/kernel/seccomp/actions_avail")
     cookie = has_netns_cookie()
-    return replace(f, accel_problems=tuple(support_problems(actions, version, cookie)))
+    problems = support_problems(actions, version, cookie, machine_problem())
+    return replace(f, accel_problems=tuple(problems))

@@ -450,6 +450,8 @@ def child_spec(
     """What child.py does inside the namespaces, as data."""
     own_netns = net is not None
     ipv6 = net is not None and net.ipv6
+    # Real root may write the real /etc and /run; everyone else gets a writable copy.
+    copyup = ["/etc", "/run"] if mode is not Mode.privileged or own_netns else []
     iptables_dir = str(Path(bins["iptables"]).parent)
     check = NetCheck(
         tap=slirp4netns.TAP,
@@ -464,8 +466,7 @@ def child_spec(
         unshare=(["user"] if mode.needs_userns() else [])
         + ["mount"]
         + (["net"] if own_netns else []),
-        # Real root may write the real /etc and /run; everyone else gets a writable copy.
-        copyup=["/etc", "/run"] if mode is not Mode.privileged or own_netns else [],
+        copyup=copyup,
         copyup_base=str(paths.copyup),
         resolv_conf=f"nameserver {DNS}\n" if own_netns else None,
         sysctls=sysctls(gids, config, ipv6) if own_netns else {},
@@ -488,4 +489,7 @@ def child_spec(
         ipv6=ipv6,
         ipv6_commands=ipv6_commands(net, bins, config) if net is not None and ipv6 else [],
         sysfs=own_netns,
+        # `-v /var/run/docker.sock:...` (Testcontainers' Ryuk, act, Portainer) is resolved in
+        # this mount namespace: there, as on any Docker host, it is this daemon's socket.
+        run_links={"docker.sock": str(paths.socket)} if "/run" in copyup else {},
     )

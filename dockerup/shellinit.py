@@ -12,6 +12,8 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+from dockerup import clientenv
+
 SHELLS = ("bash", "zsh", "fish", "sh")
 BEGIN = "# >>> docker-up >>>"
 BEGIN_NL = "# >>> docker-up (a newline was added before this block) >>>"
@@ -43,6 +45,7 @@ def snippet(
         f'  echo "docker-up: $_du_rt is not yours: DOCKER_HOST not set ({DOCTOR})" >&2',
         "else",
         'export DOCKER_HOST="unix://$_du_rt/docker.sock"',
+        *clientenv.posix_exports(),
     ]
     if start:
         lines += [
@@ -132,6 +135,7 @@ def _fish(command: str, lazy: bool, start: bool, enter: list[str]) -> str:
         f'    echo "docker-up: $_du_rt is not yours: DOCKER_HOST not set ({DOCTOR})" >&2',
         "else",
         "set -gx DOCKER_HOST unix://$_du_rt/docker.sock",
+        *clientenv.fish_exports(),
     ]
     if start:
         lines += [

@@ -6,6 +6,8 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
+from dockerup.clientenv import export_lines
+
 if TYPE_CHECKING:
     from dockerup.errors import DockerUpError
     from dockerup.supervise import Running
@@ -47,8 +49,8 @@ def announce(running: Running) -> None:
 
     if notice := limits_notice(running.cgroup_limits, running.cgroup_reason, running.cgroup_fix):
         say(f"docker-up: {notice}", YELLOW)
-    # stdout carries only the line a shell can eval.
-    print(f"export DOCKER_HOST={running.docker_host}", flush=True)
+    # stdout carries only the lines a shell can eval.
+    print(export_lines(running.docker_host), flush=True)
 
 
 def error(e: DockerUpError) -> None:

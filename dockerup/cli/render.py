@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from dockerup import results as r
 from dockerup.cli.lines import GREEN, YELLOW, announce, error, internal_error, progress, say
+from dockerup.clientenv import export_lines
 
 __all__ = ["announce", "emit", "error", "internal_error", "progress"]
 
@@ -43,7 +44,7 @@ def _up(res: Any) -> None:
         say("docker-up: dockerd is ready (running in the background)", GREEN)
         if res.notice:
             say(f"docker-up: {res.notice}", YELLOW)
-    print(f"export DOCKER_HOST={res.docker_host}", flush=True)
+    print(export_lines(res.docker_host), flush=True)
 
 
 def _cgroups(d: r.Daemon) -> str:

@@ -55,9 +55,9 @@ import time
 from collections.abc import Callable
 
 from dockerup.programs import accel_kernel as kernel
+from dockerup.programs import linux
 from dockerup.programs.accel_calls import Calls
 from dockerup.programs.accel_kernel import Gone
-from dockerup.programs.watch import SYS_CONNECT
 
 # Bounds: one container cannot hold more of the agent than this, nor all together.
 PER_CONTAINER = 64
@@ -171,7 +171,7 @@ class Agent(Calls):
     def dispatch(self, nfd: int, nid: int, tid: int, nr: int, args: list[int]) -> None:
         """One notification, read: whatever happens, the caller gets an answer (or is gone)
         and the agent goes on."""
-        if nr != SYS_CONNECT:
+        if nr != linux.syscall_number("connect"):
             self.respond(nfd, nid, errno.ENOSYS)
             return
         if self.per_nfd.get(nfd, 0) >= PER_CONTAINER or len(self.calls) >= TOTAL:

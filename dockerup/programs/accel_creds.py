@@ -22,7 +22,6 @@ import struct
 
 from dockerup.programs import linux
 
-SYS_CAPSET = {"x86_64": 126, "aarch64": 91}[os.uname().machine]
 CAP_VERSION_3 = 0x20080522
 
 
@@ -50,7 +49,7 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
         permitted >> 32,
         inheritable >> 32,
     )
-    linux.check(linux.libc.syscall(SYS_CAPSET, header, data), "capset")
+    linux.check(linux.libc.syscall(linux.syscall_number("capset"), header, data), "capset")
 
 
 class Caller:

@@ -17,11 +17,14 @@ def _version(text: str, label: str) -> tuple[int, int] | None:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-def support_problems(seccomp_actions: str, runc_version: str, netns_cookie: bool) -> list[str]:
+def support_problems(
+    seccomp_actions: str, runc_version: str, netns_cookie: bool, machine: str | None = None
+) -> list[str]:
     """Why --net-accel cannot work on this machine (pure; empty: it can). runc_version is
     the whole output of `runc --version`; netns_cookie: the kernel tells which network
-    namespace a socket lives in (how the agent knows a socket it swapped in)."""
-    problems = []
+    namespace a socket lives in (how the agent knows a socket it swapped in); machine: why
+    the agent's syscalls by number cannot be made here (linux.machine_problem)."""
+    problems = [machine] if machine else []
     if "user_notif" not in seccomp_actions.split():
         problems.append("the kernel has no seccomp user notification (Linux 5.0+)")
     if not netns_cookie:

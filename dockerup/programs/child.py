@@ -78,10 +78,11 @@ class Channel:
             raise ChildError(f"the parent said: {e}") from None
 
 
-def copy_up(base: str, dirs: list[str], resolv_conf: str | None) -> None:
+def copy_up(base: str, dirs: list[str], resolv_conf: str | None, run_links: dict[str, str]) -> None:
     """Make /etc and /run writable in this mount namespace without touching the real ones:
     keep the originals reachable by a bind mount, cover the directory with a tmpfs, and put
-    back every original entry as a symlink into the bind mount."""
+    back every original entry as a symlink into the bind mount. run_links go into the new
+    /run (its tmpfs, so the real /run never sees them)."""
     originals = {}
     for d in dirs:
         ro = os.path.join(base, d.strip("/"))
@@ -94,6 +95,9 @@ def copy_up(base: str, dirs: list[str], resolv_conf: str | None) -> None:
         for entry in os.listdir(ro):
             if entry not in private:
                 os.symlink(os.path.join(ro, entry), os.path.join(d, entry))
+    if "/run" in originals:
+        for name, target in run_links.items():
+            os.symlink(target, os.path.join("/run", name))
     if "/etc" in originals and resolv_conf is not None:
         with open("/etc/resolv.conf", "w") as f:
             f.write(resolv_conf)
@@ -362,7 +366,7 @@ def main() -> None:
         os.chdir("/")
         linux.mount("none", "/", None, linux.MS_REC | linux.MS_PRIVATE)
         if spec.copyup:
-            copy_up(spec.copyup_base, spec.copyup, spec.resolv_conf)
+            copy_up(spec.copyup_base, spec.copyup, spec.resolv_conf, spec.run_links)
         if spec.sysfs and (why := own_sysfs(spec.copyup_base)):
             print(f"docker-up: {why}", flush=True)
         set_sysctls(spec.sysctls)

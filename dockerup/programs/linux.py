@@ -27,6 +27,30 @@ CLONE_NEWNET = 0x40000000
 # first, whose capabilities the other two need (user_namespaces(7)).
 NAMESPACES = {"user": CLONE_NEWUSER, "mnt": CLONE_NEWNS, "net": CLONE_NEWNET}
 
+# The syscalls docker-up makes by number (libc has no wrapper for them), per machine: the
+# numbers differ between ABIs. A machine not listed has no entry, and what needs one (the
+# acceleration agent) is off there with its reason (machine_problem), never a KeyError.
+MACHINE = os.uname().machine
+SYSCALLS: dict[str, dict[str, int]] = {
+    "x86_64": {"connect": 42, "seccomp": 317, "capset": 126},
+    "aarch64": {"connect": 203, "seccomp": 277, "capset": 91},
+}
+# seccomp_data.arch of each machine's native ABI (AUDIT_ARCH_*).
+AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+
+
+def syscall_number(name: str) -> int:
+    """This machine's number for a syscall; callers first ask machine_problem()."""
+    return SYSCALLS[MACHINE][name]
+
+
+def machine_problem(machine: str = MACHINE) -> str | None:
+    """Why docker-up's syscalls by number cannot be made on this machine (None: they can)."""
+    if machine in SYSCALLS:
+        return None
+    return f"docker-up knows no syscall numbers for this machine ({machine})"
+
+
 # prctl(2) options.
 PR_SET_PDEATHSIG = 1
 PR_SET_KEEPCAPS = 8

@@ -163,6 +163,9 @@ class ChildSpec(Spec):
     # (as RootlessKit's child does): /sys/class/net is the namespace's, and the host's
     # securityfs is out of sight (dockerd would try to load its AppArmor profile there).
     sysfs: bool = False
+    # Symlinks made in the copied-up /run (name -> target): the daemon's socket where
+    # containers look for it (/run/docker.sock, and /var/run/docker.sock through /var/run).
+    run_links: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)

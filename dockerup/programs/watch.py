@@ -26,12 +26,9 @@ import select
 import socket
 import struct
 
+from dockerup.programs import linux
 from dockerup.programs.linux import libc
 
-MACHINE = os.uname().machine
-SYS_CONNECT = {"x86_64": 42, "aarch64": 203}[MACHINE]
-SYS_SECCOMP = {"x86_64": 317, "aarch64": 277}[MACHINE]
-AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}[MACHINE]
 SET_MODE_FILTER, FLAG_NEW_LISTENER = 1, 8
 RET_USER_NOTIF, RET_ALLOW = 0x7FC00000, 0x7FFF0000
 SOCKADDR_IN = 16
@@ -46,9 +43,10 @@ def connect_filter() -> bytes:
     """IPv4 connect() of this machine's native ABI: notify; everything else: allow."""
     program = [
         (LD_W_ABS, 0, 0, 4),
-        (JEQ_K, 0, 5, AUDIT_ARCH),  # another ABI (x32 or 32-bit): allow (index 7)
+        # Another ABI (x32 or 32-bit): allow (index 7).
+        (JEQ_K, 0, 5, linux.AUDIT_ARCH[linux.MACHINE]),
         (LD_W_ABS, 0, 0, 0),
-        (JEQ_K, 0, 3, SYS_CONNECT),
+        (JEQ_K, 0, 3, linux.syscall_number("connect")),
         (LD_W_ABS, 0, 0, 16 + 8 * 2),  # connect(fd, addr, addrlen): addrlen
         (JEQ_K, 0, 1, SOCKADDR_IN),
         (RET_K, 0, 0, RET_USER_NOTIF),
@@ -65,7 +63,7 @@ def install_filter() -> int:
         struct.pack("=HxxxxxxQ", len(code.raw) // INSN.size, ctypes.addressof(code))
     )
     fd: int = libc.syscall(
-        ctypes.c_long(SYS_SECCOMP),
+        ctypes.c_long(linux.syscall_number("seccomp")),
         ctypes.c_long(SET_MODE_FILTER),
         ctypes.c_long(FLAG_NEW_LISTENER),
         fprog,

@@ -49,6 +49,17 @@ def nc_read(host: str, port: int | str, timeout: int = 10) -> str:
     )
 
 
+def reach_host_loopback(ws: Workspace, port: int) -> str:
+    """What a container read from 10.0.2.2:PORT, the workspace's loopback ("" when refused).
+    The container must have run for an empty answer to mean refused: otherwise the test
+    fails here, not on a "" that a failed `docker run` prints too."""
+    script = f"{nc_read('10.0.2.2', port)}; echo container-ran"
+    r = ws.docker("run", "--rm", "bb:test", "sh", "-c", script, check=False)
+    out = r.stdout.strip()
+    assert out.endswith("container-ran"), f"the container did not run: {r.stderr}"
+    return out.removesuffix("container-ran").strip()
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import Workspace, nc_read
-from .test_core import reach_host_loopback
+from .harness import Workspace, nc_read, reach_host_loopback
 from .test_lifecycle import status
 from .test_ports import free_port
 

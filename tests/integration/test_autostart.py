@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from dockerup.clientenv import export_lines
+
 from .harness import VENV, Workspace, pid_alive, wait_for
 
 
@@ -208,7 +210,7 @@ def test_snippet_starts_docker_up_only_when_not_running(home: Workspace, shell: 
 
 def test_lazy_start_holds_the_socket_until_the_first_client(home: Workspace) -> None:
     r = home.docker_up("up", "--lazy")
-    assert r.returncode == 0 and r.stdout.strip() == f"export DOCKER_HOST={sock(home)}"
+    assert r.returncode == 0 and r.stdout.strip() == export_lines(sock(home))
     doc = json.loads(home.docker_up("status", "--json").stdout)
     assert doc["running"] is True and doc["lazy"] is True
     holder = doc["pid"]

@@ -7,7 +7,7 @@ import os
 import signal
 from pathlib import Path
 
-from .harness import DockerUp, Workspace, nc_read, pid_alive, wait_for
+from .harness import DockerUp, Workspace, nc_read, pid_alive, reach_host_loopback, wait_for
 
 
 def up(ws: Workspace, started: list[DockerUp], *args: str) -> DockerUp:
@@ -81,11 +81,6 @@ def test_stop_during_a_running_container_leaves_nothing(
 # The client keeps its end open a moment: Debian 12's pasta loses the server's FIN about half
 # the time when both ends close at once (docs/performance.md), and nc would wait forever.
 # timeout is not PID 1 here, so it can end nc.
-
-
-def reach_host_loopback(ws: Workspace, port: int) -> str:
-    r = ws.docker("run", "--rm", "bb:test", "sh", "-c", nc_read("10.0.2.2", port), check=False)
-    return r.stdout.strip()
 
 
 def via_host_gateway(ws: Workspace, port: int) -> tuple[str, str]:

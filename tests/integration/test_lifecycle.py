@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from .harness import DockerUp, Namespace, Workspace, pid_alive, wait_for
-from .test_core import reach_host_loopback
+from dockerup.clientenv import export_lines
+
+from .harness import DockerUp, Namespace, Workspace, pid_alive, reach_host_loopback, wait_for
 
 
 def processes_of(uid: int) -> list[int]:
@@ -72,7 +73,7 @@ def test_detach_status_logs_stop(detached: Workspace, busybox_tar: Path) -> None
     r = detach(ws)
     assert r.returncode == 0, r.stderr
     host = f"unix://{ws.runtime_dir}/docker-up/docker.sock"
-    assert r.stdout.strip() == f"export DOCKER_HOST={host}"
+    assert r.stdout.strip() == export_lines(host)
     # It returned only once the daemon answers:
     assert ws.docker("version", "--format", "{{.Server.Version}}").stdout.strip()
 
@@ -121,7 +122,7 @@ def test_twenty_detached_starts_at_once_make_one_daemon(detached: Workspace) -> 
     with ThreadPoolExecutor(20) as pool:
         results = list(pool.map(lambda _: detach(ws), range(20)))
     assert [r.returncode for r in results] == [0] * 20, [r.stderr for r in results]
-    host = f"export DOCKER_HOST=unix://{ws.runtime_dir}/docker-up/docker.sock"
+    host = export_lines(f"unix://{ws.runtime_dir}/docker-up/docker.sock")
     assert all(r.stdout.strip() == host for r in results)
     assert sum("already running" in r.stderr for r in results) == 19
     dockerds = [

@@ -11,7 +11,7 @@ import struct
 
 import pytest
 
-from dockerup.programs import accel, accel_calls, accel_nets, accel_policy, accel_support
+from dockerup.programs import accel, accel_calls, accel_nets, accel_policy, accel_support, linux
 from dockerup.programs import accel_kernel as kernel
 from dockerup.programs.accel_policy import Decision, Verdict
 
@@ -167,7 +167,9 @@ def test_local_addresses_from_fib_trie() -> None:
 def test_policy_never_swaps_toward_the_workspace_itself() -> None:
     """Whatever the container asks, a workspace socket is aimed only at 127.0.0.1 from
     10.0.2.2 with loopback allowed, or at an outside address: never at 127/8 or 0/8 as
-    asked, nor at the namespace's own networks."""
+    asked, nor at the namespace's own networks. The swaps it finds are checked too: a
+    policy that never swapped would pass every rule above."""
+    swapped: dict[tuple[str, bool], str] = {}
     for a in range(0, 256, 1):
         for addr in (
             f"127.0.0.{a}",
@@ -190,11 +192,17 @@ def test_policy_never_swaps_toward_the_workspace_itself() -> None:
                 if d.verdict is Verdict.swap:
                     assert d.target is not None
                     ip = d.target[0]
+                    swapped[addr, loopback] = ip
                     if ip == "127.0.0.1":
                         assert addr == "10.0.2.2" and loopback
                     else:
                         assert accel_policy.outside(socket.inet_aton(ip), NETS), addr
                         assert loopback or not is_own(socket.inet_aton(ip)), addr
+    assert swapped["10.0.2.2", True] == "127.0.0.1"
+    assert ("10.0.2.2", False) not in swapped
+    assert swapped["1.0.0.1", False] == swapped["1.0.0.1", True] == "1.0.0.1"
+    inside = {k for k in swapped if k[0].startswith(("127.", "0.", "172.17.", "10.0.2."))}
+    assert inside == {("10.0.2.2", True)}
 
 
 def test_support_needs_user_notification_cookie_runc_1_1_and_libseccomp_2_5() -> None:
@@ -255,10 +263,10 @@ def test_the_agent_answers_emfile_and_goes_on(monkeypatch: pytest.MonkeyPatch) -
         raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
 
     monkeypatch.setattr(accel_calls, "fetch_fd", no_fds)
-    agent.dispatch(7, 1, os.getpid(), accel.SYS_CONNECT, [3, 0x1000, 16, 0, 0, 0])
+    agent.dispatch(7, 1, os.getpid(), linux.syscall_number("connect"), [3, 0x1000, 16, 0, 0, 0])
     assert answers == [(1, errno.EMFILE)] and agent.calls == {}
     monkeypatch.setattr(accel_calls, "fetch_fd", lambda tid, fd: os.dup(b.fileno()))
-    agent.dispatch(7, 2, os.getpid(), accel.SYS_CONNECT, [3, 0x1000, 16, 0, 0, 0])
+    agent.dispatch(7, 2, os.getpid(), linux.syscall_number("connect"), [3, 0x1000, 16, 0, 0, 0])
     # The next call is served: here refused, as any socket of the workspace's own network
     # namespace is, however a container came by it.
     assert answers[1] == (2, errno.EISCONN)

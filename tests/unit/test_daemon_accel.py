@@ -18,7 +18,7 @@ from dockerup.errors import DockerUpError
 from dockerup.plan import build_plan
 from dockerup.programs import linux
 from dockerup.programs.accel_kernel import IOCTL_RECV, IOCTL_SEND, NOTIF, RESP
-from dockerup.programs.watch import SYS_CONNECT, connect_unwatched, install_filter
+from dockerup.programs.watch import connect_unwatched, install_filter
 
 from .test_plan import facts, paths
 
@@ -97,7 +97,7 @@ def test_the_filter_sends_ipv4_connects_to_the_agent_and_nothing_else() -> None:
         assert f.readline() == f"{socket.AF_INET6}:{errno.ECONNREFUSED}\n"
         # Watched: it waits for the agent, and gets the agent's answer.
         nid, nr = notification(nfd)
-        assert nr == SYS_CONNECT
+        assert nr == linux.syscall_number("connect")
         fcntl.ioctl(nfd, IOCTL_SEND, RESP.pack(nid, -1, -errno.EHOSTUNREACH, 0))
         assert f.readline() == f"{socket.AF_INET}:{errno.EHOSTUNREACH}\n"
         # Connected, blocking again, and never a notification (nobody answers one now).

@@ -10,6 +10,8 @@ import select
 import signal
 import socket
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -110,3 +112,33 @@ def test_loopback_reads_as_loopback() -> None:
         with pytest.raises(OSError) as caught:
             linux.if_flags(s, "docker-up-none")
         assert caught.value.errno == errno.ENODEV
+
+
+def test_an_unknown_machine_has_no_syscall_numbers_and_says_why() -> None:
+    assert linux.machine_problem("x86_64") is None
+    assert linux.machine_problem("aarch64") is None
+    assert linux.machine_problem("riscv64") == (
+        "docker-up knows no syscall numbers for this machine (riscv64)"
+    )
+
+
+def test_on_an_unknown_machine_the_port_proxy_loads_and_accel_is_off_with_its_reason() -> None:
+    """The seccomp filter's and capset's numbers were looked up at import for x86_64 and
+    aarch64 only: on any other machine the port proxy (which imports the filter's module)
+    raised KeyError, so `docker run -p` failed. Played in a fresh interpreter whose
+    os.uname() names another machine."""
+    code = """
+import os, sys
+real = os.uname()
+fake = os.uname_result((real.sysname, real.nodename, real.release, real.version, "riscv64"))
+os.uname = lambda: fake
+import dockerup.programs.portproxy, dockerup.programs.accel_creds, dockerup.programs.watch
+from dockerup.programs.accel_support import support_problems
+from dockerup.programs.linux import machine_problem
+actions = "kill_process user_notif errno allow"
+runc = "runc version 1.1.5\\nlibseccomp: 2.5.4"
+print(support_problems(actions, runc, True, machine_problem())[0])
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "docker-up knows no syscall numbers for this machine (riscv64)"

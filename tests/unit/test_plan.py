@@ -252,6 +252,8 @@ def test_child_spec() -> None:
     spec = build_plan(Config(storage=Storage.vfs), facts(), paths()).child
     assert spec.storage_candidates == ["vfs"]
     assert spec.copyup == ["/etc", "/run"]
+    # Containers that mount /var/run/docker.sock get this daemon (only in the copied-up /run).
+    assert spec.run_links == {"docker.sock": "/tmp/docker-up-1001/docker.sock"}
     assert spec.resolv_conf == "nameserver 10.0.2.3\n"
     assert spec.sysctls["net/ipv4/ip_forward"] == "1"
     # The kernel refuses ping_group_range gids the namespace does not map.

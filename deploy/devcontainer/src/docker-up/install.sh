@@ -61,5 +61,12 @@ exec "\$@"
 SCRIPT
 chmod 0755 "$share/entrypoint.sh"
 # DOCKER_HOST for the user's shells (the runtime dir docker-up uses without XDG_RUNTIME_DIR).
-echo "export DOCKER_HOST=unix:///tmp/docker-up-$uid/docker.sock" > /etc/profile.d/docker-up.sh
+# Beside it, where Testcontainers finds the mapped ports: this is a container (/.dockerenv),
+# and the daemon's bridge is inside docker-up's namespace (dockerup/clientenv.py, which a
+# unit test holds these lines to).
+cat > /etc/profile.d/docker-up.sh <<PROFILE
+export DOCKER_HOST=unix:///tmp/docker-up-$uid/docker.sock
+export TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1
+export TESTCONTAINERS_CONNECTION_MODE=docker_host
+PROFILE
 echo "docker-up feature: installed for $user"

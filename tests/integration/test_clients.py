@@ -1,0 +1,399 @@
+"""The clients people point at a workspace's Docker, for real (issue 34): compose v2 and buildx
+(Debian sid's, fetched by scripts/clients), a container that mounts /var/run/docker.sock, and
+testcontainers-python, in the workspace and in such a container. One docker-up for the module,
+as the unprivileged test user, with docker-up's defaults.
+
+A container here runs the machine's own dynamic programs (the docker CLI, the test venv's
+Python) with /usr and /lib mounted read-only into bb:test: no image is pulled or debootstrapped
+for it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .harness import DOCKER_CLI, VENV, User, Workspace, end_strays
+
+TESTS = Path(__file__).resolve().parents[1]
+# The machine's programs and libraries, read-only, in a busybox container.
+HOST_TOOLS = ["-v", "/usr:/usr:ro", "-v", "/lib:/lib:ro", "-v", "/lib64:/lib64:ro"]
+SOCKET = ["-v", "/var/run/docker.sock:/var/run/docker.sock"]
+
+
+def clients_dir() -> Path:
+    d = os.environ.get("DOCKER_UP_TEST_CLIENTS")
+    if not d or not (Path(d) / "cli-plugins" / "docker-compose").exists():
+        pytest.fail("the clients are not fetched: run scripts/clients (scripts/test does)")
+    return Path(d)
+
+
+@pytest.fixture(scope="module")
+def daemon(user: User, busybox_tar: Path) -> Iterator[Workspace]:
+    """docker-up -d for the test user, with compose and buildx as the user's CLI plugins (in
+    the DOCKER_CONFIG this workspace has, as ~/.docker would be)."""
+    plugins = clients_dir() / "cli-plugins"
+    ws = Workspace.create(user, "dockerup-clients-")
+    config = ws.root / "docker-config"
+    (config / "cli-plugins").mkdir(parents=True)
+    for p in ("docker-compose", "docker-buildx"):
+        shutil.copy(plugins / p, config / "cli-plugins" / p)
+    for d, _, files in os.walk(config):
+        os.chown(d, user.uid, user.gid)
+        for f in files:
+            os.chown(Path(d) / f, user.uid, user.gid)
+    ws.extra_env["DOCKER_CONFIG"] = str(config)
+    try:
+        r = ws.docker_up("-d")
+        assert r.returncode == 0, r.stderr
+        ws.docker("import", str(busybox_tar), "bb:test")
+        ws.extra_env["DOCKER_HOST"] = f"unix://{ws.runtime_dir}/docker-up/docker.sock"
+        yield ws
+    finally:
+        ws.docker_up("stop", timeout=90)
+        end_strays(ws.root)
+        shutil.rmtree(ws.root, ignore_errors=True)
+
+
+def docker(ws: Workspace, *args: str, timeout: float = 180) -> str:
+    """The docker CLI as the user, BuildKit on (the harness's ws.docker turns it off)."""
+    return ws.run([DOCKER_CLI, *args], timeout=timeout, check=True).stdout
+
+
+def copy_tree(ws: Workspace, src: Path, name: str) -> Path:
+    dest = ws.root / name
+    shutil.copytree(src, dest)
+    for d, _, files in os.walk(dest):
+        os.chown(d, ws.user.uid, ws.user.gid)
+        for f in files:
+            os.chown(Path(d) / f, ws.user.uid, ws.user.gid)
+    return dest
+
+
+def http_get(host: str, port: int) -> str:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=5) as s:
+            s.sendall(b"GET /index.html HTTP/1.0\r\n\r\n")
+            chunks = []
+            while chunk := s.recv(65536):
+                chunks.append(chunk)
+            return b"".join(chunks).decode(errors="replace")
+    except OSError as e:
+        return f"failed: {e}"
+
+
+def test_compose_v2(daemon: Workspace) -> None:
+    """Build, two services on their own network, a healthcheck gating depends_on, a named
+    volume, a published port on the workspace's loopback; `down -v` leaves nothing."""
+    project = copy_tree(daemon, TESTS / "compose" / "v2", "compose")
+    compose = [DOCKER_CLI, "compose", "-f", str(project / "compose.yml"), "-p", "duclients"]
+    label = "label=com.docker.compose.project=duclients"
+    try:
+        daemon.run(
+            [*compose, "up", "-d", "--build", "--wait", "--wait-timeout", "240"],
+            timeout=300,
+            check=True,
+        )
+        ps = daemon.run([*compose, "ps", "--format", "json"], check=True).stdout
+        states = {s["Service"]: s for s in map(json.loads, ps.splitlines())}
+        assert states["web"]["Health"] == "healthy", states
+        # The client fetched the page as it started: the healthcheck held it back until then.
+        seen = daemon.run([*compose, "exec", "-T", "client", "cat", "/data/seen-by-client"])
+        assert "hello-from-compose-v2" in seen.stdout, seen
+        port = daemon.run([*compose, "port", "web", "80"], check=True).stdout.strip()
+        assert "hello-from-compose-v2" in http_get("127.0.0.1", int(port.rsplit(":", 1)[1]))
+    finally:
+        down = daemon.run([*compose, "down", "-v"], timeout=120)
+    assert down.returncode == 0, down.stderr
+    for kind in ("container", "network", "volume"):
+        extra = ["-a"] if kind == "container" else []
+        left = docker(daemon, kind, "ls", *extra, "-q", "--filter", label)
+        assert left.strip() == "", f"{kind}s left after down -v: {left}"
+
+
+def test_buildx_default_builder(daemon: Workspace) -> None:
+    """buildx's default builder is dockerd's BuildKit: multi-stage, a cache mount that
+    outlives the build, --load into the daemon's images."""
+    ctx = copy_tree(daemon, TESTS / "buildx", "buildx")
+    builders = docker(daemon, "buildx", "ls")
+    assert any(line.startswith("default") and "docker" in line for line in builders.splitlines())
+    counts = []
+    for run in ("1", "2"):
+        tag = f"du-buildx:{run}"
+        docker(
+            daemon, "buildx", "build", "--load", "-t", tag, "--build-arg", f"RUN_ID={run}", str(ctx)
+        )
+        counts.append(int(docker(daemon, "run", "--rm", tag, "cat", "/built")))
+    # The second build's RUN found what the first left in the cache mount.
+    assert counts[1] == counts[0] + 1, counts
+
+
+def run_lstat(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mode)
+
+
+def test_a_container_that_mounts_the_socket_talks_to_this_daemon(daemon: Workspace) -> None:
+    """Ryuk, act, Portainer, docker-outside-of-docker: `-v /var/run/docker.sock:...` (and
+    /run/docker.sock) is this daemon's socket; the workspace's own /run does not change."""
+    before = {p: run_lstat(p) for p in ("/run/docker.sock", "/var/run/docker.sock")}
+    want = docker(daemon, "info", "--format", "{{.ID}}").strip()
+    for path in ("/var/run/docker.sock", "/run/docker.sock"):
+        got = docker(
+            daemon,
+            "run",
+            "--rm",
+            *HOST_TOOLS,
+            "-v",
+            f"{path}:/var/run/docker.sock",
+            "bb:test",
+            "/usr/bin/docker",
+            "info",
+            "--format",
+            "{{.ID}}",
+        )
+        assert got.strip() == want, f"{path} in a container is another daemon: {got}"
+    # What dockerd resolves lives in docker-up's namespace only.
+    assert {p: run_lstat(p) for p in before} == before
+
+
+ATTACK = r"""
+found=
+# The copy-up's /run: a tmpfs in docker-up's mount namespace whose entries link to the real
+# /run, bind-mounted elsewhere: an attacker follows the links.
+for e in /host/run/*; do
+  if [ -L "$e" ]; then t=$(readlink "$e"); real="/host${t%/*}"; break; fi
+done
+touch "$real/du-attack-$1" 2>/dev/null && echo WROTE-REAL-RUN
+echo x > "/host/run/du-attack-$1" && echo WROTE-COPY-RUN
+shadow=$(readlink /host/etc/shadow || echo /etc/shadow)
+cat "/host$shadow" >/dev/null 2>&1 && echo READ-SHADOW
+cat "/host$2/secret" >/dev/null 2>&1 && echo READ-VICTIM
+touch "/host$2/pwned" 2>/dev/null && echo WROTE-VICTIM
+touch "/host$3/mine" && echo WROTE-OWN
+"""
+
+
+def test_a_container_with_the_socket_can_do_no_more_than_the_user(daemon: Workspace) -> None:
+    """The attacker holds the socket and starts a --privileged container with the whole
+    filesystem mounted: it is the user's daemon in the user's namespace, so it reaches what
+    the user reaches and nothing else (not root's files, not the real /run)."""
+    victim = Path(tempfile.mkdtemp(prefix="du-victim-", dir="/var/tmp"))  # root's, 0700
+    (victim / "secret").write_text("root's\n")
+    os.chmod(victim / "secret", 0o600)
+    own = daemon.root / "own"
+    own.mkdir()
+    os.chown(own, daemon.user.uid, daemon.user.gid)
+    tag = os.path.basename(victim)
+    try:
+        out = docker(
+            daemon,
+            "run",
+            "--rm",
+            *HOST_TOOLS,
+            *SOCKET,
+            "bb:test",
+            "/usr/bin/docker",
+            "run",
+            "--rm",
+            "--privileged",
+            "-v",
+            "/:/host",
+            "bb:test",
+            "sh",
+            "-c",
+            ATTACK,
+            "attack",
+            tag,
+            str(victim),
+            str(own),
+        )
+        # The attack ran (it wrote where the user may, and into its own /run copy) ...
+        assert "WROTE-OWN" in out and "WROTE-COPY-RUN" in out, out
+        assert (own / "mine").stat().st_uid == daemon.user.uid
+        # ... and got nowhere else.
+        for found in ("WROTE-REAL-RUN", "READ-SHADOW", "READ-VICTIM", "WROTE-VICTIM"):
+            assert found not in out, out
+        assert not Path(f"/run/du-attack-{tag}").exists()
+        assert sorted(os.listdir(victim)) == ["secret"]
+        assert stat.S_IMODE(victim.stat().st_mode) == 0o700
+    finally:
+        shutil.rmtree(victim)
+
+
+# testcontainers-python as a user's test would use it (Ryuk off: its image is not here).
+TESTCONTAINERS = """
+import socket, sys
+from testcontainers.core.container import DockerContainer
+
+web = DockerContainer("bb:test").with_exposed_ports(80).with_command(
+    ["sh", "-c", "mkdir /www && echo hello-tc > /www/index.html && exec httpd -f -p 80 -h /www"]
+)
+with web:
+    host, port = web.get_container_host_ip(), int(web.get_exposed_port(80))
+    print("address", host, port, flush=True)
+    try:
+        with socket.create_connection((host, port), timeout=10) as s:
+            s.sendall(b"GET /index.html HTTP/1.0\\r\\n\\r\\n")
+            print(s.makefile("rb").read().decode(errors="replace"))
+    except OSError as e:
+        print("failed:", e)
+"""
+
+
+def write_tc_script(ws: Workspace) -> Path:
+    script = ws.root / "tc_test.py"
+    script.write_text(TESTCONTAINERS)
+    os.chmod(script, 0o644)
+    return script
+
+
+def test_testcontainers_in_the_workspace(daemon: Workspace) -> None:
+    """With the environment a user's shell gets from docker-up (the shell-init snippet), and
+    no setting of the user's, testcontainers reaches the mapped port at the address it
+    computes. On a machine with /.dockerenv it would dial a gateway that only exists inside
+    docker-up's namespace without what docker-up exports beside DOCKER_HOST."""
+    script = write_tc_script(daemon)
+    shell = (
+        f'eval "$({VENV}/bin/docker-up shell-init bash --no-start)"; '
+        f"TESTCONTAINERS_RYUK_DISABLED=true exec {VENV}/bin/python {script}"
+    )
+    env = dict(daemon.extra_env)
+    daemon.extra_env.pop("DOCKER_HOST")  # the snippet sets it
+    try:
+        out = daemon.run(["bash", "-c", shell], timeout=180, check=True).stdout
+    finally:
+        daemon.extra_env = env
+    assert "address 127.0.0.1 " in out and "hello-tc" in out, out
+    if Path("/.dockerenv").exists():
+        bare = daemon.run(
+            ["env", "TESTCONTAINERS_RYUK_DISABLED=true", f"{VENV}/bin/python", str(script)],
+            timeout=180,
+            check=True,
+        ).stdout
+        assert "hello-tc" not in bare, f"DOCKER_HOST alone works now: {bare}"
+
+
+def test_testcontainers_in_a_container_with_the_socket(daemon: Workspace) -> None:
+    """Inside a container that mounts the socket (and gets nothing of docker-up's), the
+    library's own choice, the gateway of the container's network, is right."""
+    script = write_tc_script(daemon)
+    out = docker(
+        daemon,
+        "run",
+        "--rm",
+        *HOST_TOOLS,
+        *SOCKET,
+        "-v",
+        f"{VENV}:{VENV}:ro",
+        "-v",
+        f"{script}:/tc_test.py:ro",
+        "-e",
+        "TESTCONTAINERS_RYUK_DISABLED=true",
+        "bb:test",
+        f"{VENV}/bin/python",
+        "/tc_test.py",
+    )
+    assert "hello-tc" in out, out
+
+
+class WriteRefused(AssertionError):
+    """The dev container's user may not write the workspace folder (README: dev containers
+    with a non-root user)."""
+
+
+def devcontainer_round_trip(ws: Workspace, folder: Path) -> None:
+    """`devcontainer up` (the Dev Containers CLI, all defaults) on a folder whose image adds
+    user dev (uid 1000) with "remoteUser": "dev": dev writes the workspace folder, and the
+    workspace user edits and deletes what it wrote. WriteRefused: dev could not write."""
+    cli = str(clients_dir() / "devcontainers" / "node_modules" / ".bin" / "devcontainer")
+    up = ws.run([cli, "up", "--workspace-folder", str(folder)], timeout=300)
+    assert up.returncode == 0, up.stderr[-3000:]
+    result = json.loads(up.stdout.strip().splitlines()[-1])
+    assert result["outcome"] == "success" and result["remoteUser"] == "dev", result
+    inside = f"{result['remoteWorkspaceFolder']}/from-dev"
+    try:
+
+        def in_dev(script: str) -> subprocess.CompletedProcess[str]:
+            argv = [cli, "exec", "--workspace-folder", str(folder), "sh", "-c", script]
+            return ws.run(argv, timeout=120)
+
+        # updateRemoteUserUID gave dev the workspace user's uid, and dev reads the folder.
+        ids = in_dev("id -u; id -un; cat .devcontainer/devcontainer.json >/dev/null && echo READ")
+        assert ids.stdout.split() == [str(ws.user.uid), "dev", "READ"], ids
+        wrote = in_dev(f"echo from-dev > {inside}")
+        if wrote.returncode != 0:
+            raise WriteRefused(wrote.stderr)
+        made = folder / "from-dev"
+        # The workspace user edits it and deletes it.
+        ws.run(["sh", "-c", f"echo edited >> {made}"], check=True)
+        assert made.read_text() == "from-dev\nedited\n"
+        ws.run(["rm", str(made)], check=True)
+        assert not made.exists()
+    finally:
+        label = f"label=devcontainer.local_folder={folder}"
+        ids_left = docker(ws, "ps", "-aq", "--filter", label).split()
+        if ids_left:
+            docker(ws, "rm", "-f", *ids_left)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=WriteRefused,
+    reason="docker-up's namespace maps the user to root: a remoteUser that updateRemoteUserUID "
+    "gives the user's uid is a subordinate id there (README: dev containers, non-root user)",
+)
+def test_devcontainer_with_a_non_root_remote_user(daemon: Workspace) -> None:
+    """Nothing in devcontainer.json for docker-up, nothing done to the folder."""
+    devcontainer_round_trip(
+        daemon, copy_tree(daemon, TESTS / "devcontainer" / "nonroot", "project")
+    )
+
+
+# The README's workaround, as `setfacl -m u:ID:rwX,d:u:ID:rwX,d:u:$USER:rwX FOLDER` sets it
+# (the acl package is not needed for the test): the POSIX ACL xattrs, written by the user.
+GRANT = """
+import os, struct, sys
+folder, dev, me = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+UNDEF = 0xFFFFFFFF
+def acl(named):
+    entries = [(0x01, 7, UNDEF), *[(0x02, 7, i) for i in sorted(named)], (0x04, 5, UNDEF),
+               (0x10, 7, UNDEF), (0x20, 5, UNDEF)]
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *e) for e in entries)
+os.setxattr(folder, "system.posix_acl_access", acl([dev]))
+os.setxattr(folder, "system.posix_acl_default", acl([dev, me]))
+"""
+
+
+def subordinate_id(user: User, inside: int) -> int:
+    """The host id of `inside` (>= 1) in docker-up's namespace: the subordinate ranges follow
+    the user's own id, one after the other (plan.IdMap)."""
+    for line in Path("/etc/subuid").read_text().splitlines():
+        name, start, count = line.split(":")
+        if name in (user.name, str(user.uid)):
+            assert inside - 1 < int(count)
+            return int(start) + inside - 1
+    raise AssertionError(f"{user.name} has no subordinate ids")
+
+
+def test_devcontainer_with_a_non_root_remote_user_and_an_acl(daemon: Workspace) -> None:
+    """What works today (README): the user grants the dev user's host id (a subordinate
+    id) the folder by an ACL whose default entries keep what it writes editable by the
+    user. Still nothing in devcontainer.json."""
+    folder = copy_tree(daemon, TESTS / "devcontainer" / "nonroot", "project-acl")
+    dev = subordinate_id(daemon.user, daemon.user.uid)
+    grant = [f"{VENV}/bin/python", "-c", GRANT, str(folder), str(dev), str(daemon.user.uid)]
+    daemon.run(grant, check=True)
+    devcontainer_round_trip(daemon, folder)
