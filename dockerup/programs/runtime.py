@@ -159,12 +159,17 @@ LIMIT_FIELDS = {
 
 
 def asked_limits(hostconfig: dict[str, Any], refused: list[str]) -> list[str]:
-    """The flags of the limits this container asks for that cannot apply here."""
+    """The flags of the limits this container asks for that cannot apply here. dockerd
+    sets MemorySwap to twice Memory itself when only --memory is given: not named then."""
+    derived = {"MemorySwap": 2 * v} if isinstance(v := hostconfig.get("Memory"), int) else {}
     return [
         flag
         for controller in refused
         for key, flag in LIMIT_FIELDS.get(controller, {}).items()
-        if isinstance(v := hostconfig.get(key), int) and not isinstance(v, bool) and v > 0
+        if isinstance(v := hostconfig.get(key), int)
+        and not isinstance(v, bool)
+        and v > 0
+        and v != derived.get(key)
     ]
 
 

@@ -216,7 +216,10 @@ def container(tmp_path: Path, hostconfig: dict[str, object]) -> dict[str, object
 
 def test_the_runtime_refuses_a_limit_that_cannot_apply_and_says_why(tmp_path: Path) -> None:
     defaults = RuntimeSpec("/usr/sbin/runc", {}, None, ["memory", "cpu", "pids"], "why. Fix: x")
-    spec = container(tmp_path, {"Memory": 67108864, "NanoCpus": 0, "PidsLimit": 10})
+    # As dockerd writes it for `--memory 64m --pids-limit 10` (MemorySwap: twice, its own).
+    spec = container(
+        tmp_path, {"Memory": 67108864, "MemorySwap": 134217728, "NanoCpus": 0, "PidsLimit": 10}
+    )
     with pytest.raises(runtime.Refused) as e:
         runtime.refuse_limits(spec, defaults)
     assert str(e.value) == (
