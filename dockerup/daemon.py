@@ -7,6 +7,7 @@ import shlex
 from typing import Any
 
 from dockerup import __version__
+from dockerup.cgroups import UNDECIDED, Cgroups
 from dockerup.config import Config
 from dockerup.engine import Engine
 from dockerup.errors import DockerUpError
@@ -71,9 +72,11 @@ def daemon_config(
     accel: bool = False,
     ipv6: bool = False,
     engine: Engine = DEFAULT_ENGINE,
+    cg: Cgroups = UNDECIDED,
 ) -> dict[str, Any]:
     """daemon.json. Everything lives under the user's own directories; the MTU matches the
-    network helper's so that docker0's packets fit the tap device."""
+    network helper's so that docker0's packets fit the tap device. cg: the plan's cgroup
+    decision (dockerup/cgroups.py): its driver, and the limits docker-up's runtime refuses."""
     tcp = tcp_listener(config)
     return (
         tcp
@@ -108,11 +111,12 @@ def daemon_config(
                 "runtimes": {RUNTIME: {"path": str(paths.runtime_script)}},
                 "default-runtime": RUNTIME,
             }
-            if own_netns and (accel or container_sysctls(config))
+            if own_netns and (accel or container_sysctls(config) or cg.refused)
             else {}
         )
         | (ipv6_config(config, engine) if own_netns and ipv6 else {})
         | local_registries(config, own_netns)
+        | ({"exec-opts": [cg.exec_opt]} if cg.exec_opt else {})
     )
 
 
@@ -136,8 +140,9 @@ def render_daemon_json(
     accel: bool = False,
     ipv6: bool = False,
     engine: Engine = DEFAULT_ENGINE,
+    cg: Cgroups = UNDECIDED,
 ) -> str:
-    doc = daemon_config(config, paths, storage, own_netns, accel, ipv6, engine)
+    doc = daemon_config(config, paths, storage, own_netns, accel, ipv6, engine, cg)
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
@@ -153,13 +158,19 @@ def proxy_script(
     return f'#!/bin/sh\nexec {argv} "$@"\n'
 
 
-def runtime_spec(config: Config, paths: Paths, runc: str, accel: bool) -> RuntimeSpec | None:
-    """What docker-up's runtime adds to each new container; None: plain runc."""
+def runtime_spec(
+    config: Config, paths: Paths, runc: str, accel: bool, cg: Cgroups = UNDECIDED
+) -> RuntimeSpec | None:
+    """What docker-up's runtime adds to each new container (or refuses); None: plain runc."""
     sysctls = container_sysctls(config)
-    if not sysctls and not accel:
+    if not sysctls and not accel and not cg.refused:
         return None
     return RuntimeSpec(
-        runc=runc, sysctls=sysctls, listener=str(paths.accel_sock) if accel else None
+        runc=runc,
+        sysctls=sysctls,
+        listener=str(paths.accel_sock) if accel else None,
+        refused=list(cg.refused),
+        refused_why=f"{cg.reason}. Fix: {cg.fix}" if cg.refused else "",
     )
 
 

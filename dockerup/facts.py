@@ -32,7 +32,9 @@ REQUIRED_PACKAGES: dict[str, str] = {
 DRIVER_PACKAGES = {p: pkg for kind in KINDS.values() for p, pkg in kind.programs.items()}
 PACKAGES = REQUIRED_PACKAGES | DRIVER_PACKAGES
 REQUIRED = tuple(REQUIRED_PACKAGES)  # see plan.missing_programs
-OPTIONAL = ("fuse-overlayfs", "docker", "ip")
+# busctl: runc's systemd driver runs `busctl --user status` inside a user namespace to learn
+# the uid it must authenticate as on the user's bus (runc libcontainer/cgroups/systemd).
+OPTIONAL = ("fuse-overlayfs", "docker", "ip", "busctl")
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,26 @@ class TunAccess:
     exists: bool
     openable: bool
     error: str = ""
+
+
+@dataclass(frozen=True)
+class CgroupFacts:
+    """What the host's cgroups offer docker-up (probed by probe_cgroups, read by the plan's
+    cgroup decision and by doctor). The defaults describe this project's first hosts:
+    cgroup v1, no init, nothing delegated."""
+
+    version: int = 1  # 2: /sys/fs/cgroup is the unified hierarchy; 0: no cgroup fs at all
+    # /run/systemd/system is a directory: sd_booted(3), the very test dockerd makes
+    # (daemon_unix.go isRunningSystemd) before it picks the systemd driver on cgroup v2.
+    systemd: bool = False
+    bus: str = ""  # the user's D-Bus socket that accepted a connection ("": none did)
+    bus_error: str = ""  # why no bus: which path, and what connecting to it said
+    # The controllers the user's systemd manager may hand on (user@UID.service's
+    # cgroup.controllers: what its Delegate= gave it).
+    manager_controllers: tuple[str, ...] = ()
+    own: str = ""  # docker-up's own cgroup, as /proc/self/cgroup names it ("0::/...")
+    own_writable: bool = False  # we may create child cgroups in it (a delegated subtree)
+    own_controllers: tuple[str, ...] = ()  # its cgroup.controllers
 
 
 @dataclass(frozen=True)
@@ -82,6 +104,7 @@ class HostFacts:
     # What the engine's programs say of themselves (`--version`; see dockerup/engine.py).
     dockerd_version: str = ""
     containerd_version: str = ""
+    cgroups: CgroupFacts = field(default_factory=CgroupFacts)
 
 
 def search_path(env_path: str) -> str:
@@ -217,6 +240,70 @@ def probe(env: dict[str, str] | None = None) -> HostFacts:
         ipv6_loopback=has_ipv6_loopback(if_inet6),
         ipv6_overlap=on_namespace_network(if_inet6),
         ipv6_gateways=tuple(ipv6_default_gateways(read_text("/proc/net/ipv6_route"))),
+        cgroups=probe_cgroups(env, uid),
+    )
+
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+def own_cgroup(proc_self_cgroup: str) -> str:
+    """The cgroup v2 path of this process ("0::/user.slice/..." -> "/user.slice/...")."""
+    for line in proc_self_cgroup.splitlines():
+        if line.startswith("0::"):
+            return line[3:].strip()
+    return ""
+
+
+def bus_path(env: dict[str, str], uid: int) -> str:
+    """Where the user's D-Bus session bus is, as runc looks for it
+    (DetectUserDbusSessionBusAddress): $DBUS_SESSION_BUS_ADDRESS's unix:path=, else the
+    runtime directory's bus, else /run/user/UID/bus."""
+    for part in env.get("DBUS_SESSION_BUS_ADDRESS", "").split(";"):
+        if part.startswith("unix:"):
+            for kv in part[5:].split(","):
+                if kv.startswith("path="):
+                    return kv[5:]
+    runtime = env.get("XDG_RUNTIME_DIR", "")
+    return f"{runtime}/bus" if runtime.startswith("/") else f"/run/user/{uid}/bus"
+
+
+def reach_bus(path: str) -> str:
+    """Connect to a unix socket: "" when it accepts, else why not."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(1)
+            s.connect(path)
+    except OSError as e:
+        return f"{path}: {e.strerror or e}"
+    return ""
+
+
+def probe_cgroups(env: dict[str, str], uid: int, root: str = CGROUP_ROOT) -> CgroupFacts:
+    """File reads and one connect: cheap enough for every start."""
+    if os.path.exists(f"{root}/cgroup.controllers"):
+        version = 2
+    elif os.path.isdir(f"{root}/memory") or os.path.isdir(f"{root}/pids"):
+        version = 1
+    else:
+        version = 0
+    if version != 2:
+        return CgroupFacts(version=version, systemd=os.path.isdir("/run/systemd/system"))
+    own = own_cgroup(read_text("/proc/self/cgroup"))
+    here = f"{root}{own}".rstrip("/") or root
+    manager = f"{root}/user.slice/user-{uid}.slice/user@{uid}.service/cgroup.controllers"
+    path = bus_path(env, uid)
+    error = reach_bus(path)
+    return CgroupFacts(
+        version=2,
+        systemd=os.path.isdir("/run/systemd/system"),
+        bus="" if error else path,
+        bus_error=error,
+        manager_controllers=tuple(read_text(manager).split()),
+        own=own,
+        own_writable=os.access(here, os.W_OK)
+        and os.access(f"{here}/cgroup.subtree_control", os.W_OK),
+        own_controllers=tuple(read_text(f"{here}/cgroup.controllers").split()),
     )
 
 

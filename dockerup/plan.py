@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dockerup import context, daemon
+from dockerup.cgroups import UNDECIDED, Cgroups, decide
 from dockerup.config import Config, Storage
 from dockerup.engine import Engine
 from dockerup.errors import DockerUpError
@@ -109,6 +110,8 @@ class Plan:
     engine: Engine = daemon.DEFAULT_ENGINE  # what dockerd and containerd say they are
     # dockerd 28+: what docker-up's RootlessKit API says (child_pid filled in at the start).
     rlk_info: ApiInfo | None = None
+    # The cgroup driver dockerd gets, why, and which limits apply (cgroups.decide).
+    cgroups: Cgroups = UNDECIDED
 
     @property
     def agent(self) -> bool:
@@ -365,7 +368,9 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
         if engine.rootlesskit_api and rootless and net
         else None
     )
+    cg = decide(facts.cgroups, mode, facts.uid, bins.get("busctl"))
     env = daemon.dockerd_env(facts.env, paths, facts.search_path, facts.home, rlk is not None)
+    env |= cg.env
     own = net is not None
     return Plan(
         paths=paths,
@@ -389,11 +394,11 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
                 daemon.containerd_config(paths, engine.containerd_config_version),
                 0o644,
             ),
-            *(scripts(facts.python, bins, config, paths, accel) if own else ()),
+            *(scripts(facts.python, bins, config, paths, accel, cg) if own else ()),
         ),
         context_file=context_file(facts, paths),
         daemon_json={
-            storage: daemon.render_daemon_json(config, paths, storage, own, accel, ipv6, engine)
+            storage: daemon.render_daemon_json(config, paths, storage, own, accel, ipv6, engine, cg)
             for storage in storage_candidates(config)
         },
         accel=accel,
@@ -402,6 +407,7 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
         daemon_accel=daemon_accel,
         engine=engine,
         rlk_info=rlk,
+        cgroups=cg,
     )
 
 
@@ -419,13 +425,13 @@ def context_file(facts: HostFacts, paths: Paths) -> WriteFile:
 
 
 def scripts(
-    python: str, bins: dict[str, str], config: Config, paths: Paths, accel: bool
+    python: str, bins: dict[str, str], config: Config, paths: Paths, accel: bool, cg: Cgroups
 ) -> tuple[WriteFile, ...]:
     """dockerd's userland proxy and (with container defaults) its default runtime."""
     marker = str(paths.client_address_marker) if client_address(config, bins) else None
     proxy = daemon.proxy_script(python, paths, bins["docker-proxy"], marker)
     files = [WriteFile(paths.proxy_script, proxy, 0o755)]
-    spec = daemon.runtime_spec(config, paths, bins["runc"], accel)
+    spec = daemon.runtime_spec(config, paths, bins["runc"], accel, cg)
     if spec is not None:
         files.append(WriteFile(paths.runtime_script, daemon.runtime_script(python, spec), 0o755))
     return tuple(files)
@@ -482,6 +488,7 @@ def child_spec(
         transparent_marker=str(paths.client_address_marker),
         ipv6=ipv6,
         ipv6_commands=ipv6_commands(net, bins, config) if net is not None and ipv6 else [],
+        sysfs=own_netns,
         # `-v /var/run/docker.sock:...` (Testcontainers' Ryuk, act, Portainer) is resolved in
         # this mount namespace: there, as on any Docker host, it is this daemon's socket.
         run_links={"docker.sock": str(paths.socket)} if "/run" in copyup else {},

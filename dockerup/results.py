@@ -4,7 +4,7 @@ as JSON in one versioned envelope ({"version": 1, "kind": ..., ...})."""
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -38,6 +38,7 @@ class Up(Result):
     # Interrupted before dockerd was ready (on success the process became the keeper).
     stopped: bool = False
     code: int = 0
+    notice: str = ""  # said once by the start that started it (the cgroup limits' notice)
 
     @property
     def exit_code(self) -> int:
@@ -85,6 +86,12 @@ class Daemon:
     engine: str  # "dockerd 28.5.2, containerd 2.1.9"; "" when not known
     started_at: float  # seconds since the epoch
     restarts: int  # of dockerd or the network helper, by the keeper
+    # dockerd's cgroup driver ("systemd", "none", "cgroupfs"; "" from an older docker-up),
+    # the controllers whose limits apply (memory, cpu, pids), why, and the fix for the rest.
+    cgroup_driver: str = ""
+    cgroup_limits: list[str] = field(default_factory=list)
+    cgroup_reason: str = ""
+    cgroup_fix: str = ""
 
 
 @dataclass(frozen=True)
@@ -227,6 +234,26 @@ class Autostart(Result):
             "changes": [
                 {"shell": c.shell, "file": str(c.file), "changed": c.changed} for c in self.changes
             ],
+        }
+
+
+@dataclass(frozen=True)
+class UnitState(Result):
+    """`autostart enable|disable|status --systemd`: docker-up's systemd --user unit."""
+
+    kind: ClassVar[str] = "autostart-systemd"
+    file: Path
+    installed: bool  # docker-up's unit is there
+    state: str  # systemctl --user is-active's word, "not installed" or "removed"
+    linger: bool  # loginctl enable-linger: the user manager runs without a login
+    user: str
+
+    def data(self) -> dict[str, Any]:
+        return {
+            "file": str(self.file),
+            "installed": self.installed,
+            "state": self.state,
+            "linger": self.linger,
         }
 
 

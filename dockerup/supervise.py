@@ -182,6 +182,7 @@ def start(
     # dockerd's runtime and proxy scripts (dockerd checks their paths as it starts).
     write_files(plan.files)
     progress(f"mode {plan.mode} ({plan.mode_reason})")
+    progress(f"cgroups {plan.cgroups.describe()}")
 
     progress("creating namespaces: " + ", ".join(plan.child.unshare))
     child = stack.enter_context(spawn_child(plan, early))
@@ -269,6 +270,10 @@ def start(
         mtu=plan.config.mtu,
         ipv6=plan.ipv6_reason,
         engine=plan.engine.describe(),
+        cgroup_driver=plan.cgroups.driver,
+        cgroup_limits=list(plan.cgroups.limits),
+        cgroup_reason=plan.cgroups.reason,
+        cgroup_fix=plan.cgroups.fix,
         started_at=time.time(),
         timings=timings,
         procs=procid.identities(

@@ -45,6 +45,10 @@ def announce(running: Running) -> None:
         f"{running.storage}, {running.net} MTU {running.mtu})",
         GREEN,
     )
+    from dockerup.cgroups import limits_notice
+
+    if notice := limits_notice(running.cgroup_limits, running.cgroup_reason, running.cgroup_fix):
+        say(f"docker-up: {notice}", YELLOW)
     # stdout carries only the lines a shell can eval.
     print(export_lines(running.docker_host), flush=True)
 

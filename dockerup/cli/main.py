@@ -355,7 +355,9 @@ def shell_init(
     emit(verbs.shell_init(shell.value, start=False if no_start else None, enter=enter))
 
 
-autostart_app = typer.Typer(help="Start docker-up from your shell's rc file.")
+autostart_app = typer.Typer(
+    help="Start docker-up from your shell's rc file, or as a systemd --user service (--systemd)."
+)
 app.add_typer(autostart_app, name="autostart")
 
 
@@ -371,6 +373,14 @@ def _shells(shell: list[Shell] | None) -> list[str]:
 ShellOpt = Annotated[
     list[Shell] | None, typer.Option("--shell", help="Repeatable (default: $SHELL's).")
 ]
+SystemdOpt = Annotated[
+    bool,
+    typer.Option(
+        "--systemd",
+        help="A systemd --user service (Delegate=yes: resource limits apply) instead of the "
+        "rc file.",
+    ),
+]
 
 
 @autostart_app.command("enable")
@@ -381,30 +391,36 @@ def autostart_enable(
         typer.Option("--lazy/--no-lazy", help="Socket activation (default: lazy-start)."),
     ] = None,
     enter: Annotated[bool, typer.Option("--enter", help=ENTER_HELP)] = False,
+    systemd: SystemdOpt = False,
 ) -> None:
     """Add docker-up's block (and shell completion) to the rc file(s); running it twice
-    leaves one block."""
+    leaves one block. --systemd: write, enable and start docker-up's user unit instead."""
     from dockerup.verbs import shell as verbs
+    from dockerup.verbs import unit
 
-    emit(verbs.autostart(_shells(shell), enable=True, lazy=lazy, enter=enter))
+    emit(unit.enable() if systemd else verbs.autostart(_shells(shell), True, lazy, enter))
 
 
 @autostart_app.command("disable")
-def autostart_disable(shell: ShellOpt = None) -> None:
-    """Remove exactly docker-up's block (and the docker context and completion)."""
+def autostart_disable(shell: ShellOpt = None, systemd: SystemdOpt = False) -> None:
+    """Remove exactly docker-up's block (and the docker context and completion).
+    --systemd: stop and remove docker-up's user unit, and what enabling it created."""
     from dockerup.verbs import shell as verbs
+    from dockerup.verbs import unit
 
-    emit(verbs.autostart([s.value for s in shell or Shell], enable=False))
+    emit(unit.disable() if systemd else verbs.autostart([s.value for s in shell or Shell], False))
 
 
 @autostart_app.command("status")
 def autostart_status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    systemd: SystemdOpt = False,
 ) -> None:
-    """Which rc files have docker-up's block."""
+    """Which rc files have docker-up's block (--systemd: docker-up's user unit)."""
     from dockerup.verbs import shell as verbs
+    from dockerup.verbs import unit
 
-    _exit(emit(verbs.autostart_status(), as_json))
+    _exit(emit(unit.status() if systemd else verbs.autostart_status(), as_json))
 
 
 @app.command("install-deps")

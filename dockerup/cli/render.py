@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dockerup import results as r
-from dockerup.cli.lines import GREEN, announce, error, internal_error, progress, say
+from dockerup.cli.lines import GREEN, YELLOW, announce, error, internal_error, progress, say
 from dockerup.clientenv import export_lines
 
 __all__ = ["announce", "emit", "error", "internal_error", "progress"]
@@ -42,7 +42,15 @@ def _up(res: Any) -> None:
         say("docker-up: already running")
     else:
         say("docker-up: dockerd is ready (running in the background)", GREEN)
+        if res.notice:
+            say(f"docker-up: {res.notice}", YELLOW)
     print(export_lines(res.docker_host), flush=True)
+
+
+def _cgroups(d: r.Daemon) -> str:
+    limits = ", ".join(d.cgroup_limits) or "no limits apply"
+    fix = f"; fix: {d.cgroup_fix}" if d.cgroup_fix else ""
+    return f"{d.cgroup_driver or '?'} ({limits}: {d.cgroup_reason or '?'}{fix})"
 
 
 def _status(res: Any) -> None:
@@ -69,6 +77,7 @@ def _status(res: Any) -> None:
         ("IPv6", d.ipv6_reason or ("on" if d.ipv6 else "off")),
         ("data-root", d.data_root),
         ("storage", f"{d.storage} ({d.storage_reason})"),
+        ("cgroups", _cgroups(d)),
         ("iptables", d.iptables),
         ("uptime", f"{res.uptime_s:.0f} s"),
         ("restarts", str(d.restarts)),
@@ -149,6 +158,19 @@ def _autostart(res: Any) -> None:
             console().print(f"docker-up: {ch.shell}: removed from {ch.file}")
 
 
+def _unit(res: r.UnitState) -> None:
+    if not res.installed:
+        say(f"docker-up: no systemd --user unit of docker-up's ({res.file}: {res.state})")
+        return
+    say(f"docker-up: {res.file}: enabled, {res.state}", GREEN)
+    if not res.linger:
+        say(
+            "docker-up: your user manager, and docker-up with it, stops at your last logout; "
+            f"to keep it running: sudo loginctl enable-linger {res.user}",
+            YELLOW,
+        )
+
+
 def _autostart_state(res: r.AutostartState) -> None:
     for row in res.shells:
         print(f"{row.shell:5} {'installed' if row.installed else '-':10} {row.file}")
@@ -198,6 +220,7 @@ TEXT: dict[type[r.Result], Callable[[Any], None]] = {
     r.Snippet: _snippet,
     r.Autostart: _autostart,
     r.AutostartState: _autostart_state,
+    r.UnitState: _unit,
     r.Installed: _installed,
     r.Ports: _ports,
 }

@@ -15,6 +15,7 @@ from dockerup.doctor.binaries import (
 )
 from dockerup.doctor.facts import DoctorFacts
 from dockerup.doctor.kernel import (
+    check_apparmor,
     check_cgroups,
     check_idmap_tools,
     check_netns,
@@ -47,6 +48,7 @@ CHECKS: tuple[Check, ...] = (
     Check("mode", "mode docker-up would choose", check_mode, cheap=True),
     Check("kernel.userns", "user namespaces", check_userns, fatal=True, cheap=True),
     Check("kernel.netns", "network namespaces", check_netns, fatal=True),
+    Check("kernel.apparmor", "AppArmor", check_apparmor, cheap=True),
     Check("kernel.seccomp", "seccomp", check_seccomp),
     Check("tun.access", "/dev/net/tun", check_tun, fatal=True, cheap=True),
     Check("ids.subuid", "subordinate uids", check_subuid, fatal=True, cheap=True),

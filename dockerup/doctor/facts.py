@@ -54,6 +54,10 @@ class DoctorFacts:
     mode: str = "auto"  # the mode the configuration asks for
     ipv6: bool | None = None  # None: auto
     daemon_net_accel: bool | None = None  # None: auto
+    # The real path of the interpreter that creates the user namespace (child.py): what an
+    # AppArmor profile attaches to.
+    interpreter: str = ""
+    apparmor: bool = False  # the AppArmor module is on (/sys/module/apparmor/parameters/enabled)
     # -- probed by doctor only
     seccomp_actions: str = ""
     netns_ok: bool = True
@@ -62,8 +66,6 @@ class DoctorFacts:
     iptables: dict[str, str] = field(default_factory=dict)  # backend -> "" or its error
     overlay_error: str | None = None  # None: overlay mounts in a user namespace here
     fuse_ok: bool = False
-    cgroup2: bool = False
-    cgroup_delegated: bool = False
     free_bytes: int = 0
     docker_host_env: str = ""
     other_daemon: str = ""  # a daemon answering on DOCKER_HOST that is not docker-up's
@@ -101,6 +103,8 @@ def probe_cheap(h: HostFacts, paths: Paths, config: Config) -> DoctorFacts:
         mode=config.mode,
         ipv6=config.ipv6,
         daemon_net_accel=config.daemon_net_accel,
+        interpreter=os.path.realpath(h.python),
+        apparmor=read_text("/sys/module/apparmor/parameters/enabled").startswith("Y"),
     )
 
 
@@ -115,7 +119,6 @@ def probe_doctor(cheap: DoctorFacts, docker_up: results.Status) -> DoctorFacts:
         for name in ("dockerd", "containerd", "runc", "docker")
         if (path := h.binaries.get(name))
     }
-    cg2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
     data_parent = paths.data if paths.data.exists() else Path(h.home)
     vfs = os.statvfs(data_parent) if data_parent.exists() else os.statvfs("/")
     docker_host = h.env.get("DOCKER_HOST", "")
@@ -134,8 +137,6 @@ def probe_doctor(cheap: DoctorFacts, docker_up: results.Status) -> DoctorFacts:
         iptables=probe_iptables(h),
         overlay_error=probe_overlay(h, paths),
         fuse_ok=os.access("/dev/fuse", os.R_OK | os.W_OK),
-        cgroup2=cg2,
-        cgroup_delegated=cg2 and os.access("/sys/fs/cgroup/cgroup.subtree_control", os.W_OK),
         free_bytes=vfs.f_bavail * vfs.f_frsize,
         docker_host_env=docker_host,
         other_daemon=other,

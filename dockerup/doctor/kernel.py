@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dockerup import plan as planning
+from dockerup.cgroups import LIMITS, decide
 from dockerup.doctor.facts import DoctorFacts
 from dockerup.doctor.model import Result, Status, from_require, mode_of, ok, see_programs
 from dockerup.errors import DockerUpError
@@ -35,11 +36,47 @@ def check_userns(f: DoctorFacts) -> Result:
     if s.get("kernel.apparmor_restrict_unprivileged_userns") == "1":
         return Result(
             Status.fail,
-            "AppArmor restricts unprivileged user namespaces",
-            "sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0 "
-            "(or an AppArmor profile for docker-up's python, dockerd and runc)",
+            "AppArmor restricts unprivileged user namespaces "
+            "(kernel.apparmor_restrict_unprivileged_userns = 1)",
+            apparmor_fix(f.interpreter or f.host.python),
         )
     return ok(f"allowed (max {s.get('user.max_user_namespaces', '?')})")
+
+
+APPARMOR_PROFILE = "/etc/apparmor.d/docker-up"
+
+
+def apparmor_profile(interpreter: str) -> str:
+    """What Docker's rootless docs give rootlesskit, for the program that creates docker-up's
+    user namespace: the Python interpreter that runs it (the profile attaches to the
+    interpreter's real path, so every script it runs may then create user namespaces)."""
+    return (
+        "abi <abi/4.0>,\ninclude <tunables/global>\n"
+        f'profile docker-up "{interpreter}" flags=(unconfined) {{\n  userns,\n'
+        "  include if exists <local/docker-up>\n}\n"
+    )
+
+
+def apparmor_fix(interpreter: str) -> str:
+    profile = apparmor_profile(interpreter).replace("\n", "\\n")
+    return (
+        f"as root: printf '{profile}' > {APPARMOR_PROFILE} && apparmor_parser -r "
+        f"{APPARMOR_PROFILE} (README: AppArmor; or, for every program: sysctl -w "
+        "kernel.apparmor_restrict_unprivileged_userns=0)"
+    )
+
+
+def check_apparmor(f: DoctorFacts) -> Result:
+    """What AppArmor does to docker-up here. Where it restricts user namespaces (Ubuntu's
+    sysctl) kernel.userns fails with the fix. Where it is merely on (Debian 13: no such
+    sysctl), dockerd would try to load its docker-default profile, which a user namespace
+    may not: docker-up's namespace has a sysfs of its own, without securityfs, so dockerd
+    sees no AppArmor and containers run without a profile, as in Docker's rootless mode."""
+    if not f.apparmor:
+        return Result(Status.skip, "AppArmor is off")
+    if f.sysctls.get("kernel.apparmor_restrict_unprivileged_userns") == "1":
+        return Result(Status.skip, "it restricts user namespaces (see kernel.userns)")
+    return ok("on, not restricting user namespaces; containers run without AppArmor profiles")
 
 
 def check_netns(f: DoctorFacts) -> Result:
@@ -143,12 +180,11 @@ def check_storage(f: DoctorFacts) -> Result:
 
 
 def check_cgroups(f: DoctorFacts) -> Result:
-    if f.cgroup2 and f.cgroup_delegated:
-        return ok("cgroup v2 with delegation: resource limits apply")
-    version = "v2 without delegation to you" if f.cgroup2 else "v1"
-    return Result(
-        Status.warn,
-        f"cgroup {version}: rootless containers run without "
-        "resource limits (--memory, --cpus are ignored)",
-        "boot with cgroup v2 (systemd.unified_cgroup_hierarchy=1) and delegate",
-    )
+    """The plan's own decision (cgroups.decide), so doctor and `up` cannot disagree."""
+    h = f.host
+    c = decide(h.cgroups, mode_of(f), h.uid, h.binaries.get("busctl"))
+    if not c.notice:
+        return ok(f"{c.driver} driver: {', '.join(c.limits)} limits apply ({c.reason})")
+    missing = [x for x in LIMITS if x not in c.limits]
+    what = "no limits apply" if not c.limits else f"no {' or '.join(missing)} limits"
+    return Result(Status.warn, f"{c.driver} driver, {what}: {c.reason}", c.fix)

@@ -103,6 +103,30 @@ def copy_up(base: str, dirs: list[str], resolv_conf: str | None, run_links: dict
             f.write(resolv_conf)
 
 
+def own_sysfs(base: str) -> str:
+    """Mount a sysfs of this network namespace on /sys and put the host's cgroup tree back
+    on /sys/fs/cgroup, as RootlessKit's child does. dockerd sees its own interfaces in
+    /sys/class/net, and no /sys/kernel/security: on an AppArmor host (Debian 13) it would
+    otherwise try to read and load its docker-default profile there and fail every
+    container ("open /sys/kernel/security/apparmor/profiles: permission denied"), a profile
+    a user namespace cannot load anyway. Why not, or "" when it worked."""
+    keep = os.path.join(base, "sys-fs-cgroup")
+    os.makedirs(keep, exist_ok=True)
+    linux.mount("/sys/fs/cgroup", keep, None, linux.MS_BIND | linux.MS_REC)
+    flags = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
+    try:
+        linux.mount("sysfs", "/sys", "sysfs", flags)
+    except linux.LinuxError as e:
+        # A read-only /sys outside allows only a read-only one here (RootlessKit's fallback).
+        try:
+            linux.mount("sysfs", "/sys", "sysfs", flags | linux.MS_RDONLY)
+        except linux.LinuxError:
+            linux.umount(keep, linux.MNT_DETACH)
+            return f"the host's /sys stays: {e}"
+    linux.mount(keep, "/sys/fs/cgroup", None, linux.MS_MOVE)
+    return ""
+
+
 def set_sysctls(sysctls: dict[str, str]) -> None:
     # /proc/sys/net answers for the network namespace of the process that writes it: ours.
     for key, value in sysctls.items():
@@ -343,6 +367,8 @@ def main() -> None:
         linux.mount("none", "/", None, linux.MS_REC | linux.MS_PRIVATE)
         if spec.copyup:
             copy_up(spec.copyup_base, spec.copyup, spec.resolv_conf, spec.run_links)
+        if spec.sysfs and (why := own_sysfs(spec.copyup_base)):
+            print(f"docker-up: {why}", flush=True)
         set_sysctls(spec.sysctls)
         if spec.loopback:
             loopback_up()

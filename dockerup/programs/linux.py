@@ -60,6 +60,8 @@ PR_SET_NO_NEW_PRIVS = 38
 # mount(2) flags.
 MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 4096, 16384, 1 << 18
 MS_SHARED = 1 << 20
+MS_RDONLY, MS_NOEXEC, MS_MOVE = 1, 8, 8192
+MNT_DETACH = 2
 
 # netdevice(7) ioctls, and the interface flag docker-up reads and sets.
 SIOCGIFFLAGS, SIOCSIFFLAGS = 0x8913, 0x8914
@@ -131,8 +133,8 @@ def mount(src: str, target: str, fstype: str | None, flags: int, data: str | Non
     )
 
 
-def umount(target: str) -> None:
-    check(libc.umount2(target.encode(), 0), f"umount {target}")
+def umount(target: str, flags: int = 0) -> None:
+    check(libc.umount2(target.encode(), flags), f"umount {target}")
 
 
 def ifreq(sock: socket.socket, request: int, name: str, flags: int = 0) -> bytes:

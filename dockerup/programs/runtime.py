@@ -7,12 +7,17 @@ bundle's config.json gets the sysctls a container did not set itself and, with -
 a seccomp listener for connect() (unless its label docker-up.net-accel=off says no); then
 runc runs.
 
+Where docker-up pinned the cgroup driver and a limit cannot apply (dockerup/cgroups.py),
+a container that asks for it (--memory, --cpus, --pids-limit ...) is refused here, with why
+and the fix: dockerd itself would drop the limit without a word (moby's withRootless).
+
 Stdlib only, run as `python -S` (a few milliseconds, once per container). A default must
 never keep a container from starting: any problem here leaves the spec as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -108,27 +113,107 @@ def bundle_dir(args: list[str]) -> str | None:
 OPT_OUT = "docker-up.net-accel"
 
 
-def opted_out(spec: dict[str, Any]) -> bool:
-    """Whether the container's labels say docker-up.net-accel=off (or false, 0, no).
-    Neither the OCI spec nor runc's arguments carry docker labels; dockerd keeps them in
-    its config.v2.json, next to the hostname file it mounts at /etc/hostname, which the
-    spec names. A file that cannot be read leaves the container as by default."""
+def container_file(spec: dict[str, Any], name: str) -> dict[str, Any]:
+    """One of dockerd's own files of this container (config.v2.json, hostconfig.json):
+    neither the OCI spec nor runc's arguments carry what they say; dockerd keeps them next
+    to the hostname file it mounts at /etc/hostname, which the spec names. {} when it
+    cannot be read."""
     for m in spec.get("mounts") or []:
         if isinstance(m, dict) and m.get("destination") == "/etc/hostname":
-            config = os.path.join(os.path.dirname(str(m.get("source", ""))), "config.v2.json")
+            path = os.path.join(os.path.dirname(str(m.get("source", ""))), name)
             try:
-                with open(config) as f:
-                    labels = (json.load(f).get("Config") or {}).get("Labels") or {}
-            except (OSError, ValueError, AttributeError):
-                return False
-            value = labels.get(OPT_OUT) if isinstance(labels, dict) else None
-            return str(value).lower() in ("off", "false", "0", "no")
-    return False
+                with open(path) as f:
+                    doc = json.load(f)
+            except (OSError, ValueError):
+                return {}
+            return doc if isinstance(doc, dict) else {}
+    return {}
+
+
+def opted_out(spec: dict[str, Any]) -> bool:
+    """Whether the container's labels say docker-up.net-accel=off (or false, 0, no). A
+    file that cannot be read leaves the container as by default."""
+    try:
+        labels = (container_file(spec, "config.v2.json").get("Config") or {}).get("Labels")
+    except AttributeError:
+        return False
+    value = labels.get(OPT_OUT) if isinstance(labels, dict) else None
+    return str(value).lower() in ("off", "false", "0", "no")
+
+
+# hostconfig.json's fields for each controller, and the docker run flag that sets each.
+LIMIT_FIELDS = {
+    "memory": {
+        "Memory": "--memory",
+        "MemoryReservation": "--memory-reservation",
+        "MemorySwap": "--memory-swap",
+    },
+    "cpu": {
+        "NanoCpus": "--cpus",
+        "CpuQuota": "--cpu-quota",
+        "CpuPeriod": "--cpu-period",
+        "CpuShares": "--cpu-shares",
+    },
+    "pids": {"PidsLimit": "--pids-limit"},
+}
+
+
+def asked_limits(hostconfig: dict[str, Any], refused: list[str]) -> list[str]:
+    """The flags of the limits this container asks for that cannot apply here. dockerd
+    sets MemorySwap to twice Memory itself when only --memory is given: not named then."""
+    derived = {"MemorySwap": 2 * v} if isinstance(v := hostconfig.get("Memory"), int) else {}
+    return [
+        flag
+        for controller in refused
+        for key, flag in LIMIT_FIELDS.get(controller, {}).items()
+        if isinstance(v := hostconfig.get(key), int)
+        and not isinstance(v, bool)
+        and v > 0
+        and v != derived.get(key)
+    ]
+
+
+class Refused(Exception):
+    pass
+
+
+def refuse_limits(spec: dict[str, Any], defaults: RuntimeSpec) -> None:
+    if not defaults.refused:
+        return
+    flags = asked_limits(container_file(spec, "hostconfig.json"), defaults.refused)
+    if flags:
+        raise Refused(
+            f"docker-up: {', '.join(flags)} cannot apply here: {defaults.refused_why} "
+            f"(or run the container without {', '.join(flags)})"
+        )
+
+
+def log_path(args: list[str]) -> str | None:
+    """runc's global --log: containerd's shim reads the last error from it."""
+    for i, a in enumerate(args):
+        if a == "create":
+            return None
+        if a == "--log" and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith("--log="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def say_refused(args: list[str], message: str) -> None:
+    """Where `docker run` shows it: containerd's shim reports the last error in runc's
+    JSON log (the OCI runtime's own words), stderr otherwise."""
+    print(message, file=sys.stderr)
+    path = log_path(args)
+    if path:
+        with contextlib.suppress(OSError), open(path, "a") as f:
+            f.write(json.dumps({"level": "error", "msg": message}) + "\n")
 
 
 def rewrite(path: str, defaults: RuntimeSpec) -> None:
     with open(path) as f:
         spec = json.load(f)
+    refuse_limits(spec, defaults)
     changed = adjust_spec(spec, defaults.sysctls)
     if defaults.listener and not opted_out(spec):
         changed = add_listener(spec, defaults.listener) or changed
@@ -142,6 +227,9 @@ def main(argv: list[str]) -> None:
     if bundle is not None:
         try:
             rewrite(os.path.join(bundle, "config.json"), defaults)
+        except Refused as e:
+            say_refused(args, str(e))
+            sys.exit(1)
         except (OSError, ValueError) as e:
             print(f"docker-up runtime: spec left as it was: {e}", file=sys.stderr)
     os.execv(defaults.runc, [defaults.runc, *args])

@@ -159,6 +159,10 @@ class ChildSpec(Spec):
     ipv6_commands: list[list[str]] = dataclasses.field(default_factory=list)
     # The acceleration agent's socket: dockerd's own IPv4 connects go to it (watch.py).
     watch_connects: str | None = None
+    # A sysfs of the namespace's own on /sys, the host's cgroup tree kept on /sys/fs/cgroup
+    # (as RootlessKit's child does): /sys/class/net is the namespace's, and the host's
+    # securityfs is out of sight (dockerd would try to load its AppArmor profile there).
+    sysfs: bool = False
     # Symlinks made in the copied-up /run (name -> target): the daemon's socket where
     # containers look for it (/run/docker.sock, and /var/run/docker.sock through /var/run).
     run_links: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -308,3 +312,7 @@ class RuntimeSpec(Spec):
     runc: str
     sysctls: dict[str, str]
     listener: str | None  # the acceleration agent's socket (--net-accel)
+    # The controllers (memory, cpu, pids) whose limits cannot apply here: a container that
+    # asks for one is refused, with why and the fix (dockerup/cgroups.py: Cgroups.refused).
+    refused: list[str] = dataclasses.field(default_factory=list)
+    refused_why: str = ""

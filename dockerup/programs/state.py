@@ -42,6 +42,12 @@ class Running(Spec):
     restarts: int = 0
     ipv6: str = ""  # on or off, and why (plan.ipv6_reason)
     engine: str = ""  # "dockerd 28.5.2, containerd 2.1.9" (plan.engine)
+    # The plan's cgroup decision (dockerup/cgroups.py): dockerd's driver, the controllers
+    # whose limits apply, why, and the fix for those that do not.
+    cgroup_driver: str = ""
+    cgroup_limits: list[str] = dataclasses.field(default_factory=list)
+    cgroup_reason: str = ""
+    cgroup_fix: str = ""
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     # keeper, dockerd, net: pid, start time and executable (procid.py): what any later
     # signal checks first, since a PID alone may name anyone's process by then.

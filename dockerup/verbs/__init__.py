@@ -7,6 +7,7 @@ results (dockerup/results.py) that the CLI renders. One module per group:
   ports.py     ports: what is published and auto-exposed, and what was refused
   doctor.py    doctor, doctor --fix, install-deps
   shell.py     shell-init, autostart, shell completion
+  unit.py      autostart --systemd: docker-up as a systemd --user service (Delegate=yes)
 
 They never print and never exit: failures are DockerUpError, which the CLI renders.
 """

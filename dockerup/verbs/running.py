@@ -73,6 +73,10 @@ def daemon_of(state: Running) -> Daemon:
         engine=state.engine,
         started_at=state.started_at,
         restarts=state.restarts,
+        cgroup_driver=state.cgroup_driver,
+        cgroup_limits=list(state.cgroup_limits),
+        cgroup_reason=state.cgroup_reason,
+        cgroup_fix=state.cgroup_fix,
     )
 
 

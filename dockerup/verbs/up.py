@@ -23,6 +23,7 @@ def plan_view(plan: Plan) -> dict[str, Any]:
     return {
         "mode": str(plan.mode),
         "mode_reason": plan.mode_reason,
+        "cgroups": dataclasses.asdict(plan.cgroups),
         "socket": str(plan.paths.socket),
         "network": plan.net.argv("PID", "READY_FD", "EXIT_FD") if plan.net else None,
         "uidmap": plan.uidmap.argv(0) if plan.uidmap else None,
@@ -70,7 +71,7 @@ def up_detached(loaded: Loaded) -> Up:
 
     plan = make_plan(loaded.config, loaded.facts)
     docker_host, already = background.start_detached(plan)
-    return Up(docker_host, already_running=already)
+    return Up(docker_host, already_running=already, notice="" if already else plan.cgroups.notice)
 
 
 def up_lazy(loaded: Loaded) -> Up:

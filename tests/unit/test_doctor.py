@@ -19,6 +19,7 @@ from dockerup.programs.accel_support import support_problems
 from dockerup.results import Doctor, envelope
 from dockerup.verbs.running import daemon_of
 
+from .test_cgroups import DEBIAN13
 from .test_plan import BINS, CONTAINERD_21, DOCKERD_28, facts, pasta_facts, paths
 from .test_status import RUNNING
 
@@ -53,9 +54,14 @@ def up(answering: bool = True, **daemon: Any) -> results.Status:
     return replace(STOPPED, running=True, pid=7, answering=answering, daemon=d)
 
 
+# A machine whose limits all apply (Debian 13 after a login), and the same on cgroup v1.
+V1_HOST = facts(binaries={**BINS, "docker": "/usr/bin/docker", "busctl": "/usr/bin/busctl"})
+V2_HOST = replace(V1_HOST, cgroups=DEBIAN13)
+
+
 def good(**kw: Any) -> DoctorFacts:
     base = DoctorFacts(
-        host=facts(binaries={**BINS, "docker": "/usr/bin/docker"}),
+        host=V2_HOST,
         paths=paths(),
         sysctls={"user.max_user_namespaces": "96365"},
         seccomp_actions="kill_process kill_thread trap errno user_notif trace log allow",
@@ -68,8 +74,6 @@ def good(**kw: Any) -> DoctorFacts:
         iptables={"nft": "", "legacy": "can't lock"},
         overlay_error=None,
         fuse_ok=False,
-        cgroup2=True,
-        cgroup_delegated=True,
         free_bytes=50 * 2**30,
         docker_host_env="",
         other_daemon="",
@@ -292,7 +296,19 @@ CASES = [
         "nft: no nf_tables",
     ),
     ("storage", {"overlay_error": "EPERM"}, Status.warn, "vfs"),
-    ("cgroups", {"cgroup2": False, "cgroup_delegated": False}, Status.warn, "cgroup v1"),
+    ("cgroups", {"host": V1_HOST}, Status.warn, "cgroup v1"),
+    (
+        "cgroups",
+        {"host": replace(V2_HOST, cgroups=replace(DEBIAN13, bus="", bus_error="refused"))},
+        Status.warn,
+        "apt-get install dbus-user-session",
+    ),
+    (
+        "cgroups",
+        {"host": replace(V2_HOST, cgroups=replace(DEBIAN13, manager_controllers=("pids",)))},
+        Status.warn,
+        "no memory or cpu limits",
+    ),
     ("runtime.dir", {"runtime_foreign": True}, Status.fail, "not a directory owned by you"),
     ("runtime.dir", {"runtime_writable": False}, Status.fail, "set XDG_RUNTIME_DIR"),
     (
@@ -410,7 +426,7 @@ def test_an_engine_that_does_not_answer_gives_no_account(monkeypatch: pytest.Mon
 
 
 def test_every_check_has_a_case_or_is_informational() -> None:
-    covered = {c[0] for c in CASES} | {"mode"}
+    covered = {c[0] for c in CASES} | {"mode", "kernel.apparmor"}  # says, never warns
     assert {c.id for c in doctor.CHECKS} <= covered
 
 
@@ -495,12 +511,9 @@ def test_up_refuses_with_doctors_words_before_starting_anything() -> None:
 
 # -- the text form ----------------------------------------------------------------------------
 
-CLOSED_TUN = {
-    "host": facts(
-        binaries={**BINS, "docker": "/usr/bin/docker"},
-        tun=TunAccess(True, False, "Permission denied"),
-    )
-}
+CLOSED = TunAccess(True, False, "Permission denied")
+CLOSED_TUN = {"host": replace(V2_HOST, tun=CLOSED)}
+CLOSED_TUN_V1 = {"host": replace(V1_HOST, tun=CLOSED)}  # and cgroup v1's warning
 
 
 def text(width: int = 80, verbose: bool = False, **change: Any) -> list[str]:
@@ -536,14 +549,14 @@ def test_a_failing_check_gets_its_finding_and_the_exact_fix_below() -> None:
 @pytest.mark.parametrize("width", [40, 80, 132])
 def test_no_line_is_wider_than_the_terminal(width: int) -> None:
     for verbose in (False, True):
-        lines = text(width, verbose, netns_ok=False, cgroup2=False, **CLOSED_TUN)
+        lines = text(width, verbose, netns_ok=False, **CLOSED_TUN_V1)
         assert [line for line in lines if len(line) > width] == []
 
 
 def test_at_80_columns_a_check_takes_at_most_one_and_a_half_lines() -> None:
     """The measure of issue 28 on made-up facts with long findings: what fails and warns
     here (tun closed, cgroup v1, little disk, no docker client) still fits."""
-    lines = text(cgroup2=False, free_bytes=3 * 2**30, **CLOSED_TUN)
+    lines = text(free_bytes=3 * 2**30, **CLOSED_TUN_V1)
     assert len(lines) <= 1.5 * len(doctor.CHECKS), "\n".join(lines)
 
 
@@ -556,7 +569,6 @@ NEW_MACHINE = {
         subuid=(),
         subgid=(),
     ),
-    "cgroup2": False,
 }
 
 
@@ -593,9 +605,9 @@ def test_verbose_shows_every_check_in_full() -> None:
 
 
 def test_the_summary_counts_and_says_whether_anything_fails() -> None:
-    assert text()[-1] == "docker-up doctor: 24 ok, 1 skipped; nothing fails (--verbose: in full)"
+    assert text()[-1] == "docker-up doctor: 24 ok, 2 skipped; nothing fails (--verbose: in full)"
     assert text(**CLOSED_TUN)[-1] == (
-        "docker-up doctor: 1 fail, 23 ok, 1 skipped (--verbose: in full)"
+        "docker-up doctor: 1 fail, 23 ok, 2 skipped (--verbose: in full)"
     )
 
 
@@ -614,3 +626,33 @@ def test_the_text_has_no_colour_off_a_terminal(
 def test_the_image_build_cache_is_not_the_users_business() -> None:
     """scripts/build-image checks its own cache; doctor has no image check."""
     assert [c.id for c in doctor.CHECKS if c.id.startswith("image")] == []
+
+
+def test_apparmor_restriction_gets_a_profile_for_the_interpreter_that_unshares() -> None:
+    """Ubuntu >= 23.10: Docker's rootless docs give rootlesskit a profile with `userns`;
+    here the program that creates the user namespace is docker-up's Python."""
+    f = good(
+        sysctls={"kernel.apparmor_restrict_unprivileged_userns": "1"},
+        interpreter="/usr/bin/python3.12",
+    )
+    r = check("kernel.userns", f)
+    assert r.status is Status.fail
+    assert "apparmor_restrict_unprivileged_userns = 1" in r.detail
+    assert r.hint.startswith(
+        "as root: printf 'abi <abi/4.0>,\\ninclude <tunables/global>\\nprofile docker-up "
+        '"/usr/bin/python3.12" flags=(unconfined) {\\n  userns,\\n'
+    )
+    assert "> /etc/apparmor.d/docker-up && apparmor_parser -r /etc/apparmor.d/docker-up" in r.hint
+    assert check("kernel.userns", good(interpreter="/usr/bin/python3.12")).status is Status.ok
+
+
+def test_apparmor_on_debian_13_is_said_and_does_not_fail() -> None:
+    """Debian 13: AppArmor on, no restriction sysctl (vm-FACTS): containers run, unconfined."""
+    assert check("kernel.apparmor", good()).status is Status.skip
+    on = check("kernel.apparmor", good(apparmor=True))
+    assert (on.status, on.detail) == (
+        Status.ok,
+        "on, not restricting user namespaces; containers run without AppArmor profiles",
+    )
+    restricted = good(apparmor=True, sysctls={"kernel.apparmor_restrict_unprivileged_userns": "1"})
+    assert check("kernel.apparmor", restricted).status is Status.skip
