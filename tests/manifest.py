@@ -65,7 +65,7 @@ def docker_run_options(pod_spec: dict[str, Any]) -> tuple[list[Needed], list[str
     needed = []
     seccomp = sc["seccompProfile"]
     if seccomp["type"] in ("Unconfined", "Localhost"):
-        # Without it, the runtime's default profile: moby's refuses slirp4netns' pivot_root.
+        # Without it, the runtime's default profile: moby's refuses unshare without SYS_ADMIN.
         value = "unconfined"
         if seccomp["type"] == "Localhost":
             value = str(SECCOMP_ROOT / seccomp["localhostProfile"])
@@ -73,7 +73,7 @@ def docker_run_options(pod_spec: dict[str, Any]) -> tuple[list[Needed], list[str
             Needed(
                 "securityContext.seccompProfile",
                 ("--security-opt", f"seccomp={value}"),
-                "cannot pivot_root",
+                "unshare: Operation not permitted",
             )
         )
     if sc["procMount"] == "Unmasked":
