@@ -14,6 +14,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 POD = ROOT / "deploy" / "kubernetes" / "workspace-pod.yaml"
 STATEFULSET = ROOT / "deploy" / "kubernetes" / "workspace-statefulset.yaml"
+ARC = ROOT / "deploy" / "kubernetes" / "arc-runner-values.yaml"
+# The kubelet's seccomp directory, as shipped: localhostProfile names a file in it.
+SECCOMP_ROOT = ROOT / "deploy" / "kubernetes" / "seccomp"
 APPARMOR = Path("/sys/module/apparmor/parameters/enabled")
 
 
@@ -60,12 +63,17 @@ def docker_run_options(pod_spec: dict[str, Any]) -> tuple[list[Needed], list[str
         # docker run's default is what these say: not privileged, no no-new-privileges.
         raise ValueError("the workspace must be unprivileged and may gain privileges (setuid)")
     needed = []
-    if sc["seccompProfile"] == {"type": "Unconfined"}:
+    seccomp = sc["seccompProfile"]
+    if seccomp["type"] in ("Unconfined", "Localhost"):
+        # Without it, the runtime's default profile: moby's refuses unshare without SYS_ADMIN.
+        value = "unconfined"
+        if seccomp["type"] == "Localhost":
+            value = str(SECCOMP_ROOT / seccomp["localhostProfile"])
         needed.append(
             Needed(
                 "securityContext.seccompProfile",
-                ("--security-opt", "seccomp=unconfined"),
-                "cannot pivot_root",
+                ("--security-opt", f"seccomp={value}"),
+                "unshare: Operation not permitted",
             )
         )
     if sc["procMount"] == "Unmasked":
@@ -89,7 +97,7 @@ def docker_run_options(pod_spec: dict[str, Any]) -> tuple[list[Needed], list[str
                     f"{path} is missing",
                 )
             )
-    for cap in sc["capabilities"]["add"]:
+    for cap in sc.get("capabilities", {}).get("add", []):
         needed.append(
             Needed(
                 f"securityContext.capabilities.add {cap}",

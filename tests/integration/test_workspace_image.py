@@ -128,7 +128,10 @@ class OuterDaemon:
         self.p: subprocess.Popen[str] | None = None
 
     def start(self, remap: bool = False) -> None:
-        env = dict(ENV)
+        # No connect() bypass for the workspace containers: its runc wrapper would give each
+        # a seccomp listener (their profile is not Unconfined), and the kernel allows one
+        # listener per filter chain: the docker-up inside could not add its own (EBUSY).
+        env = {**ENV, "DOCKER_UP_NET_ACCEL": "0"}
         if data := os.environ.get("DOCKER_UP_TEST_OUTER_DATA"):
             env["DOCKER_UP_DATA_ROOT"] = data
         if remap:
@@ -193,8 +196,8 @@ def workspace(workspace_image: str, busybox_tar: Path) -> Iterator[None]:
 
 def test_unprivileged_workspace_runs_docker(workspace: None) -> None:
     inspect = json.loads(outer("inspect", "ws").stdout)[0]["HostConfig"]
-    # No --privileged, and no CAP_NET_ADMIN (nor anything but SYS_ADMIN) added.
-    assert inspect["Privileged"] is False and inspect["CapAdd"] == ["CAP_SYS_ADMIN"]
+    # No --privileged, and no capability added (no SYS_ADMIN, no NET_ADMIN).
+    assert inspect["Privileged"] is False and not inspect["CapAdd"], inspect["CapAdd"]
     print("workspace container run with exactly:", " ".join(RUN_OPTS))
     r = inner("docker-up", "--detach")
     assert r.returncode == 0 and INNER_HOST in r.stdout

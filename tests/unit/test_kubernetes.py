@@ -4,14 +4,29 @@ and the translation the workspace image test runs with."""
 
 from __future__ import annotations
 
+import json
 import re
+import runpy
 from pathlib import Path
 from typing import Any
 
 import kubernetes.client as k8s
 import pytest
 
-from tests.manifest import POD, STATEFULSET, Needed, docker_run_options, load
+from tests.manifest import (
+    ARC,
+    POD,
+    ROOT,
+    SECCOMP_ROOT,
+    STATEFULSET,
+    Needed,
+    docker_run_options,
+    load,
+    workspace_container,
+)
+
+# The pre-1.19 annotation podman kube play still reads the seccomp profile from.
+SECCOMP_ANNOTATION = "container.seccomp.security.alpha.kubernetes.io"
 
 PRIMITIVES = {
     "str": str,
@@ -84,11 +99,11 @@ def test_the_manifest_translates_to_the_proven_docker_run_options() -> None:
     needed, other = docker_run_options(load(POD)["spec"])
     opts = {n.options for n in needed}
     assert {
-        ("--security-opt", "seccomp=unconfined"),
+        ("--security-opt", f"seccomp={SECCOMP_ROOT / 'docker-up-workspace.json'}"),
         ("--security-opt", "systempaths=unconfined"),
         ("--device", "/dev/net/tun"),
-        ("--cap-add", "SYS_ADMIN"),
     } <= opts
+    assert not [o for o in opts if o[0] == "--cap-add"]  # the image's newuidmap needs none
     assert all(isinstance(n, Needed) for n in needed)
     assert other[:2] == ["--user", "33333:33333"]
     assert "ws-docker-data:/home/gitpod/.local/share" in other
@@ -99,3 +114,64 @@ def test_a_field_the_translation_does_not_know_fails_it() -> None:
     spec["containers"][0]["securityContext"]["readOnlyRootFilesystem"] = True
     with pytest.raises(ValueError, match="readOnlyRootFilesystem"):
         docker_run_options(spec)
+
+
+def seccomp_of(pod: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """(the workspace container's seccompProfile field, the pod's annotation for it)."""
+    field = workspace_container(pod["spec"])["securityContext"]["seccompProfile"]
+    annotations = pod["metadata"].get("annotations", {})
+    return field, annotations.get(f"{SECCOMP_ANNOTATION}/workspace", "")
+
+
+@pytest.mark.parametrize("path", [POD, STATEFULSET], ids=["pod", "statefulset"])
+def test_the_seccomp_profile_is_shipped_not_unconfined(path: Path) -> None:
+    doc = load(path)
+    pod = doc if doc["kind"] == "Pod" else doc["spec"]["template"]
+    field, annotation = seccomp_of(pod)
+    assert field["type"] == "Localhost", field
+    assert (SECCOMP_ROOT / field["localhostProfile"]).is_file()
+    # podman kube play (5.4) reads only the annotation: it must name the same file.
+    assert annotation == f"localhost/{field['localhostProfile']}"
+
+
+def test_the_seccomp_profile_is_one_every_runtime_reads_alike() -> None:
+    (path,) = SECCOMP_ROOT.glob("*.json")
+    profile = json.loads(path.read_text())
+    # Refuses what it does not list, as the runtimes' defaults do.
+    assert profile["defaultAction"] == "SCMP_ACT_ERRNO"
+    assert profile["architectures"][0] == "SCMP_ARCH_X86_64"
+    # containerd reads a Localhost profile into the OCI spec, which has no conditions: a
+    # conditional rule would apply unconditionally there. The profile is flat.
+    assert "archMap" not in profile
+    rules = profile["syscalls"]
+    assert rules and all(not r.get("includes") and not r.get("excludes") for r in rules)
+    assert all(r["names"] and r["action"].startswith("SCMP_ACT_") for r in rules)
+    # Every rule says where it comes from: the default, or docker-up's reason for it.
+    assert all(r.get("comment") for r in rules)
+
+
+def test_the_shipped_profile_is_what_the_generator_makes() -> None:
+    """scripts/seccomp-profile's additions are all in the file, with their reasons."""
+    path = SECCOMP_ROOT / "docker-up-workspace.json"
+    profile = json.loads(path.read_text())
+    generator = runpy.run_path(str(ROOT / "scripts" / "seccomp-profile"), run_name="generator")
+    for added in generator["ADDITIONS"]:
+        assert added in profile["syscalls"], added
+
+
+def test_the_ci_runner_pod_is_a_valid_template_asking_for_what_the_pod_asks_for() -> None:
+    """arc-runner-values.yaml's template is what the ARC chart makes the runner pod of."""
+    values = load(ARC)
+    template = values["template"]
+    assert problems(template, "V1PodTemplateSpec", ARC.name) == []
+    assert "containerMode" not in values  # the chart's dind mode runs a privileged sidecar
+    (runner,) = template["spec"]["containers"]
+    sc = runner["securityContext"]
+    pod_sc = workspace_container(load(POD)["spec"])["securityContext"]
+    assert {k: v for k, v in sc.items() if not k.startswith("runAs")} == {
+        k: v for k, v in pod_sc.items() if not k.startswith("runAs")
+    }
+    assert template["spec"]["hostUsers"] is False and sc["privileged"] is False
+    assert runner["command"][0] == "/usr/bin/tini"
+    annotation = template["metadata"]["annotations"][f"{SECCOMP_ANNOTATION}/runner"]
+    assert annotation == f"localhost/{sc['seccompProfile']['localhostProfile']}"
