@@ -2,9 +2,7 @@
 bed's user: what doctor says of this host; docker-up without the user's bus (containers run,
 limits refused with the fix); `docker-up autostart enable --systemd` (limits reach the
 containers' cgroups) and what a container or another local user can do with the delegated
-cgroup and the bus; `disable` leaves the home as it was. Self-contained (stdlib + pytest), so
-it runs from the product's tree: scripts/vm --tree T ../tree/tests/vm/test_cgroup_product.py
---import-mode=importlib."""
+cgroup and the bus; `disable` leaves the home as it was. With the bed's helpers (stack.py)."""
 
 from __future__ import annotations
 
@@ -12,53 +10,22 @@ import json
 import os
 import pwd
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from .stack import BUSYBOX, SLOW, USER, login, ok, wait_for
+
 pytestmark = pytest.mark.skipif(
     not os.environ.get("DOCKER_UP_VM_USER"), reason="acts on a whole systemd host: the VM's"
 )
-USER = os.environ.get("DOCKER_UP_VM_USER", "du-vm")
 OTHER = "du-other"  # another local user, who must get nothing of USER's
-BUSYBOX = os.environ.get("DOCKER_UP_VM_BUSYBOX", "/opt/busybox.tar")
-SLOW = 240
 UNIT = "docker-up.service"
-
-
-def wait_for(cond: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while not (value := cond()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.3)
-    return value
 
 
 def uid() -> int:
     return pwd.getpwnam(USER).pw_uid
-
-
-def login(script: str, timeout: float = SLOW) -> subprocess.CompletedProcess[str]:
-    """A PAM login of the user (runuser -l: a logind session, XDG_RUNTIME_DIR, the bus)."""
-    env = f"export DOCKER_HOST=unix:///run/user/{uid()}/docker-up/docker.sock\n"
-    return subprocess.run(
-        ["runuser", "-l", USER, "-c", env + script],
-        env={**os.environ, "XDG_SESSION_CLASS": "user"},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def ok(script: str, timeout: float = SLOW) -> str:
-    r = login(script, timeout)
-    assert r.returncode == 0, f"{script!r} exited {r.returncode}:\n{r.stdout}\n{r.stderr}"
-    return r.stdout
 
 
 def status() -> dict[str, Any]:

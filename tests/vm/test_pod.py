@@ -17,10 +17,12 @@ import os
 import shlex
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from .stack import wait_for
 
 IMAGES = Path(os.environ.get("DOCKER_UP_VM_IMAGES", "/nonexistent"))
 TREE = Path(os.environ.get("DOCKER_UP_VM_TREE", "/nonexistent"))
@@ -52,15 +54,6 @@ def run(
     if check and r.returncode != 0:
         raise AssertionError(f"{shlex.join(argv)} exited {r.returncode}:\n{r.stdout}{r.stderr}")
     return r
-
-
-def wait_for(cond: Callable[[], object], timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while not (value := cond()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.5)
-    return value
 
 
 def play(manifest: Path, tmp: Path) -> Path:
