@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from tests.unit.test_status import PUBLISHED
+from tests.unit.given import PUBLISHED
 
 from .harness import Workspace
 

@@ -6,14 +6,12 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from dockerup.config import resolve
 from dockerup.errors import DockerUpError
-from dockerup.programs.autoports import AutoPorts
 from dockerup.programs.autorules import (
     Listener,
     Owner,
@@ -29,6 +27,8 @@ from dockerup.programs.autorules import (
 from dockerup.programs.messages import Connect
 from dockerup.programs.specs import AutoPortsSpec
 
+from .loopback import PERSON, Fake, MakeAutoPorts, free_ports
+
 TCP = """\
   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 111 1
@@ -43,7 +43,6 @@ TCP6 = """\
 """  # noqa: E501 - /proc's own lines
 
 RULES = AutoPortsSpec(include=[], exclude=[], cap=64, table="")
-PERSON = Owner(10, "python3 -m http.server")
 
 
 def test_proc_net_tcp_listeners_only() -> None:
@@ -179,37 +178,9 @@ def test_settings_reach_the_config() -> None:
 # -- the keeper's bookkeeping, with namespace listeners made up and real workspace sockets ----
 
 
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-class Fake(AutoPorts):
-    """AutoPorts whose namespace is a list the test writes."""
-
-    def __init__(self, spec: AutoPortsSpec) -> None:
-        self.logged: list[str] = []
-        super().__init__(spec, {"net": 0}, self.logged.append, set)
-        self.inside: list[Listener] = []
-        self.inside_udp: list[Listener] = []
-
-    def namespace_listeners(self, proto: str = "tcp") -> list[Listener]:
-        return self.inside if proto == "tcp" else self.inside_udp
-
-    def lookup_owners(self, inodes: set[int]) -> None:
-        self.owners.update({i: PERSON for i in inodes})
-
-
 @pytest.fixture
-def auto(tmp_path: Path) -> Iterator[Fake]:
-    a = Fake(AutoPortsSpec(include=[], exclude=[], cap=2, table=str(tmp_path / "t.json")))
-    yield a
-    a.release(list(a.exposed))
+def auto(auto_ports: MakeAutoPorts) -> Fake:
+    return auto_ports(cap=2)
 
 
 def listening_here(port: int) -> bool:
@@ -365,11 +336,8 @@ def udp_free_ports(n: int) -> list[int]:
     return ports
 
 
-def udp_fake(tmp_path: Path, ports: list[int]) -> Fake:
-    spec = AutoPortsSpec(
-        include=[], exclude=[], cap=8, table=str(tmp_path / "t.json"), udp=[[p, p] for p in ports]
-    )
-    return Fake(spec)
+def udp_fake(auto_ports: MakeAutoPorts, ports: list[int]) -> Fake:
+    return auto_ports(cap=8, udp=ports)
 
 
 def play_helper(conn: socket.socket) -> threading.Thread:
@@ -386,7 +354,7 @@ def play_helper(conn: socket.socket) -> threading.Thread:
 
 
 def test_a_named_udp_port_is_relayed_then_released(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    auto_ports: MakeAutoPorts, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The namespace's server is played by one on 127.0.0.2 (what a server inside on that
     address would get); the workspace's side is 127.0.0.1 at the same port."""
@@ -397,7 +365,7 @@ def test_a_named_udp_port_is_relayed_then_released(
     echo = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     echo.bind(("127.0.0.2", port))
     threading.Thread(target=lambda: echo.sendto(*echo.recvfrom(100)), daemon=True).start()
-    auto = udp_fake(tmp_path, [port])
+    auto = udp_fake(auto_ports, [port])
     auto.conn, helper_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         auto.inside_udp = [Listener("127.0.0.2", port, 7), Listener("0.0.0.0", port + 1, 8)]
@@ -422,12 +390,12 @@ def test_a_named_udp_port_is_relayed_then_released(
         helper_end.close()
 
 
-def test_a_udp_port_the_workspace_holds_is_refused(tmp_path: Path) -> None:
+def test_a_udp_port_the_workspace_holds_is_refused(auto_ports: MakeAutoPorts) -> None:
     ours = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     ours.bind(("127.0.0.1", 0))
     port = ours.getsockname()[1]
     with ours:
-        auto = udp_fake(tmp_path, [port])
+        auto = udp_fake(auto_ports, [port])
         auto.inside_udp = [Listener("0.0.0.0", port, 7)]
         auto.poll()
         assert auto.exposed == {}
@@ -435,17 +403,17 @@ def test_a_udp_port_the_workspace_holds_is_refused(tmp_path: Path) -> None:
         assert any(f"port {port}/udp not exposed" in line for line in auto.logged)
 
 
-def test_without_a_named_udp_port_udp_is_never_read(tmp_path: Path) -> None:
-    auto = udp_fake(tmp_path, [])
+def test_without_a_named_udp_port_udp_is_never_read(auto_ports: MakeAutoPorts) -> None:
+    auto = udp_fake(auto_ports, [])
     auto.inside_udp = [Listener("0.0.0.0", 5353, 7)]
     auto.poll()
     assert auto.exposed == {} and auto.refused == {}
 
 
-def test_a_udp_port_waits_for_the_inside_helper(tmp_path: Path) -> None:
+def test_a_udp_port_waits_for_the_inside_helper(auto_ports: MakeAutoPorts) -> None:
     """No helper to relay it (one being restarted): refused, and taken at a later poll."""
     (port,) = udp_free_ports(1)
-    auto = udp_fake(tmp_path, [port])
+    auto = udp_fake(auto_ports, [port])
     auto.inside_udp = [Listener("0.0.0.0", port, 7)]
     helper_end = None
     try:

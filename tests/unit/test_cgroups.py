@@ -20,19 +20,9 @@ from dockerup.plan import build_plan
 from dockerup.programs import runtime
 from dockerup.programs.specs import RuntimeSpec
 
-from .test_plan import facts, paths
+from .given import BUS, DEBIAN13, facts, paths
 
-BUS = "/run/user/1001/bus"
 BUSCTL = "/usr/bin/busctl"
-# Debian 13 after a login through PAM: systemd 257's user@.service delegates these.
-DEBIAN13 = CgroupFacts(
-    version=2,
-    systemd=True,
-    bus=BUS,
-    manager_controllers=("cpu", "memory", "pids"),
-    own="/user.slice/user-1001.slice/session-3.scope",
-    own_controllers=("cpuset", "cpu", "io", "memory", "pids"),
-)
 PINNED = "native.cgroupdriver=cgroupfs"
 
 

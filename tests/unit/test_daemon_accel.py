@@ -20,7 +20,7 @@ from dockerup.programs import linux
 from dockerup.programs.accel_kernel import IOCTL_RECV, IOCTL_SEND, NOTIF, RESP
 from dockerup.programs.watch import connect_unwatched, install_filter
 
-from .test_plan import facts, paths
+from .given import facts, paths
 
 OLD_RUNC = ("runc (1, 0) cannot hand over a seccomp listener (1.1+)",)
 

@@ -19,9 +19,7 @@ from dockerup.programs.accel_support import support_problems
 from dockerup.results import Doctor, envelope
 from dockerup.verbs.running import daemon_of
 
-from .test_cgroups import DEBIAN13
-from .test_plan import BINS, CONTAINERD_21, DOCKERD_28, facts, pasta_facts, paths
-from .test_status import RUNNING
+from .given import BINS, CONTAINERD_21, DEBIAN13, DOCKERD_28, RUNNING, facts, pasta_facts, paths
 
 RUNC_115 = "runc version 1.1.5+ds1\ncommit: 1.1.5+ds1-1\nlibseccomp: 2.5.4"
 ACTIONS = "kill_process kill_thread trap errno user_notif trace log allow"

@@ -17,7 +17,7 @@ from dockerup.engine import Engine, parse_version
 from dockerup.errors import DockerUpError
 from dockerup.plan import build_plan
 
-from .test_plan import (
+from .given import (
     CONTAINERD_16,
     CONTAINERD_17,
     CONTAINERD_21,

@@ -15,7 +15,7 @@ from dockerup.programs.common import ipv6_default_gateways
 from dockerup.programs.netcheck import ipv6_problems
 from dockerup.programs.specs import NetCheck
 
-from .test_plan import BINS, WITH_PASTA, facts, pasta_facts, paths
+from .given import BINS, WITH_PASTA, facts, pasta_facts, paths
 
 # /proc/net/ipv6_route of a workspace: a default route via fd79::2 on eth0, its own
 # network, and the kernel's unreachable default on lo (a reject route: not a way out).

@@ -18,7 +18,7 @@ from dockerup.programs import messages as m
 from dockerup.programs.porttables import PublishedPort, PublishedTable
 from dockerup.programs.specs import Command, KeeperSpec, PortSpec, Spec, SpecError
 
-from .test_plan import facts, paths
+from .given import facts, paths
 
 STEPS: list[m.Step] = [
     m.Unshared(1.5, 2.5, 3.0),

@@ -16,7 +16,7 @@ from dockerup.net import NET_DRIVERS
 from dockerup.net.kinds import KINDS, kind_of
 from dockerup.plan import build_plan, missing_programs
 
-from .test_plan import BINS, WITH_PASTA, facts, pasta_facts, paths
+from .given import BINS, WITH_PASTA, facts, pasta_facts, paths
 
 
 @pytest.mark.parametrize("name", list(KINDS))

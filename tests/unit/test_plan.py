@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -9,59 +8,12 @@ import pytest
 from dockerup import daemon
 from dockerup.config import Config, Storage
 from dockerup.errors import DockerUpError
-from dockerup.facts import HostFacts, IdRange, TunAccess, parse_subid, search_path
-from dockerup.paths import resolve_paths
+from dockerup.facts import IdRange, TunAccess, parse_subid, search_path
 from dockerup.plan import Plan, build_plan
 from dockerup.programs import script
 from dockerup.programs.specs import ChildSpec, ProxySpec, RuntimeSpec
 
-DATA = Path(__file__).parent / "data"
-HELP_12 = (DATA / "slirp4netns-1.2.0.help").read_text()
-BINS = {
-    "dockerd": "/usr/sbin/dockerd",
-    "containerd": "/usr/bin/containerd",
-    "runc": "/usr/sbin/runc",
-    "slirp4netns": "/usr/bin/slirp4netns",
-    "newuidmap": "/usr/bin/newuidmap",
-    "newgidmap": "/usr/bin/newgidmap",
-    "iptables": "/usr/sbin/iptables",
-    "fuse-overlayfs": None,
-    "docker-proxy": "/usr/sbin/docker-proxy",
-}
-
-
-# What Debian 12's, 13's and unstable's engines print for --version.
-DOCKERD_20 = "Docker version 20.10.24+dfsg1, build 297e128"
-CONTAINERD_16 = "containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3"
-DOCKERD_26 = "Docker version 26.1.5+dfsg1, build a72d7cd"
-CONTAINERD_17 = "containerd github.com/containerd/containerd 1.7.24~ds1 1.7.24~ds1-6+deb13u1"
-DOCKERD_28 = "Docker version 28.5.2+dfsg4, build ecc6942"
-CONTAINERD_21 = "containerd github.com/containerd/containerd/v2 2.1.9+unknown "
-
-
-def facts(**kw: object) -> HostFacts:
-    base = HostFacts(
-        uid=1001,
-        gid=1001,
-        user="alice",
-        home="/home/alice",
-        search_path="/usr/bin:/bin:/usr/sbin",
-        binaries=dict(BINS),
-        subuid=(IdRange(100000, 65536),),
-        subgid=(IdRange(200000, 65536),),
-        tun=TunAccess(True, True),
-        slirp_help=HELP_12,
-        slirp_version=(DATA / "slirp4netns-1.2.0.version").read_text(),
-        python="/usr/bin/python3",
-        env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "SECRET": "x"},
-        dockerd_version=DOCKERD_20,
-        containerd_version=CONTAINERD_16,
-    )
-    return replace(base, **kw)  # type: ignore[arg-type]
-
-
-def paths(env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
-    return resolve_paths(env or {}, 1001, "/home/alice")
+from .given import BINS, WITH_PASTA, facts, pasta_facts, paths
 
 
 def test_paths_fall_back_to_tmp_without_xdg_runtime_dir() -> None:
@@ -345,20 +297,6 @@ def test_tcp_listener_with_tls_verifies_clients() -> None:
     assert cfg["hosts"] == ["unix:///tmp/docker-up-1001/docker.sock", "tcp://0.0.0.0:2376"]
     assert cfg["tlsverify"] is True
     assert cfg["tlscacert"] == "/tls/ca.pem" and cfg["tlskey"] == "/tls/key.pem"
-
-
-PASTA_HELP = (DATA / "pasta-2023-03-09.help").read_text()
-PASTA_VERSION = (DATA / "pasta-2023-03-09.version").read_text()
-WITH_PASTA = {**BINS, "pasta": "/usr/bin/pasta"}
-
-
-def pasta_facts(**kw: object) -> HostFacts:
-    base: dict[str, object] = {
-        "binaries": WITH_PASTA,
-        "pasta_help": PASTA_HELP,
-        "pasta_version": PASTA_VERSION,
-    }
-    return facts(**{**base, **kw})
 
 
 def test_net_pasta_plans_pasta_and_needs_no_slirp4netns() -> None:

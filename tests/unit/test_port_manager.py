@@ -6,45 +6,20 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 
 import pytest
 
-from dockerup.programs.fdwait import readable
 from dockerup.programs.messages import PortReply
 from dockerup.programs.portproxy import FdStream
-from dockerup.programs.ports import PortManager, SpliceForwarder
+from dockerup.programs.ports import PortManager
+
+from .loopback import MakePortManager, request, serve_ready
 
 
 @pytest.fixture
-def manager() -> Iterator[tuple[PortManager, str, list[str]]]:
-    server = socket.socket(socket.AF_UNIX)
-    server.bind("\0docker-up-test-ports")  # abstract: nothing on disk
-    server.listen()
-    logged: list[str] = []
-    m = PortManager(server, SpliceForwarder(), logged.append)
-    yield m, "\0docker-up-test-ports", logged
-    m.close()
-
-
-def serve_ready(m: PortManager) -> None:
-    """What the keeper's loop does: handle every fd that is readable now."""
-    for fd in readable(m.fds(), 1.0):
-        m.handle(fd)
-
-
-def request(addr: str, **req: object) -> socket.socket:
-    proxy = socket.socket(socket.AF_UNIX)
-    proxy.connect(addr)
-    doc = {
-        "proto": "tcp",
-        "host_ip": "127.0.0.1",
-        "host_port": 0,
-        "container_ip": "172.17.0.2",
-        "container_port": 80,
-    } | req
-    proxy.sendall((json.dumps(doc) + "\n").encode())
-    return proxy
+def manager(port_manager: MakePortManager) -> tuple[PortManager, str, list[str]]:
+    m, logged = port_manager("\0docker-up-test-ports")
+    return m, "\0docker-up-test-ports", logged
 
 
 def free_port() -> int:

@@ -6,22 +6,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import socket
 from pathlib import Path
 
 import pytest
 
 from dockerup import background, instance
 from dockerup.errors import DockerUpError
-from dockerup.programs.ports import PortManager, SpliceForwarder
 from dockerup.programs.porttables import AutoPort, AutoTable, PublishedPort, PublishedTable
 from dockerup.programs.state import LazyRecord
 from dockerup.results import PORTS_SCHEMA, envelope
 from dockerup.verbs import ports as verb
 
-from .test_autoports import Fake, free_ports
-from .test_plan import paths
-from .test_port_manager import request, serve_ready
+from .given import paths
+from .loopback import MakeAutoPorts, MakePortManager, free_ports, request, serve_ready
 
 PUBLISHED = PublishedTable(
     1,
@@ -155,39 +152,31 @@ def test_the_table_names_refusals_and_their_reason(
 # -- the keeper writes them ----------------------------------------------------------------
 
 
-def test_the_port_manager_lists_what_it_publishes(tmp_path: Path) -> None:
+def test_the_port_manager_lists_what_it_publishes(
+    tmp_path: Path, port_manager: MakePortManager
+) -> None:
     table = tmp_path / "published-ports.json"
-    server = socket.socket(socket.AF_UNIX)
-    server.bind("\0docker-up-test-ports-table")
-    server.listen()
-    m = PortManager(server, SpliceForwarder(), lambda _m: None, table=str(table))
-    try:
-        (port,) = free_ports(1)
-        proxy = request("\0docker-up-test-ports-table", host_port=port)
-        serve_ready(m)
-        assert PublishedTable.from_json(table.read_text()).ports == [
-            PublishedPort("tcp", "127.0.0.1", port, "172.17.0.2", 80)
-        ]
-        assert oct(table.stat().st_mode & 0o777) == "0o600"
-        proxy.close()
-        serve_ready(m)  # the proxy went: so did the port
-        assert PublishedTable.from_json(table.read_text()).ports == []
-    finally:
-        m.close()
+    m, _ = port_manager("\0docker-up-test-ports-table", table=str(table))
+    (port,) = free_ports(1)
+    proxy = request("\0docker-up-test-ports-table", host_port=port)
+    serve_ready(m)
+    assert PublishedTable.from_json(table.read_text()).ports == [
+        PublishedPort("tcp", "127.0.0.1", port, "172.17.0.2", 80)
+    ]
+    assert oct(table.stat().st_mode & 0o777) == "0o600"
+    proxy.close()
+    serve_ready(m)  # the proxy went: so did the port
+    assert PublishedTable.from_json(table.read_text()).ports == []
 
 
-def test_auto_ports_writes_its_typed_table(tmp_path: Path) -> None:
+def test_auto_ports_writes_its_typed_table(auto_ports: MakeAutoPorts) -> None:
     from dockerup.programs.autorules import Listener
-    from dockerup.programs.specs import AutoPortsSpec
 
-    auto = Fake(AutoPortsSpec(include=[], exclude=[], cap=1, table=str(tmp_path / "a.json")))
+    auto = auto_ports(cap=1)
     a, b = sorted(free_ports(2))
     auto.inside = [Listener("127.0.0.1", a, 1), Listener("127.0.0.1", b, 2)]
-    try:
-        auto.poll()
-        table = AutoTable.from_json(Path(auto.spec.table).read_text())
-    finally:
-        auto.release(list(auto.exposed))
+    auto.poll()
+    table = AutoTable.from_json(Path(auto.spec.table).read_text())
     assert [(x.port, x.addresses) for x in table.auto] == [(a, ["127.0.0.1"])]
     assert [x.port for x in table.refused] == [b]
     assert "cap of 1" in table.refused[0].reason

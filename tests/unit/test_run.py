@@ -10,7 +10,7 @@ from dockerup import ns
 from dockerup.errors import DockerUpError
 from dockerup.verbs.run import MARKER, Nest, RunPlan, Where, plan_run
 
-from .test_status import RUNNING
+from .given import RUNNING
 
 OUTSIDE = Where(same_net=False, same_user=False)
 ENV = {"PATH": "/usr/bin:/bin", "HOME": "/home/u", "FOO": "bar"}

@@ -225,7 +225,7 @@ def test_autostart_status_is_typed_and_says_the_same(
     from dockerup.results import RcState, envelope
     from dockerup.verbs import shell
 
-    from .test_plan import facts
+    from .given import facts
 
     monkeypatch.setattr(host, "probe", lambda: facts(home=str(tmp_path), env={}))
     (tmp_path / ".bashrc").write_text("set -o vi\n" + shellinit.block("true\n", False))

@@ -50,7 +50,7 @@ def test_dash_h_is_the_help_everywhere() -> None:
 def test_enter_argv_joins_the_user_namespace_only_where_docker_up_made_one() -> None:
     from dataclasses import replace
 
-    from .test_status import RUNNING
+    from .given import RUNNING
 
     rootless = replace(RUNNING, mode="rootless", dockerd_pid=42, net="slirp4netns")
     assert enter_argv(rootless, ["ip", "a"]) == [

@@ -12,68 +12,10 @@ import pytest
 
 import dockerup
 from dockerup import instance
-from dockerup.programs.procid import ProcId
 from dockerup.results import STATUS_SCHEMA, Status, envelope
 from dockerup.verbs import running
 
-from .test_plan import paths
-
-RUNNING = instance.Running(
-    pid=10,
-    dockerd_pid=11,
-    net_pid=12,
-    socket="/run/u/docker-up/docker.sock",
-    docker_host="unix:///run/u/docker-up/docker.sock",
-    mode="rootless",
-    mode_reason="auto: uid 1001 is not root",
-    data_root="/home/a/.local/share/docker-up/data",
-    storage="overlay2",
-    storage_reason="overlay mounts",
-    iptables="legacy",
-    iptables_reason="legacy works",
-    net="slirp4netns",
-    net_options=["sandbox", "mtu=65520"],
-    mtu=65520,
-    started_at=1000.0,
-    restarts=2,
-    ipv6="on (auto): the workspace has an IPv6 default route",
-    engine="dockerd 20.10.24, containerd 1.6.20",
-    timings={"total": 0.45},
-    procs={"keeper": ProcId(pid=10, start=5, exe="/usr/bin/python3")},
-)
-
-PUBLISHED = {
-    "schema",
-    "running",
-    "state",
-    "lazy",
-    "socket",
-    "docker_host",
-    "pid",
-    "dockerd_pid",
-    "net_pid",
-    "answering",
-    "mode",
-    "mode_reason",
-    "net",
-    "net_options",
-    "mtu",
-    "ipv6",
-    "ipv6_reason",
-    "storage",
-    "storage_reason",
-    "data_root",
-    "iptables",
-    "iptables_reason",
-    "engine",
-    "cgroup_driver",
-    "cgroup_limits",
-    "cgroup_reason",
-    "cgroup_fix",
-    "started_at",
-    "uptime_s",
-    "restarts",
-}
+from .given import PUBLISHED, RUNNING, paths
 
 
 def running_status(monkeypatch: pytest.MonkeyPatch, debug: bool = False) -> Status:
