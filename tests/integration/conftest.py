@@ -15,7 +15,8 @@ from pyroute2 import IPRoute, NetlinkError, NetNS
 
 from dockerup.facts import has_default_route
 
-from .harness import USER, VENV, DockerUp, User, Workspace, end_strays, wait_for
+from .harness import NET_DRIVERS, USER, VENV, DockerUp, User, Workspace, end_strays, wait_for
+from .servers import OTHER_ADDR, CountingServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -94,10 +95,6 @@ def workspace(user: User) -> Iterator[Workspace]:
     shutil.rmtree(root, ignore_errors=True)
 
 
-# The driver suite: tests that take `net` run once per network driver.
-NET_DRIVERS = ("slirp4netns", "pasta")
-
-
 @pytest.fixture(params=NET_DRIVERS)
 def net(request: pytest.FixtureRequest, workspace: Workspace) -> str:
     """The network driver for this test's docker-up (through DOCKER_UP_NET)."""
@@ -146,47 +143,11 @@ def loopback_server() -> Iterator[int]:
     srv.close()
 
 
-def listener(
-    family: int = socket.AF_INET, address: str = "127.0.0.1", backlog: int = 128
-) -> socket.socket:
-    """A listening TCP socket on a free port of `address`."""
-    sock = socket.socket(family)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((address, 0))
-    sock.listen(backlog)
-    return sock
-
-
-class CountingServer:
-    """A TCP server (the workspace's 127.0.0.1 unless given a listening socket) that answers
-    `reply` and counts who came: what a container reached, seen from the server's side."""
-
-    def __init__(
-        self, reply: bytes = b"secret\n", backlog: int = 128, sock: socket.socket | None = None
-    ) -> None:
-        self.sock = sock or listener(backlog=backlog)
-        self.sock.settimeout(0.2)
-        self.port: int = self.sock.getsockname()[1]
-        self.reply = reply
-        self.count = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.serve, daemon=True)
-        self.thread.start()
-
-    def serve(self) -> None:
-        while not self.stop.is_set():
-            try:
-                c, _ = self.sock.accept()
-            except (TimeoutError, OSError):
-                continue
-            self.count += 1
-            with c:
-                c.sendall(self.reply)
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join()
-        self.sock.close()
+@pytest.fixture(scope="module")
+def second_address() -> None:
+    """OTHER_ADDR on the test namespace's loopback: a second workspace address (modules
+    that need it name it in their pytestmark)."""
+    subprocess.run(["ip", "addr", "replace", f"{OTHER_ADDR}/32", "dev", "lo"], check=True)
 
 
 @pytest.fixture

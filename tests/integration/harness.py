@@ -25,6 +25,8 @@ from dockerup.programs import procid
 VENV = Path(os.environ.get("DOCKER_UP_VENV", "/opt/docker-up-venv"))
 USER = os.environ.get("DOCKER_UP_TEST_USER", "dockerup-test")
 DOCKER_CLI = shutil.which("docker") or "/usr/bin/docker"
+# The driver suite: tests that take the `net` fixture run once per network driver.
+NET_DRIVERS = ("slirp4netns", "pasta")
 
 
 def wait_for(cond: Callable[[], object], timeout: float, what: str, step: float = 0.05) -> object:
@@ -417,3 +419,22 @@ class DockerUp:
         if self.netns:
             self.netns.kill_members()
             self.netns.close()
+
+
+def up(ws: Workspace, started: list[DockerUp], *args: str) -> DockerUp:
+    """docker-up in the foreground, ready; `started` (the fixture) ends it after the test."""
+    s = ws.start(*args)
+    started.append(s)
+    return s.wait_ready()
+
+
+def status(ws: Workspace) -> dict[str, object]:
+    """`docker-up status --json`, read."""
+    r = ws.docker_up("status", "--json")
+    doc: dict[str, object] = json.loads(r.stdout)
+    return doc
+
+
+def detach(ws: Workspace, *args: str) -> subprocess.CompletedProcess[str]:
+    """`docker-up --detach ARGS`: starts in the background, returns once it answers."""
+    return ws.docker_up("--detach", *args, timeout=120)

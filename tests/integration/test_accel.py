@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from .harness import Workspace, nc_read, reach_host_loopback
-from .test_lifecycle import status
-from .test_ports import free_port
+from .harness import Workspace, nc_read, reach_host_loopback, status
+from .servers import free_port
 
 
 @pytest.fixture

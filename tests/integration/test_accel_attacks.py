@@ -23,10 +23,8 @@ import pytest
 
 from dockerup.programs import sweep
 
-from .conftest import NET_DRIVERS, CountingServer
-from .harness import User, Workspace, full_backlog, listening, wait_for
-from .test_lifecycle import status
-from .test_ports import free_port
+from .harness import NET_DRIVERS, User, Workspace, full_backlog, listening, status, wait_for
+from .servers import CountingServer, free_port
 
 
 def daemon(user: User, busybox_tar: Path, driver: str, *flags: str) -> Iterator[Workspace]:

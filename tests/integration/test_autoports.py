@@ -16,25 +16,26 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import CountingServer, listener
 from .harness import VENV, Workspace, wait_for
-from .test_ports import OTHER_ADDR, WEB, free_port, http_get, second_address, web_container
+from .servers import (
+    OTHER_ADDR,
+    SERVER,
+    WEB,
+    CountingServer,
+    answer,
+    free_port,
+    http_get,
+    listener,
+    web_container,
+)
 
-__all__ = ["second_address"]  # the module fixture that gives the workspace OTHER_ADDR
+pytestmark = pytest.mark.usefixtures("second_address")  # OTHER_ADDR on the loopback
 
 # How long a wait for auto ports' reaction may take. Idle, it is one poll (0.25 s) plus a
 # process start; beside a workspace's start (CI's load: ~10 runnable tasks on 2 cores) a
 # Python start alone has taken seconds, and a 5 s bound failed once before any kill. The
 # speed itself is measured in scripts/bench, not here.
 REACT = 30
-
-SERVER = """
-import socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[2], int(sys.argv[1]))); s.listen(64)
-while True:
-    c, _ = s.accept(); c.sendall(b"ns-server\\n"); c.close()
-"""
 
 
 @pytest.fixture
@@ -72,14 +73,6 @@ def exec_server(
     finally:
         p.kill()
         p.wait(10)
-
-
-def answer(port: int, address: str = "127.0.0.1") -> str:
-    try:
-        with socket.create_connection((address, port), timeout=2) as c:
-            return c.recv(100).decode()
-    except OSError as e:
-        return f"error: {e}"
 
 
 def bindable(port: int) -> bool:

@@ -8,8 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .harness import DockerUp, Workspace
-from .test_core import up
+from .harness import DockerUp, Workspace, up
 
 
 def test_the_drivers_status_start_notice_and_memory_limit_agree_with_dockerd(

@@ -7,13 +7,15 @@ import os
 import signal
 from pathlib import Path
 
-from .harness import DockerUp, Workspace, nc_read, pid_alive, reach_host_loopback, wait_for
-
-
-def up(ws: Workspace, started: list[DockerUp], *args: str) -> DockerUp:
-    s = ws.start(*args)
-    started.append(s)
-    return s.wait_ready()
+from .harness import (
+    DockerUp,
+    Workspace,
+    nc_read,
+    pid_alive,
+    reach_host_loopback,
+    up,
+    wait_for,
+)
 
 
 def assert_all_gone(s: DockerUp) -> None:

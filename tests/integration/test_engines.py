@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from .harness import Workspace, pid_alive, processes_of, wait_for
-from .test_lifecycle import detach, status
-from .test_ports import free_port
+from .harness import Workspace, detach, pid_alive, processes_of, status, wait_for
+from .servers import free_port
 
 
 def engine_dir(name: str, workspace: Workspace) -> Path | None:

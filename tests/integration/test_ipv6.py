@@ -19,8 +19,8 @@ from pyroute2 import NetNS
 
 from dockerup.programs import linux
 
-from .conftest import CountingServer, listener
 from .harness import DockerUp, Workspace, nc_read, wait_for
+from .servers import CountingServer, listener
 
 # The servers below are their containers' init, which ignores SIGTERM: without this, each
 # teardown's stop waited dockerd's 10 s for every one of them.

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,22 +17,14 @@ from .harness import (
     DockerUp,
     Namespace,
     Workspace,
+    detach,
     nothing_left,
     pid_alive,
     processes_of,
     reach_host_loopback,
+    status,
     wait_for,
 )
-
-
-def status(ws: Workspace) -> dict[str, object]:
-    r = ws.docker_up("status", "--json")
-    doc: dict[str, object] = json.loads(r.stdout)
-    return doc
-
-
-def detach(ws: Workspace, *args: str) -> subprocess.CompletedProcess[str]:
-    return ws.docker_up("--detach", *args, timeout=120)
 
 
 @pytest.fixture

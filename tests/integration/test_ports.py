@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -12,73 +11,9 @@ from pathlib import Path
 import pytest
 
 from .harness import Workspace, listening, wait_for
+from .servers import OTHER_ADDR, free_port, http_get, udp_bound, udp_echo, web_container
 
-OTHER_ADDR = "10.99.0.1"  # a second workspace address, on the test namespace's own lo
-
-
-@pytest.fixture(scope="module", autouse=True)
-def second_address() -> None:
-    subprocess.run(["ip", "addr", "replace", f"{OTHER_ADDR}/32", "dev", "lo"], check=True)
-
-
-_GIVEN: set[int] = set()
-
-
-def free_port() -> int:
-    """A port nothing uses on any address, never the same twice in a run, and below the
-    kernel's ephemeral range (32768 up): a parallel test's client connection cannot take it
-    between here and the `docker run -p` that publishes it. Each worker has its own range."""
-    base = 20000 + 2000 * int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
-    for port in range(base, base + 2000):
-        if port in _GIVEN:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("0.0.0.0", port))
-            except OSError:
-                continue
-        _GIVEN.add(port)
-        return port
-    raise RuntimeError(f"no free port in {base}..{base + 1999}")
-
-
-def http_get(addr: str, port: int) -> str:
-    try:
-        with socket.create_connection((addr, port), timeout=5) as s:
-            s.sendall(b"GET /index.html HTTP/1.0\r\n\r\n")
-            data = b""
-            while chunk := s.recv(65536):
-                data += chunk
-    except OSError as e:
-        return f"error: {e}"
-    return data.decode(errors="replace")
-
-
-def udp_echo(port: int, payload: bytes = b"ping") -> bytes:
-    """One datagram, one answer: the caller waited until the server inside is bound."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(5)
-        s.sendto(payload, ("127.0.0.1", port))
-        try:
-            return s.recv(65536)
-        except TimeoutError:
-            return b""
-
-
-def udp_bound(ws: Workspace, container: str, port: int) -> bool:
-    """Is a UDP socket bound to this port inside the container? (A datagram that arrives
-    before would be answered by "port unreachable" and lost.)"""
-    r = ws.docker("exec", container, "cat", "/proc/net/udp", check=False)
-    return f":{port:04X} " in r.stdout
-
-
-WEB = "mkdir -p /www && echo {body} > /www/index.html && exec httpd -f -p 80 -h /www"
-
-
-def web_container(ws: Workspace, name: str, body: str, *publish: str) -> None:
-    """A container `name` whose web server on port 80 answers `body`, published as asked
-    (-p HOST:80, -P --expose 80, or nothing)."""
-    ws.docker("run", "-d", "--name", name, *publish, "bb:test", "sh", "-c", WEB.format(body=body))
+pytestmark = pytest.mark.usefixtures("second_address")  # OTHER_ADDR on the loopback
 
 
 # Each forwarder with each driver it works with (slirp's forwarder is slirp4netns' API).

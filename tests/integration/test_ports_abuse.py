@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from .harness import Workspace, full_backlog, wait_for
-from .test_ports import free_port, http_get, udp_bound, udp_echo, web_container
+from .servers import free_port, http_get, udp_bound, udp_echo, web_container
 
 
 @pytest.fixture

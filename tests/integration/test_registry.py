@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from .harness import DockerUp, Workspace, wait_for
-from .test_core import up
-from .test_ports import free_port
+from .harness import DockerUp, Workspace, up, wait_for
+from .servers import free_port
 
 REGISTRY = "/usr/bin/docker-registry"
 

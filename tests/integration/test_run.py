@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from .harness import VENV, DockerUp, User, Workspace, end_strays, wait_for
-from .test_autoports import SERVER, answer
-from .test_ports import free_port
+from .servers import SERVER, answer, free_port
 
 DU = f"{VENV}/bin/docker-up"
 
