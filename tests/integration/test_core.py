@@ -141,6 +141,7 @@ def test_second_instance_does_not_disturb_the_first(
     assert r.returncode == 0, r.stderr
     assert f"export DOCKER_HOST={s.docker_host}" in r.stdout
     assert "already running" in r.stderr
+    assert len(s.pids()) == 2, s.state  # dockerd's and the network helper's
     assert all(pid_alive(p) for p in s.pids())
     assert workspace.docker("version", "--format", "{{.Server.Version}}").stdout.strip()
     assert s.stop() == 0

@@ -105,6 +105,13 @@ def test_real_root_keeps_dockerds_own_choice() -> None:
     assert (c.driver, c.exec_opt, c.env, c.limits, c.notice) == ("systemd", None, {}, LIMITS, "")
 
 
+def daemon_jsons(plan) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
+    """Each storage candidate's daemon.json, read: all three, so that a check on each of
+    them can never pass on none."""
+    assert sorted(plan.daemon_json) == ["fuse-overlayfs", "overlay2", "vfs"]
+    return [json.loads(doc) for doc in plan.daemon_json.values()]
+
+
 def plan_for(cg: CgroupFacts, **kw: object):  # type: ignore[no-untyped-def]
     f = facts(cgroups=cg, **kw)
     return build_plan(Config(), replace(f, binaries={**f.binaries, "busctl": BUSCTL}), paths())
@@ -116,16 +123,16 @@ def test_the_plan_gives_dockerd_and_containerd_the_drivers_environment() -> None
     for env in (plan.dockerd_env, plan.child.dockerd.env, plan.child.containerd.env):
         assert env["ROOTLESSKIT_PARENT_EUID"] == "1001"
         assert env["DBUS_SESSION_BUS_ADDRESS"] == "unix:path=/run/user/1001/bus"
-    for doc in plan.daemon_json.values():
-        assert json.loads(doc)["exec-opts"] == ["native.cgroupdriver=systemd"]
+    for doc in daemon_jsons(plan):
+        assert doc["exec-opts"] == ["native.cgroupdriver=systemd"]
 
 
 def test_the_plan_pins_cgroupfs_without_the_bus_and_says_so_once() -> None:
     plan = plan_for(replace(DEBIAN13, bus="", bus_error="gone"))
     assert "ROOTLESSKIT_PARENT_EUID" not in plan.dockerd_env
     assert "DBUS_SESSION_BUS_ADDRESS" not in plan.dockerd_env
-    for doc in plan.daemon_json.values():
-        assert json.loads(doc)["exec-opts"] == [PINNED]
+    for doc in daemon_jsons(plan):
+        assert doc["exec-opts"] == [PINNED]
     assert plan.cgroups.notice == (
         "--memory, --cpus, --pids-limit do not apply to containers here: cgroup v2 with "
         "systemd, but your D-Bus session bus does not answer (gone): runc's systemd driver "
@@ -135,7 +142,7 @@ def test_the_plan_pins_cgroupfs_without_the_bus_and_says_so_once() -> None:
 
 def test_on_cgroup_v1_daemon_json_names_no_exec_opts() -> None:
     plan = plan_for(CgroupFacts())
-    assert all("exec-opts" not in json.loads(d) for d in plan.daemon_json.values())
+    assert all("exec-opts" not in doc for doc in daemon_jsons(plan))
 
 
 def test_own_cgroup_and_bus_path() -> None:
@@ -188,8 +195,8 @@ def test_only_a_pinned_driver_refuses_the_limits_it_cannot_apply() -> None:
 
 def test_without_limits_every_container_passes_docker_ups_runtime() -> None:
     plan = plan_for(replace(DEBIAN13, bus="", bus_error="gone"), env={})
-    for doc in plan.daemon_json.values():
-        assert json.loads(doc)["default-runtime"] == "docker-up"
+    for doc in daemon_jsons(plan):
+        assert doc["default-runtime"] == "docker-up"
     (script,) = [f.content for f in plan.files if f.path == plan.paths.runtime_script]
     spec = RuntimeSpec.from_json(shlex.split(script.splitlines()[2])[5])
     assert (spec.refused, spec.refused_why) == (

@@ -59,5 +59,7 @@ def test_the_dev_container_feature_exports_the_same() -> None:
     shell's path: its lines are clientenv's, held here."""
     install = Path(__file__).resolve().parents[2] / "deploy/devcontainer/src/docker-up/install.sh"
     text = install.read_text()
-    for line in clientenv.posix_exports():
+    lines = clientenv.posix_exports()
+    assert "export TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1" in lines
+    for line in lines:
         assert f"\n{line}\n" in text, line

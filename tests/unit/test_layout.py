@@ -290,7 +290,9 @@ def test_an_import_cycle_through_a_lazy_import_is_found(tmp_path: Path) -> None:
 
 
 def test_doctor_does_not_import_the_verbs_or_the_cli() -> None:
-    for path in (PKG / "doctor").glob("*.py"):
+    doctor = sorted((PKG / "doctor").glob("*.py"))
+    assert doctor, f"no doctor package under {PKG}: this test would hold nothing"
+    for path in doctor:
         reached = {m for m in imports(path) if m.startswith(("dockerup.verbs", "dockerup.cli"))}
         assert reached == set(), f"{path.name} imports {sorted(reached)}"
 

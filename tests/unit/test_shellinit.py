@@ -128,7 +128,12 @@ def entering(
     fake.chmod(0o755)
     rc = tmp_path / RC[shell]
     rc.parent.mkdir(parents=True, exist_ok=True)
-    rc.write_text(shellinit.snippet(shell, str(fake), start=False, enter=True))
+    # The shell leaves a mark (a built-in: no process) before the snippet: "" then means
+    # the snippet ran no docker-up, never that the shell did not start or read its rc file.
+    read = tmp_path / "rc-read"
+    read.unlink(missing_ok=True)
+    mark = f'echo rc-read > "{read}"\n'
+    rc.write_text(mark + shellinit.snippet(shell, str(fake), start=False, enter=True))
     full = {
         "PATH": "/usr/bin:/bin",
         "HOME": str(tmp_path),
@@ -152,6 +157,7 @@ def entering(
     finally:
         os.close(slave)
         os.close(master)
+    assert read.exists(), f"{shell} did not read {rc}"
     return record.read_text() if record.exists() else ""
 
 
