@@ -524,3 +524,73 @@ def test_a_child_dies_with_its_parent_through_one_helper(path: Path) -> None:
     assert parent_death_copies(ast.parse(path.read_text())) == set(), (
         "use linux.die_with_parent(sig, parent), with the parent's PID read before the fork"
     )
+
+
+# -- The tests' own layout ---------------------------------------------------------------------
+
+TESTS = Path(__file__).resolve().parents[1]
+
+
+def imports_of_test_modules(root: Path) -> list[str]:
+    """Each import, by any module under `root` (the tests package), of a test module
+    (test_*.py) or of a conftest (pytest loads those itself): `from .test_x import`,
+    `from . import test_x`, `from tests.unit.test_x import`, `import tests.unit.test_x`,
+    `from ..unit.test_x import`, at any depth (a function's lazy import too). What tests
+    share lives in modules of their own (given.py, harness.py) or in conftest fixtures: a
+    test module's edit then never breaks another module's tests."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root.parent)
+        package = rel.parent.parts  # the importer's package: ("tests", "unit")
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module.split(".") if node.module else []
+                if node.level:
+                    base = [*package[: len(package) - node.level + 1], *base]
+                targets = [".".join(base)]
+                # `from PACKAGE import name` may import the module PACKAGE.name.
+                if root.parent.joinpath(*base).is_dir():
+                    targets += [".".join([*base, a.name]) for a in node.names]
+            else:
+                continue
+            for target in targets:
+                last = target.rpartition(".")[2]
+                if last.startswith("test_") or last == "conftest":
+                    found.append(f"{rel}:{node.lineno} imports {target}")
+    return found
+
+
+def test_no_test_module_imports_another() -> None:
+    assert imports_of_test_modules(TESTS) == []
+
+
+def test_an_import_of_a_test_module_is_found_in_each_form(tmp_path: Path) -> None:
+    """The check can fail: a broken tests tree with each form of the import (relative,
+    absolute, from the package, lazy in a function, across packages, of a conftest); the
+    shared module's imports, one of a function named test_..., are not counted."""
+    tests = tmp_path / "tests"
+    files = {
+        "__init__.py": "",
+        "unit/__init__.py": "",
+        "unit/given.py": "def facts(): ...\ndef test_value(): ...\n",
+        "unit/test_a.py": "from .test_b import helper\nfrom .given import facts, test_value\n",
+        "unit/test_b.py": "def helper():\n    from tests.unit import given, test_a\n",
+        "unit/test_c.py": "import tests.unit.test_a\nfrom tests.unit.test_b import helper\n",
+        "integration/__init__.py": "",
+        "integration/conftest.py": "from .harness import up\n",
+        "integration/harness.py": "from tests.unit.given import facts\n",
+        "integration/test_d.py": "from ..unit.test_a import facts\nfrom . import conftest\n",
+    }
+    for name, text in files.items():
+        (tests / name).parent.mkdir(parents=True, exist_ok=True)
+        (tests / name).write_text(text)
+    assert imports_of_test_modules(tests) == [
+        "tests/integration/test_d.py:1 imports tests.unit.test_a",
+        "tests/integration/test_d.py:2 imports tests.integration.conftest",
+        "tests/unit/test_a.py:1 imports tests.unit.test_b",
+        "tests/unit/test_b.py:2 imports tests.unit.test_a",
+        "tests/unit/test_c.py:1 imports tests.unit.test_a",
+        "tests/unit/test_c.py:2 imports tests.unit.test_b",
+    ]
