@@ -3,6 +3,7 @@ loopback, made by the test and undone when it ends (ports released, sockets clos
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,17 +37,19 @@ def auto_ports(tmp_path: Path) -> Iterator[MakeAutoPorts]:
 
 @pytest.fixture
 def port_manager() -> Iterator[MakePortManager]:
-    """Makes a port manager with the splice forwarder on an abstract socket (nothing on
-    disk), its log kept in a list; closed at the end."""
+    """Makes a port manager with the splice forwarder, its log kept in a list, and gives
+    (manager, its address, the log); closed at the end. The address is abstract (nothing on
+    disk) and this process's own: another suite on this machine binds its own."""
     made: list[PortManager] = []
 
-    def make(address: str, table: str | None = None) -> tuple[PortManager, list[str]]:
+    def make(table: str | None = None) -> tuple[PortManager, str, list[str]]:
+        address = f"\0docker-up-test-ports-{os.getpid()}-{len(made)}"
         server = socket.socket(socket.AF_UNIX)
         server.bind(address)
         server.listen()
         logged: list[str] = []
         made.append(PortManager(server, SpliceForwarder(), logged.append, table=table))
-        return made[-1], logged
+        return made[-1], address, logged
 
     yield make
     for m in made:

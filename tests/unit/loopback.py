@@ -43,9 +43,9 @@ class Fake(AutoPorts):
         self.owners.update({i: PERSON for i in inodes})
 
 
-# The conftest's factories: auto_ports(cap=, udp=) and port_manager(address, table=).
+# The conftest's factories: auto_ports(cap=, udp=) and port_manager(table=).
 MakeAutoPorts = Callable[..., Fake]
-MakePortManager = Callable[..., tuple[PortManager, list[str]]]
+MakePortManager = Callable[..., tuple[PortManager, str, list[str]]]
 
 
 def serve_ready(m: PortManager) -> None:

@@ -18,8 +18,7 @@ from .loopback import MakePortManager, request, serve_ready
 
 @pytest.fixture
 def manager(port_manager: MakePortManager) -> tuple[PortManager, str, list[str]]:
-    m, logged = port_manager("\0docker-up-test-ports")
-    return m, "\0docker-up-test-ports", logged
+    return port_manager()
 
 
 def free_port() -> int:

@@ -156,9 +156,9 @@ def test_the_port_manager_lists_what_it_publishes(
     tmp_path: Path, port_manager: MakePortManager
 ) -> None:
     table = tmp_path / "published-ports.json"
-    m, _ = port_manager("\0docker-up-test-ports-table", table=str(table))
+    m, address, _ = port_manager(table=str(table))
     (port,) = free_ports(1)
-    proxy = request("\0docker-up-test-ports-table", host_port=port)
+    proxy = request(address, host_port=port)
     serve_ready(m)
     assert PublishedTable.from_json(table.read_text()).ports == [
         PublishedPort("tcp", "127.0.0.1", port, "172.17.0.2", 80)
