@@ -138,8 +138,9 @@ def attacks_on_the_delegated_cgroup_and_the_bus() -> None:
         # The container itself: its cgroup files are read-only to it.
         r = login(f"docker exec {cid} sh -c 'echo max > /sys/fs/cgroup/memory.max'")
         assert r.returncode != 0, r.stdout
-        # ... and the user's bus is not in it.
-        assert login(f"docker exec {cid} ls /run/user/{uid()}/bus").returncode != 0
+        # ... and the user's bus is not in it (not: the exec failed).
+        r = login(f"docker exec {cid} ls /run/user/{uid()}/bus")
+        assert r.returncode != 0 and "No such file or directory" in r.stderr, r.stderr
         (scope,) = Path("/sys/fs/cgroup").glob(f"user.slice/**/docker-{cid}.scope")
         assert (scope / "memory.max").read_text().strip() == "67108864"
         if subprocess.run(["id", OTHER], capture_output=True).returncode != 0:
@@ -159,7 +160,9 @@ def attacks_on_the_delegated_cgroup_and_the_bus() -> None:
                 timeout=60,
                 check=False,
             )
+            # Refused for being someone else (not: runuser or the shell failed).
             assert r.returncode != 0, f"{OTHER} could: {attempt}"
+            assert "Permission denied" in r.stderr, r.stderr
         assert (scope / "memory.max").read_text().strip() == "67108864"
     finally:
         login(f"docker rm -f {cid}")
