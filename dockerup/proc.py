@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from dockerup.errors import DockerUpError
-from dockerup.programs.common import describe_exit, tail
+from dockerup.shared import describe_exit, tail
 
 # One copy of each, shared with the lean programs (dockerup/programs/common.py).
 __all__ = ["describe_exit", "output", "probe", "run", "run_together", "stop", "tail", "tty_output"]

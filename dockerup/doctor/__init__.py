@@ -1,16 +1,16 @@
 """`docker-up doctor`: the checks (pure functions of facts, one module per area: kernel.py,
 network.py, binaries.py, runtime.py; what a check is: model.py; the table of them and how
 they run: checks.py) and the fixes (planned purely: fixes.py). What the checks read, and
-its probes: facts.py (on top of the host's facts, dockerup/facts.py); the verb that puts
+its probes: facts.py (on top of the host's facts, dockerup/host/facts.py); the verb that puts
 them together is dockerup/verbs/doctor.py."""
 
 from __future__ import annotations
 
 from dockerup.doctor.checks import CHECKS, UP_CHECKS, run_checks, up_failures
-from dockerup.doctor.facts import DoctorFacts
 from dockerup.doctor.fixes import Fix, free_subid_start, package_fixes, plan_fixes
 from dockerup.doctor.kernel import MIN_SUBIDS
 from dockerup.doctor.model import Check, Report, Result, Status
+from dockerup.doctor.probe import DoctorFacts
 
 __all__ = [
     "CHECKS",

@@ -3,10 +3,10 @@ containerd, runc) and the docker client."""
 
 from __future__ import annotations
 
-from dockerup import plan as planning
-from dockerup.doctor.facts import DoctorFacts
 from dockerup.doctor.model import Result, Status, from_require, mode_of, ok, see_programs
-from dockerup.engine import Engine
+from dockerup.doctor.probe import DoctorFacts
+from dockerup.plan import build as planning
+from dockerup.plan.engine import Engine
 
 
 def check_programs(f: DoctorFacts) -> Result:

@@ -7,13 +7,20 @@ require_* functions, so the messages cannot drift apart).
 
 from __future__ import annotations
 
+from dockerup.doctor.account import (
+    check_disk,
+    check_existing_daemon,
+    check_mode,
+    check_running,
+    check_runtime_dir,
+    check_socket_path,
+)
 from dockerup.doctor.binaries import (
     check_containerd_runc,
     check_docker_cli,
     check_dockerd,
     check_programs,
 )
-from dockerup.doctor.facts import DoctorFacts
 from dockerup.doctor.kernel import (
     check_apparmor,
     check_cgroups,
@@ -35,14 +42,7 @@ from dockerup.doctor.network import (
     check_pasta,
     check_slirp4netns,
 )
-from dockerup.doctor.runtime import (
-    check_disk,
-    check_existing_daemon,
-    check_mode,
-    check_running,
-    check_runtime_dir,
-    check_socket_path,
-)
+from dockerup.doctor.probe import DoctorFacts
 
 CHECKS: tuple[Check, ...] = (
     Check("mode", "mode docker-up would choose", check_mode, cheap=True),

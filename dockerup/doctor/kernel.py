@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-from dockerup import plan as planning
-from dockerup.cgroups import LIMITS, decide
-from dockerup.doctor.facts import DoctorFacts
 from dockerup.doctor.model import Result, Status, from_require, mode_of, ok, see_programs
+from dockerup.doctor.probe import DoctorFacts
 from dockerup.errors import DockerUpError
-from dockerup.facts import IdRange, subid_lines
-from dockerup.modes import Mode
+from dockerup.host.facts import IdRange, subid_lines
+from dockerup.plan import build as planning
+from dockerup.plan.cgroups import LIMITS, decide
+from dockerup.settings.modes import Mode
 
 MIN_SUBIDS = 65536
 

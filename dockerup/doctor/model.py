@@ -8,9 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from dockerup.doctor.facts import DoctorFacts
+from dockerup.doctor.probe import DoctorFacts
 from dockerup.errors import DockerUpError
-from dockerup.modes import Mode, resolve_mode
+from dockerup.settings.modes import Mode, resolve_mode
 
 
 class Status(StrEnum):

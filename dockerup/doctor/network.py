@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from dockerup import ipv6
-from dockerup.doctor.facts import DoctorFacts
 from dockerup.doctor.model import Result, Status, from_require, ok, see_programs
+from dockerup.doctor.probe import DoctorFacts
 from dockerup.errors import DockerUpError
 from dockerup.net import pasta, slirp4netns
+from dockerup.plan import ipv6
 
 
 def check_net_driver(f: DoctorFacts) -> Result:
@@ -80,7 +80,7 @@ def check_accel(f: DoctorFacts) -> Result:
 
 def check_ipv6(f: DoctorFacts) -> Result:
     """IPv6 for containers: what `up` would do here (the planner's rule), and why."""
-    from dockerup.config import Config
+    from dockerup.settings.config import Config
 
     config = Config(net=f.net, ipv6=f.ipv6)
     bins = {k: v for k, v in f.host.binaries.items() if v}

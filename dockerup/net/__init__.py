@@ -48,5 +48,5 @@ class NetworkDriver(Protocol):
 
 def argv_template(net: NetworkDriver) -> list[str]:
     """The helper's command line with {target}, {ready_fd} and {exit_fd} left to fill in:
-    what programs/netstart.py starts, at first and after every restart."""
+    what namespace/netstart.py starts, at first and after every restart."""
     return net.argv("{target}", "{ready_fd}", "{exit_fd}")

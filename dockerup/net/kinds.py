@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, NamedTuple
 from dockerup.errors import DockerUpError
 
 if TYPE_CHECKING:
-    from dockerup.config import Config
-    from dockerup.facts import HostFacts
-    from dockerup.modes import Mode
+    from dockerup.host.facts import HostFacts
     from dockerup.net import NetworkDriver
-    from dockerup.paths import Paths
+    from dockerup.settings.config import Config
+    from dockerup.settings.modes import Mode
+    from dockerup.settings.paths import Paths
 
     # (config, facts, programs found, paths, mode, IPv6 on) -> the driver; it refuses,
     # with DockerUpError, what this host's helper cannot do (pure).

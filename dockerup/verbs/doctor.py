@@ -7,13 +7,13 @@ import os
 import pwd
 
 from dockerup import doctor, proc
-from dockerup import facts as host
-from dockerup.config import Config
-from dockerup.doctor.facts import probe_cheap, probe_doctor
+from dockerup.doctor.probe import probe_cheap, probe_doctor
 from dockerup.errors import DockerUpError
-from dockerup.facts import PACKAGES
-from dockerup.plan import paths_for, resolve_mode_of
+from dockerup.host import facts as host
+from dockerup.host.facts import PACKAGES
+from dockerup.plan.build import paths_for, resolve_mode_of
 from dockerup.results import Doctor, Fixes, Installed
+from dockerup.settings.config import Config
 from dockerup.verbs.running import status
 from dockerup.verbs.settings import load_config
 

@@ -10,14 +10,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from dockerup import background, instance, proc
+from dockerup import proc
 from dockerup.errors import DockerUpError
-from dockerup.instance import Running
+from dockerup.keeper import background, instance
+from dockerup.keeper.instance import Running
 from dockerup.net import NET_DRIVERS
-from dockerup.paths import Paths
-from dockerup.programs import wire
 from dockerup.results import Daemon, Logs, Status, Stopped
+from dockerup.settings.paths import Paths
 from dockerup.verbs.run import MARKER
+from dockerup.wire import ping as wire
 
 LOGS = ("docker-up", "dockerd", *NET_DRIVERS)
 

@@ -7,14 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dockerup import facts as host
-from dockerup.config import Config
-from dockerup.early import mark
 from dockerup.errors import DockerUpError
-from dockerup.modes import Mode, resolve_mode
+from dockerup.host import facts as host
+from dockerup.namespace.early import mark
 from dockerup.net.kinds import kind_of
-from dockerup.paths import Paths
-from dockerup.plan import Plan, build_plan, paths_for, resolve_mode_of
+from dockerup.plan.build import Plan, build_plan, paths_for, resolve_mode_of
+from dockerup.settings.config import Config
+from dockerup.settings.modes import Mode, resolve_mode
+from dockerup.settings.paths import Paths
 
 if TYPE_CHECKING:
     from dockerup.results import ConfigShown
@@ -31,7 +31,7 @@ class Loaded:
 def load_config(cli: dict[str, Any]) -> Loaded:
     """Settings from the config file, DOCKER_UP_* variables and the command line. Where the
     file is depends on the mode, so only the command line and the environment choose it."""
-    from dockerup.config import resolve
+    from dockerup.settings.config import resolve
 
     f = host.probe()
     asked = cli.get("mode") or f.env.get("DOCKER_UP_MODE")
@@ -80,7 +80,7 @@ def make_plan(config: Config, f: host.HostFacts | None = None) -> Plan:
     """Probe what the configuration needs, refuse what a cheap fatal check of doctor's
     finds (with doctor's words and fix), and plan."""
     from dockerup import doctor
-    from dockerup.doctor.facts import probe_cheap
+    from dockerup.doctor.probe import probe_cheap
 
     f = host.with_engine(f or host.probe(), config.dockerd)
     f = kind_of(config.net).probe(f)
@@ -104,8 +104,8 @@ def make_plan(config: Config, f: host.HostFacts | None = None) -> Plan:
 
 
 def config_show(loaded: Loaded) -> ConfigShown:
-    from dockerup.config import SETTINGS
     from dockerup.results import ConfigShown, Setting
+    from dockerup.settings.config import SETTINGS
 
     c = loaded.config
     return ConfigShown(

@@ -7,9 +7,9 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from dockerup import background, supervise
-from dockerup.early import Child
-from dockerup.plan import Plan
+from dockerup.keeper import background, supervise
+from dockerup.namespace.early import Child
+from dockerup.plan.build import Plan
 from dockerup.verbs.settings import Loaded, make_plan
 
 # The results module is imported where a result is made: a foreground start never
@@ -55,7 +55,7 @@ def up(
 ) -> Up:
     """Foreground: returns only when stopped (the process becomes the keeper, whose exit
     status becomes the command's), or at once when another docker-up already runs.
-    early: the namespace child, if it was started before planning (dockerup/early.py)."""
+    early: the namespace child, if it was started before planning (dockerup/namespace/early.py)."""
     from dockerup.results import Up
 
     plan = make_plan(loaded.config, loaded.facts)

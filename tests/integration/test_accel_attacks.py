@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from dockerup.programs import sweep
+from dockerup.keeper import sweep
 
 from .conftest import NET_DRIVERS, CountingServer
 from .harness import User, Workspace, full_backlog, listening, wait_for

@@ -18,10 +18,10 @@ import dockerup
 from dockerup import shellinit
 from dockerup.cli import choices, entry, lines
 from dockerup.cli import main as cli
-from dockerup.config import Storage
-from dockerup.modes import Mode
 from dockerup.net import NET_DRIVERS
-from dockerup.programs.common import FORWARDERS
+from dockerup.settings.config import Storage
+from dockerup.settings.modes import Mode
+from dockerup.shared import FORWARDERS
 
 PKG_PARENT = Path(dockerup.__file__).parent.parent
 
@@ -174,7 +174,7 @@ def test_a_bare_docker_up_says_first_that_it_runs_in_the_foreground(
 ) -> None:
     """`docker-up` alone (entry.py's quick path) still starts the daemon in the foreground;
     the first thing it prints says so, with how to stop it and where the commands are."""
-    from dockerup import early
+    from dockerup.namespace import early
 
     @contextlib.contextmanager
     def no_child(*_a: Any) -> Iterator[None]:
@@ -209,8 +209,8 @@ def test_up_in_the_foreground_says_so_first(monkeypatch: pytest.MonkeyPatch) -> 
 def test_up_gives_resolve_config_fields_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every option of `up` reaches resolve() as a Config field: a key it does not know
     would fail there (ValueError) rather than be dropped."""
-    from dockerup.config import CONFIG_FIELDS, resolve
     from dockerup.results import DryRun
+    from dockerup.settings.config import CONFIG_FIELDS, resolve
     from dockerup.verbs import settings
     from dockerup.verbs import up as verbs
 
@@ -238,8 +238,8 @@ def test_the_environment_and_the_file_keep_their_own_messages(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Only the command line's choices changed: DOCKER_UP_* and config.toml say as before."""
-    from dockerup.config import resolve
     from dockerup.errors import DockerUpError
+    from dockerup.settings.config import resolve
     from dockerup.verbs import settings
 
     monkeypatch.setenv("DOCKER_UP_MODE", "bogus")

@@ -12,10 +12,10 @@ from typing import Any, ClassVar
 import pytest
 
 from dockerup import doctor, results
+from dockerup.accel.support import support_problems
 from dockerup.doctor import DoctorFacts, Status
-from dockerup.doctor.facts import EngineInfo
-from dockerup.facts import IdRange, TunAccess
-from dockerup.programs.accel_support import support_problems
+from dockerup.doctor.probe import EngineInfo
+from dockerup.host.facts import IdRange, TunAccess
 from dockerup.results import Doctor, envelope
 from dockerup.verbs.running import daemon_of
 
@@ -408,7 +408,7 @@ class FakeClient:
 def test_the_engines_account_is_typed_on_the_way_in(
     monkeypatch: pytest.MonkeyPatch, version: object, info: object, engine: EngineInfo | None
 ) -> None:
-    from dockerup.doctor.facts import probe_engine
+    from dockerup.doctor.probe import probe_engine
 
     monkeypatch.setattr(FakeClient, "answers", (version, info))
     monkeypatch.setitem(sys.modules, "docker", SimpleNamespace(DockerClient=FakeClient))
@@ -416,7 +416,7 @@ def test_the_engines_account_is_typed_on_the_way_in(
 
 
 def test_an_engine_that_does_not_answer_gives_no_account(monkeypatch: pytest.MonkeyPatch) -> None:
-    from dockerup.doctor.facts import probe_engine
+    from dockerup.doctor.probe import probe_engine
 
     def refused(**_kw: object) -> None:
         raise ConnectionRefusedError(111, "Connection refused")
@@ -483,7 +483,7 @@ def test_up_runs_every_fatal_check_that_is_cheap() -> None:
 def test_cheap_checks_read_only_cheap_facts() -> None:
     """A cheap check gives the same answer whatever the expensive facts say: `up` runs it
     without probing them."""
-    from dockerup.doctor.facts import DoctorFacts
+    from dockerup.doctor.probe import DoctorFacts
 
     fields = [f.name for f in dataclasses.fields(DoctorFacts)]
     expensive = fields[fields.index("seccomp_actions") :]
@@ -496,9 +496,9 @@ def test_cheap_checks_read_only_cheap_facts() -> None:
 def test_up_refuses_with_doctors_words_before_starting_anything() -> None:
     """make_plan runs the cheap fatal checks on the facts `up` probed: a tun device the
     user cannot open stops it with doctor's fix and the check's name."""
-    from dockerup.config import Config
     from dockerup.errors import DockerUpError
-    from dockerup.facts import TunAccess
+    from dockerup.host.facts import TunAccess
+    from dockerup.settings.config import Config
     from dockerup.verbs.settings import make_plan
 
     closed = facts(tun=TunAccess(True, False, "Permission denied"))

@@ -23,9 +23,13 @@ from pathlib import Path
 
 import pytest
 
-from dockerup.programs import common, linux, netstart, portproxy
-from dockerup.programs.keeper import Keeper
-from dockerup.programs.specs import Command
+from dockerup import lean
+from dockerup import shared as common
+from dockerup.keeper.resident import Keeper
+from dockerup.linux import libc as linux
+from dockerup.namespace import netstart
+from dockerup.ports import proxy as portproxy
+from dockerup.wire.specs import Command
 
 Launch = Callable[[list[str], Path], None]
 
@@ -154,7 +158,7 @@ def test_auto_ports_inside_helper_whose_keeper_is_gone_ends(tmp_path: Path) -> N
         os._exit(0)
     os.waitpid(gone, 0)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    script = Path(common.__file__).with_name("autoinside.py")
+    script = Path(lean.script("autoinside"))
     with ours, theirs:
         p = subprocess.run(
             [sys.executable, "-S", str(script), str(theirs.fileno()), "-1", "-1", str(gone)],

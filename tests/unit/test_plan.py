@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from dockerup import daemon
-from dockerup.config import Config, Storage
 from dockerup.errors import DockerUpError
-from dockerup.facts import HostFacts, IdRange, TunAccess, parse_subid, search_path
-from dockerup.paths import resolve_paths
-from dockerup.plan import Plan, build_plan
-from dockerup.programs import script
-from dockerup.programs.specs import ChildSpec, ProxySpec, RuntimeSpec
+from dockerup.host.facts import HostFacts, IdRange, TunAccess, parse_subid, search_path
+from dockerup.lean import script
+from dockerup.plan import daemon
+from dockerup.plan.build import Plan, build_plan
+from dockerup.settings.config import Config, Storage
+from dockerup.settings.paths import resolve_paths
+from dockerup.wire.specs import ChildSpec, ProxySpec, RuntimeSpec
 
 DATA = Path(__file__).parent / "data"
 HELP_12 = (DATA / "slirp4netns-1.2.0.help").read_text()
@@ -322,7 +322,7 @@ def test_search_path_adds_sbin_once() -> None:
 
 
 def test_max_mapped_id() -> None:
-    from dockerup.facts import max_mapped_id
+    from dockerup.host.facts import max_mapped_id
 
     assert (
         max_mapped_id("         0       1001          1\n         1     100000      65536\n")

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from dockerup import background, instance
 from dockerup.errors import DockerUpError
-from dockerup.programs.ports import PortManager, SpliceForwarder
-from dockerup.programs.porttables import AutoPort, AutoTable, PublishedPort, PublishedTable
-from dockerup.programs.state import LazyRecord
+from dockerup.keeper import background, instance
+from dockerup.keeper.state import LazyRecord
+from dockerup.ports.manager import PortManager, SpliceForwarder
+from dockerup.ports.tables import AutoPort, AutoTable, PublishedPort, PublishedTable
 from dockerup.results import PORTS_SCHEMA, envelope
 from dockerup.verbs import ports as verb
 
@@ -177,8 +177,8 @@ def test_the_port_manager_lists_what_it_publishes(tmp_path: Path) -> None:
 
 
 def test_auto_ports_writes_its_typed_table(tmp_path: Path) -> None:
-    from dockerup.programs.autorules import Listener
-    from dockerup.programs.specs import AutoPortsSpec
+    from dockerup.autoports.rules import Listener
+    from dockerup.wire.specs import AutoPortsSpec
 
     auto = Fake(AutoPortsSpec(include=[], exclude=[], cap=1, table=str(tmp_path / "a.json")))
     a, b = sorted(free_ports(2))

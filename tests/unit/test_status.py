@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 import dockerup
-from dockerup import instance
-from dockerup.programs.procid import ProcId
+from dockerup.keeper import instance
+from dockerup.linux.procid import ProcId
 from dockerup.results import STATUS_SCHEMA, Status, envelope
 from dockerup.verbs import running
 
