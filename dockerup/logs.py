@@ -73,3 +73,23 @@ def cap(path: str | os.PathLike[str], max_bytes: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def tail(path: str | os.PathLike[str], lines: int = 20) -> str:
+    """The last lines of a log, for an error message; empty if it cannot be read."""
+    try:
+        with open(path, errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def log_line(msg: str) -> str:
+    """One line of docker-up.log."""
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {msg}\n"
+
+
+def append_log(path: str | os.PathLike[str], msg: str) -> None:
+    with contextlib.suppress(OSError), open(path, "a") as f:
+        f.write(log_line(msg))

@@ -10,7 +10,8 @@ import errno
 import functools
 import socket
 
-from dockerup.shared import routes
+from dockerup.files import read_text
+from dockerup.linux.routes import routes
 
 
 @functools.lru_cache(maxsize=8)
@@ -19,14 +20,6 @@ def connected_networks(route_table: str) -> list[tuple[int, int]]:
     docker-up's namespace: docker's bridges and the helper's 10.0.2.0/24. Host order.
     Cached by the table's text: read afresh for each decision, parsed only when it changed."""
     return [(dest, mask) for dest, mask in routes(route_table) if mask != 0]
-
-
-def read_text(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return ""
 
 
 NONLOCAL_BIND = read_text("/proc/sys/net/ipv4/ip_nonlocal_bind").strip() not in ("", "0")

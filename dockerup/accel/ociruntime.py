@@ -25,7 +25,7 @@ from typing import Any
 
 # This package, without site-packages (python -S): see dockerup/lean.py.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from dockerup.shared import atomic_write
+from dockerup.files import atomic_write
 from dockerup.wire.specs import RuntimeSpec
 
 

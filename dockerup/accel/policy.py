@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
-from dockerup.shared import GATEWAY as GATEWAY_ADDR
+from dockerup.net.addresses import GATEWAY as GATEWAY_ADDR
 
 GATEWAY = socket.inet_aton(GATEWAY_ADDR)  # the workspace's loopback, as containers see it
 LOOPBACK = "127.0.0.1"

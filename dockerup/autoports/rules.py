@@ -10,6 +10,7 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from dockerup.files import read_text
 from dockerup.lean import PROGRAMS
 from dockerup.wire.specs import AutoPortsSpec
 
@@ -186,14 +187,6 @@ def shim_container(cmdline: list[str]) -> str | None:
 
 
 # -- the processes behind a socket ------------------------------------------------------------
-
-
-def read_text(path: str) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            return f.read()
-    except OSError:
-        return ""
 
 
 def _cmdline(pid: int) -> list[str]:

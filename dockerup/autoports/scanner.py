@@ -44,16 +44,15 @@ from dockerup.autoports.rules import (
     parse_sockets,
     parse_tcp,
     parse_udp,
-    read_text,
     socket_owners,
     wanted,
 )
+from dockerup.files import atomic_write, read_text
 from dockerup.lean import script
 from dockerup.linux.fdwait import readable
 from dockerup.logs import QuietLog
 from dockerup.ports.manager import bind_error
 from dockerup.ports.tables import TABLE_VERSION, AutoPort, AutoTable
-from dockerup.shared import atomic_write
 from dockerup.wire.messages import Connect, PortRequest
 from dockerup.wire.specs import AutoPortsSpec
 

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dockerup import proc
-from dockerup.host.facts import HostFacts, read_text, with_accel
+from dockerup.files import read_text
+from dockerup.host.facts import HostFacts, with_accel
 from dockerup.lean import script
-from dockerup.net import NET_DRIVERS
-from dockerup.net.kinds import probe_all
+from dockerup.net.kinds import NET_DRIVERS, probe_all
+from dockerup.plan.daemon import IPTABLES_BACKENDS
 from dockerup.settings.paths import Paths
-from dockerup.shared import IPTABLES_BACKENDS
 from dockerup.wire import ping as wire
 
 if TYPE_CHECKING:

@@ -9,11 +9,11 @@ import shutil
 import socket
 import sys
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
+from dockerup.files import read_text
 from dockerup.host.probecache import probes
+from dockerup.linux.routes import ipv6_addresses, ipv6_default_gateways, routes
 from dockerup.net.kinds import KINDS
-from dockerup.shared import ipv6_addresses, ipv6_default_gateways, routes
 
 # Debian's PATH for a normal user lacks the sbin directories, where dockerd and runc live.
 EXTRA_PATH = ("/usr/local/sbin", "/usr/sbin", "/sbin")
@@ -193,14 +193,6 @@ def probe_net_admin() -> bool:
     except OSError:
         return False
     return True
-
-
-def read_text(path: str) -> str:
-    """A small system file, or "" when it cannot be read."""
-    try:
-        return Path(path).read_text()
-    except OSError:
-        return ""
 
 
 def probe(env: dict[str, str] | None = None) -> HostFacts:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from dockerup import proc
-from dockerup.shared import atomic_write
+from dockerup.files import atomic_write
 from dockerup.wire.specs import Spec
 
 

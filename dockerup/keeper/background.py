@@ -11,11 +11,11 @@ import socket
 import sys
 from pathlib import Path
 
-from dockerup import proc
 from dockerup.errors import DockerUpError
 from dockerup.keeper import instance, state, supervise
 from dockerup.keeper.state import LazyRecord
 from dockerup.linux import procid
+from dockerup.logs import tail
 from dockerup.plan.build import Plan
 from dockerup.settings.paths import Paths
 from dockerup.wire import messages
@@ -62,7 +62,7 @@ def start_detached(plan: Plan) -> tuple[str, bool]:
         raise DockerUpError(
             "the background docker-up died while starting",
             hint=f"see {plan.paths.log('docker-up')}",
-            detail=proc.tail(plan.paths.log("dockerd")),
+            detail=tail(plan.paths.log("dockerd")),
         )
     try:
         msg = StartReport.from_json(line)

@@ -9,8 +9,8 @@ import json
 import os
 from typing import ClassVar, TypeVar
 
+from dockerup.files import atomic_write
 from dockerup.linux.procid import ProcId
-from dockerup.shared import atomic_write
 from dockerup.wire.specs import Spec
 
 R = TypeVar("R", bound=Spec)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from dockerup import logs as logfiles
 from dockerup import proc
 from dockerup.errors import DockerUpError
+from dockerup.files import atomic_write
 from dockerup.keeper.handover import (
     Handles,
     exec_keeper,
@@ -35,14 +36,16 @@ from dockerup.keeper.instance import (
     remove_stale,
     write_state,
 )
+from dockerup.keeper.sweep import STOP_SIGNALS
 from dockerup.linux import procid
+from dockerup.logs import append_log, tail
 from dockerup.namespace.childlink import ChildLink, helper_died
 from dockerup.namespace.early import MARKS, Child, start_child
 from dockerup.namespace.netstart import start_net, wait_ready
-from dockerup.net import NET_DRIVERS, argv_template
+from dockerup.net.driver import argv_template
+from dockerup.net.kinds import NET_DRIVERS
 from dockerup.plan.build import Plan, WriteFile
 from dockerup.settings.paths import Paths
-from dockerup.shared import STOP_SIGNALS, append_log, atomic_write
 from dockerup.wire.messages import Go, Mapped, Prepared, Start, Unshared, Verified
 from dockerup.wire.ping import ping
 
@@ -292,7 +295,7 @@ def wait_network(
         raise DockerUpError(
             "timed out waiting for the network to be ready",
             hint=f"log: {log}",
-            detail=proc.tail(log),
+            detail=tail(log),
         )
     if came_up == "died":
         raise helper_died(net, name, "the network to be ready", log)
@@ -329,9 +332,7 @@ def wait_for(condition: Callable[[], bool], deadline: float, what: str, log: Pat
 
     # A fixed short period: the wait ends within 10 ms of readiness, at little cost.
     if not wait_until(condition, deadline - time.monotonic(), period=0.01):
-        raise DockerUpError(
-            f"timed out waiting for {what}", hint=f"log: {log}", detail=proc.tail(log)
-        )
+        raise DockerUpError(f"timed out waiting for {what}", hint=f"log: {log}", detail=tail(log))
 
 
 def raise_on_stop_signals() -> None:

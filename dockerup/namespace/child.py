@@ -30,7 +30,7 @@ from typing import TypeVar
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from dockerup.linux import libc as linux
 from dockerup.namespace import netcheck
-from dockerup.shared import exec_dockerd, start_containerd
+from dockerup.namespace.dockerd import exec_dockerd, start_containerd
 from dockerup.wire.messages import (
     Failed,
     Go,

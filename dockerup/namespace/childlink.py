@@ -9,9 +9,10 @@ import time
 from pathlib import Path
 from typing import TypeVar
 
-from dockerup import proc
 from dockerup.errors import DockerUpError
+from dockerup.linux.exits import describe_exit
 from dockerup.linux.fdwait import readable
+from dockerup.logs import tail
 from dockerup.wire.messages import Step, StepFailed, read_step
 from dockerup.wire.specs import SpecError
 
@@ -64,7 +65,7 @@ def wait_readable(
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise DockerUpError(f"timed out waiting for {what}", detail=proc.tail(log))
+                raise DockerUpError(f"timed out waiting for {what}", detail=tail(log))
             ready = readable([fd, pidfd], left)
             if fd in ready:
                 return
@@ -77,7 +78,7 @@ def wait_readable(
 def helper_died(p: subprocess.Popen[bytes], name: str, what: str, log: Path) -> DockerUpError:
     code = p.wait()
     return DockerUpError(
-        f"{name} {proc.describe_exit(code)} while waiting for {what}",
+        f"{name} {describe_exit(code)} while waiting for {what}",
         hint=f"full log: {log}",
-        detail=proc.tail(log, 20),
+        detail=tail(log, 20),
     )

@@ -8,7 +8,7 @@ import socket
 import struct
 
 from dockerup.linux import libc as linux
-from dockerup.shared import default_gateways, ipv6_addresses, ipv6_default_gateways
+from dockerup.linux.routes import default_gateways, ipv6_addresses, ipv6_default_gateways
 from dockerup.wire.specs import NetCheck
 
 __all__ = ["default_gateways", "problems"]

@@ -15,7 +15,7 @@ from dockerup.errors import DockerUpError
 
 if TYPE_CHECKING:
     from dockerup.host.facts import HostFacts
-    from dockerup.net import NetworkDriver
+    from dockerup.net.driver import NetworkDriver
     from dockerup.settings.config import Config
     from dockerup.settings.modes import Mode
     from dockerup.settings.paths import Paths
@@ -119,6 +119,8 @@ KINDS: dict[str, NetKind] = {
         ),
     )
 }
+# The drivers docker-up knows, by name; the first is the default.
+NET_DRIVERS = tuple(KINDS)
 
 
 def kind_of(name: str) -> NetKind:

@@ -7,7 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dockerup.errors import DockerUpError
-from dockerup.shared import DNS, GATEWAY, GATEWAY6, GUEST_ADDR, GUEST_ADDR6, PREFIXLEN, PREFIXLEN6
+from dockerup.net.addresses import (
+    DNS,
+    GATEWAY,
+    GATEWAY6,
+    GUEST_ADDR,
+    GUEST_ADDR6,
+    PREFIXLEN,
+    PREFIXLEN6,
+)
 
 NAME = "slirp4netns"
 TAP = "tap0"

@@ -8,27 +8,28 @@ from pathlib import Path
 from dockerup.errors import DockerUpError
 from dockerup.host.facts import PACKAGES, REQUIRED, HostFacts, IdRange, usable_ranges
 from dockerup.lean import script
-from dockerup.net import NetworkDriver, slirp4netns
-from dockerup.net.kinds import kind_of
-from dockerup.plan import daemon
-from dockerup.plan.cgroups import UNDECIDED, Cgroups, decide
-from dockerup.plan.engine import Engine
-from dockerup.plan.ipv6 import IPV6_SYSCTLS, ipv6_commands, resolve_ipv6
-from dockerup.settings import context
-from dockerup.settings.config import Config, Storage
-from dockerup.settings.modes import Mode, resolve_mode
-from dockerup.settings.paths import UNIX_SOCKET_MAX, Paths, resolve_paths, system_paths
-from dockerup.shared import (
+from dockerup.net import slirp4netns
+from dockerup.net.addresses import (
     DNS,
-    FORWARDERS,
     GATEWAY,
     GATEWAY6,
     GUEST_ADDR,
     GUEST_ADDR6,
-    IPTABLES_BACKENDS,
     PREFIXLEN,
     PREFIXLEN6,
 )
+from dockerup.net.driver import NetworkDriver
+from dockerup.net.kinds import kind_of
+from dockerup.plan import daemon
+from dockerup.plan.cgroups import UNDECIDED, Cgroups, decide
+from dockerup.plan.daemon import IPTABLES_BACKENDS
+from dockerup.plan.engine import Engine
+from dockerup.plan.ipv6 import IPV6_SYSCTLS, ipv6_commands, resolve_ipv6
+from dockerup.ports.tables import FORWARDERS
+from dockerup.settings import context
+from dockerup.settings.config import Config, Storage
+from dockerup.settings.modes import Mode, resolve_mode
+from dockerup.settings.paths import UNIX_SOCKET_MAX, Paths, resolve_paths, system_paths
 from dockerup.wire.specs import ApiInfo, ChildSpec, Command, NetCheck
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dockerup.errors import DockerUpError
 from dockerup.host.facts import HostFacts
-from dockerup.net import NetworkDriver
+from dockerup.net.addresses import GATEWAY6
+from dockerup.net.driver import NetworkDriver
 from dockerup.net.kinds import kind_of
 from dockerup.settings.config import Config
-from dockerup.shared import GATEWAY6
 
 IPV6_SYSCTLS = {
     "net/ipv6/conf/all/forwarding": "1",

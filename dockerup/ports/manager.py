@@ -28,9 +28,10 @@ import socket
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
+from dockerup.files import atomic_write
 from dockerup.logs import QuietLog
-from dockerup.ports.tables import TABLE_VERSION, PublishedPort, PublishedTable
-from dockerup.shared import FORWARDERS, GUEST_ADDR, atomic_write
+from dockerup.net.addresses import GUEST_ADDR
+from dockerup.ports.tables import FORWARDERS, TABLE_VERSION, PublishedPort, PublishedTable
 from dockerup.wire.messages import HostFwd, HostFwdId, PortReply, PortRequest, SlirpRefusal, line
 from dockerup.wire.specs import Spec, SpecError
 

@@ -10,6 +10,10 @@ import dataclasses
 
 from dockerup.wire.specs import Spec
 
+# The port forwarders docker-up knows; the first is the default (ports/manager.py). Here,
+# beside the tables, so that the settings can name them without loading the manager.
+FORWARDERS = ("splice", "slirp")
+
 TABLE_VERSION = 1
 
 

@@ -12,8 +12,8 @@ from enum import StrEnum
 from typing import Any
 
 from dockerup.errors import DockerUpError
-from dockerup.net import NET_DRIVERS
-from dockerup.shared import FORWARDERS
+from dockerup.net.kinds import NET_DRIVERS
+from dockerup.ports.tables import FORWARDERS
 
 MTU_MIN, MTU_MAX = 1280, 65520
 

@@ -9,6 +9,7 @@ import pwd
 from dockerup import doctor, proc
 from dockerup.doctor.probe import probe_cheap, probe_doctor
 from dockerup.errors import DockerUpError
+from dockerup.files import read_text
 from dockerup.host import facts as host
 from dockerup.host.facts import PACKAGES
 from dockerup.plan.build import paths_for, resolve_mode_of
@@ -49,8 +50,8 @@ def fixes(user: str | None) -> list[doctor.Fix]:
     return doctor.plan_fixes(
         tun_mode,
         target,
-        host.read_text("/etc/subuid"),
-        host.read_text("/etc/subgid"),
+        read_text("/etc/subuid"),
+        read_text("/etc/subgid"),
         missing_packages(),
     )
 

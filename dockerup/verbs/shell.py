@@ -8,12 +8,12 @@ from pathlib import Path
 
 from dockerup import shellinit
 from dockerup.errors import DockerUpError
+from dockerup.files import atomic_write
 from dockerup.host import facts as host
 from dockerup.keeper.background import docker_up_path
 from dockerup.results import Autostart, AutostartState, RcChange, RcState, Snippet
 from dockerup.settings import context
 from dockerup.settings.paths import resolve_paths
-from dockerup.shared import atomic_write
 from dockerup.verbs.settings import load_config
 
 PROG = "docker-up"

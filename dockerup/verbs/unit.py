@@ -20,11 +20,11 @@ from pathlib import Path
 
 from dockerup import proc
 from dockerup.errors import DockerUpError
+from dockerup.files import atomic_write
 from dockerup.host import facts as host
 from dockerup.keeper.background import docker_up_path
 from dockerup.results import UnitState
 from dockerup.settings import context
-from dockerup.shared import atomic_write
 
 UNIT = "docker-up.service"
 WANTS = "default.target.wants"

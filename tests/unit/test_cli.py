@@ -18,10 +18,10 @@ import dockerup
 from dockerup import shellinit
 from dockerup.cli import choices, entry, lines
 from dockerup.cli import main as cli
-from dockerup.net import NET_DRIVERS
+from dockerup.net.kinds import NET_DRIVERS
+from dockerup.ports.tables import FORWARDERS
 from dockerup.settings.config import Storage
 from dockerup.settings.modes import Mode
-from dockerup.shared import FORWARDERS
 
 PKG_PARENT = Path(dockerup.__file__).parent.parent
 

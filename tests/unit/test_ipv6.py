@@ -8,11 +8,11 @@ import pytest
 
 from dockerup.errors import DockerUpError
 from dockerup.host.facts import has_ipv6_loopback
+from dockerup.linux.routes import ipv6_default_gateways
 from dockerup.namespace.netcheck import ipv6_problems
 from dockerup.plan.build import build_plan
 from dockerup.plan.ipv6 import resolve_ipv6
 from dockerup.settings.config import Config
-from dockerup.shared import ipv6_default_gateways
 from dockerup.wire.specs import NetCheck
 
 from .test_plan import BINS, WITH_PASTA, facts, pasta_facts, paths

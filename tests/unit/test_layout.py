@@ -372,8 +372,8 @@ def test_no_module_is_over_500_lines(path: Path) -> None:
 # Every place a process starts another program (or becomes one), and what it starts: one
 # launcher for each program, so a restart starts it exactly as the first start did.
 LAUNCHERS = {
-    ("shared.py", "exec_dockerd"): "dockerd (first start in child.py, restarts)",
-    ("shared.py", "start_containerd"): "containerd, beside each dockerd",
+    ("namespace/dockerd.py", "exec_dockerd"): "dockerd (first start in child.py, restarts)",
+    ("namespace/dockerd.py", "start_containerd"): "containerd, beside each dockerd",
     ("namespace/netstart.py", "start_net"): "the network helper (supervise.py, keeper.py)",
     ("accel/ociruntime.py", "main"): "runc, under docker-up's runtime wrapper",
     ("keeper/lazy.py", "main"): "docker-up up, on socket activation's first client",

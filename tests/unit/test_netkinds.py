@@ -10,8 +10,7 @@ import pytest
 
 from dockerup.errors import DockerUpError
 from dockerup.host import facts as host
-from dockerup.net import NET_DRIVERS
-from dockerup.net.kinds import KINDS, kind_of
+from dockerup.net.kinds import KINDS, NET_DRIVERS, kind_of
 from dockerup.plan.build import build_plan, missing_programs
 from dockerup.settings.config import Config
 from dockerup.settings.modes import Mode

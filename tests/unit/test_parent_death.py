@@ -24,10 +24,9 @@ from pathlib import Path
 import pytest
 
 from dockerup import lean
-from dockerup import shared as common
 from dockerup.keeper.resident import Keeper
 from dockerup.linux import libc as linux
-from dockerup.namespace import netstart
+from dockerup.namespace import dockerd, netstart
 from dockerup.ports import proxy as portproxy
 from dockerup.wire.specs import Command
 
@@ -40,7 +39,7 @@ def run_sh(marker: Path) -> list[str]:
 
 
 def containerd(argv: list[str], tmp: Path) -> None:
-    common.start_containerd(argv, {}, str(tmp / "containerd.pid"))
+    dockerd.start_containerd(argv, {}, str(tmp / "containerd.pid"))
 
 
 def keepers_dockerd(argv: list[str], tmp: Path) -> None:
@@ -67,7 +66,7 @@ def network_helper(argv: list[str], tmp: Path) -> None:
 
 
 LAUNCHERS: dict[str, Launch] = {
-    "common.start_containerd": containerd,
+    "dockerd.start_containerd": containerd,
     "keeper.spawn_dockerd": keepers_dockerd,
     "portproxy.start_real_proxy": real_docker_proxy,
     "netstart.start_net": network_helper,
