@@ -6,7 +6,7 @@ from __future__ import annotations
 from dockerup.doctor.model import Result, Status, from_require, ok
 from dockerup.doctor.probe import DoctorFacts
 from dockerup.errors import DockerUpError
-from dockerup.plan import build as planning
+from dockerup.plan import require
 from dockerup.settings.modes import resolve_mode
 from dockerup.settings.paths import UNIX_SOCKET_MAX
 
@@ -24,7 +24,7 @@ def check_runtime_dir(f: DoctorFacts) -> Result:
     rt = f.paths.runtime
     where = "XDG_RUNTIME_DIR" if f.paths.runtime_from_xdg else "fallback (no XDG_RUNTIME_DIR)"
     if f.runtime_foreign:
-        return from_require(lambda: planning.require_own_runtime(f.paths, True), "")
+        return from_require(lambda: require.require_own_runtime(f.paths, True), "")
     if not f.runtime_writable:
         return Result(
             Status.fail,
@@ -37,7 +37,7 @@ def check_runtime_dir(f: DoctorFacts) -> Result:
 def check_socket_path(f: DoctorFacts) -> Result:
     n = len(str(f.paths.socket))
     return from_require(
-        lambda: planning.require_socket_path(f.paths), f"{n} of {UNIX_SOCKET_MAX} bytes"
+        lambda: require.require_socket_path(f.paths), f"{n} of {UNIX_SOCKET_MAX} bytes"
     )
 
 

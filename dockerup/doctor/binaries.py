@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from dockerup.doctor.model import Result, Status, from_require, mode_of, ok, see_programs
 from dockerup.doctor.probe import DoctorFacts
-from dockerup.plan import build as planning
+from dockerup.plan import require
 from dockerup.plan.engine import Engine
 
 
 def check_programs(f: DoctorFacts) -> Result:
     mode = mode_of(f)
     return from_require(
-        lambda: planning.require_programs(f.host, mode, f.net),
+        lambda: require.require_programs(f.host, mode, f.net),
         f"dockerd, containerd, runc, {f.net}, iptables found",
     )
 

@@ -7,7 +7,7 @@ from dockerup.doctor.model import Result, Status, from_require, mode_of, ok, see
 from dockerup.doctor.probe import DoctorFacts
 from dockerup.errors import DockerUpError
 from dockerup.host.facts import IdRange, subid_lines
-from dockerup.plan import build as planning
+from dockerup.plan import require
 from dockerup.plan.cgroups import LIMITS, decide
 from dockerup.settings.modes import Mode
 
@@ -100,7 +100,7 @@ def check_seccomp(f: DoctorFacts) -> Result:
 
 
 def check_tun(f: DoctorFacts) -> Result:
-    return from_require(lambda: planning.require_tun(f.host), "/dev/net/tun opens")
+    return from_require(lambda: require.require_tun(f.host), "/dev/net/tun opens")
 
 
 def overlapping(mine: tuple[IdRange, ...], all_text: str, user: str, uid: int) -> list[str]:
@@ -120,7 +120,7 @@ def _check_subids(f: DoctorFacts, kind: str) -> Result:
     ranges = f.host.subuid if kind == "uid" else f.host.subgid
     text = f.all_subuid if kind == "uid" else f.all_subgid
     try:
-        usable = planning.require_range(ranges, file, f.host)
+        usable = require.require_range(ranges, file, f.host)
     except DockerUpError as e:
         return Result(Status.fail, e.message, e.hint or "")
     total = 1 + sum(r.count for r in usable)  # containers get ids 0 .. total - 1

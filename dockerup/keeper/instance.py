@@ -14,7 +14,7 @@ from pathlib import Path
 from dockerup.keeper import state
 from dockerup.keeper.state import Running as Running
 from dockerup.linux import procid
-from dockerup.plan.build import require_own_runtime
+from dockerup.plan.require import require_own_runtime
 from dockerup.settings.paths import Paths
 from dockerup.wire.ping import ping
 

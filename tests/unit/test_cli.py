@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 import dockerup
 from dockerup import shellinit
+from dockerup.cli import argv as cli_argv
 from dockerup.cli import choices, entry, lines
 from dockerup.cli import main as cli
 from dockerup.net.kinds import NET_DRIVERS
@@ -133,18 +134,18 @@ def test_a_wrong_choice_stops_before_anything_runs(
     ],
 )
 def test_debug_before_or_after_the_verb(argv: list[str], debug: bool, rest: list[str]) -> None:
-    assert cli.take_debug(argv) == (debug, rest)
+    assert cli_argv.take_debug(argv) == (debug, rest)
 
 
 def test_a_debug_that_is_an_options_value_stays_its_value() -> None:
     """`--dockerd-arg --debug` asks dockerd for its debug log: not docker-up's --debug."""
     import typer.main
 
-    takes_value = cli.value_options(typer.main.get_command(cli.app))
+    takes_value = cli_argv.value_options(typer.main.get_command(cli.app))
     assert {"--dockerd-arg", "--mtu", "--net", "--shell", "-n"} <= takes_value
     assert {"--json", "--debug", "--detach", "-d", "--help"} & takes_value == set()
     argv = ["up", "--dockerd-arg", "--debug", "--debug", "--dry-run"]
-    assert cli.take_debug(argv, takes_value) == (
+    assert cli_argv.take_debug(argv, takes_value) == (
         True,
         ["up", "--dockerd-arg", "--debug", "--dry-run"],
     )

@@ -11,7 +11,8 @@ import pytest
 from dockerup.errors import DockerUpError
 from dockerup.host import facts as host
 from dockerup.net.kinds import KINDS, NET_DRIVERS, kind_of
-from dockerup.plan.build import build_plan, missing_programs
+from dockerup.plan.build import build_plan
+from dockerup.plan.require import missing_programs
 from dockerup.settings.config import Config
 from dockerup.settings.modes import Mode
 

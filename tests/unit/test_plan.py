@@ -10,7 +10,8 @@ from dockerup.errors import DockerUpError
 from dockerup.host.facts import HostFacts, IdRange, TunAccess, parse_subid, search_path
 from dockerup.lean import script
 from dockerup.plan import daemon
-from dockerup.plan.build import Plan, build_plan
+from dockerup.plan.build import build_plan
+from dockerup.plan.model import Plan
 from dockerup.settings.config import Config, Storage
 from dockerup.settings.paths import resolve_paths
 from dockerup.wire.specs import ChildSpec, ProxySpec, RuntimeSpec

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from dockerup.cli.main import default_to_up
+from dockerup.cli.argv import default_to_up
 from dockerup.ports.proxy import FdStream
 from dockerup.verbs.running import enter_argv
 
