@@ -101,9 +101,16 @@ def resolve_mode_of(config: Config, facts: HostFacts) -> tuple[Mode, str]:
     return resolve_mode(facts.uid, facts.initial_userns, facts.net_admin, config.mode)
 
 
-def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> Plan:
-    """Pure: raises DockerUpError for anything that cannot work on this host."""
-    mode, reason = resolve_mode_of(config, facts)
+def build_plan(
+    config: Config,
+    facts: HostFacts,
+    paths: Paths | None = None,
+    resolved: tuple[Mode, str] | None = None,
+) -> Plan:
+    """Pure: raises DockerUpError for anything that cannot work on this host. resolved: the
+    mode and why, as the command resolved it (verbs/settings.load_config); resolved here
+    only for a caller that has none."""
+    mode, reason = resolved or resolve_mode_of(config, facts)
     if config.host_network and mode is not Mode.privileged:
         raise DockerUpError(
             f"--host-network needs privileged mode (here: {mode})",

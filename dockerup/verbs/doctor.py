@@ -24,11 +24,11 @@ def report(verbose: bool = False) -> Doctor:
     and `config show`; doctor then still checks the machine, for the defaults)."""
     try:
         loaded = load_config({})
-        config, h = loaded.config, loaded.facts
+        config, h, mode = loaded.config, loaded.facts, loaded.mode  # as `up` would
     except DockerUpError:
         config, h = Config(), host.probe()
+        mode = resolve_mode_of(config, h)[0]
     h = host.with_engine(h, config.dockerd)
-    mode = resolve_mode_of(config, h)[0]  # as `up` would, with the configuration
     paths = paths_for(mode, h, config)
     cheap = probe_cheap(h, paths, config)
     facts = probe_doctor(cheap, status(paths))

@@ -1,5 +1,6 @@
 """Resolve once per command: the settings (and their sources), the host's facts, the mode
-(and why) and the paths, exactly as `up` does."""
+(and why) and the paths, exactly as `up` does. The mode is resolved here, once, and
+travels with the settings (Loaded) to the plan and every verb that needs it."""
 
 from __future__ import annotations
 
@@ -27,6 +28,12 @@ class Loaded:
     sources: dict[str, str]
     file: Path
     facts: host.HostFacts
+    mode: Mode
+    mode_reason: str
+
+    @property
+    def resolved_mode(self) -> tuple[Mode, str]:
+        return self.mode, self.mode_reason
 
 
 def load_config(cli: dict[str, Any]) -> Loaded:
@@ -36,7 +43,7 @@ def load_config(cli: dict[str, Any]) -> Loaded:
 
     f = host.probe()
     asked = cli.get("mode") or f.env.get("DOCKER_UP_MODE")
-    mode, _ = resolve_mode(f.uid, f.initial_userns, f.net_admin, asked)
+    mode, reason = resolve_mode(f.uid, f.initial_userns, f.net_admin, asked)
     path = paths_for(mode, f).config_file
     try:
         text: str | None = path.read_text()
@@ -45,8 +52,12 @@ def load_config(cli: dict[str, Any]) -> Loaded:
     except OSError as e:
         raise DockerUpError(f"cannot read {path}: {e.strerror}") from e
     config, sources = resolve(cli, f.env, text, str(path))
+    if config.mode != (asked or "auto"):
+        # The file asks for a mode of its own (the command line and the environment did
+        # not choose one): what it asks decides, as for every other setting.
+        mode, reason = resolve_mode_of(config, f)
     mark("configured")
-    return Loaded(config, sources, path, f)
+    return Loaded(config, sources, path, f, mode, reason)
 
 
 @dataclass(frozen=True)
@@ -61,8 +72,8 @@ class Context:
 
 def context(cli: dict[str, Any] | None = None) -> Context:
     loaded = load_config(cli or {})
-    mode, reason = resolve_mode_of(loaded.config, loaded.facts)
-    return Context(loaded, mode, reason, paths_for(mode, loaded.facts, loaded.config))
+    mode = loaded.mode
+    return Context(loaded, mode, loaded.mode_reason, paths_for(mode, loaded.facts, loaded.config))
 
 
 def current_paths() -> Paths:
@@ -77,9 +88,12 @@ def wants_agent(config: Config) -> bool:
     return (containers or dockerd) and not config.host_network
 
 
-def make_plan(config: Config, f: host.HostFacts | None = None) -> Plan:
+def make_plan(
+    config: Config, f: host.HostFacts | None = None, mode: tuple[Mode, str] | None = None
+) -> Plan:
     """Probe what the configuration needs, refuse what a cheap fatal check of doctor's
-    finds (with doctor's words and fix), and plan."""
+    finds (with doctor's words and fix), and plan. mode: as load_config resolved it (a
+    caller without one has it resolved from config and facts, once, here)."""
     from dockerup import doctor
     from dockerup.doctor.probe import probe_cheap
 
@@ -87,9 +101,9 @@ def make_plan(config: Config, f: host.HostFacts | None = None) -> Plan:
     f = kind_of(config.net).probe(f)
     if wants_agent(config):
         f = host.with_accel(f)
+    mode = mode or resolve_mode_of(config, f)
     if not config.host_network:
-        mode, _ = resolve_mode_of(config, f)
-        paths = paths_for(mode, f, config)
+        paths = paths_for(mode[0], f, config)
         cheap = probe_cheap(f, paths, config)
         failures = doctor.up_failures(cheap)
         if failures:
@@ -99,7 +113,7 @@ def make_plan(config: Config, f: host.HostFacts | None = None) -> Plan:
                 hint=f"{result.hint}\n(check {check.id} failed; `docker-up doctor` checks "
                 "everything)",
             )
-    plan = build_plan(config, f)
+    plan = build_plan(config, f, resolved=mode)
     mark("planned")
     return plan
 
