@@ -163,17 +163,24 @@ class Keeper:
                     f"the rest is in {os.path.basename(path)}.1"
                 )
 
+    def wait_serving(self, fds: list[int], timeout: float) -> set[int]:
+        """The one way the keeper waits: until one of fds is readable or the time is up,
+        answering the port manager meanwhile (the port proxies wait on it, whether dockerd
+        is booting, running or stopping). Returns the ready fds among fds."""
+        port_fds = self.ports.fds() if self.ports else []
+        ready = readable([*fds, *port_fds], timeout)
+        for fd in ready:
+            if fd in port_fds and self.ports:
+                self.ports.handle(fd)
+        return ready - set(port_fds)
+
     def watch(self) -> str:
         while True:
             fds = [self.wake_r, self.dockerd_fd] + ([self.net_fd] if self.net_fd else [])
-            port_fds = self.ports.fds() if self.ports else []
-            ready = readable(fds + port_fds, LOG_CHECK)
+            ready = self.wait_serving(fds, LOG_CHECK)
             if time.monotonic() >= self.next_cap:
                 self.cap_logs()
                 self.next_cap = time.monotonic() + LOG_CHECK
-            for fd in ready:
-                if fd in port_fds and self.ports:
-                    self.ports.handle(fd)
             if self.wake_r in ready and self.stop_requested():
                 return "stop"
             if self.dockerd_fd in ready:
@@ -249,11 +256,7 @@ class Keeper:
         """Serve the port manager until the time is up or the ping is answered (True if
         with 200). Raises on dockerd's death or a stop signal."""
         while (left := until - time.monotonic()) > 0:
-            port_fds = self.ports.fds() if self.ports else []
-            ready = readable([self.wake_r, pidfd, *port_fds, *([s.fileno()] if s else [])], left)
-            for fd in ready:
-                if fd in port_fds and self.ports:
-                    self.ports.handle(fd)
+            ready = self.wait_serving([self.wake_r, pidfd, *([s.fileno()] if s else [])], left)
             if pidfd in ready:
                 raise RuntimeError(f"dockerd {self.reap(pid)}")
             if self.wake_r in ready and self.stop_requested():
@@ -372,13 +375,8 @@ class Keeper:
         it: the port manager keeps answering meanwhile."""
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
-            port_fds = self.ports.fds() if self.ports else []
-            ready = readable([pidfd, *port_fds], left)
-            if pidfd in ready:
+            if pidfd in self.wait_serving([pidfd], left):
                 return True
-            for fd in ready:
-                if self.ports and fd in port_fds:
-                    self.ports.handle(fd)
         return False
 
     def stop_child(self, pid: int | None, pidfd: int | None, timeout: float) -> None:
