@@ -53,7 +53,7 @@ class Mapped(Step):
 class Prepared(Step):
     """Mounts, sysctls, storage and iptables chosen, containerd started."""
 
-    NAME: ClassVar[str] = "ready"
+    NAME: ClassVar[str] = "prepared"
     storage: str
     storage_reason: str
     iptables: str
