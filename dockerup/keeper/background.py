@@ -16,7 +16,7 @@ from dockerup.keeper import instance, state, supervise
 from dockerup.keeper.state import LazyRecord
 from dockerup.linux import procid
 from dockerup.logs import tail
-from dockerup.plan.model import Plan
+from dockerup.plan.data import Plan
 from dockerup.settings.paths import Paths
 from dockerup.wire import messages
 from dockerup.wire.messages import StartReport

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from dockerup.keeper.instance import Running, stale_files
 from dockerup.namespace.childlink import ChildLink
 from dockerup.net.driver import argv_template
-from dockerup.plan.model import Plan
+from dockerup.plan.data import Plan
 from dockerup.wire.specs import AutoPortsSpec, KeeperSpec
 
 if TYPE_CHECKING:

@@ -44,7 +44,7 @@ from dockerup.namespace.early import MARKS, Child, start_child
 from dockerup.namespace.netstart import start_net, wait_ready
 from dockerup.net.driver import argv_template
 from dockerup.net.kinds import NET_DRIVERS
-from dockerup.plan.model import Plan, WriteFile
+from dockerup.plan.data import Plan, WriteFile
 from dockerup.settings.paths import Paths
 from dockerup.wire.messages import Go, Mapped, Prepared, Start, Unshared, Verified
 from dockerup.wire.ping import ping

@@ -22,9 +22,9 @@ from dockerup.net.kinds import kind_of
 from dockerup.plan import daemon
 from dockerup.plan.cgroups import Cgroups, decide
 from dockerup.plan.daemon import IPTABLES_BACKENDS
+from dockerup.plan.data import IdMap, Plan, WriteFile
 from dockerup.plan.engine import Engine
 from dockerup.plan.ipv6 import IPV6_SYSCTLS, ipv6_commands, resolve_ipv6
-from dockerup.plan.model import IdMap, Plan, WriteFile
 from dockerup.plan.require import (
     require_dockerd,
     require_forwarder,

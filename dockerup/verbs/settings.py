@@ -13,7 +13,7 @@ from dockerup.host import facts as host
 from dockerup.namespace.early import mark
 from dockerup.net.kinds import kind_of
 from dockerup.plan.build import build_plan, paths_for, resolve_mode_of
-from dockerup.plan.model import Plan
+from dockerup.plan.data import Plan
 from dockerup.settings.config import Config
 from dockerup.settings.modes import Mode, resolve_mode
 from dockerup.settings.paths import Paths

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from dockerup.keeper import background, supervise
 from dockerup.namespace.early import Child
-from dockerup.plan.model import Plan
+from dockerup.plan.data import Plan
 from dockerup.verbs.settings import Loaded, make_plan
 
 # The results module is imported where a result is made: a foreground start never
