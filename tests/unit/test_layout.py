@@ -11,10 +11,12 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
 from dockerup import lean, results
+from dockerup.net.kinds import KINDS
 from dockerup.wire import specs
 
 PKG = Path(lean.__file__).parent
@@ -141,15 +143,18 @@ def module_files(root: Path) -> dict[str, Path]:
     return names
 
 
-def core() -> list[Path]:
-    """Below the CLI: everything but cli/ and the lean programs with what they load (each a
-    process of its own, which ends itself)."""
-    lean_files = lean_closure()
+def core_files(root: Path, processes: set[Path]) -> list[Path]:
+    """Below the CLI: everything but cli/ and the given processes of their own (the lean
+    programs with what they load, each of which ends itself)."""
     return sorted(
         p
-        for p in PKG.rglob("*.py")
-        if p.relative_to(PKG).parts[0] != "cli" and p.name != "__main__.py" and p not in lean_files
+        for p in root.rglob("*.py")
+        if p.relative_to(root).parts[0] != "cli" and p.name != "__main__.py" and p not in processes
     )
+
+
+def core() -> list[Path]:
+    return core_files(PKG, lean_closure())
 
 
 # Any way out of the process: exit, abort, or becoming another program (exec*).
@@ -323,12 +328,6 @@ def test_an_import_cycle_through_a_lazy_import_is_found(tmp_path: Path) -> None:
     assert cycles(graph) == [["pkg.cli.entry", "pkg.cli.main"]]
 
 
-def test_doctor_does_not_import_the_verbs_or_the_cli() -> None:
-    for path in (PKG / "doctor").glob("*.py"):
-        reached = {m for m in imports(path) if m.startswith(("dockerup.verbs", "dockerup.cli"))}
-        assert reached == set(), f"{path.name} imports {sorted(reached)}"
-
-
 def test_every_result_has_a_text_form_and_the_envelope() -> None:
     from dockerup.cli.render import TEXT
 
@@ -406,6 +405,193 @@ def launch_sites() -> set[tuple[str, str]]:
 
 def test_each_program_has_one_launcher() -> None:
     assert launch_sites() == set(LAUNCHERS)
+
+
+# ARCHITECTURE.md's "never" rules, each as data: (package, what it never imports, how far
+# the check looks, why). "closure": the package's whole import closure (any depth of the
+# code, function-level imports too), so a detour through a third module is caught as well;
+# "direct": what the package's own modules import (the drivers probe their helpers with
+# dockerup.proc, and the kinds registry loads a driver when its kind is used, so plan and
+# settings reach those only through net/, by design).
+class Never(NamedTuple):
+    package: str
+    forbidden: frozenset[str]
+    reach: str
+    why: str
+
+
+def starters() -> frozenset[str]:
+    """The modules that start a process (each launcher's file, LAUNCHERS below), by name."""
+    return frozenset(f.removesuffix(".py").replace("/", ".") for f, _ in LAUNCHERS)
+
+
+def never_rules() -> list[Never]:
+    return [
+        Never("plan", frozenset({"keeper", "namespace"}), "closure", "planning has no effects"),
+        Never("plan", starters(), "direct", "planning starts no process"),
+        Never(
+            "doctor",
+            frozenset({"keeper", "verbs", "cli"}),
+            "closure",
+            "diagnosis changes nothing and sits below the use cases",
+        ),
+        Never("net", frozenset({"cli", "verbs"}), "closure", "drivers know no screen and no verb"),
+        Never("host", frozenset({"plan"}), "closure", "facts are read, not decided"),
+        Never(
+            "settings",
+            frozenset(f"net.{k}" for k in KINDS),
+            "direct",
+            "settings name a driver, they do not load it",
+        ),
+    ]
+
+
+def broken_rules(root: Path, rule: Never) -> set[tuple[str, str]]:
+    """(module of the package, forbidden module it reaches) for each breach of the rule."""
+    graph = module_graph(root)
+    top = root.name
+
+    def reach(m: str) -> set[str]:
+        if rule.reach == "direct":
+            return graph[m]
+        seen: set[str] = set()
+        todo = list(graph[m])
+        while todo:
+            if (x := todo.pop()) not in seen:
+                seen.add(x)
+                todo += graph[x]
+        return seen
+
+    found = set()
+    for m in graph:
+        if m == f"{top}.{rule.package}" or m.startswith(f"{top}.{rule.package}."):
+            for x in reach(m):
+                rel = x.removeprefix(f"{top}.")
+                if any(rel == f or rel.startswith(f"{f}.") for f in rule.forbidden):
+                    found.add((m, x))
+    return found
+
+
+@pytest.mark.parametrize("rule", never_rules(), ids=lambda r: f"{r.package}-{r.reach}")
+def test_never_rules_hold(rule: Never) -> None:
+    assert broken_rules(PKG, rule) == set(), rule.why
+
+
+@pytest.mark.parametrize("rule", never_rules(), ids=lambda r: f"{r.package}-{r.reach}")
+def test_a_broken_never_rule_is_found(tmp_path: Path, rule: Never) -> None:
+    """Each rule can fail: a tree that breaks it on purpose (directly, and for a closure
+    rule through a lazy import in a third module) is reported, a tree that keeps it is not."""
+    pkg = tmp_path / "pkg"
+    target = sorted(rule.forbidden)[0].split(".")
+    for d in {rule.package, target[0], "middle"}:
+        (pkg / d).mkdir(parents=True, exist_ok=True)
+        (pkg / d / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / Path(*target).with_suffix(".py")).write_text("")
+    forbidden = "pkg." + ".".join(target)
+    (pkg / rule.package / "good.py").write_text("import os\n")
+    assert broken_rules(pkg, rule) == set()
+    (pkg / rule.package / "bad.py").write_text(f"def f():\n    import {forbidden}\n")
+    assert broken_rules(pkg, rule) == {(f"pkg.{rule.package}.bad", forbidden)}
+    if rule.reach == "closure":
+        (pkg / rule.package / "bad.py").write_text("from pkg.middle import detour\n")
+        (pkg / "middle" / "detour.py").write_text(f"def f():\n    import {forbidden}\n")
+        assert (f"pkg.{rule.package}.bad", forbidden) in broken_rules(pkg, rule)
+
+
+# What a screen is: its libraries. Nothing under net/ (drivers) loads them or prints.
+SCREEN = ("rich", "typer", "click")
+
+
+def screen_uses(root: Path, package: str) -> set[tuple[str, str]]:
+    found = set()
+    for path in sorted((root / package).rglob("*.py")):
+        where = str(path.relative_to(root))
+        found |= {(where, m) for m in imports(path) if m.split(".")[0] in SCREEN}
+        found |= {(where, what) for _, what in ends_and_prints(ast.parse(path.read_text()))}
+    return found
+
+
+def test_drivers_know_no_screen() -> None:
+    assert screen_uses(PKG, "net") == set()
+
+
+def test_a_driver_that_knows_a_screen_is_found(tmp_path: Path) -> None:
+    (tmp_path / "net").mkdir()
+    (tmp_path / "net" / "quiet.py").write_text("import os\n")
+    assert screen_uses(tmp_path, "net") == set()
+    (tmp_path / "net" / "loud.py").write_text("def f():\n    import rich\n    print(1)\n")
+    assert screen_uses(tmp_path, "net") == {("net/loud.py", "rich"), ("net/loud.py", "print")}
+
+
+def test_the_core_check_finds_a_print_below_the_cli(tmp_path: Path) -> None:
+    """Nothing below cli prints or exits, and the check can fail: in a tree broken on
+    purpose, a print in plan/ and an exit in keeper/ are found, the cli's own are not."""
+    for d in ("cli", "plan", "keeper"):
+        (tmp_path / d).mkdir()
+    (tmp_path / "cli" / "main.py").write_text("import sys\nprint(1)\nsys.exit(0)\n")
+    (tmp_path / "plan" / "build.py").write_text("def build():\n    print('plan')\n")
+    (tmp_path / "keeper" / "stop.py").write_text("import sys\ndef stop():\n    sys.exit(1)\n")
+    found = {
+        (str(p.relative_to(tmp_path)), f, what)
+        for p in core_files(tmp_path, set())
+        for f, what in ends_and_prints(ast.parse(p.read_text()))
+    }
+    assert found == {("plan/build.py", "build", "print"), ("keeper/stop.py", "stop", "sys.exit")}
+
+
+# The shape of the house (issue 35): packages small enough to read, modules named for what
+# they do, each name once (verbs/ names its commands, which share names with the packages
+# that do the work: verbs/doctor.py and doctor/).
+MAX_MODULES = 12
+VAGUE = {"common", "utils", "helpers", "misc"}
+
+
+def shape_problems(root: Path) -> list[str]:
+    problems = []
+    packages = sorted({p.parent for p in root.rglob("__init__.py")} | {root})
+    for pkg in packages:
+        if (n := len(list(pkg.glob("*.py")))) > MAX_MODULES:
+            problems.append(f"{pkg.relative_to(root.parent)}/ holds {n} modules")
+    package_names = {p.name for p in packages if p != root}
+    seen: dict[str, Path] = {}
+    for p in sorted(root.rglob("*.py")):
+        rel = p.relative_to(root)
+        if p.stem in VAGUE:
+            problems.append(f"{rel} says nothing of what it holds")
+        if p.name in ("__init__.py", "__main__.py") or rel.parts[0] == "verbs":
+            continue
+        if p.stem in package_names:
+            problems.append(f"{rel} is named like the package {p.stem}/")
+        if p.name in seen:
+            problems.append(f"{rel} and {seen[p.name]} share a name")
+        seen.setdefault(p.name, rel)
+    return problems
+
+
+def test_the_packages_are_small_and_each_name_says_one_thing() -> None:
+    assert shape_problems(PKG) == []
+
+
+def test_a_misshapen_tree_is_found(tmp_path: Path) -> None:
+    root = tmp_path / "pkg"
+    for d in ("", "host", "doctor", "big", "verbs"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+        (root / d / "__init__.py").write_text("")
+    (root / "host" / "facts.py").write_text("")
+    (root / "verbs" / "doctor.py").write_text("")
+    assert shape_problems(root) == []
+    (root / "doctor" / "facts.py").write_text("")
+    (root / "utils.py").write_text("")
+    (root / "doctor" / "host.py").write_text("")
+    for i in range(MAX_MODULES):
+        (root / "big" / f"m{i}.py").write_text("")
+    assert shape_problems(root) == [
+        "pkg/big/ holds 13 modules",
+        "doctor/host.py is named like the package host/",
+        "host/facts.py and doctor/facts.py share a name",
+        "utils.py says nothing of what it holds",
+    ]
 
 
 def test_one_way_to_wait_on_the_cli_side() -> None:

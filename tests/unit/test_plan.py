@@ -11,7 +11,7 @@ from dockerup.host.facts import HostFacts, IdRange, TunAccess, parse_subid, sear
 from dockerup.lean import script
 from dockerup.plan import daemon
 from dockerup.plan.build import build_plan
-from dockerup.plan.model import Plan
+from dockerup.plan.data import Plan
 from dockerup.settings.config import Config, Storage
 from dockerup.settings.paths import resolve_paths
 from dockerup.wire.specs import ChildSpec, ProxySpec, RuntimeSpec
