@@ -9,7 +9,7 @@ from __future__ import annotations
 from dockerup.doctor.checks import CHECKS, UP_CHECKS, run_checks, up_failures
 from dockerup.doctor.fixes import Fix, free_subid_start, package_fixes, plan_fixes
 from dockerup.doctor.kernel import MIN_SUBIDS
-from dockerup.doctor.model import Check, Report, Result, Status
+from dockerup.doctor.model import Check, Finding, Health, Report
 from dockerup.doctor.probe import DoctorFacts
 
 __all__ = [
@@ -18,10 +18,10 @@ __all__ = [
     "UP_CHECKS",
     "Check",
     "DoctorFacts",
+    "Finding",
     "Fix",
+    "Health",
     "Report",
-    "Result",
-    "Status",
     "free_subid_start",
     "package_fixes",
     "plan_fixes",

@@ -33,7 +33,7 @@ from dockerup.doctor.kernel import (
     check_tun,
     check_userns,
 )
-from dockerup.doctor.model import Check, Report, Result, Status
+from dockerup.doctor.model import Check, Finding, Health, Report
 from dockerup.doctor.network import (
     check_accel,
     check_iptables,
@@ -81,8 +81,8 @@ def run_checks(f: DoctorFacts, checks: tuple[Check, ...] = CHECKS) -> Report:
 UP_CHECKS = tuple(c for c in CHECKS if c.fatal and c.cheap)
 
 
-def up_failures(cheap: DoctorFacts) -> list[tuple[Check, Result]]:
+def up_failures(cheap: DoctorFacts) -> list[tuple[Check, Finding]]:
     """What `up` runs before it starts anything: every fatal check that is cheap, on the
     cheap facts (doctor/facts.probe_cheap)."""
     report = run_checks(cheap, UP_CHECKS)
-    return [(c, r) for c, r in report.results if r.status is Status.fail]
+    return [(c, r) for c, r in report.results if r.status is Health.fail]
