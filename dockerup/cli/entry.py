@@ -46,7 +46,7 @@ def quick(how: str) -> int:
 
 def start(how: str, activated: tuple[int, int] | None, child: early.Child | None) -> int:
     from dockerup.cli import lines
-    from dockerup.verbs import settings
+    from dockerup.verbs import resolve as settings
     from dockerup.verbs import up as verbs
 
     if TYPE_CHECKING:

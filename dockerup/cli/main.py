@@ -151,7 +151,7 @@ def up(
     """Start dockerd in its own namespaces and keep it running (the default command).
     Settings not given here come from DOCKER_UP_* variables, then the config file."""
     from dockerup.verbs import doctor as doctor_verbs
-    from dockerup.verbs import settings
+    from dockerup.verbs import resolve as settings
     from dockerup.verbs import up as verbs
 
     if auto_install:
@@ -210,7 +210,7 @@ def config_show(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """The resolved settings and where each came from (default, file, env, cli)."""
-    from dockerup.verbs import settings
+    from dockerup.verbs import resolve as settings
 
     _exit(emit(settings.config_show(settings.load_config({})), as_json))
 
@@ -221,7 +221,8 @@ def status(
 ) -> None:
     """Is docker-up running, and how: PIDs, mode, socket, network, uptime, restarts.
     With --debug also the start's timings and the processes' identity records."""
-    from dockerup.verbs import running, settings
+    from dockerup.verbs import resolve as settings
+    from dockerup.verbs import running
 
     _exit(emit(running.status(settings.current_paths(), debug=state["debug"]), as_json))
 
@@ -233,7 +234,7 @@ def ports(
     """The ports that answer in the workspace: published (-p) or auto-exposed, their owner
     (container or command), and the namespace listeners refused, with why."""
     from dockerup.verbs import ports as verbs
-    from dockerup.verbs import settings
+    from dockerup.verbs import resolve as settings
 
     _exit(emit(verbs.ports(settings.current_paths()), as_json))
 
@@ -241,7 +242,8 @@ def ports(
 @app.command()
 def stop() -> None:
     """Stop docker-up gracefully and wait until everything is gone."""
-    from dockerup.verbs import running, settings
+    from dockerup.verbs import resolve as settings
+    from dockerup.verbs import running
 
     _exit(emit(running.stop(settings.current_paths())))
 
@@ -254,7 +256,8 @@ def logs(
     lines: Annotated[int, typer.Option("--lines", "-n", help="Lines of each log.")] = 50,
 ) -> None:
     """docker-up's, dockerd's and the network helper's logs, each line marked with its source."""
-    from dockerup.verbs import running, settings
+    from dockerup.verbs import resolve as settings
+    from dockerup.verbs import running
 
     paths = settings.current_paths()
     emit(running.read_logs(paths, lines))
@@ -299,7 +302,8 @@ def doctor(
 )
 def exec(ctx: typer.Context) -> None:
     """Run a command in the daemon's user, mount and network namespaces: docker-up exec -- CMD"""
-    from dockerup.verbs import running, settings
+    from dockerup.verbs import resolve as settings
+    from dockerup.verbs import running
 
     if not ctx.args:
         raise DockerUpError("nothing to run", hint="docker-up exec -- ip addr")
@@ -333,7 +337,8 @@ def shell() -> None:
     """An interactive shell in the daemon's namespaces (root there, with CAP_NET_ADMIN)."""
     import os
 
-    from dockerup.verbs import running, settings
+    from dockerup.verbs import resolve as settings
+    from dockerup.verbs import running
 
     running.enter(settings.current_paths(), [os.environ.get("SHELL") or "/bin/sh"])
 

@@ -108,7 +108,7 @@ def build_plan(
     resolved: tuple[Mode, str] | None = None,
 ) -> Plan:
     """Pure: raises DockerUpError for anything that cannot work on this host. resolved: the
-    mode and why, as the command resolved it (verbs/settings.load_config); resolved here
+    mode and why, as the command resolved it (verbs/resolve.load_config); resolved here
     only for a caller that has none."""
     mode, reason = resolved or resolve_mode_of(config, facts)
     if config.host_network and mode is not Mode.privileged:

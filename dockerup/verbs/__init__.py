@@ -1,7 +1,7 @@
 """The verbs: what each command does, called by the CLI (dockerup/cli), returning typed
 results (dockerup/results.py) that the CLI renders. One module per group:
 
-  settings.py  resolve the configuration, the context of a command, the plan; `config show`
+  resolve.py   resolve the configuration, the context of a command, the plan; `config show`
   up.py        up (foreground, detached, lazy, activated) and --dry-run
   running.py   status, stop, logs, exec/shell
   ports.py     ports: what is published and auto-exposed, and what was refused

@@ -15,8 +15,8 @@ from dockerup.host.facts import PACKAGES
 from dockerup.plan.build import paths_for, resolve_mode_of
 from dockerup.results import Doctor, Fixes, Installed
 from dockerup.settings.config import Config
+from dockerup.verbs.resolve import load_config
 from dockerup.verbs.running import status
-from dockerup.verbs.settings import load_config
 
 
 def report(verbose: bool = False) -> Doctor:

@@ -14,7 +14,7 @@ from dockerup.keeper.background import docker_up_path
 from dockerup.results import Autostart, AutostartState, RcChange, RcState, Snippet
 from dockerup.settings import context
 from dockerup.settings.paths import resolve_paths
-from dockerup.verbs.settings import load_config
+from dockerup.verbs.resolve import load_config
 
 PROG = "docker-up"
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from dockerup.keeper import background, supervise
 from dockerup.namespace.early import Child
 from dockerup.plan.data import Plan
-from dockerup.verbs.settings import Loaded, make_plan
+from dockerup.verbs.resolve import Loaded, make_plan
 
 # The results module is imported where a result is made: a foreground start never
 # returns one (it becomes the keeper), so it does not pay for the import.

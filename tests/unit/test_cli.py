@@ -105,7 +105,7 @@ def test_the_choices_are_the_configurations() -> None:
 def test_a_wrong_choice_stops_before_anything_runs(
     args: list[str], option: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dockerup.verbs import settings
+    from dockerup.verbs import resolve as settings
 
     def no(*_a: Any, **_k: Any) -> Any:
         raise AssertionError("the command ran")
@@ -195,7 +195,7 @@ def test_a_bare_docker_up_says_first_that_it_runs_in_the_foreground(
 
 def test_up_in_the_foreground_says_so_first(monkeypatch: pytest.MonkeyPatch) -> None:
     from dockerup.results import Up
-    from dockerup.verbs import settings
+    from dockerup.verbs import resolve as settings
     from dockerup.verbs import up as verbs
 
     monkeypatch.setattr(settings, "load_config", lambda _cli: None)
@@ -212,7 +212,7 @@ def test_up_gives_resolve_config_fields_only(monkeypatch: pytest.MonkeyPatch) ->
     would fail there (ValueError) rather than be dropped."""
     from dockerup.results import DryRun
     from dockerup.settings.config import CONFIG_FIELDS, resolve
-    from dockerup.verbs import settings
+    from dockerup.verbs import resolve as settings
     from dockerup.verbs import up as verbs
 
     seen: list[dict[str, Any]] = []
@@ -241,7 +241,7 @@ def test_the_environment_and_the_file_keep_their_own_messages(
     """Only the command line's choices changed: DOCKER_UP_* and config.toml say as before."""
     from dockerup.errors import DockerUpError
     from dockerup.settings.config import resolve
-    from dockerup.verbs import settings
+    from dockerup.verbs import resolve as settings
 
     monkeypatch.setenv("DOCKER_UP_MODE", "bogus")
     with pytest.raises(DockerUpError, match="unknown mode"):
@@ -261,7 +261,8 @@ def test_the_environment_and_the_file_keep_their_own_messages(
 def test_exec_passes_the_commands_options_through(
     args: list[str], command: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dockerup.verbs import running, settings
+    from dockerup.verbs import resolve as settings
+    from dockerup.verbs import running
 
     ran: list[list[str]] = []
     monkeypatch.setattr(settings, "current_paths", lambda: None)

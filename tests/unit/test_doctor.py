@@ -499,7 +499,7 @@ def test_up_refuses_with_doctors_words_before_starting_anything() -> None:
     from dockerup.errors import DockerUpError
     from dockerup.host.facts import TunAccess
     from dockerup.settings.config import Config
-    from dockerup.verbs.settings import make_plan
+    from dockerup.verbs.resolve import make_plan
 
     closed = facts(tun=TunAccess(True, False, "Permission denied"))
     with pytest.raises(DockerUpError) as e:

@@ -69,7 +69,7 @@ def test_a_kind_probes_only_what_it_needs() -> None:
 def test_the_start_path_does_not_import_pasta() -> None:
     """pasta's module loads only when pasta is chosen: the registry names it lazily."""
     code = (
-        "import sys, dockerup.verbs.settings, dockerup.plan.build, dockerup.plan.ipv6; "
+        "import sys, dockerup.verbs.resolve, dockerup.plan.build, dockerup.plan.ipv6; "
         "print('dockerup.net.pasta' in sys.modules)"
     )
     root = Path(host.__file__).parents[2]
