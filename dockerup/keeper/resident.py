@@ -174,7 +174,8 @@ class Keeper:
                 self.ports.handle(fd)
         return ready - set(port_fds)
 
-    def watch(self) -> str:
+    def next_event(self) -> str:
+        """What happens next: "stop" (a stop signal), "dockerd" or "net" (it ended)."""
         while True:
             fds = [self.wake_r, self.dockerd_fd] + ([self.net_fd] if self.net_fd else [])
             ready = self.wait_serving(fds, LOG_CHECK)
@@ -430,7 +431,7 @@ class Keeper:
         code = 0
         try:
             while True:
-                event = self.watch()
+                event = self.next_event()
                 if event == "stop":
                     self.log("stopping")
                     break

@@ -259,7 +259,8 @@ class KeeperSpec(Spec):
     ports_fd: int | None
     accel_fd: int | None
     allow_host_loopback: bool
-    watch_connects: str | None  # a new dockerd's connects go to the agent too (watch.py)
+    # A new dockerd's connects go to the agent too (accel/daemonfilter.py).
+    watch_connects: str | None
     port_forwarder: str
     socket: str
     pidfile: str

@@ -581,7 +581,9 @@ def test_a_misshapen_tree_is_found(tmp_path: Path) -> None:
     (root / "host" / "facts.py").write_text("")
     (root / "verbs" / "doctor.py").write_text("")
     assert shape_problems(root) == []
-    (root / "doctor" / "facts.py").write_text("")
+    (root / "net").mkdir()
+    (root / "net" / "__init__.py").write_text("")
+    (root / "net" / "facts.py").write_text("")
     (root / "utils.py").write_text("")
     (root / "doctor" / "host.py").write_text("")
     for i in range(MAX_MODULES):
@@ -589,7 +591,7 @@ def test_a_misshapen_tree_is_found(tmp_path: Path) -> None:
     assert shape_problems(root) == [
         "pkg/big/ holds 13 modules",
         "doctor/host.py is named like the package host/",
-        "host/facts.py and doctor/facts.py share a name",
+        "net/facts.py and host/facts.py share a name",
         "utils.py says nothing of what it holds",
     ]
 
