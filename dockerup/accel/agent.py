@@ -10,7 +10,7 @@ the address and the fd number again from the container, and another thread of th
 container could have changed either in between (seccomp_unotify(2)).
 
 For each connect() the agent copies the address once, fetches the very file the fd names
-(pidfd_getfd), and decides with one pure function (accel_policy.decide()):
+(pidfd_getfd), and decides with one pure function (accel/policy.py's decide()):
 - swap: a fresh TCP/IPv4 socket aimed at the workspace's loopback as containers see it
   (10.0.2.2, only with host loopback allowed) or at an address outside every network of
   docker-up's namespace. The agent connects a socket of its own, in the workspace, to the
@@ -35,11 +35,11 @@ It runs as a thread of the keeper (stdlib only): the keeper is the process that 
 everything else docker-up starts, and it holds the listening socket from before dockerd
 starts, so no container is ever created without its agent.
 
-Here: the loop (Agent) and its start. Beside it: accel_calls.py (each call in flight, its
-three ways and its answer), accel_policy.py (decide(), pure), accel_nets.py (the
-namespace's networks, the workspace's own addresses), accel_kernel.py (seccomp user
-notification and the syscalls on a caller's behalf), accel_creds.py (delegated calls),
-accel_support.py (whether this machine can run the agent at all).
+Here: the loop (Agent) and its start. Beside it: accel/calls.py (each call in flight, its
+three ways and its answer), accel/policy.py (decide(), pure), accel/nets.py (the
+namespace's networks, the workspace's own addresses), accel/notify.py (seccomp user
+notification and the syscalls on a caller's behalf), accel/creds.py (delegated calls),
+accel/support.py (whether this machine can run the agent at all).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ TOTAL = 512
 class Agent(Calls):
     """The loop: runc's connections handing over each container's notification fd, the
     notifications themselves, and the timers; each connect() read is a call in flight
-    (accel_calls.Calls) until it is answered."""
+    (accel/calls.py's Calls) until it is answered."""
 
     def __init__(
         self,

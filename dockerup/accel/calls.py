@@ -1,5 +1,5 @@
 """The connect() calls the acceleration agent is answering, stdlib only: each one from its
-notification to its answer, in one of three ways (perform, swap, delegate; accel_policy.py
+notification to its answer, in one of three ways (perform, swap, delegate; accel/policy.py
 decides which), without ever blocking the agent. The loop that feeds them (runc's
 handovers, the notification fds, the timers) is the Agent in accel.py."""
 
@@ -73,7 +73,8 @@ class Calls:
         self.routes = routes  # docker-up's namespace's route table, read afresh each time
         self.quiet = QuietLog(log, prefix="accel: ")
         self.poll = select.poll()
-        self.dockerd_fds: dict[int, bool] = {}  # dockerd's own (watch.py): bypassed yet?
+        # dockerd's own (daemonfilter.py): bypassed yet?
+        self.dockerd_fds: dict[int, bool] = {}
         self.calls: dict[int, Call] = {}  # by the fd we watch
         self.per_nfd: dict[int, int] = {}
         self.delegates = 0

@@ -12,7 +12,7 @@ namespace's loopback, containers, the helper's own addresses) connects as before
 
 Only IPv4 is notified: the filter tests the address length (16, a sockaddr_in) because a
 filter cannot read the address itself. A unix socket path that happens to make 16 bytes is
-notified too and the agent connects it as the caller (accel_creds.py): slower, same result.
+notified too and the agent connects it as the caller (accel/creds.py): slower, same result.
 The filter is inherited by what dockerd starts (its port proxies), not by containerd and
 containers, which docker-up starts before it.
 """

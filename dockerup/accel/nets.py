@@ -1,4 +1,4 @@
-"""What the acceleration agent's policy (accel_policy.decide) asks of the machine, stdlib
+"""What the acceleration agent's policy (accel/policy.py's decide) asks of the machine, stdlib
 only: the networks of docker-up's namespace (its route table, parsed) and whether an
 address is one of the workspace's own (asked of the kernel at the moment of the
 decision)."""

@@ -1,7 +1,7 @@
 """What the acceleration agent (accel.py) does with one connect(): one pure function,
 decide(), of the agent's copy of the address and what it knows of the socket. Stdlib only;
 no I/O here: what the namespace's networks are and which addresses are the workspace's own
-(accel_nets.py) are asked through callables, only when they matter."""
+(accel/nets.py) are asked through callables, only when they matter."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ accepted on the workspace's loopback, the fd itself with the target's address an
 connects to the listener inside and moves the bytes with splice(2), with the published
 ports' forwarder (portproxy.serve). A UDP port comes as the bound workspace socket and a
 stop socket, relayed as published UDP ports are (portproxy.UdpRelay) until the stop
-socket's other end closes. Stdlib only: `python -S autoinside.py CONN USER NET KEEPER`
+socket's other end closes. Stdlib only: `python -S autoports/inside.py CONN USER NET KEEPER`
 (fds; USER -1 when there is no user namespace to enter; KEEPER: the keeper's PID)."""
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ on a thread of the keeper.
 
 How: every POLL seconds the keeper reads the namespace's /proc/net/tcp and tcp6 (through
 the inside helper's /proc/PID/net, which shows its network namespace). For a new listening
-port it decides (autorules.decide(), pure) and then binds the same port on the workspace's
+port it decides (rules.py's decide(), pure) and then binds the same port on the workspace's
 127.0.0.1 (and ::1 where the workspace has it); each connection accepted there is handed,
 the fd itself, to the inside helper (autoports/inside.py), which connects to the
 listener inside and moves the bytes with splice(2): the published ports' forwarder.

@@ -1,4 +1,4 @@
-"""Process management beside the executor (supervise.py): starting docker-up in the
+"""Process management beside the executor (keeper/supervise.py): starting docker-up in the
 background, the lazy socket holder, and stopping whatever runs. Takes plans and paths;
 returns facts, never prints, never exits the caller."""
 

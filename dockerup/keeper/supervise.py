@@ -1,6 +1,7 @@
 """Carry out a Plan: the executor of `up`, where a start changes the system. Every helper
 is a context manager or callback on one ExitStack, so a failure or Ctrl-C half-way unwinds
-what was started, in reverse. Once dockerd answers, the process execs the lean keeper (keeper.py).
+what was started, in reverse. Once dockerd answers, the process execs the lean keeper
+(resident.py).
 """
 
 from __future__ import annotations

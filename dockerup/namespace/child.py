@@ -305,7 +305,7 @@ def choose_iptables(
 
 
 def watch_dockerd(agent_socket: str) -> str:
-    """dockerd's own IPv4 connects go to the acceleration agent (watch.py); why not."""
+    """dockerd's own IPv4 connects go to the acceleration agent (accel/daemonfilter.py); why not."""
     from dockerup.accel.daemonfilter import watch_connects
 
     try:

@@ -26,7 +26,7 @@ def hand_over_socket(listen_fd: int | None, env: dict[str, str]) -> int:
 
 def exec_dockerd(argv: list[str], env: dict[str, str], listen_fd: int | None) -> NoReturn:
     """Become dockerd: the one way it starts, in the namespace child at first (child.py)
-    and in the keeper's fork after each restart (keeper.py), both already in the
+    and in the keeper's fork after each restart (keeper/resident.py), both already in the
     namespaces. exec keeps the PID (socket activation names it); nothing of docker-up's
     (the lock, the child's pipes, the helper's exit pipe, the namespaces' fds) may
     outlive this process inside dockerd."""

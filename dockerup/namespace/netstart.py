@@ -1,5 +1,5 @@
-"""The network helper's one launcher (stdlib only). The first start (supervise.py) and every
-restart after the helper died (keeper.py) go through start_net, from the one argv template
+"""The network helper's one launcher (stdlib only). The first start (keeper/supervise.py) and every
+restart after the helper died (keeper/resident.py) go through start_net, from the one argv template
 the planner wrote (net/: {target}, {ready_fd} and {exit_fd} filled in here), so a restarted
 slirp4netns or pasta is started exactly as the first was.
 

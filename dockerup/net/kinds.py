@@ -3,7 +3,7 @@ know of a driver (the programs it needs, what it needs probed, how to configure 
 IPv6 cannot be on with it, whether it offers slirp4netns' port forwarder) is answered here,
 so that no caller branches on the driver's name. Adding a driver is adding a kind.
 
-Cheap to import (config.py and facts.py do, on the start path): each driver's module
+Cheap to import (settings/config.py and host/facts.py do, on the start path): each driver's module
 is imported only when its kind is used, pasta's only when pasta is chosen (or doctor runs)."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """IPv6 for containers: whether it is on (and why), and what the namespace needs for it.
-Pure, like plan.py, whose build_plan asks it."""
+Pure, like plan/build.py, whose build_plan asks it."""
 
 from __future__ import annotations
 

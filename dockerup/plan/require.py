@@ -105,7 +105,7 @@ def resolve_accel(config: Config, facts: HostFacts) -> bool:
     not: connections leaving the namespace then cross the workspace's kernel instead of
     the helper (0.3x -> about 1x of the workspace's own speed, docs/performance.md). With
     host loopback closed the agent refuses what the helper would keep out
-    (accel_policy.decide): 10.0.2.2 stays with the helper, which refuses it, and the
+    (accel/policy.py's decide): 10.0.2.2 stays with the helper, which refuses it, and the
     workspace's own addresses."""
     if config.net_accel is None:
         return not config.host_network and not facts.accel_problems

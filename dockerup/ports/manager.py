@@ -2,7 +2,7 @@
 workspace too. Stdlib only: it runs in the keeper and in the proxy that dockerd starts.
 
 How it fits together: daemon.json points dockerd's `userland-proxy-path` at docker-up's port
-proxy (portproxy.py), which dockerd runs inside the namespace for every published port,
+proxy (ports/proxy.py), which dockerd runs inside the namespace for every published port,
 with docker-proxy's arguments. The proxy asks the keeper's PortManager, over a unix socket,
 to expose the port in the workspace; a refusal (port in use, port below 1024) becomes
 docker run's error, as with docker-proxy. The connection stays open while the proxy runs:
@@ -253,7 +253,7 @@ class PortManager:
         table: str | None = None,
     ) -> None:
         self.server = server
-        self.table = table  # where `docker-up ports` reads what is published (porttables.py)
+        self.table = table  # where `docker-up ports` reads what is published (ports/tables.py)
         self.fwd = fwd
         self.log = log
         self.api = api  # dockerd 28+: its RootlessKit API (rlkapi.py), served here too

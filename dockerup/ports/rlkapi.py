@@ -4,7 +4,7 @@ dockerd 28's bridge driver, in rootless mode, asks RootlessKit's REST API
 ($ROOTLESSKIT_STATE_DIR/api.sock) which network and port drivers run, and tells it about
 every published port (POST /v1/ports, DELETE /v1/ports/ID); without the variable it refuses
 to start. docker-up is its own RootlessKit: this module answers those calls. The ports
-themselves still reach the workspace through docker-up's port proxy (ports.py): the table
+themselves still reach the workspace through docker-up's port proxy (ports/manager.py): the table
 kept here tells the keeper which workspace address a port proxy's request stands for, since
 dockerd 28 hands the proxy the namespace-side address (127.0.0.1 for 0.0.0.0), not the
 workspace's.

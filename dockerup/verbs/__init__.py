@@ -10,4 +10,6 @@ results (dockerup/results.py) that the CLI renders. One module per group:
   unit.py      autostart --systemd: docker-up as a systemd --user service (Delegate=yes)
 
 They never print and never exit: failures are DockerUpError, which the CLI renders.
+Must not touch: the CLI (typer, rich); they call the packages below them and nothing
+calls them but the CLI.
 """

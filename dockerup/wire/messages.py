@@ -108,7 +108,7 @@ def read_step(line: str | bytes, kind: type[T]) -> T:
     return msg
 
 
-# -- the port proxy (portproxy.py) and the keeper's port manager (ports.py) ----------------
+# -- the port proxy (ports/proxy.py) and the keeper's port manager (ports/manager.py) ---------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,7 +166,7 @@ class SlirpRefusal(Spec):
     desc: str = "(no description)"
 
 
-# -- auto ports: the keeper (autoports.py) to its inside helper (autoinside.py) -------------
+# -- auto ports: the keeper (autoports/scanner.py) to its helper (autoports/inside.py) -------
 
 
 @dataclasses.dataclass(frozen=True)

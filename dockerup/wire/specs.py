@@ -157,7 +157,7 @@ class ChildSpec(Spec):
     # commands give tap0 its IPv6 address and route once the helper is up.
     ipv6: bool = False
     ipv6_commands: list[list[str]] = dataclasses.field(default_factory=list)
-    # The acceleration agent's socket: dockerd's own IPv4 connects go to it (watch.py).
+    # The acceleration agent's socket: dockerd's own IPv4 connects go to it (accel/daemonfilter.py).
     watch_connects: str | None = None
     # A sysfs of the namespace's own on /sys, the host's cgroup tree kept on /sys/fs/cgroup
     # (as RootlessKit's child does): /sys/class/net is the namespace's, and the host's
@@ -240,7 +240,7 @@ def _unspecified(ip: str) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class KeeperSpec(Spec):
-    """keeper.py: the running processes, the fds it inherits, and how to restart them."""
+    """keeper/resident.py: the running processes, the fds it inherits, and how to restart them."""
 
     dockerd_pid: int
     dockerd: Command
@@ -280,7 +280,7 @@ class KeeperSpec(Spec):
     rlk_ports: dict[str, PortSpec] = dataclasses.field(default_factory=dict)
     # Every TCP listener in the namespace answers on the workspace's loopback (None: off).
     auto_ports: AutoPortsSpec | None = None
-    ports_table: str | None = None  # where the published ports are listed (porttables.py)
+    ports_table: str | None = None  # where the published ports are listed (ports/tables.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,7 +297,7 @@ class LazySpec(Spec):
 
 @dataclasses.dataclass(frozen=True)
 class ProxySpec(Spec):
-    """portproxy.py: where the keeper's port manager listens, and the real docker-proxy."""
+    """ports/proxy.py: where the keeper's port manager listens, and the real docker-proxy."""
 
     manager: str
     docker_proxy: str

@@ -596,6 +596,13 @@ def test_a_misshapen_tree_is_found(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize("init", sorted(PKG.glob("*/__init__.py")), ids=lambda p: p.parent.name)
+def test_each_package_says_what_it_owns_and_must_not_touch(init: Path) -> None:
+    """A newcomer reads a package's docstring to learn what it holds and where it stops."""
+    doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+    assert "Must not touch" in doc and len(doc.split()) > 20, doc
+
+
 def test_one_way_to_wait_on_the_cli_side() -> None:
     """waiting.py owns polling (tenacity); a second wrapper elsewhere would drift from it."""
     users = {
