@@ -11,10 +11,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from dockerup.errors import DockerUpError
-from dockerup.programs.common import describe_exit, tail
-
-# One copy of each, shared with the lean programs (dockerup/programs/common.py).
-__all__ = ["describe_exit", "output", "probe", "run", "run_together", "stop", "tail", "tty_output"]
 
 
 def output(argv: Sequence[str], timeout: float = 10.0) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from dockerup import clientenv
+from dockerup.settings import clientenv
 
 SHELLS = ("bash", "zsh", "fish", "sh")
 BEGIN = "# >>> docker-up >>>"

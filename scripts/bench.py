@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dockerup.programs.wire import ping
+from dockerup.wire.ping import ping
 
 ROOTLESS_SH = "/usr/share/docker.io/contrib/dockerd-rootless.sh"
 VENV = Path(os.environ.get("DOCKER_UP_VENV", "/opt/docker-up-venv"))

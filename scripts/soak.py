@@ -23,7 +23,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from dockerup.programs.wire import ping  # noqa: E402
+from dockerup.wire.ping import ping
 from tests.integration.harness import User, Workspace, pid_alive, processes_naming  # noqa: E402
 
 
@@ -121,7 +121,7 @@ def faults(user: User, busybox: Path) -> dict[str, Any]:
                   "mkdir -p /w && echo up > /w/index.html && httpd -f -p 80 -h /w")  # fmt: skip
         until(lambda: get(port) == "up", 30)
         proxy = next(p for p in Path("/proc").iterdir() if p.name.isdigit()
-                     and b"portproxy.py" in read(p / "cmdline") and str(port).encode()
+                     and b"ports/proxy.py" in read(p / "cmdline") and str(port).encode()
                      in read(p / "cmdline"))  # fmt: skip
         os.kill(int(proxy.name), signal.SIGKILL)
         answered_after_kill = get(port) == "up"

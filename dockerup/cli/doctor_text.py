@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from dockerup.doctor import Check, Result
+    from dockerup.doctor import Check, Finding
 
 MARKS = {"ok": "✓", "warn": "!", "fail": "✗", "skip": "-"}
 ASCII_MARKS = {"ok": "+", "warn": "!", "fail": "x", "skip": "-"}
@@ -19,7 +19,7 @@ INDENT = "    "
 
 
 def doctor_lines(
-    results: Sequence[tuple[Check, Result]],
+    results: Sequence[tuple[Check, Finding]],
     width: int,
     verbose: bool = False,
     marks: dict[str, str] = MARKS,
@@ -43,7 +43,7 @@ def doctor_lines(
 
 
 def check_lines(
-    head: str, check: Check, result: Result, width: int, verbose: bool, said_by: str | None = None
+    head: str, check: Check, result: Finding, width: int, verbose: bool, said_by: str | None = None
 ) -> list[tuple[str, str]]:
     """said_by: the check that already showed this very fix (it is not repeated)."""
     status = str(result.status)
@@ -77,7 +77,7 @@ def cut(line: str, width: int) -> str:
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
-def summary(results: Sequence[tuple[Check, Result]], verbose: bool) -> str:
+def summary(results: Sequence[tuple[Check, Finding]], verbose: bool) -> str:
     counts: dict[str, int] = {}
     for _, r in results:
         counts[str(r.status)] = counts.get(str(r.status), 0) + 1

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from dockerup.cli.guard import guarded
 
 if TYPE_CHECKING:
-    from dockerup import early
+    from dockerup.namespace import early
 
 # Exact argument lists that need no parser: how each starts.
 QUICK: dict[tuple[str, ...], str] = {
@@ -29,7 +29,7 @@ QUICK: dict[tuple[str, ...], str] = {
 
 
 def quick(how: str) -> int:
-    from dockerup import early
+    from dockerup.namespace import early
 
     activated = early.activated_fds()
     if how == "foreground" and not activated:
@@ -46,7 +46,7 @@ def quick(how: str) -> int:
 
 def start(how: str, activated: tuple[int, int] | None, child: early.Child | None) -> int:
     from dockerup.cli import lines
-    from dockerup.verbs import settings
+    from dockerup.verbs import resolve as settings
     from dockerup.verbs import up as verbs
 
     if TYPE_CHECKING:

@@ -6,11 +6,11 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from dockerup.clientenv import export_lines
+from dockerup.settings.clientenv import export_lines
 
 if TYPE_CHECKING:
     from dockerup.errors import DockerUpError
-    from dockerup.supervise import Running
+    from dockerup.keeper.supervise import Running
 
 DIM, GREEN, RED, YELLOW = "2", "32", "1;31", "33"
 
@@ -45,7 +45,7 @@ def announce(running: Running) -> None:
         f"{running.storage}, {running.net} MTU {running.mtu})",
         GREEN,
     )
-    from dockerup.cgroups import limits_notice
+    from dockerup.plan.cgroups import limits_notice
 
     if notice := limits_notice(running.cgroup_limits, running.cgroup_reason, running.cgroup_fix):
         say(f"docker-up: {notice}", YELLOW)

@@ -4,11 +4,12 @@ inside the commands, so `docker-up` starts its helpers before paying for them.""
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 import typer.main
 
+from dockerup.cli.argv import default_to_up, take_debug, value_options
 from dockerup.cli.choices import ForwarderName, ModeName, NetName, Shell, StorageName
 from dockerup.cli.guard import guarded
 from dockerup.cli.render import announce, emit, progress
@@ -150,7 +151,7 @@ def up(
     """Start dockerd in its own namespaces and keep it running (the default command).
     Settings not given here come from DOCKER_UP_* variables, then the config file."""
     from dockerup.verbs import doctor as doctor_verbs
-    from dockerup.verbs import settings
+    from dockerup.verbs import resolve as settings
     from dockerup.verbs import up as verbs
 
     if auto_install:
@@ -209,7 +210,7 @@ def config_show(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """The resolved settings and where each came from (default, file, env, cli)."""
-    from dockerup.verbs import settings
+    from dockerup.verbs import resolve as settings
 
     _exit(emit(settings.config_show(settings.load_config({})), as_json))
 
@@ -220,7 +221,8 @@ def status(
 ) -> None:
     """Is docker-up running, and how: PIDs, mode, socket, network, uptime, restarts.
     With --debug also the start's timings and the processes' identity records."""
-    from dockerup.verbs import running, settings
+    from dockerup.verbs import resolve as settings
+    from dockerup.verbs import running
 
     _exit(emit(running.status(settings.current_paths(), debug=state["debug"]), as_json))
 
@@ -232,7 +234,7 @@ def ports(
     """The ports that answer in the workspace: published (-p) or auto-exposed, their owner
     (container or command), and the namespace listeners refused, with why."""
     from dockerup.verbs import ports as verbs
-    from dockerup.verbs import settings
+    from dockerup.verbs import resolve as settings
 
     _exit(emit(verbs.ports(settings.current_paths()), as_json))
 
@@ -240,7 +242,8 @@ def ports(
 @app.command()
 def stop() -> None:
     """Stop docker-up gracefully and wait until everything is gone."""
-    from dockerup.verbs import running, settings
+    from dockerup.verbs import resolve as settings
+    from dockerup.verbs import running
 
     _exit(emit(running.stop(settings.current_paths())))
 
@@ -253,7 +256,8 @@ def logs(
     lines: Annotated[int, typer.Option("--lines", "-n", help="Lines of each log.")] = 50,
 ) -> None:
     """docker-up's, dockerd's and the network helper's logs, each line marked with its source."""
-    from dockerup.verbs import running, settings
+    from dockerup.verbs import resolve as settings
+    from dockerup.verbs import running
 
     paths = settings.current_paths()
     emit(running.read_logs(paths, lines))
@@ -298,7 +302,8 @@ def doctor(
 )
 def exec(ctx: typer.Context) -> None:
     """Run a command in the daemon's user, mount and network namespaces: docker-up exec -- CMD"""
-    from dockerup.verbs import running, settings
+    from dockerup.verbs import resolve as settings
+    from dockerup.verbs import running
 
     if not ctx.args:
         raise DockerUpError("nothing to run", hint="docker-up exec -- ip addr")
@@ -332,7 +337,8 @@ def shell() -> None:
     """An interactive shell in the daemon's namespaces (root there, with CAP_NET_ADMIN)."""
     import os
 
-    from dockerup.verbs import running, settings
+    from dockerup.verbs import resolve as settings
+    from dockerup.verbs import running
 
     running.enter(settings.current_paths(), [os.environ.get("SHELL") or "/bin/sh"])
 
@@ -430,50 +436,6 @@ def install_deps() -> None:
     from dockerup.verbs import doctor as verbs
 
     _exit(emit(verbs.install_deps()))
-
-
-# What the top-level command answers itself: these never mean `up`.
-ROOT_OPTIONS = ("--help", "-h", "--version", "--install-completion", "--show-completion")
-
-
-def take_debug(
-    args: list[str], takes_value: frozenset[str] = frozenset()
-) -> tuple[bool, list[str]]:
-    """--debug wherever it stands among docker-up's own options, before or after the verb;
-    not as an option's value (`--dockerd-arg --debug` is dockerd's), not after `--` and not
-    inside the command that `exec` or `run` runs (those are the command's own)."""
-    debug, rest = False, list[str]()
-    for i, arg in enumerate(args):
-        if arg == "--":
-            return debug, rest + args[i:]
-        if arg == "--debug" and not (rest and rest[-1] in takes_value):
-            debug = True
-            continue
-        rest.append(arg)
-        if rest[:1] in (["exec"], ["run"]) and len(rest) > 1 and not arg.startswith("-"):
-            return debug, rest + args[i + 1 :]
-    return debug, rest
-
-
-def value_options(command: Any) -> frozenset[str]:
-    """Every option of any command that takes a value (the next word is that value). The
-    command is click's, which Typer vendors privately: read by duck typing."""
-    found: set[str] = set()
-    for p in command.params:
-        if p.param_type_name == "option" and not p.is_flag and not p.count:
-            found.update(p.opts)
-    for sub in getattr(command, "commands", {}).values():
-        found |= value_options(sub)
-    return frozenset(found)
-
-
-def default_to_up(args: list[str]) -> list[str]:
-    """`docker-up [OPTIONS]` means `docker-up up [OPTIONS]`, as Gitpod's docker-up is used
-    (the top-level options excepted)."""
-    first = args[0].split("=", 1)[0] if args else ""
-    if not args or (first.startswith("-") and first not in ROOT_OPTIONS):
-        return ["up", *args]
-    return args
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from dockerup import results as r
 from dockerup.cli.lines import GREEN, YELLOW, announce, error, internal_error, progress, say
-from dockerup.clientenv import export_lines
+from dockerup.settings.clientenv import export_lines
 
 __all__ = ["announce", "emit", "error", "internal_error", "progress"]
 

@@ -33,7 +33,8 @@ def quick_run(args: list[str]) -> tuple[list[str], bool, bool] | None:
 def run_program(command: list[str], root: bool, fallback: bool) -> int:
     """docker-up run, either way in: becomes the program (returns only on failure)."""
     from dockerup.cli import lines
-    from dockerup.verbs import run, settings
+    from dockerup.verbs import resolve as settings
+    from dockerup.verbs import run
 
     def outside(e: DockerUpError) -> None:
         lines.outside(e, command[0])

@@ -3,16 +3,16 @@ containerd, runc) and the docker client."""
 
 from __future__ import annotations
 
-from dockerup import plan as planning
-from dockerup.doctor.facts import DoctorFacts
-from dockerup.doctor.model import Result, Status, from_require, mode_of, ok, see_programs
-from dockerup.engine import Engine
+from dockerup.doctor.model import Finding, Health, from_require, mode_of, ok, see_programs
+from dockerup.doctor.probe import DoctorFacts
+from dockerup.plan import require
+from dockerup.plan.engine import Engine
 
 
-def check_programs(f: DoctorFacts) -> Result:
+def check_programs(f: DoctorFacts) -> Finding:
     mode = mode_of(f)
     return from_require(
-        lambda: planning.require_programs(f.host, mode, f.net),
+        lambda: require.require_programs(f.host, mode, f.net),
         f"dockerd, containerd, runc, {f.net}, iptables found",
     )
 
@@ -21,23 +21,23 @@ def _version(f: DoctorFacts, name: str) -> str:
     return f.versions.get(name, "").strip() or "?"
 
 
-def check_dockerd(f: DoctorFacts) -> Result:
+def check_dockerd(f: DoctorFacts) -> Finding:
     """The engine: its versions, and what docker-up does for it (engine.py, as `up`)."""
     dockerd = f.host.binaries.get("dockerd")
     if not dockerd:
         return see_programs(["dockerd"])
     engine = Engine.probed(f.host.dockerd_version, f.host.containerd_version)
     if engine.dockerd is None:
-        return Result(
-            Status.warn, f"cannot read {dockerd}'s version: {f.host.dockerd_version.strip()!r}"
+        return Finding(
+            Health.warn, f"cannot read {dockerd}'s version: {f.host.dockerd_version.strip()!r}"
         )
     found = from_require(lambda: engine.require_supported(dockerd), "")
-    if found.status is not Status.ok:
+    if found.status is not Health.ok:
         return found
     return ok(f"{engine.describe()} ({dockerd}); docker-up: {'; '.join(engine.differences())}")
 
 
-def check_containerd_runc(f: DoctorFacts) -> Result:
+def check_containerd_runc(f: DoctorFacts) -> Finding:
     parts = [
         f"{n} {_version(f, n).split()[2] if len(_version(f, n).split()) > 2 else '?'}"
         for n in ("containerd", "runc")
@@ -49,7 +49,7 @@ def check_containerd_runc(f: DoctorFacts) -> Result:
     return ok(", ".join(parts))
 
 
-def check_docker_cli(f: DoctorFacts) -> Result:
+def check_docker_cli(f: DoctorFacts) -> Finding:
     if not f.host.binaries.get("docker"):
-        return Result(Status.warn, "no docker client on PATH", "sudo apt-get install docker.io")
+        return Finding(Health.warn, "no docker client on PATH", "sudo apt-get install docker.io")
     return ok(_version(f, "docker"))

@@ -7,13 +7,20 @@ require_* functions, so the messages cannot drift apart).
 
 from __future__ import annotations
 
+from dockerup.doctor.account import (
+    check_disk,
+    check_existing_daemon,
+    check_mode,
+    check_running,
+    check_runtime_dir,
+    check_socket_path,
+)
 from dockerup.doctor.binaries import (
     check_containerd_runc,
     check_docker_cli,
     check_dockerd,
     check_programs,
 )
-from dockerup.doctor.facts import DoctorFacts
 from dockerup.doctor.kernel import (
     check_apparmor,
     check_cgroups,
@@ -26,7 +33,7 @@ from dockerup.doctor.kernel import (
     check_tun,
     check_userns,
 )
-from dockerup.doctor.model import Check, Report, Result, Status
+from dockerup.doctor.model import Check, Finding, Health, Report
 from dockerup.doctor.network import (
     check_accel,
     check_iptables,
@@ -35,14 +42,7 @@ from dockerup.doctor.network import (
     check_pasta,
     check_slirp4netns,
 )
-from dockerup.doctor.runtime import (
-    check_disk,
-    check_existing_daemon,
-    check_mode,
-    check_running,
-    check_runtime_dir,
-    check_socket_path,
-)
+from dockerup.doctor.probe import DoctorFacts
 
 CHECKS: tuple[Check, ...] = (
     Check("mode", "mode docker-up would choose", check_mode, cheap=True),
@@ -81,8 +81,8 @@ def run_checks(f: DoctorFacts, checks: tuple[Check, ...] = CHECKS) -> Report:
 UP_CHECKS = tuple(c for c in CHECKS if c.fatal and c.cheap)
 
 
-def up_failures(cheap: DoctorFacts) -> list[tuple[Check, Result]]:
+def up_failures(cheap: DoctorFacts) -> list[tuple[Check, Finding]]:
     """What `up` runs before it starts anything: every fatal check that is cheap, on the
     cheap facts (doctor/facts.probe_cheap)."""
     report = run_checks(cheap, UP_CHECKS)
-    return [(c, r) for c, r in report.results if r.status is Status.fail]
+    return [(c, r) for c, r in report.results if r.status is Health.fail]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dockerup.doctor.kernel import MIN_SUBIDS
-from dockerup.facts import parse_subid, subid_lines
+from dockerup.host.facts import parse_subid, subid_lines
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-from dockerup import plan as planning
-from dockerup.cgroups import LIMITS, decide
-from dockerup.doctor.facts import DoctorFacts
-from dockerup.doctor.model import Result, Status, from_require, mode_of, ok, see_programs
+from dockerup.doctor.model import Finding, Health, from_require, mode_of, ok, see_programs
+from dockerup.doctor.probe import DoctorFacts
 from dockerup.errors import DockerUpError
-from dockerup.facts import IdRange, subid_lines
-from dockerup.modes import Mode
+from dockerup.host.facts import IdRange, subid_lines
+from dockerup.plan import require
+from dockerup.plan.cgroups import LIMITS, decide
+from dockerup.settings.modes import Mode
 
 MIN_SUBIDS = 65536
 
@@ -17,25 +17,25 @@ MIN_SUBIDS = 65536
 NOBODY = 65534  # the highest id images commonly use (nobody, nogroup)
 
 
-def check_userns(f: DoctorFacts) -> Result:
+def check_userns(f: DoctorFacts) -> Finding:
     if mode_of(f) is not Mode.rootless:
-        return Result(Status.skip, "not needed: docker-up creates no user namespace here")
+        return Finding(Health.skip, "not needed: docker-up creates no user namespace here")
     s = f.sysctls
     if s.get("user.max_user_namespaces", "1") == "0":
-        return Result(
-            Status.fail,
+        return Finding(
+            Health.fail,
             "user.max_user_namespaces is 0",
             "sudo sysctl -w user.max_user_namespaces=28633",
         )
     if s.get("kernel.unprivileged_userns_clone") == "0":
-        return Result(
-            Status.fail,
+        return Finding(
+            Health.fail,
             "kernel.unprivileged_userns_clone is 0",
             "sudo sysctl -w kernel.unprivileged_userns_clone=1",
         )
     if s.get("kernel.apparmor_restrict_unprivileged_userns") == "1":
-        return Result(
-            Status.fail,
+        return Finding(
+            Health.fail,
             "AppArmor restricts unprivileged user namespaces "
             "(kernel.apparmor_restrict_unprivileged_userns = 1)",
             apparmor_fix(f.interpreter or f.host.python),
@@ -66,41 +66,41 @@ def apparmor_fix(interpreter: str) -> str:
     )
 
 
-def check_apparmor(f: DoctorFacts) -> Result:
+def check_apparmor(f: DoctorFacts) -> Finding:
     """What AppArmor does to docker-up here. Where it restricts user namespaces (Ubuntu's
     sysctl) kernel.userns fails with the fix. Where it is merely on (Debian 13: no such
     sysctl), dockerd would try to load its docker-default profile, which a user namespace
     may not: docker-up's namespace has a sysfs of its own, without securityfs, so dockerd
     sees no AppArmor and containers run without a profile, as in Docker's rootless mode."""
     if not f.apparmor:
-        return Result(Status.skip, "AppArmor is off")
+        return Finding(Health.skip, "AppArmor is off")
     if f.sysctls.get("kernel.apparmor_restrict_unprivileged_userns") == "1":
-        return Result(Status.skip, "it restricts user namespaces (see kernel.userns)")
+        return Finding(Health.skip, "it restricts user namespaces (see kernel.userns)")
     return ok("on, not restricting user namespaces; containers run without AppArmor profiles")
 
 
-def check_netns(f: DoctorFacts) -> Result:
+def check_netns(f: DoctorFacts) -> Finding:
     if f.netns_ok:
         return ok("a new network namespace was created")
-    return Result(
-        Status.fail,
+    return Finding(
+        Health.fail,
         f"cannot create a network namespace: {f.netns_error}",
         "in a container: run it with --security-opt seccomp=unconfined "
         "--security-opt apparmor=unconfined",
     )
 
 
-def check_seccomp(f: DoctorFacts) -> Result:
+def check_seccomp(f: DoctorFacts) -> Finding:
     if not f.seccomp_actions:
-        return Result(
-            Status.warn, "seccomp is not available", "containers will run without seccomp filters"
+        return Finding(
+            Health.warn, "seccomp is not available", "containers will run without seccomp filters"
         )
     notify = "user_notif" in f.seccomp_actions.split()
     return ok(f"available ({'with' if notify else 'without'} user notification)")
 
 
-def check_tun(f: DoctorFacts) -> Result:
-    return from_require(lambda: planning.require_tun(f.host), "/dev/net/tun opens")
+def check_tun(f: DoctorFacts) -> Finding:
+    return from_require(lambda: require.require_tun(f.host), "/dev/net/tun opens")
 
 
 def overlapping(mine: tuple[IdRange, ...], all_text: str, user: str, uid: int) -> list[str]:
@@ -113,28 +113,28 @@ def overlapping(mine: tuple[IdRange, ...], all_text: str, user: str, uid: int) -
     ]
 
 
-def _check_subids(f: DoctorFacts, kind: str) -> Result:
+def _check_subids(f: DoctorFacts, kind: str) -> Finding:
     if mode_of(f) is not Mode.rootless:
-        return Result(Status.skip, "not needed: docker-up maps no ids here")
+        return Finding(Health.skip, "not needed: docker-up maps no ids here")
     file = f"/etc/sub{kind}"
     ranges = f.host.subuid if kind == "uid" else f.host.subgid
     text = f.all_subuid if kind == "uid" else f.all_subgid
     try:
-        usable = planning.require_range(ranges, file, f.host)
+        usable = require.require_range(ranges, file, f.host)
     except DockerUpError as e:
-        return Result(Status.fail, e.message, e.hint or "")
+        return Finding(Health.fail, e.message, e.hint or "")
     total = 1 + sum(r.count for r in usable)  # containers get ids 0 .. total - 1
     spans = ", ".join(f"{r.start}+{r.count}" for r in usable)
     others = overlapping(ranges, text, f.host.user, f.host.uid)
     if others:
-        return Result(
-            Status.fail,
+        return Finding(
+            Health.fail,
             f"{file}: {f.host.user}'s range overlaps {', '.join(others)}'s",
             f"give {f.host.user} a range of its own in {file}",
         )
     if total - 1 < NOBODY:  # images commonly have files of nobody's: the highest id needed
-        return Result(
-            Status.warn,
+        return Finding(
+            Health.warn,
             f"{file}: containers get {kind}s 0-{total - 1} only ({spans}): an image with "
             f"files owned by a higher {kind} (nobody's is 65534) will not unpack",
             f"give {f.host.user} more subordinate ids in {file}",
@@ -142,44 +142,44 @@ def _check_subids(f: DoctorFacts, kind: str) -> Result:
     return ok(f"{file}: containers get {kind}s 0-{total - 1} ({spans})")
 
 
-def check_subuid(f: DoctorFacts) -> Result:
+def check_subuid(f: DoctorFacts) -> Finding:
     return _check_subids(f, "uid")
 
 
-def check_subgid(f: DoctorFacts) -> Result:
+def check_subgid(f: DoctorFacts) -> Finding:
     return _check_subids(f, "gid")
 
 
-def check_idmap_tools(f: DoctorFacts) -> Result:
+def check_idmap_tools(f: DoctorFacts) -> Finding:
     if mode_of(f) is not Mode.rootless:
-        return Result(Status.skip, "not needed here")
+        return Finding(Health.skip, "not needed here")
     missing = [n for n in ("newuidmap", "newgidmap") if not f.host.binaries.get(n)]
     if missing:
         return see_programs(missing)
     weak = [n for n in ("newuidmap", "newgidmap") if not f.setuid.get(n)]
     if weak:
-        return Result(
-            Status.fail,
+        return Finding(
+            Health.fail,
             f"{', '.join(weak)} neither setuid root nor with file caps",
             "sudo chmod u+s /usr/bin/newuidmap /usr/bin/newgidmap",
         )
     return ok("newuidmap and newgidmap are setuid")
 
 
-def check_storage(f: DoctorFacts) -> Result:
+def check_storage(f: DoctorFacts) -> Finding:
     if f.overlay_error is None:
         return ok("overlay2: overlay mounts in a user namespace")
     if f.host.binaries.get("fuse-overlayfs") and f.fuse_ok:
-        return Result(Status.ok, f"fuse-overlayfs (overlay failed: {f.overlay_error})")
-    return Result(
-        Status.warn,
+        return Finding(Health.ok, f"fuse-overlayfs (overlay failed: {f.overlay_error})")
+    return Finding(
+        Health.warn,
         f"vfs: overlay failed ({f.overlay_error}) and fuse-overlayfs is "
         "unusable; vfs copies every layer in full",
         "apt-get install fuse-overlayfs and make /dev/fuse usable (chmod 0666)",
     )
 
 
-def check_cgroups(f: DoctorFacts) -> Result:
+def check_cgroups(f: DoctorFacts) -> Finding:
     """The plan's own decision (cgroups.decide), so doctor and `up` cannot disagree."""
     h = f.host
     c = decide(h.cgroups, mode_of(f), h.uid, h.binaries.get("busctl"))
@@ -187,4 +187,4 @@ def check_cgroups(f: DoctorFacts) -> Result:
         return ok(f"{c.driver} driver: {', '.join(c.limits)} limits apply ({c.reason})")
     missing = [x for x in LIMITS if x not in c.limits]
     what = "no limits apply" if not c.limits else f"no {' or '.join(missing)} limits"
-    return Result(Status.warn, f"{c.driver} driver, {what}: {c.reason}", c.fix)
+    return Finding(Health.warn, f"{c.driver} driver, {what}: {c.reason}", c.fix)

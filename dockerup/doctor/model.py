@@ -1,6 +1,6 @@
-"""What a doctor check is: a status, a finding and its fix (Result), the check itself as
-data (Check), and the report of a run. Also the two helpers every group of checks uses:
-the planner's require_* rules as checks, and the mode `up` would run in."""
+"""What a doctor check is: its health (Health), what it found and the fix (Finding), the
+check itself as data (Check), and the report of a run. Also the two helpers every group
+of checks uses: the planner's require_* rules as checks, and the mode `up` would run in."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from dockerup.doctor.facts import DoctorFacts
+from dockerup.doctor.probe import DoctorFacts
 from dockerup.errors import DockerUpError
-from dockerup.modes import Mode, resolve_mode
+from dockerup.settings.modes import Mode, resolve_mode
 
 
-class Status(StrEnum):
+class Health(StrEnum):
     ok = "ok"
     warn = "warn"
     fail = "fail"
@@ -21,8 +21,8 @@ class Status(StrEnum):
 
 
 @dataclass(frozen=True)
-class Result:
-    status: Status
+class Finding:
+    status: Health
     detail: str
     hint: str = ""
 
@@ -31,7 +31,7 @@ class Result:
 class Check:
     id: str
     title: str
-    run: Callable[[DoctorFacts], Result]
+    run: Callable[[DoctorFacts], Finding]
     # Fatal: docker-up cannot start while it fails. `up` itself runs the fatal checks that
     # are also cheap; the others (each needs a process: a namespace, a --version) fail in
     # `up` as it starts, with their own error.
@@ -40,22 +40,22 @@ class Check:
     cheap: bool = False
 
 
-def see_programs(missing: list[str]) -> Result:
+def see_programs(missing: list[str]) -> Finding:
     """A program this check needs is not installed: the programs check owns that finding
     and its fix (every missing program, in one apt-get line), so it is not said twice."""
-    return Result(Status.skip, f"{', '.join(missing)} not installed (see programs)")
+    return Finding(Health.skip, f"{', '.join(missing)} not installed (see programs)")
 
 
-def ok(detail: str) -> Result:
-    return Result(Status.ok, detail)
+def ok(detail: str) -> Finding:
+    return Finding(Health.ok, detail)
 
 
-def from_require(fn: Callable[[], object], detail: str) -> Result:
+def from_require(fn: Callable[[], object], detail: str) -> Finding:
     """A require_* rule of the planner as a check: its error becomes the failure."""
     try:
         fn()
     except DockerUpError as e:
-        return Result(Status.fail, e.message, e.hint or "")
+        return Finding(Health.fail, e.message, e.hint or "")
     return ok(detail)
 
 
@@ -71,11 +71,11 @@ def mode_of(f: DoctorFacts) -> Mode:
 
 @dataclass(frozen=True)
 class Report:
-    results: tuple[tuple[Check, Result], ...]
+    results: tuple[tuple[Check, Finding], ...]
 
     @property
     def failed(self) -> bool:
-        return any(r.status is Status.fail for _, r in self.results)
+        return any(r.status is Health.fail for _, r in self.results)
 
     def as_json(self) -> dict[str, object]:
         return {

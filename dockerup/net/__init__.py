@@ -1,52 +1,10 @@
-"""Network drivers: what wires docker-up's network namespace to the workspace."""
+"""Network drivers: what wires docker-up's network namespace to the workspace.
 
-from __future__ import annotations
+Owns the drivers (slirp4netns.py, pasta.py) behind one interface (driver.py), the registry
+of their kinds (kinds.py: no caller asks which driver it is, it asks the driver's kind) and
+the namespace's addresses every driver sets up alike (addresses.py).
 
-from typing import Protocol
-
-from dockerup.net.kinds import KINDS
-
-# The drivers docker-up knows (one NetKind each, net/kinds.py); the first is the default.
-NET_DRIVERS = tuple(KINDS)
-
-
-class NetworkDriver(Protocol):
-    """A user-space network helper started by the parent against the child's namespaces."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def mtu(self) -> int: ...
-
-    @property
-    def options_used(self) -> tuple[str, ...]:
-        """Optional features switched on, for the log and status."""
-        ...
-
-    @property
-    def ipv6(self) -> bool:
-        """The helper carries IPv6 too (GUEST_ADDR6 routed via GATEWAY6)."""
-        ...
-
-    @property
-    def ready_fifo(self) -> bool:
-        """The helper closes every fd it inherits (today's pasta): it reports readiness on
-        a named pipe whose path argv() gets as ready_fd, not on an inherited pipe."""
-        ...
-
-    def argv(self, target_pid: int | str, ready_fd: int | str, exit_fd: int | str) -> list[str]:
-        """The helper's command line; it writes to ready_fd once the namespace is wired,
-        and exits when exit_fd is closed (so it never outlives docker-up)."""
-        ...
-
-    def ipv6_commands(self, ip: str) -> list[list[str]]:
-        """What the namespace itself must run (with iproute2's `ip`) once the helper is
-        ready, for the IPv6 address and route the helper does not set."""
-        ...
-
-
-def argv_template(net: NetworkDriver) -> list[str]:
-    """The helper's command line with {target}, {ready_fd} and {exit_fd} left to fill in:
-    what programs/netstart.py starts, at first and after every restart."""
-    return net.argv("{target}", "{ready_fd}", "{exit_fd}")
+Must not touch: the screen and the verbs (a driver returns argv and facts, raises
+DockerUpError), the keeper. Nothing here is imported by the lean programs but
+addresses.py, so this __init__ stays empty of code: loading it loads no driver.
+"""

@@ -3,7 +3,7 @@ know of a driver (the programs it needs, what it needs probed, how to configure 
 IPv6 cannot be on with it, whether it offers slirp4netns' port forwarder) is answered here,
 so that no caller branches on the driver's name. Adding a driver is adding a kind.
 
-Cheap to import (config.py and facts.py do, on the start path): each driver's module
+Cheap to import (settings/config.py and host/facts.py do, on the start path): each driver's module
 is imported only when its kind is used, pasta's only when pasta is chosen (or doctor runs)."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, NamedTuple
 from dockerup.errors import DockerUpError
 
 if TYPE_CHECKING:
-    from dockerup.config import Config
-    from dockerup.facts import HostFacts
-    from dockerup.modes import Mode
-    from dockerup.net import NetworkDriver
-    from dockerup.paths import Paths
+    from dockerup.host.facts import HostFacts
+    from dockerup.net.driver import NetworkDriver
+    from dockerup.settings.config import Config
+    from dockerup.settings.modes import Mode
+    from dockerup.settings.paths import Paths
 
     # (config, facts, programs found, paths, mode, IPv6 on) -> the driver; it refuses,
     # with DockerUpError, what this host's helper cannot do (pure).
@@ -119,6 +119,8 @@ KINDS: dict[str, NetKind] = {
         ),
     )
 }
+# The drivers docker-up knows, by name; the first is the default.
+NET_DRIVERS = tuple(KINDS)
 
 
 def kind_of(name: str) -> NetKind:

@@ -9,7 +9,7 @@ version in --version. What it has instead:
 - It needs an interface with a default route in the workspace, even when it is given
   every address explicitly ("External interface not usable" otherwise).
 - It has no way to notice that docker-up died (it watches no exit pipe). The launcher
-  (programs/netstart.py) gives it a parent-death signal, checked: SIGTERM when the process
+  (namespace/netstart.py) gives it a parent-death signal, checked: SIGTERM when the process
   that started it (docker-up, later the keeper, the same PID) is gone, even if it was gone
   before the signal was set (`setpriv --pdeathsig` did this before, unchecked).
 """
@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING
 
 from dockerup import proc
 from dockerup.errors import DockerUpError
+from dockerup.host.probecache import probes
 from dockerup.net import slirp4netns
-from dockerup.probecache import probes
 
 if TYPE_CHECKING:
-    from dockerup.facts import HostFacts
+    from dockerup.host.facts import HostFacts
 
 NAME = "pasta"
 

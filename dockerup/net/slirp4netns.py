@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dockerup.errors import DockerUpError
-from dockerup.programs.common import (
+from dockerup.net.addresses import (
     DNS,
     GATEWAY,
     GATEWAY6,

@@ -7,15 +7,16 @@ import os
 import pwd
 
 from dockerup import doctor, proc
-from dockerup import facts as host
-from dockerup.config import Config
-from dockerup.doctor.facts import probe_cheap, probe_doctor
+from dockerup.doctor.probe import probe_cheap, probe_doctor
 from dockerup.errors import DockerUpError
-from dockerup.facts import PACKAGES
-from dockerup.plan import paths_for, resolve_mode_of
+from dockerup.files import read_text
+from dockerup.host import facts as host
+from dockerup.host.facts import PACKAGES
+from dockerup.plan.build import paths_for, resolve_mode_of
 from dockerup.results import Doctor, Fixes, Installed
+from dockerup.settings.config import Config
+from dockerup.verbs.resolve import load_config
 from dockerup.verbs.running import status
-from dockerup.verbs.settings import load_config
 
 
 def report(verbose: bool = False) -> Doctor:
@@ -23,11 +24,11 @@ def report(verbose: bool = False) -> Doctor:
     and `config show`; doctor then still checks the machine, for the defaults)."""
     try:
         loaded = load_config({})
-        config, h = loaded.config, loaded.facts
+        config, h, mode = loaded.config, loaded.facts, loaded.mode  # as `up` would
     except DockerUpError:
         config, h = Config(), host.probe()
+        mode = resolve_mode_of(config, h)[0]
     h = host.with_engine(h, config.dockerd)
-    mode = resolve_mode_of(config, h)[0]  # as `up` would, with the configuration
     paths = paths_for(mode, h, config)
     cheap = probe_cheap(h, paths, config)
     facts = probe_doctor(cheap, status(paths))
@@ -49,8 +50,8 @@ def fixes(user: str | None) -> list[doctor.Fix]:
     return doctor.plan_fixes(
         tun_mode,
         target,
-        host.read_text("/etc/subuid"),
-        host.read_text("/etc/subgid"),
+        read_text("/etc/subuid"),
+        read_text("/etc/subgid"),
         missing_packages(),
     )
 

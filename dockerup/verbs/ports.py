@@ -1,6 +1,6 @@
 """`docker-up ports`: what answers on the workspace's side, and how. The keeper lists the
 ports it publishes for dockerd and the ones it auto-exposes or refuses (typed documents,
-programs/porttables.py); dockerd names the containers behind them."""
+ports/tables.py); dockerd names the containers behind them."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dockerup import background, instance
 from dockerup.errors import DockerUpError
-from dockerup.paths import Paths
-from dockerup.programs.porttables import TABLE_VERSION, AutoPort, AutoTable, PublishedTable
+from dockerup.keeper import background, instance
+from dockerup.ports.tables import TABLE_VERSION, AutoPort, AutoTable, PublishedTable
 from dockerup.results import PortRow, Ports
+from dockerup.settings.paths import Paths
 
 T = TypeVar("T", PublishedTable, AutoTable)
 RESTART = "restart docker-up: docker-up stop && docker-up -d"

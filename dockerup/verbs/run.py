@@ -22,10 +22,11 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from dockerup import instance, ns
 from dockerup.errors import DockerUpError
-from dockerup.instance import Running
-from dockerup.paths import Paths
+from dockerup.keeper import instance
+from dockerup.keeper.instance import Running
+from dockerup.namespace import join as ns
+from dockerup.settings.paths import Paths
 
 # Set in the program's environment: "user", "root", or "outside" (--fallback could not
 # enter). Anything that must not enter twice (the shell snippet) looks for it.

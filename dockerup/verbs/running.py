@@ -10,14 +10,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from dockerup import background, instance, proc
 from dockerup.errors import DockerUpError
-from dockerup.instance import Running
-from dockerup.net import NET_DRIVERS
-from dockerup.paths import Paths
-from dockerup.programs import wire
+from dockerup.keeper import background, instance
+from dockerup.keeper.instance import Running
+from dockerup.logs import tail
+from dockerup.net.kinds import NET_DRIVERS
 from dockerup.results import Daemon, Logs, Status, Stopped
+from dockerup.settings.paths import Paths
 from dockerup.verbs.run import MARKER
+from dockerup.wire import ping as wire
 
 LOGS = ("docker-up", "dockerd", *NET_DRIVERS)
 
@@ -93,7 +94,7 @@ def read_logs(paths: Paths, lines: int) -> Logs:
     instance.check_runtime(paths)
     out: list[tuple[str, str]] = []
     for name, path in log_files(paths).items():
-        out += [(name, line) for line in proc.tail(path, lines).splitlines()]
+        out += [(name, line) for line in tail(path, lines).splitlines()]
     return Logs(out)
 
 

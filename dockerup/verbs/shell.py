@@ -6,14 +6,15 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from dockerup import context, shellinit
-from dockerup import facts as host
-from dockerup.background import docker_up_path
+from dockerup import shellinit
 from dockerup.errors import DockerUpError
-from dockerup.paths import resolve_paths
-from dockerup.programs.common import atomic_write
+from dockerup.files import atomic_write
+from dockerup.host import facts as host
+from dockerup.keeper.background import docker_up_path
 from dockerup.results import Autostart, AutostartState, RcChange, RcState, Snippet
-from dockerup.verbs.settings import load_config
+from dockerup.settings import context
+from dockerup.settings.paths import resolve_paths
+from dockerup.verbs.resolve import load_config
 
 PROG = "docker-up"
 

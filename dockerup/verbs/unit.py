@@ -18,12 +18,13 @@ import pwd
 from dataclasses import dataclass
 from pathlib import Path
 
-from dockerup import context, proc
-from dockerup import facts as host
-from dockerup.background import docker_up_path
+from dockerup import proc
 from dockerup.errors import DockerUpError
-from dockerup.programs.common import atomic_write
+from dockerup.files import atomic_write
+from dockerup.host import facts as host
+from dockerup.keeper.background import docker_up_path
 from dockerup.results import UnitState
+from dockerup.settings import context
 
 UNIT = "docker-up.service"
 WANTS = "default.target.wants"

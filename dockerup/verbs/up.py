@@ -7,10 +7,10 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from dockerup import background, supervise
-from dockerup.early import Child
-from dockerup.plan import Plan
-from dockerup.verbs.settings import Loaded, make_plan
+from dockerup.keeper import background, supervise
+from dockerup.namespace.early import Child
+from dockerup.plan.data import Plan
+from dockerup.verbs.resolve import Loaded, make_plan
 
 # The results module is imported where a result is made: a foreground start never
 # returns one (it becomes the keeper), so it does not pay for the import.
@@ -44,7 +44,7 @@ def plan_view(plan: Plan) -> dict[str, Any]:
 def dry_run(loaded: Loaded) -> DryRun:
     from dockerup.results import DryRun
 
-    return DryRun(plan_view(make_plan(loaded.config, loaded.facts)))
+    return DryRun(plan_view(make_plan(loaded.config, loaded.facts, loaded.resolved_mode)))
 
 
 def up(
@@ -55,10 +55,10 @@ def up(
 ) -> Up:
     """Foreground: returns only when stopped (the process becomes the keeper, whose exit
     status becomes the command's), or at once when another docker-up already runs.
-    early: the namespace child, if it was started before planning (dockerup/early.py)."""
+    early: the namespace child, if it was started before planning (dockerup/namespace/early.py)."""
     from dockerup.results import Up
 
-    plan = make_plan(loaded.config, loaded.facts)
+    plan = make_plan(loaded.config, loaded.facts, loaded.resolved_mode)
     try:
         code = supervise.run(plan, progress, on_ready, foreground=True, early=early)
     except supervise.AlreadyRunning:
@@ -69,7 +69,7 @@ def up(
 def up_detached(loaded: Loaded) -> Up:
     from dockerup.results import Up
 
-    plan = make_plan(loaded.config, loaded.facts)
+    plan = make_plan(loaded.config, loaded.facts, loaded.resolved_mode)
     docker_host, already = background.start_detached(plan)
     return Up(docker_host, already_running=already, notice="" if already else plan.cgroups.notice)
 
@@ -78,7 +78,9 @@ def up_lazy(loaded: Loaded) -> Up:
     """Hold the socket and the lock in the background; start on the first connection."""
     from dockerup.results import Up
 
-    plan = make_plan(loaded.config, loaded.facts)  # refuse a broken machine now, not later
+    plan = make_plan(
+        loaded.config, loaded.facts, (loaded.mode, loaded.mode_reason)
+    )  # refuse a broken machine now, not later
     held = background.hold_socket(plan, background.docker_up_path())
     return Up(plan.paths.docker_host, already_running=not held)
 
@@ -87,7 +89,7 @@ def up_activated(loaded: Loaded, lock_fd: int, early: Child | None = None) -> Up
     """Started by the lazy holder: start for real on its socket, then become the keeper."""
     from dockerup.results import Up
 
-    plan = make_plan(loaded.config, loaded.facts)
+    plan = make_plan(loaded.config, loaded.facts, loaded.resolved_mode)
     code = supervise.run(
         plan, lambda _m: None, lambda _r: None, foreground=False, lock_fd=lock_fd, early=early
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from pyroute2 import IPRoute, NetlinkError, NetNS
 
-from dockerup.facts import has_default_route
+from dockerup.host.facts import has_default_route
 
 from .harness import NET_DRIVERS, USER, VENV, DockerUp, User, Workspace, end_strays, wait_for
 from .servers import OTHER_ADDR, CountingServer

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dockerup.programs import procid
+from dockerup.linux import procid
 
 VENV = Path(os.environ.get("DOCKER_UP_VENV", "/opt/docker-up-venv"))
 USER = os.environ.get("DOCKER_UP_TEST_USER", "dockerup-test")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from dockerup.programs import sweep
+from dockerup.keeper import sweep
 
 from .harness import NET_DRIVERS, User, Workspace, full_backlog, listening, status, wait_for
 from .servers import CountingServer, free_port

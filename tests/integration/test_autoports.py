@@ -102,7 +102,7 @@ def refusal(ws: Workspace, port: int) -> str:
 
 def workspace_listeners(port: int) -> list[str]:
     """The addresses the workspace listens on at this port (the kernel's tables, as root)."""
-    from dockerup.programs.autorules import parse_tcp
+    from dockerup.autoports.rules import parse_tcp
 
     text = Path("/proc/net/tcp").read_text(), Path("/proc/net/tcp6").read_text()
     return sorted(lst.address for t in text for lst in parse_tcp(t) if lst.port == port)
@@ -360,7 +360,7 @@ def inside_helper(ws: Workspace) -> int:
     for task in Path(f"/proc/{keeper}/task").iterdir():
         for pid in (task / "children").read_text().split():
             with contextlib.suppress(OSError):
-                if "autoinside.py" in Path(f"/proc/{pid}/cmdline").read_text():
+                if "autoports/inside.py" in Path(f"/proc/{pid}/cmdline").read_text():
                     return int(pid)
     return 0
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dockerup.clientenv import export_lines
+from dockerup.settings.clientenv import export_lines
 
 from .harness import VENV, Workspace, pid_alive, wait_for
 

@@ -210,9 +210,9 @@ def test_resident_docker_up_is_the_lean_keeper(
     s = up(workspace, started)
     # The export line is printed just before the exec: wait for it to happen.
     cmdline = Path(f"/proc/{s.p.pid}/cmdline")
-    wait_for(lambda: b"keeper.py" in cmdline.read_bytes(), 10, "the exec of the keeper")
+    wait_for(lambda: b"keeper/resident.py" in cmdline.read_bytes(), 10, "the exec of the keeper")
     argv = cmdline.read_bytes().split(b"\0")
-    assert argv[1] == b"-S" and argv[2].endswith(b"keeper.py")
+    assert argv[1] == b"-S" and argv[2].endswith(b"keeper/resident.py")
     # The docker SDK pulls in requests and ssl: none of that may stay mapped.
     maps = Path(f"/proc/{s.p.pid}/maps").read_text()
     assert "libssl" not in maps and "site-packages/yaml" not in maps

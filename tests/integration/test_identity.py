@@ -25,7 +25,14 @@ def test_a_process_that_looks_like_ours_is_never_signalled(workspace: Workspace)
     state = json.loads(state_file(workspace).read_text())
     assert workspace.docker_up("stop", timeout=90).returncode == 0
     decoy = subprocess.Popen(
-        ["python3", "-c", "import time; time.sleep(120)", "dockerd", "keeper.py", "slirp4netns"],
+        [
+            "python3",
+            "-c",
+            "import time; time.sleep(120)",
+            "dockerd",
+            "keeper/resident.py",
+            "slirp4netns",
+        ],
         user=workspace.user.uid,
         group=workspace.user.gid,
     )

@@ -17,7 +17,7 @@ from typing import TypeVar
 import pytest
 from pyroute2 import NetNS
 
-from dockerup.programs import linux
+from dockerup.linux import libc as linux
 
 from .harness import DockerUp, Workspace, nc_read, wait_for
 from .servers import CountingServer, listener

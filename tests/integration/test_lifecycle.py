@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dockerup.clientenv import export_lines
+from dockerup.settings.clientenv import export_lines
 
 from .harness import (
     DockerUp,

@@ -35,7 +35,7 @@ def proxy_of(port: int) -> int:
                 cmd = (d / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if any(c.endswith(b"portproxy.py") for c in cmd) and str(port).encode() in cmd:
+            if any(c.endswith(b"ports/proxy.py") for c in cmd) and str(port).encode() in cmd:
                 return int(d.name)
     raise AssertionError(f"no port proxy for {port}")
 

@@ -117,7 +117,7 @@ def cmdline(pid: int) -> str:
 def find(target: str, main: int, uid: int) -> int | None:
     """The PID of the part of the start named target, if it runs now."""
     if target in ("docker-up", "keeper"):
-        is_keeper = "keeper.py" in cmdline(main)
+        is_keeper = "keeper/resident.py" in cmdline(main)
         return main if pid_alive(main) and (target == "docker-up" or is_keeper) else None
     for pid in processes_of(uid):
         try:

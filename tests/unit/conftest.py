@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from dockerup.programs.ports import PortManager, SpliceForwarder
-from dockerup.programs.specs import AutoPortsSpec
+from dockerup.ports.manager import PortManager, SpliceForwarder
+from dockerup.wire.specs import AutoPortsSpec
 
 from .loopback import Fake, MakeAutoPorts, MakePortManager
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from dockerup import instance
-from dockerup.facts import CgroupFacts, HostFacts, IdRange, TunAccess
-from dockerup.paths import resolve_paths
-from dockerup.programs.procid import ProcId
+from dockerup.host.facts import CgroupFacts, HostFacts, IdRange, TunAccess
+from dockerup.keeper import instance
+from dockerup.linux.procid import ProcId
+from dockerup.settings.paths import resolve_paths
 
 DATA = Path(__file__).parent / "data"
 HELP_12 = (DATA / "slirp4netns-1.2.0.help").read_text()

@@ -8,11 +8,11 @@ import json
 import socket
 from collections.abc import Callable
 
-from dockerup.programs.autoports import AutoPorts
-from dockerup.programs.autorules import Listener, Owner
-from dockerup.programs.fdwait import readable
-from dockerup.programs.ports import PortManager
-from dockerup.programs.specs import AutoPortsSpec
+from dockerup.autoports.rules import Listener, Owner
+from dockerup.autoports.scanner import AutoPorts
+from dockerup.linux.fdwait import readable
+from dockerup.ports.manager import PortManager
+from dockerup.wire.specs import AutoPortsSpec
 
 PERSON = Owner(10, "python3 -m http.server")
 

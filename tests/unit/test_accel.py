@@ -11,9 +11,24 @@ import struct
 
 import pytest
 
-from dockerup.programs import accel, accel_calls, accel_nets, accel_policy, accel_support, linux
-from dockerup.programs import accel_kernel as kernel
-from dockerup.programs.accel_policy import Decision, Verdict
+from dockerup.accel import (
+    agent as accel,
+)
+from dockerup.accel import (
+    calls as accel_calls,
+)
+from dockerup.accel import (
+    nets as accel_nets,
+)
+from dockerup.accel import notify as kernel
+from dockerup.accel import (
+    policy as accel_policy,
+)
+from dockerup.accel import (
+    support as accel_support,
+)
+from dockerup.accel.policy import Decision, Verdict
+from dockerup.linux import libc as linux
 
 
 def test_ioctl_numbers_match_linux_seccomp_h() -> None:
@@ -223,7 +238,7 @@ def test_support_needs_user_notification_cookie_runc_1_1_and_libseccomp_2_5() ->
 
 def test_quiet_log_says_the_first_lines_then_counts() -> None:
     lines: list[str] = []
-    from dockerup.programs.logfiles import QuietLog
+    from dockerup.logs import QuietLog
 
     q = QuietLog(lines.append, first=3, window=3600, prefix="accel: ")
     for i in range(1000):
@@ -235,7 +250,7 @@ def test_quiet_log_says_the_first_lines_then_counts() -> None:
 
 
 def test_status_of_a_thread_gives_its_ids_and_capabilities() -> None:
-    from dockerup.programs.accel_creds import parse_status
+    from dockerup.accel.creds import parse_status
 
     text = (
         "Name:\tx\nTgid:\t7\nUid:\t0\t1\t2\t3\nGid:\t4\t5\t6\t7\nGroups:\t10 11 \n"

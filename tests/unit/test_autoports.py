@@ -1,4 +1,4 @@
-"""Automatic ports (dockerup/programs/autorules.py, autoports.py): the pure decisions, and
+"""Automatic ports (dockerup/autoports/rules.py, autoports.py): the pure decisions, and
 the keeper's bookkeeping against real sockets on this machine's loopback."""
 
 from __future__ import annotations
@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dockerup.config import resolve
-from dockerup.errors import DockerUpError
-from dockerup.programs.autorules import (
+from dockerup.autoports.rules import (
     Listener,
     Owner,
     decide,
@@ -24,8 +22,10 @@ from dockerup.programs.autorules import (
     shim_container,
     wanted,
 )
-from dockerup.programs.messages import Connect
-from dockerup.programs.specs import AutoPortsSpec
+from dockerup.errors import DockerUpError
+from dockerup.settings.config import resolve
+from dockerup.wire.messages import Connect
+from dockerup.wire.specs import AutoPortsSpec
 
 from .loopback import PERSON, Fake, MakeAutoPorts, free_ports
 
@@ -137,9 +137,7 @@ def test_decide_the_cap() -> None:
 def test_docker_ups_own_processes() -> None:
     assert own_process("/usr/bin/docker-proxy", ["docker-proxy", "-proto", "tcp"])
     assert own_process("/usr/sbin/dockerd (deleted)", ["dockerd"])
-    assert own_process(
-        "/usr/bin/python3.11", ["python3", "-S", "/x/dockerup/programs/portproxy.py"]
-    )
+    assert own_process("/usr/bin/python3.11", ["python3", "-S", "/x/dockerup/ports/proxy.py"])
     assert not own_process("/usr/bin/python3.11", ["python3", "-m", "http.server"])
     assert not own_process("/bin/busybox", ["httpd", "-f", "-p", "8080"])
 
@@ -293,7 +291,7 @@ def wait_readable(fd: int) -> None:
 
 def test_an_owners_command_is_one_line() -> None:
     """python3 -c's script has newlines: the log line and the table's owner stay one line."""
-    from dockerup.programs.autorules import one_line
+    from dockerup.autoports.rules import one_line
 
     assert one_line(["python3", "-c", "import time\n\ttime.sleep(30)\n"]) == (
         "python3 -c import time time.sleep(30)"
@@ -312,7 +310,7 @@ UDP = """\
 
 def test_proc_net_udp_unconnected_sockets_only() -> None:
     """A server's socket (bound, no peer); a connected client's is no server."""
-    from dockerup.programs.autorules import parse_sockets, parse_udp
+    from dockerup.autoports.rules import parse_sockets, parse_udp
 
     assert parse_udp(UDP) == [Listener("0.0.0.0", 5353, 777)]
     assert len(parse_sockets(UDP + UDP, None)) == 4  # joined tables: the header is no socket
@@ -342,7 +340,7 @@ def udp_fake(auto_ports: MakeAutoPorts, ports: list[int]) -> Fake:
 
 def play_helper(conn: socket.socket) -> threading.Thread:
     """What the inside helper does with a UDP port (autoinside.py): relay until stopped."""
-    from dockerup.programs.portproxy import UdpRelay
+    from dockerup.ports.proxy import UdpRelay
 
     msg, fds, _, _ = socket.recv_fds(conn, 512, 2)
     what = Connect.from_json(msg)
@@ -358,7 +356,7 @@ def test_a_named_udp_port_is_relayed_then_released(
 ) -> None:
     """The namespace's server is played by one on 127.0.0.2 (what a server inside on that
     address would get); the workspace's side is 127.0.0.1 at the same port."""
-    from dockerup.programs import autoports
+    from dockerup.autoports import scanner as autoports
 
     (port,) = udp_free_ports(1)
     monkeypatch.setattr(autoports, "workspace_ports", lambda _udp=False: set())  # the echo's

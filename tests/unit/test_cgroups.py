@@ -1,4 +1,4 @@
-"""The cgroup decision (dockerup/cgroups.py) on given facts, compared exactly, and how it
+"""The cgroup decision (dockerup/plan/cgroups.py) on given facts, compared exactly, and how it
 reaches the plan: daemon.json's exec-opts, dockerd's environment, the start's notice."""
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from dockerup import cgroups
-from dockerup.cgroups import DELEGATE_FIX, LIMITS, Cgroups, decide
-from dockerup.config import Config
-from dockerup.facts import CgroupFacts, bus_path, own_cgroup, probe_cgroups, reach_bus
-from dockerup.modes import Mode
-from dockerup.plan import build_plan
-from dockerup.programs import runtime
-from dockerup.programs.specs import RuntimeSpec
+from dockerup.accel import ociruntime as runtime
+from dockerup.host.facts import CgroupFacts, bus_path, own_cgroup, probe_cgroups, reach_bus
+from dockerup.plan import cgroups
+from dockerup.plan.build import build_plan
+from dockerup.plan.cgroups import DELEGATE_FIX, LIMITS, Cgroups, decide
+from dockerup.settings.config import Config
+from dockerup.settings.modes import Mode
+from dockerup.wire.specs import RuntimeSpec
 
 from .given import BUS, DEBIAN13, facts, paths
 

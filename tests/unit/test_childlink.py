@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from dockerup.childlink import ChildLink
 from dockerup.errors import DockerUpError
-from dockerup.programs.messages import Mapped
+from dockerup.namespace.childlink import ChildLink
+from dockerup.wire.messages import Mapped
 
 
 def test_a_message_to_a_killed_child_says_it_was_killed(tmp_path: Path) -> None:

@@ -16,12 +16,13 @@ from typer.testing import CliRunner
 
 import dockerup
 from dockerup import shellinit
+from dockerup.cli import argv as cli_argv
 from dockerup.cli import choices, entry, lines
 from dockerup.cli import main as cli
-from dockerup.config import Storage
-from dockerup.modes import Mode
-from dockerup.net import NET_DRIVERS
-from dockerup.programs.common import FORWARDERS
+from dockerup.net.kinds import NET_DRIVERS
+from dockerup.ports.tables import FORWARDERS
+from dockerup.settings.config import Storage
+from dockerup.settings.modes import Mode
 
 PKG_PARENT = Path(dockerup.__file__).parent.parent
 
@@ -104,7 +105,7 @@ def test_the_choices_are_the_configurations() -> None:
 def test_a_wrong_choice_stops_before_anything_runs(
     args: list[str], option: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dockerup.verbs import settings
+    from dockerup.verbs import resolve as settings
 
     def no(*_a: Any, **_k: Any) -> Any:
         raise AssertionError("the command ran")
@@ -133,18 +134,18 @@ def test_a_wrong_choice_stops_before_anything_runs(
     ],
 )
 def test_debug_before_or_after_the_verb(argv: list[str], debug: bool, rest: list[str]) -> None:
-    assert cli.take_debug(argv) == (debug, rest)
+    assert cli_argv.take_debug(argv) == (debug, rest)
 
 
 def test_a_debug_that_is_an_options_value_stays_its_value() -> None:
     """`--dockerd-arg --debug` asks dockerd for its debug log: not docker-up's --debug."""
     import typer.main
 
-    takes_value = cli.value_options(typer.main.get_command(cli.app))
+    takes_value = cli_argv.value_options(typer.main.get_command(cli.app))
     assert {"--dockerd-arg", "--mtu", "--net", "--shell", "-n"} <= takes_value
     assert {"--json", "--debug", "--detach", "-d", "--help"} & takes_value == set()
     argv = ["up", "--dockerd-arg", "--debug", "--debug", "--dry-run"]
-    assert cli.take_debug(argv, takes_value) == (
+    assert cli_argv.take_debug(argv, takes_value) == (
         True,
         ["up", "--dockerd-arg", "--debug", "--dry-run"],
     )
@@ -174,7 +175,7 @@ def test_a_bare_docker_up_says_first_that_it_runs_in_the_foreground(
 ) -> None:
     """`docker-up` alone (entry.py's quick path) still starts the daemon in the foreground;
     the first thing it prints says so, with how to stop it and where the commands are."""
-    from dockerup import early
+    from dockerup.namespace import early
 
     @contextlib.contextmanager
     def no_child(*_a: Any) -> Iterator[None]:
@@ -194,7 +195,7 @@ def test_a_bare_docker_up_says_first_that_it_runs_in_the_foreground(
 
 def test_up_in_the_foreground_says_so_first(monkeypatch: pytest.MonkeyPatch) -> None:
     from dockerup.results import Up
-    from dockerup.verbs import settings
+    from dockerup.verbs import resolve as settings
     from dockerup.verbs import up as verbs
 
     monkeypatch.setattr(settings, "load_config", lambda _cli: None)
@@ -209,9 +210,9 @@ def test_up_in_the_foreground_says_so_first(monkeypatch: pytest.MonkeyPatch) -> 
 def test_up_gives_resolve_config_fields_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every option of `up` reaches resolve() as a Config field: a key it does not know
     would fail there (ValueError) rather than be dropped."""
-    from dockerup.config import CONFIG_FIELDS, resolve
     from dockerup.results import DryRun
-    from dockerup.verbs import settings
+    from dockerup.settings.config import CONFIG_FIELDS, resolve
+    from dockerup.verbs import resolve as settings
     from dockerup.verbs import up as verbs
 
     seen: list[dict[str, Any]] = []
@@ -238,9 +239,9 @@ def test_the_environment_and_the_file_keep_their_own_messages(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Only the command line's choices changed: DOCKER_UP_* and config.toml say as before."""
-    from dockerup.config import resolve
     from dockerup.errors import DockerUpError
-    from dockerup.verbs import settings
+    from dockerup.settings.config import resolve
+    from dockerup.verbs import resolve as settings
 
     monkeypatch.setenv("DOCKER_UP_MODE", "bogus")
     with pytest.raises(DockerUpError, match="unknown mode"):
@@ -260,7 +261,8 @@ def test_the_environment_and_the_file_keep_their_own_messages(
 def test_exec_passes_the_commands_options_through(
     args: list[str], command: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dockerup.verbs import running, settings
+    from dockerup.verbs import resolve as settings
+    from dockerup.verbs import running
 
     ran: list[list[str]] = []
     monkeypatch.setattr(settings, "current_paths", lambda: None)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dockerup import clientenv, shellinit
+from dockerup import shellinit
+from dockerup.settings import clientenv
 
 WANT = {
     "TESTCONTAINERS_HOST_OVERRIDE": "127.0.0.1",

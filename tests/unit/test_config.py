@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dockerup.config import SETTINGS, Config, Storage, resolve
 from dockerup.errors import DockerUpError
+from dockerup.settings.config import SETTINGS, Config, Storage, resolve
 
 
 def test_defaults() -> None:
@@ -110,7 +110,7 @@ def test_allowed_dockerd_args() -> None:
 def test_runtime_flags_are_refused(flag: str) -> None:
     """docker-up's runtime wrapper gives containers its defaults and --net-accel's seccomp
     listener: a runtime of the user's own would quietly drop both."""
-    from dockerup.config import check_dockerd_args
+    from dockerup.settings.config import check_dockerd_args
 
     why = check_dockerd_args((flag,))
     assert why is not None and "docker-up sets dockerd's runtime" in why

@@ -13,12 +13,12 @@ import socket
 
 import pytest
 
-from dockerup.config import Config
+from dockerup.accel.daemonfilter import connect_unwatched, install_filter
+from dockerup.accel.notify import IOCTL_RECV, IOCTL_SEND, NOTIF, RESP
 from dockerup.errors import DockerUpError
-from dockerup.plan import build_plan
-from dockerup.programs import linux
-from dockerup.programs.accel_kernel import IOCTL_RECV, IOCTL_SEND, NOTIF, RESP
-from dockerup.programs.watch import connect_unwatched, install_filter
+from dockerup.linux import libc as linux
+from dockerup.plan.build import build_plan
+from dockerup.settings.config import Config
 
 from .given import facts, paths
 

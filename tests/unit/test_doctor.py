@@ -12,10 +12,10 @@ from typing import Any, ClassVar
 import pytest
 
 from dockerup import doctor, results
-from dockerup.doctor import DoctorFacts, Status
-from dockerup.doctor.facts import EngineInfo
-from dockerup.facts import IdRange, TunAccess
-from dockerup.programs.accel_support import support_problems
+from dockerup.accel.support import support_problems
+from dockerup.doctor import DoctorFacts, Health
+from dockerup.doctor.probe import EngineInfo
+from dockerup.host.facts import IdRange, TunAccess
 from dockerup.results import Doctor, envelope
 from dockerup.verbs.running import daemon_of
 
@@ -81,14 +81,14 @@ def good(**kw: Any) -> DoctorFacts:
     return replace(base, **kw)
 
 
-def check(check_id: str, f: DoctorFacts) -> doctor.Result:
+def check(check_id: str, f: DoctorFacts) -> doctor.Finding:
     (c,) = [c for c in doctor.CHECKS if c.id == check_id]
     return c.run(f)
 
 
 def test_a_good_machine_is_all_ok() -> None:
     report = doctor.run_checks(good())
-    bad = [(c.id, r) for c, r in report.results if r.status not in (Status.ok, Status.skip)]
+    bad = [(c.id, r) for c, r in report.results if r.status not in (Health.ok, Health.skip)]
     assert bad == []
     assert not report.failed
 
@@ -98,136 +98,136 @@ CASES = [
     (
         "kernel.userns",
         {"sysctls": {"user.max_user_namespaces": "0"}},
-        Status.fail,
+        Health.fail,
         "max_user_namespaces=28633",
     ),
     (
         "kernel.userns",
         {"sysctls": {"kernel.unprivileged_userns_clone": "0"}},
-        Status.fail,
+        Health.fail,
         "unprivileged_userns_clone=1",
     ),
     (
         "kernel.userns",
         {"sysctls": {"kernel.apparmor_restrict_unprivileged_userns": "1"}},
-        Status.fail,
+        Health.fail,
         "apparmor_restrict_unprivileged_userns=0",
     ),
     (
         "kernel.netns",
         {"netns_ok": False, "netns_error": "Operation not permitted"},
-        Status.fail,
+        Health.fail,
         "seccomp=unconfined",
     ),
-    ("kernel.seccomp", {"seccomp_actions": ""}, Status.warn, "without seccomp"),
+    ("kernel.seccomp", {"seccomp_actions": ""}, Health.warn, "without seccomp"),
     (
         "tun.access",
         {"host": facts(tun=TunAccess(True, False, "Permission denied"))},
-        Status.fail,
+        Health.fail,
         "chmod 0666 /dev/net/tun",
     ),
     (
         "tun.access",
         {"host": facts(tun=TunAccess(False, False, "missing"))},
-        Status.fail,
+        Health.fail,
         "mknod /dev/net/tun c 10 200",
     ),
-    ("ids.subuid", {"host": facts(subuid=())}, Status.fail, "usermod --add-subuids 100000-165535"),
-    ("ids.subgid", {"host": facts(subgid=())}, Status.fail, "/etc/subgid"),
+    ("ids.subuid", {"host": facts(subuid=())}, Health.fail, "usermod --add-subuids 100000-165535"),
+    ("ids.subgid", {"host": facts(subgid=())}, Health.fail, "/etc/subgid"),
     (
         "ids.subuid",
         {"all_subuid": "alice:100000:65536\nbob:120000:65536\n"},
-        Status.fail,
+        Health.fail,
         "overlaps bob",
     ),
     (
         "ids.subuid",
         {"host": facts(subuid=(IdRange(100000, 1000),))},
-        Status.warn,
+        Health.warn,
         "containers get uids 0-1000 only",
     ),
-    ("ids.tools", {"setuid": {"newuidmap": False, "newgidmap": True}}, Status.fail, "chmod u+s"),
+    ("ids.tools", {"setuid": {"newuidmap": False, "newgidmap": True}}, Health.fail, "chmod u+s"),
     # A missing program is the programs check's finding, with the one fix for all of them;
     # the checks that need it say so in a line (see test_a_missing_program_is_said_once).
     (
         "ids.tools",
         {"host": facts(binaries={**BINS, "newuidmap": None})},
-        Status.skip,
+        Health.skip,
         "newuidmap not installed (see programs)",
     ),
     (
         "programs",
         {"host": facts(binaries={**BINS, "dockerd": None})},
-        Status.fail,
+        Health.fail,
         "apt-get install docker.io",
     ),
     (
         "programs",
         {"host": facts(binaries={**BINS, "newuidmap": None})},
-        Status.fail,
+        Health.fail,
         "apt-get install uidmap",
     ),
     (
         "net.slirp4netns",
         {"host": facts(binaries={**BINS, "slirp4netns": None})},
-        Status.skip,
+        Health.skip,
         "slirp4netns not installed (see programs)",
     ),
     (
         "programs",
         {"host": facts(binaries={**BINS, "slirp4netns": None})},
-        Status.fail,
+        Health.fail,
         "apt-get install slirp4netns",
     ),
     (
         "net.slirp4netns",
         {"host": facts(slirp_help="-c, --configure\n--exit-fd\n--ready-fd\n")},
-        Status.warn,
+        Health.warn,
         "lacks api-socket, sandbox, seccomp",
     ),
-    ("net.pasta", {}, Status.skip, "apt-get install passt"),
-    ("net.pasta", {"net": "pasta"}, Status.skip, "pasta not installed (see programs)"),
-    ("programs", {"net": "pasta"}, Status.fail, "apt-get install passt"),
-    ("net.pasta", {"net": "pasta", "host": PASTA_HOST}, Status.ok, "passt 0.0~git20230309"),
+    ("net.pasta", {}, Health.skip, "apt-get install passt"),
+    ("net.pasta", {"net": "pasta"}, Health.skip, "pasta not installed (see programs)"),
+    ("programs", {"net": "pasta"}, Health.fail, "apt-get install passt"),
+    ("net.pasta", {"net": "pasta", "host": PASTA_HOST}, Health.ok, "passt 0.0~git20230309"),
     (
         "net.pasta",
         {"net": "pasta", "host": replace(PASTA_HOST, default_route=False)},
-        Status.fail,
+        Health.fail,
         "default route in the workspace",
     ),
     (
         "net.pasta",
         {"host": replace(PASTA_HOST, pasta_help="--pid\n")},
-        Status.warn,
+        Health.warn,
         "lacks --config-net",
     ),
-    ("net.accel", {"net_accel": True}, Status.ok, "containers on, dockerd's own auto"),
-    ("net.accel", {"net_accel": True}, Status.ok, "supported"),
+    ("net.accel", {"net_accel": True}, Health.ok, "containers on, dockerd's own auto"),
+    ("net.accel", {"net_accel": True}, Health.ok, "supported"),
     (
         "net.accel",
         {"net_accel": True, "host": facts(accel_problems=NO_NOTIF)},
-        Status.fail,
+        Health.fail,
         "unsupported here",
     ),
     (
         "net.accel",
         {"daemon_net_accel": True, "host": facts(accel_problems=NO_NOTIF)},
-        Status.fail,
+        Health.fail,
         "dockerd's own on; unsupported here",
     ),
     (
         "net.accel",
         {"net_accel": True, "host": facts(accel_problems=NO_NOTIF)},
-        Status.fail,
+        Health.fail,
         "drop --net-accel",
     ),
     (
         "net.accel",
         {"host": facts(accel_problems=OLD_RUNC)},
-        Status.skip,
+        Health.skip,
         "dockerd's own auto (on where supported); unsupported here",
     ),
-    ("net.ipv6", {}, Status.ok, "off: the workspace has no IPv6 (no ::1 on lo)"),
+    ("net.ipv6", {}, Health.ok, "off: the workspace has no IPv6 (no ::1 on lo)"),
     (
         "net.ipv6",
         {
@@ -237,7 +237,7 @@ CASES = [
                 ipv6_gateways=("fd79::2",),
             )
         },
-        Status.ok,
+        Health.ok,
         "on (auto): the workspace has an IPv6 default route",
     ),
     (
@@ -250,107 +250,107 @@ CASES = [
                 ipv6_overlap=True,
             )
         },
-        Status.warn,
+        Health.warn,
         "fd00::/64 network is hidden from containers",
     ),
-    ("net.ipv6", {"ipv6": True}, Status.fail, "sysctl net.ipv6.conf.all.disable_ipv6=0"),
+    ("net.ipv6", {"ipv6": True}, Health.fail, "sysctl net.ipv6.conf.all.disable_ipv6=0"),
     (
         "net.driver",
         {"net": "pasta", "docker_up": up(net="slirp4netns")},
-        Status.ok,
+        Health.ok,
         "pasta (the running docker-up uses slirp4netns)",
     ),
     (
         "docker.dockerd",
         {"host": facts(dockerd_version="Docker version 19.03.1, b")},
-        Status.fail,
+        Health.fail,
         "needs 20.10",
     ),
-    ("docker.dockerd", {"host": facts(dockerd_version="weird")}, Status.warn, "cannot read"),
+    ("docker.dockerd", {"host": facts(dockerd_version="weird")}, Health.warn, "cannot read"),
     (
         "docker.dockerd",
         {"host": facts(dockerd_version=DOCKERD_28, containerd_version=CONTAINERD_21)},
-        Status.ok,
+        Health.ok,
         "dockerd 28.5.2, containerd 2.1.9 (/usr/sbin/dockerd); docker-up: serves a RootlessKit API",
     ),
-    ("docker.dockerd", {}, Status.ok, "dockerd 20.10.24, containerd 1.6.20"),
+    ("docker.dockerd", {}, Health.ok, "dockerd 20.10.24, containerd 1.6.20"),
     (
         "docker.runtime",
         {"host": facts(binaries={**BINS, "runc": None})},
-        Status.skip,
+        Health.skip,
         "runc not installed (see programs)",
     ),
     (
         "programs",
         {"host": facts(binaries={**BINS, "runc": None})},
-        Status.fail,
+        Health.fail,
         "apt-get install runc",
     ),
-    ("docker.cli", {}, Status.warn, "no docker client"),
+    ("docker.cli", {}, Health.warn, "no docker client"),
     (
         "iptables",
         {"iptables": {"nft": "no nf_tables", "legacy": "lock"}},
-        Status.fail,
+        Health.fail,
         "nft: no nf_tables",
     ),
-    ("storage", {"overlay_error": "EPERM"}, Status.warn, "vfs"),
-    ("cgroups", {"host": V1_HOST}, Status.warn, "cgroup v1"),
+    ("storage", {"overlay_error": "EPERM"}, Health.warn, "vfs"),
+    ("cgroups", {"host": V1_HOST}, Health.warn, "cgroup v1"),
     (
         "cgroups",
         {"host": replace(V2_HOST, cgroups=replace(DEBIAN13, bus="", bus_error="refused"))},
-        Status.warn,
+        Health.warn,
         "apt-get install dbus-user-session",
     ),
     (
         "cgroups",
         {"host": replace(V2_HOST, cgroups=replace(DEBIAN13, manager_controllers=("pids",)))},
-        Status.warn,
+        Health.warn,
         "no memory or cpu limits",
     ),
-    ("runtime.dir", {"runtime_foreign": True}, Status.fail, "not a directory owned by you"),
-    ("runtime.dir", {"runtime_writable": False}, Status.fail, "set XDG_RUNTIME_DIR"),
+    ("runtime.dir", {"runtime_foreign": True}, Health.fail, "not a directory owned by you"),
+    ("runtime.dir", {"runtime_writable": False}, Health.fail, "set XDG_RUNTIME_DIR"),
     (
         "runtime.socket",
         {"paths": paths({"XDG_RUNTIME_DIR": "/" + "x" * 120})},
-        Status.fail,
+        Health.fail,
         "longer than 107 bytes",
     ),
-    ("runtime.disk", {"free_bytes": 2**29}, Status.fail, "0.5 GiB"),
-    ("runtime.disk", {"free_bytes": 3 * 2**30}, Status.warn, "3.0 GiB"),
+    ("runtime.disk", {"free_bytes": 2**29}, Health.fail, "0.5 GiB"),
+    ("runtime.disk", {"free_bytes": 3 * 2**30}, Health.warn, "3.0 GiB"),
     (
         "runtime.daemon",
         {"other_daemon": "unix:///run/docker.sock", "docker_host_env": "unix:///run/docker.sock"},
-        Status.warn,
+        Health.warn,
         "unset DOCKER_HOST",
     ),
-    ("runtime.daemon", {"stale_socket": True}, Status.warn, "stale socket"),
-    ("runtime.docker-up", {}, Status.ok, "not running"),
-    ("runtime.docker-up", {"docker_up": None}, Status.ok, "not running"),  # not probed
+    ("runtime.daemon", {"stale_socket": True}, Health.warn, "stale socket"),
+    ("runtime.docker-up", {}, Health.ok, "not running"),
+    ("runtime.docker-up", {"docker_up": None}, Health.ok, "not running"),  # not probed
     (
         "runtime.docker-up",
         {"docker_up": up(answering=False)},
-        Status.warn,
+        Health.warn,
         "running (pid 7) but the API does not answer",
     ),
-    ("runtime.docker-up", {"docker_up": LAZY}, Status.warn, "does not answer"),
+    ("runtime.docker-up", {"docker_up": LAZY}, Health.warn, "does not answer"),
     (
         "runtime.docker-up",
         {"docker_up": up(), "engine": ENGINE},
-        Status.ok,
+        Health.ok,
         "running (pid 7), the API answers (Docker 20.10.24, 2 containers running, overlay2), "
         "2 restarts",
     ),
     (
         "runtime.docker-up",
         {"docker_up": up()},
-        Status.ok,
+        Health.ok,
         "running (pid 7), the API answers, 2 restarts",
     ),  # the daemon's own account failed
 ]
 
 
 @pytest.mark.parametrize(("check_id", "change", "status", "words"), CASES)
-def test_check(check_id: str, change: dict[str, Any], status: Status, words: str) -> None:
+def test_check(check_id: str, change: dict[str, Any], status: Health, words: str) -> None:
     f = good(**change)
     if check_id == "docker.cli":
         f = replace(f, host=facts())  # no docker client among the binaries
@@ -406,7 +406,7 @@ class FakeClient:
 def test_the_engines_account_is_typed_on_the_way_in(
     monkeypatch: pytest.MonkeyPatch, version: object, info: object, engine: EngineInfo | None
 ) -> None:
-    from dockerup.doctor.facts import probe_engine
+    from dockerup.doctor.probe import probe_engine
 
     monkeypatch.setattr(FakeClient, "answers", (version, info))
     monkeypatch.setitem(sys.modules, "docker", SimpleNamespace(DockerClient=FakeClient))
@@ -414,7 +414,7 @@ def test_the_engines_account_is_typed_on_the_way_in(
 
 
 def test_an_engine_that_does_not_answer_gives_no_account(monkeypatch: pytest.MonkeyPatch) -> None:
-    from dockerup.doctor.facts import probe_engine
+    from dockerup.doctor.probe import probe_engine
 
     def refused(**_kw: object) -> None:
         raise ConnectionRefusedError(111, "Connection refused")
@@ -430,8 +430,8 @@ def test_every_check_has_a_case_or_is_informational() -> None:
 
 def test_checks_that_do_not_apply_to_root_are_skipped() -> None:
     root = good(host=facts(uid=0, initial_userns=True, net_admin=True, subuid=()))
-    assert check("ids.subuid", root).status is Status.skip
-    assert check("kernel.userns", root).status is Status.skip
+    assert check("ids.subuid", root).status is Health.skip
+    assert check("kernel.userns", root).status is Health.skip
     assert "privileged" in check("mode", root).detail
 
 
@@ -481,7 +481,7 @@ def test_up_runs_every_fatal_check_that_is_cheap() -> None:
 def test_cheap_checks_read_only_cheap_facts() -> None:
     """A cheap check gives the same answer whatever the expensive facts say: `up` runs it
     without probing them."""
-    from dockerup.doctor.facts import DoctorFacts
+    from dockerup.doctor.probe import DoctorFacts
 
     fields = [f.name for f in dataclasses.fields(DoctorFacts)]
     expensive = fields[fields.index("seccomp_actions") :]
@@ -496,10 +496,10 @@ def test_cheap_checks_read_only_cheap_facts() -> None:
 def test_up_refuses_with_doctors_words_before_starting_anything() -> None:
     """make_plan runs the cheap fatal checks on the facts `up` probed: a tun device the
     user cannot open stops it with doctor's fix and the check's name."""
-    from dockerup.config import Config
     from dockerup.errors import DockerUpError
-    from dockerup.facts import TunAccess
-    from dockerup.verbs.settings import make_plan
+    from dockerup.host.facts import TunAccess
+    from dockerup.settings.config import Config
+    from dockerup.verbs.resolve import make_plan
 
     closed = facts(tun=TunAccess(True, False, "Permission denied"))
     with pytest.raises(DockerUpError) as e:
@@ -636,23 +636,23 @@ def test_apparmor_restriction_gets_a_profile_for_the_interpreter_that_unshares()
         interpreter="/usr/bin/python3.12",
     )
     r = check("kernel.userns", f)
-    assert r.status is Status.fail
+    assert r.status is Health.fail
     assert "apparmor_restrict_unprivileged_userns = 1" in r.detail
     assert r.hint.startswith(
         "as root: printf 'abi <abi/4.0>,\\ninclude <tunables/global>\\nprofile docker-up "
         '"/usr/bin/python3.12" flags=(unconfined) {\\n  userns,\\n'
     )
     assert "> /etc/apparmor.d/docker-up && apparmor_parser -r /etc/apparmor.d/docker-up" in r.hint
-    assert check("kernel.userns", good(interpreter="/usr/bin/python3.12")).status is Status.ok
+    assert check("kernel.userns", good(interpreter="/usr/bin/python3.12")).status is Health.ok
 
 
 def test_apparmor_on_debian_13_is_said_and_does_not_fail() -> None:
     """Debian 13: AppArmor on, no restriction sysctl (vm-FACTS): containers run, unconfined."""
-    assert check("kernel.apparmor", good()).status is Status.skip
+    assert check("kernel.apparmor", good()).status is Health.skip
     on = check("kernel.apparmor", good(apparmor=True))
     assert (on.status, on.detail) == (
-        Status.ok,
+        Health.ok,
         "on, not restricting user namespaces; containers run without AppArmor profiles",
     )
     restricted = good(apparmor=True, sysctls={"kernel.apparmor_restrict_unprivileged_userns": "1"})
-    assert check("kernel.apparmor", restricted).status is Status.skip
+    assert check("kernel.apparmor", restricted).status is Health.skip

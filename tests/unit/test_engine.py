@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 import dockerup
-from dockerup import facts as host
-from dockerup.config import Config
-from dockerup.engine import Engine, parse_version
 from dockerup.errors import DockerUpError
-from dockerup.plan import build_plan
+from dockerup.host import facts as host
+from dockerup.plan.build import build_plan
+from dockerup.plan.engine import Engine, parse_version
+from dockerup.settings.config import Config
 
 from .given import (
     CONTAINERD_16,

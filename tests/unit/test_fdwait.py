@@ -8,7 +8,7 @@ import select
 
 import pytest
 
-from dockerup.programs.fdwait import readable
+from dockerup.linux.fdwait import readable
 
 
 def test_an_fd_above_1023_is_watched() -> None:

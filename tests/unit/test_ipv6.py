@@ -6,14 +6,14 @@ import json
 
 import pytest
 
-from dockerup.config import Config
 from dockerup.errors import DockerUpError
-from dockerup.facts import has_ipv6_loopback
-from dockerup.ipv6 import resolve_ipv6
-from dockerup.plan import build_plan
-from dockerup.programs.common import ipv6_default_gateways
-from dockerup.programs.netcheck import ipv6_problems
-from dockerup.programs.specs import NetCheck
+from dockerup.host.facts import has_ipv6_loopback
+from dockerup.linux.routes import ipv6_default_gateways
+from dockerup.namespace.netcheck import ipv6_problems
+from dockerup.plan.build import build_plan
+from dockerup.plan.ipv6 import resolve_ipv6
+from dockerup.settings.config import Config
+from dockerup.wire.specs import NetCheck
 
 from .given import BINS, WITH_PASTA, facts, pasta_facts, paths
 
@@ -55,7 +55,7 @@ def test_auto_is_on_with_an_ipv6_default_route_and_off_without() -> None:
 
 
 def test_a_workspace_on_the_namespaces_own_ipv6_network_is_told() -> None:
-    from dockerup.facts import on_namespace_network
+    from dockerup.host.facts import on_namespace_network
 
     # This project's machine: eth0 has fd00::2/64.
     assert on_namespace_network("fd000000000000000000000000000002 04 40 00 80     eth0\n")

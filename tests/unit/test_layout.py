@@ -11,14 +11,15 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
-from dockerup import programs, results
-from dockerup.programs import specs
+from dockerup import lean, results
+from dockerup.net.kinds import KINDS
+from dockerup.wire import specs
 
-PKG = Path(programs.__file__).parent.parent
-PROGRAMS = sorted(Path(programs.__file__).parent.glob("*.py"))
+PKG = Path(lean.__file__).parent
 
 
 def imports(path: Path) -> set[str]:
@@ -32,26 +33,11 @@ def imports(path: Path) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("path", PROGRAMS, ids=lambda p: p.name)
-def test_lean_programs_import_only_the_stdlib_and_their_own_package(path: Path) -> None:
-    bad = {
-        m
-        for m in imports(path)
-        if m.split(".")[0] not in sys.stdlib_module_names
-        and m.split(".")[0] != "__future__"
-        and not (m == "dockerup.programs" or m.startswith("dockerup.programs."))
-    }
-    assert bad == set(), f"{path.name} imports {sorted(bad)}"
+# The programs that are started (python -S PATH); what they import is their library.
+ENTRIES = [Path(lean.script(n)) for n in sorted(lean.PROGRAMS)]
 
 
-# The programs that are started (the rest of the package are their libraries).
-ENTRIES = [
-    Path(programs.script(n))
-    for n in ("autoinside", "child", "keeper", "lazy", "portproxy", "runtime")
-]
-
-
-@pytest.mark.parametrize("path", ENTRIES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", ENTRIES, ids=lambda p: str(p.relative_to(PKG)))
 def test_lean_programs_load_under_python_s_from_any_directory(path: Path) -> None:
     """Debian's interpreter, isolated (-I: no site-packages, no cwd, no PYTHONPATH), from /:
     only the bootstrap in each program can find the package."""
@@ -91,12 +77,84 @@ def test_a_spec_refuses_fields_it_does_not_know() -> None:
         specs.ProxySpec.from_dict(doc)
 
 
-CORE = [
-    p
-    for p in PKG.rglob("*.py")
-    if not {"cli", "programs"} & set(p.relative_to(PKG).parts)
-    and p.name not in ("__main__.py", "netcheck.py")
-]
+def module_graph(root: Path) -> dict[str, set[str]]:
+    """Which package modules each module imports, at any depth of its code: a function's
+    lazy import runs too, so it counts. What only a type checker reads (`if
+    TYPE_CHECKING:`) never runs, so it does not."""
+    names = module_files(root)
+    graph: dict[str, set[str]] = {}
+    for name, p in names.items():
+        package = name if p.name == "__init__.py" else name.rpartition(".")[0]
+        edges = set()
+        for node in runtime_nodes(ast.parse(p.read_text())):
+            if isinstance(node, ast.Import):
+                edges |= {a.name for a in node.names if a.name in names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*up, *([node.module] if node.module else [])])
+                for a in node.names:  # `from pkg import mod` imports the module pkg.mod
+                    target = f"{base}.{a.name}" if f"{base}.{a.name}" in names else base
+                    if target in names:
+                        edges.add(target)
+        graph[name] = edges - {name}
+    return graph
+
+
+def runtime_nodes(tree: ast.AST) -> Iterator[ast.AST]:
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test) in (
+            "TYPE_CHECKING",
+            "typing.TYPE_CHECKING",
+        ):
+            for other in node.orelse:
+                yield other
+                yield from runtime_nodes(other)
+            continue
+        yield node
+        yield from runtime_nodes(node)
+
+
+def lean_closure() -> set[Path]:
+    """Every file the lean programs load, to the whole of their import closure: each
+    module they import at any depth of their code, and the package __init__ above it."""
+    graph = module_graph(PKG)
+    files = module_files(PKG)
+    by_path = {p: m for m, p in files.items()}
+    todo = [by_path[e] for e in ENTRIES]
+    seen: set[str] = set()
+    while todo:
+        m = todo.pop()
+        if m in seen:
+            continue
+        seen.add(m)
+        parts = m.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # its packages
+        todo += graph[m]
+    return {files[m] for m in seen}
+
+
+def module_files(root: Path) -> dict[str, Path]:
+    names = {}
+    for p in root.rglob("*.py"):
+        parts = p.relative_to(root.parent).with_suffix("").parts
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
+    return names
+
+
+def core_files(root: Path, processes: set[Path]) -> list[Path]:
+    """Below the CLI: everything but cli/ and the given processes of their own (the lean
+    programs with what they load, each of which ends itself)."""
+    return sorted(
+        p
+        for p in root.rglob("*.py")
+        if p.relative_to(root).parts[0] != "cli" and p.name != "__main__.py" and p not in processes
+    )
+
+
+def core() -> list[Path]:
+    return core_files(PKG, lean_closure())
 
 
 # Any way out of the process: exit, abort, or becoming another program (exec*).
@@ -109,26 +167,26 @@ ENDS = re.compile(
 # process or replacing it is the point; (file, function, call): why.
 ENDS_ALLOWED = {
     (
-        "background.py",
+        "keeper/background.py",
         "daemonize",
         "os._exit",
     ): "the middle process of the double fork: it must end without running the CLI's exit "
     "code (atexit, buffered output) a second time",
     (
-        "background.py",
+        "keeper/background.py",
         "report_and_run",
         "os._exit",
     ): "the forked background docker-up: its status goes to the pipe, never to the CLI",
     (
-        "background.py",
+        "keeper/background.py",
         "hold_socket",
         "os.execv",
-    ): "the forked child becomes the lazy holder (programs/lazy.py)",
+    ): "the forked child becomes the lazy holder (keeper/lazy.py)",
     (
-        "handover.py",
+        "keeper/handover.py",
         "exec_keeper",
         "os.execv",
-    ): "a started docker-up becomes the keeper (programs/keeper.py), which keeps its PID",
+    ): "a started docker-up becomes the keeper (keeper/resident.py), which keeps its PID",
     (
         "verbs/run.py",
         "exec_program",
@@ -183,7 +241,7 @@ def test_ends_and_prints_sees_every_way_out() -> None:
     }
 
 
-@pytest.mark.parametrize("path", CORE, ids=lambda p: str(p.relative_to(PKG)))
+@pytest.mark.parametrize("path", core(), ids=lambda p: str(p.relative_to(PKG)))
 def test_the_core_neither_prints_nor_exits(path: Path) -> None:
     """Only the CLI layer prints and chooses exit codes (netcheck.py and the lean programs
     are processes of their own); the core ends or replaces its process only where
@@ -193,48 +251,6 @@ def test_the_core_neither_prints_nor_exits(path: Path) -> None:
     allowed = {k for k in ENDS_ALLOWED if k[0] == where}
     assert found - allowed == set()
     assert allowed - found == set(), "stale entries in ENDS_ALLOWED"
-
-
-def module_graph(root: Path) -> dict[str, set[str]]:
-    """Which package modules each module imports, at any depth of its code: a function's
-    lazy import runs too, so it counts. What only a type checker reads (`if
-    TYPE_CHECKING:`) never runs, so it does not."""
-    names = {}
-    for p in root.rglob("*.py"):
-        parts = p.relative_to(root.parent).with_suffix("").parts
-        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
-    graph: dict[str, set[str]] = {}
-    for name, p in names.items():
-        package = name if p.name == "__init__.py" else name.rpartition(".")[0]
-        edges = set()
-        for node in runtime_nodes(ast.parse(p.read_text())):
-            if isinstance(node, ast.Import):
-                edges |= {a.name for a in node.names if a.name in names}
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    up = package.split(".")[: len(package.split(".")) - node.level + 1]
-                    base = ".".join([*up, *([node.module] if node.module else [])])
-                for a in node.names:  # `from pkg import mod` imports the module pkg.mod
-                    target = f"{base}.{a.name}" if f"{base}.{a.name}" in names else base
-                    if target in names:
-                        edges.add(target)
-        graph[name] = edges - {name}
-    return graph
-
-
-def runtime_nodes(tree: ast.AST) -> Iterator[ast.AST]:
-    for node in ast.iter_child_nodes(tree):
-        if isinstance(node, ast.If) and ast.unparse(node.test) in (
-            "TYPE_CHECKING",
-            "typing.TYPE_CHECKING",
-        ):
-            for other in node.orelse:
-                yield other
-                yield from runtime_nodes(other)
-            continue
-        yield node
-        yield from runtime_nodes(node)
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -266,6 +282,29 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+@pytest.mark.parametrize("path", sorted(lean_closure()), ids=lambda p: str(p.relative_to(PKG)))
+def test_lean_programs_load_only_the_stdlib_and_their_own_package(path: Path) -> None:
+    """What runs under python -S finds no site-packages: every module in the lean
+    programs' import closure imports only the standard library and this package."""
+    bad = {
+        m
+        for m in imports(path)
+        if m.split(".")[0] not in sys.stdlib_module_names
+        and m.split(".")[0] not in ("__future__", "dockerup")
+    }
+    assert bad == set(), f"{path.relative_to(PKG)} imports {sorted(bad)}"
+
+
+def test_the_lean_closure_is_what_the_programs_load() -> None:
+    """The closure is meaningful: it holds the programs, their libraries and the
+    packages above them, and none of the CLI's modules (a lean program that reached
+    them would load typer, rich and the rest through them)."""
+    rel = {str(p.relative_to(PKG)) for p in lean_closure()}
+    assert {"keeper/resident.py", "keeper/__init__.py", "__init__.py", "wire/specs.py"} <= rel
+    assert {"accel/agent.py", "ports/manager.py", "autoports/scanner.py"} <= rel
+    assert not {r for r in rel if r.startswith(("cli/", "verbs/", "doctor/"))}
+
+
 def test_no_import_cycle() -> None:
     assert cycles(module_graph(PKG)) == []
 
@@ -287,14 +326,6 @@ def test_an_import_cycle_through_a_lazy_import_is_found(tmp_path: Path) -> None:
     graph = module_graph(pkg)
     assert graph["pkg.other"] == {"pkg.typed"} and graph["pkg.typed"] == set()
     assert cycles(graph) == [["pkg.cli.entry", "pkg.cli.main"]]
-
-
-def test_doctor_does_not_import_the_verbs_or_the_cli() -> None:
-    doctor = sorted((PKG / "doctor").glob("*.py"))
-    assert doctor, f"no doctor package under {PKG}: this test would hold nothing"
-    for path in doctor:
-        reached = {m for m in imports(path) if m.startswith(("dockerup.verbs", "dockerup.cli"))}
-        assert reached == set(), f"{path.name} imports {sorted(reached)}"
 
 
 def test_every_result_has_a_text_form_and_the_envelope() -> None:
@@ -340,20 +371,20 @@ def test_no_module_is_over_500_lines(path: Path) -> None:
 # Every place a process starts another program (or becomes one), and what it starts: one
 # launcher for each program, so a restart starts it exactly as the first start did.
 LAUNCHERS = {
-    ("programs/common.py", "exec_dockerd"): "dockerd (first start in child.py, restarts)",
-    ("programs/common.py", "start_containerd"): "containerd, beside each dockerd",
-    ("programs/netstart.py", "start_net"): "the network helper (supervise.py, keeper.py)",
-    ("programs/runtime.py", "main"): "runc, under docker-up's runtime wrapper",
-    ("programs/lazy.py", "main"): "docker-up up, on socket activation's first client",
-    ("programs/portproxy.py", "start_real_proxy"): "docker-proxy, for one published port",
-    ("programs/autoports.py", "_ensure_helper"): "auto ports' inside helper",
-    ("programs/child.py", "try_iptables"): "iptables -S, the backend probe in the namespace",
-    ("programs/child.py", "run_all"): "ip, for the IPv6 address and route in the namespace",
+    ("namespace/dockerd.py", "exec_dockerd"): "dockerd (first start in child.py, restarts)",
+    ("namespace/dockerd.py", "start_containerd"): "containerd, beside each dockerd",
+    ("namespace/netstart.py", "start_net"): "the network helper (supervise.py, keeper.py)",
+    ("accel/ociruntime.py", "main"): "runc, under docker-up's runtime wrapper",
+    ("keeper/lazy.py", "main"): "docker-up up, on socket activation's first client",
+    ("ports/proxy.py", "start_real_proxy"): "docker-proxy, for one published port",
+    ("autoports/scanner.py", "_ensure_helper"): "auto ports' inside helper",
+    ("namespace/child.py", "try_iptables"): "iptables -S, the backend probe in the namespace",
+    ("namespace/child.py", "run_all"): "ip, for the IPv6 address and route in the namespace",
     ("verbs/running.py", "enter"): "nsenter, which `docker-up exec` becomes",
     ("verbs/run.py", "exec_program"): "the user's program, which `docker-up run` becomes",
-    ("handover.py", "exec_keeper"): "the keeper, which the CLI becomes",
-    ("early.py", "start_child"): "the namespace child",
-    ("background.py", "hold_socket"): "the lazy holder",
+    ("keeper/handover.py", "exec_keeper"): "the keeper, which the CLI becomes",
+    ("namespace/early.py", "start_child"): "the namespace child",
+    ("keeper/background.py", "hold_socket"): "the lazy holder",
     ("proc.py", "*"): "every short-lived command (id maps, probes, fixes)",
 }
 STARTS = re.compile(r"^(subprocess\.(Popen|run|check_output)|os\.exec\w+)$")
@@ -374,6 +405,202 @@ def launch_sites() -> set[tuple[str, str]]:
 
 def test_each_program_has_one_launcher() -> None:
     assert launch_sites() == set(LAUNCHERS)
+
+
+# ARCHITECTURE.md's "never" rules, each as data: (package, what it never imports, how far
+# the check looks, why). "closure": the package's whole import closure (any depth of the
+# code, function-level imports too), so a detour through a third module is caught as well;
+# "direct": what the package's own modules import (the drivers probe their helpers with
+# dockerup.proc, and the kinds registry loads a driver when its kind is used, so plan and
+# settings reach those only through net/, by design).
+class Never(NamedTuple):
+    package: str
+    forbidden: frozenset[str]
+    reach: str
+    why: str
+
+
+def starters() -> frozenset[str]:
+    """The modules that start a process (each launcher's file, LAUNCHERS below), by name."""
+    return frozenset(f.removesuffix(".py").replace("/", ".") for f, _ in LAUNCHERS)
+
+
+def never_rules() -> list[Never]:
+    return [
+        Never("plan", frozenset({"keeper", "namespace"}), "closure", "planning has no effects"),
+        Never("plan", starters(), "direct", "planning starts no process"),
+        Never(
+            "doctor",
+            frozenset({"keeper", "verbs", "cli"}),
+            "closure",
+            "diagnosis changes nothing and sits below the use cases",
+        ),
+        Never("net", frozenset({"cli", "verbs"}), "closure", "drivers know no screen and no verb"),
+        Never("host", frozenset({"plan"}), "closure", "facts are read, not decided"),
+        Never(
+            "settings",
+            frozenset(f"net.{k}" for k in KINDS),
+            "direct",
+            "settings name a driver, they do not load it",
+        ),
+    ]
+
+
+def broken_rules(root: Path, rule: Never) -> set[tuple[str, str]]:
+    """(module of the package, forbidden module it reaches) for each breach of the rule."""
+    graph = module_graph(root)
+    top = root.name
+
+    def reach(m: str) -> set[str]:
+        if rule.reach == "direct":
+            return graph[m]
+        seen: set[str] = set()
+        todo = list(graph[m])
+        while todo:
+            if (x := todo.pop()) not in seen:
+                seen.add(x)
+                todo += graph[x]
+        return seen
+
+    found = set()
+    for m in graph:
+        if m == f"{top}.{rule.package}" or m.startswith(f"{top}.{rule.package}."):
+            for x in reach(m):
+                rel = x.removeprefix(f"{top}.")
+                if any(rel == f or rel.startswith(f"{f}.") for f in rule.forbidden):
+                    found.add((m, x))
+    return found
+
+
+@pytest.mark.parametrize("rule", never_rules(), ids=lambda r: f"{r.package}-{r.reach}")
+def test_never_rules_hold(rule: Never) -> None:
+    assert broken_rules(PKG, rule) == set(), rule.why
+
+
+@pytest.mark.parametrize("rule", never_rules(), ids=lambda r: f"{r.package}-{r.reach}")
+def test_a_broken_never_rule_is_found(tmp_path: Path, rule: Never) -> None:
+    """Each rule can fail: a tree that breaks it on purpose (directly, and for a closure
+    rule through a lazy import in a third module) is reported, a tree that keeps it is not."""
+    pkg = tmp_path / "pkg"
+    target = sorted(rule.forbidden)[0].split(".")
+    for d in {rule.package, target[0], "middle"}:
+        (pkg / d).mkdir(parents=True, exist_ok=True)
+        (pkg / d / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / Path(*target).with_suffix(".py")).write_text("")
+    forbidden = "pkg." + ".".join(target)
+    (pkg / rule.package / "good.py").write_text("import os\n")
+    assert broken_rules(pkg, rule) == set()
+    (pkg / rule.package / "bad.py").write_text(f"def f():\n    import {forbidden}\n")
+    assert broken_rules(pkg, rule) == {(f"pkg.{rule.package}.bad", forbidden)}
+    if rule.reach == "closure":
+        (pkg / rule.package / "bad.py").write_text("from pkg.middle import detour\n")
+        (pkg / "middle" / "detour.py").write_text(f"def f():\n    import {forbidden}\n")
+        assert (f"pkg.{rule.package}.bad", forbidden) in broken_rules(pkg, rule)
+
+
+# What a screen is: its libraries. Nothing under net/ (drivers) loads them or prints.
+SCREEN = ("rich", "typer", "click")
+
+
+def screen_uses(root: Path, package: str) -> set[tuple[str, str]]:
+    found = set()
+    for path in sorted((root / package).rglob("*.py")):
+        where = str(path.relative_to(root))
+        found |= {(where, m) for m in imports(path) if m.split(".")[0] in SCREEN}
+        found |= {(where, what) for _, what in ends_and_prints(ast.parse(path.read_text()))}
+    return found
+
+
+def test_drivers_know_no_screen() -> None:
+    assert screen_uses(PKG, "net") == set()
+
+
+def test_a_driver_that_knows_a_screen_is_found(tmp_path: Path) -> None:
+    (tmp_path / "net").mkdir()
+    (tmp_path / "net" / "quiet.py").write_text("import os\n")
+    assert screen_uses(tmp_path, "net") == set()
+    (tmp_path / "net" / "loud.py").write_text("def f():\n    import rich\n    print(1)\n")
+    assert screen_uses(tmp_path, "net") == {("net/loud.py", "rich"), ("net/loud.py", "print")}
+
+
+def test_the_core_check_finds_a_print_below_the_cli(tmp_path: Path) -> None:
+    """Nothing below cli prints or exits, and the check can fail: in a tree broken on
+    purpose, a print in plan/ and an exit in keeper/ are found, the cli's own are not."""
+    for d in ("cli", "plan", "keeper"):
+        (tmp_path / d).mkdir()
+    (tmp_path / "cli" / "main.py").write_text("import sys\nprint(1)\nsys.exit(0)\n")
+    (tmp_path / "plan" / "build.py").write_text("def build():\n    print('plan')\n")
+    (tmp_path / "keeper" / "stop.py").write_text("import sys\ndef stop():\n    sys.exit(1)\n")
+    found = {
+        (str(p.relative_to(tmp_path)), f, what)
+        for p in core_files(tmp_path, set())
+        for f, what in ends_and_prints(ast.parse(p.read_text()))
+    }
+    assert found == {("plan/build.py", "build", "print"), ("keeper/stop.py", "stop", "sys.exit")}
+
+
+# The shape of the house (issue 35): packages small enough to read, modules named for what
+# they do, each name once (verbs/ names its commands, which share names with the packages
+# that do the work: verbs/doctor.py and doctor/).
+MAX_MODULES = 12
+VAGUE = {"common", "utils", "helpers", "misc"}
+
+
+def shape_problems(root: Path) -> list[str]:
+    problems = []
+    packages = sorted({p.parent for p in root.rglob("__init__.py")} | {root})
+    for pkg in packages:
+        if (n := len(list(pkg.glob("*.py")))) > MAX_MODULES:
+            problems.append(f"{pkg.relative_to(root.parent)}/ holds {n} modules")
+    package_names = {p.name for p in packages if p != root}
+    seen: dict[str, Path] = {}
+    for p in sorted(root.rglob("*.py")):
+        rel = p.relative_to(root)
+        if p.stem in VAGUE:
+            problems.append(f"{rel} says nothing of what it holds")
+        if p.name in ("__init__.py", "__main__.py") or rel.parts[0] == "verbs":
+            continue
+        if p.stem in package_names:
+            problems.append(f"{rel} is named like the package {p.stem}/")
+        if p.name in seen:
+            problems.append(f"{rel} and {seen[p.name]} share a name")
+        seen.setdefault(p.name, rel)
+    return problems
+
+
+def test_the_packages_are_small_and_each_name_says_one_thing() -> None:
+    assert shape_problems(PKG) == []
+
+
+def test_a_misshapen_tree_is_found(tmp_path: Path) -> None:
+    root = tmp_path / "pkg"
+    for d in ("", "host", "doctor", "big", "verbs"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+        (root / d / "__init__.py").write_text("")
+    (root / "host" / "facts.py").write_text("")
+    (root / "verbs" / "doctor.py").write_text("")
+    assert shape_problems(root) == []
+    (root / "net").mkdir()
+    (root / "net" / "__init__.py").write_text("")
+    (root / "net" / "facts.py").write_text("")
+    (root / "utils.py").write_text("")
+    (root / "doctor" / "host.py").write_text("")
+    for i in range(MAX_MODULES):
+        (root / "big" / f"m{i}.py").write_text("")
+    assert shape_problems(root) == [
+        "pkg/big/ holds 13 modules",
+        "doctor/host.py is named like the package host/",
+        "net/facts.py and host/facts.py share a name",
+        "utils.py says nothing of what it holds",
+    ]
+
+
+@pytest.mark.parametrize("init", sorted(PKG.glob("*/__init__.py")), ids=lambda p: p.parent.name)
+def test_each_package_says_what_it_owns_and_must_not_touch(init: Path) -> None:
+    """A newcomer reads a package's docstring to learn what it holds and where it stops."""
+    doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+    assert "Must not touch" in doc and len(doc.split()) > 20, doc
 
 
 def test_one_way_to_wait_on_the_cli_side() -> None:
@@ -432,7 +659,7 @@ def test_a_branch_on_a_driver_name_is_found() -> None:
     ]
 
 
-# Linux's ABI has one owner, programs/linux.py: the libc handle, the flag and ioctl numbers.
+# Linux's ABI has one owner, linux/libc.py: the libc handle, the flag and ioctl numbers.
 # A second copy is how a number drifts (a bare prctl(1, ...) once hid among them).
 ABI_NAME = re.compile(r"(CLONE_NEW|PR_(SET|GET)_|SIOC|IFF_|MS_)\w+", re.IGNORECASE)
 # The calls that take such a number, and where: prctl's option, setns' kind, ioctl's request.
@@ -467,7 +694,7 @@ def test_abi_copies_finds_each_kind_of_copy() -> None:
         "def f(s, fd):\n    siocgifflags = 0x8913\n    fcntl.ioctl(s, 0x8914, b'')\n"
         "    libc.prctl(1, 15)\n    libc.setns(fd, 0x40000000)\n"
         "    CLONE_NEWNET, x = 0x40000000, 1\n"
-        "from dockerup.programs import linux\n"
+        "from dockerup.linux import libc as linux\n"
         "linux.prctl(linux.PR_SET_KEEPCAPS, 1)\nlinux.libc.setns(fd, 0)\n"
     )
     assert abi_copies(ast.parse(code)) == {
@@ -486,7 +713,7 @@ TESTS = Path(__file__).parent.parent
 ABI_USERS = [
     p
     for p in sorted([*PKG.rglob("*.py"), *TESTS.rglob("*.py")])
-    if p.name not in ("linux.py", "test_linux.py")
+    if p not in (PKG / "linux" / "libc.py", Path(__file__).with_name("test_linux.py"))
 ]
 
 
@@ -496,7 +723,7 @@ ABI_USERS = [
     ids=lambda p: str(p.relative_to(PKG.parent if PKG in p.parents else TESTS.parent)),
 )
 def test_linux_abi_has_one_owner(path: Path) -> None:
-    assert abi_copies(ast.parse(path.read_text())) == set(), "take it from programs/linux.py"
+    assert abi_copies(ast.parse(path.read_text())) == set(), "take it from linux/libc.py"
 
 
 def parent_death_copies(tree: ast.AST) -> set[str]:
@@ -517,7 +744,7 @@ def test_parent_death_copies_finds_each_kind() -> None:
 
 @pytest.mark.parametrize(
     "path",
-    [p for p in sorted(PKG.rglob("*.py")) if p.name != "linux.py"],
+    [p for p in sorted(PKG.rglob("*.py")) if p != PKG / "linux" / "libc.py"],
     ids=lambda p: str(p.relative_to(PKG.parent)),
 )
 def test_a_child_dies_with_its_parent_through_one_helper(path: Path) -> None:

@@ -1,4 +1,4 @@
-"""programs/linux.py, the one owner of Linux's ABI: its calls fail as LinuxError with the
+"""linux/libc.py, the one owner of Linux's ABI: its calls fail as LinuxError with the
 call and the errno named, and what they read is what the kernel says."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from dockerup.programs import linux
+from dockerup.linux import libc as linux
 
 PR_GET_PDEATHSIG = 2
 IFF_LOOPBACK = 0x8
@@ -135,9 +135,9 @@ import os, sys
 real = os.uname()
 fake = os.uname_result((real.sysname, real.nodename, real.release, real.version, "riscv64"))
 os.uname = lambda: fake
-import dockerup.programs.portproxy, dockerup.programs.accel_creds, dockerup.programs.watch
-from dockerup.programs.accel_support import support_problems
-from dockerup.programs.linux import machine_problem
+import dockerup.ports.proxy, dockerup.accel.creds, dockerup.accel.daemonfilter
+from dockerup.accel.support import support_problems
+from dockerup.linux.libc import machine_problem
 actions = "kill_process user_notif errno allow"
 runc = "runc version 1.1.5\\nlibseccomp: 2.5.4"
 print(support_problems(actions, runc, True, machine_problem())[0])

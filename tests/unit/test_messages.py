@@ -1,4 +1,4 @@
-"""What docker-up's processes say to each other (programs/messages.py) and the typed
+"""What docker-up's processes say to each other (wire/messages.py) and the typed
 reading under it (specs.Spec): every message survives its wire, and one that is not what
 it claims to be is refused where it arrives, by name."""
 
@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from dockerup import programs
-from dockerup.config import Config
-from dockerup.plan import build_plan
-from dockerup.programs import messages as m
-from dockerup.programs.porttables import PublishedPort, PublishedTable
-from dockerup.programs.specs import Command, KeeperSpec, PortSpec, Spec, SpecError
+from dockerup import lean as programs
+from dockerup.plan.build import build_plan
+from dockerup.ports.tables import PublishedPort, PublishedTable
+from dockerup.settings.config import Config
+from dockerup.wire import messages as m
+from dockerup.wire.specs import Command, KeeperSpec, PortSpec, Spec, SpecError
 
 from .given import facts, paths
 
@@ -151,16 +151,16 @@ def test_plain_types_are_json_types() -> None:
 # Where docker-up reads JSON: its own documents only through Spec.from_json (typed, checked);
 # the rest are other programs' documents, each read by a parser of its own.
 OTHERS_JSON = {
-    "programs/specs.py": "Spec.from_json itself",
-    "programs/messages.py": "read_step: the step name, then Spec.from_dict",
-    "programs/runtime.py": "the OCI bundle's config.json that runc is given",
-    "programs/rlkapi.py": "dockerd's POST /v1/ports body, then parse_port",
-    "programs/ports.py": "slirp4netns' API reply",
+    "wire/specs.py": "Spec.from_json itself",
+    "wire/messages.py": "read_step: the step name, then Spec.from_dict",
+    "accel/ociruntime.py": "the OCI bundle's config.json that runc is given",
+    "ports/rlkapi.py": "dockerd's POST /v1/ports body, then parse_port",
+    "ports/manager.py": "slirp4netns' API reply",
 }
 
 
 def test_json_is_read_into_typed_documents_only() -> None:
-    pkg = Path(programs.__file__).parent.parent
+    pkg = Path(programs.__file__).parent
     readers = set()
     for path in pkg.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -189,7 +189,7 @@ def test_slirp4netns_answers_are_read_typed(tmp_path: Path, answer: bytes, outco
     import socket
     import threading
 
-    from dockerup.programs.ports import PortError, slirp_api
+    from dockerup.ports.manager import PortError, slirp_api
 
     path = str(tmp_path / "api.sock")
     server = socket.socket(socket.AF_UNIX)

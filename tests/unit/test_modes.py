@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from dockerup.errors import DockerUpError
-from dockerup.modes import Mode, resolve_mode
+from dockerup.settings.modes import Mode, resolve_mode
 
 
 def test_auto_modes() -> None:

@@ -1,10 +1,10 @@
-"""The check the namespace child makes before it execs dockerd (programs/netcheck.py), run
+"""The check the namespace child makes before it execs dockerd (namespace/netcheck.py), run
 here against this process's own loopback: real ioctls, no root needed."""
 
 from __future__ import annotations
 
-from dockerup.programs.netcheck import default_gateways, problems
-from dockerup.programs.specs import NetCheck
+from dockerup.namespace.netcheck import default_gateways, problems
+from dockerup.wire.specs import NetCheck
 
 # /proc/net/route of a slirp4netns namespace: default via 10.0.2.2, and 10.0.2.0/24.
 ROUTES = (

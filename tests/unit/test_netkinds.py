@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from dockerup import facts as host
-from dockerup.config import Config
 from dockerup.errors import DockerUpError
-from dockerup.modes import Mode
-from dockerup.net import NET_DRIVERS
-from dockerup.net.kinds import KINDS, kind_of
-from dockerup.plan import build_plan, missing_programs
+from dockerup.host import facts as host
+from dockerup.net.kinds import KINDS, NET_DRIVERS, kind_of
+from dockerup.plan.build import build_plan
+from dockerup.plan.require import missing_programs
+from dockerup.settings.config import Config
+from dockerup.settings.modes import Mode
 
 from .given import BINS, WITH_PASTA, facts, pasta_facts, paths
 
@@ -69,10 +69,10 @@ def test_a_kind_probes_only_what_it_needs() -> None:
 def test_the_start_path_does_not_import_pasta() -> None:
     """pasta's module loads only when pasta is chosen: the registry names it lazily."""
     code = (
-        "import sys, dockerup.verbs.settings, dockerup.plan, dockerup.ipv6; "
+        "import sys, dockerup.verbs.resolve, dockerup.plan.build, dockerup.plan.ipv6; "
         "print('dockerup.net.pasta' in sys.modules)"
     )
-    root = Path(host.__file__).parent.parent
+    root = Path(host.__file__).parents[2]
     r = subprocess.run(
         [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60
     )

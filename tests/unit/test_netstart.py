@@ -1,4 +1,4 @@
-"""The network helper's one launcher (programs/netstart.py), with a stand-in helper: the
+"""The network helper's one launcher (namespace/netstart.py), with a stand-in helper: the
 first start and every restart get the same command line, report readiness the same way,
 and the helper ends when its exit pipe closes (as when docker-up dies)."""
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dockerup.programs.netstart import fill, start_net, wait_ready
+from dockerup.namespace.netstart import fill, start_net, wait_ready
 
 # What slirp4netns does with its fds: write to the ready fd once wired, exit at EOF on the
 # exit fd. The target is echoed so the test sees what it was given. (bash: dash redirects

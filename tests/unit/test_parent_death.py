@@ -23,9 +23,12 @@ from pathlib import Path
 
 import pytest
 
-from dockerup.programs import common, linux, netstart, portproxy
-from dockerup.programs.keeper import Keeper
-from dockerup.programs.specs import Command
+from dockerup import lean
+from dockerup.keeper.resident import Keeper
+from dockerup.linux import libc as linux
+from dockerup.namespace import dockerd, netstart
+from dockerup.ports import proxy as portproxy
+from dockerup.wire.specs import Command
 
 Launch = Callable[[list[str], Path], None]
 
@@ -36,7 +39,7 @@ def run_sh(marker: Path) -> list[str]:
 
 
 def containerd(argv: list[str], tmp: Path) -> None:
-    common.start_containerd(argv, {}, str(tmp / "containerd.pid"))
+    dockerd.start_containerd(argv, {}, str(tmp / "containerd.pid"))
 
 
 def keepers_dockerd(argv: list[str], tmp: Path) -> None:
@@ -63,7 +66,7 @@ def network_helper(argv: list[str], tmp: Path) -> None:
 
 
 LAUNCHERS: dict[str, Launch] = {
-    "common.start_containerd": containerd,
+    "dockerd.start_containerd": containerd,
     "keeper.spawn_dockerd": keepers_dockerd,
     "portproxy.start_real_proxy": real_docker_proxy,
     "netstart.start_net": network_helper,
@@ -154,7 +157,7 @@ def test_auto_ports_inside_helper_whose_keeper_is_gone_ends(tmp_path: Path) -> N
         os._exit(0)
     os.waitpid(gone, 0)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    script = Path(common.__file__).with_name("autoinside.py")
+    script = Path(lean.script("autoinside"))
     with ours, theirs:
         p = subprocess.run(
             [sys.executable, "-S", str(script), str(theirs.fileno()), "-1", "-1", str(gone)],

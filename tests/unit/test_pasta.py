@@ -79,7 +79,7 @@ def test_a_ready_fifo_reports_the_first_write_and_a_writer_without_one() -> None
     import os
     import tempfile
 
-    from dockerup.programs.netstart import open_ready_fifo, wait_ready
+    from dockerup.namespace.netstart import open_ready_fifo, wait_ready
 
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "net-ready")

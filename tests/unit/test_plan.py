@@ -5,13 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from dockerup import daemon
-from dockerup.config import Config, Storage
 from dockerup.errors import DockerUpError
-from dockerup.facts import IdRange, TunAccess, parse_subid, search_path
-from dockerup.plan import Plan, build_plan
-from dockerup.programs import script
-from dockerup.programs.specs import ChildSpec, ProxySpec, RuntimeSpec
+from dockerup.host.facts import IdRange, TunAccess, parse_subid, search_path
+from dockerup.lean import script
+from dockerup.plan import daemon
+from dockerup.plan.build import build_plan
+from dockerup.plan.data import Plan
+from dockerup.settings.config import Config, Storage
+from dockerup.wire.specs import ChildSpec, ProxySpec, RuntimeSpec
 
 from .given import BINS, WITH_PASTA, facts, pasta_facts, paths
 
@@ -274,7 +275,7 @@ def test_search_path_adds_sbin_once() -> None:
 
 
 def test_max_mapped_id() -> None:
-    from dockerup.facts import max_mapped_id
+    from dockerup.host.facts import max_mapped_id
 
     assert (
         max_mapped_id("         0       1001          1\n         1     100000      65536\n")

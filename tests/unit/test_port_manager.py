@@ -9,9 +9,9 @@ import socket
 
 import pytest
 
-from dockerup.programs.messages import PortReply
-from dockerup.programs.portproxy import FdStream
-from dockerup.programs.ports import PortManager
+from dockerup.ports.manager import PortManager
+from dockerup.ports.proxy import FdStream
+from dockerup.wire.messages import PortReply
 
 from .loopback import MakePortManager, request, serve_ready
 
@@ -78,7 +78,7 @@ def test_the_proxys_pump_never_asks_tcp_to_hold_a_reply_back(
     cork timer, and every request/response through a published port took 200 ms longer."""
     import os
 
-    from dockerup.programs import portproxy
+    from dockerup.ports import proxy as portproxy
 
     into_sockets: list[int] = []
     real = os.splice
@@ -118,7 +118,7 @@ def test_which_client_addresses_the_proxy_connects_from(
 ) -> None:
     from pathlib import Path
 
-    from dockerup.programs import portproxy
+    from dockerup.ports import proxy as portproxy
 
     marker = Path(str(tmp_path)) / "client-address"
     marker.write_text(families)

@@ -19,9 +19,9 @@ import threading
 import time
 from pathlib import Path
 
-from dockerup.programs import common
-from dockerup.programs.messages import PortReply, PortRequest, line
-from dockerup.programs.specs import ProxySpec
+from dockerup import lean
+from dockerup.wire.messages import PortReply, PortRequest, line
+from dockerup.wire.specs import ProxySpec
 
 REAL = """#!/bin/sh
 trap 'sleep 1; echo released > {mark}; exit 0' TERM
@@ -60,10 +60,10 @@ def test_a_stopped_proxy_ends_after_its_real_docker_proxy(tmp_path: Path) -> Non
     # The proxy as dockerd runs it (python -S), but with all the time in the world for the
     # real one's end: the stand-in's second of grace must never race the proxy's own
     # deadline on a loaded machine; only the order of the two ends is under test.
-    root = Path(common.__file__).parents[2]
+    root = Path(lean.ROOT)
     run = (
         f"import sys; sys.path.insert(0, {str(root)!r}); sys.argv[0] = 'portproxy'; "
-        "from dockerup.programs import portproxy; portproxy.STOP_WAIT = 600.0; "
+        "from dockerup.ports import proxy as portproxy; portproxy.STOP_WAIT = 600.0; "
         "portproxy.main()"
     )
     args = "-proto tcp -host-ip 0.0.0.0 -host-port 8080 -container-ip 172.17.0.2 -container-port 80"

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from dockerup import background, instance
 from dockerup.errors import DockerUpError
-from dockerup.programs.porttables import AutoPort, AutoTable, PublishedPort, PublishedTable
-from dockerup.programs.state import LazyRecord
+from dockerup.keeper import background, instance
+from dockerup.keeper.state import LazyRecord
+from dockerup.ports.tables import AutoPort, AutoTable, PublishedPort, PublishedTable
 from dockerup.results import PORTS_SCHEMA, envelope
 from dockerup.verbs import ports as verb
 
@@ -170,7 +170,7 @@ def test_the_port_manager_lists_what_it_publishes(
 
 
 def test_auto_ports_writes_its_typed_table(auto_ports: MakeAutoPorts) -> None:
-    from dockerup.programs.autorules import Listener
+    from dockerup.autoports.rules import Listener
 
     auto = auto_ports(cap=1)
     a, b = sorted(free_ports(2))

@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from dockerup.probecache import ProbeCache
+from dockerup.host.probecache import ProbeCache
 
 
 def test_a_binary_is_asked_once_until_it_changes(tmp_path: Path) -> None:
@@ -80,7 +80,7 @@ def test_a_terminal_probe_is_cached_apart(tmp_path: Path) -> None:
 
 def test_a_process_reads_the_cache_file_once(tmp_path: Path) -> None:
     """Every group of facts a start probes (host, engine, accel, pasta) shares one cache."""
-    from dockerup.probecache import probes
+    from dockerup.host.probecache import probes
 
     env = {"XDG_CACHE_HOME": str(tmp_path)}
     assert probes(env, "/nonexistent") is probes(env, "/nonexistent")

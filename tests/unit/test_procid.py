@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from dockerup.programs import procid
-from dockerup.programs.procid import ProcId
-from dockerup.programs.specs import SpecError
+from dockerup.linux import procid
+from dockerup.linux.procid import ProcId
+from dockerup.wire.specs import SpecError
 
 
 def test_start_time_survives_a_command_name_with_spaces_and_parens() -> None:

@@ -1,4 +1,4 @@
-"""docker-up's RootlessKit API (programs/rlkapi.py), spoken to over a real unix socket as
+"""docker-up's RootlessKit API (ports/rlkapi.py), spoken to over a real unix socket as
 dockerd 28's client does: HTTP/1.1, JSON, {"message"} errors."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from dockerup.programs.messages import PortRequest
-from dockerup.programs.ports import Api, PortManager
-from dockerup.programs.rlkapi import PROTOS_SPLICE, ApiThread, RootlessKitApi, parse_port
-from dockerup.programs.specs import ApiInfo, PortSpec
+from dockerup.ports.manager import Api, PortManager
+from dockerup.ports.rlkapi import PROTOS_SPLICE, ApiThread, RootlessKitApi, parse_port
+from dockerup.wire.messages import PortRequest
+from dockerup.wire.specs import ApiInfo, PortSpec
 
 INFO = ApiInfo(
     version="docker-up-0.1.0",

@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from dockerup import ns
 from dockerup.errors import DockerUpError
+from dockerup.namespace import join as ns
 from dockerup.verbs.run import MARKER, Nest, RunPlan, Where, plan_run
 
 from .given import RUNNING

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dockerup.programs import script
-from dockerup.programs.runtime import add_listener, adjust_spec, bundle_dir, rewrite
-from dockerup.programs.specs import ProxySpec, RuntimeSpec
+from dockerup.accel.ociruntime import add_listener, adjust_spec, bundle_dir, rewrite
+from dockerup.lean import script
+from dockerup.wire.specs import ProxySpec, RuntimeSpec
 
 WMEM = {"net.ipv4.tcp_wmem": "4096 16384 131072"}
 
@@ -107,8 +107,8 @@ def test_proxy_script_quotes_every_path() -> None:
     """A venv or runtime dir with a space or `$(...)` in its name is still one argument."""
     import shlex
 
-    from dockerup.daemon import proxy_script
-    from dockerup.paths import resolve_paths
+    from dockerup.plan.daemon import proxy_script
+    from dockerup.settings.paths import resolve_paths
 
     paths = resolve_paths({"XDG_RUNTIME_DIR": "/run/a b/$(id)"}, 1000, "/home/u")
     text = proxy_script("/opt/v env/bin/python", paths, "/x/p")

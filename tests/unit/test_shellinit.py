@@ -226,8 +226,8 @@ def test_autostart_status_is_typed_and_says_the_same(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """One RcState per shell (its file a Path), the JSON and the text as they always were."""
-    from dockerup import facts as host
     from dockerup.cli.render import emit
+    from dockerup.host import facts as host
     from dockerup.results import RcState, envelope
     from dockerup.verbs import shell
 

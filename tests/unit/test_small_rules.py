@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from dockerup.cli.main import default_to_up
-from dockerup.programs.portproxy import FdStream
+from dockerup.cli.argv import default_to_up
+from dockerup.ports.proxy import FdStream
 from dockerup.verbs.running import enter_argv
 
 
@@ -77,7 +77,7 @@ def test_enter_argv_joins_the_user_namespace_only_where_docker_up_made_one() -> 
 
 
 def test_the_keeper_gives_up_after_a_burst_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    from dockerup.programs import keeper
+    from dockerup.keeper import resident as keeper
 
     k: Any = keeper.Keeper.__new__(keeper.Keeper)  # the rule only: no processes
     k.failures = []

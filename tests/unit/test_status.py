@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import dockerup
-from dockerup import instance
+from dockerup.keeper import instance
 from dockerup.results import STATUS_SCHEMA, Status, envelope
 from dockerup.verbs import running
 

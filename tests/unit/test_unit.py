@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dockerup import context
 from dockerup.errors import DockerUpError
+from dockerup.settings import context
 from dockerup.verbs import unit
 
 WANTS_LINK = Path("default.target.wants") / unit.UNIT

@@ -62,7 +62,7 @@ SCRIPT
 chmod 0755 "$share/entrypoint.sh"
 # DOCKER_HOST for the user's shells (the runtime dir docker-up uses without XDG_RUNTIME_DIR).
 # Beside it, where Testcontainers finds the mapped ports: this is a container (/.dockerenv),
-# and the daemon's bridge is inside docker-up's namespace (dockerup/clientenv.py, which a
+# and the daemon's bridge is inside docker-up's namespace (dockerup/settings/clientenv.py, which a
 # unit test holds these lines to).
 cat > /etc/profile.d/docker-up.sh <<PROFILE
 export DOCKER_HOST=unix:///tmp/docker-up-$uid/docker.sock

@@ -1,0 +1,190 @@
+"""Process management beside the executor (keeper/supervise.py): starting docker-up in the
+background, the lazy socket holder, and stopping whatever runs. Takes plans and paths;
+returns facts, never prints, never exits the caller."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from dockerup.errors import DockerUpError
+from dockerup.keeper import instance, state, supervise
+from dockerup.keeper.state import LazyRecord
+from dockerup.linux import procid
+from dockerup.logs import tail
+from dockerup.plan.data import Plan
+from dockerup.settings.paths import Paths
+from dockerup.wire import messages
+from dockerup.wire.messages import StartReport
+from dockerup.wire.specs import LazySpec
+
+
+def lazy_file(paths: Paths) -> Path:
+    return paths.runtime / "lazy.json"
+
+
+def read_lazy(paths: Paths) -> LazyRecord | None:
+    """The lazy holder's record: socket activation waits for its first client."""
+    return state.read(lazy_file(paths), LazyRecord)
+
+
+def wait_for_other(plan: Plan) -> str:
+    """Another docker-up holds the lock: wait until its API answers; its DOCKER_HOST."""
+    if not instance.wait_until_answering(plan.paths, plan.config.start_timeout):
+        raise DockerUpError(
+            "another docker-up holds the lock but its daemon does not answer",
+            hint="see `docker-up status` and `docker-up logs`",
+        )
+    return plan.paths.docker_host
+
+
+def start_detached(plan: Plan) -> tuple[str, bool]:
+    """Start in the background; return (DOCKER_HOST, already running) once the daemon
+    answers, or raise with the log's tail. A forked process does the start and becomes the
+    keeper; it reports over a pipe."""
+    instance.prepare_runtime(plan.paths)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the background docker-up
+        os.close(r)
+        daemonize(plan.paths)
+        report_and_run(plan, w)
+    os.close(w)
+    with os.fdopen(r) as f:
+        line = f.readline()
+    # The intermediate child exits once it has forked the real background process.
+    os.waitpid(pid, 0)
+    if not line:
+        raise DockerUpError(
+            "the background docker-up died while starting",
+            hint=f"see {plan.paths.log('docker-up')}",
+            detail=tail(plan.paths.log("dockerd")),
+        )
+    try:
+        msg = StartReport.from_json(line)
+    except ValueError as e:
+        raise DockerUpError(
+            f"the background docker-up said what this one does not understand: {e}",
+            hint="is another docker-up version installed beside this one?",
+        ) from None
+    if msg.error is not None:
+        raise DockerUpError(msg.error, hint=msg.hint, detail=msg.detail)
+    if msg.already:
+        return wait_for_other(plan), True
+    return msg.docker_host, False
+
+
+def daemonize(paths: Paths) -> None:
+    # Double fork: the background process is nobody's child and has no terminal.
+    os.setsid()
+    if os.fork() != 0:
+        os._exit(0)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    paths.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    log = os.open(paths.log("docker-up"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(devnull, 1)
+    os.dup2(log, 2)
+    os.close(devnull)
+    os.close(log)
+
+
+def report_and_run(plan: Plan, w: int) -> None:
+    def send(report: StartReport) -> None:
+        with contextlib.suppress(OSError):
+            os.write(w, messages.line(report))
+
+    code = 1
+    try:
+        # on_ready reports before the exec into the keeper; w is close-on-exec.
+        code = supervise.run(
+            plan,
+            lambda _msg: None,
+            lambda r: send(StartReport(docker_host=r.docker_host)),
+            foreground=False,
+        )
+    except instance.AlreadyRunning:
+        send(StartReport(already=True))
+        code = 0
+    except DockerUpError as e:
+        send(StartReport(error=e.message, hint=e.hint, detail=e.detail))
+    except BaseException as e:
+        send(StartReport(error=f"internal error: {type(e).__name__}: {e}"))
+    finally:
+        os._exit(code)
+
+
+def hold_socket(plan: Plan, docker_up: str) -> bool:
+    """Socket activation: bind the socket and take the lock, then leave a lean holder
+    (keeper/lazy.py) in the background, which execs `docker-up up` on the first client.
+    False: another docker-up holds the lock already."""
+    paths = plan.paths
+    instance.prepare_runtime(paths)
+    lock = instance.take_lock(paths)
+    if lock is None:
+        return False
+    # What a killed docker-up left (its state names processes that are gone): cleared here
+    # as `up` does, or `stop` would later find the old records instead of this holder's.
+    instance.end_orphans(paths, lambda _msg: None)
+    with contextlib.suppress(FileNotFoundError):
+        paths.socket.unlink()
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(paths.socket))
+    os.chmod(paths.socket, 0o600)
+    server.listen(128)
+    pid = os.fork()
+    if pid == 0:
+        daemonize(paths)
+        state.write(lazy_file(paths), LazyRecord(os.getpid(), procid.identify(os.getpid())))
+        paths.main_pid.write_text(str(os.getpid()))
+        for fd in (lock, server.fileno()):
+            os.set_inheritable(fd, True)
+        spec = LazySpec(
+            listen_fd=server.fileno(),
+            lock_fd=lock,
+            socket=str(paths.socket),
+            lazy_file=str(lazy_file(paths)),
+            main_pid=str(paths.main_pid),
+            argv=[docker_up, "up"],
+        )
+        argv = plan.program_argv("lazy", spec.to_json())
+        os.execv(argv[0], argv)
+    os.waitpid(pid, 0)
+    return True
+
+
+def stop(paths: Paths, timeout: float = 60.0) -> bool:
+    """Ask the keeper (or the lazy holder) to stop and wait until the lock is free. False:
+    nothing was running."""
+    instance.check_runtime(paths)
+    if not instance.is_locked(paths):
+        return False
+    # The lazy holder (until its first client) or the keeper: whichever the records name
+    # and still runs as recorded.
+    running = instance.read_state(paths)
+    lazy = read_lazy(paths)
+    candidates = [lazy.id if lazy else None, running.procs.get("keeper") if running else None]
+    idents = [i for i in candidates if i is not None]
+    ident = next((i for i in idents if procid.send(i, signal.SIGTERM)), None)
+    if ident is None:
+        raise DockerUpError(
+            "docker-up is starting or its state is unreadable; cannot tell which process to stop",
+            hint="try again in a moment",
+        )
+    from dockerup.waiting import wait_until
+
+    if not wait_until(lambda: not instance.is_locked(paths), timeout, period=0.05):
+        raise DockerUpError(f"docker-up (pid {ident.pid}) did not stop in {timeout:.0f} s")
+    return True
+
+
+def docker_up_path() -> str:
+    """The docker-up that the shell snippet and the lazy holder run: this one, by path."""
+    import shutil
+
+    beside = Path(sys.executable).parent / "docker-up"
+    return str(beside) if beside.exists() else shutil.which("docker-up") or "docker-up"
