@@ -407,7 +407,7 @@ def test_each_program_has_one_launcher() -> None:
     assert launch_sites() == set(LAUNCHERS)
 
 
-# ARCHITECTURE.md's "never" rules, each as data: (package, what it never imports, how far
+# docs/architecture.md's "never" rules, each as data: (package, what it never imports, how far
 # the check looks, why). "closure": the package's whole import closure (any depth of the
 # code, function-level imports too), so a detour through a third module is caught as well;
 # "direct": what the package's own modules import (the drivers probe their helpers with
