@@ -10,6 +10,7 @@ one behaviour each (CoreChecks), and the module's last test stops it and looks f
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shlex
@@ -19,6 +20,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 USER = os.environ.get("DOCKER_UP_VM_USER", "du-vm")
 BUSYBOX = os.environ.get("DOCKER_UP_VM_BUSYBOX", "/vm/busybox.tar")
@@ -65,6 +67,12 @@ def ok(script: str, timeout: float = SLOW) -> str:
     r = login(script, timeout)
     assert r.returncode == 0, f"{script!r} exited {r.returncode}:\n{r.stdout}\n{r.stderr}"
     return r.stdout
+
+
+def status() -> dict[str, Any]:
+    """`docker-up status --json` as the user (it exits non-zero when nothing runs)."""
+    doc: dict[str, Any] = json.loads(ok("docker-up status --json || true"))
+    return doc
 
 
 def users_processes(uid: int) -> list[str]:
@@ -179,9 +187,10 @@ class CoreChecks:
 
     def test_docker_build_runs_a_step(self, stack: Stack) -> None:
         dockerfile = 'FROM bb:test\nRUN echo built-here > /built\nCMD ["cat", "/built"]\n'
+        # The context outside the home: test_user_manager compares the home before and after.
         ok(
-            f"rm -rf ctx && mkdir ctx && printf %s {shlex.quote(dockerfile)} > ctx/Dockerfile "
-            "&& docker build -q -t bb:built ctx"
+            f"ctx=$(mktemp -d) && printf %s {shlex.quote(dockerfile)} > $ctx/Dockerfile "
+            '&& docker build -q -t bb:built $ctx; rc=$?; rm -rf "$ctx"; exit $rc'
         )
         assert ok("docker run --rm bb:built").strip() == "built-here"
 
