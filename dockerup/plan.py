@@ -11,6 +11,7 @@ from dockerup.config import Config, Storage
 from dockerup.engine import Engine
 from dockerup.errors import DockerUpError
 from dockerup.facts import PACKAGES, REQUIRED, HostFacts, IdRange, usable_ranges
+from dockerup.idmap import KEEP_ID, IdMap, describe, id_maps
 from dockerup.ipv6 import IPV6_SYSCTLS, ipv6_commands, resolve_ipv6
 from dockerup.modes import Mode, resolve_mode
 from dockerup.net import NetworkDriver, slirp4netns
@@ -47,30 +48,6 @@ def sysctls(gids: int, config: Config, ipv6: bool = False) -> dict[str, str]:
         }
         | (IPV6_SYSCTLS if ipv6 else {})
     )
-
-
-@dataclass(frozen=True)
-class IdMap:
-    """newuidmap/newgidmap arguments: our own id becomes 0, the subordinate ranges follow
-    one after the other (several where one range cannot hold 65536 ids, as in a pod's
-    user namespace of 65536 ids, around the workspace user's own id)."""
-
-    binary: str
-    outer_id: int
-    subs: tuple[IdRange, ...]
-
-    def argv(self, pid: int) -> list[str]:
-        argv = [self.binary, str(pid), "0", str(self.outer_id), "1"]
-        inside = 1
-        for r in self.subs:
-            argv += [str(inside), str(r.start), str(r.count)]
-            inside += r.count
-        return argv
-
-    @property
-    def count(self) -> int:
-        """How many ids the new namespace has: 0 to count - 1."""
-        return 1 + sum(r.count for r in self.subs)
 
 
 @dataclass(frozen=True)
@@ -138,6 +115,11 @@ class Plan:
     @property
     def net_name(self) -> str:
         return self.net.name if self.net else "host"
+
+    @property
+    def userns(self) -> str:
+        """The id map in one line (status): "" without a user namespace of docker-up's."""
+        return describe(self.config.userns, self.uidmap.outer_id) if self.uidmap else ""
 
 
 def missing_programs(facts: HostFacts, mode: Mode, net: str | None) -> list[str]:
@@ -322,7 +304,21 @@ def configured(paths: Paths, config: Config) -> Paths:
     """The paths with the configuration's own (data-root), whoever computed them."""
     if config.data_root:
         return replace(paths, data_root_override=Path(config.data_root))
+    if config.userns == KEEP_ID:  # image files' owners differ between the two maps
+        return replace(paths, data_root_override=paths.data / KEEP_ID_DATA_ROOT)
     return paths
+
+
+KEEP_ID_DATA_ROOT = "docker-keep-id"
+
+
+def require_userns_setting(config: Config, mode: Mode) -> None:
+    if config.userns == KEEP_ID and not mode.needs_userns():
+        raise DockerUpError(
+            f"userns = keep-id maps the ids of the user namespace docker-up makes (mode {mode} "
+            "makes none)",
+            hint="drop the userns setting (DOCKER_UP_USERNS, --userns), or use mode rootless",
+        )
 
 
 def resolve_mode_of(config: Config, facts: HostFacts) -> tuple[Mode, str]:
@@ -344,11 +340,12 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
     uidmap = gidmap = None
     # ping_group_range may only name gids the namespace maps: ours, or the new one's.
     gids = min(facts.max_gid, 2147483647)
+    require_userns_setting(config, mode)
     if mode.needs_userns():
         subuid = require_range(facts.subuid, "/etc/subuid", facts)
         subgid = require_range(facts.subgid, "/etc/subgid", facts)
-        uidmap = IdMap(bins["newuidmap"], facts.uid, subuid)
-        gidmap = IdMap(bins["newgidmap"], facts.gid, subgid)
+        bin_pair = (bins["newuidmap"], bins["newgidmap"])
+        uidmap, gidmap = id_maps(config.userns, bin_pair, (facts.uid, facts.gid), (subuid, subgid))
         gids = gidmap.count - 1
     ipv6, ipv6_reason = resolve_ipv6(config, facts, bins)
     net = None if config.host_network else network_driver(config, facts, bins, paths, mode, ipv6)
@@ -362,6 +359,9 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
     rootless = mode.dockerd_rootless()
     argv = daemon.dockerd_argv(bins["dockerd"], paths, rootless=rootless)
     argv += config.dockerd_args
+    keep_id = uidmap is not None and config.userns == KEEP_ID
+    if keep_id:  # dockerd, root inside, is a subordinate id: the socket's group is the user's
+        argv.append(f"--group={facts.gid}")
     # Without a network namespace of its own dockerd is not rootless (privileged mode).
     rlk = (
         daemon.rootlesskit_info(config, paths, net)
@@ -384,6 +384,7 @@ def build_plan(config: Config, facts: HostFacts, paths: Paths | None = None) -> 
         child=replace(
             child_spec(config, mode, paths, bins, gids, argv, env, net),
             watch_connects=str(paths.accel_sock) if daemon_accel else None,
+            become_root=keep_id,
         ),
         dockerd_argv=tuple(argv),
         dockerd_env=env,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 import typer.main
 
-from dockerup.cli.choices import ForwarderName, ModeName, NetName, Shell, StorageName
+from dockerup.cli.choices import ForwarderName, ModeName, NetName, Shell, StorageName, UsernsName
 from dockerup.cli.guard import guarded
 from dockerup.cli.render import announce, emit, progress
 from dockerup.errors import DockerUpError
@@ -70,6 +70,7 @@ def up(
         ),
     ] = None,
     mode: Annotated[ModeName | None, typer.Option(help="Run mode (default: auto).")] = None,
+    userns: Annotated[UsernsName | None, typer.Option(help="Id map: default or keep-id.")] = None,
     net: Annotated[
         NetName | None, typer.Option(help="Network driver (default: slirp4netns).")
     ] = None,
@@ -163,6 +164,7 @@ def up(
             "mtu": mtu,
             "allow_host_loopback": allow_host_loopback,
             "mode": mode,
+            "userns": userns,
             "net": net,
             "net_accel": net_accel,
             "start_timeout": timeout,

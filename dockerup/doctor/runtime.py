@@ -4,9 +4,11 @@ socket, free disk, other daemons in the way, and a docker-up already running."""
 from __future__ import annotations
 
 from dockerup import plan as planning
+from dockerup.config import Config
 from dockerup.doctor.facts import DoctorFacts
 from dockerup.doctor.model import Result, Status, from_require, ok
 from dockerup.errors import DockerUpError
+from dockerup.idmap import KEEP_ID, describe
 from dockerup.modes import resolve_mode
 from dockerup.paths import UNIX_SOCKET_MAX
 
@@ -15,9 +17,12 @@ def check_mode(f: DoctorFacts) -> Result:
     h = f.host
     try:
         mode, reason = resolve_mode(h.uid, h.initial_userns, h.net_admin, f.mode)
+        planning.require_userns_setting(Config(userns=f.userns), mode)
     except DockerUpError as e:
         return Result(Status.fail, e.message, e.hint or "")
-    return ok(f"{mode}: {reason}")
+    # The default map goes unsaid, as before the setting existed.
+    ids = f"; user ids {describe(f.userns, h.uid)}" if f.userns == KEEP_ID else ""
+    return ok(f"{mode}: {reason}{ids}")
 
 
 def check_runtime_dir(f: DoctorFacts) -> Result:

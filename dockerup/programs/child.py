@@ -35,6 +35,7 @@ from dockerup.programs.messages import (
     Go,
     Mapped,
     Prepared,
+    Rooted,
     Start,
     Step,
     StepFailed,
@@ -363,6 +364,9 @@ def main() -> None:
         linux.unshare(flags)
         ch.send(Unshared(T_STARTED, T_IMPORTED, t_spec))
         ch.recv(Mapped)  # the ids are mapped: from here on this process is root in it
+        if spec.become_root:  # keep-id: it is the user's own id there until it changes
+            linux.become_root()
+            ch.send(Rooted())
         os.chdir("/")
         linux.mount("none", "/", None, linux.MS_REC | linux.MS_PRIVATE)
         if spec.copyup:

@@ -70,6 +70,7 @@ PUBLISHED = {
     "cgroup_limits",
     "cgroup_reason",
     "cgroup_fix",
+    "userns",
     "started_at",
     "uptime_s",
     "restarts",

@@ -1,0 +1,197 @@
+"""userns = "keep-id" (README: dev containers with a non-root user), for real: the user's own
+uid is itself in docker-up's user namespace, root there a subordinate id. One docker-up for
+the module, as the unprivileged test user, with DOCKER_UP_USERNS=keep-id and else docker-up's
+defaults; the Dev Containers CLI from scripts/clients."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .harness import User, Workspace, end_strays, pid_alive, processes_naming, wait_for
+from .test_clients import (
+    TESTS,
+    clients_dir,
+    copy_tree,
+    devcontainer_round_trip,
+    docker,
+)
+
+
+def subordinate_start(user: User) -> int:
+    for line in Path("/etc/subuid").read_text().splitlines():
+        name, start, _ = line.split(":")
+        if name in (user.name, str(user.uid)):
+            return int(start)
+    raise AssertionError(f"{user.name} has no subordinate ids")
+
+
+@pytest.fixture(scope="module")
+def keep(user: User, busybox_tar: Path) -> Iterator[Workspace]:
+    """docker-up -d with keep-id from the environment, buildx as the user's CLI plugin (the
+    Dev Containers CLI builds with it, as with the default daemon in test_clients)."""
+    ws = Workspace.create(user, "dockerup-keepid-", DOCKER_UP_USERNS="keep-id")
+    config = ws.root / "docker-config"
+    (config / "cli-plugins").mkdir(parents=True)
+    shutil.copy(clients_dir() / "cli-plugins" / "docker-buildx", config / "cli-plugins")
+    for d in (config, config / "cli-plugins", config / "cli-plugins" / "docker-buildx"):
+        os.chown(d, user.uid, user.gid)
+    ws.extra_env["DOCKER_CONFIG"] = str(config)
+    try:
+        r = ws.docker_up("-d")
+        assert r.returncode == 0, r.stderr
+        ws.docker("import", str(busybox_tar), "bb:test")
+        ws.extra_env["DOCKER_HOST"] = f"unix://{ws.runtime_dir}/docker-up/docker.sock"
+        yield ws
+    finally:
+        ws.docker_up("stop", timeout=90)
+        end_strays(ws.root)
+        shutil.rmtree(ws.root, ignore_errors=True)
+
+
+def test_devcontainer_with_a_non_root_remote_user_under_keep_id(keep: Workspace) -> None:
+    """The goal test_clients states, with the opt-in: dev (the user's uid, by
+    updateRemoteUserUID) writes the workspace folder; the user edits and deletes it."""
+    devcontainer_round_trip(keep, copy_tree(keep, TESTS / "devcontainer" / "nonroot", "project"))
+
+
+def test_status_shows_the_mapping_and_its_own_data_root(keep: Workspace) -> None:
+    doc = json.loads(keep.docker_up("status", "--json").stdout)
+    assert doc["userns"] == f"keep-id: you are uid {keep.user.uid} inside, root is a subordinate id"
+    data = keep.root / "data" / "docker-up"
+    assert doc["data_root"] == str(data / "docker-keep-id")
+    text = keep.docker_up("status").stdout
+    assert "user ids" in text and "keep-id" in text, text
+    # The default's data-root is never made, let alone used.
+    assert not (data / "docker").exists()
+    # dockerd is root inside: a subordinate id outside; the socket is the user's group's.
+    st = os.stat(keep.runtime_dir / "docker-up" / "docker.sock")
+    # (dockerd sets the sticky bit: a runtime directory's cleaner leaves it alone)
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode) & 0o777) == (
+        subordinate_start(keep.user),
+        keep.user.gid,
+        0o660,
+    )
+    doctor = keep.docker_up("doctor")
+    assert "keep-id" in doctor.stdout, doctor.stdout
+
+
+def test_what_a_root_container_writes_into_a_bind_mount(keep: Workspace) -> None:
+    """README: a root container's files are a subordinate id's; the user deletes plain
+    files in its own directories, not what is in a directory the container made; `docker-up
+    run --root` (root inside) cleans that up."""
+    folder = keep.root / "src"
+    folder.mkdir()
+    os.chown(folder, keep.user.uid, keep.user.gid)
+    docker(
+        keep,
+        "run",
+        "--rm",
+        "-v",
+        f"{folder}:/src",
+        "bb:test",
+        "sh",
+        "-c",
+        "echo out > /src/made && mkdir /src/build && echo obj > /src/build/o",
+    )
+    root_outside = subordinate_start(keep.user)
+    for p in (folder / "made", folder / "build", folder / "build" / "o"):
+        assert p.stat().st_uid == root_outside, p
+    edit = keep.run(["sh", "-c", f"echo more >> {folder / 'made'}"])
+    assert edit.returncode != 0, "the user edited a root container's file"
+    assert keep.run(["rm", "-f", str(folder / "build" / "o")]).returncode != 0
+    keep.run(["rm", "-f", str(folder / "made")], check=True)  # its own directory
+    keep.docker_up("run", "--root", "--", "rm", "-rf", str(folder / "build"), timeout=60)
+    assert os.listdir(folder) == []
+
+
+# A hostile image given only its project folder (/w). $1: a file of the user's outside it,
+# $2: the default mapping's data-root (another daemon's images). It plants a link to each
+# in /w and writes through it, and looks for them through every process's root.
+ATTACK = r"""
+ln -s "$1" /w/link-file && echo pwned >> /w/link-file 2>/dev/null && echo "WROTE-USER-FILE"
+ln -s "$2" /w/link-data && touch /w/link-data/pwned 2>/dev/null && echo "WROTE-DEFAULT-DATA-ROOT"
+for r in /proc/[0-9]*/root; do
+  echo pwned >> "$r$1" 2>/dev/null && echo "WROTE-USER-FILE $r"
+  ls "$r$2" >/dev/null 2>&1 && echo "READ-DEFAULT-DATA-ROOT $r"
+done
+mkdir -p /m && mount -t tmpfs none /m 2>/dev/null && echo MOUNTED
+touch /w/mine && echo WROTE-OWN
+"""
+
+
+@pytest.mark.parametrize("who", ["root", "user"])
+def test_a_hostile_container_reaches_only_its_bind_mount(keep: Workspace, who: str) -> None:
+    """Under keep-id a container's root (here --privileged) is a subordinate id, and its
+    user of the workspace user's uid is the user without any capability: neither writes the
+    user's files outside what is mounted, nor reaches the default mapping's data-root.
+    (`--pid host`, the way to other processes' roots, is refused by a rootless dockerd: the
+    workspace's PID namespace is not the user namespace's to mount a /proc of.)"""
+    precious = keep.root / "precious"
+    precious.write_text("the user's\n")
+    os.chown(precious, keep.user.uid, keep.user.gid)
+    other = keep.root / "data" / "docker-up" / f"docker-{who}"  # as the default's data-root
+    other.mkdir(mode=0o700)
+    os.chown(other, keep.user.uid, keep.user.gid)
+    w = keep.root / f"w-{who}"
+    w.mkdir()
+    os.chown(w, keep.user.uid, keep.user.gid)
+    how = ["--privileged"] if who == "root" else ["--user", f"{keep.user.uid}:{keep.user.gid}"]
+    try:
+        out = docker(
+            keep,
+            "run",
+            "--rm",
+            *how,
+            "-v",
+            f"{w}:/w",
+            "bb:test",
+            "sh",
+            "-c",
+            ATTACK,
+            "attack",
+            str(precious),
+            str(other),
+        )
+        assert "WROTE-OWN" in out, out
+        for found in ("WROTE-USER-FILE", "READ-DEFAULT-DATA-ROOT", "WROTE-DEFAULT-DATA-ROOT"):
+            assert found not in out, out
+        # Root in the container may mount (in its own mount namespace): it is root there.
+        assert ("MOUNTED" in out) == (who == "root"), out
+        assert precious.read_text() == "the user's\n"
+        assert os.listdir(other) == []
+        want = keep.user.uid if who == "user" else subordinate_start(keep.user)
+        assert (w / "mine").stat().st_uid == want
+    finally:
+        shutil.rmtree(other)
+
+
+def test_stop_ends_everything_of_the_namespace(user: User, busybox_tar: Path) -> None:
+    """dockerd, containerd, the shims and a container's processes run as subordinate ids
+    under keep-id: stop still ends them all, and a new start finds no orphan."""
+    ws = Workspace.create(user, "dockerup-keepid-stop-", DOCKER_UP_USERNS="keep-id")
+    try:
+        assert ws.docker_up("-d").returncode == 0
+        ws.docker("import", str(busybox_tar), "bb:test")
+        ws.docker("run", "-d", "--name", "sleeper", "bb:test", "sleep", "600")
+        sleeper = int(ws.docker("inspect", "-f", "{{.State.Pid}}", "sleeper").stdout)
+        ours = {*processes_naming(ws.root), sleeper}
+        root_outside = subordinate_start(user)
+        assert any(os.stat(f"/proc/{p}").st_uid == root_outside for p in ours), ours
+        assert ws.docker_up("stop", timeout=90).returncode == 0
+        wait_for(lambda: not [p for p in ours if pid_alive(p)], 30, "nothing left")
+        assert not processes_naming(ws.root)
+        again = ws.docker_up("-d")
+        assert again.returncode == 0 and "orphan" not in again.stderr, again.stderr
+        assert ws.docker_up("stop", timeout=90).returncode == 0
+        wait_for(lambda: not processes_naming(ws.root), 30, "nothing left")
+    finally:
+        ws.docker_up("stop", timeout=90)
+        end_strays(ws.root)
+        shutil.rmtree(ws.root, ignore_errors=True)
