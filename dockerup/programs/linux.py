@@ -107,6 +107,18 @@ def prctl(option: int, arg: int) -> None:
     check(libc.prctl(option, arg, 0, 0, 0), f"prctl({option}, {arg})")
 
 
+NS_GET_OWNER_UID = 0xB704  # _IO(0xb7, 0x4), ioctl_ns(2)
+
+
+def userns_owner(pid: int) -> int:
+    """The uid (as the caller sees it) that made the user namespace pid lives in."""
+    fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return int(struct.unpack("I", fcntl.ioctl(fd, NS_GET_OWNER_UID, bytes(4)))[0])
+    finally:
+        os.close(fd)
+
+
 def become_root() -> None:
     """uid and gid 0 in the user namespace this process made (where it holds every
     capability), so that its capabilities survive exec (capabilities(7)). Changing ids

@@ -283,6 +283,9 @@ class KeeperSpec(Spec):
     # Every TCP listener in the namespace answers on the workspace's loopback (None: off).
     auto_ports: AutoPortsSpec | None = None
     ports_table: str | None = None  # where the published ports are listed (porttables.py)
+    # userns keep-id: a restarted dockerd becomes root in the namespace it joins, as the
+    # child did (the user is its own id there).
+    become_root: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -78,8 +78,25 @@ def test_status_shows_the_mapping_and_its_own_data_root(keep: Workspace) -> None
         keep.user.gid,
         0o660,
     )
+    # Recorded by identity (pid, start, executable) for a later start's orphan check, though
+    # another uid's: a process in the user namespace the user made.
+    debug = json.loads(keep.docker_up("--debug", "status", "--json").stdout)["debug"]
+    assert debug["procs"]["dockerd"]["pid"] == doc["dockerd_pid"], debug
     doctor = keep.docker_up("doctor")
     assert "keep-id" in doctor.stdout, doctor.stdout
+
+
+def test_run_is_the_user_and_run_root_is_root_inside(keep: Workspace) -> None:
+    """`docker-up run` programs are the user (their files too); --root is root inside, with
+    the namespace's capabilities, though joining left the user its own id there."""
+    made = keep.root / "from-run"
+    out = keep.docker_up("run", "--", "sh", "-c", f"id -u; touch {made}", timeout=60)
+    assert out.stdout.split() == [str(keep.user.uid)], out
+    assert made.stat().st_uid == keep.user.uid
+    # CAP_NET_ADMIN over docker-up's network namespace: an address on its loopback.
+    add = "id -u; ip addr add 10.99.0.1/32 dev lo && ip addr del 10.99.0.1/32 dev lo"
+    root = keep.docker_up("run", "--root", "--", "sh", "-c", add, timeout=60)
+    assert root.returncode == 0 and root.stdout.split() == ["0"], root
 
 
 def test_what_a_root_container_writes_into_a_bind_mount(keep: Workspace) -> None:
@@ -189,6 +206,42 @@ def test_stop_ends_everything_of_the_namespace(user: User, busybox_tar: Path) ->
         assert not processes_naming(ws.root)
         again = ws.docker_up("-d")
         assert again.returncode == 0 and "orphan" not in again.stderr, again.stderr
+        assert ws.docker_up("stop", timeout=90).returncode == 0
+        wait_for(lambda: not processes_naming(ws.root), 30, "nothing left")
+    finally:
+        ws.docker_up("stop", timeout=90)
+        end_strays(ws.root)
+        shutil.rmtree(ws.root, ignore_errors=True)
+
+
+def test_lazy_start_and_a_restarted_dockerd_under_keep_id(user: User, busybox_tar: Path) -> None:
+    """The shell snippet's way (lazy-start: the holder's socket, the user's, handed to
+    dockerd) works under keep-id, and a killed dockerd comes back root in the namespace
+    (the keeper's new one becomes root there, as the child did)."""
+    ws = Workspace.create(user, "dockerup-keepid-lazy-", DOCKER_UP_USERNS="keep-id")
+    try:
+        assert ws.docker_up("up", "--lazy").returncode == 0
+        assert ws.docker("info", "--format", "{{.ID}}").stdout.strip()
+        doc = json.loads(ws.docker_up("status", "--json").stdout)
+        assert doc["userns"].startswith("keep-id") and doc["answering"] is True
+        first = int(doc["dockerd_pid"])
+        assert os.stat(f"/proc/{first}").st_uid == subordinate_start(user)
+        os.kill(first, 9)
+        wait_for(
+            lambda: (
+                ws.docker("info", check=False, timeout=20).returncode == 0
+                and json.loads(ws.docker_up("status", "--json").stdout)["dockerd_pid"] != first
+            ),
+            90,
+            "dockerd restarted under keep-id",
+        )
+        log = (ws.runtime_dir / "docker-up" / "logs" / "docker-up.log").read_text()
+        assert "dockerd is back" in log, log[-1500:]
+        again = int(json.loads(ws.docker_up("status", "--json").stdout)["dockerd_pid"])
+        assert os.stat(f"/proc/{again}").st_uid == subordinate_start(user)
+        # It still sets up a container's network and published port (iptables, root inside).
+        ws.docker("import", str(busybox_tar), "bb:test")
+        ws.docker("run", "--rm", "-p", "127.0.0.1::80", "bb:test", "true")
         assert ws.docker_up("stop", timeout=90).returncode == 0
         wait_for(lambda: not processes_naming(ws.root), 30, "nothing left")
     finally:
