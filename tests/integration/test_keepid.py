@@ -21,6 +21,7 @@ from .test_clients import (
     copy_tree,
     devcontainer_round_trip,
     docker,
+    http_get,
 )
 
 
@@ -95,8 +96,9 @@ def test_run_is_the_user_and_run_root_is_root_inside(keep: Workspace) -> None:
     assert made.stat().st_uid == keep.user.uid
     # CAP_NET_ADMIN over docker-up's network namespace: an address on its loopback.
     add = "id -u; ip addr add 10.99.0.1/32 dev lo && ip addr del 10.99.0.1/32 dev lo"
-    root = keep.docker_up("run", "--root", "--", "sh", "-c", add, timeout=60)
-    assert root.returncode == 0 and root.stdout.split() == ["0"], root
+    for how in (["run", "--root", "--"], ["exec", "--"]):  # exec: nsenter, root by default
+        root = keep.docker_up(*how, "sh", "-c", add, timeout=60)
+        assert root.returncode == 0 and root.stdout.split() == ["0"], root
 
 
 def test_what_a_root_container_writes_into_a_bind_mount(keep: Workspace) -> None:
@@ -189,29 +191,66 @@ def test_a_hostile_container_reaches_only_its_bind_mount(keep: Workspace, who: s
         shutil.rmtree(other)
 
 
-def test_stop_ends_everything_of_the_namespace(user: User, busybox_tar: Path) -> None:
-    """dockerd, containerd, the shims and a container's processes run as subordinate ids
-    under keep-id: stop still ends them all, and a new start finds no orphan."""
-    ws = Workspace.create(user, "dockerup-keepid-stop-", DOCKER_UP_USERNS="keep-id")
-    try:
-        assert ws.docker_up("-d").returncode == 0
-        ws.docker("import", str(busybox_tar), "bb:test")
-        ws.docker("run", "-d", "--name", "sleeper", "bb:test", "sleep", "600")
-        sleeper = int(ws.docker("inspect", "-f", "{{.State.Pid}}", "sleeper").stdout)
-        ours = {*processes_naming(ws.root), sleeper}
-        root_outside = subordinate_start(user)
-        assert any(os.stat(f"/proc/{p}").st_uid == root_outside for p in ours), ours
-        assert ws.docker_up("stop", timeout=90).returncode == 0
-        wait_for(lambda: not [p for p in ours if pid_alive(p)], 30, "nothing left")
-        assert not processes_naming(ws.root)
-        again = ws.docker_up("-d")
-        assert again.returncode == 0 and "orphan" not in again.stderr, again.stderr
-        assert ws.docker_up("stop", timeout=90).returncode == 0
-        wait_for(lambda: not processes_naming(ws.root), 30, "nothing left")
-    finally:
-        ws.docker_up("stop", timeout=90)
-        end_strays(ws.root)
-        shutil.rmtree(ws.root, ignore_errors=True)
+WEB = "mkdir /www && echo hello-keep-id > /www/index.html && exec httpd -f -p 80 -h /www"
+
+
+def test_stop_ends_everything_of_the_namespace(
+    workspace: Workspace, net: str, busybox_tar: Path
+) -> None:
+    """With each network driver: a published port answers on the workspace's loopback;
+    dockerd, containerd, the shims and a container's processes run as subordinate ids, and
+    stop still ends them all; a new start finds no orphan."""
+    ws = workspace
+    ws.extra_env["DOCKER_UP_USERNS"] = "keep-id"
+    assert ws.docker_up("-d").returncode == 0
+    ws.docker("import", str(busybox_tar), "bb:test")
+    ws.docker("run", "-d", "--name", "web", "-p", "127.0.0.1::80", "bb:test", "sh", "-c", WEB)
+    port = ws.docker("port", "web", "80").stdout.strip().rsplit(":", 1)[1]
+    wait_for(lambda: "hello-keep-id" in http_get("127.0.0.1", int(port)), 30, "the web page")
+    web = int(ws.docker("inspect", "-f", "{{.State.Pid}}", "web").stdout)
+    ours = {*processes_naming(ws.root), web}
+    root_outside = subordinate_start(ws.user)
+    assert os.stat(f"/proc/{web}").st_uid == root_outside
+    assert ws.docker_up("stop", timeout=90).returncode == 0
+    wait_for(lambda: not [p for p in ours if pid_alive(p)], 30, "nothing left")
+    assert not processes_naming(ws.root)
+    again = ws.docker_up("-d")
+    assert again.returncode == 0 and "orphan" not in again.stderr, again.stderr
+    assert ws.docker_up("stop", timeout=90).returncode == 0
+    wait_for(lambda: not processes_naming(ws.root), 30, "nothing left")
+
+
+def test_switching_maps_leaves_the_default_data_root_alone(
+    workspace: Workspace, busybox_tar: Path
+) -> None:
+    """default -> keep-id -> default: keep-id neither sees nor changes the default's
+    images and files, and the default daemon finds them again as they were."""
+    ws = workspace
+    data = ws.root / "data" / "docker-up"
+    assert ws.docker_up("-d").returncode == 0
+    ws.docker("import", str(busybox_tar), "bb:default")
+    assert ws.docker_up("stop", timeout=90).returncode == 0
+    before = tree(data / "docker")
+    ws.extra_env["DOCKER_UP_USERNS"] = "keep-id"
+    assert ws.docker_up("-d").returncode == 0
+    assert "bb:default" not in ws.docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout
+    assert ws.docker_up("stop", timeout=90).returncode == 0
+    assert tree(data / "docker") == before
+    del ws.extra_env["DOCKER_UP_USERNS"]
+    assert ws.docker_up("-d").returncode == 0
+    assert "bb:default" in ws.docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout
+    ws.docker("run", "--rm", "bb:default", "true")
+    assert ws.docker_up("stop", timeout=90).returncode == 0
+
+
+def tree(root: Path) -> dict[str, tuple[int, int, int, int]]:
+    """Every path under root with its owner, group, mode and mtime (ns)."""
+    out = {}
+    for d, dirs, files in os.walk(root):
+        for name in dirs + files:
+            st = os.lstat(os.path.join(d, name))
+            out[os.path.join(d, name)] = (st.st_uid, st.st_gid, st.st_mode, st.st_mtime_ns)
+    return out
 
 
 def test_lazy_start_and_a_restarted_dockerd_under_keep_id(user: User, busybox_tar: Path) -> None:
