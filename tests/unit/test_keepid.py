@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import get_args
@@ -16,6 +17,7 @@ from dockerup.errors import DockerUpError
 from dockerup.facts import IdRange
 from dockerup.idmap import USERNS_CHOICES, IdMap, describe
 from dockerup.plan import build_plan, paths_for
+from dockerup.programs import procid
 from dockerup.programs.messages import Rooted, read_step
 from dockerup.verbs.run import plan_run
 
@@ -160,3 +162,9 @@ def test_doctor_shows_keep_id_and_refuses_it_without_a_namespace_of_docker_ups()
     assert "user ids" not in check_mode(DoctorFacts(host=facts(), paths=paths())).detail
     root = DoctorFacts(host=facts(uid=0, gid=0), paths=paths(), userns="keep-id")
     assert check_mode(replace(root, mode="userns-root")).status is Status.fail
+
+
+def test_a_process_of_the_callers_own_user_namespace_is_not_one_it_made() -> None:
+    """procid's widening for keep-id's dockerd: only namespaces the caller made count."""
+    assert not procid.in_own_userns(os.getpid())
+    assert not procid.in_own_userns(2**22 + 1)  # no such process
