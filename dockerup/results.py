@@ -92,6 +92,9 @@ class Daemon:
     cgroup_limits: list[str] = field(default_factory=list)
     cgroup_reason: str = ""
     cgroup_fix: str = ""
+    # The user namespace's id map (idmap.describe): "default: ..." or "keep-id: ..."; ""
+    # without a namespace of docker-up's, or from an older docker-up.
+    userns: str = ""
 
 
 @dataclass(frozen=True)

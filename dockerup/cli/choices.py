@@ -12,6 +12,7 @@ ModeName = Literal["auto", "rootless", "userns-root", "privileged"]
 NetName = Literal["slirp4netns", "pasta"]
 StorageName = Literal["auto", "overlay2", "fuse-overlayfs", "vfs"]
 ForwarderName = Literal["splice", "slirp"]
+UsernsName = Literal["default", "keep-id"]
 
 
 class Shell(StrEnum):

@@ -10,7 +10,7 @@ import typer
 import typer.main
 
 from dockerup.cli.argv import default_to_up, take_debug, value_options
-from dockerup.cli.choices import ForwarderName, ModeName, NetName, Shell, StorageName
+from dockerup.cli.choices import ForwarderName, ModeName, NetName, Shell, StorageName, UsernsName
 from dockerup.cli.guard import guarded
 from dockerup.cli.render import announce, emit, progress
 from dockerup.errors import DockerUpError
@@ -71,6 +71,7 @@ def up(
         ),
     ] = None,
     mode: Annotated[ModeName | None, typer.Option(help="Run mode (default: auto).")] = None,
+    userns: Annotated[UsernsName | None, typer.Option(help="Id map: default or keep-id.")] = None,
     net: Annotated[
         NetName | None, typer.Option(help="Network driver (default: slirp4netns).")
     ] = None,
@@ -164,6 +165,7 @@ def up(
             "mtu": mtu,
             "allow_host_loopback": allow_host_loopback,
             "mode": mode,
+            "userns": userns,
             "net": net,
             "net_accel": net_accel,
             "start_timeout": timeout,

@@ -70,6 +70,7 @@ def _status(res: Any) -> None:
     rows = [
         ("state", "running" + ("" if res.answering else " (API not answering)")),
         ("mode", f"{d.mode} ({d.mode_reason})"),
+        *([("user ids", d.userns)] if d.userns else []),
         ("DOCKER_HOST", res.docker_host),
         ("pids", f"docker-up {d.pid}, dockerd {d.dockerd_pid}, {d.net} {d.net_pid}"),
         ("engine", d.engine or "?"),

@@ -7,6 +7,8 @@ from dockerup.doctor.model import Finding, Health, from_require, ok
 from dockerup.doctor.probe import DoctorFacts
 from dockerup.errors import DockerUpError
 from dockerup.plan import require
+from dockerup.plan.idmap import KEEP_ID, describe
+from dockerup.settings.config import Config
 from dockerup.settings.modes import resolve_mode
 from dockerup.settings.paths import UNIX_SOCKET_MAX
 
@@ -15,9 +17,12 @@ def check_mode(f: DoctorFacts) -> Finding:
     h = f.host
     try:
         mode, reason = resolve_mode(h.uid, h.initial_userns, h.net_admin, f.mode)
+        require.require_userns_setting(Config(userns=f.userns), mode)
     except DockerUpError as e:
         return Finding(Health.fail, e.message, e.hint or "")
-    return ok(f"{mode}: {reason}")
+    # The default map goes unsaid, as before the setting existed.
+    ids = f"; user ids {describe(f.userns, h.uid)}" if f.userns == KEEP_ID else ""
+    return ok(f"{mode}: {reason}{ids}")
 
 
 def check_runtime_dir(f: DoctorFacts) -> Finding:

@@ -53,6 +53,7 @@ class DoctorFacts:
     net: str = NET_DRIVERS[0]  # the network driver the configuration chooses
     net_accel: bool | None = None  # None: auto
     mode: str = "auto"  # the mode the configuration asks for
+    userns: str = "default"  # the id map the configuration asks for (dockerup/plan/idmap.py)
     ipv6: bool | None = None  # None: auto
     daemon_net_accel: bool | None = None  # None: auto
     # The real path of the interpreter that creates the user namespace (child.py): what an
@@ -102,6 +103,7 @@ def probe_cheap(h: HostFacts, paths: Paths, config: Config) -> DoctorFacts:
         net=config.net,
         net_accel=config.net_accel,
         mode=config.mode,
+        userns=config.userns,
         ipv6=config.ipv6,
         daemon_net_accel=config.daemon_net_accel,
         interpreter=os.path.realpath(h.python),

@@ -103,6 +103,7 @@ def keeper_spec(
         **rootlesskit_handover(handles.rlk),
         allow_host_loopback=plan.config.allow_host_loopback,
         watch_connects=plan.child.watch_connects,
+        become_root=plan.child.become_root,
         port_forwarder=plan.config.port_forwarder,
         socket=str(paths.socket),
         pidfile=str(paths.pidfile),

@@ -217,6 +217,8 @@ class Keeper:
                     fd = spec.ns_fds.get(kind)
                     if fd is not None and linux.libc.setns(fd, 0) != 0:
                         os._exit(126)
+                if spec.become_root:
+                    linux.become_root()
                 os.chdir("/")
                 os.dup2(log, 1)
                 os.dup2(log, 2)

@@ -40,6 +40,7 @@ class Running(Spec):
     mtu: int
     started_at: float
     restarts: int = 0
+    userns: str = ""  # the id map, in one line (idmap.describe); "" before it was recorded
     ipv6: str = ""  # on or off, and why (plan.ipv6_reason)
     engine: str = ""  # "dockerd 28.5.2, containerd 2.1.9" (plan.engine)
     # The plan's cgroup decision (dockerup/plan/cgroups.py): dockerd's driver, the controllers

@@ -47,7 +47,7 @@ from dockerup.net.driver import argv_template
 from dockerup.net.kinds import NET_DRIVERS
 from dockerup.plan.data import Plan, WriteFile
 from dockerup.settings.paths import Paths
-from dockerup.wire.messages import Go, Mapped, Prepared, Start, Unshared, Verified
+from dockerup.wire.messages import Go, Mapped, Prepared, Rooted, Start, Unshared, Verified
 from dockerup.wire.ping import ping
 
 if TYPE_CHECKING:
@@ -64,18 +64,25 @@ def prepare_dirs(plan: Plan) -> None:
     for d in plan.dirs:
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(plan.paths.data, plan.data_mode)
-    claim_data_root(plan.paths.data_root, custom=plan.config.data_root is not None)
+    # Under keep-id dockerd, root inside, makes its data-root its own (0710): a subordinate
+    # id's, the marker inside out of the user's reach.
+    ns_root = plan.uidmap.root if plan.uidmap and plan.child.become_root else None
+    claim_data_root(plan.paths.data_root, custom=plan.config.data_root is not None, ns_root=ns_root)
 
 
 DATA_ROOT_MARKER = ".docker-up-data-root"
 
 
-def claim_data_root(root: Path, custom: bool) -> None:
+def claim_data_root(root: Path, custom: bool, ns_root: int | None = None) -> None:
     """dockerd empties <data-root>/tmp and changes the root's mode at every start: never
     point it at a directory of the user's that docker-up did not create. docker-up's own
-    default location is its own (also from before the marker existed)."""
+    default location is its own (also from before the marker existed). ns_root: the id
+    outside that is root in docker-up's namespace, when that is not the user (keep-id): a
+    directory of that id's is one such a dockerd already took over."""
     marker = root / DATA_ROOT_MARKER
     try:
+        if ns_root is not None and root.is_dir() and root.stat().st_uid == ns_root:
+            return
         if marker.exists():
             return
         if custom and root.exists() and any(root.iterdir()):
@@ -207,6 +214,8 @@ def start(
         )
     ns_fds = open_namespaces(plan, child.p.pid, stack)
     child.send(Mapped())
+    if plan.child.become_root:  # before the helper opens its namespaces
+        child.recv(Rooted, "the child to become root in its namespace", deadline)
     timings["namespaces"] = time.monotonic() - t0
 
     net = exit_w = ready_r = None
@@ -248,7 +257,9 @@ def start(
     wait_api(paths.socket, child, deadline)
     timings["api_ready"] = time.monotonic() - t_sock
     # Nobody else may use the socket: the runtime dir is 0700 already; this is belt and braces.
-    os.chmod(paths.socket, 0o600)
+    # (Under keep-id it is dockerd's, a subordinate id's: 0660 with the user's group.)
+    if not plan.child.become_root:
+        os.chmod(paths.socket, 0o600)
     timings["total"] = time.monotonic() - t0
     running = Running(
         pid=os.getpid(),
@@ -258,6 +269,7 @@ def start(
         docker_host=paths.docker_host,
         mode=str(plan.mode),
         mode_reason=plan.mode_reason,
+        userns=plan.userns,
         data_root=str(paths.data_root),
         storage=ns.storage,
         storage_reason=ns.storage_reason,

@@ -53,6 +53,7 @@ def machine_problem(machine: str = MACHINE) -> str | None:
 
 # prctl(2) options.
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 PR_SET_KEEPCAPS = 8
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
@@ -104,6 +105,30 @@ def unshare(flags: int, what: str = "unshare") -> None:
 def prctl(option: int, arg: int) -> None:
     """One of the PR_SET_* options above (prctl(2) wants the unused arguments 0)."""
     check(libc.prctl(option, arg, 0, 0, 0), f"prctl({option}, {arg})")
+
+
+NS_GET_OWNER_UID = 0xB704  # _IO(0xb7, 0x4), ioctl_ns(2)
+
+
+def userns_owner(pid: int) -> int:
+    """The uid (as the caller sees it) that made the user namespace pid lives in."""
+    fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return int(struct.unpack("I", fcntl.ioctl(fd, NS_GET_OWNER_UID, bytes(4)))[0])
+    finally:
+        os.close(fd)
+
+
+def become_root() -> None:
+    """uid and gid 0 in the user namespace this process made (where it holds every
+    capability), so that its capabilities survive exec (capabilities(7)). Changing ids
+    makes a process non-dumpable: its /proc/PID/ns could then be opened only with
+    CAP_SYS_PTRACE over the namespace its memory was made in (the workspace's, until the
+    next exec), which the user's network helper lacks. Dumpable again: the user owns this
+    namespace (every capability in it) and may reach it anyway."""
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+    prctl(PR_SET_DUMPABLE, 1)
 
 
 def die_with_parent(sig: int, parent: int) -> None:

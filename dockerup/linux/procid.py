@@ -33,11 +33,12 @@ def start_time(stat: str) -> int:
 
 
 def identify(pid: int) -> ProcId | None:
-    """The process that holds pid now, if it is the caller's (same uid) and alive."""
+    """The process that holds pid now, if it is the caller's (same uid, or any uid in a user
+    namespace the caller made: keep-id's dockerd is a subordinate id) and alive."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read()
-        if os.stat(f"/proc/{pid}").st_uid != os.getuid():
+        if os.stat(f"/proc/{pid}").st_uid != os.getuid() and not in_own_userns(pid):
             return None
         exe = os.readlink(f"/proc/{pid}/exe")
     except OSError:
@@ -45,6 +46,19 @@ def identify(pid: int) -> ProcId | None:
     if stat.rsplit(")", 1)[1].split()[0] == "Z":
         return None  # a zombie runs nothing
     return ProcId(pid, start_time(stat), exe)
+
+
+def in_own_userns(pid: int) -> bool:
+    """pid lives in a user namespace the caller made (not the caller's own): the caller
+    holds every capability there, signals included."""
+    from dockerup.linux import libc as linux
+
+    try:
+        if os.stat(f"/proc/{pid}/ns/user").st_ino == os.stat("/proc/self/ns/user").st_ino:
+            return False
+        return linux.userns_owner(pid) == os.getuid()
+    except OSError:
+        return False
 
 
 def identities(pids: dict[str, int | None]) -> dict[str, ProcId]:

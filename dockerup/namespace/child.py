@@ -36,6 +36,7 @@ from dockerup.wire.messages import (
     Go,
     Mapped,
     Prepared,
+    Rooted,
     Start,
     Step,
     StepFailed,
@@ -364,6 +365,9 @@ def main() -> None:
         linux.unshare(flags)
         ch.send(Unshared(T_STARTED, T_IMPORTED, t_spec))
         ch.recv(Mapped)  # the ids are mapped: from here on this process is root in it
+        if spec.become_root:  # keep-id: it is the user's own id there until it changes
+            linux.become_root()
+            ch.send(Rooted())
         os.chdir("/")
         linux.mount("none", "/", None, linux.MS_REC | linux.MS_PRIVATE)
         if spec.copyup:

@@ -46,6 +46,14 @@ def join(fds: list[tuple[str, int]]) -> None:
         os.close(fd)
 
 
+def become_root() -> None:
+    """Root in the user namespace just joined (userns keep-id, where the user is itself)."""
+    try:
+        linux.become_root()
+    except OSError as e:
+        raise DockerUpError(f"becoming root in docker-up's namespace: {e.strerror}") from e
+
+
 def nest_own_ids(inner_uid: int, inner_gid: int) -> None:
     """A new user namespace where this process's own ids (root's in docker-up's namespace)
     are inner_uid/inner_gid: not root, so no capability survives the exec, and none reaches

@@ -22,8 +22,9 @@ from dockerup.net.kinds import kind_of
 from dockerup.plan import daemon
 from dockerup.plan.cgroups import Cgroups, decide
 from dockerup.plan.daemon import IPTABLES_BACKENDS
-from dockerup.plan.data import IdMap, Plan, WriteFile
+from dockerup.plan.data import Plan, WriteFile
 from dockerup.plan.engine import Engine
+from dockerup.plan.idmap import KEEP_ID, id_maps
 from dockerup.plan.ipv6 import IPV6_SYSCTLS, ipv6_commands, resolve_ipv6
 from dockerup.plan.require import (
     require_dockerd,
@@ -32,6 +33,7 @@ from dockerup.plan.require import (
     require_range,
     require_socket_path,
     require_tun,
+    require_userns_setting,
     resolve_accel,
     resolve_daemon_accel,
 )
@@ -93,7 +95,12 @@ def configured(paths: Paths, config: Config) -> Paths:
     """The paths with the configuration's own (data-root), whoever computed them."""
     if config.data_root:
         return replace(paths, data_root_override=Path(config.data_root))
+    if config.userns == KEEP_ID:  # image files' owners differ between the two maps
+        return replace(paths, data_root_override=paths.data / KEEP_ID_DATA_ROOT)
     return paths
+
+
+KEEP_ID_DATA_ROOT = "docker-keep-id"
 
 
 def resolve_mode_of(config: Config, facts: HostFacts) -> tuple[Mode, str]:
@@ -122,11 +129,12 @@ def build_plan(
     uidmap = gidmap = None
     # ping_group_range may only name gids the namespace maps: ours, or the new one's.
     gids = min(facts.max_gid, 2147483647)
+    require_userns_setting(config, mode)
     if mode.needs_userns():
         subuid = require_range(facts.subuid, "/etc/subuid", facts)
         subgid = require_range(facts.subgid, "/etc/subgid", facts)
-        uidmap = IdMap(bins["newuidmap"], facts.uid, subuid)
-        gidmap = IdMap(bins["newgidmap"], facts.gid, subgid)
+        bin_pair = (bins["newuidmap"], bins["newgidmap"])
+        uidmap, gidmap = id_maps(config.userns, bin_pair, (facts.uid, facts.gid), (subuid, subgid))
         gids = gidmap.count - 1
     ipv6, ipv6_reason = resolve_ipv6(config, facts, bins)
     net = None if config.host_network else network_driver(config, facts, bins, paths, mode, ipv6)
@@ -140,6 +148,9 @@ def build_plan(
     rootless = mode.dockerd_rootless()
     argv = daemon.dockerd_argv(bins["dockerd"], paths, rootless=rootless)
     argv += config.dockerd_args
+    keep_id = uidmap is not None and config.userns == KEEP_ID
+    if keep_id:  # dockerd, root inside, is a subordinate id: the socket's group is the user's
+        argv.append(f"--group={facts.gid}")
     # Without a network namespace of its own dockerd is not rootless (privileged mode).
     rlk = (
         daemon.rootlesskit_info(config, paths, net)
@@ -162,6 +173,7 @@ def build_plan(
         child=replace(
             child_spec(config, mode, paths, bins, gids, argv, env, net),
             watch_connects=str(paths.accel_sock) if daemon_accel else None,
+            become_root=keep_id,
         ),
         dockerd_argv=tuple(argv),
         dockerd_env=env,

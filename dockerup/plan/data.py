@@ -6,40 +6,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dockerup.host.facts import IdRange
 from dockerup.lean import script
 from dockerup.net.driver import NetworkDriver
 from dockerup.plan import daemon
 from dockerup.plan.cgroups import UNDECIDED, Cgroups
 from dockerup.plan.engine import Engine
+from dockerup.plan.idmap import IdMap, describe
 from dockerup.settings.config import Config
 from dockerup.settings.modes import Mode
 from dockerup.settings.paths import Paths
 from dockerup.wire.specs import ApiInfo, ChildSpec
-
-
-@dataclass(frozen=True)
-class IdMap:
-    """newuidmap/newgidmap arguments: our own id becomes 0, the subordinate ranges follow
-    one after the other (several where one range cannot hold 65536 ids, as in a pod's
-    user namespace of 65536 ids, around the workspace user's own id)."""
-
-    binary: str
-    outer_id: int
-    subs: tuple[IdRange, ...]
-
-    def argv(self, pid: int) -> list[str]:
-        argv = [self.binary, str(pid), "0", str(self.outer_id), "1"]
-        inside = 1
-        for r in self.subs:
-            argv += [str(inside), str(r.start), str(r.count)]
-            inside += r.count
-        return argv
-
-    @property
-    def count(self) -> int:
-        """How many ids the new namespace has: 0 to count - 1."""
-        return 1 + sum(r.count for r in self.subs)
 
 
 @dataclass(frozen=True)
@@ -107,3 +83,8 @@ class Plan:
     @property
     def net_name(self) -> str:
         return self.net.name if self.net else "host"
+
+    @property
+    def userns(self) -> str:
+        """The id map in one line (status): "" without a user namespace of docker-up's."""
+        return describe(self.config.userns, self.uidmap.outer_id) if self.uidmap else ""

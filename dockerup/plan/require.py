@@ -6,6 +6,7 @@ from __future__ import annotations
 from dockerup.errors import DockerUpError
 from dockerup.host.facts import PACKAGES, REQUIRED, HostFacts, IdRange, usable_ranges
 from dockerup.net.kinds import kind_of
+from dockerup.plan.idmap import KEEP_ID
 from dockerup.ports.tables import FORWARDERS
 from dockerup.settings.config import Config
 from dockerup.settings.modes import Mode
@@ -89,6 +90,15 @@ def require_own_runtime(paths: Paths, foreign: bool) -> None:
             f"{paths.runtime} is not a directory owned by you: another user may have made it",
             hint="do not use it; remove it as root, or set XDG_RUNTIME_DIR to a directory of "
             "your own",
+        )
+
+
+def require_userns_setting(config: Config, mode: Mode) -> None:
+    if config.userns == KEEP_ID and not mode.needs_userns():
+        raise DockerUpError(
+            f"userns = keep-id maps the ids of the user namespace docker-up makes (mode {mode} "
+            "makes none)",
+            hint="drop the userns setting (DOCKER_UP_USERNS, --userns), or use mode rootless",
         )
 
 

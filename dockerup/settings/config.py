@@ -69,6 +69,9 @@ class Config:
     # None (auto): on when the workspace has an IPv6 default route.
     ipv6: bool | None = None
     data_root: str | None = None  # default: $XDG_DATA_HOME/docker-up/docker
+    # The user namespace's id map (dockerup/plan/idmap.py): "default", the user is root inside;
+    # "keep-id", the user stays itself (its own data-root: docker-keep-id).
+    userns: str = "default"
     # The Docker Engine to run: a dockerd binary; its containerd, docker-proxy and runc are
     # taken from beside it first. None: the first dockerd on PATH.
     dockerd: str | None = None
@@ -218,6 +221,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("auto-ports-max", int, "at most this many auto-exposed ports", _range(1, 4096)),
     Setting("auto-ports-udp", str, "auto-ports UDP sockets on these ports only (5353)", _ports),
     Setting("mode", str, "run mode", _choices("auto", "rootless", "userns-root", "privileged")),
+    Setting(
+        "userns",
+        str,
+        "id map: default (you are root inside) or keep-id (you are you; root is a subuid)",
+        _choices("default", "keep-id"),
+    ),
 )
 BY_KEY = {s.key: s for s in SETTINGS}
 CONFIG_FIELDS = frozenset(f.name for f in fields(Config))

@@ -26,6 +26,7 @@ from dockerup.errors import DockerUpError
 from dockerup.keeper import instance
 from dockerup.keeper.instance import Running
 from dockerup.namespace import join as ns
+from dockerup.plan.idmap import KEEP_ID
 from dockerup.settings.paths import Paths
 
 # Set in the program's environment: "user", "root", or "outside" (--fallback could not
@@ -58,6 +59,9 @@ class RunPlan:
     cwd: str
     argv: tuple[str, ...]
     env: Mapping[str, str]
+    # --root under userns keep-id: joining leaves the user's own id, which keeps no
+    # capability across exec; become root there first.
+    become_root: bool = False
 
 
 def plan_run(
@@ -87,7 +91,8 @@ def plan_run(
     join = ["user"] if state.mode == "rootless" and not where.same_user else []
     join += ["mnt"] + ([] if host_net or where.same_net else ["net"])
     nest = None if root else Nest(uid, gid, identity=uid == 0)
-    return RunPlan(target, tuple(join), nest, cwd, tuple(command), marked)
+    rooted = root and "user" in join and state.userns.startswith(KEEP_ID)
+    return RunPlan(target, tuple(join), nest, cwd, tuple(command), marked, rooted)
 
 
 def where_am_i(target: int, env: Mapping[str, str]) -> Where:
@@ -158,6 +163,8 @@ def prepare(paths: Paths, command: Sequence[str], root: bool) -> RunPlan:
 def execute(plan: RunPlan) -> None:
     """Join, nest, go back to the caller's directory, become the program."""
     ns.join(ns.open_namespaces(plan.target, plan.join))
+    if plan.become_root:
+        ns.become_root()
     if plan.nest and plan.nest.identity:
         ns.nest_identity()
     elif plan.nest:

@@ -78,6 +78,7 @@ def daemon_of(state: Running) -> Daemon:
         cgroup_limits=list(state.cgroup_limits),
         cgroup_reason=state.cgroup_reason,
         cgroup_fix=state.cgroup_fix,
+        userns=state.userns,
     )
 
 

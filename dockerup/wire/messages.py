@@ -50,6 +50,14 @@ class Mapped(Step):
 
 
 @dataclasses.dataclass(frozen=True)
+class Rooted(Step):
+    """userns keep-id: the child is root in its namespace, and dumpable again, so the
+    network helper (the user's) may open its namespaces (linux.become_root)."""
+
+    NAME: ClassVar[str] = "rooted"
+
+
+@dataclasses.dataclass(frozen=True)
 class Prepared(Step):
     """Mounts, sysctls, storage and iptables chosen, containerd started."""
 
@@ -87,7 +95,7 @@ class StepFailed(Exception):
 
 
 STEPS: dict[str, type[Step]] = {
-    k.NAME: k for k in (Start, Unshared, Mapped, Prepared, Go, Verified, Failed)
+    k.NAME: k for k in (Start, Unshared, Mapped, Rooted, Prepared, Go, Verified, Failed)
 }
 T = TypeVar("T", bound=Step)
 

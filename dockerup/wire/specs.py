@@ -166,6 +166,9 @@ class ChildSpec(Spec):
     # Symlinks made in the copied-up /run (name -> target): the daemon's socket where
     # containers look for it (/run/docker.sock, and /var/run/docker.sock through /var/run).
     run_links: dict[str, str] = dataclasses.field(default_factory=dict)
+    # userns keep-id: the child is the user's own id inside, not root; it becomes root
+    # there (keeping its capabilities across its execs) once the ids are mapped.
+    become_root: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -281,6 +284,9 @@ class KeeperSpec(Spec):
     # Every TCP listener in the namespace answers on the workspace's loopback (None: off).
     auto_ports: AutoPortsSpec | None = None
     ports_table: str | None = None  # where the published ports are listed (ports/tables.py)
+    # userns keep-id: a restarted dockerd becomes root in the namespace it joins, as the
+    # child did (the user is its own id there).
+    become_root: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

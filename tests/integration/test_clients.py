@@ -14,26 +14,26 @@ import os
 import shutil
 import socket
 import stat
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from .clienttools import (
+    TESTS,
+    WriteRefused,
+    clients_dir,
+    copy_tree,
+    devcontainer_round_trip,
+    docker,
+    http_get,
+)
 from .harness import DOCKER_CLI, VENV, User, Workspace, end_strays
 
-TESTS = Path(__file__).resolve().parents[1]
 # The machine's programs and libraries, read-only, in a busybox container.
 HOST_TOOLS = ["-v", "/usr:/usr:ro", "-v", "/lib:/lib:ro", "-v", "/lib64:/lib64:ro"]
 SOCKET = ["-v", "/var/run/docker.sock:/var/run/docker.sock"]
-
-
-def clients_dir() -> Path:
-    d = os.environ.get("DOCKER_UP_TEST_CLIENTS")
-    if not d or not (Path(d) / "cli-plugins" / "docker-compose").exists():
-        pytest.fail("the clients are not fetched: run scripts/clients (scripts/test does)")
-    return Path(d)
 
 
 @pytest.fixture(scope="module")
@@ -61,35 +61,6 @@ def daemon(user: User, busybox_tar: Path) -> Iterator[Workspace]:
         ws.docker_up("stop", timeout=90)
         end_strays(ws.root)
         shutil.rmtree(ws.root, ignore_errors=True)
-
-
-def docker(ws: Workspace, *args: str, timeout: float = 180) -> str:
-    """The docker CLI as the user, BuildKit on (the harness's ws.docker turns it off)."""
-    return ws.run([DOCKER_CLI, *args], timeout=timeout, check=True).stdout
-
-
-def copy_tree(ws: Workspace, src: Path, name: str) -> Path:
-    dest = ws.root / name
-    shutil.copytree(src, dest)
-    for d, _, files in os.walk(dest):
-        os.chown(d, ws.user.uid, ws.user.gid)
-        for f in files:
-            os.chown(Path(d) / f, ws.user.uid, ws.user.gid)
-    return dest
-
-
-def http_get(host: str, port: int) -> str:
-    import socket
-
-    try:
-        with socket.create_connection((host, port), timeout=5) as s:
-            s.sendall(b"GET /index.html HTTP/1.0\r\n\r\n")
-            chunks = []
-            while chunk := s.recv(65536):
-                chunks.append(chunk)
-            return b"".join(chunks).decode(errors="replace")
-    except OSError as e:
-        return f"failed: {e}"
 
 
 def test_compose_v2(daemon: Workspace) -> None:
@@ -323,46 +294,6 @@ def test_testcontainers_in_a_container_with_the_socket(daemon: Workspace) -> Non
         "/tc_test.py",
     )
     assert "hello-tc" in out, out
-
-
-class WriteRefused(AssertionError):
-    """The dev container's user may not write the workspace folder (README: dev containers
-    with a non-root user)."""
-
-
-def devcontainer_round_trip(ws: Workspace, folder: Path) -> None:
-    """`devcontainer up` (the Dev Containers CLI, all defaults) on a folder whose image adds
-    user dev (uid 1000) with "remoteUser": "dev": dev writes the workspace folder, and the
-    workspace user edits and deletes what it wrote. WriteRefused: dev could not write."""
-    cli = str(clients_dir() / "devcontainers" / "node_modules" / ".bin" / "devcontainer")
-    up = ws.run([cli, "up", "--workspace-folder", str(folder)], timeout=300)
-    assert up.returncode == 0, up.stderr[-3000:]
-    result = json.loads(up.stdout.strip().splitlines()[-1])
-    assert result["outcome"] == "success" and result["remoteUser"] == "dev", result
-    inside = f"{result['remoteWorkspaceFolder']}/from-dev"
-    try:
-
-        def in_dev(script: str) -> subprocess.CompletedProcess[str]:
-            argv = [cli, "exec", "--workspace-folder", str(folder), "sh", "-c", script]
-            return ws.run(argv, timeout=120)
-
-        # updateRemoteUserUID gave dev the workspace user's uid, and dev reads the folder.
-        ids = in_dev("id -u; id -un; cat .devcontainer/devcontainer.json >/dev/null && echo READ")
-        assert ids.stdout.split() == [str(ws.user.uid), "dev", "READ"], ids
-        wrote = in_dev(f"echo from-dev > {inside}")
-        if wrote.returncode != 0:
-            raise WriteRefused(wrote.stderr)
-        made = folder / "from-dev"
-        # The workspace user edits it and deletes it.
-        ws.run(["sh", "-c", f"echo edited >> {made}"], check=True)
-        assert made.read_text() == "from-dev\nedited\n"
-        ws.run(["rm", str(made)], check=True)
-        assert not made.exists()
-    finally:
-        label = f"label=devcontainer.local_folder={folder}"
-        ids_left = docker(ws, "ps", "-aq", "--filter", label).split()
-        if ids_left:
-            docker(ws, "rm", "-f", *ids_left)
 
 
 @pytest.mark.xfail(

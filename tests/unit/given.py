@@ -12,6 +12,7 @@ from dockerup.host.facts import CgroupFacts, HostFacts, IdRange, TunAccess
 from dockerup.keeper import instance
 from dockerup.linux.procid import ProcId
 from dockerup.settings.paths import resolve_paths
+from dockerup.verbs.run import Where
 
 DATA = Path(__file__).parent / "data"
 HELP_12 = (DATA / "slirp4netns-1.2.0.help").read_text()
@@ -77,6 +78,9 @@ def pasta_facts(**kw: object) -> HostFacts:
 
 
 # A running docker-up's record, as its state file holds it.
+# `docker-up run` from outside docker-up's namespaces (another shell of the workspace).
+OUTSIDE = Where(same_net=False, same_user=False)
+
 RUNNING = instance.Running(
     pid=10,
     dockerd_pid=11,
@@ -130,6 +134,7 @@ PUBLISHED = {
     "cgroup_limits",
     "cgroup_reason",
     "cgroup_fix",
+    "userns",
     "started_at",
     "uptime_s",
     "restarts",

@@ -10,9 +10,8 @@ from dockerup.errors import DockerUpError
 from dockerup.namespace import join as ns
 from dockerup.verbs.run import MARKER, Nest, RunPlan, Where, plan_run
 
-from .given import RUNNING
+from .given import OUTSIDE, RUNNING
 
-OUTSIDE = Where(same_net=False, same_user=False)
 ENV = {"PATH": "/usr/bin:/bin", "HOME": "/home/u", "FOO": "bar"}
 
 
