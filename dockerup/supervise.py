@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 
 from dockerup import proc
 from dockerup.childlink import ChildLink, helper_died
-from dockerup.early import MARKS, Child, start_child
+from dockerup.early import MARKS, Child, start_child, stop_on_signals
+from dockerup.early import Interrupted as Interrupted
 from dockerup.errors import DockerUpError
 from dockerup.handover import (
     Handles,
@@ -53,10 +54,6 @@ if TYPE_CHECKING:
     pass
 
 NS_KINDS = ("user", "mnt", "net")
-
-
-class Interrupted(Exception):
-    """SIGINT, SIGTERM or SIGHUP while starting: stop everything in order."""
 
 
 def prepare_dirs(plan: Plan) -> None:
@@ -337,14 +334,6 @@ def wait_for(condition: Callable[[], bool], deadline: float, what: str, log: Pat
         )
 
 
-def raise_on_stop_signals() -> None:
-    def handler(signum: int, frame: object) -> None:
-        raise Interrupted(signal.Signals(signum).name)
-
-    for s in STOP_SIGNALS:
-        signal.signal(s, handler)
-
-
 def ignore_stop_signals() -> None:
     """While unwinding: a second Ctrl-C must not cut the cleanup short. (Never on the way to
     the keeper: setting SIG_IGN discards a pending signal, and the keeper must see it.)"""
@@ -386,7 +375,7 @@ def run(
             stack.callback(remove_stale, paths)
             # The shell snippet's cheap is-it-running test (kill -0 on this PID).
             paths.main_pid.write_text(str(os.getpid()))
-            raise_on_stop_signals()
+            stop_on_signals()  # (a start's first line did already: for other callers)
             try:
                 running, handles = start(plan, stack, progress, early)
                 write_state(paths, running)
@@ -400,7 +389,7 @@ def run(
                 raise
             on_ready(running)
             exec_keeper(plan, running, handles, lock_fd, foreground)
-    except Interrupted:
-        progress("stopped before dockerd was ready")
+    except Interrupted as e:
+        progress(f"stopped ({e}) before dockerd was ready")
         return 130
     return 0

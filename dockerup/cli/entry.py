@@ -67,7 +67,19 @@ def start(how: str, activated: tuple[int, int] | None, child: early.Child | None
     return render.emit(result)
 
 
+def is_start(args: list[str]) -> bool:
+    """`docker-up`, `docker-up up ...` (root options before it too): a start."""
+    words = [a for a in args if not a.startswith("-")]
+    return QUICK.get(tuple(args)) is not None or words[:1] == ["up"]
+
+
 def main() -> None:
+    if is_start(sys.argv[1:]) and "_DOCKER_UP_COMPLETE" not in os.environ:
+        from dockerup import early
+
+        # The first thing a start does: a stop signal from here on ends it in order, with
+        # a message (guard.py), never by the default disposition.
+        early.stop_on_signals()
     if sys.argv[1:2] == ["run"] and "_DOCKER_UP_COMPLETE" not in os.environ:
         from dockerup.cli.run import quick_run, run_program
 
