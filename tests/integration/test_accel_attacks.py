@@ -333,8 +333,8 @@ def test_the_opt_out_label_keeps_a_container_on_the_helpers_path(
 def test_a_connect_storm_starves_neither_the_workspace_nor_the_keeper(opened: Workspace) -> None:
     """Six containers each hang 80 connects on a full backlog (the agent takes 64 of each,
     answers the rest EAGAIN) while two more connect as fast as they can: another
-    container's connects stay fast, the keeper answers status, the workspace's own
-    connections are untouched."""
+    container's connects stay fast, the keeper's own loop answers at once, the workspace's
+    own connections are untouched."""
     ok = CountingServer(b"ok\n")
     names = [f"storm{i}" for i in range(8)]
     with full_backlog() as full_port:
@@ -346,9 +346,8 @@ def test_a_connect_storm_starves_neither_the_workspace_nor_the_keeper(opened: Wo
             for name in names[:6]:
                 wait_for(lambda n=name: "ready" in opened.docker("logs", n).stdout, 30, name)
             out = probe(opened, "latency", "10.0.2.2", str(ok.port), "300")
-            t0 = time.monotonic()
+            keeper = keeper_answers(opened)
             doc = status(opened)
-            keeper = time.monotonic() - t0
             t0 = time.monotonic()
             with socket.create_connection(("127.0.0.1", ok.port), 5):
                 pass
@@ -356,11 +355,28 @@ def test_a_connect_storm_starves_neither_the_workspace_nor_the_keeper(opened: Wo
         finally:
             opened.docker("rm", "-f", *names, check=False)
             ok.close()
-    print(f"beside a storm: p50 {out['p50_us']} µs, p99 {out['p99_us']} µs; status {keeper:.2f} s")
+    print(f"beside a storm: p50 {out['p50_us']} µs, p99 {out['p99_us']} µs; keeper {keeper:.3f} s")
     assert out["ok"] == "300"
     assert int(out["p99_us"]) < 500_000, out
-    assert doc["state"] == "running" and keeper < 5, (doc, keeper)
+    assert keeper < 1, keeper
+    assert doc["state"] == "running", doc
     assert workspace < 0.5
+
+
+def keeper_answers(ws: Workspace) -> float:
+    """How long the keeper's own loop (the thread that serves ports and restarts dockerd,
+    beside the agent's) takes to answer a request on its port manager's socket. Not
+    `docker-up status`'s time: status never asks the keeper (it reads state.json and pings
+    dockerd), and a new CLI's start took 6-14 s on this machine under load with no storm at
+    all (`--version` alone 2-3.5 s), while the keeper answered in 3-177 ms storm or not."""
+    t0 = time.monotonic()
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(str(ws.runtime_dir / "docker-up" / "ports.sock"))
+        s.sendall(b"not a port request\n")
+        reply = s.recv(200)
+    assert b"bad port request" in reply, reply
+    return time.monotonic() - t0
 
 
 @pytest.fixture
