@@ -10,12 +10,15 @@ is the attacker; the README's "Network acceleration" states the threat model.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import signal
 import socket
+import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,12 +60,42 @@ def opened(request: pytest.FixtureRequest, user: User, busybox_tar: Path) -> Ite
 def probe(
     ws: Workspace, *args: str, opts: tuple[str, ...] = (), timeout: float = 120
 ) -> dict[str, str]:
-    r = ws.docker(
-        "run", "--rm", *opts, "bb:test", "accelprobe", *args, timeout=timeout, check=False
-    )
-    out = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
-    assert r.returncode == 0, r.stdout + r.stderr
+    # Named and removed here, not --rm: a probe that ends badly is inspected first.
+    name = f"probe-{uuid.uuid4().hex[:12]}"
+    try:
+        r = ws.docker(
+            "run",
+            "--name",
+            name,
+            *opts,
+            "bb:test",
+            "accelprobe",
+            *args,
+            timeout=timeout,
+            check=False,
+        )
+        out = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
+        assert r.returncode == 0, r.stdout + r.stderr + how_it_ended(ws, name)
+    finally:
+        ws.docker("rm", "-f", name, check=False)
     return out
+
+
+def how_it_ended(ws: Workspace, name: str) -> str:
+    """What can tell who ended a probe (once seen: SIGKILL, exit 137, under load, cause
+    unknown; docs/reliability.md): its state as dockerd saw it (OOMKilled, Error, times),
+    what the keeper and dockerd logged about it, and the kernel's word on any OOM kill."""
+    state = ws.docker("inspect", "-f", "{{json .State}} {{.Id}}", name, check=False).stdout
+    cid = state.split()[-1][:12] if state.split() else name
+    logs = ws.runtime_dir / "docker-up" / "logs"
+    lines = [f"\nstate: {state.strip()}"]
+    for log in ("docker-up", "dockerd"):
+        with contextlib.suppress(OSError):
+            text = (logs / f"{log}.log").read_text(errors="replace").splitlines()
+            lines += [f"{log}.log: {x}" for x in text[-15:] if log == "docker-up" or cid in x]
+    dmesg = subprocess.run(["dmesg"], capture_output=True, text=True, check=False).stdout
+    lines += [f"dmesg: {x}" for x in dmesg.splitlines() if re.search(r"oom|Killed process", x)]
+    return "\n".join(lines)
 
 
 def probe_running(ws: Workspace, name: str, *args: str, opts: tuple[str, ...] = ()) -> None:
