@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 import typer.main
 
+from dockerup.cli.argv import means_up
 from dockerup.cli.choices import ForwarderName, ModeName, NetName, Shell, StorageName
 from dockerup.cli.guard import guarded
 from dockerup.cli.render import announce, emit, progress
@@ -433,7 +434,6 @@ def install_deps() -> None:
 
 
 # What the top-level command answers itself: these never mean `up`.
-ROOT_OPTIONS = ("--help", "-h", "--version", "--install-completion", "--show-completion")
 
 
 def take_debug(
@@ -468,12 +468,8 @@ def value_options(command: Any) -> frozenset[str]:
 
 
 def default_to_up(args: list[str]) -> list[str]:
-    """`docker-up [OPTIONS]` means `docker-up up [OPTIONS]`, as Gitpod's docker-up is used
-    (the top-level options excepted)."""
-    first = args[0].split("=", 1)[0] if args else ""
-    if not args or (first.startswith("-") and first not in ROOT_OPTIONS):
-        return ["up", *args]
-    return args
+    """`docker-up [OPTIONS]` means `docker-up up [OPTIONS]` (argv.means_up)."""
+    return ["up", *args] if means_up(args) else args
 
 
 def main() -> None:
