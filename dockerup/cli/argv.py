@@ -1,5 +1,6 @@
-"""docker-up's own command line before Typer reads it (pure): --debug taken wherever it
-stands, and `docker-up [OPTIONS]` read as `docker-up up [OPTIONS]`."""
+"""What a command line means before any parser reads it (pure): both ways in (entry.py's
+quick starts, the Typer app in main.py) need it, and neither imports the other for it.
+--debug taken wherever it stands, and `docker-up [OPTIONS]` read as `docker-up up [OPTIONS]`."""
 
 from __future__ import annotations
 
@@ -40,10 +41,13 @@ def value_options(command: Any) -> frozenset[str]:
     return frozenset(found)
 
 
-def default_to_up(args: list[str]) -> list[str]:
+def means_up(args: list[str]) -> bool:
     """`docker-up [OPTIONS]` means `docker-up up [OPTIONS]`, as Gitpod's docker-up is used
     (the top-level options excepted)."""
     first = args[0].split("=", 1)[0] if args else ""
-    if not args or (first.startswith("-") and first not in ROOT_OPTIONS):
-        return ["up", *args]
-    return args
+    return not args or (first.startswith("-") and first not in ROOT_OPTIONS)
+
+
+def default_to_up(args: list[str]) -> list[str]:
+    """`docker-up [OPTIONS]` as `docker-up up [OPTIONS]` (means_up)."""
+    return ["up", *args] if means_up(args) else args

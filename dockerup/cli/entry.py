@@ -11,6 +11,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from dockerup.cli.argv import means_up
 from dockerup.cli.guard import guarded
 
 if TYPE_CHECKING:
@@ -67,7 +68,19 @@ def start(how: str, activated: tuple[int, int] | None, child: early.Child | None
     return render.emit(result)
 
 
+def is_start(args: list[str]) -> bool:
+    """`docker-up`, `docker-up [OPTIONS]`, `docker-up up ...` (after --debug too)."""
+    rest = [a for a in args if a != "--debug"]
+    return means_up(rest) or rest[:1] == ["up"]
+
+
 def main() -> None:
+    if is_start(sys.argv[1:]) and "_DOCKER_UP_COMPLETE" not in os.environ:
+        from dockerup.namespace import early
+
+        # The first thing a start does: a stop signal from here on ends it in order, with
+        # a message (guard.py), never by the default disposition.
+        early.stop_on_signals()
     if sys.argv[1:2] == ["run"] and "_DOCKER_UP_COMPLETE" not in os.environ:
         from dockerup.cli.run import quick_run, run_program
 
@@ -77,6 +90,12 @@ def main() -> None:
     # Shell completion calls `docker-up` without arguments too: that is Typer's to answer.
     if how is not None and "_DOCKER_UP_COMPLETE" not in os.environ:
         sys.exit(guarded(lambda: quick(how)))
-    from dockerup.cli.main import main as full
 
-    full()
+    def full() -> int:
+        # Inside guarded too: a start's stop signal may come during the Typer app's import.
+        from dockerup.cli.main import main as typer_main
+
+        typer_main()  # exits
+        return 0
+
+    sys.exit(guarded(full))

@@ -10,9 +10,17 @@ def guarded(run: Callable[[], int], debug: Callable[[], bool] = lambda: False) -
     """A DockerUpError is the user's to fix and gets no traceback; anything else is our bug,
     shown in one line unless --debug asks for the traceback."""
     from dockerup.errors import DockerUpError  # small; the renderer only when needed
+    from dockerup.namespace.early import Interrupted
 
     try:
         return run()
+    except Interrupted as e:
+        # A start stopped before the executor's own unwinding (supervise.run) could say it:
+        # whatever it had begun is gone by now (early.stop_on_signals).
+        from dockerup.cli import lines
+
+        lines.progress(f"stopped ({e}) before dockerd was ready")
+        return 130
     except DockerUpError as e:
         if debug():
             import traceback

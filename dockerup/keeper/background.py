@@ -10,17 +10,19 @@ import signal
 import socket
 import sys
 from pathlib import Path
+from typing import TextIO
 
 from dockerup.errors import DockerUpError
 from dockerup.keeper import instance, state, supervise
 from dockerup.keeper.state import LazyRecord
 from dockerup.linux import procid
+from dockerup.linux.exits import STOP_SIGNALS
 from dockerup.logs import tail
 from dockerup.plan.data import Plan
 from dockerup.settings.paths import Paths
 from dockerup.wire import messages
 from dockerup.wire.messages import StartReport
-from dockerup.wire.specs import LazySpec
+from dockerup.wire.specs import LazySpec, Spec
 
 
 def lazy_file(paths: Paths) -> Path:
@@ -45,19 +47,36 @@ def wait_for_other(plan: Plan) -> str:
 def start_detached(plan: Plan) -> tuple[str, bool]:
     """Start in the background; return (DOCKER_HOST, already running) once the daemon
     answers, or raise with the log's tail. A forked process does the start and becomes the
-    keeper; it reports over a pipe."""
+    keeper; it reports over a pipe: first who it is, then how the start went. A stop
+    signal to this process before then stops the background start too (stop_background)."""
     instance.prepare_runtime(plan.paths)
     r, w = os.pipe()
+    # Not between the fork and the child's own handling: an Interrupted raised in the child
+    # there would run this function's caller's code in it. The parent's waits here.
+    signal.pthread_sigmask(signal.SIG_BLOCK, set(STOP_SIGNALS))
     pid = os.fork()
     if pid == 0:  # the background docker-up
         os.close(r)
         daemonize(plan.paths)
         report_and_run(plan, w)
     os.close(w)
-    with os.fdopen(r) as f:
-        line = f.readline()
-    # The intermediate child exits once it has forked the real background process.
-    os.waitpid(pid, 0)
+    lines: list[str] = []
+    try:
+        with os.fdopen(r) as f:
+            try:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, set(STOP_SIGNALS))
+                lines.append(f.readline())
+                lines.append(f.readline())
+                # Its answer is in: a signal from now on is after the start (this process
+                # only prints it). One that came before is raised by this very call.
+                signal.pthread_sigmask(signal.SIG_BLOCK, set(STOP_SIGNALS))
+            except supervise.Interrupted:
+                stop_background(plan, f, lines)
+                raise
+    finally:
+        # The intermediate child exits once it has forked the real background process.
+        os.waitpid(pid, 0)
+    line = lines[1]
     if not line:
         raise DockerUpError(
             "the background docker-up died while starting",
@@ -74,8 +93,26 @@ def start_detached(plan: Plan) -> tuple[str, bool]:
     if msg.error is not None:
         raise DockerUpError(msg.error, hint=msg.hint, detail=msg.detail)
     if msg.already:
+        # Another docker-up's start (nothing of this one runs): waited for as before.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, set(STOP_SIGNALS))
         return wait_for_other(plan), True
     return msg.docker_host, False
+
+
+def stop_background(plan: Plan, f: TextIO, lines: list[str]) -> None:
+    """The start was stopped: so is the background start, in order, wherever it is (its own
+    handler unwinds it; once it is the keeper, the keeper stops), and this returns once it
+    has ended. lines: what it has said so far."""
+    if not lines:
+        lines.append(f.readline())  # it says who it is first thing: soon
+    with contextlib.suppress(ValueError):
+        procid.send(procid.ProcId.from_json(lines[0]), signal.SIGTERM)
+    lines += f.readlines()  # to the end: it exited, or exec'd the keeper (close-on-exec)
+    if len(lines) > 1 and lines[1]:
+        # It had become (or was becoming) the keeper: the keeper's stop frees the lock.
+        from dockerup.waiting import wait_until
+
+        wait_until(lambda: not instance.is_locked(plan.paths), 60, period=0.05)
 
 
 def daemonize(paths: Paths) -> None:
@@ -94,12 +131,18 @@ def daemonize(paths: Paths) -> None:
 
 
 def report_and_run(plan: Plan, w: int) -> None:
-    def send(report: StartReport) -> None:
+    def send(report: Spec) -> None:
         with contextlib.suppress(OSError):
             os.write(w, messages.line(report))
 
     code = 1
     try:
+        ident = procid.identify(os.getpid())
+        assert ident is not None  # this process, alive, of its own user
+        send(ident)
+        # Its front's handler (early.stop_on_signals), inherited: a stop signal from here
+        # on unwinds this start in order (the front sends one when it is stopped).
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, set(STOP_SIGNALS))
         # on_ready reports before the exec into the keeper; w is close-on-exec.
         code = supervise.run(
             plan,
@@ -107,6 +150,8 @@ def report_and_run(plan: Plan, w: int) -> None:
             lambda r: send(StartReport(docker_host=r.docker_host)),
             foreground=False,
         )
+    except supervise.Interrupted:
+        code = 130
     except instance.AlreadyRunning:
         send(StartReport(already=True))
         code = 0

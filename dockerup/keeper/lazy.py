@@ -16,7 +16,7 @@ import sys
 
 # This package, without site-packages (python -S): see dockerup/lean.py.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from dockerup.keeper.sweep import STOP_SIGNALS
+from dockerup.linux.exits import STOP_SIGNALS
 from dockerup.linux.fdwait import readable
 from dockerup.wire.specs import LazySpec
 

@@ -27,10 +27,9 @@ from typing import TYPE_CHECKING
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from dockerup import logs as logfiles
 from dockerup.keeper import state, sweep
-from dockerup.keeper.sweep import STOP_SIGNALS
 from dockerup.linux import libc as linux
 from dockerup.linux import procid
-from dockerup.linux.exits import describe_status
+from dockerup.linux.exits import STOP_SIGNALS, describe_status
 from dockerup.linux.fdwait import readable
 from dockerup.logs import append_log, tail
 from dockerup.namespace.dockerd import exec_dockerd, start_containerd

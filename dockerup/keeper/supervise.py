@@ -37,11 +37,12 @@ from dockerup.keeper.instance import (
     remove_stale,
     write_state,
 )
-from dockerup.keeper.sweep import STOP_SIGNALS
 from dockerup.linux import procid
+from dockerup.linux.exits import STOP_SIGNALS
 from dockerup.logs import append_log, tail
 from dockerup.namespace.childlink import ChildLink, helper_died
-from dockerup.namespace.early import MARKS, Child, start_child
+from dockerup.namespace.early import MARKS, Child, start_child, stop_on_signals
+from dockerup.namespace.early import Interrupted as Interrupted
 from dockerup.namespace.netstart import start_net, wait_ready
 from dockerup.net.driver import argv_template
 from dockerup.net.kinds import NET_DRIVERS
@@ -54,10 +55,6 @@ if TYPE_CHECKING:
     pass
 
 NS_KINDS = ("user", "mnt", "net")
-
-
-class Interrupted(Exception):
-    """SIGINT, SIGTERM or SIGHUP while starting: stop everything in order."""
 
 
 def prepare_dirs(plan: Plan) -> None:
@@ -348,14 +345,6 @@ def wait_for(condition: Callable[[], bool], deadline: float, what: str, log: Pat
         raise DockerUpError(f"timed out waiting for {what}", hint=f"log: {log}", detail=tail(log))
 
 
-def raise_on_stop_signals() -> None:
-    def handler(signum: int, frame: object) -> None:
-        raise Interrupted(signal.Signals(signum).name)
-
-    for s in STOP_SIGNALS:
-        signal.signal(s, handler)
-
-
 def ignore_stop_signals() -> None:
     """While unwinding: a second Ctrl-C must not cut the cleanup short. (Never on the way to
     the keeper: setting SIG_IGN discards a pending signal, and the keeper must see it.)"""
@@ -397,7 +386,7 @@ def run(
             stack.callback(remove_stale, paths)
             # The shell snippet's cheap is-it-running test (kill -0 on this PID).
             paths.main_pid.write_text(str(os.getpid()))
-            raise_on_stop_signals()
+            stop_on_signals()  # (a start's first line did already: for other callers)
             try:
                 running, handles = start(plan, stack, progress, early)
                 write_state(paths, running)
@@ -411,7 +400,7 @@ def run(
                 raise
             on_ready(running)
             exec_keeper(plan, running, handles, lock_fd, foreground)
-    except Interrupted:
-        progress("stopped before dockerd was ready")
+    except Interrupted as e:
+        progress(f"stopped ({e}) before dockerd was ready")
         return 130
     return 0

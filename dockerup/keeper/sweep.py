@@ -12,9 +12,6 @@ import signal
 
 from dockerup.linux.fdwait import readable
 
-# Signals that stop docker-up, its keeper and the lazy holder in order.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
 
 def end_namespace(user_fd: int, keep: set[int]) -> list[str]:
     """SIGKILL all in the user namespace of user_fd but `keep`; wait for each (at most 5 s).

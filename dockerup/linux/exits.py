@@ -6,6 +6,10 @@ from __future__ import annotations
 import os
 import signal
 
+# Signals that stop docker-up (a start from its first line), its keeper and the lazy holder
+# in order.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
 
 def describe_exit(code: int) -> str:
     """A returncode (negative: the signal that killed it) as words."""

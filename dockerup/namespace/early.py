@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from types import FrameType
 
 from dockerup.lean import script
+from dockerup.linux.exits import STOP_SIGNALS
 
 # When each step of this start happened (CLOCK_MONOTONIC): the executor puts them into the
 # timings that state.json and `scripts/bench` show, with the child's own.
@@ -20,6 +23,27 @@ MARKS: dict[str, float] = {"main": time.monotonic()}
 
 def mark(step: str) -> None:
     MARKS[step] = time.monotonic()
+
+
+class Interrupted(Exception):
+    """SIGINT, SIGTERM or SIGHUP while starting: stop everything in order."""
+
+
+def stop_on_signals() -> None:
+    """From a start's first line on, a stop signal raises Interrupted: whatever the start
+    has begun (a probe, the namespace child, the background start) unwinds and the start
+    says so. Left at the default disposition, SIGTERM or SIGHUP in the first second of a
+    loaded start (imports, probes, planning) ended it silently, exit -15, and orphaned
+    what it was running then (issue 33). The first signal only: the unwinding itself must
+    not be cut short by a second one."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        for s in STOP_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+        raise Interrupted(signal.Signals(signum).name)
+
+    for s in STOP_SIGNALS:
+        signal.signal(s, handler)
 
 
 def activated_fds() -> tuple[int, int] | None:

@@ -58,9 +58,12 @@ def start_real_proxy(argv: list[str], fds: tuple[int, ...]) -> subprocess.Popen[
     -9 included). Left behind, it would hold the port inside the namespace, and the
     container's next start would fail with "address already in use"."""
     proxy = os.getpid()
-    return subprocess.Popen(
-        argv, pass_fds=fds, preexec_fn=lambda: linux.die_with_parent(signal.SIGKILL, proxy)
-    )
+
+    def child_setup() -> None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)  # blocked here only until main's
+        linux.die_with_parent(signal.SIGKILL, proxy)
+
+    return subprocess.Popen(argv, pass_fds=fds, preexec_fn=child_setup)
 
 
 def report_failure(message: str) -> NoReturn:
@@ -339,7 +342,16 @@ def relay_udp(outside: socket.socket, target: tuple[str, int]) -> None:
     UdpRelay(outside, target).run()
 
 
+# dockerd stops its proxies with SIGINT (docker-proxy's convention); SIGTERM likewise.
+STOPS = {signal.SIGINT, signal.SIGTERM}
+
+
 def main() -> None:
+    # A stop waits for main's handler, which ends the real docker-proxy first: before it, a
+    # stop (dockerd's, just after starting the proxy) ended this process at once, in the
+    # middle of starting the real one (KeyboardInterrupt), and left that to the parent-death
+    # signal, with the lost port the handler exists to prevent (issue 33, seen under load).
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
     spec_json, *args = sys.argv[1:]
     spec = ProxySpec.from_json(spec_json)
     manager_path, real_proxy = spec.manager, spec.docker_proxy
@@ -377,7 +389,6 @@ def main() -> None:
     pidfd = os.pidfd_open(child.pid)  # readable once it has ended, reaped or not
     stopping = threading.Event()
 
-    # dockerd stops its proxies with SIGINT (docker-proxy's convention); SIGTERM likewise.
     def stop(signum: int, frame: object) -> None:
         # Only once the real docker-proxy has ended, its port inside the namespace closed:
         # dockerd takes this process's end for the port's release and may start the next
@@ -399,8 +410,9 @@ def main() -> None:
         code = child.wait()
         os._exit(0 if stopping.is_set() else code)
 
-    for s in (signal.SIGINT, signal.SIGTERM):
+    for s in STOPS:
         signal.signal(s, stop)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)  # one that came meanwhile runs now
     if reply.udp_relay:
         fd = stream.next_fd()
         if fd is None:

@@ -312,12 +312,34 @@ class Workspace:
     ) -> subprocess.CompletedProcess[str]:
         """Run docker-up as the user in a private mount namespace where `breakage` (a root
         shell snippet: bind mounts over real files) has broken this machine for it alone."""
+        return subprocess.run(
+            self.broken_host_argv(breakage, *args),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=str(self.root),
+        )
+
+    def start_on_broken_host(self, breakage: str, *args: str) -> DockerUp:
+        """As docker_up_on_broken_host, started: its PID is docker-up's own (each step
+        execs the next)."""
+        log = open(self.root / "docker-up.err", "w")  # noqa: SIM115 - closed by DockerUp.stop
+        p = subprocess.Popen(
+            self.broken_host_argv(breakage, *args),
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            cwd=str(self.root),
+        )
+        return DockerUp(self, p, log)
+
+    def broken_host_argv(self, breakage: str, *args: str) -> list[str]:
         env = [f"{k}={v}" for k, v in self.env().items()]
         script = (
             f"set -e; {breakage}; exec setpriv --reuid={self.user.uid} "
             f'--regid={self.user.gid} --clear-groups env -i "$@"'
         )
-        argv = [
+        return [
             "unshare",
             "--mount",
             "--propagation",
@@ -330,9 +352,6 @@ class Workspace:
             f"{VENV}/bin/docker-up",
             *args,
         ]
-        return subprocess.run(
-            argv, capture_output=True, text=True, timeout=timeout, cwd=str(self.root)
-        )
 
     def start(self, *args: str, prefix: Sequence[str] = ()) -> DockerUp:
         log = open(self.root / "docker-up.err", "w")  # noqa: SIM115 - closed by DockerUp.stop

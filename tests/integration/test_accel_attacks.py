@@ -10,12 +10,15 @@ is the attacker; the README's "Network acceleration" states the threat model.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import signal
 import socket
+import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,12 +58,42 @@ def opened(request: pytest.FixtureRequest, user: User, busybox_tar: Path) -> Ite
 def probe(
     ws: Workspace, *args: str, opts: tuple[str, ...] = (), timeout: float = 120
 ) -> dict[str, str]:
-    r = ws.docker(
-        "run", "--rm", *opts, "bb:test", "accelprobe", *args, timeout=timeout, check=False
-    )
-    out = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
-    assert r.returncode == 0, r.stdout + r.stderr
+    # Named and removed here, not --rm: a probe that ends badly is inspected first.
+    name = f"probe-{uuid.uuid4().hex[:12]}"
+    try:
+        r = ws.docker(
+            "run",
+            "--name",
+            name,
+            *opts,
+            "bb:test",
+            "accelprobe",
+            *args,
+            timeout=timeout,
+            check=False,
+        )
+        out = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
+        assert r.returncode == 0, r.stdout + r.stderr + how_it_ended(ws, name)
+    finally:
+        ws.docker("rm", "-f", name, check=False)
     return out
+
+
+def how_it_ended(ws: Workspace, name: str) -> str:
+    """What can tell who ended a probe (once seen: SIGKILL, exit 137, under load, cause
+    unknown; docs/reliability.md): its state as dockerd saw it (OOMKilled, Error, times),
+    what the keeper and dockerd logged about it, and the kernel's word on any OOM kill."""
+    state = ws.docker("inspect", "-f", "{{json .State}} {{.Id}}", name, check=False).stdout
+    cid = state.split()[-1][:12] if state.split() else name
+    logs = ws.runtime_dir / "docker-up" / "logs"
+    lines = [f"\nstate: {state.strip()}"]
+    for log in ("docker-up", "dockerd"):
+        with contextlib.suppress(OSError):
+            text = (logs / f"{log}.log").read_text(errors="replace").splitlines()
+            lines += [f"{log}.log: {x}" for x in text[-15:] if log == "docker-up" or cid in x]
+    dmesg = subprocess.run(["dmesg"], capture_output=True, text=True, check=False).stdout
+    lines += [f"dmesg: {x}" for x in dmesg.splitlines() if re.search(r"oom|Killed process", x)]
+    return "\n".join(lines)
 
 
 def probe_running(ws: Workspace, name: str, *args: str, opts: tuple[str, ...] = ()) -> None:
@@ -332,8 +365,8 @@ def test_the_opt_out_label_keeps_a_container_on_the_helpers_path(
 def test_a_connect_storm_starves_neither_the_workspace_nor_the_keeper(opened: Workspace) -> None:
     """Six containers each hang 80 connects on a full backlog (the agent takes 64 of each,
     answers the rest EAGAIN) while two more connect as fast as they can: another
-    container's connects stay fast, the keeper answers status, the workspace's own
-    connections are untouched."""
+    container's connects stay fast, the keeper's own loop answers at once, the workspace's
+    own connections are untouched."""
     ok = CountingServer(b"ok\n")
     names = [f"storm{i}" for i in range(8)]
     with full_backlog() as full_port:
@@ -345,9 +378,8 @@ def test_a_connect_storm_starves_neither_the_workspace_nor_the_keeper(opened: Wo
             for name in names[:6]:
                 wait_for(lambda n=name: "ready" in opened.docker("logs", n).stdout, 30, name)
             out = probe(opened, "latency", "10.0.2.2", str(ok.port), "300")
-            t0 = time.monotonic()
+            keeper = keeper_answers(opened)
             doc = status(opened)
-            keeper = time.monotonic() - t0
             t0 = time.monotonic()
             with socket.create_connection(("127.0.0.1", ok.port), 5):
                 pass
@@ -355,11 +387,28 @@ def test_a_connect_storm_starves_neither_the_workspace_nor_the_keeper(opened: Wo
         finally:
             opened.docker("rm", "-f", *names, check=False)
             ok.close()
-    print(f"beside a storm: p50 {out['p50_us']} µs, p99 {out['p99_us']} µs; status {keeper:.2f} s")
+    print(f"beside a storm: p50 {out['p50_us']} µs, p99 {out['p99_us']} µs; keeper {keeper:.3f} s")
     assert out["ok"] == "300"
     assert int(out["p99_us"]) < 500_000, out
-    assert doc["state"] == "running" and keeper < 5, (doc, keeper)
+    assert keeper < 1, keeper
+    assert doc["state"] == "running", doc
     assert workspace < 0.5
+
+
+def keeper_answers(ws: Workspace) -> float:
+    """How long the keeper's own loop (the thread that serves ports and restarts dockerd,
+    beside the agent's) takes to answer a request on its port manager's socket. Not
+    `docker-up status`'s time: status never asks the keeper (it reads state.json and pings
+    dockerd), and a new CLI's start took 6-14 s on this machine under load with no storm at
+    all (`--version` alone 2-3.5 s), while the keeper answered in 3-177 ms storm or not."""
+    t0 = time.monotonic()
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(str(ws.runtime_dir / "docker-up" / "ports.sock"))
+        s.sendall(b"not a port request\n")
+        reply = s.recv(200)
+    assert b"bad port request" in reply, reply
+    return time.monotonic() - t0
 
 
 @pytest.fixture

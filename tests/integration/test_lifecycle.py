@@ -226,6 +226,57 @@ def test_sigterm_while_starting_leaves_nothing(
         assert not (workspace.runtime_dir / "docker-up" / "docker.sock").exists()
 
 
+# A dockerd whose `--version` (docker-up's engine probe, while it plans: before its lock,
+# its namespaces, any of its processes) says so in a file, then hangs there.
+PROBE_HANGS = '#!/bin/sh\n[ "$1" = --version ] || exit 7\n: >{mark}\nexec tail -f {mark}\n'
+
+
+@pytest.mark.parametrize(
+    "how,point",
+    [("foreground", "probe"), ("detach", "probe"), ("detach", "background start")],
+)
+def test_a_stop_signal_at_any_moment_of_the_start_says_so_and_leaves_nothing(
+    detached: Workspace, how: str, point: str
+) -> None:
+    """SIGTERM at a known early point of a start (issue 33): planning, which a loaded
+    machine stretches past a second, or a detached start's background half-way. Before,
+    the start's handler came only with its lock: SIGTERM there killed it (exit -15, no
+    message), leaving its probe running, or a detached start's background going on to a
+    daemon nobody had asked for any more."""
+    ws = detached
+    args = ("--detach",) if how == "detach" else ()
+    if point == "probe":
+        mark = ws.root / "probing"
+        fake = ws.root / "fake-dockerd"
+        fake.write_text(PROBE_HANGS.format(mark=mark))
+        fake.chmod(0o755)
+        s = ws.start_on_broken_host(f"mount --bind {fake} /usr/sbin/dockerd", *args)
+        wait_for(mark.exists, 60, "docker-up's engine probe", step=0.005)
+    else:
+        s = ws.start(*args)
+        # The background's namespace child runs: the start is half-way, its front waits.
+        wait_for(
+            lambda: any(b"child.py" in cmdline(p) for p in processes_of(ws.user.uid)),
+            60,
+            "the background start's namespace child",
+            step=0.005,
+        )
+    code = s.stop(signal.SIGTERM)
+    err = s.stderr()
+    nothing_left(ws.user.uid, f"nothing left (docker-up exit {code})")
+    assert code == 130, err
+    assert "stopped (SIGTERM) before dockerd was ready" in err, err
+    assert not (ws.runtime_dir / "docker-up" / "docker.sock").exists()
+    # And the next start works.
+    assert detach(ws).returncode == 0
+
+
+def cmdline(pid: int) -> bytes:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    return b""
+
+
 STALE = (
     "docker.sock",
     "state.json",

@@ -166,7 +166,12 @@ def interrupted(ws: Workspace, kind: str, rng: random.Random) -> Outcome:
     code = s.stop(signal.SIGTERM, timeout=90)
     state = "working daemon, then stopped" if answering else "no daemon"
     detail = f"{at}: {state}, docker-up exit {code}"
-    if (not answering and hit is None) or code == INTERNAL_ERROR:
+    # A stopped start ends in order and says so (130, or the keeper's own stop): never
+    # by the signal's default disposition (-15), silently. Its first line installs the
+    # handler, before the notice it prints: a signal that came before even that (the
+    # interpreter's own start) finds nothing of docker-up's to end.
+    silent = kind == "stop" and code < 0 and bool(s.stderr())
+    if (not answering and hit is None) or code == INTERNAL_ERROR or silent:
         detail = f"UNEXPECTED {detail}: {s.stderr()[-400:]}"
     return Outcome(kind, detail, time.monotonic() - t0, settled(ws))
 

@@ -56,6 +56,19 @@ def test_a_stopped_proxy_ends_after_its_real_docker_proxy(tmp_path: Path) -> Non
     server.bind(sock)
     server.listen()
     threading.Thread(target=keeper_answers, args=(server,), daemon=True).start()
+    proxy = start_proxy(sock, real)
+    try:
+        wait_for(up, 20)
+        proxy.send_signal(signal.SIGINT)  # dockerd's way to stop a proxy
+        assert proxy.wait(20) == 0
+        assert mark.exists(), "the proxy ended while its real docker-proxy still held the port"
+    finally:
+        proxy.kill()
+        proxy.wait()
+        server.close()
+
+
+def start_proxy(sock: str, real: Path) -> subprocess.Popen[bytes]:
     spec = ProxySpec(manager=sock, docker_proxy=str(real)).to_json()
     # The proxy as dockerd runs it (python -S), but with all the time in the world for the
     # real one's end: the stand-in's second of grace must never race the proxy's own
@@ -68,7 +81,7 @@ def test_a_stopped_proxy_ends_after_its_real_docker_proxy(tmp_path: Path) -> Non
     )
     args = "-proto tcp -host-ip 0.0.0.0 -host-port 8080 -container-ip 172.17.0.2 -container-port 80"
     # fd 3: docker-proxy's report channel to dockerd, which the proxy passes on.
-    proxy = subprocess.Popen(
+    return subprocess.Popen(
         [
             "sh",
             "-c",
@@ -82,12 +95,38 @@ def test_a_stopped_proxy_ends_after_its_real_docker_proxy(tmp_path: Path) -> Non
             *args.split(),
         ]
     )
+
+
+def test_a_proxy_stopped_before_its_handler_still_ends_in_order(tmp_path: Path) -> None:
+    """dockerd may stop a proxy it has just started: here while the proxy waits for the
+    keeper's answer, before it has its handler (a known point: the keeper holds the answer).
+    It used to die there by KeyboardInterrupt (or, a moment later, inside Popen with its real
+    docker-proxy started: seen under load); it ends through its handler, exit 0, the real
+    docker-proxy it then started ended before it."""
+    real = tmp_path / "docker-proxy"
+    real.write_text("#!/bin/sh\nwhile :; do sleep 0.05; done\n")
+    real.chmod(0o755)
+    sock = str(tmp_path / "ports.sock")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(sock)
+    server.listen()
+    proxy = start_proxy(sock, real)
     try:
-        wait_for(up, 20)
-        proxy.send_signal(signal.SIGINT)  # dockerd's way to stop a proxy
-        assert proxy.wait(20) == 0
-        assert mark.exists(), "the proxy ended while its real docker-proxy still held the port"
+        conn, _ = server.accept()
+        with conn:
+            PortRequest.from_json(conn.makefile().readline())  # it waits for the answer now
+            proxy.send_signal(signal.SIGINT)
+            conn.sendall(line(PortReply()))
+            assert proxy.wait(20) == 0
+        assert not [p for p in Path("/proc").glob("[0-9]*") if str(real).encode() in cmd(p)]
     finally:
         proxy.kill()
         proxy.wait()
         server.close()
+
+
+def cmd(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""

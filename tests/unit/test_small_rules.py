@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from dockerup.cli.argv import default_to_up
+from dockerup.cli.entry import is_start
 from dockerup.ports.proxy import FdStream
 from dockerup.verbs.running import enter_argv
 
@@ -30,6 +31,28 @@ from dockerup.verbs.running import enter_argv
 )
 def test_docker_up_alone_means_up(args: list[str], expected: list[str]) -> None:
     assert default_to_up(args) == expected
+
+
+@pytest.mark.parametrize(
+    ("args", "start"),
+    [
+        ([], True),
+        (["-d"], True),
+        (["--mtu", "1500"], True),
+        (["up", "--lazy"], True),
+        (["--debug", "up"], True),
+        (["--debug"], True),
+        (["status"], False),
+        (["stop"], False),
+        (["run", "up"], False),
+        (["--help"], False),
+        (["--version"], False),
+    ],
+)
+def test_a_start_is_told_before_any_parser(args: list[str], start: bool) -> None:
+    """Its stop-signal handler comes first thing (issue 33): whatever Typer would run as up."""
+    assert is_start(args) is start
+    assert (default_to_up([a for a in args if a != "--debug"])[:1] == ["up"]) is start
 
 
 def test_dash_h_is_the_help_everywhere() -> None:
