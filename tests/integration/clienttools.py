@@ -7,11 +7,13 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from .harness import DOCKER_CLI, Workspace
+from .harness import DOCKER_CLI, User, Workspace, end_strays
 
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -90,3 +92,32 @@ def devcontainer_round_trip(ws: Workspace, folder: Path) -> None:
         ids_left = docker(ws, "ps", "-aq", "--filter", label).split()
         if ids_left:
             docker(ws, "rm", "-f", *ids_left)
+
+
+@contextmanager
+def started_with_plugins(
+    user: User, busybox_tar: Path, prefix: str, plugins: tuple[str, ...], **env: str
+) -> Iterator[Workspace]:
+    """docker-up -d for the test user (env: its settings), the given clients as the user's
+    CLI plugins (in the DOCKER_CONFIG this workspace has, as ~/.docker would be), busybox
+    imported as bb:test; stopped and removed after."""
+    ws = Workspace.create(user, prefix, **env)
+    config = ws.root / "docker-config"
+    (config / "cli-plugins").mkdir(parents=True)
+    for p in plugins:
+        shutil.copy(clients_dir() / "cli-plugins" / p, config / "cli-plugins" / p)
+    for d, _, files in os.walk(config):
+        os.chown(d, user.uid, user.gid)
+        for f in files:
+            os.chown(Path(d) / f, user.uid, user.gid)
+    ws.extra_env["DOCKER_CONFIG"] = str(config)
+    try:
+        r = ws.docker_up("-d")
+        assert r.returncode == 0, r.stderr
+        ws.docker("import", str(busybox_tar), "bb:test")
+        ws.extra_env["DOCKER_HOST"] = f"unix://{ws.runtime_dir}/docker-up/docker.sock"
+        yield ws
+    finally:
+        ws.docker_up("stop", timeout=90)
+        end_strays(ws.root)
+        shutil.rmtree(ws.root, ignore_errors=True)

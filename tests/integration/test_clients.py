@@ -23,13 +23,13 @@ import pytest
 from .clienttools import (
     TESTS,
     WriteRefused,
-    clients_dir,
     copy_tree,
     devcontainer_round_trip,
     docker,
     http_get,
+    started_with_plugins,
 )
-from .harness import DOCKER_CLI, VENV, User, Workspace, end_strays
+from .harness import DOCKER_CLI, VENV, User, Workspace
 
 # The machine's programs and libraries, read-only, in a busybox container.
 HOST_TOOLS = ["-v", "/usr:/usr:ro", "-v", "/lib:/lib:ro", "-v", "/lib64:/lib64:ro"]
@@ -38,29 +38,10 @@ SOCKET = ["-v", "/var/run/docker.sock:/var/run/docker.sock"]
 
 @pytest.fixture(scope="module")
 def daemon(user: User, busybox_tar: Path) -> Iterator[Workspace]:
-    """docker-up -d for the test user, with compose and buildx as the user's CLI plugins (in
-    the DOCKER_CONFIG this workspace has, as ~/.docker would be)."""
-    plugins = clients_dir() / "cli-plugins"
-    ws = Workspace.create(user, "dockerup-clients-")
-    config = ws.root / "docker-config"
-    (config / "cli-plugins").mkdir(parents=True)
-    for p in ("docker-compose", "docker-buildx"):
-        shutil.copy(plugins / p, config / "cli-plugins" / p)
-    for d, _, files in os.walk(config):
-        os.chown(d, user.uid, user.gid)
-        for f in files:
-            os.chown(Path(d) / f, user.uid, user.gid)
-    ws.extra_env["DOCKER_CONFIG"] = str(config)
-    try:
-        r = ws.docker_up("-d")
-        assert r.returncode == 0, r.stderr
-        ws.docker("import", str(busybox_tar), "bb:test")
-        ws.extra_env["DOCKER_HOST"] = f"unix://{ws.runtime_dir}/docker-up/docker.sock"
+    """docker-up -d for the test user, with compose and buildx as the user's CLI plugins."""
+    plugins = ("docker-compose", "docker-buildx")
+    with started_with_plugins(user, busybox_tar, "dockerup-clients-", plugins) as ws:
         yield ws
-    finally:
-        ws.docker_up("stop", timeout=90)
-        end_strays(ws.root)
-        shutil.rmtree(ws.root, ignore_errors=True)
 
 
 def test_compose_v2(daemon: Workspace) -> None:

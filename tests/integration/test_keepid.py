@@ -16,11 +16,11 @@ import pytest
 
 from .clienttools import (
     TESTS,
-    clients_dir,
     copy_tree,
     devcontainer_round_trip,
     docker,
     http_get,
+    started_with_plugins,
 )
 from .harness import User, Workspace, end_strays, pid_alive, processes_naming, wait_for
 
@@ -37,23 +37,10 @@ def subordinate_start(user: User) -> int:
 def keep(user: User, busybox_tar: Path) -> Iterator[Workspace]:
     """docker-up -d with keep-id from the environment, buildx as the user's CLI plugin (the
     Dev Containers CLI builds with it, as with the default daemon in test_clients)."""
-    ws = Workspace.create(user, "dockerup-keepid-", DOCKER_UP_USERNS="keep-id")
-    config = ws.root / "docker-config"
-    (config / "cli-plugins").mkdir(parents=True)
-    shutil.copy(clients_dir() / "cli-plugins" / "docker-buildx", config / "cli-plugins")
-    for d in (config, config / "cli-plugins", config / "cli-plugins" / "docker-buildx"):
-        os.chown(d, user.uid, user.gid)
-    ws.extra_env["DOCKER_CONFIG"] = str(config)
-    try:
-        r = ws.docker_up("-d")
-        assert r.returncode == 0, r.stderr
-        ws.docker("import", str(busybox_tar), "bb:test")
-        ws.extra_env["DOCKER_HOST"] = f"unix://{ws.runtime_dir}/docker-up/docker.sock"
+    with started_with_plugins(
+        user, busybox_tar, "dockerup-keepid-", ("docker-buildx",), DOCKER_UP_USERNS="keep-id"
+    ) as ws:
         yield ws
-    finally:
-        ws.docker_up("stop", timeout=90)
-        end_strays(ws.root)
-        shutil.rmtree(ws.root, ignore_errors=True)
 
 
 def test_devcontainer_with_a_non_root_remote_user_under_keep_id(keep: Workspace) -> None:

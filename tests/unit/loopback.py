@@ -17,8 +17,9 @@ from dockerup.wire.specs import AutoPortsSpec
 PERSON = Owner(10, "python3 -m http.server")
 
 
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
+def free_ports(n: int, kind: socket.SocketKind = socket.SOCK_STREAM) -> list[int]:
+    """n ports of that kind free on 127.0.0.1 a moment ago."""
+    socks = [socket.socket(socket.AF_INET, kind) for _ in range(n)]
     for s in socks:
         s.bind(("127.0.0.1", 0))
     ports = [s.getsockname()[1] for s in socks]

@@ -324,16 +324,6 @@ def test_decide_udp_the_named_list_is_its_include() -> None:
     assert (v.action, v.reason) == ("refuse", "in auto-ports-exclude")
 
 
-def udp_free_ports(n: int) -> list[int]:
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def udp_fake(auto_ports: MakeAutoPorts, ports: list[int]) -> Fake:
     return auto_ports(cap=8, udp=ports)
 
@@ -358,7 +348,7 @@ def test_a_named_udp_port_is_relayed_then_released(
     address would get); the workspace's side is 127.0.0.1 at the same port."""
     from dockerup.autoports import scanner as autoports
 
-    (port,) = udp_free_ports(1)
+    (port,) = free_ports(1, socket.SOCK_DGRAM)
     monkeypatch.setattr(autoports, "workspace_ports", lambda _udp=False: set())  # the echo's
     echo = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     echo.bind(("127.0.0.2", port))
@@ -410,7 +400,7 @@ def test_without_a_named_udp_port_udp_is_never_read(auto_ports: MakeAutoPorts) -
 
 def test_a_udp_port_waits_for_the_inside_helper(auto_ports: MakeAutoPorts) -> None:
     """No helper to relay it (one being restarted): refused, and taken at a later poll."""
-    (port,) = udp_free_ports(1)
+    (port,) = free_ports(1, socket.SOCK_DGRAM)
     auto = udp_fake(auto_ports, [port])
     auto.inside_udp = [Listener("0.0.0.0", port, 7)]
     helper_end = None
