@@ -53,13 +53,14 @@ from dockerup.linux.fdwait import readable
 from dockerup.logs import QuietLog
 from dockerup.ports.manager import bind_error
 from dockerup.ports.tables import TABLE_VERSION, AutoPort, AutoTable
-from dockerup.wire.messages import Connect, PortRequest
+from dockerup.wire.messages import Connect, OwnersAnswer, OwnersQuery, PortRequest
 from dockerup.wire.specs import AutoPortsSpec
 
 if TYPE_CHECKING:
     from dockerup.ports.manager import PortManager
 
 POLL = 0.25  # seconds between looks at the namespace's listeners
+OWNERS_TIMEOUT = 2.0  # seconds the inside helper may take to say who holds new sockets
 # Refusals that may end without their socket changing, so each poll tries again: the cap,
 # and a UDP port the inside helper could not take (it was being restarted).
 RETRIED = ("cap of", "the inside helper")
@@ -175,6 +176,7 @@ class AutoPorts:
         self.helper: subprocess.Popen[bytes] | None = None
         self.helper_fd = -1
         self.conn: socket.socket | None = None
+        self.queries = 0  # OwnersQuery ids
         self.next_poll = 0.0
         # Held while a helper starts: stop() must not miss one started meanwhile.
         self.lock = threading.Lock()
@@ -286,7 +288,30 @@ class AutoPorts:
     def lookup_owners(self, inodes: set[int]) -> None:
         unknown = inodes - set(self.owners)
         if unknown:
-            self.owners.update(socket_owners(self.netns, unknown))
+            asked = self.ask_owners(unknown)
+            self.owners.update(socket_owners(self.netns, unknown) if asked is None else asked)
+
+    def ask_owners(self, inodes: set[int]) -> dict[int, Owner] | None:
+        """The inside helper looks: under keep-id dockerd, its port proxies and the
+        containers' root are a subordinate id, whose /proc/PID/fd the keeper (the user,
+        outside) may not list; unknown, dockerd 28's own listener of a port it is about to
+        publish (it binds before its proxy asks the port manager) was auto-exposed, and the
+        published port then refused as in use. None: no answer (the keeper looks)."""
+        if self.conn is None:
+            return None
+        self.queries += 1
+        try:
+            self.conn.send(OwnersQuery(self.queries, sorted(inodes)).to_json().encode())
+            deadline = time.monotonic() + OWNERS_TIMEOUT
+            while readable([self.conn.fileno()], max(0.0, deadline - time.monotonic())):
+                answer = OwnersAnswer.from_json(self.conn.recv(1 << 20))
+                if answer.id == self.queries:
+                    return {
+                        o.inode: Owner(o.pid, o.command, o.container, o.own) for o in answer.owners
+                    }
+        except (OSError, ValueError):
+            pass
+        return None
 
     def consider(
         self,

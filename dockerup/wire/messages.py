@@ -187,6 +187,30 @@ class Connect(Spec):
     port: int
 
 
+@dataclasses.dataclass(frozen=True)
+class OwnersQuery(Spec):
+    """Which processes of the namespace hold these sockets (their inodes)? `id` pairs the
+    answer with its question (a late answer to an earlier one is dropped)."""
+
+    id: int
+    inodes: list[int]
+
+
+@dataclasses.dataclass(frozen=True)
+class SocketOwner(Spec):
+    inode: int
+    pid: int
+    command: str
+    container: str | None
+    own: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class OwnersAnswer(Spec):
+    id: int
+    owners: list[SocketOwner]
+
+
 # -- the background start (background.py): the detached docker-up's one report -------------
 
 

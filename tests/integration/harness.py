@@ -238,6 +238,15 @@ class User:
         os.chown(d, self.uid, self.gid)
         return d
 
+    @property
+    def subordinate_start(self) -> int:
+        """The user's first subordinate uid: root inside docker-up's namespace under keep-id."""
+        for line in Path("/etc/subuid").read_text().splitlines():
+            name, start, _ = line.split(":")
+            if name in (self.name, str(self.uid)):
+                return int(start)
+        raise AssertionError(f"{self.name} has no subordinate ids")
+
 
 @dataclass
 class Workspace:

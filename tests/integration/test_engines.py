@@ -5,7 +5,9 @@ DOCKER_UP_TEST_ENGINES ("NAME=BIN-DIR ..."); the system engine always runs.
 
 Per engine: docker-up starts it, it reports its own version, runs a container, answers on a
 published port from the workspace, builds an image with a RUN step, is restarted after a
-kill -9 with its published port working again, and stops leaving nothing running."""
+kill -9 with its published port working again, and stops leaving nothing running.
+The fetched engines also run userns = "keep-id" (tests/integration/test_keepid.py holds it
+on the system's): one start, each of its README's claims checked on it."""
 
 from __future__ import annotations
 
@@ -18,7 +20,15 @@ from pathlib import Path
 
 import pytest
 
-from .harness import Workspace, detach, pid_alive, processes_of, status, wait_for
+from .harness import (
+    Workspace,
+    detach,
+    pid_alive,
+    processes_naming,
+    processes_of,
+    status,
+    wait_for,
+)
 from .servers import free_port
 
 
@@ -72,12 +82,18 @@ class TestTrixie:
     def test_core_path(self, workspace: Workspace, busybox_tar: Path) -> None:
         core_path(workspace, engine_dir("trixie", workspace), busybox_tar)
 
+    def test_keep_id(self, workspace: Workspace, busybox_tar: Path) -> None:
+        keep_id_path(workspace, engine_dir("trixie", workspace), busybox_tar)
+
 
 class TestSid:
     """Debian unstable's docker.io 28.5 with containerd 2.1 (the RootlessKit API)."""
 
     def test_core_path(self, workspace: Workspace, busybox_tar: Path) -> None:
         core_path(workspace, engine_dir("sid", workspace), busybox_tar)
+
+    def test_keep_id(self, workspace: Workspace, busybox_tar: Path) -> None:
+        keep_id_path(workspace, engine_dir("sid", workspace), busybox_tar)
 
 
 def tail(path: Path, lines: int) -> str:
@@ -172,3 +188,78 @@ def core_path(ws: Workspace, engine: Path | None, busybox_tar: Path) -> None:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
         s.listen()
+
+
+def web(ws: Workspace, port: int, *args: str) -> str:
+    """A busybox httpd published on the workspace's loopback port; its container id."""
+    # --stop-timeout: httpd, the container's init, ignores SIGTERM (10 s a stop otherwise).
+    run = ["run", "-d", "--stop-timeout", "2", *args, "-p", f"127.0.0.1:{port}:80", "bb:test"]
+    return ws.docker(*run, "httpd", "-f", "-p", "80", "-h", "/etc").stdout.strip()
+
+
+def keep_id_path(ws: Workspace, engine: Path | None, busybox_tar: Path) -> None:
+    """userns = "keep-id" on this engine (README: dev containers with a non-root user): a
+    published port answers on the workspace's loopback, a root container's bind-mount write
+    is the first subordinate id's, one with the user's uid writes as the user, a killed
+    dockerd comes back (root inside again) with its ports, and stop leaves nothing."""
+    ws.extra_env["DOCKER_UP_USERNS"] = "keep-id"
+    root_outside = ws.user.subordinate_start
+    try:
+        r = detach(ws)
+        assert r.returncode == 0, r.stderr
+        doc = status(ws)
+        assert str(doc["userns"]).startswith("keep-id"), doc
+        version = ws.docker("version", "--format", "{{.Server.Version}}").stdout.strip()
+        assert version == expected_version(engine)
+        dockerd = int(doc["dockerd_pid"])  # type: ignore[call-overload]
+        assert os.stat(f"/proc/{dockerd}").st_uid == root_outside
+
+        ws.docker("import", str(busybox_tar), "bb:test")
+        port = free_port()
+        cid = web(ws, port, "--restart", "always")
+        wait_for(lambda: answers(port, cid[:12]), 15, "the published port from the workspace")
+
+        folder = ws.root / "src"
+        folder.mkdir()
+        os.chown(folder, ws.user.uid, ws.user.gid)
+        me = f"{ws.user.uid}:{ws.user.gid}"
+        write = "echo x > /src/$0"
+        ws.docker("run", "--rm", "-v", f"{folder}:/src", "bb:test", "sh", "-c", write, "root")
+        ws.docker(
+            "run",
+            "--rm",
+            "--user",
+            me,
+            "-v",
+            f"{folder}:/src",
+            "bb:test",
+            "sh",
+            "-c",
+            write,
+            "mine",
+        )
+        assert (folder / "root").stat().st_uid == root_outside
+        assert (folder / "mine").stat().st_uid == ws.user.uid
+        assert ws.run(["sh", "-c", f"echo more >> {folder / 'mine'}"]).returncode == 0
+        assert ws.run(["sh", "-c", f"echo more >> {folder / 'root'}"]).returncode != 0
+
+        os.kill(dockerd, signal.SIGKILL)
+        wait_for(lambda: not pid_alive(dockerd), 10, "dockerd to die")
+        wait_for(
+            lambda: status(ws).get("restarts") == 1 and status(ws).get("answering"),
+            60,
+            "the restarted dockerd",
+        )
+        again = int(status(ws)["dockerd_pid"])  # type: ignore[call-overload]
+        assert os.stat(f"/proc/{again}").st_uid == root_outside
+        port2 = free_port()
+        cid2 = web(ws, port2, "--rm")
+        wait_for(lambda: answers(port2, cid2[:12]), 15, "a port published after the restart")
+        wait_for(lambda: answers(port, cid[:12]), 30, "the port after dockerd's restart")
+    finally:
+        ws.docker_up("stop", timeout=90)
+    wait_for(lambda: not processes_naming(ws.root), 30, "nothing of the workspace left")
+    wait_for(lambda: not processes_of(ws.user.uid), 30, "all of the user's processes")
+    assert not (ws.runtime_dir / "docker-up" / "docker.sock").exists()
+    log = (ws.runtime_dir / "docker-up" / "logs" / "docker-up.log").read_text()
+    assert "left running" not in log.split("stopping")[-1], log[-2000:]

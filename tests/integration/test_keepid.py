@@ -25,14 +25,6 @@ from .clienttools import (
 from .harness import User, Workspace, end_strays, pid_alive, processes_naming, wait_for
 
 
-def subordinate_start(user: User) -> int:
-    for line in Path("/etc/subuid").read_text().splitlines():
-        name, start, _ = line.split(":")
-        if name in (user.name, str(user.uid)):
-            return int(start)
-    raise AssertionError(f"{user.name} has no subordinate ids")
-
-
 @pytest.fixture(scope="module")
 def keep(user: User, busybox_tar: Path) -> Iterator[Workspace]:
     """docker-up -d with keep-id from the environment, buildx as the user's CLI plugin (the
@@ -62,7 +54,7 @@ def test_status_shows_the_mapping_and_its_own_data_root(keep: Workspace) -> None
     st = os.stat(keep.runtime_dir / "docker-up" / "docker.sock")
     # (dockerd sets the sticky bit: a runtime directory's cleaner leaves it alone)
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode) & 0o777) == (
-        subordinate_start(keep.user),
+        keep.user.subordinate_start,
         keep.user.gid,
         0o660,
     )
@@ -106,7 +98,7 @@ def test_what_a_root_container_writes_into_a_bind_mount(keep: Workspace) -> None
         "-c",
         "echo out > /src/made && mkdir /src/build && echo obj > /src/build/o",
     )
-    root_outside = subordinate_start(keep.user)
+    root_outside = keep.user.subordinate_start
     for p in (folder / "made", folder / "build", folder / "build" / "o"):
         assert p.stat().st_uid == root_outside, p
     edit = keep.run(["sh", "-c", f"echo more >> {folder / 'made'}"])
@@ -172,7 +164,7 @@ def test_a_hostile_container_reaches_only_its_bind_mount(keep: Workspace, who: s
         assert ("MOUNTED" in out) == (who == "root"), out
         assert precious.read_text() == "the user's\n"
         assert os.listdir(other) == []
-        want = keep.user.uid if who == "user" else subordinate_start(keep.user)
+        want = keep.user.uid if who == "user" else keep.user.subordinate_start
         assert (w / "mine").stat().st_uid == want
     finally:
         shutil.rmtree(other)
@@ -196,7 +188,7 @@ def test_stop_ends_everything_of_the_namespace(
     wait_for(lambda: "hello-keep-id" in http_get("127.0.0.1", int(port)), 30, "the web page")
     web = int(ws.docker("inspect", "-f", "{{.State.Pid}}", "web").stdout)
     ours = {*processes_naming(ws.root), web}
-    root_outside = subordinate_start(ws.user)
+    root_outside = ws.user.subordinate_start
     assert os.stat(f"/proc/{web}").st_uid == root_outside
     assert ws.docker_up("stop", timeout=90).returncode == 0
     wait_for(lambda: not [p for p in ours if pid_alive(p)], 30, "nothing left")
@@ -251,7 +243,7 @@ def test_lazy_start_and_a_restarted_dockerd_under_keep_id(user: User, busybox_ta
         doc = json.loads(ws.docker_up("status", "--json").stdout)
         assert doc["userns"].startswith("keep-id") and doc["answering"] is True
         first = int(doc["dockerd_pid"])
-        assert os.stat(f"/proc/{first}").st_uid == subordinate_start(user)
+        assert os.stat(f"/proc/{first}").st_uid == user.subordinate_start
         os.kill(first, 9)
         wait_for(
             lambda: (
@@ -264,7 +256,7 @@ def test_lazy_start_and_a_restarted_dockerd_under_keep_id(user: User, busybox_ta
         log = (ws.runtime_dir / "docker-up" / "logs" / "docker-up.log").read_text()
         assert "dockerd is back" in log, log[-1500:]
         again = int(json.loads(ws.docker_up("status", "--json").stdout)["dockerd_pid"])
-        assert os.stat(f"/proc/{again}").st_uid == subordinate_start(user)
+        assert os.stat(f"/proc/{again}").st_uid == user.subordinate_start
         # It still sets up a container's network and published port (iptables, root inside).
         ws.docker("import", str(busybox_tar), "bb:test")
         ws.docker("run", "--rm", "-p", "127.0.0.1::80", "bb:test", "true")

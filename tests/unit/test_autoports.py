@@ -4,12 +4,15 @@ the keeper's bookkeeping against real sockets on this machine's loopback."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 from pathlib import Path
 
 import pytest
 
+from dockerup.autoports import scanner
+from dockerup.autoports.inside import MAX_MESSAGE, answer_owners
 from dockerup.autoports.rules import (
     Listener,
     Owner,
@@ -22,9 +25,10 @@ from dockerup.autoports.rules import (
     shim_container,
     wanted,
 )
+from dockerup.autoports.scanner import AutoPorts
 from dockerup.errors import DockerUpError
 from dockerup.settings.config import resolve
-from dockerup.wire.messages import Connect
+from dockerup.wire.messages import Connect, OwnersAnswer, OwnersQuery, SocketOwner
 from dockerup.wire.specs import AutoPortsSpec
 
 from .loopback import PERSON, Fake, MakeAutoPorts, free_ports
@@ -414,3 +418,34 @@ def test_a_udp_port_waits_for_the_inside_helper(auto_ports: MakeAutoPorts) -> No
         auto.release(list(auto.exposed))
         if helper_end is not None:
             helper_end.close()
+
+
+def test_the_inside_helper_names_a_sockets_owner(auto: Fake) -> None:
+    """Under keep-id the keeper may not list dockerd's fds (a subordinate id's): the inside
+    helper looks and answers (autoports/inside.py); a late answer to an earlier question is
+    dropped, and no answer at all leaves the keeper to look itself (None)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours.setblocking(False)
+    auto.conn = ours
+    with ours, theirs, socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        inode = os.fstat(held.fileno()).st_ino
+        stale = OwnersAnswer(0, [SocketOwner(inode, 1, "stale", None, True)])
+        theirs.send(stale.to_json().encode())
+
+        def helper() -> None:
+            answer_owners(theirs, OwnersQuery.from_json(theirs.recv(MAX_MESSAGE)))
+
+        t = threading.Thread(target=helper)
+        t.start()
+        found = AutoPorts.ask_owners(auto, {inode})
+        t.join()
+        assert found is not None and set(found) == {inode}
+        assert found[inode].pid == os.getpid() and not found[inode].own
+        # Nobody answers: the keeper's own lookup (None), after OWNERS_TIMEOUT.
+        scanner.OWNERS_TIMEOUT, before = 0.1, scanner.OWNERS_TIMEOUT
+        try:
+            assert AutoPorts.ask_owners(auto, {inode}) is None
+        finally:
+            scanner.OWNERS_TIMEOUT = before
