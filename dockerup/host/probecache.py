@@ -32,13 +32,27 @@ class ProbeFile(Spec):
 
 _OPEN: dict[Path, ProbeCache] = {}
 
+# How long a program may take to say what it is. Generous: under load (a workspace's start,
+# a VM under TCG) `dockerd --version` took over 10 s, and an unreadable dockerd version is
+# taken as the newest engine (plan/engine.py): dockerd 20.10 then got 28's environment and
+# refused to start. A program that answers at once costs nothing more.
+PROBE_TIMEOUT = 90.0
+
+
+def _run(argv: Sequence[str]) -> str:
+    return proc.output(argv, timeout=PROBE_TIMEOUT)
+
+
+def _tty_run(argv: Sequence[str]) -> str:
+    return proc.tty_output(argv, timeout=PROBE_TIMEOUT)
+
 
 def probes(env: Mapping[str, str], home: str) -> ProbeCache:
     """What binaries say about themselves, cached per user: one cache for the process, so
     a start reads probes.json once, not once for each group of facts it probes."""
     path = cache_file(env, home)
     if path not in _OPEN:
-        _OPEN[path] = ProbeCache(path, proc.output, proc.tty_output)
+        _OPEN[path] = ProbeCache(path, _run, _tty_run)
     return _OPEN[path]
 
 

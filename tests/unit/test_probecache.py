@@ -6,6 +6,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 from dockerup.host.probecache import ProbeCache
 
 
@@ -85,3 +87,26 @@ def test_a_process_reads_the_cache_file_once(tmp_path: Path) -> None:
     env = {"XDG_CACHE_HOME": str(tmp_path)}
     assert probes(env, "/nonexistent") is probes(env, "/nonexistent")
     assert probes({"XDG_CACHE_HOME": str(tmp_path / "other")}, "/x") is not probes(env, "/x")
+
+
+def test_a_slow_program_gets_time_to_say_its_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under load `dockerd --version` took over 10 s; an empty answer picks the newest
+    engine's settings for whatever dockerd this is. The probe waits as long as it takes."""
+    from dockerup import proc
+    from dockerup.host import probecache
+
+    asked: list[float] = []
+
+    def output(argv: object, timeout: float = 10.0) -> str:
+        asked.append(timeout)
+        return "Docker version 20.10.24+dfsg1, build 297e128"
+
+    monkeypatch.setattr(proc, "output", output)
+    monkeypatch.setattr(probecache, "_OPEN", {})
+    binary = tmp_path / "dockerd"
+    binary.write_text("#!/bin/sh\n")
+    cache = probecache.probes({"XDG_CACHE_HOME": str(tmp_path)}, str(tmp_path))
+    assert "20.10.24" in cache.output([str(binary), "--version"])
+    assert asked == [probecache.PROBE_TIMEOUT] and probecache.PROBE_TIMEOUT >= 60
