@@ -25,7 +25,6 @@ from typing import Any
 USER = os.environ.get("DOCKER_UP_VM_USER", "du-vm")
 BUSYBOX = os.environ.get("DOCKER_UP_VM_BUSYBOX", "/vm/busybox.tar")
 SUBIDS = range(100000, 165536)
-UNIT = "du-vm-docker-up"
 # Under TCG a first container or a build takes seconds, not milliseconds; on a machine
 # shared with other VMs and suites (load 20) a container start took a minute and docker-up's
 # start over three. START matches the start-timeout scripts/vm-guest configures.
@@ -109,38 +108,6 @@ def start_in_login_session(uid: int) -> Stack:
     return Stack("login", uid, lambda: ok("docker-up stop"))
 
 
-def start_under_user_manager(uid: int) -> Stack:
-    # The foreground docker-up is the unit's main process; Delegate=yes hands the unit's
-    # cgroup (and its controllers) to it, as Docker's rootless setuptool unit does.
-    ok(
-        f"systemd-run --user --unit={UNIT} -p Delegate=yes -p KillMode=mixed "
-        f"-- /usr/local/bin/docker-up up"
-    )
-    try:
-        wait_for(
-            lambda: login("docker-up status >/dev/null").returncode == 0,
-            START,
-            "docker-up status to say running",
-        )
-        ok(
-            f"timeout {START} sh -c 'until docker version >/dev/null 2>&1; do sleep 0.5; done'",
-            START + 30,
-        )
-    except AssertionError:
-        journal = login(f"journalctl --user -u {UNIT} --no-pager -n 40")
-        raise AssertionError(f"docker-up under the user manager:\n{journal.stdout}") from None
-
-    def stop() -> None:
-        ok("docker-up stop")
-        wait_for(
-            lambda: login(f"systemctl --user is-active -q {UNIT}").returncode != 0,
-            60,
-            f"{UNIT} to end after docker-up stop",
-        )
-
-    return Stack("manager", uid, stop)
-
-
 def stack_fixture(start: Callable[[int], Stack]) -> Iterator[Stack]:
     """Start the user's stack one way, import the test image; after the module, end whatever
     a failed stop left."""
@@ -151,7 +118,6 @@ def stack_fixture(start: Callable[[int], Stack]) -> Iterator[Stack]:
     yield s
     if users_processes(uid):
         login("docker-up stop", timeout=60)
-        login(f"systemctl --user stop {UNIT}; systemctl --user reset-failed {UNIT}", timeout=60)
 
 
 def stop_leaves_nothing(stack: Stack) -> None:
