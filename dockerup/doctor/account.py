@@ -8,7 +8,6 @@ from dockerup.doctor.probe import DoctorFacts
 from dockerup.errors import DockerUpError
 from dockerup.plan import require
 from dockerup.plan.idmap import KEEP_ID, describe
-from dockerup.settings.config import Config
 from dockerup.settings.modes import resolve_mode
 from dockerup.settings.paths import UNIX_SOCKET_MAX
 
@@ -17,7 +16,7 @@ def check_mode(f: DoctorFacts) -> Finding:
     h = f.host
     try:
         mode, reason = resolve_mode(h.uid, h.initial_userns, h.net_admin, f.mode)
-        require.require_userns_setting(Config(userns=f.userns), mode)
+        require.require_userns_setting(f.userns, mode)
     except DockerUpError as e:
         return Finding(Health.fail, e.message, e.hint or "")
     # The default map goes unsaid, as before the setting existed.

@@ -129,7 +129,7 @@ def build_plan(
     uidmap = gidmap = None
     # ping_group_range may only name gids the namespace maps: ours, or the new one's.
     gids = min(facts.max_gid, 2147483647)
-    require_userns_setting(config, mode)
+    require_userns_setting(config.userns, mode)
     if mode.needs_userns():
         subuid = require_range(facts.subuid, "/etc/subuid", facts)
         subgid = require_range(facts.subgid, "/etc/subgid", facts)

@@ -93,8 +93,8 @@ def require_own_runtime(paths: Paths, foreign: bool) -> None:
         )
 
 
-def require_userns_setting(config: Config, mode: Mode) -> None:
-    if config.userns == KEEP_ID and not mode.needs_userns():
+def require_userns_setting(userns: str, mode: Mode) -> None:
+    if userns == KEEP_ID and not mode.needs_userns():
         raise DockerUpError(
             f"userns = keep-id maps the ids of the user namespace docker-up makes (mode {mode} "
             "makes none)",
