@@ -80,9 +80,10 @@ def probe(
 
 
 def how_it_ended(ws: Workspace, name: str) -> str:
-    """What can tell who ended a probe (once seen: SIGKILL, exit 137, under load, cause
-    unknown; docs/reliability.md): its state as dockerd saw it (OOMKilled, Error, times),
-    what the keeper and dockerd logged about it, and the kernel's word on any OOM kill."""
+    """What can tell who ended a probe (once seen: SIGKILL, exit 137, another worker's
+    cleanup by a recycled namespace number; docs/reliability.md): its state as dockerd saw
+    it (OOMKilled, Error, times), what the keeper and dockerd logged about it, and the
+    kernel's word on any OOM kill."""
     state = ws.docker("inspect", "-f", "{{json .State}} {{.Id}}", name, check=False).stdout
     cid = state.split()[-1][:12] if state.split() else name
     logs = ws.runtime_dir / "docker-up" / "logs"
