@@ -71,6 +71,7 @@ class Outcome:
     detail: str
     seconds: float
     left: str = ""  # what was still running SETTLE seconds after the start ended
+    after: float = 0.0  # dies: from docker-up's answer until nothing of the user's ran
 
     def line(self, n: int) -> str:
         left = f"  LEFT: {self.left}" if self.left else ""
@@ -96,15 +97,15 @@ def dies(ws: Workspace, fake: Path) -> Outcome:
     answered = time.monotonic()
     ok = r.returncode == 1 and "dockerd exited with code 7" in r.stderr
     left = settled(ws)
+    after = time.monotonic() - answered
     detail = (
-        f"dockerd exited 7: answered in {answered - t0:.1f}s, nothing left "
-        f"{time.monotonic() - answered:.2f}s later"
+        f"dockerd exited 7: answered in {answered - t0:.1f}s, nothing left {after:.2f}s later"
         if ok and not left
         else f"exit {r.returncode}"
         if ok
         else f"UNEXPECTED exit {r.returncode}: {r.stderr}"
     )
-    return Outcome("dies", detail, time.monotonic() - t0, left)
+    return Outcome("dies", detail, time.monotonic() - t0, left, after)
 
 
 def cmdline(pid: int) -> str:
@@ -207,10 +208,14 @@ def test_start_storm_under_cpu_load(workspace: Workspace) -> None:
     ]
     answered = sum(o.kind == "dies" and not o.detail.startswith("UNEXPECTED") for o in outcomes)
     clean = sum(o.kind == "dies" and not o.left for o in outcomes)
+    worst = max((o.after for o in outcomes if o.kind == "dies" and not o.left), default=0.0)
+    # The load the starts met, whoever made it (CI's stage runs its own busy loops, LOAD=0).
+    load = "/".join(f"{x:.1f}" for x in os.getloadavg()[:2])
     say(
-        f"storm: {len(outcomes)} starts in {time.monotonic() - t0:.0f}s; dies: {answered}/{DIES} "
-        f"answered with exit 7, {clean}/{DIES} left nothing; {len(bad)} bad; final start "
-        f"exit {code}"
+        f"storm: {len(outcomes)} starts in {time.monotonic() - t0:.0f}s, load {load} (1/5 min) "
+        f"on {os.cpu_count()} cores; dies: {answered}/{DIES} answered with exit 7, "
+        f"{clean}/{DIES} left nothing (all gone at most {worst:.2f}s after the answer); "
+        f"{len(bad)} bad; final start exit {code}"
     )
     assert not bad and not final_left and code == 0, "\n".join([*bad, final_left])
 
