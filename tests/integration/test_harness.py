@@ -21,7 +21,6 @@ from .harness import Namespace, wait_for
 # Enough new namespaces for the kernel to hand out a freed number again (it did within 1-5
 # of them in most tries here), and few enough to take a second.
 NEW = 60
-TRIES = 10
 
 
 def in_new_netns() -> subprocess.Popen[bytes]:
@@ -60,28 +59,3 @@ def test_a_stopped_stacks_namespace_never_names_another_tests_processes(
         named = [p.pid for p in others if ns.has(p.pid)]
         assert not named, f"the ended stack's namespace names new processes {named}"
         assert not set(ns.members()) & {p.pid for p in others}
-
-
-def test_the_kernel_gives_a_freed_namespace_number_again(
-    others: list[subprocess.Popen[bytes]],
-) -> None:
-    """Why the harness holds it: a namespace nothing holds, once ended, lends its number to
-    a new one within a few (a name read once then names another test's processes). Each try
-    ends one and makes new ones, held, until one has its number; once in ten tries is
-    enough (other suites on the machine take free numbers too)."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root (a new network namespace)")
-    for _ in range(TRIES):
-        first = in_new_netns()
-        number = os.stat(f"/proc/{first.pid}/ns/net").st_ino
-        first.kill()
-        first.wait()
-        for _ in range(NEW):
-            others.append(in_new_netns())
-            if os.stat(f"/proc/{others[-1].pid}/ns/net").st_ino == number:
-                return
-        while others:
-            p = others.pop()
-            p.kill()
-            p.wait()
-    pytest.fail(f"no freed namespace number came back in {TRIES} x {NEW} new namespaces")
