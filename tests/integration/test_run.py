@@ -127,6 +127,18 @@ def test_the_terminal_and_ctrl_c_are_the_programs(ws: Workspace) -> None:
         p.wait(10)
 
 
+def test_the_program_gets_the_callers_signals_not_pythons(ws: Workspace) -> None:
+    """Python ignores SIGPIPE and SIGXFSZ for itself at start-up, and an ignore survives
+    exec: run and exec hand their program the caller's dispositions instead (default here,
+    as subprocess restores them). Ignored, `yes | head -n 1` printed "Broken pipe"."""
+    script = "grep -E '^Sig(Blk|Ign):' /proc/self/status; yes | head -n 1"
+    here = ws.run(["sh", "-c", script])
+    assert here.stdout.endswith("\ny\n") and here.stderr == "", here  # the premise
+    for verb in (["run", "--"], ["run", "--root", "--"], ["exec", "--"]):
+        r = ws.docker_up(*verb, "sh", "-c", script)
+        assert (r.stdout, r.stderr) == (here.stdout, here.stderr), (verb, r.stdout, r.stderr)
+
+
 def test_cwd_and_environment_pass_through_and_files_are_the_users(ws: Workspace) -> None:
     work = ws.root / "src dir"
     work.mkdir()
