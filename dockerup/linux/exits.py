@@ -1,5 +1,6 @@
-"""A process' end in words, for the messages that say why something stopped (stdlib only,
-cheap to import: the CLI's commands and the keeper's restarts both use it)."""
+"""A process' end in words, for the messages that say why something stopped, and the signal
+dispositions a process hands on when it becomes another program (stdlib only, cheap to
+import: the CLI's commands and the keeper's restarts both use it)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,19 @@ import signal
 # Signals that stop docker-up (a start from its first line), its keeper and the lazy holder
 # in order.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+# What Python ignores at its start-up, for itself, not for what it runs: subprocess sets
+# them back to default in each child (restore_signals).
+PYTHON_IGNORES = (signal.SIGPIPE, signal.SIGXFSZ)
+
+
+def restore_signals() -> None:
+    """Before an exec into the user's program: an ignored signal stays ignored across
+    exec, so without this `docker-up run -- sh -c 'yes | head -1'` had yes fail with "Broken
+    pipe" instead of ending quietly by SIGPIPE, and a shell there could not even trap the
+    two (one ignored at entry cannot be trapped)."""
+    for s in PYTHON_IGNORES:
+        signal.signal(s, signal.SIG_DFL)
 
 
 def describe_exit(code: int) -> str:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from dockerup.errors import DockerUpError
 from dockerup.keeper import instance
 from dockerup.keeper.instance import Running
+from dockerup.linux.exits import restore_signals
 from dockerup.namespace import join as ns
 from dockerup.plan.idmap import KEEP_ID
 from dockerup.settings.paths import Paths
@@ -189,6 +190,7 @@ class CannotStart(DockerUpError):
 
 
 def exec_program(argv: Sequence[str], env: Mapping[str, str]) -> None:
+    restore_signals()  # the program's dispositions are the caller's, not Python's
     try:
         os.execvpe(argv[0], list(argv), dict(env))
     except OSError as e:

@@ -13,6 +13,7 @@ from typing import Any
 from dockerup.errors import DockerUpError
 from dockerup.keeper import background, instance
 from dockerup.keeper.instance import Running
+from dockerup.linux.exits import restore_signals
 from dockerup.logs import tail
 from dockerup.net.kinds import NET_DRIVERS
 from dockerup.results import Daemon, Logs, Status, Stopped
@@ -138,6 +139,7 @@ def enter(paths: Paths, command: list[str]) -> None:
     # Marked as `run --root` marks its program: a shell started here that reads the
     # `shell-init --enter` snippet stays (it would enter again, as a user without power).
     env = {**os.environ, MARKER: "root"}
+    restore_signals()  # the command's dispositions are the caller's, not Python's
     try:
         os.execvpe(argv[0], argv, env)
     except FileNotFoundError as e:

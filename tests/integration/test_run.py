@@ -120,11 +120,60 @@ def test_the_terminal_and_ctrl_c_are_the_programs(ws: Workspace) -> None:
         assert seen[0].startswith("/dev/pts/") and seen[1].strip() == "ready", seen
         p.stdin.write("\x03")
         p.stdin.flush()
-        out, _ = p.communicate(timeout=10)
+        try:
+            out, _ = p.communicate(timeout=10)
+        except subprocess.TimeoutExpired as e:
+            # Once seen beside busy loops (docs/reliability.md): say where ^C went.
+            raise AssertionError(f"no exit 10 s after ^C: {signal_states(p.pid)}") from e
         assert "got-int" in out and p.returncode == 5, (out, p.returncode)
     finally:
         p.kill()
         p.wait(10)
+
+
+def signal_states(script: int) -> str:
+    """This test process's SIGINT disposition, then script(1)'s session (the program and its
+    children): each one's state, process group, session, the terminal's foreground group
+    and its blocked, ignored and caught signals (/proc/PID/status masks)."""
+    handler = signal.getsignal(signal.SIGINT)  # SIG_IGN, SIG_DFL or a function
+    name = getattr(handler, "name", None) or getattr(handler, "__name__", handler)
+    lines = [f"pytest's SIGINT: {name}"]
+    try:
+        kids = Path(f"/proc/{script}/task/{script}/children").read_text().split()
+    except OSError as e:
+        return f"{lines[0]}; script(1) is gone: {e}"
+    sessions = {int(k) for k in kids}
+    for d in Path("/proc").iterdir():
+        try:
+            stat = (d / "stat").read_text()
+            rest = stat.rsplit(")", 1)[1].split()
+            if not (d.name.isdigit() and int(rest[3]) in sessions):
+                continue
+            masks = {
+                k: v.strip()
+                for k, v in (ln.split(":", 1) for ln in (d / "status").read_text().splitlines())
+                if k in ("SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt")
+            }
+        except (OSError, IndexError, ValueError):
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        lines.append(
+            f"{d.name} ({comm}) state {rest[0]} pgrp {rest[2]} session {rest[3]} "
+            f"tty foreground {rest[5]} {masks}"
+        )
+    return "; ".join(lines)
+
+
+def test_the_program_gets_the_callers_signals_not_pythons(ws: Workspace) -> None:
+    """Python ignores SIGPIPE and SIGXFSZ for itself at start-up, and an ignore survives
+    exec: run and exec hand their program the caller's dispositions instead (default here,
+    as subprocess restores them). Ignored, `yes | head -n 1` printed "Broken pipe"."""
+    script = "grep -E '^Sig(Blk|Ign):' /proc/self/status; yes | head -n 1"
+    here = ws.run(["sh", "-c", script])
+    assert here.stdout.endswith("\ny\n") and here.stderr == "", here  # the premise
+    for verb in (["run", "--"], ["run", "--root", "--"], ["exec", "--"]):
+        r = ws.docker_up(*verb, "sh", "-c", script)
+        assert (r.stdout, r.stderr) == (here.stdout, here.stderr), (verb, r.stdout, r.stderr)
 
 
 def test_cwd_and_environment_pass_through_and_files_are_the_users(ws: Workspace) -> None:
