@@ -112,6 +112,10 @@ def test_the_terminal_and_ctrl_c_are_the_programs(ws: Workspace) -> None:
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
+        # A user's terminal: SIGINT at its default. The suite may have been started with it
+        # ignored (a `cmd &` of a non-interactive shell does that), and an ignore is inherited
+        # through exec, where sh may not trap it: ci3's one failure (docs/reliability.md).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         **ws._as_user(),
     )  # type: ignore[call-overload]
     try:
