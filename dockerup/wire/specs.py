@@ -323,3 +323,9 @@ class RuntimeSpec(Spec):
     # asks for one is refused, with why and the fix (dockerup/plan/cgroups.py: Cgroups.refused).
     refused: list[str] = dataclasses.field(default_factory=list)
     refused_why: str = ""
+    # Dev containers' views (dockerup/views): where they are mounted (None: none), bindfs,
+    # and the workspace user's own uid and gid (0 inside docker-up's default map).
+    views: str | None = None
+    bindfs: str = ""
+    user_uid: int = 0
+    user_gid: int = 0
