@@ -22,14 +22,13 @@ import pytest
 
 from .clienttools import (
     TESTS,
-    WriteRefused,
     copy_tree,
     devcontainer_round_trip,
     docker,
     http_get,
     started_with_plugins,
 )
-from .harness import DOCKER_CLI, VENV, User, Workspace
+from .harness import DOCKER_CLI, VENV, User, Workspace, live_pids_where, wait_for
 
 # The machine's programs and libraries, read-only, in a busybox container.
 HOST_TOOLS = ["-v", "/usr:/usr:ro", "-v", "/lib:/lib:ro", "-v", "/lib64:/lib64:ro"]
@@ -277,17 +276,101 @@ def test_testcontainers_in_a_container_with_the_socket(daemon: Workspace) -> Non
     assert "hello-tc" in out, out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=WriteRefused,
-    reason="docker-up's namespace maps the user to root: a remoteUser that updateRemoteUserUID "
-    "gives the user's uid is a subordinate id there (README: dev containers, non-root user)",
-)
+def owners_and_modes(folder: Path) -> dict[str, tuple[int, int, int, list[str]]]:
+    """Each entry's owner, group, mode and extended attributes' names, as the host sees them."""
+    found = {}
+    for d, dirs, files in os.walk(folder):
+        for name in [*dirs, *files]:
+            path = Path(d) / name
+            st = path.lstat()
+            found[str(path.relative_to(folder))] = (
+                st.st_uid,
+                st.st_gid,
+                stat.S_IMODE(st.st_mode),
+                sorted(os.listxattr(path, follow_symlinks=False)),
+            )
+    return found
+
+
 def test_devcontainer_with_a_non_root_remote_user(daemon: Workspace) -> None:
-    """Nothing in devcontainer.json for docker-up, nothing done to the folder."""
-    devcontainer_round_trip(
-        daemon, copy_tree(daemon, TESTS / "devcontainer" / "nonroot", "project")
+    """Nothing in devcontainer.json for docker-up, nothing done to the folder: dev (the
+    user's uid, a subordinate id in docker-up's namespace) writes the folder through its
+    view (dockerup/views), and the user edits and deletes what it wrote. The user's own
+    files keep their owners, modes and ACLs."""
+    folder = copy_tree(daemon, TESTS / "devcontainer" / "nonroot", "project")
+    before = owners_and_modes(folder)
+    devcontainer_round_trip(daemon, folder)
+    assert owners_and_modes(folder) == before
+
+
+def bindfs_serving(folder: Path) -> list[int]:
+    return live_pids_where(
+        lambda d: (
+            (d / "cmdline").read_bytes().split(b"\0")[0].endswith(b"bindfs")
+            and str(folder).encode() in (d / "cmdline").read_bytes()
+        )
     )
+
+
+def test_a_dev_containers_view_gives_no_more_than_its_folder(daemon: Workspace) -> None:
+    """The attacks on a view: a container user of another uid writes none of the user's
+    files through it and plants no link out of the folder; nobody outside docker-up's
+    namespace, not even the host's root through the bindfs process's root, reads it; the
+    views' directory is the user's alone; the view is gone with the container."""
+    folder = copy_tree(daemon, TESTS / "devcontainer" / "nonroot", "project-attack")
+    secret = daemon.root / "secret"
+    secret.write_text("not for containers\n")
+    os.chown(secret, daemon.user.uid, daemon.user.gid)
+    secret.chmod(0o600)
+    before = owners_and_modes(folder)
+    name = "du-view-attack"
+    views = daemon.runtime_dir / "docker-up" / "views"
+    docker(
+        daemon,
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--label",
+        f"devcontainer.local_folder={folder}",
+        "-v",
+        f"{folder}:/w",
+        "bb:test",
+        "sleep",
+        "600",
+    )
+    try:
+        attack = daemon.run(
+            [
+                DOCKER_CLI,
+                "exec",
+                "-u",
+                "4321:4321",
+                name,
+                "sh",
+                "-c",
+                "echo x >> /w/.devcontainer/devcontainer.json && echo WROTE; "
+                f"ln -s {daemon.root} /w/out && echo LINKED; cat /w/out/secret && echo READ; "
+                "grep -q ' /w fuse ' /proc/mounts && echo VIEWED",
+            ],
+        )
+        assert attack.stdout.split() == ["VIEWED"], attack
+        st = views.stat()
+        assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (daemon.user.uid, 0o700)
+        served = bindfs_serving(folder)
+        assert len(served) == 1, served
+        [view] = [p for p in views.glob("*/0")]
+        # Outside docker-up's mount namespace the view is an empty directory ...
+        assert list(view.iterdir()) == []
+        # ... and inside it the kernel refuses every process outside its user namespace,
+        # this test's root included.
+        with pytest.raises(PermissionError):
+            os.listdir(f"/proc/{served[0]}/root{view}")
+    finally:
+        docker(daemon, "rm", "-f", name)
+    assert owners_and_modes(folder) == before
+    wait_for(lambda: not bindfs_serving(folder), 30, "bindfs ends with the container")
+    assert not list(views.glob("*/0")), "the view's directory is left"
 
 
 # The README's workaround, as `setfacl -m u:ID:rwX,d:u:ID:rwX,d:u:$USER:rwX FOLDER` sets it
