@@ -11,7 +11,6 @@ namespace; it works on paths relative to the folder (README: the trade-offs)."""
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import re
 import stat
@@ -53,17 +52,20 @@ def serve(target: str, argv: list[str]) -> None:
     to the background (adopted by the shim's subreaper: runc replaces this process and
     exits after create). Returns once it is mounted; OSError otherwise."""
     os.mkdir(target, 0o700)
-    with open(f"{target}.log", "ab") as log:
+    log = f"{target}.log"
+    with open(log, "ab") as out:
         try:
             done = subprocess.run(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, timeout=20
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, timeout=20
             )
         except subprocess.TimeoutExpired as e:
-            raise OSError(errno.ETIMEDOUT, f"bindfs did not mount in {e.timeout} s") from None
+            raise OSError(f"bindfs did not mount in {e.timeout} s") from None
     if done.returncode != 0:
         with contextlib.suppress(OSError):
             os.rmdir(target)
-        raise OSError(errno.EIO, f"bindfs exited with status {done.returncode} ({target}.log)")
+        with open(log, errors="replace") as said:
+            last = (said.read().strip().splitlines() or [""])[-1]
+        raise OSError(f"bindfs exited with status {done.returncode}: {last}".rstrip(": "))
 
 
 def remove(views: str, cid: str) -> None:
