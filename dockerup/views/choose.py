@@ -15,6 +15,9 @@ from typing import Any
 
 # The label the Dev Containers CLI puts on every container it makes (the folder it opened).
 DEVCONTAINER_LABEL = "devcontainer.local_folder"
+# A dev container with this label off (devcontainer.json: "runArgs": ["--label",
+# "docker-up.views=off"]) keeps its raw bind mounts: the folder at native speed, root's there.
+OPT_OUT = "docker-up.views"
 # The uid and gid of the workspace user inside docker-up's namespace (the default map).
 INSIDE_ROOT = 0
 
@@ -34,9 +37,11 @@ class View:
 
 
 def wanted(labels: object) -> bool:
-    """Views only for a container the Dev Containers CLI made: every other container keeps
-    its raw bind mounts (what its root writes is the user's, as before)."""
-    return isinstance(labels, dict) and DEVCONTAINER_LABEL in labels
+    """Views only for a container the Dev Containers CLI made, unless it says no: every other
+    container keeps its raw bind mounts (what its root writes is the user's, as before)."""
+    if not isinstance(labels, dict) or DEVCONTAINER_LABEL not in labels:
+        return False
+    return str(labels.get(OPT_OUT)).lower() not in ("off", "false", "0", "no")
 
 
 def bind_destinations(config_v2: Mapping[str, Any]) -> set[str]:

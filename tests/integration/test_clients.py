@@ -373,6 +373,17 @@ def test_a_dev_containers_view_gives_no_more_than_its_folder(daemon: Workspace) 
     assert not list(views.glob("*/0")), "the view's directory is left"
 
 
+def test_a_dev_container_that_says_no_keeps_its_raw_bind_mount(daemon: Workspace) -> None:
+    folder = copy_tree(daemon, TESTS / "devcontainer" / "nonroot", "project-raw")
+    labels = ["--label", f"devcontainer.local_folder={folder}", "--label", "docker-up.views=off"]
+    out = docker(
+        daemon, "run", "--rm", *labels, "-v", f"{folder}:/w", "bb:test", "cat", "/proc/mounts"
+    )
+    [mount] = [line for line in out.splitlines() if line.split()[1] == "/w"]
+    assert mount.split()[2] != "fuse", mount
+    assert not bindfs_serving(folder)
+
+
 # The README's workaround, as `setfacl -m u:ID:rwX,d:u:ID:rwX,d:u:$USER:rwX FOLDER` sets it
 # (the acl package is not needed for the test): the POSIX ACL xattrs, written by the user.
 GRANT = """
@@ -400,10 +411,14 @@ def subordinate_id(user: User, inside: int) -> int:
 
 
 def test_devcontainer_with_a_non_root_remote_user_and_an_acl(daemon: Workspace) -> None:
-    """What works today (README): the user grants the dev user's host id (a subordinate
-    id) the folder by an ACL whose default entries keep what it writes editable by the
-    user. Still nothing in devcontainer.json."""
+    """Without a view (no bindfs or /dev/fuse; here: the container's label
+    docker-up.views=off) the README's grant works: the user grants the dev user's host id
+    (a subordinate id) the folder by an ACL whose default entries keep what it writes
+    editable by the user."""
     folder = copy_tree(daemon, TESTS / "devcontainer" / "nonroot", "project-acl")
+    config = folder / ".devcontainer" / "devcontainer.json"
+    doc = json.loads(config.read_text())
+    config.write_text(json.dumps({**doc, "runArgs": ["--label", "docker-up.views=off"]}))
     dev = subordinate_id(daemon.user, daemon.user.uid)
     grant = [f"{VENV}/bin/python", "-c", GRANT, str(folder), str(dev), str(daemon.user.uid)]
     daemon.run(grant, check=True)

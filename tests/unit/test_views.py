@@ -40,6 +40,8 @@ def test_only_containers_the_dev_containers_cli_made_get_views() -> None:
     assert choose.wanted(LABELS)
     assert not choose.wanted({"com.docker.compose.project": "x"})
     assert not choose.wanted(None)
+    assert not choose.wanted({**LABELS, "docker-up.views": "off"})
+    assert choose.wanted({**LABELS, "docker-up.views": "on"})
 
 
 def test_only_the_containers_own_binds_are_candidates() -> None:
