@@ -235,9 +235,9 @@ def add_views(spec: dict[str, Any], defaults: RuntimeSpec, cid: str) -> bool:
             os.makedirs(home, 0o700, exist_ok=True)
             target = os.path.join(home, str(n))
             argv = choose.bindfs_argv(
-                defaults.bindfs, defaults.user_uid, defaults.user_gid, view.source, target
+                defaults.bindfs, defaults.user_uid, defaults.user_gid, choose.SOURCE, choose.VIEW
             )
-            serve.serve(target, argv)
+            serve.serve(target, view.source, argv)
         except (OSError, ValueError) as e:
             print(f"docker-up runtime: {view.source} mounted as it is: {e}", file=sys.stderr)
             continue

@@ -15,6 +15,9 @@ from typing import Any
 
 # The label the Dev Containers CLI puts on every container it makes (the folder it opened).
 DEVCONTAINER_LABEL = "devcontainer.local_folder"
+# Where bindfs finds the folder and mounts the view, in the root of its own it runs in
+# (views/serve.py: confine).
+SOURCE, VIEW = "/src", "/view"
 # A dev container with this label off (devcontainer.json: "runArgs": ["--label",
 # "docker-up.views=off"]) keeps its raw bind mounts: the folder at native speed, root's there.
 OPT_OUT = "docker-up.views"
@@ -92,6 +95,7 @@ def bindfs_argv(bindfs: str, uid: int, gid: int, source: str, target: str) -> li
     view shows, as on any filesystem); nosuid as a bind mount from a container would have."""
     return [
         bindfs,
+        "-f",  # in the foreground: the process serve.py started is the one serving
         "-o",
         "nosuid,nodev",
         f"--map={INSIDE_ROOT}/{uid}:@{INSIDE_ROOT}/@{gid}",

@@ -373,6 +373,61 @@ def test_a_dev_containers_view_gives_no_more_than_its_folder(daemon: Workspace) 
     assert not list(views.glob("*/0")), "the view's directory is left"
 
 
+# A container with the raw folder turns d into a link out of it and back, as fast as it can.
+SWAP = """cd /raw && mkdir -p d && end=$(( $(date +%s) + {seconds} ))
+while [ $(date +%s) -lt $end ]; do mv d d2; ln -s {outside} d; rm d; mv d2 d; done"""
+# The dev container reads d/secret through its view, again and again.
+READ = """i=0; while [ $i -lt 3000 ]; do cat /w/d/secret 2>/dev/null && exit 0; i=$((i+1)); done
+echo NOT-REACHED"""
+
+
+def test_a_link_raced_into_the_folder_leads_its_view_nowhere(daemon: Workspace) -> None:
+    """bindfs follows paths in the folder as it finds them, as root of the namespace: a
+    container writing the raw folder swaps a directory the dev container is reading
+    through for a link to the user's other files. bindfs runs in a root of its own that
+    holds only the folder, so the link leads nowhere (without that root, measured by hand:
+    the dev container read the secret after about 250 tries)."""
+    folder = copy_tree(daemon, TESTS / "devcontainer" / "nonroot", "project-race")
+    secret = daemon.root / "outside" / "secret"
+    secret.parent.mkdir()
+    secret.write_text("not for containers\n")
+    for p in (secret.parent, secret):
+        os.chown(p, daemon.user.uid, daemon.user.gid)
+    secret.chmod(0o600)
+    swapper = "du-view-swapper"
+    swap = SWAP.format(seconds=150, outside=secret.parent)
+    docker(
+        daemon, "run", "-d", "--name", swapper, "-v", f"{folder}:/raw", "bb:test", "sh", "-c", swap
+    )
+    try:
+        ids = f"{daemon.user.uid}:{daemon.user.gid}"
+        label = f"devcontainer.local_folder={folder}"
+        read = daemon.run(
+            [
+                DOCKER_CLI,
+                "run",
+                "--rm",
+                "-u",
+                ids,
+                "--label",
+                label,
+                "-v",
+                f"{folder}:/w",
+                "bb:test",
+                "sh",
+                "-c",
+                READ,
+            ],
+            timeout=180,
+        )
+        running = docker(daemon, "inspect", "-f", "{{.State.Running}}", swapper).strip()
+    finally:
+        docker(daemon, "rm", "-f", swapper)
+    assert "not for containers" not in read.stdout, read
+    assert read.stdout.strip() == "NOT-REACHED", read
+    assert running == "true", "the swapper ended before the reader: the race was not run"
+
+
 def test_a_dev_container_that_says_no_keeps_its_raw_bind_mount(daemon: Workspace) -> None:
     folder = copy_tree(daemon, TESTS / "devcontainer" / "nonroot", "project-raw")
     labels = ["--label", f"devcontainer.local_folder={folder}", "--label", "docker-up.views=off"]
