@@ -229,6 +229,24 @@ def _end(pid: int) -> None:
             os.close(fd)
 
 
+def clear(views: str) -> None:
+    """What is left of every container's views once docker-up's namespace is gone (from
+    the keeper, outside it: nothing is mounted there). Empty directories and logs only,
+    never a directory with something in it."""
+    with contextlib.suppress(OSError):
+        for cid in os.listdir(views):
+            d = os.path.join(views, cid)
+            for name in os.listdir(d):
+                path = os.path.join(d, name)
+                with contextlib.suppress(OSError):
+                    if os.path.isdir(path) and not os.path.islink(path):
+                        os.rmdir(path)
+                    elif name.endswith(".log"):
+                        os.unlink(path)
+            with contextlib.suppress(OSError):
+                os.rmdir(d)
+
+
 def remove(views: str, cid: str) -> None:
     """Unmount and remove every view of the container (at runc's delete): lazily, as the
     container's own mount may still hold one. bindfs ends when the last mount goes."""

@@ -278,6 +278,9 @@ class KeeperSpec(Spec):
     # dockerd 28+: the RootlessKit API's listening socket, what it says, and the port
     # forwards dockerd told it of so far (id -> spec).
     live_restore: bool = False  # dockerd --live-restore: its containers outlive it
+    # The dev containers' views (dockerup/views): what runc's delete did not remove (dockerd
+    # killed) goes at stop, once nothing runs in the namespace.
+    views: str | None = None
     rlk_fd: int | None = None
     rlk_info: ApiInfo | None = None
     rlk_ports: dict[str, PortSpec] = dataclasses.field(default_factory=dict)

@@ -162,3 +162,21 @@ def test_a_container_id_never_leaves_the_views_directory() -> None:
     for bad in ("../x", "a/b", "", ".hidden"):
         with pytest.raises(ValueError):
             serve.container_dir("/v", bad)
+
+
+def test_what_runc_never_deleted_goes_at_stop_but_nothing_with_content(tmp_path: Path) -> None:
+    """The keeper's clear (dockerd killed: no delete came): empty directories and logs go;
+    a directory with something in it stays, whatever it is."""
+    views = tmp_path / "views"
+    (views / "gone" / "0").mkdir(parents=True)
+    (views / "gone" / "0.root").mkdir()
+    (views / "gone" / "0.log").write_text("bindfs said\n")
+    (views / "odd" / "0").mkdir(parents=True)
+    (views / "odd" / "0" / "precious").write_text("x")
+    serve.clear(str(views))
+    assert sorted(str(p.relative_to(views)) for p in views.rglob("*")) == [
+        "odd",
+        "odd/0",
+        "odd/0/precious",
+    ]
+    serve.clear(str(tmp_path / "none"))  # no views at all: nothing to do
