@@ -222,7 +222,7 @@ def add_views(spec: dict[str, Any], defaults: RuntimeSpec, cid: str) -> bool:
     config = container_file(spec, "config.v2.json")
     if not choose.wanted((config.get("Config") or {}).get("Labels")):
         return False
-    from dockerup.views import serve  # only for dev containers: subprocess costs a start
+    from dockerup.views import serve  # only for dev containers: what it imports costs a start
 
     mounts = spec.get("mounts") or []
     found = choose.sources(mounts, choose.bind_destinations(config))

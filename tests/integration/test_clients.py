@@ -304,12 +304,19 @@ def test_devcontainer_with_a_non_root_remote_user(daemon: Workspace) -> None:
 
 
 def bindfs_serving(folder: Path) -> list[int]:
-    return live_pids_where(
-        lambda d: (
-            (d / "cmdline").read_bytes().split(b"\0")[0].endswith(b"bindfs")
-            and str(folder).encode() in (d / "cmdline").read_bytes()
-        )
-    )
+    """The bindfs processes serving this folder: each has it at /src in a root of its own
+    (dockerup/views/serve.py), so its command line does not name it; its mounts do."""
+
+    def serves(d: Path) -> bool:
+        if not (d / "cmdline").read_bytes().split(b"\0")[0].endswith(b"bindfs"):
+            return False
+        for line in (d / "mountinfo").read_text().splitlines():
+            fields = line.split()
+            if fields[4] == "/src" and fields[3].endswith(f"/{folder.name}"):
+                return True
+        return False
+
+    return live_pids_where(serves)
 
 
 def test_a_dev_containers_view_gives_no_more_than_its_folder(daemon: Workspace) -> None:
@@ -362,10 +369,13 @@ def test_a_dev_containers_view_gives_no_more_than_its_folder(daemon: Workspace) 
         [view] = [p for p in views.glob("*/0")]
         # Outside docker-up's mount namespace the view is an empty directory ...
         assert list(view.iterdir()) == []
-        # ... and inside it the kernel refuses every process outside its user namespace,
-        # this test's root included.
+        # ... and inside it (through dockerd's root: bindfs has a root of its own) the
+        # kernel refuses every process outside its user namespace, this test's root too.
+        dockerd = (daemon.runtime_dir / "docker-up" / "dockerd.pid").read_text().strip()
         with pytest.raises(PermissionError):
-            os.listdir(f"/proc/{served[0]}/root{view}")
+            os.listdir(f"/proc/{dockerd}/root{view}")
+        # bindfs itself sees nothing of the user's but the folder.
+        assert not Path(f"/proc/{served[0]}/root{daemon.root}").exists()
     finally:
         docker(daemon, "rm", "-f", name)
     assert owners_and_modes(folder) == before
