@@ -4,8 +4,9 @@ dockerd 20.10 has no default sysctls for containers, but every container passes 
 its runtime. daemon.runtime_script() is the runtime dockerd calls: a shell script that
 execs runc directly for every command except `create`, which comes here first. Here the
 bundle's config.json gets the sysctls a container did not set itself and, with --net-accel,
-a seccomp listener for connect() (unless its label docker-up.net-accel=off says no); then
-runc runs.
+a seccomp listener for connect() (unless its label docker-up.net-accel=off says no) and, for
+a dev container, views of the workspace's folders (dockerup/views, unmounted again at
+`delete`, the other command that comes here when views are on); then runc runs.
 
 Where docker-up pinned the cgroup driver and a limit cannot apply (dockerup/plan/cgroups.py),
 a container that asks for it (--memory, --cpus, --pids-limit ...) is refused here, with why
@@ -26,6 +27,7 @@ from typing import Any
 # This package, without site-packages (python -S): see dockerup/lean.py.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from dockerup.files import atomic_write
+from dockerup.views import choose
 from dockerup.wire.specs import RuntimeSpec
 
 
@@ -210,23 +212,70 @@ def say_refused(args: list[str], message: str) -> None:
             f.write(json.dumps({"level": "error", "msg": message}) + "\n")
 
 
-def rewrite(path: str, defaults: RuntimeSpec) -> None:
+def add_views(spec: dict[str, Any], defaults: RuntimeSpec, cid: str) -> bool:
+    """A dev container's bind mounts of the workspace user's folders get views in which
+    the uid the Dev Containers CLI gives its user writes as the workspace user
+    (dockerup/views). A view that cannot be made leaves that mount as it was. True if the
+    spec changed."""
+    if not defaults.views:
+        return False
+    config = container_file(spec, "config.v2.json")
+    if not choose.wanted((config.get("Config") or {}).get("Labels")):
+        return False
+    from dockerup.views import serve  # only for dev containers: what it imports costs a start
+
+    mounts = spec.get("mounts") or []
+    found = choose.sources(mounts, choose.bind_destinations(config))
+    views = choose.choose(found, serve.probe([src for _, src in found]))
+    changed = False
+    for n, view in enumerate(views):
+        try:
+            home = serve.container_dir(defaults.views, cid)
+            serve.make_private(defaults.views)
+            os.makedirs(home, 0o700, exist_ok=True)
+            target = os.path.join(home, str(n))
+            argv = choose.bindfs_argv(
+                defaults.bindfs, defaults.user_uid, defaults.user_gid, choose.SOURCE, choose.VIEW
+            )
+            serve.serve(target, view.source, argv)
+        except (OSError, ValueError) as e:
+            print(f"docker-up runtime: {view.source} mounted as it is: {e}", file=sys.stderr)
+            continue
+        mounts[view.index]["source"] = target
+        changed = True
+    return changed
+
+
+def rewrite(path: str, defaults: RuntimeSpec, cid: str) -> None:
     with open(path) as f:
         spec = json.load(f)
     refuse_limits(spec, defaults)
     changed = adjust_spec(spec, defaults.sysctls)
     if defaults.listener and not opted_out(spec):
         changed = add_listener(spec, defaults.listener) or changed
+    changed = add_views(spec, defaults, cid) or changed
     if changed:
         atomic_write(path, json.dumps(spec), os.stat(path).st_mode & 0o777)
+
+
+def remove_views(args: list[str], defaults: RuntimeSpec) -> None:
+    """At runc's delete: the container's views go (none: nothing to do)."""
+    if defaults.views and "delete" in args:
+        from dockerup.views import serve
+
+        try:
+            serve.remove(defaults.views, args[-1])
+        except (OSError, ValueError) as e:
+            print(f"docker-up runtime: views of {args[-1]}: {e}", file=sys.stderr)
 
 
 def main(argv: list[str]) -> None:
     defaults, args = RuntimeSpec.from_json(argv[1]), argv[2:]
     bundle = bundle_dir(args)
+    remove_views(args, defaults)
     if bundle is not None:
         try:
-            rewrite(os.path.join(bundle, "config.json"), defaults)
+            rewrite(os.path.join(bundle, "config.json"), defaults, args[-1] if args else "")
         except Refused as e:
             say_refused(args, str(e))
             sys.exit(1)

@@ -32,6 +32,7 @@ from dockerup.doctor.kernel import (
     check_subuid,
     check_tun,
     check_userns,
+    check_views,
 )
 from dockerup.doctor.model import Check, Finding, Health, Report
 from dockerup.doctor.network import (
@@ -66,6 +67,7 @@ CHECKS: tuple[Check, ...] = (
     Check("iptables", "iptables in a namespace", check_iptables, fatal=True),
     Check("storage", "storage driver", check_storage),
     Check("cgroups", "cgroups", check_cgroups),
+    Check("views", "dev containers' folders", check_views),
     Check("runtime.dir", "runtime directory", check_runtime_dir, fatal=True, cheap=True),
     Check("runtime.socket", "socket path length", check_socket_path, fatal=True, cheap=True),
     Check("runtime.disk", "free disk", check_disk),

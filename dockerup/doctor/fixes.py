@@ -35,10 +35,16 @@ def plan_fixes(
     subuid_text: str,
     subgid_text: str,
     missing_packages: list[str],
+    fuse_mode: int | None = None,
 ) -> list[Fix]:
     """What `doctor --fix` does as root: only changes that are safe on any machine.
-    tun_mode: /dev/net/tun's permission bits, None when it is missing."""
+    tun_mode, fuse_mode: /dev/net/tun's and /dev/fuse's permission bits, None when missing
+    (docker-up creates no /dev/fuse: its module provides it)."""
     fixes = package_fixes(missing_packages)
+    if fuse_mode is not None and fuse_mode & 0o666 != 0o666:
+        # A FUSE mount made in the user's namespace belongs to it: the kernel lets no
+        # process outside that namespace in (fuse-overlayfs, the dev containers' views).
+        fixes.append(Fix("let every user open /dev/fuse", ("chmod", "0666", "/dev/fuse")))
     if tun_mode is None:
         fixes.append(Fix("create /dev/net/tun", ("mkdir", "-p", "/dev/net")))
         fixes.append(Fix("", ("mknod", "/dev/net/tun", "c", "10", "200")))

@@ -179,6 +179,25 @@ def check_storage(f: DoctorFacts) -> Finding:
     )
 
 
+def check_views(f: DoctorFacts) -> Finding:
+    """Dev containers' views of the workspace's folders (dockerup/views): what a dev
+    container's non-root user needs to write the folder under the default map. Optional:
+    without them containers run as before."""
+    if mode_of(f) is not Mode.rootless or f.userns != "default":
+        return Finding(Health.skip, "not needed: your ids are not mapped to root inside")
+    cost = "a dev container's non-root user cannot write the workspace folder"
+    if not f.host.binaries.get("bindfs"):
+        return Finding(Health.warn, f"bindfs not installed (apt-get install bindfs): {cost}")
+    if not f.fuse_ok:
+        return Finding(
+            Health.warn,
+            f"/dev/fuse does not open: {cost}",
+            "as root: chmod 0666 /dev/fuse (a FUSE mount made in your namespace lets no "
+            "process outside it in)",
+        )
+    return ok("a dev container's non-root user writes the workspace folder (bindfs views)")
+
+
 def check_cgroups(f: DoctorFacts) -> Finding:
     """The plan's own decision (cgroups.decide), so doctor and `up` cannot disagree."""
     h = f.host

@@ -34,7 +34,11 @@ PACKAGES = REQUIRED_PACKAGES | DRIVER_PACKAGES
 REQUIRED = tuple(REQUIRED_PACKAGES)  # see plan.missing_programs
 # busctl: runc's systemd driver runs `busctl --user status` inside a user namespace to learn
 # the uid it must authenticate as on the user's bus (runc libcontainer/cgroups/systemd).
-OPTIONAL = ("fuse-overlayfs", "docker", "ip", "busctl")
+# bindfs: dev containers' views of the workspace's folders (dockerup/views).
+OPTIONAL = ("fuse-overlayfs", "docker", "ip", "busctl", "bindfs")
+# What `doctor --fix` installs beside the required packages: what a missing one costs is
+# small, and doctor says it (check_views).
+OPTIONAL_PACKAGES = {"bindfs": "bindfs"}
 
 
 @dataclass(frozen=True)

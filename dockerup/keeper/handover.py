@@ -115,6 +115,7 @@ def keeper_spec(
         stop_timeout=plan.config.stop_timeout,
         start_timeout=plan.config.start_timeout,
         remove=[str(p) for p in stale_files(paths)] + [str(paths.auto_ports_table)],
+        views=str(paths.views),
         auto_ports=auto_ports_spec(plan),
         ports_table=str(paths.published_ports_table) if handles.ports else None,
     )

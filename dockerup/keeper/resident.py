@@ -409,6 +409,10 @@ class Keeper:
             os.close(self.exit_fd)  # slirp4netns' signal to exit
         self.stop_child(self.net, self.net_fd, 5.0)
         self.end_the_rest()
+        if self.spec.views:
+            from dockerup.views.serve import clear
+
+            clear(self.spec.views)
         for path in self.spec.remove:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)

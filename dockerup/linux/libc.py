@@ -32,8 +32,22 @@ NAMESPACES = {"user": CLONE_NEWUSER, "mnt": CLONE_NEWNS, "net": CLONE_NEWNET}
 # acceleration agent) is off there with its reason (machine_problem), never a KeyError.
 MACHINE = os.uname().machine
 SYSCALLS: dict[str, dict[str, int]] = {
-    "x86_64": {"connect": 42, "seccomp": 317, "capset": 126},
-    "aarch64": {"connect": 203, "seccomp": 277, "capset": 91},
+    "x86_64": {
+        "connect": 42,
+        "seccomp": 317,
+        "capset": 126,
+        "pivot_root": 155,
+        "open_tree": 428,
+        "move_mount": 429,
+    },
+    "aarch64": {
+        "connect": 203,
+        "seccomp": 277,
+        "capset": 91,
+        "pivot_root": 41,
+        "open_tree": 428,
+        "move_mount": 429,
+    },
 }
 # seccomp_data.arch of each machine's native ABI (AUDIT_ARCH_*).
 AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
@@ -61,7 +75,12 @@ PR_SET_NO_NEW_PRIVS = 38
 # mount(2) flags.
 MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 4096, 16384, 1 << 18
 MS_SHARED = 1 << 20
-MS_RDONLY, MS_NOEXEC, MS_MOVE = 1, 8, 8192
+MS_RDONLY, MS_NOEXEC, MS_MOVE, MS_REMOUNT = 1, 8, 8192, 32
+# open_tree(2) and move_mount(2) (Linux 5.2): a copy of a mount, carried as an fd between
+# mount namespaces.
+AT_FDCWD = -100
+OPEN_TREE_CLONE = 1
+MOVE_MOUNT_F_EMPTY_PATH = 4
 MNT_DETACH = 2
 
 # netdevice(7) ioctls, and the interface flag docker-up reads and sets.
@@ -160,6 +179,32 @@ def mount(src: str, target: str, fstype: str | None, flags: int, data: str | Non
 
 def umount(target: str, flags: int = 0) -> None:
     check(libc.umount2(target.encode(), flags), f"umount {target}")
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    """pivot_root(2): glibc has no wrapper for it."""
+    call = syscall_number("pivot_root")
+    check(libc.syscall(call, new_root.encode(), put_old.encode()), f"pivot_root {new_root}")
+
+
+def clone_mount(path: str) -> int:
+    """A detached copy of the mount at path (open_tree OPEN_TREE_CLONE), as an fd that
+    move_mount() attaches in another mount namespace."""
+    flags = ctypes.c_uint(OPEN_TREE_CLONE | os.O_CLOEXEC)
+    return check(
+        libc.syscall(syscall_number("open_tree"), AT_FDCWD, path.encode(), flags),
+        f"open_tree {path}",
+    )
+
+
+def attach_mount(fd: int, target: str) -> None:
+    """move_mount(2) of a detached mount (clone_mount) onto target."""
+    call = syscall_number("move_mount")
+    flags = ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH)
+    check(
+        libc.syscall(call, fd, b"", AT_FDCWD, target.encode(), flags),
+        f"move_mount onto {target}",
+    )
 
 
 def ifreq(sock: socket.socket, request: int, name: str, flags: int = 0) -> bytes:

@@ -158,6 +158,8 @@ def build_plan(
         else None
     )
     cg = decide(facts.cgroups, mode, facts.uid, bins.get("busctl"))
+    default_map = uidmap is not None and not keep_id
+    views = daemon.views_for(bins.get("bindfs"), default_map, facts.uid, facts.gid)
     env = daemon.dockerd_env(facts.env, paths, facts.search_path, facts.home, rlk is not None)
     env |= cg.env
     own = net is not None
@@ -184,7 +186,7 @@ def build_plan(
                 daemon.containerd_config(paths, engine.containerd_config_version),
                 0o644,
             ),
-            *(scripts(facts.python, bins, config, paths, accel, cg) if own else ()),
+            *(scripts(facts.python, bins, config, paths, accel, cg, views) if own else ()),
         ),
         context_file=context_file(facts, paths),
         daemon_json={
@@ -215,13 +217,19 @@ def context_file(facts: HostFacts, paths: Paths) -> WriteFile:
 
 
 def scripts(
-    python: str, bins: dict[str, str], config: Config, paths: Paths, accel: bool, cg: Cgroups
+    python: str,
+    bins: dict[str, str],
+    config: Config,
+    paths: Paths,
+    accel: bool,
+    cg: Cgroups,
+    views: daemon.Views | None = None,
 ) -> tuple[WriteFile, ...]:
     """dockerd's userland proxy and (with container defaults) its default runtime."""
     marker = str(paths.client_address_marker) if client_address(config, bins) else None
     proxy = daemon.proxy_script(python, paths, bins["docker-proxy"], marker)
     files = [WriteFile(paths.proxy_script, proxy, 0o755)]
-    spec = daemon.runtime_spec(config, paths, bins["runc"], accel, cg)
+    spec = daemon.runtime_spec(config, paths, bins["runc"], accel, cg, views)
     if spec is not None:
         files.append(WriteFile(paths.runtime_script, daemon.runtime_script(python, spec), 0o755))
     return tuple(files)

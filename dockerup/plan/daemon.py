@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from dataclasses import dataclass
 from typing import Any
 
 from dockerup import __version__
@@ -163,11 +164,16 @@ def proxy_script(
 
 
 def runtime_spec(
-    config: Config, paths: Paths, runc: str, accel: bool, cg: Cgroups = UNDECIDED
+    config: Config,
+    paths: Paths,
+    runc: str,
+    accel: bool,
+    cg: Cgroups = UNDECIDED,
+    views: Views | None = None,
 ) -> RuntimeSpec | None:
     """What docker-up's runtime adds to each new container (or refuses); None: plain runc."""
     sysctls = container_sysctls(config)
-    if not sysctls and not accel and not cg.refused:
+    if not sysctls and not accel and not cg.refused and views is None:
         return None
     return RuntimeSpec(
         runc=runc,
@@ -175,7 +181,28 @@ def runtime_spec(
         listener=str(paths.accel_sock) if accel else None,
         refused=list(cg.refused),
         refused_why=f"{cg.reason}. Fix: {cg.fix}" if cg.refused else "",
+        views=str(paths.views) if views else None,
+        bindfs=views.bindfs if views else "",
+        user_uid=views.uid if views else 0,
+        user_gid=views.gid if views else 0,
     )
+
+
+@dataclass(frozen=True)
+class Views:
+    """Dev containers get views of the workspace's folders (dockerup/views): with bindfs,
+    under the default map (the user is 0 inside, their own uid a subordinate id)."""
+
+    bindfs: str
+    uid: int
+    gid: int
+
+
+def views_for(bindfs: str | None, default_map: bool, uid: int, gid: int) -> Views | None:
+    """None where the map is not the default one (keep-id: the user is already themself
+    inside; no namespace of docker-up's: no map at all) or bindfs is missing (doctor says
+    so; containers run as before)."""
+    return Views(bindfs, uid, gid) if bindfs and default_map else None
 
 
 def runtime_script(python: str, spec: RuntimeSpec) -> str:
@@ -185,10 +212,21 @@ def runtime_script(python: str, spec: RuntimeSpec) -> str:
     q = shlex.quote
     runc = spec.runc
     create = f'exec {q(python)} -S {q(script("runtime"))} {q(spec.to_json())} "$@"'
+    # runc's delete unmounts the container's views (dockerup/views), if it has any.
+    delete = (
+        [
+            "for id; do :; done",
+            f'  *" delete "*) [ -d {q(spec.views)}/"$id" ] && {create} ;;',
+        ]
+        if spec.views
+        else []
+    )
     lines = [
         "#!/bin/sh",
+        *delete[:1],
         'case " $* " in',
         f'  *" create "*) {create} ;;',
+        *delete[1:],
         "esac",
         f'exec {q(runc)} "$@"',
     ]

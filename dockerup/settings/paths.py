@@ -111,6 +111,12 @@ class Paths:
         return self.bin_dir / "docker-up-runtime"
 
     @property
+    def views(self) -> Path:
+        """Dev containers' views of the workspace's folders, one directory a container
+        (dockerup/views): mounted in docker-up's mount namespace only."""
+        return self.runtime / "views"
+
+    @property
     def lock(self) -> Path:
         return self.runtime / "lock"
 

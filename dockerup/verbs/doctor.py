@@ -11,7 +11,7 @@ from dockerup.doctor.probe import probe_cheap, probe_doctor
 from dockerup.errors import DockerUpError
 from dockerup.files import read_text
 from dockerup.host import facts as host
-from dockerup.host.facts import PACKAGES
+from dockerup.host.facts import OPTIONAL_PACKAGES, PACKAGES
 from dockerup.plan.build import paths_for, resolve_mode_of
 from dockerup.results import Doctor, Fixes, Installed
 from dockerup.settings.config import Config
@@ -53,6 +53,7 @@ def fixes(user: str | None) -> list[doctor.Fix]:
         read_text("/etc/subuid"),
         read_text("/etc/subgid"),
         missing_packages(),
+        mode_of("/dev/fuse"),
     )
 
 
@@ -72,7 +73,15 @@ def apply(planned: list[doctor.Fix]) -> None:
 
 def missing_packages() -> list[str]:
     f = host.probe()
-    return sorted({PACKAGES[n] for n in PACKAGES if not f.binaries.get(n)})
+    wanted = PACKAGES | OPTIONAL_PACKAGES
+    return sorted({wanted[n] for n in wanted if not f.binaries.get(n)})
+
+
+def mode_of(path: str) -> int | None:
+    try:
+        return os.stat(path).st_mode & 0o777
+    except FileNotFoundError:
+        return None
 
 
 def install_deps() -> Installed:

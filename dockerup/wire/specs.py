@@ -278,6 +278,9 @@ class KeeperSpec(Spec):
     # dockerd 28+: the RootlessKit API's listening socket, what it says, and the port
     # forwards dockerd told it of so far (id -> spec).
     live_restore: bool = False  # dockerd --live-restore: its containers outlive it
+    # The dev containers' views (dockerup/views): what runc's delete did not remove (dockerd
+    # killed) goes at stop, once nothing runs in the namespace.
+    views: str | None = None
     rlk_fd: int | None = None
     rlk_info: ApiInfo | None = None
     rlk_ports: dict[str, PortSpec] = dataclasses.field(default_factory=dict)
@@ -323,3 +326,9 @@ class RuntimeSpec(Spec):
     # asks for one is refused, with why and the fix (dockerup/plan/cgroups.py: Cgroups.refused).
     refused: list[str] = dataclasses.field(default_factory=list)
     refused_why: str = ""
+    # Dev containers' views (dockerup/views): where they are mounted (None: none), bindfs,
+    # and the workspace user's own uid and gid (0 inside docker-up's default map).
+    views: str | None = None
+    bindfs: str = ""
+    user_uid: int = 0
+    user_gid: int = 0

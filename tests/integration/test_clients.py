@@ -22,14 +22,13 @@ import pytest
 
 from .clienttools import (
     TESTS,
-    WriteRefused,
     copy_tree,
     devcontainer_round_trip,
     docker,
     http_get,
     started_with_plugins,
 )
-from .harness import DOCKER_CLI, VENV, User, Workspace
+from .harness import DOCKER_CLI, VENV, User, Workspace, live_pids_where, wait_for
 
 # The machine's programs and libraries, read-only, in a busybox container.
 HOST_TOOLS = ["-v", "/usr:/usr:ro", "-v", "/lib:/lib:ro", "-v", "/lib64:/lib64:ro"]
@@ -277,17 +276,177 @@ def test_testcontainers_in_a_container_with_the_socket(daemon: Workspace) -> Non
     assert "hello-tc" in out, out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=WriteRefused,
-    reason="docker-up's namespace maps the user to root: a remoteUser that updateRemoteUserUID "
-    "gives the user's uid is a subordinate id there (README: dev containers, non-root user)",
-)
+def owners_and_modes(folder: Path) -> dict[str, tuple[int, int, int, list[str]]]:
+    """Each entry's owner, group, mode and extended attributes' names, as the host sees them."""
+    found = {}
+    for d, dirs, files in os.walk(folder):
+        for name in [*dirs, *files]:
+            path = Path(d) / name
+            st = path.lstat()
+            found[str(path.relative_to(folder))] = (
+                st.st_uid,
+                st.st_gid,
+                stat.S_IMODE(st.st_mode),
+                sorted(os.listxattr(path, follow_symlinks=False)),
+            )
+    return found
+
+
 def test_devcontainer_with_a_non_root_remote_user(daemon: Workspace) -> None:
-    """Nothing in devcontainer.json for docker-up, nothing done to the folder."""
-    devcontainer_round_trip(
-        daemon, copy_tree(daemon, TESTS / "devcontainer" / "nonroot", "project")
+    """Nothing in devcontainer.json for docker-up, nothing done to the folder: dev (the
+    user's uid, a subordinate id in docker-up's namespace) writes the folder through its
+    view (dockerup/views), and the user edits and deletes what it wrote. The user's own
+    files keep their owners, modes and ACLs."""
+    folder = copy_tree(daemon, TESTS / "devcontainer" / "nonroot", "project")
+    before = owners_and_modes(folder)
+    devcontainer_round_trip(daemon, folder)
+    assert owners_and_modes(folder) == before
+
+
+def bindfs_serving(folder: Path) -> list[int]:
+    """The bindfs processes serving this folder: each has it at /src in a root of its own
+    (dockerup/views/serve.py), so its command line does not name it; its mounts do."""
+
+    def serves(d: Path) -> bool:
+        if not (d / "cmdline").read_bytes().split(b"\0")[0].endswith(b"bindfs"):
+            return False
+        for line in (d / "mountinfo").read_text().splitlines():
+            fields = line.split()
+            if fields[4] == "/src" and fields[3].endswith(f"/{folder.name}"):
+                return True
+        return False
+
+    return live_pids_where(serves)
+
+
+def test_a_dev_containers_view_gives_no_more_than_its_folder(daemon: Workspace) -> None:
+    """The attacks on a view: a container user of another uid writes none of the user's
+    files through it and plants no link out of the folder; nobody outside docker-up's
+    namespace, not even the host's root through the bindfs process's root, reads it; the
+    views' directory is the user's alone; the view is gone with the container."""
+    folder = copy_tree(daemon, TESTS / "devcontainer" / "nonroot", "project-attack")
+    secret = daemon.root / "secret"
+    secret.write_text("not for containers\n")
+    os.chown(secret, daemon.user.uid, daemon.user.gid)
+    secret.chmod(0o600)
+    before = owners_and_modes(folder)
+    name = "du-view-attack"
+    views = daemon.runtime_dir / "docker-up" / "views"
+    docker(
+        daemon,
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--label",
+        f"devcontainer.local_folder={folder}",
+        "-v",
+        f"{folder}:/w",
+        "bb:test",
+        "sleep",
+        "600",
     )
+    try:
+        attack = daemon.run(
+            [
+                DOCKER_CLI,
+                "exec",
+                "-u",
+                "4321:4321",
+                name,
+                "sh",
+                "-c",
+                "echo x >> /w/.devcontainer/devcontainer.json && echo WROTE; "
+                f"ln -s {daemon.root} /w/out && echo LINKED; cat /w/out/secret && echo READ; "
+                "grep -q ' /w fuse ' /proc/mounts && echo VIEWED",
+            ],
+        )
+        assert attack.stdout.split() == ["VIEWED"], attack
+        st = views.stat()
+        assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (daemon.user.uid, 0o700)
+        served = bindfs_serving(folder)
+        assert len(served) == 1, served
+        [view] = [p for p in views.glob("*/0")]
+        # Outside docker-up's mount namespace the view is an empty directory ...
+        assert list(view.iterdir()) == []
+        # ... and inside it (through dockerd's root: bindfs has a root of its own) the
+        # kernel refuses every process outside its user namespace, this test's root too.
+        dockerd = (daemon.runtime_dir / "docker-up" / "dockerd.pid").read_text().strip()
+        with pytest.raises(PermissionError):
+            os.listdir(f"/proc/{dockerd}/root{view}")
+        # bindfs itself sees nothing of the user's but the folder.
+        assert not Path(f"/proc/{served[0]}/root{daemon.root}").exists()
+    finally:
+        docker(daemon, "rm", "-f", name)
+    assert owners_and_modes(folder) == before
+    wait_for(lambda: not bindfs_serving(folder), 30, "bindfs ends with the container")
+    assert not list(views.glob("*/0")), "the view's directory is left"
+
+
+# A container with the raw folder turns d into a link out of it and back, as fast as it can.
+SWAP = """cd /raw && mkdir -p d && end=$(( $(date +%s) + {seconds} ))
+while [ $(date +%s) -lt $end ]; do mv d d2; ln -s {outside} d; rm d; mv d2 d; done"""
+# The dev container reads d/secret through its view, again and again.
+READ = """i=0; while [ $i -lt 3000 ]; do cat /w/d/secret 2>/dev/null && exit 0; i=$((i+1)); done
+echo NOT-REACHED"""
+
+
+def test_a_link_raced_into_the_folder_leads_its_view_nowhere(daemon: Workspace) -> None:
+    """bindfs follows paths in the folder as it finds them, as root of the namespace: a
+    container writing the raw folder swaps a directory the dev container is reading
+    through for a link to the user's other files. bindfs runs in a root of its own that
+    holds only the folder, so the link leads nowhere (without that root, measured by hand:
+    the dev container read the secret after about 250 tries)."""
+    folder = copy_tree(daemon, TESTS / "devcontainer" / "nonroot", "project-race")
+    secret = daemon.root / "outside" / "secret"
+    secret.parent.mkdir()
+    secret.write_text("not for containers\n")
+    for p in (secret.parent, secret):
+        os.chown(p, daemon.user.uid, daemon.user.gid)
+    secret.chmod(0o600)
+    swapper = "du-view-swapper"
+    swap = SWAP.format(seconds=150, outside=secret.parent)
+    docker(
+        daemon, "run", "-d", "--name", swapper, "-v", f"{folder}:/raw", "bb:test", "sh", "-c", swap
+    )
+    try:
+        ids = f"{daemon.user.uid}:{daemon.user.gid}"
+        label = f"devcontainer.local_folder={folder}"
+        read = daemon.run(
+            [
+                DOCKER_CLI,
+                "run",
+                "--rm",
+                "-u",
+                ids,
+                "--label",
+                label,
+                "-v",
+                f"{folder}:/w",
+                "bb:test",
+                "sh",
+                "-c",
+                READ,
+            ],
+            timeout=180,
+        )
+        running = docker(daemon, "inspect", "-f", "{{.State.Running}}", swapper).strip()
+    finally:
+        docker(daemon, "rm", "-f", swapper)
+    assert "not for containers" not in read.stdout, read
+    assert read.stdout.strip() == "NOT-REACHED", read
+    assert running == "true", "the swapper ended before the reader: the race was not run"
+
+
+def test_a_dev_container_that_says_no_keeps_its_raw_bind_mount(daemon: Workspace) -> None:
+    folder = copy_tree(daemon, TESTS / "devcontainer" / "nonroot", "project-raw")
+    labels = ["--label", f"devcontainer.local_folder={folder}", "--label", "docker-up.views=off"]
+    out = docker(
+        daemon, "run", "--rm", *labels, "-v", f"{folder}:/w", "bb:test", "cat", "/proc/mounts"
+    )
+    [mount] = [line for line in out.splitlines() if line.split()[1] == "/w"]
+    assert mount.split()[2] != "fuse", mount
+    assert not bindfs_serving(folder)
 
 
 # The README's workaround, as `setfacl -m u:ID:rwX,d:u:ID:rwX,d:u:$USER:rwX FOLDER` sets it
@@ -317,10 +476,14 @@ def subordinate_id(user: User, inside: int) -> int:
 
 
 def test_devcontainer_with_a_non_root_remote_user_and_an_acl(daemon: Workspace) -> None:
-    """What works today (README): the user grants the dev user's host id (a subordinate
-    id) the folder by an ACL whose default entries keep what it writes editable by the
-    user. Still nothing in devcontainer.json."""
+    """Without a view (no bindfs or /dev/fuse; here: the container's label
+    docker-up.views=off) the README's grant works: the user grants the dev user's host id
+    (a subordinate id) the folder by an ACL whose default entries keep what it writes
+    editable by the user."""
     folder = copy_tree(daemon, TESTS / "devcontainer" / "nonroot", "project-acl")
+    config = folder / ".devcontainer" / "devcontainer.json"
+    doc = json.loads(config.read_text())
+    config.write_text(json.dumps({**doc, "runArgs": ["--label", "docker-up.views=off"]}))
     dev = subordinate_id(daemon.user, daemon.user.uid)
     grant = [f"{VENV}/bin/python", "-c", GRANT, str(folder), str(dev), str(daemon.user.uid)]
     daemon.run(grant, check=True)

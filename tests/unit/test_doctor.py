@@ -53,7 +53,14 @@ def up(answering: bool = True, **daemon: Any) -> results.Status:
 
 
 # A machine whose limits all apply (Debian 13 after a login), and the same on cgroup v1.
-V1_HOST = facts(binaries={**BINS, "docker": "/usr/bin/docker", "busctl": "/usr/bin/busctl"})
+V1_HOST = facts(
+    binaries={
+        **BINS,
+        "docker": "/usr/bin/docker",
+        "busctl": "/usr/bin/busctl",
+        "bindfs": "/usr/bin/bindfs",
+    }
+)
 V2_HOST = replace(V1_HOST, cgroups=DEBIAN13)
 
 
@@ -71,7 +78,7 @@ def good(**kw: Any) -> DoctorFacts:
         all_subgid="alice:200000:65536\n",
         iptables={"nft": "", "legacy": "can't lock"},
         overlay_error=None,
-        fuse_ok=False,
+        fuse_ok=True,
         free_bytes=50 * 2**30,
         docker_host_env="",
         other_daemon="",
@@ -295,6 +302,9 @@ CASES = [
     ),
     ("storage", {"overlay_error": "EPERM"}, Health.warn, "vfs"),
     ("cgroups", {"host": V1_HOST}, Health.warn, "cgroup v1"),
+    ("views", {"fuse_ok": False}, Health.warn, "chmod 0666 /dev/fuse"),
+    ("views", {"host": replace(V2_HOST, binaries=BINS)}, Health.warn, "apt-get install bindfs"),
+    ("views", {"userns": "keep-id"}, Health.skip, "not needed"),
     (
         "cgroups",
         {"host": replace(V2_HOST, cgroups=replace(DEBIAN13, bus="", bus_error="refused"))},
@@ -451,6 +461,9 @@ def test_fixes_as_root() -> None:
     assert ("usermod", "--add-subuids", "165536-231071", "carol") in argvs
     assert ("usermod", "--add-subgids", "100000-165535", "carol") in argvs
     assert doctor.plan_fixes(0o666, ("alice", 1001), "alice:1:65536", "1001:1:65536", []) == []
+    fuse = doctor.plan_fixes(0o666, None, "", "", [], fuse_mode=0o600)
+    assert [f.argv for f in fuse] == [("chmod", "0666", "/dev/fuse")]
+    assert doctor.plan_fixes(0o666, None, "", "", [], fuse_mode=None) == []
     missing = [f.argv for f in doctor.plan_fixes(None, None, "", "", [])]
     assert missing[1] == ("mknod", "/dev/net/tun", "c", "10", "200")
 
@@ -605,9 +618,9 @@ def test_verbose_shows_every_check_in_full() -> None:
 
 
 def test_the_summary_counts_and_says_whether_anything_fails() -> None:
-    assert text()[-1] == "docker-up doctor: 24 ok, 2 skipped; nothing fails (--verbose: in full)"
+    assert text()[-1] == "docker-up doctor: 25 ok, 2 skipped; nothing fails (--verbose: in full)"
     assert text(**CLOSED_TUN)[-1] == (
-        "docker-up doctor: 1 fail, 23 ok, 2 skipped (--verbose: in full)"
+        "docker-up doctor: 1 fail, 24 ok, 2 skipped (--verbose: in full)"
     )
 
 

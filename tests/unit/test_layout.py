@@ -375,6 +375,7 @@ LAUNCHERS = {
     ("namespace/dockerd.py", "start_containerd"): "containerd, beside each dockerd",
     ("namespace/netstart.py", "start_net"): "the network helper (supervise.py, keeper.py)",
     ("accel/ociruntime.py", "main"): "runc, under docker-up's runtime wrapper",
+    ("views/serve.py", "_confined"): "bindfs, for a dev container's view (the runtime wrapper)",
     ("keeper/lazy.py", "main"): "docker-up up, on socket activation's first client",
     ("ports/proxy.py", "start_real_proxy"): "docker-proxy, for one published port",
     ("autoports/scanner.py", "_ensure_helper"): "auto ports' inside helper",

@@ -50,7 +50,7 @@ def test_bundle_of_runc_create() -> None:
 def test_rewrite_changes_the_file_in_place(tmp_path: Path) -> None:
     f = tmp_path / "config.json"
     f.write_text(json.dumps(spec([{"type": "network"}])))
-    rewrite(str(f), RuntimeSpec("/usr/sbin/runc", WMEM, None))
+    rewrite(str(f), RuntimeSpec("/usr/sbin/runc", WMEM, None), "id")
     assert json.loads(f.read_text())["linux"]["sysctl"] == WMEM
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
 
@@ -137,7 +137,7 @@ def labelled(tmp_path: Path, labels: dict[str, str] | None) -> Path:
 
 def test_the_opt_out_label_keeps_connect_off_the_agent(tmp_path: Path) -> None:
     f = labelled(tmp_path, {"docker-up.net-accel": "off"})
-    rewrite(str(f), RuntimeSpec("/usr/sbin/runc", WMEM, "/run/accel.sock"))
+    rewrite(str(f), RuntimeSpec("/usr/sbin/runc", WMEM, "/run/accel.sock"), "id")
     seccomp = json.loads(f.read_text())["linux"]["seccomp"]
     assert "listenerPath" not in seccomp
     assert seccomp == default_profile()
@@ -148,5 +148,5 @@ def test_the_opt_out_label_keeps_connect_off_the_agent(tmp_path: Path) -> None:
 def test_without_the_label_or_its_file_the_container_is_accelerated(tmp_path: Path) -> None:
     for i, labels in enumerate(({"docker-up.net-accel": "on"}, {"other": "off"}, None)):
         f = labelled(tmp_path / str(i), labels)
-        rewrite(str(f), RuntimeSpec("/usr/sbin/runc", WMEM, "/run/accel.sock"))
+        rewrite(str(f), RuntimeSpec("/usr/sbin/runc", WMEM, "/run/accel.sock"), "id")
         assert json.loads(f.read_text())["linux"]["seccomp"]["listenerPath"] == "/run/accel.sock"
