@@ -367,8 +367,14 @@ def test_a_connect_storm_starves_neither_the_workspace_nor_the_keeper(opened: Wo
     """Six containers each hang 80 connects on a full backlog (the agent takes 64 of each,
     answers the rest EAGAIN) while two more connect as fast as they can: another
     container's connects stay fast, the keeper's own loop answers at once, the workspace's
-    own connections are untouched."""
+    own connections are untouched.
+    The two fast ones flood a server of their own: its accept queue overflows (they close
+    without waiting, faster than a Python thread accepts), and a SYN it drops waits 1 s for
+    its retransmit, whoever sent it (ci5: the workspace's connect took 1.2 s). What is
+    measured, the other container's and the workspace's connects, goes to a server nobody
+    floods: the time is the agent's and the namespace's, not a full queue's."""
     ok = CountingServer(b"ok\n")
+    measured = CountingServer(b"ok\n")
     names = [f"storm{i}" for i in range(8)]
     with full_backlog() as full_port:
         try:
@@ -378,16 +384,17 @@ def test_a_connect_storm_starves_neither_the_workspace_nor_the_keeper(opened: Wo
                 probe_running(opened, name, "latency", "10.0.2.2", str(ok.port), "100000")
             for name in names[:6]:
                 wait_for(lambda n=name: "ready" in opened.docker("logs", n).stdout, 30, name)
-            out = probe(opened, "latency", "10.0.2.2", str(ok.port), "300")
+            out = probe(opened, "latency", "10.0.2.2", str(measured.port), "300")
             keeper = keeper_answers(opened)
             doc = status(opened)
             t0 = time.monotonic()
-            with socket.create_connection(("127.0.0.1", ok.port), 5):
+            with socket.create_connection(("127.0.0.1", measured.port), 5):
                 pass
             workspace = time.monotonic() - t0
         finally:
             opened.docker("rm", "-f", *names, check=False)
             ok.close()
+            measured.close()
     print(f"beside a storm: p50 {out['p50_us']} µs, p99 {out['p99_us']} µs; keeper {keeper:.3f} s")
     assert out["ok"] == "300"
     assert int(out["p99_us"]) < 500_000, out
