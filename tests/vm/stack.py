@@ -24,9 +24,7 @@ from typing import Any
 
 USER = os.environ.get("DOCKER_UP_VM_USER", "du-vm")
 BUSYBOX = os.environ.get("DOCKER_UP_VM_BUSYBOX", "/vm/busybox.tar")
-# The user's subordinate ids (scripts/vm-guest gives each of its users a range of its own).
-_FIRST_ID, _LAST_ID = os.environ.get("DOCKER_UP_VM_SUBIDS", "100000-165535").split("-")
-SUBIDS = range(int(_FIRST_ID), int(_LAST_ID) + 1)
+SUBIDS = range(100000, 165536)
 # Under TCG a first container or a build takes seconds, not milliseconds; on a machine
 # shared with other VMs and suites (load 20) a container start took a minute and docker-up's
 # start over three. START matches the start-timeout scripts/vm-guest configures.

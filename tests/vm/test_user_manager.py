@@ -62,19 +62,15 @@ HOME_BEFORE: dict[str, tuple[int, bytes | str]] = {}
 
 
 def wait_answering() -> None:
-    """Until the unit's daemon answers on docker-up's socket, then status must say so. The
-    wait is one login session polling with the docker CLI once a second: under TCG a poll
-    of `status()` (a PAM session and a Python start) costs seconds of CPU, taken from the
-    start it waits on."""
     try:
+        wait_for(lambda: status().get("answering"), START, "docker-up's unit to answer")
         ok(
-            f"timeout {START} sh -c 'until docker version >/dev/null 2>&1; do sleep 1; done'",
+            f"timeout {START} sh -c 'until docker version >/dev/null 2>&1; do sleep 0.5; done'",
             START + 30,
         )
     except AssertionError:
         journal = login(f"journalctl --user -u {UNIT} --no-pager -n 40")
         raise AssertionError(f"docker-up's unit:\n{journal.stdout}") from None
-    assert status().get("answering"), "docker answers, but docker-up status says it does not"
 
 
 def start_with_the_unit(uid: int) -> Stack:
