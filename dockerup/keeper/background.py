@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import TextIO
 
@@ -203,8 +204,8 @@ def hold_socket(plan: Plan, docker_up: str) -> bool:
 
 
 def stop(paths: Paths, timeout: float = 60.0) -> bool:
-    """Ask the keeper (or the lazy holder) to stop and wait until the lock is free. False:
-    nothing was running."""
+    """Ask the keeper (or the lazy holder) to stop and wait until it has ended: its lock
+    free and its process gone. False: nothing was running."""
     instance.check_runtime(paths)
     if not instance.is_locked(paths):
         return False
@@ -213,17 +214,41 @@ def stop(paths: Paths, timeout: float = 60.0) -> bool:
     running = instance.read_state(paths)
     lazy = read_lazy(paths)
     candidates = [lazy.id if lazy else None, running.procs.get("keeper") if running else None]
-    idents = [i for i in candidates if i is not None]
-    ident = next((i for i in idents if procid.send(i, signal.SIGTERM)), None)
-    if ident is None:
+    pidfds = (procid.open_if_same(i) for i in candidates if i is not None)
+    pidfd = next((fd for fd in pidfds if fd is not None and signalled(fd)), None)
+    if pidfd is None:
         raise DockerUpError(
             "docker-up is starting or its state is unreadable; cannot tell which process to stop",
             hint="try again in a moment",
         )
+    try:
+        return wait_ended(paths, pidfd, timeout)
+    finally:
+        os.close(pidfd)
+
+
+def signalled(pidfd: int) -> bool:
+    """SIGTERM through the pidfd; False (and the pidfd closed) if the process is gone."""
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+    except ProcessLookupError:
+        os.close(pidfd)
+        return False
+    return True
+
+
+def wait_ended(paths: Paths, pidfd: int, timeout: float) -> bool:
+    """The keeper frees its lock once all it started has ended, then exits; a stop that
+    returned at the lock alone could leave the user a process still exiting (seen in CI
+    under load). The pidfd turns readable only once the process has wholly exited."""
+    from dockerup.linux.fdwait import readable
     from dockerup.waiting import wait_until
 
-    if not wait_until(lambda: not instance.is_locked(paths), timeout, period=0.05):
-        raise DockerUpError(f"docker-up (pid {ident.pid}) did not stop in {timeout:.0f} s")
+    deadline = time.monotonic() + timeout
+    if not wait_until(lambda: not instance.is_locked(paths), timeout, period=0.05) or not (
+        readable([pidfd], max(0.0, deadline - time.monotonic()))
+    ):
+        raise DockerUpError(f"docker-up did not stop in {timeout:.0f} s")
     return True
 
 

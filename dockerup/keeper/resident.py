@@ -427,9 +427,11 @@ class Keeper:
         user_fd = self.spec.ns_fds.get("user")
         if user_fd is None:
             return  # modes without a user namespace of docker-up's own have no such scope
-        names = sweep.end_namespace(user_fd, {p for p in keep or set() if p})
+        names, left = sweep.end_namespace(user_fd, {p for p in keep or set() if p})
         if names:
             self.log(f"ended {len(names)} process(es) {what}: " + ", ".join(names))
+        if left:
+            self.log("still exiting after SIGKILL: " + ", ".join(left))
         self.reap_orphans()
 
     def run(self) -> int:

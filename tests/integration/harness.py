@@ -121,10 +121,12 @@ def describe(pids: list[int]) -> str:
     for pid in pids:
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            ppid = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+            state, ppid = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:2]
+            wchan = Path(f"/proc/{pid}/wchan").read_text()
         except OSError:
             continue
-        out.append(f"{pid} (parent {ppid}): {cmd[:200]}")
+        # The state and where it sleeps tell a process still exiting from one living on.
+        out.append(f"{pid} (parent {ppid}, {state} in {wchan or '-'}): {cmd[:200]}")
     return "; ".join(out)
 
 

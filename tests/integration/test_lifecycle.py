@@ -17,6 +17,7 @@ from .harness import (
     DockerUp,
     Namespace,
     Workspace,
+    describe,
     detach,
     nothing_left,
     pid_alive,
@@ -64,7 +65,9 @@ def test_detach_status_logs_stop(detached: Workspace, busybox_tar: Path) -> None
     assert r.returncode == 0 and "rootless" in r.stdout
 
     assert ws.docker_up("stop", timeout=90).returncode == 0
-    assert not processes_of(ws.user.uid)
+    # At once: stop returns when all it started has exited (the keeper itself included).
+    left = processes_of(ws.user.uid)
+    assert not left, describe(left)
     assert not (run_dir / "docker.sock").exists()
     doc = status(ws)
     assert doc["running"] is False
