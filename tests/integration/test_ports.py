@@ -269,6 +269,11 @@ def test_a_container_sees_a_remote_udp_clients_own_address(
         timeout=30,
     )
     assert r.stdout.strip() == "ping", r.stderr  # the echo came back to the peer
-    logs = daemon.docker("logs", "seen-udp").stdout
-    assert f"from {peer_namespace}" in logs, logs
+    # udpecho prints the sender before it answers, but its output reaches `docker logs`
+    # through the shim and dockerd's log copier, on their own time.
+    wait_for(
+        lambda: f"from {peer_namespace}" in daemon.docker("logs", "seen-udp").stdout,
+        20,
+        "udpecho's line in the container's log",
+    )
     daemon.docker("rm", "-f", "seen-udp")
