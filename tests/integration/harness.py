@@ -104,12 +104,18 @@ def end_strays(root: Path) -> list[int]:
     return strays
 
 
-def processes_of(uid: int) -> list[int]:
+def processes_of(uid: int, comm: str | None = None) -> list[int]:
+    """The user's live processes (those named `comm` only, if given). One that ends while
+    it is read does not count: the user's dockerd and keeper start short-lived children."""
     out = []
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
-                if d.stat().st_uid == uid and pid_alive(int(d.name)):
+                if (
+                    d.stat().st_uid == uid
+                    and (comm is None or (d / "comm").read_text().strip() == comm)
+                    and pid_alive(int(d.name))
+                ):
                     out.append(int(d.name))
             except OSError:
                 continue

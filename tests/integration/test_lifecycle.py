@@ -92,12 +92,7 @@ def test_twenty_detached_starts_at_once_make_one_daemon(detached: Workspace) -> 
     host = export_lines(f"unix://{ws.runtime_dir}/docker-up/docker.sock")
     assert all(r.stdout.strip() == host for r in results)
     assert sum("already running" in r.stderr for r in results) == 19
-    dockerds = [
-        p
-        for p in processes_of(ws.user.uid)
-        if Path(f"/proc/{p}/comm").read_text().strip() == "dockerd"
-    ]
-    assert len(dockerds) == 1
+    assert len(processes_of(ws.user.uid, "dockerd")) == 1
 
 
 def _time_until_answering(ws: Workspace, timeout: float = 60) -> float:
@@ -203,12 +198,7 @@ def test_killed_docker_up_next_start_is_clean(detached: Workspace) -> None:
     assert second["dockerd_pid"] != first["dockerd_pid"]
     for k in ("dockerd_pid", "net_pid"):
         assert not pid_alive(int(first[k]))  # type: ignore[call-overload]
-    dockerds = [
-        p
-        for p in processes_of(ws.user.uid)
-        if Path(f"/proc/{p}/comm").read_text().strip() == "dockerd"
-    ]
-    assert dockerds == [second["dockerd_pid"]]
+    assert processes_of(ws.user.uid, "dockerd") == [second["dockerd_pid"]]
 
 
 def test_sigterm_while_starting_leaves_nothing(
