@@ -152,8 +152,14 @@ def test_killed_dockerd_is_restarted_with_its_data(detached: Workspace, busybox_
         os.kill(old, signal.SIGKILL)
         wait_for(lambda old=old: not pid_alive(old), 10, "dockerd to die")
         _time_until_answering(ws)
-        doc = status(ws)
-        assert doc["restarts"] == i + 1 and doc["dockerd_pid"] != old
+        # The keeper records the restart once its own ping is answered, which may come
+        # after ours: state.json (what status reads) is waited for, not read once.
+        doc = wait_for(
+            lambda i=i: (d := status(ws))["restarts"] == i + 1 and d,
+            30,
+            f"restart {i + 1} in docker-up's state",
+        )
+        assert isinstance(doc, dict) and doc["dockerd_pid"] != old
         # Restarted in the same namespaces: slirp4netns never noticed.
         assert os.readlink(f"/proc/{doc['dockerd_pid']}/ns/net") == netns
         # One containerd, docker-up's, for the new dockerd: the old one ended with its
