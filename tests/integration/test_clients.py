@@ -186,14 +186,20 @@ def test_a_container_with_the_socket_can_do_no_more_than_the_user(daemon: Worksp
 
 
 # testcontainers-python as a user's test would use it (Ryuk off: its image is not here).
+# The one GET comes once httpd listens inside, as a user's test waits for its service (a
+# wait strategy): the port's proxy accepts at once, and closes a client it cannot pass on.
 TESTCONTAINERS = """
-import socket, sys
+import socket, sys, time
 from testcontainers.core.container import DockerContainer
 
 web = DockerContainer("bb:test").with_exposed_ports(80).with_command(
     ["sh", "-c", "mkdir /www && echo hello-tc > /www/index.html && exec httpd -f -p 80 -h /www"]
 )
 with web:
+    deadline = time.monotonic() + 60
+    while b":80 " not in web.exec(["netstat", "-tln"]).output:
+        assert time.monotonic() < deadline, "httpd did not listen in 60 s"
+        time.sleep(0.1)
     host, port = web.get_container_host_ip(), int(web.get_exposed_port(80))
     print("address", host, port, flush=True)
     try:
