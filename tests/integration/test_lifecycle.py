@@ -72,9 +72,10 @@ def test_detach_status_logs_stop(detached: Workspace, busybox_tar: Path) -> None
 
 
 def test_detach_failure_returns_nonzero_with_the_log_tail(workspace: Workspace) -> None:
+    fake = workspace.root / "fake-dockerd"  # not one path in /tmp: see test_broken_host
     r = workspace.docker_up_on_broken_host(
-        "printf '#!/bin/sh\\necho dockerd-went-boom >&2\\nexit 7\\n' > /tmp/fake-dockerd && "
-        "chmod 755 /tmp/fake-dockerd && mount --bind /tmp/fake-dockerd /usr/sbin/dockerd",
+        f"printf '#!/bin/sh\\necho dockerd-went-boom >&2\\nexit 7\\n' > {fake} && "
+        f"chmod 755 {fake} && mount --bind {fake} /usr/sbin/dockerd",
         "--detach",
     )
     assert r.returncode == 1, r.stdout + r.stderr
