@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import VENV, User, Workspace
+from .harness import USER, VENV, User, Workspace
 
 # A real character device for tun at the mode a new machine has (0600, root's).
 TUN_0600 = (
@@ -145,8 +145,10 @@ def test_doctor_sees_running_daemons(workspace: Workspace, user: User) -> None:
 
 @pytest.fixture
 def throwaway_user() -> Iterator[User]:
-    """A user with no subordinate id range (useradd gives one by default on Debian)."""
-    name = "dockerup-nosub"
+    """A user with no subordinate id range (useradd gives one by default on Debian). Named
+    after this suite's test user: another suite on the machine (DOCKER_UP_TEST_USER differs)
+    would otherwise userdel the very user this test is using."""
+    name = f"{USER}-nosub"[:32]
     subprocess.run(["userdel", "-r", name], capture_output=True)
     subprocess.run(
         ["useradd", "-m", "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0", name], check=True
