@@ -311,14 +311,17 @@ def test_devcontainer_with_a_non_root_remote_user(daemon: Workspace) -> None:
 
 def bindfs_serving(folder: Path) -> list[int]:
     """The bindfs processes serving this folder: each has it at /src in a root of its own
-    (dockerup/views/serve.py), so its command line does not name it; its mounts do."""
+    (dockerup/views/serve.py), so its command line does not name it; its mounts do. By the
+    workspace's directory too, not the folder's name alone: another suite on the machine
+    runs these tests with the same folder names, in its own workspace."""
+    ours = f"/{folder.parent.name}/{folder.name}"
 
     def serves(d: Path) -> bool:
         if not (d / "cmdline").read_bytes().split(b"\0")[0].endswith(b"bindfs"):
             return False
         for line in (d / "mountinfo").read_text().splitlines():
             fields = line.split()
-            if fields[4] == "/src" and fields[3].endswith(f"/{folder.name}"):
+            if fields[4] == "/src" and fields[3].endswith(ours):
                 return True
         return False
 
