@@ -274,6 +274,14 @@ def cmdline(pid: int) -> bytes:
     return b""
 
 
+def comm(pid: int) -> str:
+    """The process's name; "" for one that ended meanwhile (dockerd starts short-lived
+    children)."""
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    return ""
+
+
 STALE = (
     "docker.sock",
     "state.json",
@@ -333,9 +341,7 @@ def test_stop_ends_what_dockerd_could_not(workspace: Workspace, busybox_tar: Pat
     workspace.docker("import", str(busybox_tar), "bb:test")
     workspace.docker("run", "-d", "--name", "stuck", "bb:test", "sleep", "3600")
     ns = Namespace(int(status(workspace)["dockerd_pid"]), "user")  # type: ignore[call-overload]
-    shims = [
-        p for p in ns.members() if Path(f"/proc/{p}/comm").read_text().startswith("containerd-shim")
-    ]
+    shims = [p for p in ns.members() if comm(p).startswith("containerd-shim")]
     assert shims
     for p in shims:
         os.kill(p, signal.SIGSTOP)
