@@ -7,6 +7,7 @@ scripts/test); every docker-up is started as the test user, like a workspace use
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import pwd
@@ -60,6 +61,26 @@ def reach_host_loopback(ws: Workspace, port: int) -> str:
     out = r.stdout.strip()
     assert out.endswith("container-ran"), f"the container did not run: {r.stderr}"
     return out.removesuffix("container-ran").strip()
+
+
+# Held by whatever rewrites /etc/subuid or /etc/subgid (exclusive: useradd, usermod) and
+# whatever breaks them with a bind mount (shared): machine-wide, as the files are.
+SUBID_LOCK = Path("/run/lock/docker-up-tests-subids.lock")
+SUBID_FILES = ("/etc/subuid", "/etc/subgid")
+
+
+@contextlib.contextmanager
+def subid_files(exclusive: bool) -> Iterator[None]:
+    """The subordinate id files held still. shadow's tools replace a file by a rename, and a
+    rename over a file that is a mount point in another mount namespace detaches that mount
+    there: a test's `mount --bind /dev/null /etc/subgid` vanished under a docker-up that was
+    meant to find no ids, which then started a daemon instead (and the test timed out)."""
+    fd = os.open(SUBID_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
 
 
 def pid_alive(pid: int) -> bool:
@@ -327,13 +348,15 @@ class Workspace:
     ) -> subprocess.CompletedProcess[str]:
         """Run docker-up as the user in a private mount namespace where `breakage` (a root
         shell snippet: bind mounts over real files) has broken this machine for it alone."""
-        return subprocess.run(
-            self.broken_host_argv(breakage, *args),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            cwd=str(self.root),
-        )
+        still = any(f in breakage for f in SUBID_FILES)
+        with subid_files(exclusive=False) if still else contextlib.nullcontext():
+            return subprocess.run(
+                self.broken_host_argv(breakage, *args),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                cwd=str(self.root),
+            )
 
     def start_on_broken_host(self, breakage: str, *args: str) -> DockerUp:
         """As docker_up_on_broken_host, started: its PID is docker-up's own (each step
