@@ -15,7 +15,17 @@ from pyroute2 import IPRoute, NetlinkError, NetNS
 
 from dockerup.host.facts import has_default_route
 
-from .harness import NET_DRIVERS, USER, VENV, DockerUp, User, Workspace, end_strays, wait_for
+from .harness import (
+    NET_DRIVERS,
+    USER,
+    VENV,
+    DockerUp,
+    User,
+    Workspace,
+    end_strays,
+    subid_files,
+    wait_for,
+)
 from .servers import OTHER_ADDR, CountingServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,7 +77,8 @@ def user() -> User:
     # subordinate ids either: DOCKER_UP_TEST_SUBID_BASE moves the whole suite's ranges.
     if "DOCKER_UP_TEST_SUBID_BASE" in os.environ:
         first = int(os.environ["DOCKER_UP_TEST_SUBID_BASE"]) + 65536 * n
-    subprocess.run([str(ROOT / "scripts" / "test-user"), name, str(first)], check=True)
+    with subid_files(exclusive=True):  # usermod may rewrite /etc/subuid and /etc/subgid
+        subprocess.run([str(ROOT / "scripts" / "test-user"), name, str(first)], check=True)
     return User.get(name)
 
 

@@ -7,6 +7,7 @@ scripts/test); every docker-up is started as the test user, like a workspace use
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import pwd
@@ -62,6 +63,26 @@ def reach_host_loopback(ws: Workspace, port: int) -> str:
     return out.removesuffix("container-ran").strip()
 
 
+# Held by whatever rewrites /etc/subuid or /etc/subgid (exclusive: useradd, usermod) and
+# whatever breaks them with a bind mount (shared): machine-wide, as the files are.
+SUBID_LOCK = Path("/run/lock/docker-up-tests-subids.lock")
+SUBID_FILES = ("/etc/subuid", "/etc/subgid")
+
+
+@contextlib.contextmanager
+def subid_files(exclusive: bool) -> Iterator[None]:
+    """The subordinate id files held still. shadow's tools replace a file by a rename, and a
+    rename over a file that is a mount point in another mount namespace detaches that mount
+    there: a test's `mount --bind /dev/null /etc/subgid` vanished under a docker-up that was
+    meant to find no ids, which then started a daemon instead (and the test timed out)."""
+    fd = os.open(SUBID_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -104,12 +125,18 @@ def end_strays(root: Path) -> list[int]:
     return strays
 
 
-def processes_of(uid: int) -> list[int]:
+def processes_of(uid: int, comm: str | None = None) -> list[int]:
+    """The user's live processes (those named `comm` only, if given). One that ends while
+    it is read does not count: the user's dockerd and keeper start short-lived children."""
     out = []
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
-                if d.stat().st_uid == uid and pid_alive(int(d.name)):
+                if (
+                    d.stat().st_uid == uid
+                    and (comm is None or (d / "comm").read_text().strip() == comm)
+                    and pid_alive(int(d.name))
+                ):
                     out.append(int(d.name))
             except OSError:
                 continue
@@ -323,13 +350,15 @@ class Workspace:
     ) -> subprocess.CompletedProcess[str]:
         """Run docker-up as the user in a private mount namespace where `breakage` (a root
         shell snippet: bind mounts over real files) has broken this machine for it alone."""
-        return subprocess.run(
-            self.broken_host_argv(breakage, *args),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            cwd=str(self.root),
-        )
+        still = any(f in breakage for f in SUBID_FILES)
+        with subid_files(exclusive=False) if still else contextlib.nullcontext():
+            return subprocess.run(
+                self.broken_host_argv(breakage, *args),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                cwd=str(self.root),
+            )
 
     def start_on_broken_host(self, breakage: str, *args: str) -> DockerUp:
         """As docker_up_on_broken_host, started: its PID is docker-up's own (each step

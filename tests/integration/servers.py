@@ -64,6 +64,15 @@ def udp_bound(ws: Workspace, container: str, port: int) -> bool:
     return f":{port:04X} " in r.stdout
 
 
+def container_listens(ws: Workspace, container: str, port: int) -> bool:
+    """Does a TCP socket listen on this port inside the container? A published port's proxy
+    accepts a client at once; if the container's server did not listen yet, the proxy's
+    connect into it is refused and the client is left holding a closed connection."""
+    out = ws.docker("exec", container, "netstat", "-tln", check=False).stdout
+    rows = [line.split() for line in out.splitlines() if line.startswith("tcp")]
+    return any(len(r) > 3 and r[3].endswith(f":{port}") for r in rows)
+
+
 WEB = "mkdir -p /www && echo {body} > /www/index.html && exec httpd -f -p 80 -h /www"
 
 

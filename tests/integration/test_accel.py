@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from .harness import Workspace, nc_read, reach_host_loopback, status
-from .servers import free_port
+from .harness import Workspace, nc_read, reach_host_loopback, status, wait_for
+from .servers import container_listens, free_port
 
 
 @pytest.fixture
@@ -123,6 +123,8 @@ def test_other_traffic_keeps_its_path(accel: Workspace) -> None:
             "-c",
             web,
         )
+        # One try below: httpd must listen first (it starts on its own time after `run -d`).
+        wait_for(lambda: container_listens(ws, "srv", 80), 20, "srv's httpd")
         r = ws.docker(
             "run",
             "--rm",

@@ -358,10 +358,12 @@ def inside_helper(ws: Workspace) -> int:
     none right now)."""
     keeper = json.loads((ws.runtime_dir / "docker-up" / "state.json").read_text())["pid"]
     for task in Path(f"/proc/{keeper}/task").iterdir():
-        for pid in (task / "children").read_text().split():
-            with contextlib.suppress(OSError):
-                if "autoports/inside.py" in Path(f"/proc/{pid}/cmdline").read_text():
-                    return int(pid)
+        # A thread or a child that ends while it is read is no helper (this is polled).
+        with contextlib.suppress(OSError):
+            for pid in (task / "children").read_text().split():
+                with contextlib.suppress(OSError):
+                    if "autoports/inside.py" in Path(f"/proc/{pid}/cmdline").read_text():
+                        return int(pid)
     return 0
 
 

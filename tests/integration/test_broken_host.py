@@ -64,9 +64,12 @@ def test_no_subordinate_range(workspace: Workspace, file: str) -> None:
 
 def test_nothing_left_after_a_failed_start(workspace: Workspace) -> None:
     # A dockerd that fails at once, after the namespaces and slirp4netns are up.
+    # The fake in the test's own directory: another test (or worker) writing a fake of its
+    # own to one path in /tmp would rewrite the very file this bind mount shows.
+    fake = workspace.root / "fake-dockerd"
     r = workspace.docker_up_on_broken_host(
-        "printf '#!/bin/sh\\necho boom >&2\\nexit 3\\n' > /tmp/fake-dockerd && "
-        "chmod 755 /tmp/fake-dockerd && mount --bind /tmp/fake-dockerd /usr/sbin/dockerd"
+        f"printf '#!/bin/sh\\necho boom >&2\\nexit 3\\n' > {fake} && "
+        f"chmod 755 {fake} && mount --bind {fake} /usr/sbin/dockerd"
     )
     assert_clean_failure(r, "dockerd exited with code 3", "boom")
     run_dir = workspace.runtime_dir / "docker-up"

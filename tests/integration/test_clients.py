@@ -186,14 +186,20 @@ def test_a_container_with_the_socket_can_do_no_more_than_the_user(daemon: Worksp
 
 
 # testcontainers-python as a user's test would use it (Ryuk off: its image is not here).
+# The one GET comes once httpd listens inside, as a user's test waits for its service (a
+# wait strategy): the port's proxy accepts at once, and closes a client it cannot pass on.
 TESTCONTAINERS = """
-import socket, sys
+import socket, sys, time
 from testcontainers.core.container import DockerContainer
 
 web = DockerContainer("bb:test").with_exposed_ports(80).with_command(
     ["sh", "-c", "mkdir /www && echo hello-tc > /www/index.html && exec httpd -f -p 80 -h /www"]
 )
 with web:
+    deadline = time.monotonic() + 60
+    while b":80 " not in web.exec(["netstat", "-tln"]).output:
+        assert time.monotonic() < deadline, "httpd did not listen in 60 s"
+        time.sleep(0.1)
     host, port = web.get_container_host_ip(), int(web.get_exposed_port(80))
     print("address", host, port, flush=True)
     try:
@@ -305,14 +311,17 @@ def test_devcontainer_with_a_non_root_remote_user(daemon: Workspace) -> None:
 
 def bindfs_serving(folder: Path) -> list[int]:
     """The bindfs processes serving this folder: each has it at /src in a root of its own
-    (dockerup/views/serve.py), so its command line does not name it; its mounts do."""
+    (dockerup/views/serve.py), so its command line does not name it; its mounts do. By the
+    workspace's directory too, not the folder's name alone: another suite on the machine
+    runs these tests with the same folder names, in its own workspace."""
+    ours = f"/{folder.parent.name}/{folder.name}"
 
     def serves(d: Path) -> bool:
         if not (d / "cmdline").read_bytes().split(b"\0")[0].endswith(b"bindfs"):
             return False
         for line in (d / "mountinfo").read_text().splitlines():
             fields = line.split()
-            if fields[4] == "/src" and fields[3].endswith(f"/{folder.name}"):
+            if fields[4] == "/src" and fields[3].endswith(ours):
                 return True
         return False
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import VENV, User, Workspace
+from .harness import USER, VENV, User, Workspace, subid_files
 
 # A real character device for tun at the mode a new machine has (0600, root's).
 TUN_0600 = (
@@ -145,18 +145,23 @@ def test_doctor_sees_running_daemons(workspace: Workspace, user: User) -> None:
 
 @pytest.fixture
 def throwaway_user() -> Iterator[User]:
-    """A user with no subordinate id range (useradd gives one by default on Debian)."""
-    name = "dockerup-nosub"
-    subprocess.run(["userdel", "-r", name], capture_output=True)
-    subprocess.run(
-        ["useradd", "-m", "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0", name], check=True
-    )
-    try:
-        yield User.get(name)
-    finally:
-        for flag in ("--del-subuids", "--del-subgids"):
-            subprocess.run(["usermod", flag, "1-4294967294", name], capture_output=True)
+    """A user with no subordinate id range (useradd gives one by default on Debian). Named
+    after this suite's test user: another suite on the machine (DOCKER_UP_TEST_USER differs)
+    would otherwise userdel the very user this test is using."""
+    name = f"{USER}-nosub"[:32]
+    # useradd, doctor --fix and userdel rewrite /etc/subuid and /etc/subgid: not while
+    # another test has them bind-mounted away (subid_files).
+    with subid_files(exclusive=True):
         subprocess.run(["userdel", "-r", name], capture_output=True)
+        subprocess.run(
+            ["useradd", "-m", "-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0", name], check=True
+        )
+        try:
+            yield User.get(name)
+        finally:
+            for flag in ("--del-subuids", "--del-subgids"):
+                subprocess.run(["usermod", flag, "1-4294967294", name], capture_output=True)
+            subprocess.run(["userdel", "-r", name], capture_output=True)
 
 
 def test_doctor_fix_mends_tun_and_subuid(throwaway_user: User) -> None:

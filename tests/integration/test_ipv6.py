@@ -20,7 +20,7 @@ from pyroute2 import NetNS
 from dockerup.linux import libc as linux
 
 from .harness import DockerUp, Workspace, nc_read, wait_for
-from .servers import CountingServer, listener
+from .servers import CountingServer, container_listens, listener
 
 # The servers below are their containers' init, which ignores SIGTERM: without this, each
 # teardown's stop waited dockerd's 10 s for every one of them.
@@ -260,14 +260,10 @@ def test_a_container_sees_a_remote_ipv6_clients_own_address(
             r.split()[4] for r in out.splitlines() if r.startswith("tcp") and len(r.split()) > 5
         ]
 
-    def listening() -> bool:
-        out = workspace.docker("exec", "seen6", "netstat", "-tln", check=False).stdout
-        return any(r.split()[3].endswith(":80") for r in out.splitlines() if r.startswith("tcp"))
-
     # The proxy accepts the client at once; if nc did not listen yet, its connect into the
     # container is refused and the client's connection closed: nothing for netstat to show
     # (ci10, once). So the client comes once the container listens.
-    wait_for(listening, 20, "the container to listen on port 80")
+    wait_for(lambda: container_listens(workspace, "seen6", 80), 20, "the container's nc")
     client = wait_for(lambda: _try(lambda: in_netns(PEERS[ws6], hold)), 20, "a connection")
     try:
         wait_for(

@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 
 from .harness import Workspace, listening, wait_for
-from .servers import OTHER_ADDR, free_port, http_get, udp_bound, udp_echo, web_container
+from .servers import (
+    OTHER_ADDR,
+    container_listens,
+    free_port,
+    http_get,
+    udp_bound,
+    udp_echo,
+    web_container,
+)
 
 pytestmark = pytest.mark.usefixtures("second_address")  # OTHER_ADDR on the loopback
 
@@ -40,13 +48,14 @@ def test_published_tcp_ports(daemon: Workspace) -> None:
     web_container(ws, "rand", "from-rand", "-P", "--expose", "80")
     wait_for(lambda: "from-all" in http_get("127.0.0.1", p_all), 20, "the 0.0.0.0 port")
     assert "from-all" in http_get(OTHER_ADDR, p_all)
-    assert "from-lo" in http_get("127.0.0.1", p_lo)
+    # Each container's httpd starts on its own time: "all" answering says nothing of "lo".
+    wait_for(lambda: "from-lo" in http_get("127.0.0.1", p_lo), 20, "the 127.0.0.1 port")
     # Bound to loopback only: another workspace address does not answer.
     assert "from-lo" not in http_get(OTHER_ADDR, p_lo)
     # -P: the port Docker reports is the one that works in the workspace.
     reported = ws.docker("port", "rand", "80/tcp").stdout.split()[0]
     port = int(reported.rsplit(":", 1)[1])
-    assert "from-rand" in http_get("127.0.0.1", port)
+    wait_for(lambda: "from-rand" in http_get("127.0.0.1", port), 20, "the -P port")
 
     ws.docker("rm", "-f", "all", "lo", "rand")
     for p in (p_all, p_lo, port):
@@ -190,6 +199,9 @@ def test_a_container_sees_a_remote_clients_own_address(
         "-c",
         "while true; do nc -l -p 80; done",
     )
+    # Before the client comes, else the proxy's connect into the container may be refused
+    # and the client hold a closed connection (test_ipv6's twin failed so in ci10).
+    wait_for(lambda: container_listens(daemon, "seen", 80), 20, "the container's nc")
     ours = peer_namespace.rsplit(".", 1)[0] + ".1"  # the workspace's end of the veth
     hold = (
         "import socket, sys, time\n"
@@ -215,7 +227,9 @@ def test_a_container_sees_a_remote_clients_own_address(
     daemon.docker(
         "run", "-d", "--name", "seen-lo", "-p", f"{port}:80", "bb:test", "nc", "-l", "-p", "80"
     )
+    # The container's nc, not only the proxy (listening(port)): see above.
     wait_for(lambda: listening(port), 20, "the published port")
+    wait_for(lambda: container_listens(daemon, "seen-lo", 80), 20, "the container's nc")
     with socket.create_connection(("127.0.0.1", port), timeout=10):
         wait_for(
             lambda: any(
@@ -255,6 +269,11 @@ def test_a_container_sees_a_remote_udp_clients_own_address(
         timeout=30,
     )
     assert r.stdout.strip() == "ping", r.stderr  # the echo came back to the peer
-    logs = daemon.docker("logs", "seen-udp").stdout
-    assert f"from {peer_namespace}" in logs, logs
+    # udpecho prints the sender before it answers, but its output reaches `docker logs`
+    # through the shim and dockerd's log copier, on their own time.
+    wait_for(
+        lambda: f"from {peer_namespace}" in daemon.docker("logs", "seen-udp").stdout,
+        20,
+        "udpecho's line in the container's log",
+    )
     daemon.docker("rm", "-f", "seen-udp")

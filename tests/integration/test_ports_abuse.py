@@ -27,11 +27,16 @@ def daemon(workspace: Workspace, busybox_tar: Path) -> Iterator[Workspace]:
     workspace.docker_up("stop", timeout=90)
 
 
-def proxy_of(port: int) -> int:
-    """The port proxy that dockerd runs for this published port (found as root)."""
+def proxy_of(ws: Workspace, port: int) -> int:
+    """The port proxy that this workspace's dockerd runs for this published port (found as
+    root). The user's alone: every suite on the machine hands out the same port numbers
+    (servers.free_port), each in its own network namespace, so another suite's proxy may
+    serve this very number, in the one PID namespace."""
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
+                if d.stat().st_uid != ws.user.uid:
+                    continue
                 cmd = (d / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
@@ -58,7 +63,7 @@ def test_idle_connections_do_not_starve_a_published_port(daemon: Workspace) -> N
         for _ in range(200):
             idle.append(socket.create_connection(("127.0.0.1", port), timeout=10))
         wait_for(
-            lambda: status_field(proxy_of(port), "Threads") > 200,
+            lambda: status_field(proxy_of(daemon, port), "Threads") > 200,
             30,
             "the idle connections to be served",
         )
@@ -77,7 +82,7 @@ def test_many_udp_senders_cost_bounded_memory(daemon: Workspace) -> None:
     )
     wait_for(lambda: udp_bound(daemon, "echo", 5353), 20, "udpecho to bind its port")
     assert udp_echo(port) == b"ping"
-    proxy = proxy_of(port)
+    proxy = proxy_of(daemon, port)
     for _ in range(10_000):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.sendto(b"x", ("127.0.0.1", port))

@@ -237,7 +237,9 @@ def test_a_server_started_by_run_answers_on_the_workspace_loopback(ws: Workspace
         **ws._as_user(),
     )  # type: ignore[call-overload]
     try:
-        wait_for(lambda: answer(port) == "ns-server\n", 5, "run's server on 127.0.0.1")
+        # Two Python starts (run's, the server's) and an auto-ports poll: under CI's load a
+        # Python start alone has taken seconds (test_autoports' REACT, for the same wait).
+        wait_for(lambda: answer(port) == "ns-server\n", 30, "run's server on 127.0.0.1")
     finally:
         p.kill()
         p.wait(10)

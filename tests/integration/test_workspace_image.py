@@ -294,8 +294,15 @@ def test_dev_container_feature(outer_daemon: OuterDaemon, busybox_tar: Path) -> 
             # A login shell: the feature's profile.d names DOCKER_HOST.
             return outer("exec", "-u", "vscode", "dc", "bash", "-lc", " ".join(cmd), check=False)
 
-        holder = as_user("docker-up", "status", "--json")
-        assert json.loads(holder.stdout).get("lazy") is True, holder.stdout + holder.stderr
+        def lazy_holder() -> bool:
+            try:
+                return json.loads(as_user("docker-up", "status", "--json").stdout)["lazy"] is True
+            except (ValueError, KeyError):
+                return False
+
+        # The entrypoint starts the holder (a Python start, seconds under load) while `docker
+        # run -d` has already returned: it is waited for, not asked once.
+        wait_for(lazy_holder, 60, "the entrypoint's lazy holder")
         r = as_user("docker", "import", "/tmp/bb.tar", "bb:test")
         assert r.returncode == 0, r.stderr
         r = as_user("docker", "run", "--rm", "bb:test", "echo", "from-the-feature")
