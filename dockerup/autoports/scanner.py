@@ -1,22 +1,18 @@
-"""Automatic ports: a TCP listener anywhere in docker-up's network namespace (a
-`--network host` container, a server started with `docker-up exec` or `docker-up run`)
-answers on the workspace's loopback at the same port, without a `-p`. Stdlib only: it runs
-on a thread of the keeper.
+"""Automatic ports: a TCP listener anywhere in docker-up's network namespace (a `--network
+host` container, a server of `docker-up exec` or `run`) answers on the workspace's loopback
+at the same port, without a `-p`. Stdlib only: it runs on a thread of the keeper.
 
 How: every POLL seconds the keeper reads the namespace's /proc/net/tcp and tcp6 (through
-the inside helper's /proc/PID/net, which shows its network namespace). For a new listening
-port it decides (rules.py's decide(), pure) and then binds the same port on the workspace's
-127.0.0.1 (and ::1 where the workspace has it); each connection accepted there is handed,
-the fd itself, to the inside helper (autoports/inside.py), which connects to the
-listener inside and moves the bytes with splice(2): the published ports' forwarder.
+the inside helper's /proc/PID/net). A new listening port is decided (rules.py's decide(),
+pure), then bound on the workspace's 127.0.0.1 (and ::1 where the workspace has it); each
+connection accepted there goes, the fd itself, to the inside helper (autoports/inside.py),
+which connects to the listener inside and splices the bytes, as the published ports do.
 
-Rules: the workspace wins (a port any workspace listener holds is refused, and the
-workspace's server goes on answering); nothing is ever bound on the workspace's other
-addresses; docker-up's own listeners (dockerd, docker-proxy, the port proxy) and ports
-dockerd publishes are left to the published-port path; ports below 1024 bind only where
-the workspace lets the user bind them (the published-port rule); at most `cap` ports at
-once; include/exclude ranges from the configuration. A port is released at the first poll
-that no longer sees its listener.
+Rules (decide()): the workspace wins; nothing binds the workspace's other addresses;
+docker-up's own listeners and dockerd's published ports are left to the published-port
+path; below 1024 only where the workspace lets the user bind; at most `cap` ports;
+include/exclude ranges. A listener no process holds waits a poll. A port is released at
+the first poll that no longer sees its listener.
 """
 
 from __future__ import annotations
@@ -142,8 +138,7 @@ def bind_one(ws: str, port: int, target: str, proto: str = "tcp") -> socket.sock
 
 
 def workspace_ports(udp: bool = False) -> set[Key]:
-    """Ports a TCP listener (or any UDP socket) holds in the workspace (the keeper's own
-    namespace)."""
+    """Ports a TCP listener (or any UDP socket) holds in the workspace (the keeper's netns)."""
     text = read_text("/proc/self/net/tcp") + read_text("/proc/self/net/tcp6")
     ports = {("tcp", lst.port) for lst in parse_tcp(text)}
     if udp:
@@ -172,6 +167,7 @@ class AutoPorts:
         self.by_fd: dict[int, Exposure] = {}  # workspace TCP listener fd ->
         self.refused: dict[Key, Refusal] = {}
         self.owners: dict[int, Owner] = {}  # inode -> (cache: looked up once per socket)
+        self.unowned: dict[Key, frozenset[int]] = {}  # held back a poll: no owner seen
         self.quiet = QuietLog(log, first=3)
         self.helper: subprocess.Popen[bytes] | None = None
         self.helper_fd = -1
@@ -237,8 +233,7 @@ class AutoPorts:
     # -- polling --
 
     def namespace_listeners(self, proto: str = "tcp") -> list[Listener] | None:
-        """The namespace's TCP listeners or UDP servers; None when the helper is gone (next
-        round)."""
+        """The namespace's TCP listeners or UDP servers; None: the helper is gone (next round)."""
         assert self.helper is not None
         base = f"/proc/{self.helper.pid}/net/{proto}"
         try:
@@ -270,6 +265,7 @@ class AutoPorts:
         for port in [p for p in self.refused if p not in ports]:
             del self.refused[port]
             changed = True
+        self.unowned = {k: v for k, v in self.unowned.items() if inodes.get(k) == v}
         new = [p for p in ports if p not in self.exposed and not self.still_refused(p, inodes[p])]
         if new:
             self.lookup_owners({i for p in new for i in inodes[p]})
@@ -292,11 +288,10 @@ class AutoPorts:
             self.owners.update(socket_owners(self.netns, unknown) if asked is None else asked)
 
     def ask_owners(self, inodes: set[int]) -> dict[int, Owner] | None:
-        """The inside helper looks: under keep-id dockerd, its port proxies and the
-        containers' root are a subordinate id, whose /proc/PID/fd the keeper (the user,
-        outside) may not list; unknown, dockerd 28's own listener of a port it is about to
-        publish (it binds before its proxy asks the port manager) was auto-exposed, and the
-        published port then refused as in use. None: no answer (the keeper looks)."""
+        """The inside helper looks: under keep-id, dockerd's port proxies and containers'
+        root are a subordinate id, whose /proc/PID/fd the keeper (the user) may not list
+        (dockerd 28's own listener of a port it is about to publish, unknown, was exposed
+        and the publish refused). None: no answer (the keeper looks)."""
         if self.conn is None:
             return None
         self.queries += 1
@@ -332,6 +327,12 @@ class AutoPorts:
             exposed=len(self.exposed),
             proto=proto,
         )
+        if v.action == "expose" and owner is None and self.unowned.get(key) != inodes:
+            # No process holds it: most likely one ending, as a docker-proxy whose port
+            # dockerd unpublishes and publishes again at its restart (exposed, the workspace
+            # port is taken from that publish). Still there at the next poll: a port.
+            self.unowned[key] = inodes
+            return False
         if v.action == "expose":
             exp = Exposure(port, owner, proto=proto)
             try:

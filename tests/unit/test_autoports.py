@@ -243,6 +243,31 @@ def test_a_workspace_listener_on_another_address_still_wins(auto: Fake) -> None:
         assert not listening_here(port)
 
 
+def test_a_listener_no_process_holds_waits_a_poll(auto: Fake) -> None:
+    """ci16: at dockerd's restart, a restart-policy container's port was unpublished and at
+    once published again; the scan in between saw the ending docker-proxy's socket with no
+    process behind it and exposed it, and the publish then failed as in use in the
+    workspace (the container never ran again). An unowned listener waits a poll."""
+    web, server, ending = free_ports(3)
+    auto.lookup_owners = lambda inodes: None  # type: ignore[method-assign]  # nobody found
+    auto.inside = [Listener("0.0.0.0", ending, 7), Listener("0.0.0.0", server, 8)]
+    auto.poll()
+    assert auto.exposed == {} and not listening_here(ending)
+    # The ending one's socket is gone and its port published again (another socket); the
+    # other is still there, still unowned: a port like any other now.
+    auto.published = lambda: {("tcp", ending)}
+    auto.inside = [Listener("0.0.0.0", ending, 9), Listener("0.0.0.0", server, 8)]
+    auto.poll()
+    assert sorted(auto.exposed) == [("tcp", server)]
+    assert not listening_here(ending)
+    # A new socket on a port is new: it waits its own poll.
+    auto.inside = [Listener("0.0.0.0", server, 8), Listener("0.0.0.0", web, 10)]
+    auto.poll()
+    assert sorted(auto.exposed) == [("tcp", server)]
+    auto.poll()
+    assert sorted(auto.exposed) == sorted([("tcp", server), ("tcp", web)])
+
+
 def test_at_the_cap_the_rest_wait_and_get_in_when_one_goes(auto: Fake) -> None:
     ports = sorted(free_ports(3))  # taken in port order
     auto.inside = [Listener("0.0.0.0", p, i) for i, p in enumerate(ports)]
