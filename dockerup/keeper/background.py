@@ -214,8 +214,8 @@ def stop(paths: Paths, timeout: float = 60.0) -> bool:
     running = instance.read_state(paths)
     lazy = read_lazy(paths)
     candidates = [lazy.id if lazy else None, running.procs.get("keeper") if running else None]
-    pidfds = (procid.open_if_same(i) for i in candidates if i is not None)
-    pidfd = next((fd for fd in pidfds if fd is not None and signalled(fd)), None)
+    pidfds = (procid.signalled(i, signal.SIGTERM) for i in candidates if i is not None)
+    pidfd = next((fd for fd in pidfds if fd is not None), None)
     if pidfd is None:
         raise DockerUpError(
             "docker-up is starting or its state is unreadable; cannot tell which process to stop",
@@ -225,16 +225,6 @@ def stop(paths: Paths, timeout: float = 60.0) -> bool:
         return wait_ended(paths, pidfd, timeout)
     finally:
         os.close(pidfd)
-
-
-def signalled(pidfd: int) -> bool:
-    """SIGTERM through the pidfd; False (and the pidfd closed) if the process is gone."""
-    try:
-        signal.pidfd_send_signal(pidfd, signal.SIGTERM)
-    except ProcessLookupError:
-        os.close(pidfd)
-        return False
-    return True
 
 
 def wait_ended(paths: Paths, pidfd: int, timeout: float) -> bool:

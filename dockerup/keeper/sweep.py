@@ -11,6 +11,7 @@ import os
 import signal
 import time
 
+from dockerup.linux import procid
 from dockerup.linux.fdwait import readable
 
 
@@ -77,7 +78,7 @@ def _open_if_in(pid: str, userns: int) -> int | None:
 
 def _exited(pid: str) -> bool:
     with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+        return procid.state(f.read()) in procid.EXITED
 
 
 def _comm(pid: str) -> str:

@@ -27,6 +27,14 @@ class ProcId(Spec):
     exe: str
 
 
+EXITED = ("Z", "X")  # states of a process that runs nothing any more: zombie, dead
+
+
+def state(stat: str) -> str:
+    """Field 3 of /proc/PID/stat (R, S, D, Z, ...); the command name may hold ')'."""
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
 def start_time(stat: str) -> int:
     """Field 22 of /proc/PID/stat; the command name (field 2) may hold spaces and ')'."""
     return int(stat.rsplit(")", 1)[1].split()[19])
@@ -43,7 +51,7 @@ def identify(pid: int) -> ProcId | None:
         exe = os.readlink(f"/proc/{pid}/exe")
     except OSError:
         return None
-    if stat.rsplit(")", 1)[1].split()[0] == "Z":
+    if state(stat) == "Z":
         return None  # a zombie runs nothing
     return ProcId(pid, start_time(stat), exe)
 
@@ -101,15 +109,24 @@ def terminate(ident: ProcId, timeout: float, kill_after: float = 5.0) -> bool:
     return True
 
 
-def send(ident: ProcId, sig: int) -> bool:
-    """Send one signal to the recorded process; False if it no longer runs."""
+def signalled(ident: ProcId, sig: int) -> int | None:
+    """Send one signal to the recorded process; its pidfd (the caller closes it, and may
+    wait on it), or None if it no longer runs."""
     pidfd = open_if_same(ident)
     if pidfd is None:
-        return False
+        return None
     try:
         signal.pidfd_send_signal(pidfd, sig)
     except ProcessLookupError:
-        return False
-    finally:
         os.close(pidfd)
+        return None
+    return pidfd
+
+
+def send(ident: ProcId, sig: int) -> bool:
+    """Send one signal to the recorded process; False if it no longer runs."""
+    pidfd = signalled(ident, sig)
+    if pidfd is None:
+        return False
+    os.close(pidfd)
     return True

@@ -23,7 +23,7 @@ import socket
 import stat
 import time
 
-from dockerup.linux import libc
+from dockerup.linux import libc, procid
 from dockerup.views.choose import SOURCE, VIEW, Candidate
 
 # runc's rule for a container ID: the only names this module joins into a path.
@@ -168,7 +168,7 @@ def _wait_mounted(pid: int, log: str) -> None:
             with open(f"/proc/{pid}/mountinfo") as f:
                 lines = f.read().splitlines()
             with open(f"/proc/{pid}/stat") as f:
-                dead = f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+                dead = procid.state(f.read()) in procid.EXITED
         except OSError:
             dead, lines = True, []
         if any(_is_view(line) for line in lines):
