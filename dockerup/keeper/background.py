@@ -11,13 +11,13 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import TextIO
 
 from dockerup.errors import DockerUpError
 from dockerup.keeper import instance, state, supervise
 from dockerup.keeper.state import LazyRecord
 from dockerup.linux import procid
 from dockerup.linux.exits import STOP_SIGNALS
+from dockerup.linux.fdwait import readable
 from dockerup.logs import tail
 from dockerup.plan.data import Plan
 from dockerup.settings.paths import Paths
@@ -63,17 +63,17 @@ def start_detached(plan: Plan) -> tuple[str, bool]:
     os.close(w)
     lines: list[str] = []
     try:
-        with os.fdopen(r) as f:
-            try:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, set(STOP_SIGNALS))
-                lines.append(f.readline())
-                lines.append(f.readline())
-                # Its answer is in: a signal from now on is after the start (this process
-                # only prints it). One that came before is raised by this very call.
-                signal.pthread_sigmask(signal.SIG_BLOCK, set(STOP_SIGNALS))
-            except supervise.Interrupted:
-                stop_background(plan, f, lines)
-                raise
+        report = Lines(r)
+        try:
+            lines.append(report.line())
+            lines.append(report.line())
+            # Its answer is in: a signal from now on is after the start (this process only
+            # prints it); line() returns with the stop signals blocked.
+        except supervise.Interrupted:
+            stop_background(plan, report, lines)
+            raise
+        finally:
+            os.close(r)
     finally:
         # The intermediate child exits once it has forked the real background process.
         os.waitpid(pid, 0)
@@ -100,15 +100,43 @@ def start_detached(plan: Plan) -> tuple[str, bool]:
     return msg.docker_host, False
 
 
-def stop_background(plan: Plan, f: TextIO, lines: list[str]) -> None:
+class Lines:
+    """The background start's pipe, a line at a time. Stop signals are let in only while it
+    waits for data, never while it reads: one handled as a read returns raises Interrupted
+    right after it, and the line that read took is lost. Losing who the background is, the
+    front could not stop it, and it went on to a daemon nobody wanted (ci21, under load)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buf = b""
+
+    def line(self) -> str:
+        """The next line, "" at the end; the stop signals are blocked on return."""
+        while b"\n" not in self.buf:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, set(STOP_SIGNALS))
+            try:
+                readable([self.fd])  # a stop signal raises here, with nothing read
+            finally:
+                signal.pthread_sigmask(signal.SIG_BLOCK, set(STOP_SIGNALS))
+            chunk = os.read(self.fd, 4096)
+            if not chunk:
+                break
+            self.buf += chunk
+        line, end, self.buf = self.buf.partition(b"\n")
+        return (line + end).decode()
+
+
+def stop_background(plan: Plan, report: Lines, lines: list[str]) -> None:
     """The start was stopped: so is the background start, in order, wherever it is (its own
     handler unwinds it; once it is the keeper, the keeper stops), and this returns once it
     has ended. lines: what it has said so far."""
     if not lines:
-        lines.append(f.readline())  # it says who it is first thing: soon
+        lines.append(report.line())  # it says who it is first thing: soon
     with contextlib.suppress(ValueError):
         procid.send(procid.ProcId.from_json(lines[0]), signal.SIGTERM)
-    lines += f.readlines()  # to the end: it exited, or exec'd the keeper (close-on-exec)
+    # To the end: it exited, or exec'd the keeper (close-on-exec).
+    while line := report.line():
+        lines.append(line)
     if len(lines) > 1 and lines[1]:
         # It had become (or was becoming) the keeper: the keeper's stop frees the lock.
         from dockerup.waiting import wait_until
@@ -231,7 +259,6 @@ def wait_ended(paths: Paths, pidfd: int, timeout: float) -> bool:
     """The keeper frees its lock once all it started has ended, then exits; a stop that
     returned at the lock alone could leave the user a process still exiting (seen in CI
     under load). The pidfd turns readable only once the process has wholly exited."""
-    from dockerup.linux.fdwait import readable
     from dockerup.waiting import wait_until
 
     deadline = time.monotonic() + timeout

@@ -263,7 +263,7 @@ def test_a_stop_signal_at_any_moment_of_the_start_says_so_and_leaves_nothing(
         )
     code = s.stop(signal.SIGTERM)
     err = s.stderr()
-    nothing_left(ws.user.uid, f"nothing left (docker-up exit {code})")
+    nothing_left(ws.user.uid, f"nothing left (docker-up exit {code}, said {err[-400:]!r})")
     assert code == 130, err
     assert "stopped (SIGTERM) before dockerd was ready" in err, err
     assert not (ws.runtime_dir / "docker-up" / "docker.sock").exists()
