@@ -58,13 +58,38 @@ NS_KINDS = ("user", "mnt", "net")
 
 
 def prepare_dirs(plan: Plan) -> None:
-    for d in plan.dirs:
-        d.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(plan.paths.data, plan.data_mode)
+    try:
+        for d in plan.dirs:
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(plan.paths.data, plan.data_mode)
+    except PermissionError as e:
+        raise not_the_users(Path(e.filename or plan.paths.data), e) from None
     # Under keep-id dockerd, root inside, makes its data-root its own (0710): a subordinate
     # id's, the marker inside out of the user's reach.
     ns_root = plan.uidmap.root if plan.uidmap and plan.child.become_root else None
     claim_data_root(plan.paths.data_root, custom=plan.config.data_root is not None, ns_root=ns_root)
+
+
+def not_the_users(path: Path, e: OSError) -> DockerUpError:
+    """A directory docker-up needs is another id's. Most often a volume that another user, or
+    another pod under an id range of its own, wrote first: its files then show as the
+    overflow id (65534) and docker-up's 0700 directories among them are closed."""
+    found = path
+    while True:  # the nearest that can be looked at says whose it is
+        try:
+            st = found.lstat()
+            break
+        except OSError:
+            if found.parent == found:
+                return DockerUpError(f"cannot create {path}: {e.strerror}")
+            found = found.parent
+    return DockerUpError(
+        f"cannot create or change {path}: {e.strerror}; {found} belongs to uid {st.st_uid}"
+        f" (mode {st.st_mode & 0o7777:04o}), docker-up runs as uid {os.getuid()}",
+        hint="docker-up's directories must be its user's own. If they are on a volume that"
+        " another user or pod wrote first (another pod's ids show as 65534), give docker-up a"
+        " volume of its own, or move what is there aside.",
+    )
 
 
 DATA_ROOT_MARKER = ".docker-up-data-root"

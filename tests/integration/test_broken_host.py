@@ -6,6 +6,8 @@ files), so nothing outside the test changes.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from .harness import Workspace
@@ -75,6 +77,30 @@ def test_nothing_left_after_a_failed_start(workspace: Workspace) -> None:
     run_dir = workspace.runtime_dir / "docker-up"
     assert not (run_dir / "docker.sock").exists()
     assert not (run_dir / "state.json").exists()
+
+
+def test_a_data_directory_of_another_id(workspace: Workspace) -> None:
+    # What a pod meets on a volume another pod wrote first, under an id range of its own:
+    # docker-up's 0700 directory there belongs to the overflow id. Seen with podman kube
+    # play, whose emptyDir volumes are named after the manifest's volume, not the pod.
+    data = workspace.root / "data"
+    foreign = workspace.root / "foreign"
+    foreign.mkdir(mode=0o700)
+    os.chown(foreign, 65534, 65534)
+    user = workspace.user
+    r = workspace.docker_up_on_broken_host(
+        f"install -d -o {user.uid} -g {user.gid} {data} {data}/docker-up && "
+        f"mount --bind {foreign} {data}/docker-up"
+    )
+    assert_clean_failure(
+        r,
+        f"cannot create or change {data}/docker-up/",
+        f"{data}/docker-up belongs to uid 65534 (mode 0700)",
+        "a volume of its own",
+    )
+    # What docker-up did not create, it left as it was.
+    st = foreign.stat()
+    assert (st.st_uid, st.st_mode & 0o7777, list(foreign.iterdir())) == (65534, 0o700, [])
 
 
 def test_install_deps_without_root_prints_the_command(workspace: Workspace) -> None:

@@ -202,10 +202,6 @@ def test_stop_leaves_nothing(pod: None) -> None:
     assert zombies() == []
 
 
-@pytest.mark.skip(
-    reason="known failure, issue 36 left open: in the runner pod docker-up cannot create "
-    "~/.local/share/docker-up/copyup on its emptyDir (PermissionError) under podman 5.4"
-)
 def test_the_ci_runner_pod_runs_a_job(tmp_path: Path) -> None:
     """arc-runner-values.yaml's pod template, the runner replaced by a shell running a job's
     docker commands, with this image and its user (the runner image is not built here)."""
@@ -224,9 +220,16 @@ def test_the_ci_runner_pod_runs_a_job(tmp_path: Path) -> None:
     runner.update(image="docker-up-workspace", args=["sh", "-c", job])
     runner["securityContext"].update(runAsUser=33333, runAsGroup=33333)
     runner["env"] = [{"name": "DOCKER_HOST", "value": HOST}]
+    # podman kube play names an emptyDir's volume after the manifest's volume, not after the
+    # pod: "docker-data" would be the workspace pod's (its fixture is still up), its files of
+    # another --userns=auto range, docker-up's 0700 directory among them. A kubelet gives
+    # each pod an emptyDir of its own.
     for m in runner["volumeMounts"]:
         if m["name"] == "docker-data":
-            m["mountPath"] = "/home/gitpod/.local/share"
+            m.update(name="runner-docker-data", mountPath="/home/gitpod/.local/share")
+    for v in spec["volumes"]:
+        if v["name"] == "docker-data":
+            v["name"] = "runner-docker-data"
     # The job's image comes in as a file (a real job pulls it from a registry).
     runner["volumeMounts"].append({"name": "job", "mountPath": "/job/bb.tar", "readOnly": True})
     spec["volumes"].append({"name": "job", "hostPath": {"path": BUSYBOX, "type": "File"}})
