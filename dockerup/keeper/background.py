@@ -104,7 +104,8 @@ class Lines:
     """The background start's pipe, a line at a time. Stop signals are let in only while it
     waits for data, never while it reads: one handled as a read returns raises Interrupted
     right after it, and the line that read took is lost. Losing who the background is, the
-    front could not stop it, and it went on to a daemon nobody wanted (ci21, under load)."""
+    front could not stop it, and it went on to a daemon nobody wanted (ci21, under load).
+    (The mask is this thread's: it holds because the front runs no other thread.)"""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
