@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from dockerup.files import read_text
 from dockerup.lean import PROGRAMS
+from dockerup.linux import procid
 from dockerup.wire.specs import AutoPortsSpec
 
 TCP_LISTEN = "0A"  # /proc/net/tcp's st column
@@ -196,7 +197,7 @@ def _cmdline(pid: int) -> list[str]:
 def _ppid(pid: int) -> int:
     stat = read_text(f"/proc/{pid}/stat")
     try:
-        return int(stat.rsplit(")", 1)[1].split()[1])
+        return int(procid.fields(stat)[1])
     except (IndexError, ValueError):
         return 0
 

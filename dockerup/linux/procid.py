@@ -30,14 +30,19 @@ class ProcId(Spec):
 EXITED = ("Z", "X")  # states of a process that runs nothing any more: zombie, dead
 
 
+def fields(stat: str) -> list[str]:
+    """/proc/PID/stat from field 3 on: the command name (field 2) may hold spaces and ')'."""
+    return stat.rsplit(")", 1)[1].split()
+
+
 def state(stat: str) -> str:
-    """Field 3 of /proc/PID/stat (R, S, D, Z, ...); the command name may hold ')'."""
-    return stat.rsplit(")", 1)[1].split()[0]
+    """Field 3 of /proc/PID/stat (R, S, D, Z, ...)."""
+    return fields(stat)[0]
 
 
 def start_time(stat: str) -> int:
-    """Field 22 of /proc/PID/stat; the command name (field 2) may hold spaces and ')'."""
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    """Field 22 of /proc/PID/stat."""
+    return int(fields(stat)[19])
 
 
 def identify(pid: int) -> ProcId | None:
